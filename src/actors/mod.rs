@@ -1,0 +1,110 @@
+//! The actor model cardio's entities are written in.
+//!
+//! An actor is plain state plus one [`Handler`] per message type; messages are
+//! actix messages (`#[derive(actix::Message)] #[rtype(result = "...")]`). The
+//! runtime hosts each actor in its own actix actor (a *cell*, see
+//! `supervisors::cell`) that owns the mailbox, runs one handler at a time, catches
+//! panics and reports them to the supervisor. Handlers are `async` and have
+//! `&mut self` for their whole run; no other message is handled meanwhile.
+//!
+//! Actors never talk to sqlx, lapin or actix-web: they get what they need through
+//! their constructor (the factory a supervisor calls on every (re)start).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+
+use crate::supervisors::cell::Cell;
+use crate::supervisors::message::Call;
+use crate::supervisors::tree::NodeInfo;
+
+/// An actor kind. `KIND` is the first half of its logical address (`consult/42`).
+pub trait Actor: Sized + 'static {
+    /// Short, lowercase, stable: it names shards, tree paths and metrics.
+    const KIND: &'static str;
+
+    /// Runs on every (re)start before the first message: recover state here.
+    /// A panic here counts as a crash of the actor.
+    fn started(&mut self, ctx: &mut Ctx<Self>) -> impl Future<Output = ()> {
+        let _ = ctx;
+        async {}
+    }
+
+    /// Runs before a graceful stop (shutdown, passivation, sibling restart):
+    /// flush state here. The parent's shutdown timeout bounds it. It does not run
+    /// after a crash: the state is presumed broken.
+    fn stopping(&mut self, ctx: &mut Ctx<Self>) -> impl Future<Output = ()> {
+        let _ = ctx;
+        async {}
+    }
+}
+
+/// Handling of one message type.
+pub trait Handler<M: actix::Message>: Actor {
+    fn handle(&mut self, msg: M, ctx: &mut Ctx<Self>) -> impl Future<Output = M::Result>;
+}
+
+/// What a handler may ask of the runtime about itself.
+pub struct Ctx<A: Actor> {
+    node: Arc<NodeInfo>,
+    addr: Addr<Cell<A>>,
+    pub(crate) stop_requested: bool,
+}
+
+impl<A: Actor> Ctx<A> {
+    pub(crate) fn new(node: Arc<NodeInfo>, addr: Addr<Cell<A>>) -> Self {
+        Self {
+            node,
+            addr,
+            stop_requested: false,
+        }
+    }
+
+    /// The actor's id within its kind (`42` for `consult/42`).
+    pub fn id(&self) -> &str {
+        &self.node.id
+    }
+
+    /// The actor's path in the supervision tree.
+    pub fn path(&self) -> &str {
+        &self.node.path
+    }
+
+    /// Stops the actor normally once the current handler returns. Its supervisor
+    /// restarts it only if its policy is `permanent`.
+    pub fn stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    pub(crate) fn node(&self) -> &Arc<NodeInfo> {
+        &self.node
+    }
+
+    /// Delivers `msg` to this actor after `delay` (timers: idle timeouts, alert
+    /// windows). If the actor has stopped by then the message is dropped, which
+    /// is what a timer of a stopped actor should do.
+    pub fn notify_later<M>(&self, delay: Duration, msg: M)
+    where
+        A: Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        let addr = self.addr.clone();
+        let node = Arc::clone(&self.node);
+        actix_rt::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if addr.connected() {
+                node.depth
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A timer's own message bypasses the mailbox bound: it is bounded by
+                // the timers the actor set, not by outside senders.
+                addr.do_send(Call::detached(
+                    msg,
+                    tokio::time::Instant::now() + delay.max(Duration::from_secs(60)),
+                ));
+            }
+        });
+    }
+}

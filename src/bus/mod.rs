@@ -1,0 +1,233 @@
+//! The message-bus shim: the only way cardio's parts talk across actors and nodes.
+//!
+//! [`Bus`] is a small trait with two backends chosen by URL: `memory://` (this
+//! module's [`memory`], in-process, the embedded default) and `amqp://`
+//! (RabbitMQ; arrives with the cluster work). Nothing outside `bus/` knows which
+//! one runs.
+//!
+//! Semantics every backend provides:
+//! - actor messages go to the shard queue of their recipient (`send`); each
+//!   shard queue is consumed by one node (`consume_shard`);
+//! - events fan out by topic (`publish` / `subscribe`, AMQP topic patterns:
+//!   `*` one word, `#` any number of words);
+//! - delivery is at least once: a delivery is settled by `ack`; `nack`
+//!   requeues it for redelivery, a dropped delivery is requeued too, and past the
+//!   delivery limit a message goes to the dead-letter queue with its reason;
+//! - at most `prefetch` unsettled deliveries per subscription.
+
+pub mod envelope;
+pub mod memory;
+mod topic;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use envelope::{Envelope, EnvelopeError, MessageId, TraceContext};
+
+/// Errors of the bus. Messages never carry payloads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    #[error("unsupported bus URL scheme {0:?}; this build supports memory://")]
+    UnsupportedScheme(String),
+    #[error("invalid bus URL: {0}")]
+    BadUrl(String),
+    #[error("an actor message needs a recipient (envelope.to)")]
+    NoRecipient,
+    #[error("invalid topic or pattern {0:?}: dot-separated words, wildcards only in patterns")]
+    BadTopic(String),
+    #[error("shard {shard} does not exist (the bus has {shards})")]
+    NoSuchShard { shard: u16, shards: u16 },
+    #[error("queue {0} is full")]
+    QueueFull(String),
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// Where a delivery came from and how often it was delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    pub queue: String,
+    /// Delivered before (and not acknowledged).
+    pub redelivered: bool,
+    /// 1 on first delivery.
+    pub delivery_count: u32,
+    /// Set on deliveries from the dead-letter queue.
+    pub dead_letter: Option<DeadLetterInfo>,
+}
+
+/// Why a message was set aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterInfo {
+    pub reason: String,
+    pub from_queue: String,
+    pub deliveries: u32,
+}
+
+/// What became of a negatively acknowledged delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nacked {
+    Requeued,
+    /// It had reached the delivery limit.
+    DeadLettered,
+}
+
+/// Settles one delivery with its backend.
+#[async_trait]
+pub trait Acker: Send {
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    async fn nack(self: Box<Self>, reason: &str) -> Result<Nacked, BusError>;
+    async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), BusError>;
+    /// Called when a delivery is dropped unsettled: requeue it.
+    fn release(self: Box<Self>);
+}
+
+/// One delivered message. Dropping it unsettled requeues it.
+pub struct Delivery {
+    body: Bytes,
+    info: DeliveryInfo,
+    acker: Option<Box<dyn Acker>>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("info", &self.info)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
+impl Delivery {
+    pub fn new(body: Bytes, info: DeliveryInfo, acker: Box<dyn Acker>) -> Self {
+        Self {
+            body,
+            info,
+            acker: Some(acker),
+        }
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub fn info(&self) -> &DeliveryInfo {
+        &self.info
+    }
+
+    pub fn envelope(&self) -> Result<Envelope, EnvelopeError> {
+        Envelope::decode(&self.body)
+    }
+
+    fn take(&mut self) -> Box<dyn Acker> {
+        self.acker.take().expect("a delivery is settled once")
+    }
+
+    /// Done with it: it will not be delivered again.
+    pub async fn ack(mut self) -> Result<(), BusError> {
+        self.take().ack().await
+    }
+
+    /// Failed: deliver it again, unless it reached the delivery limit, in which
+    /// case it is dead-lettered with `reason`.
+    pub async fn nack(mut self, reason: &str) -> Result<Nacked, BusError> {
+        self.take().nack(reason).await
+    }
+
+    /// Will never work (malformed): set it aside now with `reason`.
+    pub async fn dead_letter(mut self, reason: &str) -> Result<(), BusError> {
+        self.take().dead_letter(reason).await
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take() {
+            acker.release();
+        }
+    }
+}
+
+/// A backend's stream of deliveries.
+#[async_trait]
+pub trait Source: Send {
+    /// The next delivery; `None` once the subscription is closed.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// A stream of deliveries from one queue.
+pub struct Subscription {
+    source: Box<dyn Source>,
+}
+
+impl Subscription {
+    pub fn new(source: Box<dyn Source>) -> Self {
+        Self { source }
+    }
+
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.source.next().await
+    }
+}
+
+/// See the module docs.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// The URL, with any password hidden.
+    fn describe(&self) -> String;
+
+    /// Number of shard queues actor messages are spread over.
+    fn shards(&self) -> u16;
+
+    /// Sends an actor message (`env.to` set) to its shard queue. Returns once the
+    /// bus holds it (durably, for durable backends).
+    async fn send(&self, env: &Envelope) -> Result<(), BusError>;
+
+    /// Publishes an event on `topic` to every matching subscription.
+    async fn publish(&self, topic: &str, env: &Envelope) -> Result<(), BusError>;
+
+    /// A subscription of its own to events whose topic matches `pattern`.
+    async fn subscribe(&self, pattern: &str, prefetch: u16) -> Result<Subscription, BusError>;
+
+    /// Consumes the actor messages of one shard.
+    async fn consume_shard(&self, shard: u16, prefetch: u16) -> Result<Subscription, BusError>;
+
+    /// Consumes the dead-letter queue.
+    async fn consume_dead_letters(&self, prefetch: u16) -> Result<Subscription, BusError>;
+
+    /// Whether the bus can take messages now (for readiness).
+    async fn healthy(&self) -> bool;
+}
+
+/// Settings every backend honours.
+#[derive(Debug, Clone, Copy)]
+pub struct BusOptions {
+    pub shards: u16,
+    /// Deliveries after which a message that keeps failing is dead-lettered.
+    pub delivery_limit: u32,
+    /// Messages a queue holds before senders get [`BusError::QueueFull`].
+    pub max_queue_len: usize,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        Self {
+            shards: 64,
+            delivery_limit: 5,
+            max_queue_len: 1_000_000,
+        }
+    }
+}
+
+/// Opens the bus named by `url`.
+pub async fn connect(url: &str, options: BusOptions) -> Result<Arc<dyn Bus>, BusError> {
+    let scheme = url
+        .split_once("://")
+        .map(|(s, _)| s)
+        .ok_or_else(|| BusError::BadUrl("expected scheme://...".into()))?;
+    match scheme {
+        "memory" => Ok(Arc::new(memory::MemoryBus::new(options))),
+        other => Err(BusError::UnsupportedScheme(other.to_owned())),
+    }
+}

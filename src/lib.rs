@@ -1,0 +1,21 @@
+//! cardio: a supervised, clustered actor runtime for a telemedicine cardiology
+//! platform.
+//!
+//! Map of the crate:
+//! - [`actors`]: the actor model entities are written in (`Actor`, `Handler`, `Ctx`);
+//! - [`supervisors`]: OTP-style supervision trees over actix, introspection;
+//! - [`registry`]: logical addressing (`kind/id`), activation and passivation,
+//!   and the bridge from bus deliveries to actors;
+//! - [`bus`]: the message-bus shim (trait + `memory://` backend) and the envelope;
+//! - [`cluster`]: placement (shards);
+//! - [`api`]: HTTP endpoints (health, debug views);
+//! - [`node`]: one cardio process: start-up order, serving, draining;
+//! - [`config`], [`telemetry`], [`cli`]: configuration, logs, command line.
+#![forbid(unsafe_code)]
+
+pub mod actors;
+pub mod bus;
+pub mod cluster;
+pub mod principal;
+pub mod registry;
+pub mod supervisors;

@@ -1,0 +1,34 @@
+//! Who sent a message: the authenticated subject and its role.
+//!
+//! Subjects are opaque identifiers (UUIDs), never names: a principal may be
+//! logged, a patient's name may not.
+
+use serde::{Deserialize, Serialize};
+
+/// The roles cardio knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Patient,
+    Clinician,
+    Ops,
+    Admin,
+    /// The platform itself (timers, cluster machinery).
+    System,
+}
+
+/// An authenticated sender.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Principal {
+    pub subject: String,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn system() -> Self {
+        Self {
+            subject: "cardio".into(),
+            role: Role::System,
+        }
+    }
+}

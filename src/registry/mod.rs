@@ -1,0 +1,389 @@
+//! Addressing: actors are reached by logical id (`kind/id`).
+//!
+//! A [`Kind`] activates an actor on its first message (under the kind's own
+//! dynamic supervisor, on the next arbiter of the pool) and the actor passivates
+//! itself after an idle time. A message to an actor that stopped or passivated
+//! while the message was on its way comes back to the registry, which activates
+//! the actor anew and delivers it within the message's deadline: a message is
+//! never dropped silently.
+//!
+//! The registry knows actors and supervisors, never the bus backend or SQL;
+//! [`inbox`] bridges bus deliveries to it.
+
+pub mod id;
+pub mod inbox;
+mod route;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use id::{ActorId, ActorIdError};
+pub use route::DeliverError;
+pub(crate) use route::{describe_json_error, Route};
+
+use crate::actors::{Actor, Handler};
+use crate::supervisors::cell::{await_reply, Cell, CellInit, Factory, Index};
+use crate::supervisors::message::Reply;
+use crate::supervisors::tree::{NodeInfo, NodeKind};
+use crate::supervisors::{
+    ActorRef, ArbiterPool, Backoff, CellLimits, ChildSpec, Intensity, RestartPolicy, SendError,
+    Shutdown, SupervisorRef, SupervisorSpec, Tree,
+};
+
+/// How the actors of one kind live.
+pub struct KindSpec<A: Actor> {
+    factory: Factory<A>,
+    idle_timeout: Option<Duration>,
+    restart: RestartPolicy,
+    shutdown: Shutdown,
+    intensity: Intensity,
+    child_intensity: Intensity,
+    backoff: Backoff,
+    limits: CellLimits,
+}
+
+impl<A: Actor> KindSpec<A> {
+    /// `factory(id)` builds the actor for `kind/id` on every (re)activation.
+    ///
+    /// Defaults: transient (restarted after a crash, not after a normal stop),
+    /// passivated after 10 minutes idle, 5 s shutdown timeout, each actor
+    /// stopped after more than 10 restarts in 10 s, the kind's supervisor
+    /// escalating after 1000 restarts in 10 s.
+    pub fn new(factory: impl Fn(&str) -> A + Send + Sync + 'static) -> Self {
+        Self {
+            factory: Arc::new(factory),
+            idle_timeout: Some(Duration::from_secs(600)),
+            restart: RestartPolicy::Transient,
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            intensity: Intensity::new(1000, Duration::from_secs(10)),
+            child_intensity: Intensity::new(10, Duration::from_secs(10)),
+            backoff: Backoff::default(),
+            limits: CellLimits::default(),
+        }
+    }
+
+    /// `None` keeps actors live until shut down.
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    pub fn intensity(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.intensity = Intensity::new(max_restarts, within);
+        self
+    }
+
+    pub fn child_intensity(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.child_intensity = Intensity::new(max_restarts, within);
+        self
+    }
+
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn limits(mut self, limits: CellLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Why a kind could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("actor kind {0} is already registered")]
+    Duplicate(&'static str),
+    #[error("could not start the supervisor of kind {kind}: {reason}")]
+    Supervisor { kind: &'static str, reason: String },
+}
+
+/// All kinds of a node, and the routes from bus message types to them.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<RegistryInner>,
+}
+
+struct RegistryInner {
+    kinds: DashMap<&'static str, Arc<dyn Any + Send + Sync>>,
+    routes: DashMap<(String, String), Arc<dyn Route>>,
+    tree: Tree,
+    pool: ArbiterPool,
+    default_timeout: Duration,
+}
+
+impl Registry {
+    /// `default_timeout` is the deadline of messages sent without one.
+    pub fn new(tree: Tree, pool: ArbiterPool, default_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(RegistryInner {
+                kinds: DashMap::new(),
+                routes: DashMap::new(),
+                tree,
+                pool,
+                default_timeout,
+            }),
+        }
+    }
+
+    /// Registers kind `A`; its dynamic supervisor starts under `parent`.
+    pub async fn register<A: Actor>(
+        &self,
+        parent: &SupervisorRef,
+        spec: KindSpec<A>,
+    ) -> Result<Kind<A>, RegistryError> {
+        if self.inner.kinds.contains_key(A::KIND) {
+            return Err(RegistryError::Duplicate(A::KIND));
+        }
+        let sup_spec = SupervisorSpec::new(A::KIND)
+            .intensity(spec.intensity.max_restarts, spec.intensity.within)
+            .child_intensity(
+                spec.child_intensity.max_restarts,
+                spec.child_intensity.within,
+            )
+            .backoff(spec.backoff);
+        let failed = |reason: String| RegistryError::Supervisor {
+            kind: A::KIND,
+            reason,
+        };
+        parent
+            .add_child(ChildSpec::supervisor(sup_spec))
+            .await
+            .map_err(failed)?;
+        let supervisor = parent
+            .supervisor(A::KIND)
+            .await
+            .ok_or_else(|| failed("not found after start".into()))?;
+        let kind = Kind {
+            inner: Arc::new(KindInner {
+                cells: DashMap::new(),
+                spec,
+                supervisor,
+                tree: self.inner.tree.clone(),
+                pool: self.inner.pool.clone(),
+                default_timeout: self.inner.default_timeout,
+            }),
+        };
+        match self.inner.kinds.entry(A::KIND) {
+            Entry::Occupied(_) => Err(RegistryError::Duplicate(A::KIND)),
+            Entry::Vacant(v) => {
+                v.insert(Arc::new(kind.clone()));
+                Ok(kind)
+            }
+        }
+    }
+
+    /// The registered kind `A`.
+    pub fn kind<A: Actor>(&self) -> Option<Kind<A>> {
+        self.inner
+            .kinds
+            .get(A::KIND)
+            .and_then(|k| k.downcast_ref::<Kind<A>>().cloned())
+    }
+
+    pub(crate) fn route(&self, kind: &str, msg_type: &str) -> Option<Arc<dyn Route>> {
+        self.inner
+            .routes
+            .get(&(kind.to_owned(), msg_type.to_owned()))
+            .map(|r| Arc::clone(r.value()))
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.inner.tree
+    }
+
+    /// Deadline given to messages that come without one.
+    pub fn default_timeout(&self) -> Duration {
+        self.inner.default_timeout
+    }
+
+    /// Makes `M` deliverable to kind `A` from the bus under the name `msg_type`.
+    pub fn route_for<A, M>(&self, kind: &Kind<A>, msg_type: &str)
+    where
+        A: Handler<M>,
+        M: actix::Message + DeserializeOwned + Send + 'static,
+        M::Result: Serialize + Send,
+    {
+        self.inner.routes.insert(
+            (A::KIND.to_owned(), msg_type.to_owned()),
+            route::typed::<A, M>(kind.clone()),
+        );
+    }
+}
+
+/// The live actors of one kind. Cheap to clone.
+pub struct Kind<A: Actor> {
+    inner: Arc<KindInner<A>>,
+}
+
+impl<A: Actor> Clone for Kind<A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct KindInner<A: Actor> {
+    cells: DashMap<Box<str>, ActorRef<A>>,
+    spec: KindSpec<A>,
+    supervisor: SupervisorRef,
+    tree: Tree,
+    pool: ArbiterPool,
+    default_timeout: Duration,
+}
+
+impl<A: Actor> Index for KindInner<A> {
+    fn forget(&self, node: &Arc<NodeInfo>) {
+        self.cells
+            .remove_if(&*node.id, |_, r| Arc::ptr_eq(r.node(), node));
+    }
+
+    fn try_passivate(&self, node: &Arc<NodeInfo>) -> bool {
+        self.cells
+            .remove_if(&*node.id, |_, r| {
+                Arc::ptr_eq(r.node(), node) && node.mailbox_depth() == 0
+            })
+            .is_some()
+    }
+}
+
+impl<A: Actor> Kind<A> {
+    /// Sends `msg` to `kind/id` with the registry's default deadline.
+    pub async fn send<M>(&self, id: &str, msg: M) -> Reply<M>
+    where
+        A: Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        let deadline = Instant::now() + self.inner.default_timeout;
+        self.send_until(id, msg, deadline).await
+    }
+
+    /// Sends `msg` to `kind/id`, activating the actor if needed, and waits for
+    /// the reply until `deadline`. If the actor stops or passivates with the
+    /// message queued, or its mailbox is full, the message is retried until the
+    /// deadline, then handed back in the error.
+    pub async fn send_until<M>(&self, id: &str, msg: M, deadline: Instant) -> Reply<M>
+    where
+        A: Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        if !id::valid_id(id) {
+            return Err(SendError::InvalidId(msg));
+        }
+        let mut msg = msg;
+        let mut pause = Duration::ZERO;
+        loop {
+            let reply = match self.enqueue(id, msg, deadline) {
+                Ok(rx) => await_reply(rx, deadline).await,
+                Err(e) => Err(e),
+            };
+            match reply {
+                Err(SendError::Stopped(back)) | Err(SendError::MailboxFull(back))
+                    if Instant::now() + pause < deadline =>
+                {
+                    msg = back;
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Puts `msg` in the mailbox of `kind/id` (activating it) without waiting.
+    pub(crate) fn enqueue<M>(
+        &self,
+        id: &str,
+        msg: M,
+        deadline: Instant,
+    ) -> Result<tokio::sync::oneshot::Receiver<Reply<M>>, SendError<M>>
+    where
+        A: Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        let cells = &self.inner.cells;
+        // Fast path: a live actor. The map's read lock is held while the depth
+        // counter goes up, so a concurrent passivation sees the message coming.
+        let msg = match cells.get(id) {
+            Some(cell) => match cell.enqueue(msg, deadline) {
+                Err(SendError::Stopped(back)) => {
+                    // A stale entry (its cell is gone): clear it, then activate.
+                    let node = Arc::clone(cell.node());
+                    drop(cell);
+                    cells.remove_if(id, |_, r| Arc::ptr_eq(r.node(), &node));
+                    back
+                }
+                other => return other,
+            },
+            None => msg,
+        };
+        match cells.entry(id.into()) {
+            Entry::Occupied(e) => e.get().enqueue(msg, deadline),
+            Entry::Vacant(v) => {
+                let cell = self.activate(id);
+                let sent = cell.enqueue(msg, deadline);
+                v.insert(cell);
+                sent
+            }
+        }
+    }
+
+    fn activate(&self, id: &str) -> ActorRef<A> {
+        let inner = &self.inner;
+        let node = NodeInfo::new(Some(inner.supervisor.node()), id, NodeKind::Worker(A::KIND));
+        inner.tree.insert(&node);
+        let addr = Cell::<A>::spawn(
+            inner.pool.next(),
+            CellInit {
+                factory: Arc::clone(&inner.spec.factory),
+                node: Arc::clone(&node),
+                tree: inner.tree.clone(),
+                parent: inner.supervisor.notices(),
+                announce: Some((inner.spec.restart, inner.spec.shutdown)),
+                index: Some(Arc::clone(&self.inner) as Arc<dyn Index>),
+                idle_timeout: inner.spec.idle_timeout,
+                limits: inner.spec.limits,
+                booted: None,
+            },
+        );
+        ActorRef { addr, node }
+    }
+
+    /// The live actor `kind/id`, if it is active now.
+    pub fn get(&self, id: &str) -> Option<ActorRef<A>> {
+        self.inner.cells.get(id).map(|r| r.clone())
+    }
+
+    /// Number of active (not passivated) actors of this kind.
+    pub fn live(&self) -> usize {
+        self.inner.cells.len()
+    }
+
+    /// The kind's supervisor.
+    pub fn supervisor(&self) -> &SupervisorRef {
+        &self.inner.supervisor
+    }
+}

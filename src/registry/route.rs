@@ -1,0 +1,108 @@
+//! Typed delivery of bus payloads to actors: decode, send, encode the reply.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::Kind;
+use crate::actors::Handler;
+use crate::supervisors::SendError;
+
+/// Why a delivery did not produce a reply. The inbox decides from it whether to
+/// dead-letter (`Malformed`) or to requeue for redelivery (the rest).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// The payload cannot be this message type; redelivery cannot help.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The handler panicked on it.
+    #[error("actor crashed: {0}")]
+    Crashed(String),
+    /// The actor could not take it in time (restarting, stopped, full).
+    #[error("actor unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub(crate) trait Route: Send + Sync {
+    /// Where actor `id` of this route's kind sits in the supervision tree.
+    fn actor_path(&self, id: &str) -> String;
+
+    fn deliver(
+        &self,
+        id: &str,
+        payload: &RawValue,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Box<RawValue>, DeliverError>>;
+}
+
+struct Typed<A: crate::actors::Actor, M> {
+    kind: Kind<A>,
+    _message: PhantomData<fn() -> M>,
+}
+
+pub(crate) fn typed<A, M>(kind: Kind<A>) -> Arc<dyn Route>
+where
+    A: Handler<M>,
+    M: actix::Message + DeserializeOwned + Send + 'static,
+    M::Result: Serialize + Send,
+{
+    Arc::new(Typed::<A, M> {
+        kind,
+        _message: PhantomData,
+    })
+}
+
+/// A serde error without the input it quotes (which may be PHI).
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "unreadable input",
+        Category::Syntax => "invalid JSON",
+        Category::Data => "JSON of the wrong shape",
+        Category::Eof => "truncated JSON",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+impl<A, M> Route for Typed<A, M>
+where
+    A: Handler<M>,
+    M: actix::Message + DeserializeOwned + Send + 'static,
+    M::Result: Serialize + Send,
+{
+    fn actor_path(&self, id: &str) -> String {
+        format!("{}/{id}", self.kind.supervisor().path())
+    }
+
+    fn deliver(
+        &self,
+        id: &str,
+        payload: &RawValue,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Box<RawValue>, DeliverError>> {
+        let decoded: Result<M, _> = serde_json::from_str(payload.get());
+        let kind = self.kind.clone();
+        let id = id.to_owned();
+        Box::pin(async move {
+            let msg = decoded.map_err(|e| DeliverError::Malformed(describe_json_error(&e)))?;
+            match kind.send_until(&id, msg, deadline).await {
+                Ok(reply) => serde_json::value::to_raw_value(&reply).map_err(|e| {
+                    DeliverError::Malformed(format!(
+                        "reply not encodable: {}",
+                        describe_json_error(&e)
+                    ))
+                }),
+                Err(SendError::Crashed { reason }) => Err(DeliverError::Crashed(reason)),
+                Err(SendError::InvalidId(_)) => {
+                    Err(DeliverError::Malformed("invalid actor id".into()))
+                }
+                Err(other) => Err(DeliverError::Unavailable(other.to_string())),
+            }
+        })
+    }
+}

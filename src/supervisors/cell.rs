@@ -1,0 +1,717 @@
+//! The cell: the actix actor that hosts one user [`Actor`].
+//!
+//! A cell owns the mailbox and outlives the incarnations of its actor: when a
+//! handler panics the cell drops the (presumed broken) state, reports the crash to
+//! its supervisor and keeps the mailbox; messages that arrive meanwhile wait in a
+//! bounded stash until the supervisor restarts it (after backoff) or their
+//! deadline passes, when they are handed back to their senders. One handler runs
+//! at a time (`Context::wait`), so `&mut self` is exclusive for the whole of an
+//! `async` handler.
+//!
+//! A cell never decides about restarts: that is its supervisor's job.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::dev::channel;
+use actix::{
+    Actor as ActixActor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context,
+    Handler as ActixHandler, Message, Recipient, WrapFuture,
+};
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::message::{
+    panic_reason, Call, ChildNotice, Control, ExitReason, Refusal, Reply, SendError,
+};
+use super::policy::{RestartPolicy, Shutdown};
+use super::tree::{EventKind, NodeInfo, Status, Tree};
+use super::ChildHandle;
+use crate::actors::{Actor, Ctx, Handler};
+
+/// How long a sender waits past a message's deadline for the cell to hand the
+/// message back (the cell refuses stashed messages at their deadline).
+const HANDBACK_GRACE: Duration = Duration::from_millis(100);
+
+/// What the registry offers a cell so that the cell can leave it.
+pub(crate) trait Index: Send + Sync {
+    /// Removes `node`'s entry if it is still the one registered.
+    fn forget(&self, node: &Arc<NodeInfo>);
+    /// Removes `node`'s entry only if nothing is queued for it; true if removed.
+    /// After it returns true, no new message can reach this cell.
+    fn try_passivate(&self, node: &Arc<NodeInfo>) -> bool;
+}
+
+/// Bounds of a cell.
+#[derive(Debug, Clone, Copy)]
+pub struct CellLimits {
+    /// Messages queued in the mailbox before senders wait.
+    pub mailbox: usize,
+    /// Messages held while the actor restarts.
+    pub stash: usize,
+}
+
+impl Default for CellLimits {
+    fn default() -> Self {
+        Self {
+            mailbox: 1024,
+            stash: 1024,
+        }
+    }
+}
+
+pub(crate) type Factory<A> = Arc<dyn Fn(&str) -> A + Send + Sync>;
+
+/// Everything needed to start a cell.
+pub(crate) struct CellInit<A: Actor> {
+    pub factory: Factory<A>,
+    pub node: Arc<NodeInfo>,
+    pub tree: Tree,
+    pub parent: Recipient<ChildNotice>,
+    /// For children started outside their supervisor: announce to it on start.
+    pub announce: Option<(RestartPolicy, Shutdown)>,
+    pub index: Option<Arc<dyn Index>>,
+    pub idle_timeout: Option<Duration>,
+    pub limits: CellLimits,
+    pub booted: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Running the factory and the `started` hook.
+    Starting,
+    Running,
+    /// No state (crashed or suspended); messages are stashed.
+    Restarting,
+    Stopping,
+    Stopped,
+}
+
+enum Outcome<T> {
+    Done(T),
+    Panicked(String),
+    Killed,
+}
+
+/// A stashed call of any message type the actor handles.
+trait Pending<A: Actor> {
+    fn deadline(&self) -> Instant;
+    fn run(self: Box<Self>, cell: &mut Cell<A>, actx: &mut Context<Cell<A>>);
+    fn refuse(self: Box<Self>, why: Refusal);
+}
+
+impl<A, M> Pending<A> for Call<M>
+where
+    A: Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    fn run(self: Box<Self>, cell: &mut Cell<A>, actx: &mut Context<Cell<A>>) {
+        cell.run_call(*self, actx)
+    }
+    fn refuse(self: Box<Self>, why: Refusal) {
+        Call::refuse(*self, why)
+    }
+}
+
+/// The actix actor hosting one user actor; see the module docs.
+pub struct Cell<A: Actor> {
+    /// The user actor; `None` while a handler runs (it is moved into the
+    /// handler's future), after a crash, and when stopped.
+    state: Option<Box<A>>,
+    /// Moved along with `state`.
+    ctx: Option<Ctx<A>>,
+    factory: Factory<A>,
+    node: Arc<NodeInfo>,
+    tree: Tree,
+    parent: Recipient<ChildNotice>,
+    index: Option<Arc<dyn Index>>,
+    /// Counts boots; crash notices carry it so supervisors can ignore stale ones.
+    incarnation: u32,
+    phase: Phase,
+    stash: VecDeque<Box<dyn Pending<A>>>,
+    limits: CellLimits,
+    sweep_armed: bool,
+    idle_timeout: Option<Duration>,
+    idle_armed: bool,
+    last_active: Instant,
+    announce: Option<(RestartPolicy, Shutdown)>,
+    booted: Option<oneshot::Sender<Result<(), String>>>,
+    exit_reason: Option<ExitReason>,
+    stop_done: Vec<oneshot::Sender<()>>,
+    exit_reported: bool,
+}
+
+impl<A: Actor> Cell<A> {
+    /// Starts a cell on `arbiter` and returns its address at once; messages sent
+    /// before the actor is up wait in the mailbox.
+    pub(crate) fn spawn(arbiter: &ArbiterHandle, init: CellInit<A>) -> Addr<Self> {
+        let (tx, rx) = channel::channel(init.limits.mailbox);
+        arbiter.spawn_fn(move || {
+            let ctx = Context::with_receiver(rx);
+            let cell = Cell {
+                state: None,
+                ctx: None,
+                factory: init.factory,
+                node: init.node,
+                tree: init.tree,
+                parent: init.parent,
+                index: init.index,
+                incarnation: 0,
+                phase: Phase::Starting,
+                stash: VecDeque::new(),
+                limits: init.limits,
+                sweep_armed: false,
+                idle_timeout: init.idle_timeout,
+                idle_armed: false,
+                last_active: Instant::now(),
+                announce: init.announce,
+                booted: init.booted,
+                exit_reason: None,
+                stop_done: Vec::new(),
+                exit_reported: false,
+            };
+            actix_rt::spawn(ctx.into_future(cell));
+        });
+        Addr::new(tx)
+    }
+
+    /// Creates a fresh incarnation: factory, then the `started` hook.
+    fn boot(
+        &mut self,
+        actx: &mut Context<Self>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        self.incarnation += 1;
+        self.node.clear_kill();
+        self.phase = Phase::Starting;
+        self.node.set_status(Status::Starting);
+        let factory = Arc::clone(&self.factory);
+        let made = std::panic::catch_unwind(AssertUnwindSafe(|| factory(&self.node.id)));
+        let mut state = match made {
+            Ok(actor) => Box::new(actor),
+            Err(payload) => {
+                let reason = panic_reason(&*payload);
+                if let Some(done) = done {
+                    let _ = done.send(Err(reason.clone()));
+                }
+                self.crash(reason);
+                return;
+            }
+        };
+        let mut ctx = match self.ctx.take() {
+            Some(ctx) => ctx,
+            None => Ctx::new(Arc::clone(&self.node), actx.address()),
+        };
+        ctx.stop_requested = false;
+        let fut = async move {
+            let node = Arc::clone(ctx_node(&ctx));
+            let outcome = guarded(state.started(&mut ctx), node).await;
+            (state, ctx, outcome)
+        };
+        actx.wait(
+            fut.into_actor(self)
+                .map(move |(state, ctx, outcome), cell, actx| {
+                    cell.ctx = Some(ctx);
+                    match outcome {
+                        Outcome::Done(()) => {
+                            cell.state = Some(state);
+                            cell.phase = Phase::Running;
+                            cell.node.set_status(Status::Running);
+                            cell.node.mark_started();
+                            cell.tree.emit(&cell.node, EventKind::Started);
+                            if let Some(done) = done {
+                                let _ = done.send(Ok(()));
+                            }
+                            cell.last_active = Instant::now();
+                            cell.arm_idle(actx);
+                            cell.next_stashed(actx);
+                        }
+                        Outcome::Panicked(reason) => {
+                            drop(state);
+                            if let Some(done) = done {
+                                let _ = done.send(Err(reason.clone()));
+                            }
+                            cell.crash(reason);
+                        }
+                        Outcome::Killed => {
+                            drop(state);
+                            if let Some(done) = done {
+                                let _ = done.send(Err("killed while starting".into()));
+                            }
+                            cell.phase = Phase::Restarting;
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Runs one call's handler to completion before anything else.
+    fn run_call<M>(&mut self, mut call: Call<M>, actx: &mut Context<Self>)
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let (Some(mut state), Some(mut ctx)) = (self.state.take(), self.ctx.take()) else {
+            call.refuse(Refusal::Stopped);
+            return;
+        };
+        let msg = call
+            .msg
+            .take()
+            .expect("an unhandled call holds its message");
+        let reply = call.reply.take();
+        drop(call);
+        let fut = async move {
+            let node = Arc::clone(ctx_node(&ctx));
+            let outcome = guarded(state.handle(msg, &mut ctx), node).await;
+            (state, ctx, outcome)
+        };
+        actx.wait(fut.into_actor(self).map(
+            move |(state, ctx, outcome), cell, actx| match outcome {
+                Outcome::Done(value) => {
+                    let stop = ctx.stop_requested;
+                    cell.state = Some(state);
+                    cell.ctx = Some(ctx);
+                    if let Some(tx) = reply {
+                        let _ = tx.send(Ok(value));
+                    }
+                    if stop {
+                        cell.begin_stop(ExitReason::Normal, actx);
+                    } else {
+                        cell.next_stashed(actx);
+                    }
+                }
+                Outcome::Panicked(reason) => {
+                    drop(state);
+                    cell.ctx = Some(ctx);
+                    if let Some(tx) = reply {
+                        let _ = tx.send(Err(SendError::Crashed {
+                            reason: reason.clone(),
+                        }));
+                    }
+                    cell.crash(reason);
+                }
+                Outcome::Killed => {
+                    drop(state);
+                    cell.ctx = Some(ctx);
+                    if let Some(tx) = reply {
+                        let _ = tx.send(Err(SendError::Crashed {
+                            reason: "killed by its supervisor".into(),
+                        }));
+                    }
+                    cell.phase = Phase::Restarting;
+                    cell.node.set_status(Status::Restarting);
+                }
+            },
+        ));
+    }
+
+    /// Takes the next stashed call, if the actor can run it now.
+    fn next_stashed(&mut self, actx: &mut Context<Self>) {
+        while self.phase == Phase::Running && !actx.waiting() {
+            let Some(pending) = self.stash.pop_front() else {
+                return;
+            };
+            if pending.deadline() <= Instant::now() {
+                pending.refuse(Refusal::Restarting);
+                continue;
+            }
+            pending.run(self, actx);
+        }
+    }
+
+    fn stash(&mut self, pending: Box<dyn Pending<A>>, actx: &mut Context<Self>) {
+        if self.stash.len() >= self.limits.stash {
+            pending.refuse(Refusal::Full);
+            return;
+        }
+        let deadline = pending.deadline();
+        self.stash.push_back(pending);
+        if !self.sweep_armed {
+            self.sweep_armed = true;
+            let wait = deadline.saturating_duration_since(Instant::now());
+            actx.run_later(wait, |cell, actx| cell.sweep(actx));
+        }
+    }
+
+    /// Hands back stashed calls whose deadline passed; re-arms for the rest.
+    fn sweep(&mut self, actx: &mut Context<Self>) {
+        self.sweep_armed = false;
+        let now = Instant::now();
+        let mut kept = VecDeque::with_capacity(self.stash.len());
+        for pending in self.stash.drain(..) {
+            if pending.deadline() <= now {
+                pending.refuse(Refusal::Restarting);
+            } else {
+                kept.push_back(pending);
+            }
+        }
+        self.stash = kept;
+        if let Some(next) = self.stash.iter().map(|p| p.deadline()).min() {
+            self.sweep_armed = true;
+            actx.run_later(next.saturating_duration_since(now), |cell, actx| {
+                cell.sweep(actx)
+            });
+        }
+    }
+
+    /// The current incarnation's state is lost: tell the supervisor.
+    fn crash(&mut self, reason: String) {
+        self.state = None;
+        self.phase = Phase::Restarting;
+        self.node.set_status(Status::Restarting);
+        self.node.set_failure(&reason);
+        self.tree.emit(
+            &self.node,
+            EventKind::Crashed {
+                reason: reason.clone(),
+            },
+        );
+        tracing::warn!(path = %self.node.path, %reason, "actor crashed");
+        self.parent.do_send(ChildNotice::Crashed {
+            uid: self.node.uid,
+            incarnation: self.incarnation,
+            reason,
+        });
+    }
+
+    /// Runs the `stopping` hook if there is live state, drops the state, then `then`.
+    fn retire<F>(&mut self, actx: &mut Context<Self>, then: F)
+    where
+        F: FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    {
+        match (self.state.take(), self.ctx.take()) {
+            (Some(mut state), Some(mut ctx)) => {
+                self.phase = Phase::Stopping;
+                self.node.set_status(Status::Stopping);
+                let fut = async move {
+                    let node = Arc::clone(ctx_node(&ctx));
+                    if let Outcome::Panicked(reason) = guarded(state.stopping(&mut ctx), node).await
+                    {
+                        tracing::warn!(path = %ctx.path(), %reason, "stop hook panicked");
+                    }
+                    drop(state);
+                    ctx
+                };
+                actx.wait(fut.into_actor(self).map(move |ctx, cell, actx| {
+                    cell.ctx = Some(ctx);
+                    then(cell, actx)
+                }));
+            }
+            (_, ctx) => {
+                self.ctx = ctx;
+                then(self, actx)
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, reason: ExitReason, actx: &mut Context<Self>) {
+        if self.exit_reason.is_some() || self.phase == Phase::Stopped {
+            return;
+        }
+        self.exit_reason = Some(reason);
+        self.retire(actx, |cell, actx| {
+            cell.phase = Phase::Stopping;
+            for pending in cell.stash.drain(..) {
+                pending.refuse(Refusal::Stopped);
+            }
+            actx.stop();
+        });
+    }
+
+    fn arm_idle(&mut self, actx: &mut Context<Self>) {
+        if let (Some(timeout), false) = (self.idle_timeout, self.idle_armed) {
+            self.idle_armed = true;
+            actx.run_later(timeout, |cell, actx| cell.idle_check(actx));
+        }
+    }
+
+    fn idle_check(&mut self, actx: &mut Context<Self>) {
+        self.idle_armed = false;
+        let Some(timeout) = self.idle_timeout else {
+            return;
+        };
+        if self.phase != Phase::Running {
+            return; // re-armed by the next boot
+        }
+        let idle_for = self.last_active.elapsed();
+        if idle_for >= timeout && self.stash.is_empty() && self.node.mailbox_depth() == 0 {
+            let leave = match &self.index {
+                Some(index) => index.try_passivate(&self.node),
+                None => true,
+            };
+            if leave {
+                self.begin_stop(ExitReason::Passivated, actx);
+                return;
+            }
+        }
+        self.idle_armed = true;
+        let again = timeout.saturating_sub(idle_for).max(timeout / 4);
+        actx.run_later(again, |cell, actx| cell.idle_check(actx));
+    }
+
+    /// Reports the end of this cell, once.
+    fn finish(&mut self, fallback: ExitReason) {
+        if self.exit_reported {
+            return;
+        }
+        self.exit_reported = true;
+        self.phase = Phase::Stopped;
+        self.node.set_status(Status::Stopped);
+        if let Some(index) = &self.index {
+            index.forget(&self.node);
+        }
+        for pending in self.stash.drain(..) {
+            pending.refuse(Refusal::Stopped);
+        }
+        self.tree.remove(&self.node);
+        let reason = self.exit_reason.take().unwrap_or(fallback);
+        if reason.is_abnormal() {
+            tracing::error!(path = %self.node.path, %reason, "actor ended abnormally");
+        }
+        self.tree.emit(
+            &self.node,
+            EventKind::Stopped {
+                reason: reason.to_string(),
+            },
+        );
+        self.parent.do_send(ChildNotice::Exited {
+            uid: self.node.uid,
+            reason,
+        });
+        for done in self.stop_done.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn ctx_node<A: Actor>(ctx: &Ctx<A>) -> &Arc<NodeInfo> {
+    ctx.node()
+}
+
+/// Runs an actor's future, turning a panic into a reason and a kill into
+/// [`Outcome::Killed`].
+async fn guarded<F: std::future::Future>(fut: F, node: Arc<NodeInfo>) -> Outcome<F::Output> {
+    let running = AssertUnwindSafe(fut).catch_unwind();
+    let killed = node.killed();
+    tokio::pin!(running, killed);
+    tokio::select! {
+        biased;
+        result = &mut running => match result {
+            Ok(value) => Outcome::Done(value),
+            Err(payload) => Outcome::Panicked(panic_reason(&*payload)),
+        },
+        () = &mut killed => Outcome::Killed,
+    }
+}
+
+impl<A: Actor> ActixActor for Cell<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, actx: &mut Context<Self>) {
+        if let Some((restart, shutdown)) = self.announce.take() {
+            let addr = actx.address();
+            self.parent.do_send(ChildNotice::Adopted {
+                handle: ChildHandle {
+                    node: Arc::clone(&self.node),
+                    control: addr.clone().recipient(),
+                    addr: Some(Arc::new(ActorRef {
+                        addr,
+                        node: Arc::clone(&self.node),
+                    })),
+                },
+                restart,
+                shutdown,
+            });
+        }
+        let booted = self.booted.take();
+        self.boot(actx, booted);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.finish(ExitReason::Crashed("actor stopped unexpectedly".into()));
+    }
+}
+
+impl<A: Actor> Drop for Cell<A> {
+    fn drop(&mut self) {
+        // Reached without `stopped` only if the actor's task died (a bug in a
+        // hook outside our guards, or its arbiter went away).
+        self.finish(ExitReason::Crashed("actor terminated unexpectedly".into()));
+    }
+}
+
+impl<A, M> ActixHandler<Call<M>> for Cell<A>
+where
+    A: Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    type Result = ();
+
+    fn handle(&mut self, call: Call<M>, actx: &mut Context<Self>) {
+        self.node.depth.fetch_sub(1, Ordering::Relaxed);
+        let now = Instant::now();
+        self.last_active = now;
+        match self.phase {
+            Phase::Running if call.deadline <= now => call.refuse(Refusal::Expired),
+            Phase::Running => self.run_call(call, actx),
+            Phase::Starting | Phase::Restarting => self.stash(Box::new(call), actx),
+            Phase::Stopping | Phase::Stopped => call.refuse(Refusal::Stopped),
+        }
+    }
+}
+
+impl<A: Actor> ActixHandler<Control> for Cell<A> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, actx: &mut Context<Self>) {
+        match msg {
+            Control::Restart { done } => {
+                if matches!(self.phase, Phase::Stopping | Phase::Stopped) {
+                    if let Some(done) = done {
+                        let _ = done.send(Err("stopping".into()));
+                    }
+                    return;
+                }
+                self.retire(actx, move |cell, actx| cell.boot(actx, done));
+            }
+            Control::Suspend { done } => {
+                if matches!(self.phase, Phase::Stopping | Phase::Stopped) {
+                    let _ = done.send(());
+                    return;
+                }
+                self.retire(actx, move |cell, _| {
+                    cell.phase = Phase::Restarting;
+                    cell.node.set_status(Status::Restarting);
+                    let _ = done.send(());
+                });
+            }
+            Control::Shutdown { reason, done } => {
+                if let Some(done) = done {
+                    if self.exit_reported {
+                        let _ = done.send(());
+                    } else {
+                        self.stop_done.push(done);
+                    }
+                }
+                self.begin_stop(reason, actx);
+            }
+        }
+    }
+}
+
+/// A typed handle to one running actor. Cheap to clone.
+pub struct ActorRef<A: Actor> {
+    pub(crate) addr: Addr<Cell<A>>,
+    pub(crate) node: Arc<NodeInfo>,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        Self {
+            addr: self.addr.clone(),
+            node: Arc::clone(&self.node),
+        }
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    /// Path in the supervision tree.
+    pub fn path(&self) -> &str {
+        &self.node.path
+    }
+
+    pub fn node(&self) -> &Arc<NodeInfo> {
+        &self.node
+    }
+
+    /// Puts `msg` in the mailbox without waiting; the receiver yields the reply.
+    pub(crate) fn enqueue<M>(
+        &self,
+        msg: M,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Reply<M>>, SendError<M>>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let (call, rx) = Call::new(msg, deadline);
+        self.node.depth.fetch_add(1, Ordering::Relaxed);
+        match self.addr.try_send(call) {
+            Ok(()) => Ok(rx),
+            Err(err) => {
+                self.node.depth.fetch_sub(1, Ordering::Relaxed);
+                let (mut call, full) = match err {
+                    actix::prelude::SendError::Full(call) => (call, true),
+                    actix::prelude::SendError::Closed(call) => (call, false),
+                };
+                call.reply = None;
+                let msg = call.msg.take().expect("a refused call holds its message");
+                Err(if full {
+                    SendError::MailboxFull(msg)
+                } else {
+                    SendError::Stopped(msg)
+                })
+            }
+        }
+    }
+
+    /// Sends `msg` and waits for the reply until `deadline`. A full mailbox is
+    /// retried (with growing pauses) until the deadline.
+    pub async fn send_until<M>(&self, msg: M, deadline: Instant) -> Reply<M>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let mut msg = msg;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.enqueue(msg, deadline) {
+                Ok(rx) => return await_reply(rx, deadline).await,
+                Err(SendError::MailboxFull(back)) if Instant::now() + pause < deadline => {
+                    msg = back;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// [`Self::send_until`] with a deadline `timeout` from now.
+    pub async fn send<M>(&self, msg: M, timeout: Duration) -> Reply<M>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.send_until(msg, Instant::now() + timeout).await
+    }
+}
+
+/// Waits for a reply; a reply channel closed without an answer means the actor
+/// died while handling the message.
+pub(crate) async fn await_reply<M: Message>(
+    rx: oneshot::Receiver<Reply<M>>,
+    deadline: Instant,
+) -> Reply<M> {
+    match tokio::time::timeout_at(deadline + HANDBACK_GRACE, rx).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Err(SendError::Crashed {
+            reason: "actor terminated while handling the message".into(),
+        }),
+        Err(_) => Err(SendError::Timeout),
+    }
+}

@@ -1,0 +1,249 @@
+//! Messages between callers, cells and supervisors, and the typed errors a
+//! sender gets back. A message that cannot be handled is handed back inside the
+//! error; it is never dropped silently.
+
+use std::fmt;
+
+use actix::Message;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::policy::{RestartPolicy, Shutdown};
+use super::ChildHandle;
+
+/// Why a message did not get a reply. Variants that carry `M` hand the message
+/// back untouched: it was never given to a handler.
+///
+/// `Debug` and `Display` never print the message itself (it may hold PHI).
+#[derive(thiserror::Error)]
+pub enum SendError<M> {
+    /// The actor stopped (shut down, passivated, killed) before taking the message.
+    #[error("actor stopped before handling the message")]
+    Stopped(M),
+    /// The actor was restarting after a crash and did not come back before the
+    /// message's deadline.
+    #[error("actor still restarting at the message's deadline")]
+    Restarting(M),
+    /// The deadline passed while the message waited in the mailbox.
+    #[error("message deadline passed before the actor took it")]
+    Expired(M),
+    /// The actor's mailbox (or its restart stash) is at capacity.
+    #[error("actor mailbox is full")]
+    MailboxFull(M),
+    /// The address is not a valid actor id for this kind.
+    #[error("invalid actor id")]
+    InvalidId(M),
+    /// The handler panicked while handling this message; the actor crashed and
+    /// is restarted per its policy. The message was consumed.
+    #[error("actor crashed while handling the message: {reason}")]
+    Crashed { reason: String },
+    /// No reply by the deadline; the handler may still complete.
+    #[error("no reply before the deadline")]
+    Timeout,
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            SendError::Stopped(_) => "Stopped(..)",
+            SendError::Restarting(_) => "Restarting(..)",
+            SendError::Expired(_) => "Expired(..)",
+            SendError::MailboxFull(_) => "MailboxFull(..)",
+            SendError::InvalidId(_) => "InvalidId(..)",
+            SendError::Crashed { reason } => return write!(f, "Crashed {{ reason: {reason:?} }}"),
+            SendError::Timeout => "Timeout",
+        };
+        f.write_str(name)
+    }
+}
+
+impl<M> SendError<M> {
+    /// The message, when it was handed back.
+    pub fn into_message(self) -> Option<M> {
+        match self {
+            SendError::Stopped(m)
+            | SendError::Restarting(m)
+            | SendError::Expired(m)
+            | SendError::MailboxFull(m)
+            | SendError::InvalidId(m) => Some(m),
+            SendError::Crashed { .. } | SendError::Timeout => None,
+        }
+    }
+
+    /// Keeps the kind of error, drops the message (for logs and bus replies).
+    pub fn without_message(&self) -> SendError<()> {
+        match self {
+            SendError::Stopped(_) => SendError::Stopped(()),
+            SendError::Restarting(_) => SendError::Restarting(()),
+            SendError::Expired(_) => SendError::Expired(()),
+            SendError::MailboxFull(_) => SendError::MailboxFull(()),
+            SendError::InvalidId(_) => SendError::InvalidId(()),
+            SendError::Crashed { reason } => SendError::Crashed {
+                reason: reason.clone(),
+            },
+            SendError::Timeout => SendError::Timeout,
+        }
+    }
+}
+
+pub(crate) type Reply<M> = Result<<M as Message>::Result, SendError<M>>;
+
+/// Why a message is refused without being handled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    Stopped,
+    Restarting,
+    Expired,
+    Full,
+}
+
+/// A message on its way to a cell, with its reply channel and deadline.
+/// Dropped unhandled (the cell died with it queued), it hands the message back.
+pub(crate) struct Call<M: Message> {
+    pub(crate) msg: Option<M>,
+    pub(crate) reply: Option<oneshot::Sender<Reply<M>>>,
+    pub(crate) deadline: Instant,
+}
+
+impl<M: Message> Call<M> {
+    pub(crate) fn new(msg: M, deadline: Instant) -> (Self, oneshot::Receiver<Reply<M>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Self {
+                msg: Some(msg),
+                reply: Some(tx),
+                deadline,
+            },
+            rx,
+        )
+    }
+
+    /// A call nobody waits for (timers).
+    pub(crate) fn detached(msg: M, deadline: Instant) -> Self {
+        Self {
+            msg: Some(msg),
+            reply: None,
+            deadline,
+        }
+    }
+
+    pub(crate) fn refuse(mut self, why: Refusal) {
+        if let (Some(msg), Some(tx)) = (self.msg.take(), self.reply.take()) {
+            let _ = tx.send(Err(match why {
+                Refusal::Stopped => SendError::Stopped(msg),
+                Refusal::Restarting => SendError::Restarting(msg),
+                Refusal::Expired => SendError::Expired(msg),
+                Refusal::Full => SendError::MailboxFull(msg),
+            }));
+        }
+    }
+}
+
+impl<M: Message> Drop for Call<M> {
+    fn drop(&mut self) {
+        if let (Some(msg), Some(tx)) = (self.msg.take(), self.reply.take()) {
+            let _ = tx.send(Err(SendError::Stopped(msg)));
+        }
+    }
+}
+
+impl<M: Message + 'static> Message for Call<M> {
+    type Result = ();
+}
+
+/// Why a child's actor ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It asked to stop.
+    Normal,
+    /// It was idle and gave its memory back; it comes back on its next message.
+    Passivated,
+    /// Its parent stopped it.
+    Shutdown,
+    /// Its parent stopped it and it did not finish within its shutdown timeout.
+    Killed,
+    /// It ended abnormally outside any handler.
+    Crashed(String),
+}
+
+impl ExitReason {
+    pub fn is_abnormal(&self) -> bool {
+        matches!(self, ExitReason::Crashed(_))
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("normal"),
+            ExitReason::Passivated => f.write_str("passivated"),
+            ExitReason::Shutdown => f.write_str("shutdown"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Crashed(r) => write!(f, "crashed: {r}"),
+        }
+    }
+}
+
+/// Parent to child.
+pub(crate) enum Control {
+    /// Start a fresh incarnation (graceful stop of the old one first, if alive).
+    Restart {
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Stop the current incarnation gracefully and wait for `Restart` or `Shutdown`
+    /// (a sibling is restarting under one-for-all / rest-for-one).
+    Suspend { done: oneshot::Sender<()> },
+    /// Stop for good.
+    Shutdown {
+        reason: ExitReason,
+        done: Option<oneshot::Sender<()>>,
+    },
+}
+
+impl Message for Control {
+    type Result = ();
+}
+
+/// Child to parent.
+pub(crate) enum ChildNotice {
+    /// A child started elsewhere (registry activation, a kind's supervisor) joins.
+    Adopted {
+        handle: ChildHandle,
+        restart: RestartPolicy,
+        shutdown: Shutdown,
+    },
+    /// The child's incarnation crashed; its state is gone and it waits for
+    /// `Restart` or `Shutdown`.
+    Crashed {
+        uid: u64,
+        incarnation: u32,
+        reason: String,
+    },
+    /// The child's actor is gone.
+    Exited { uid: u64, reason: ExitReason },
+}
+
+impl Message for ChildNotice {
+    type Result = ();
+}
+
+/// Turns a panic payload into a short reason for the tree and the logs.
+pub(crate) fn panic_reason(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    };
+    let mut reason = format!("panicked: {text}");
+    if reason.len() > 200 {
+        let mut cut = 200;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
+}

@@ -1,0 +1,911 @@
+//! The supervisor actor: starts children, watches them, restarts them by
+//! strategy with backoff, and gives up (escalates) past its restart intensity.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::dev::channel;
+use actix::{
+    Actor as ActixActor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context,
+    Handler as ActixHandler, Message, Recipient, WrapFuture,
+};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+use super::cell::{ActorRef, Cell, CellInit, CellLimits};
+use super::message::{ChildNotice, Control, ExitReason};
+use super::policy::{Intensity, RestartPolicy, RestartWindow, Shutdown, Strategy};
+use super::tree::{EventKind, NodeInfo, NodeKind, Status, Tree};
+use super::{ArbiterPool, ChildHandle};
+use crate::actors::Actor;
+
+/// After a kill, how long to wait for the child to confirm it is gone.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// What a child's start function gets from its supervisor.
+pub(crate) struct StartArgs {
+    pub parent_node: Arc<NodeInfo>,
+    pub parent: Recipient<ChildNotice>,
+    pub tree: Tree,
+    pub pool: ArbiterPool,
+    pub booted: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+type StartFn = Arc<dyn Fn(StartArgs) -> ChildHandle + Send + Sync>;
+
+/// How to start one child and when to restart it.
+#[derive(Clone)]
+pub struct ChildSpec {
+    id: String,
+    restart: RestartPolicy,
+    shutdown: Shutdown,
+    start: StartFn,
+}
+
+impl ChildSpec {
+    /// A worker hosting actor `A`, built by `factory` on every (re)start.
+    /// Defaults: permanent, 5 s shutdown timeout.
+    pub fn worker<A: Actor>(
+        id: impl Into<String>,
+        factory: impl Fn() -> A + Send + Sync + 'static,
+    ) -> Self {
+        Self::worker_with(id, factory, CellLimits::default())
+    }
+
+    /// [`Self::worker`] with explicit mailbox and stash bounds.
+    pub fn worker_with<A: Actor>(
+        id: impl Into<String>,
+        factory: impl Fn() -> A + Send + Sync + 'static,
+        limits: CellLimits,
+    ) -> Self {
+        let id = id.into();
+        let factory: Arc<dyn Fn(&str) -> A + Send + Sync> = Arc::new(move |_: &str| factory());
+        let child_id = id.clone();
+        Self {
+            id,
+            restart: RestartPolicy::Permanent,
+            shutdown: Shutdown::Timeout(Duration::from_secs(5)),
+            start: Arc::new(move |args: StartArgs| {
+                let node = NodeInfo::new(
+                    Some(&args.parent_node),
+                    &child_id,
+                    NodeKind::Worker(A::KIND),
+                );
+                args.tree.insert(&node);
+                let addr = Cell::<A>::spawn(
+                    args.pool.next(),
+                    CellInit {
+                        factory: Arc::clone(&factory),
+                        node: Arc::clone(&node),
+                        tree: args.tree.clone(),
+                        parent: args.parent,
+                        announce: None,
+                        index: None,
+                        idle_timeout: None,
+                        limits,
+                        booted: args.booted,
+                    },
+                );
+                ChildHandle {
+                    control: addr.clone().recipient(),
+                    addr: Some(Arc::new(ActorRef {
+                        addr,
+                        node: Arc::clone(&node),
+                    })),
+                    node,
+                }
+            }),
+        }
+    }
+
+    /// A nested supervisor. Defaults: permanent, infinite shutdown (its own
+    /// children carry the timeouts).
+    pub fn supervisor(spec: SupervisorSpec) -> Self {
+        let id = spec.id.clone();
+        Self {
+            id,
+            restart: RestartPolicy::Permanent,
+            shutdown: Shutdown::Infinity,
+            start: Arc::new(move |args: StartArgs| {
+                let node = NodeInfo::new(
+                    Some(&args.parent_node),
+                    &spec.id,
+                    NodeKind::Supervisor(spec.strategy),
+                );
+                args.tree.insert(&node);
+                let arbiter = args.pool.next().clone();
+                let sup = Supervisor::spawn(
+                    &arbiter,
+                    spec.clone(),
+                    Arc::clone(&node),
+                    args.tree,
+                    args.pool,
+                    Parent::Supervisor(args.parent),
+                    args.booted,
+                );
+                ChildHandle {
+                    control: sup.addr.clone().recipient(),
+                    addr: Some(Arc::new(sup)),
+                    node,
+                }
+            }),
+        }
+    }
+
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A supervisor's configuration and static children (in start order).
+#[derive(Clone)]
+pub struct SupervisorSpec {
+    id: String,
+    strategy: Strategy,
+    intensity: Intensity,
+    backoff: Backoff,
+    child_intensity: Option<Intensity>,
+    children: Vec<ChildSpec>,
+}
+
+impl SupervisorSpec {
+    /// One-for-one, default intensity and backoff, no children.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity::default(),
+            backoff: Backoff::default(),
+            child_intensity: None,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// More than `max_restarts` within `within` and this supervisor gives up.
+    pub fn intensity(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.intensity = Intensity::new(max_restarts, within);
+        self
+    }
+
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// For per-entity children: a child restarted more than `max_restarts`
+    /// within `within` is stopped instead (it comes back on its next message),
+    /// and does not count toward escalation. Meant for supervisors of thousands
+    /// of independent entities, where one bad entity must not restart the rest.
+    pub fn child_intensity(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.child_intensity = Some(Intensity::new(max_restarts, within));
+        self
+    }
+
+    pub fn child(mut self, child: ChildSpec) -> Self {
+        self.children.push(child);
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+pub(crate) enum Parent {
+    Supervisor(Recipient<ChildNotice>),
+    /// The root: called once with the reason if the root gives up.
+    Root(Arc<dyn Fn(String) + Send + Sync>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+    /// Children stopped on the parent's request; waits for `Restart`/`Shutdown`.
+    Suspended,
+    /// Gave up after too many restarts; waits for its parent.
+    Failed,
+    Stopping,
+}
+
+struct Child {
+    /// `None` for adopted children, which cannot be re-created here.
+    spec: Option<ChildSpec>,
+    handle: ChildHandle,
+    restart: RestartPolicy,
+    shutdown: Shutdown,
+    /// The incarnation this supervisor expects to be current.
+    incarnation: u32,
+    /// Consecutive restarts (backoff attempt).
+    series: u32,
+    last_start: Instant,
+    window: Option<RestartWindow>,
+    awaiting_restart: bool,
+}
+
+/// See the module docs.
+pub struct Supervisor {
+    spec: SupervisorSpec,
+    node: Arc<NodeInfo>,
+    tree: Tree,
+    pool: ArbiterPool,
+    parent: Parent,
+    booted: Option<oneshot::Sender<Result<(), String>>>,
+    /// Keyed by the child's node uid, which grows with start order.
+    children: BTreeMap<u64, Child>,
+    window: RestartWindow,
+    phase: Phase,
+    incarnation: u32,
+    rng: fastrand::Rng,
+    /// Lowest uid of a crashed child whose group restart is scheduled.
+    group_pending: Option<u64>,
+    exit_reason: Option<ExitReason>,
+    stop_done: Vec<oneshot::Sender<()>>,
+    exit_reported: bool,
+}
+
+/// A handle to a running supervisor. Cheap to clone.
+#[derive(Clone)]
+pub struct SupervisorRef {
+    pub(crate) addr: Addr<Supervisor>,
+    pub(crate) node: Arc<NodeInfo>,
+}
+
+impl SupervisorRef {
+    /// Starts a root supervisor and waits until its children are started.
+    /// `on_failure` is called if the root exceeds its restart intensity (the
+    /// process should then exit non-zero).
+    pub async fn start_root(
+        spec: SupervisorSpec,
+        tree: &Tree,
+        pool: &ArbiterPool,
+        on_failure: impl Fn(String) + Send + Sync + 'static,
+    ) -> SupervisorRef {
+        let node = NodeInfo::new(None, &spec.id, NodeKind::Supervisor(spec.strategy));
+        tree.insert(&node);
+        let (tx, rx) = oneshot::channel();
+        let sup = Supervisor::spawn(
+            &actix::Arbiter::current(),
+            spec,
+            node,
+            tree.clone(),
+            pool.clone(),
+            Parent::Root(Arc::new(on_failure)),
+            Some(tx),
+        );
+        let _ = rx.await;
+        sup
+    }
+
+    pub fn path(&self) -> &str {
+        &self.node.path
+    }
+
+    pub fn status(&self) -> Status {
+        self.node.status()
+    }
+
+    async fn find(&self, id: &str) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.addr
+            .send(FindChild { id: id.to_owned() })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The worker child `id`, if it runs an actor of kind `A`.
+    pub async fn worker<A: Actor>(&self, id: &str) -> Option<ActorRef<A>> {
+        self.find(id)
+            .await
+            .and_then(|any| any.downcast_ref::<ActorRef<A>>().cloned())
+    }
+
+    /// The supervisor child `id`.
+    pub async fn supervisor(&self, id: &str) -> Option<SupervisorRef> {
+        self.find(id)
+            .await
+            .and_then(|any| any.downcast_ref::<SupervisorRef>().cloned())
+    }
+
+    /// Starts one more child after the existing ones (OTP `start_child`) and
+    /// waits until it has started.
+    pub async fn add_child(&self, spec: ChildSpec) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.addr
+            .send(AddChild { spec, booted: tx })
+            .await
+            .map_err(|_| "supervisor is gone".to_owned())?;
+        rx.await.map_err(|_| "child did not start".to_owned())?
+    }
+
+    /// Stops all children in reverse start order, then the supervisor.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.addr.do_send(Control::Shutdown {
+            reason: ExitReason::Shutdown,
+            done: Some(tx),
+        });
+        let _ = rx.await;
+    }
+
+    /// Where a child started outside this supervisor reports.
+    pub(crate) fn notices(&self) -> Recipient<ChildNotice> {
+        self.addr.clone().recipient()
+    }
+
+    pub(crate) fn node(&self) -> &Arc<NodeInfo> {
+        &self.node
+    }
+}
+
+impl Supervisor {
+    fn spawn(
+        arbiter: &ArbiterHandle,
+        spec: SupervisorSpec,
+        node: Arc<NodeInfo>,
+        tree: Tree,
+        pool: ArbiterPool,
+        parent: Parent,
+        booted: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> SupervisorRef {
+        let (tx, rx) = channel::channel(4096);
+        let sup_node = Arc::clone(&node);
+        arbiter.spawn_fn(move || {
+            let ctx = Context::with_receiver(rx);
+            let window = RestartWindow::new(spec.intensity);
+            let sup = Supervisor {
+                spec,
+                node: sup_node,
+                tree,
+                pool,
+                parent,
+                booted,
+                children: BTreeMap::new(),
+                window,
+                phase: Phase::Starting,
+                incarnation: 0,
+                rng: fastrand::Rng::new(),
+                group_pending: None,
+                exit_reason: None,
+                stop_done: Vec::new(),
+                exit_reported: false,
+            };
+            actix_rt::spawn(ctx.into_future(sup));
+        });
+        SupervisorRef {
+            addr: Addr::new(tx),
+            node,
+        }
+    }
+
+    fn start_args(
+        &self,
+        actx: &Context<Self>,
+        booted: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> StartArgs {
+        StartArgs {
+            parent_node: Arc::clone(&self.node),
+            parent: actx.address().recipient(),
+            tree: self.tree.clone(),
+            pool: self.pool.clone(),
+            booted,
+        }
+    }
+
+    fn insert(
+        &mut self,
+        spec: Option<ChildSpec>,
+        handle: ChildHandle,
+        restart: RestartPolicy,
+        shutdown: Shutdown,
+    ) {
+        let uid = handle.node.uid;
+        self.children.insert(
+            uid,
+            Child {
+                spec,
+                handle,
+                restart,
+                shutdown,
+                incarnation: 1,
+                series: 0,
+                last_start: Instant::now(),
+                window: self.spec.child_intensity.map(RestartWindow::new),
+                awaiting_restart: false,
+            },
+        );
+    }
+
+    /// Starts the static children in order, each after the previous one is up.
+    fn boot(
+        &mut self,
+        actx: &mut Context<Self>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        self.incarnation += 1;
+        self.phase = Phase::Starting;
+        self.node.set_status(Status::Starting);
+        self.window.clear();
+        self.group_pending = None;
+        let specs = self.spec.children.clone();
+        let args: Vec<_> = specs
+            .into_iter()
+            .map(|spec| (spec, self.start_args(actx, None)))
+            .collect();
+        let fut = async move {
+            let mut started = Vec::with_capacity(args.len());
+            for (spec, mut args) in args {
+                let (tx, rx) = oneshot::channel();
+                args.booted = Some(tx);
+                let handle = (spec.start)(args);
+                if let Ok(Err(reason)) = rx.await {
+                    tracing::warn!(path = %handle.node.path, %reason, "child failed to start");
+                }
+                started.push((spec, handle));
+            }
+            started
+        };
+        actx.wait(fut.into_actor(self).map(move |started, sup, _| {
+            for (spec, handle) in started {
+                let (restart, shutdown) = (spec.restart, spec.shutdown);
+                sup.insert(Some(spec), handle, restart, shutdown);
+            }
+            sup.phase = Phase::Running;
+            sup.node.set_status(Status::Running);
+            sup.node.mark_started();
+            sup.tree.emit(&sup.node, EventKind::Started);
+            if let Some(done) = done {
+                let _ = done.send(Ok(()));
+            }
+        }));
+    }
+
+    /// Stops every child in reverse start order, each within its shutdown
+    /// timeout (then killed), and forgets them.
+    fn stop_children(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        let plan: Vec<_> = std::mem::take(&mut self.children)
+            .into_values()
+            .rev()
+            .map(|c| (c.handle.control, c.handle.node, c.shutdown))
+            .collect();
+        async move {
+            for (control, node, shutdown) in plan {
+                stop_child(&control, &node, shutdown, |tx| Control::Shutdown {
+                    reason: ExitReason::Shutdown,
+                    done: Some(tx),
+                })
+                .await;
+            }
+        }
+    }
+
+    fn on_crashed(&mut self, uid: u64, incarnation: u32, reason: String, actx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(child) = self.children.get_mut(&uid) else {
+            return;
+        };
+        if incarnation != child.incarnation || child.awaiting_restart {
+            return;
+        }
+        if !child.restart.restarts_after(true) {
+            self.remove_child(uid, ExitReason::Shutdown);
+            return;
+        }
+        let now = Instant::now();
+        if let Some(window) = child.window.as_mut() {
+            if !window.record(now) {
+                let limit = window.limit();
+                let why = format!(
+                    "gave up after more than {} restarts within {:?}",
+                    limit.max_restarts, limit.within
+                );
+                tracing::warn!(path = %child.handle.node.path, reason = %why, "stopping a crash-looping child");
+                child.handle.node.set_failure(&why);
+                self.remove_child(uid, ExitReason::Crashed(why));
+                return;
+            }
+        }
+        if !self.window.record(now) {
+            let limit = self.window.limit();
+            let why = format!(
+                "restart intensity exceeded: more than {} restarts within {:?} (last: {}: {})",
+                limit.max_restarts, limit.within, child.handle.node.path, reason
+            );
+            self.escalate(why, actx);
+            return;
+        }
+        if now.duration_since(child.last_start) >= self.spec.backoff.reset_after() {
+            child.series = 0;
+        }
+        let delay = self.spec.backoff.delay(child.series, self.rng.f64());
+        child.series = child.series.saturating_add(1);
+        child.awaiting_restart = true;
+        match self.spec.strategy {
+            Strategy::OneForOne => {
+                self.after(delay, actx, move |sup, _| sup.restart_one(uid, delay))
+            }
+            Strategy::OneForAll | Strategy::RestForOne => {
+                let first = self.group_pending.is_none();
+                self.group_pending = Some(self.group_pending.map_or(uid, |p| p.min(uid)));
+                if first {
+                    self.after(delay, actx, move |sup, actx| sup.restart_group(delay, actx));
+                }
+            }
+        }
+    }
+
+    fn after<F>(&mut self, delay: Duration, actx: &mut Context<Self>, f: F)
+    where
+        F: FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    {
+        if delay.is_zero() {
+            f(self, actx);
+        } else {
+            actx.run_later(delay, f);
+        }
+    }
+
+    fn restart_one(&mut self, uid: u64, delay: Duration) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(child) = self.children.get_mut(&uid) else {
+            return;
+        };
+        if !child.awaiting_restart {
+            return;
+        }
+        child.awaiting_restart = false;
+        child.incarnation += 1;
+        child.last_start = Instant::now();
+        let restarts = child.handle.node.count_restart();
+        self.tree.emit(
+            &child.handle.node,
+            EventKind::Restarted {
+                restarts,
+                delay_ms: delay.as_millis() as u64,
+            },
+        );
+        child
+            .handle
+            .control
+            .do_send(Control::Restart { done: None });
+    }
+
+    /// One-for-all / rest-for-one: stop the affected children in reverse start
+    /// order, then start them again in start order.
+    fn restart_group(&mut self, delay: Duration, actx: &mut Context<Self>) {
+        let Some(from) = self.group_pending.take() else {
+            return;
+        };
+        if self.phase != Phase::Running {
+            return;
+        }
+        let now = Instant::now();
+        let affected = match self.spec.strategy {
+            Strategy::RestForOne => self.children.range_mut(from..).collect::<Vec<_>>(),
+            _ => self.children.iter_mut().collect(),
+        };
+        let mut plan = Vec::with_capacity(affected.len());
+        for (_, child) in affected {
+            child.awaiting_restart = false;
+            child.incarnation += 1;
+            child.last_start = now;
+            plan.push((
+                child.handle.control.clone(),
+                Arc::clone(&child.handle.node),
+                child.shutdown,
+            ));
+        }
+        let tree = self.tree.clone();
+        let delay_ms = delay.as_millis() as u64;
+        let fut = async move {
+            for (control, node, shutdown) in plan.iter().rev() {
+                stop_child(control, node, *shutdown, |tx| Control::Suspend { done: tx }).await;
+            }
+            for (control, node, _) in &plan {
+                let restarts = node.count_restart();
+                tree.emit(node, EventKind::Restarted { restarts, delay_ms });
+                let (tx, rx) = oneshot::channel();
+                control.do_send(Control::Restart { done: Some(tx) });
+                let _ = rx.await;
+            }
+        };
+        actx.wait(fut.into_actor(self));
+    }
+
+    /// Stops one child without restarting it and forgets it.
+    fn remove_child(&mut self, uid: u64, reason: ExitReason) {
+        if let Some(child) = self.children.remove(&uid) {
+            child
+                .handle
+                .control
+                .do_send(Control::Shutdown { reason, done: None });
+        }
+    }
+
+    /// Too many restarts: stop all children in reverse start order, then fail
+    /// to the parent (or, at the root, report the failure).
+    fn escalate(&mut self, reason: String, actx: &mut Context<Self>) {
+        self.phase = Phase::Failed;
+        self.node.set_failure(&reason);
+        self.tree.emit(
+            &self.node,
+            EventKind::Escalated {
+                reason: reason.clone(),
+            },
+        );
+        tracing::error!(path = %self.node.path, %reason, "supervisor gives up");
+        let stopping = self.stop_children();
+        actx.wait(stopping.into_actor(self).map(move |(), sup, _| {
+            sup.node.set_status(Status::Failed);
+            match &sup.parent {
+                Parent::Supervisor(parent) => parent.do_send(ChildNotice::Crashed {
+                    uid: sup.node.uid,
+                    incarnation: sup.incarnation,
+                    reason,
+                }),
+                Parent::Root(on_failure) => on_failure(reason),
+            }
+        }));
+    }
+
+    fn on_exited(&mut self, uid: u64, reason: ExitReason, actx: &mut Context<Self>) {
+        let Some(child) = self.children.remove(&uid) else {
+            return;
+        };
+        if self.phase != Phase::Running {
+            return;
+        }
+        let again = match &reason {
+            ExitReason::Normal => child.restart == RestartPolicy::Permanent,
+            ExitReason::Crashed(_) => child.restart.restarts_after(true),
+            ExitReason::Passivated | ExitReason::Shutdown | ExitReason::Killed => false,
+        };
+        if !again {
+            return;
+        }
+        let Some(spec) = child.spec else {
+            tracing::warn!(path = %child.handle.node.path, %reason, "adopted child ended; it returns when next needed");
+            return;
+        };
+        if !self.window.record(Instant::now()) {
+            let why = format!(
+                "restart intensity exceeded ({} ended: {reason})",
+                child.handle.node.path
+            );
+            self.escalate(why, actx);
+            return;
+        }
+        let delay = self.spec.backoff.delay(child.series, self.rng.f64());
+        let series = child.series.saturating_add(1);
+        self.after(delay, actx, move |sup, actx| {
+            if sup.phase != Phase::Running {
+                return;
+            }
+            let handle = (spec.start)(sup.start_args(actx, None));
+            let restarts = handle.node.count_restart() + child.handle.node.restarts();
+            sup.tree.emit(
+                &handle.node,
+                EventKind::Restarted {
+                    restarts,
+                    delay_ms: delay.as_millis() as u64,
+                },
+            );
+            let (restart, shutdown) = (spec.restart, spec.shutdown);
+            sup.insert(Some(spec), handle, restart, shutdown);
+            if let Some(c) = sup.children.values_mut().last() {
+                c.series = series;
+            }
+        });
+    }
+
+    fn finish(&mut self) {
+        if self.exit_reported {
+            return;
+        }
+        self.exit_reported = true;
+        self.node.set_status(Status::Stopped);
+        self.tree.remove(&self.node);
+        let reason = self
+            .exit_reason
+            .take()
+            .unwrap_or_else(|| ExitReason::Crashed("supervisor terminated unexpectedly".into()));
+        self.tree.emit(
+            &self.node,
+            EventKind::Stopped {
+                reason: reason.to_string(),
+            },
+        );
+        if let Parent::Supervisor(parent) = &self.parent {
+            parent.do_send(ChildNotice::Exited {
+                uid: self.node.uid,
+                reason,
+            });
+        }
+        for done in self.stop_done.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Asks a child to stop (or suspend) and waits, killing it past its timeout.
+async fn stop_child(
+    control: &Recipient<Control>,
+    node: &NodeInfo,
+    shutdown: Shutdown,
+    make: impl FnOnce(oneshot::Sender<()>) -> Control,
+) {
+    let (tx, rx) = oneshot::channel();
+    control.do_send(make(tx));
+    let Some(limit) = shutdown.timeout() else {
+        let _ = rx.await;
+        return;
+    };
+    tokio::pin!(rx);
+    if tokio::time::timeout(limit, &mut rx).await.is_ok() {
+        return;
+    }
+    tracing::warn!(path = %node.path, ?limit, "child did not stop in time; killing it");
+    node.kill();
+    if tokio::time::timeout(KILL_GRACE, &mut rx).await.is_err() {
+        tracing::error!(path = %node.path, "child did not stop after being killed");
+    }
+}
+
+impl ActixActor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, actx: &mut Context<Self>) {
+        let booted = self.booted.take();
+        self.boot(actx, booted);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.finish();
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl ActixHandler<ChildNotice> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, notice: ChildNotice, actx: &mut Context<Self>) {
+        match notice {
+            ChildNotice::Adopted {
+                handle,
+                restart,
+                shutdown,
+            } => {
+                if self.phase == Phase::Running {
+                    self.insert(None, handle, restart, shutdown);
+                } else {
+                    handle.control.do_send(Control::Shutdown {
+                        reason: ExitReason::Shutdown,
+                        done: None,
+                    });
+                }
+            }
+            ChildNotice::Crashed {
+                uid,
+                incarnation,
+                reason,
+            } => self.on_crashed(uid, incarnation, reason, actx),
+            ChildNotice::Exited { uid, reason } => self.on_exited(uid, reason, actx),
+        }
+    }
+}
+
+impl ActixHandler<Control> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, actx: &mut Context<Self>) {
+        if self.phase == Phase::Stopping {
+            match msg {
+                Control::Shutdown {
+                    done: Some(done), ..
+                } => self.stop_done.push(done),
+                Control::Suspend { done } => {
+                    let _ = done.send(());
+                }
+                _ => {}
+            }
+            return;
+        }
+        match msg {
+            Control::Restart { done } => {
+                let stopping = self.stop_children();
+                actx.wait(
+                    stopping
+                        .into_actor(self)
+                        .map(move |(), sup, actx| sup.boot(actx, done)),
+                );
+            }
+            Control::Suspend { done } => {
+                self.phase = Phase::Suspended;
+                self.node.set_status(Status::Restarting);
+                let stopping = self.stop_children();
+                actx.wait(stopping.into_actor(self).map(move |(), _, _| {
+                    let _ = done.send(());
+                }));
+            }
+            Control::Shutdown { reason, done } => {
+                self.phase = Phase::Stopping;
+                self.node.set_status(Status::Stopping);
+                self.exit_reason = Some(reason);
+                if let Some(done) = done {
+                    self.stop_done.push(done);
+                }
+                let stopping = self.stop_children();
+                actx.wait(stopping.into_actor(self).map(|(), _, actx| actx.stop()));
+            }
+        }
+    }
+}
+
+struct FindChild {
+    id: String,
+}
+
+impl Message for FindChild {
+    type Result = Option<Arc<dyn Any + Send + Sync>>;
+}
+
+impl ActixHandler<FindChild> for Supervisor {
+    type Result = Option<Arc<dyn Any + Send + Sync>>;
+
+    fn handle(&mut self, msg: FindChild, _: &mut Context<Self>) -> Self::Result {
+        self.children
+            .values()
+            .find(|c| *c.handle.node.id == *msg.id)
+            .and_then(|c| c.handle.addr.clone())
+    }
+}
+
+struct AddChild {
+    spec: ChildSpec,
+    booted: oneshot::Sender<Result<(), String>>,
+}
+
+impl Message for AddChild {
+    type Result = ();
+}
+
+impl ActixHandler<AddChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddChild, actx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            let _ = msg.booted.send(Err("supervisor is not running".into()));
+            return;
+        }
+        let handle = (msg.spec.start)(self.start_args(actx, Some(msg.booted)));
+        let (restart, shutdown) = (msg.spec.restart, msg.spec.shutdown);
+        self.insert(Some(msg.spec), handle, restart, shutdown);
+    }
+}

@@ -1,0 +1,298 @@
+//! The bus shim's contract, on the memory backend, and the inbox that feeds
+//! actors from it.
+
+use std::time::Duration;
+
+use cardio::bus::{self, Bus, BusError, BusOptions, Envelope, Nacked};
+use cardio::registry::inbox::{deliver, Delivered, Inbox};
+use cardio::registry::{KindSpec, Registry};
+use cardio::supervisors::{ArbiterPool, Backoff, EventKind, SupervisorRef, SupervisorSpec, Tree};
+use std::sync::Arc;
+
+use crate::support::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn options(delivery_limit: u32) -> BusOptions {
+    BusOptions {
+        shards: 4,
+        delivery_limit,
+        max_queue_len: 100,
+    }
+}
+
+async fn memory(delivery_limit: u32) -> Arc<dyn Bus> {
+    bus::connect("memory://", options(delivery_limit))
+        .await
+        .unwrap()
+}
+
+fn to_probe(id: &str, msg_type: &str, payload: &impl serde::Serialize) -> Envelope {
+    Envelope::new(msg_type, payload)
+        .unwrap()
+        .to(format!("probe/{id}").parse().unwrap())
+}
+
+/// The shard queue holding messages for `probe/<id>`.
+async fn shard_of(bus: &Arc<dyn Bus>, id: &str) -> u16 {
+    cardio::cluster::shard_of(&format!("probe/{id}").parse().unwrap(), bus.shards())
+}
+
+async fn next(sub: &mut bus::Subscription) -> bus::Delivery {
+    tokio::time::timeout(LONG, sub.next())
+        .await
+        .expect("a delivery")
+        .expect("open")
+}
+
+async fn nothing_more(sub: &mut bus::Subscription) {
+    let got = tokio::time::timeout(Duration::from_millis(200), sub.next()).await;
+    assert!(
+        got.is_err(),
+        "unexpected delivery: {:?}",
+        got.unwrap().map(|d| d.info().clone())
+    );
+}
+
+#[tokio::test]
+async fn unknown_schemes_are_refused_with_a_clear_error() {
+    assert_eq!(
+        bus::connect("kafka://x", BusOptions::default()).await.err(),
+        Some(BusError::UnsupportedScheme("kafka".into()))
+    );
+    assert!(matches!(
+        bus::connect("nonsense", BusOptions::default()).await,
+        Err(BusError::BadUrl(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_unacked_delivery_is_redelivered_and_an_acked_one_never_again() {
+    let bus = memory(5).await;
+    let env = to_probe("p-1", "probe.ping", &Ping);
+    bus.send(&env).await.unwrap();
+    let mut sub = bus
+        .consume_shard(shard_of(&bus, "p-1").await, 10)
+        .await
+        .unwrap();
+    let first = next(&mut sub).await;
+    assert_eq!(first.envelope().unwrap().id, env.id);
+    assert!(!first.info().redelivered);
+    drop(first); // consumer died before acknowledging
+    let second = next(&mut sub).await;
+    assert_eq!(second.envelope().unwrap().id, env.id);
+    assert!(second.info().redelivered);
+    assert_eq!(second.info().delivery_count, 2);
+    assert_eq!(second.nack("transient").await.unwrap(), Nacked::Requeued);
+    let third = next(&mut sub).await;
+    assert_eq!(third.info().delivery_count, 3);
+    third.ack().await.unwrap();
+    nothing_more(&mut sub).await;
+}
+
+#[tokio::test]
+async fn past_the_delivery_limit_a_message_is_dead_lettered_with_its_reason() {
+    let bus = memory(3).await;
+    let env = to_probe("p-1", "probe.boom", &Boom);
+    bus.send(&env).await.unwrap();
+    let mut sub = bus
+        .consume_shard(shard_of(&bus, "p-1").await, 10)
+        .await
+        .unwrap();
+    for attempt in 1..=3 {
+        let d = next(&mut sub).await;
+        assert_eq!(d.info().delivery_count, attempt);
+        let outcome = d.nack("handler failed").await.unwrap();
+        assert_eq!(
+            outcome,
+            if attempt < 3 {
+                Nacked::Requeued
+            } else {
+                Nacked::DeadLettered
+            }
+        );
+    }
+    nothing_more(&mut sub).await;
+    let mut dead = bus.consume_dead_letters(10).await.unwrap();
+    let d = next(&mut dead).await;
+    assert_eq!(d.envelope().unwrap().id, env.id);
+    let info = d.info().dead_letter.clone().unwrap();
+    assert!(info.reason.contains("handler failed"), "{}", info.reason);
+    assert_eq!(info.deliveries, 3);
+    assert!(info.from_queue.starts_with("cardio.shard."));
+}
+
+#[tokio::test]
+async fn prefetch_bounds_unsettled_deliveries() {
+    let bus = memory(5).await;
+    let shard = shard_of(&bus, "p-1").await;
+    for _ in 0..5 {
+        bus.send(&to_probe("p-1", "probe.ping", &Ping))
+            .await
+            .unwrap();
+    }
+    let mut sub = bus.consume_shard(shard, 2).await.unwrap();
+    let a = next(&mut sub).await;
+    let _b = next(&mut sub).await;
+    nothing_more(&mut sub).await;
+    a.ack().await.unwrap();
+    let _c = next(&mut sub).await;
+}
+
+#[tokio::test]
+async fn topic_subscribers_each_get_the_events_that_match() {
+    let bus = memory(5).await;
+    let mut one_patient = bus.subscribe("vitals.p-1.*", 10).await.unwrap();
+    let mut all_vitals = bus.subscribe("vitals.#", 10).await.unwrap();
+    let e1 = Envelope::new("vitals", &1).unwrap();
+    let e2 = Envelope::new("vitals", &2).unwrap();
+    bus.publish("vitals.p-1.hr", &e1).await.unwrap();
+    bus.publish("vitals.p-2.hr", &e2).await.unwrap();
+    bus.publish("alerts.p-1", &Envelope::new("alert", &3).unwrap())
+        .await
+        .unwrap();
+    for (sub, expected) in [
+        (&mut one_patient, vec![e1.id]),
+        (&mut all_vitals, vec![e1.id, e2.id]),
+    ] {
+        for id in expected {
+            let d = next(sub).await;
+            assert_eq!(d.envelope().unwrap().id, id);
+            d.ack().await.unwrap();
+        }
+        nothing_more(sub).await;
+    }
+    assert!(matches!(
+        bus.publish("vitals.*", &e1).await,
+        Err(BusError::BadTopic(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_new_messages_with_a_typed_error() {
+    let bus = memory(5).await;
+    for _ in 0..100 {
+        bus.send(&to_probe("p-1", "probe.ping", &Ping))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        bus.send(&to_probe("p-1", "probe.ping", &Ping)).await,
+        Err(BusError::QueueFull(_))
+    ));
+    assert_eq!(
+        bus.send(&Envelope::new("x", &1).unwrap()).await,
+        Err(BusError::NoRecipient)
+    );
+}
+
+async fn node_with_probes(delivery_limit: u32) -> (Tree, Registry, Arc<dyn Bus>) {
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(5));
+    let journal = Journal::default();
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| Probe {
+                name: id.to_owned(),
+                journal: journal.clone(),
+                pings: 0,
+            })
+            .backoff(Backoff::none()),
+        )
+        .await
+        .unwrap();
+    registry.route_for::<Probe, Ping>(&kind, "probe.ping");
+    registry.route_for::<Probe, Boom>(&kind, "probe.boom");
+    registry.route_for::<Probe, Add>(&kind, "probe.add");
+    (tree, registry, memory(delivery_limit).await)
+}
+
+#[actix_rt::test]
+async fn a_poison_message_is_dead_lettered_while_the_actor_keeps_serving() {
+    let (tree, registry, bus) = node_with_probes(3).await;
+    let mut replies = bus.subscribe("reply.test", 100).await.unwrap();
+    let mut events = tree.events();
+    let poison = to_probe("p-1", "probe.boom", &Boom);
+    bus.send(&poison).await.unwrap();
+    let mut pings = Vec::new();
+    for _ in 0..3 {
+        let ping = to_probe("p-1", "probe.ping", &Ping).reply_to("reply.test");
+        bus.send(&ping).await.unwrap();
+        pings.push(ping.id);
+    }
+    let shards: Vec<u16> = (0..bus.shards()).collect();
+    let inbox = Inbox::start(registry.clone(), Arc::clone(&bus), shards, 8)
+        .await
+        .unwrap();
+    // The pings are answered, in order, by a fresh incarnation.
+    for (i, id) in pings.iter().enumerate() {
+        let d = next(&mut replies).await;
+        let reply = d.envelope().unwrap();
+        assert_eq!(reply.correlation_id, Some(*id));
+        assert_eq!(reply.payload.get(), (i + 1).to_string());
+        d.ack().await.unwrap();
+    }
+    let mut dead = bus.consume_dead_letters(10).await.unwrap();
+    let d = next(&mut dead).await;
+    assert_eq!(d.envelope().unwrap().id, poison.id);
+    let info = d.info().dead_letter.clone().unwrap();
+    assert_eq!(info.deliveries, 3);
+    assert!(info.reason.contains("boom in p-1"), "{}", info.reason);
+    nothing_more(&mut dead).await;
+    let seen = events_until(&mut events, LONG, |evs| {
+        evs.iter()
+            .any(|e| matches!(e.what, EventKind::DeadLettered { .. }))
+    })
+    .await;
+    let crashes = seen
+        .iter()
+        .filter(|e| matches!(e.what, EventKind::Crashed { .. }))
+        .count();
+    assert_eq!(crashes, 3, "one crash per delivery, then set aside");
+    inbox.stop().await;
+}
+
+#[actix_rt::test]
+async fn messages_that_can_never_work_are_dead_lettered_at_once() {
+    let (_tree, registry, bus) = node_with_probes(5).await;
+    let shard = shard_of(&bus, "p-1").await;
+    let mut sub = bus.consume_shard(shard, 10).await.unwrap();
+    let cases = [
+        (to_probe("p-1", "probe.unknown", &Ping), "no handler"),
+        (
+            to_probe("p-1", "probe.add", &serde_json::json!({"n": "Jane Doe"})),
+            "wrong shape",
+        ),
+        (
+            {
+                let mut e = to_probe("p-1", "probe.ping", &Ping);
+                e.deadline_ms = Some(1);
+                e
+            },
+            "deadline passed",
+        ),
+    ];
+    for (env, why) in cases {
+        bus.send(&env).await.unwrap();
+        match deliver(&registry, bus.as_ref(), next(&mut sub).await).await {
+            Delivered::DeadLettered(reason) => {
+                assert!(reason.contains(why), "{reason}");
+                assert!(
+                    !reason.contains("Jane"),
+                    "reason quotes the payload: {reason}"
+                );
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    let mut dead = bus.consume_dead_letters(10).await.unwrap();
+    for _ in 0..3 {
+        next(&mut dead).await.ack().await.unwrap();
+    }
+}

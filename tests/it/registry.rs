@@ -1,0 +1,169 @@
+//! Addressing: activation by id, passivation, hand-back, many dynamic children.
+
+use std::time::Duration;
+
+use cardio::registry::{Kind, KindSpec, Registry};
+use cardio::supervisors::{
+    ArbiterPool, Backoff, SendError, Status, SupervisorRef, SupervisorSpec, Tree,
+};
+use futures_util::future::join_all;
+
+use crate::support::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+async fn setup(spec: KindSpec<Probe>) -> (Tree, SupervisorRef, Kind<Probe>) {
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(5));
+    let kind = registry.register(&root, spec).await.unwrap();
+    assert!(registry.kind::<Probe>().is_some());
+    (tree, root, kind)
+}
+
+fn probes(journal: &Journal) -> KindSpec<Probe> {
+    let journal = journal.clone();
+    KindSpec::new(move |id: &str| Probe {
+        name: id.to_owned(),
+        journal: journal.clone(),
+        pings: 0,
+    })
+    .backoff(Backoff::none())
+}
+
+#[actix_rt::test]
+async fn an_actor_is_activated_by_its_first_message_and_keeps_its_state() {
+    let journal = Journal::default();
+    let (tree, _root, kind) = setup(probes(&journal)).await;
+    assert_eq!(kind.live(), 0);
+    assert_eq!(kind.send("p-1", Ping).await.unwrap(), 1);
+    assert_eq!(kind.send("p-1", Ping).await.unwrap(), 2);
+    assert_eq!(kind.send("p-2", Ping).await.unwrap(), 1);
+    assert_eq!(kind.live(), 2);
+    assert_eq!(journal.take(), vec!["start:p-1", "start:p-2"]);
+    assert_eq!(
+        status_of(&tree, "/root/probe/p-1").as_deref(),
+        Some("running")
+    );
+}
+
+#[actix_rt::test]
+async fn an_invalid_id_hands_the_message_back() {
+    let (_tree, _root, kind) = setup(probes(&Journal::default())).await;
+    assert!(matches!(
+        kind.send("bad id/x", Ping).await,
+        Err(SendError::InvalidId(Ping))
+    ));
+    assert_eq!(kind.live(), 0);
+}
+
+#[actix_rt::test]
+async fn idle_actors_passivate_and_come_back_on_their_next_message() {
+    tokio::time::pause();
+    let journal = Journal::default();
+    let spec = probes(&journal).idle_timeout(Some(Duration::from_secs(60)));
+    let (tree, _root, kind) = setup(spec).await;
+    assert_eq!(kind.send("p-1", Add { n: 5 }).await.unwrap(), 5);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        kind.send("p-1", Ping).await.unwrap(),
+        6,
+        "still live after 30 s"
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    eventually(LONG, "passivated", || kind.live() == 0).await;
+    assert!(
+        status_of(&tree, "/root/probe/p-1").is_none(),
+        "left the tree"
+    );
+    assert_eq!(
+        journal.take(),
+        vec!["start:p-1", "stop:p-1"],
+        "stop hook ran (state flush point)"
+    );
+    // Re-activated by id; in-memory state starts over (durable state is the store's job).
+    assert_eq!(kind.send("p-1", Ping).await.unwrap(), 1);
+    assert_eq!(kind.live(), 1);
+    assert_eq!(journal.take(), vec!["start:p-1"]);
+}
+
+#[actix_rt::test]
+async fn sends_racing_passivation_are_all_delivered() {
+    tokio::time::pause();
+    let spec = probes(&Journal::default()).idle_timeout(Some(Duration::from_millis(10)));
+    let (_tree, _root, kind) = setup(spec).await;
+    let mut answered = 0;
+    for i in 0..300u64 {
+        // Straddle the idle timeout: some sends find the actor live, some find it
+        // passivating, some find it gone.
+        tokio::time::sleep(Duration::from_micros(9_000 + (i % 5) * 500)).await;
+        match kind.send("p-1", Ping).await {
+            Ok(_) => answered += 1,
+            Err(e) => panic!("send {i} failed: {e:?}"),
+        }
+    }
+    assert_eq!(answered, 300);
+}
+
+#[actix_rt::test]
+async fn a_message_to_a_stopped_actor_is_handed_back() {
+    let journal = Journal::default();
+    let (_tree, _root, kind) = setup(probes(&journal)).await;
+    kind.send("p-1", Ping).await.unwrap();
+    let p1 = kind.get("p-1").unwrap();
+    kind.supervisor().shutdown().await;
+    assert!(matches!(
+        p1.send(Ping, LONG).await,
+        Err(SendError::Stopped(Ping))
+    ));
+}
+
+#[actix_rt::test]
+async fn ten_thousand_dynamic_children_start_crash_selectively_and_shut_down_cleanly() {
+    const N: usize = 10_000;
+    let journal = Journal::default();
+    let spec = probes(&journal).idle_timeout(None);
+    let (tree, root, kind) = setup(spec).await;
+    let ids: Vec<String> = (0..N).map(|i| format!("p-{i}")).collect();
+    for chunk in ids.chunks(1000) {
+        let replies = join_all(chunk.iter().map(|id| kind.send(id, Ping))).await;
+        assert!(replies.into_iter().all(|r| r.unwrap() == 1));
+    }
+    assert_eq!(kind.live(), N);
+    assert_eq!(tree.len(), N + 2, "root + kind supervisor + children");
+    // Crash every 100th.
+    let victims: Vec<&String> = ids.iter().step_by(100).collect();
+    let crashes = join_all(victims.iter().map(|id| kind.send(id, Boom))).await;
+    assert!(crashes
+        .iter()
+        .all(|r| matches!(r, Err(SendError::Crashed { .. }))));
+    let replies = join_all(ids.iter().map(|id| kind.send(id, Ping))).await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        let expected = if i % 100 == 0 { 1 } else { 2 };
+        assert_eq!(reply.unwrap(), expected, "p-{i}");
+    }
+    let snapshot = tree.snapshot();
+    let restarted: Vec<_> = snapshot
+        .iter()
+        .filter(|n| n.restarts > 0)
+        .map(|n| n.id.clone())
+        .collect();
+    assert_eq!(restarted.len(), victims.len());
+    assert!(restarted
+        .iter()
+        .all(|id| id.trim_start_matches("p-").parse::<usize>().unwrap() % 100 == 0));
+    assert!(snapshot.iter().all(|n| n.status == Status::Running));
+    root.shutdown().await;
+    assert!(tree.is_empty(), "{} nodes left", tree.len());
+    assert_eq!(kind.live(), 0);
+    let stops = journal
+        .take()
+        .iter()
+        .filter(|l| l.starts_with("stop:"))
+        .count();
+    assert_eq!(stops, N, "every child ran its stop hook");
+}

@@ -1,0 +1,135 @@
+//! Test actors and helpers shared by the integration tests.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cardio::actors::{Actor, Ctx, Handler};
+use cardio::supervisors::{SupervisionEvent, Tree};
+use tokio::sync::broadcast;
+
+/// A shared, ordered record of lifecycle hooks ("start:a", "stop:b").
+#[derive(Clone, Default)]
+pub struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    pub fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// A worker that counts pings, records its lifecycle, and panics on demand.
+pub struct Probe {
+    pub name: String,
+    pub journal: Journal,
+    pub pings: u32,
+}
+
+impl Probe {
+    pub fn factory(name: &str, journal: &Journal) -> impl Fn() -> Probe + Send + Sync + 'static {
+        let (name, journal) = (name.to_owned(), journal.clone());
+        move || Probe {
+            name: name.clone(),
+            journal: journal.clone(),
+            pings: 0,
+        }
+    }
+}
+
+impl Actor for Probe {
+    const KIND: &'static str = "probe";
+
+    async fn started(&mut self, _: &mut Ctx<Self>) {
+        self.journal.push(format!("start:{}", self.name));
+    }
+
+    async fn stopping(&mut self, _: &mut Ctx<Self>) {
+        self.journal.push(format!("stop:{}", self.name));
+    }
+}
+
+/// Counts and returns the pings this incarnation has seen.
+#[derive(actix::Message, serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+#[rtype(result = "u32")]
+pub struct Ping;
+
+impl Handler<Ping> for Probe {
+    async fn handle(&mut self, _: Ping, _: &mut Ctx<Self>) -> u32 {
+        self.pings += 1;
+        self.pings
+    }
+}
+
+/// Panics in the handler.
+#[derive(actix::Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+pub struct Boom;
+
+/// Adds `n` to the ping count and returns it.
+#[derive(actix::Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "u32")]
+pub struct Add {
+    pub n: u32,
+}
+
+impl Handler<Add> for Probe {
+    async fn handle(&mut self, add: Add, _: &mut Ctx<Self>) -> u32 {
+        self.pings += add.n;
+        self.pings
+    }
+}
+
+impl Handler<Boom> for Probe {
+    async fn handle(&mut self, _: Boom, _: &mut Ctx<Self>) {
+        panic!("boom in {}", self.name);
+    }
+}
+
+/// Sleeps inside the handler (paused time makes this instant).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Nap(pub Duration);
+
+impl Handler<Nap> for Probe {
+    async fn handle(&mut self, nap: Nap, _: &mut Ctx<Self>) {
+        tokio::time::sleep(nap.0).await;
+    }
+}
+
+/// Collects events until `pred` holds for the list, or panics after `limit`.
+pub async fn events_until(
+    rx: &mut broadcast::Receiver<SupervisionEvent>,
+    limit: Duration,
+    pred: impl Fn(&[SupervisionEvent]) -> bool,
+) -> Vec<SupervisionEvent> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !pred(&seen) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ev)) => seen.push(ev),
+            Ok(Err(e)) => panic!("event stream failed: {e}; seen {seen:#?}"),
+            Err(_) => panic!("condition not met within {limit:?}; seen {seen:#?}"),
+        }
+    }
+    seen
+}
+
+/// Polls `cond` until it holds, or panics after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("not reached within {limit:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub fn status_of(tree: &Tree, path: &str) -> Option<String> {
+    tree.snapshot()
+        .into_iter()
+        .find(|n| n.path == path)
+        .map(|n| n.status.as_str().to_owned())
+}
