@@ -14,8 +14,13 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod api;
 pub mod bus;
+pub mod cli;
 pub mod cluster;
+pub mod config;
+pub mod node;
 pub mod principal;
 pub mod registry;
 pub mod supervisors;
+pub mod telemetry;

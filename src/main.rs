@@ -1,1 +1,5 @@
-fn main() {}
+//! `cardio`: see `cardio --help`. Everything happens in the library.
+
+fn main() -> std::process::ExitCode {
+    cardio::cli::run()
+}

@@ -29,8 +29,8 @@ mod tests {
         assert_eq!(pinned, (PINNED_A, PINNED_B));
     }
 
-    const PINNED_A: u16 = u16::MAX;
-    const PINNED_B: u16 = u16::MAX;
+    const PINNED_A: u16 = 29;
+    const PINNED_B: u16 = 36;
 
     #[test]
     fn addresses_spread_evenly_over_shards() {

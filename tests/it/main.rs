@@ -1,5 +1,6 @@
 //! Integration tests of cardio's public surface, in one binary (one link step).
 
+mod binary;
 mod bus;
 mod registry;
 mod supervision;

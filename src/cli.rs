@@ -1,0 +1,244 @@
+//! The `cardio` command line: argument parsing and the small client commands.
+//! `serve` only loads configuration and hands over to [`crate::node`].
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ProcessEnv};
+use crate::node::{shutdown_signal, Node};
+use crate::supervisors::TreeView;
+
+#[derive(Parser)]
+#[command(
+    name = "cardio",
+    version,
+    about = "Supervised actor runtime for telemedicine cardiology"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (embedded defaults: in-process bus, 127.0.0.1:8080).
+    Serve {
+        /// TOML configuration file; CARDIO_* environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a running node's supervision tree.
+    Tree {
+        /// The node's HTTP address.
+        #[arg(long, env = "CARDIO_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Print the raw JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the effective configuration (secrets hidden) and exit.
+    Config {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Tree { url, json } => tree(&url, json),
+        Command::Config { config } => match Config::load(config.as_deref(), &ProcessEnv) {
+            Ok(c) => {
+                println!("{c:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("invalid configuration: {e}")),
+        },
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("cardio: {message}");
+    ExitCode::from(2)
+}
+
+fn serve(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    crate::telemetry::init(config.log_format, &config.log_filter);
+    let system = actix_rt::System::new();
+    let exit = system.block_on(async move {
+        match Node::build(config).await {
+            Ok(node) => Ok(node.run_until_stopped(shutdown_signal()).await),
+            Err(e) => Err(e),
+        }
+    });
+    match exit {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "node failed to start");
+            fail(&format!("{e:#}"))
+        }
+    }
+}
+
+fn tree(url: &str, raw: bool) -> ExitCode {
+    let endpoint = format!("{}/debug/tree", url.trim_end_matches('/'));
+    let fetched = actix_rt::System::new().block_on(async {
+        let mut response = awc::Client::new()
+            .get(&endpoint)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{endpoint} answered {}", response.status()));
+        }
+        let body = response
+            .body()
+            .limit(256 * 1024 * 1024)
+            .await
+            .map_err(|e| format!("reading {endpoint}: {e}"))?;
+        Ok::<_, String>(body)
+    });
+    let body = match fetched {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    if raw {
+        println!("{}", String::from_utf8_lossy(&body));
+        return ExitCode::SUCCESS;
+    }
+    let view: TreeView = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return fail(&format!("{endpoint} did not return a tree: {e}")),
+    };
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", render_tree(&view, colour));
+    ExitCode::SUCCESS
+}
+
+/// Renders a tree as indented lines: name, kind, status, restarts, uptime,
+/// mailbox depth and last failure.
+pub fn render_tree(root: &TreeView, colour: bool) -> String {
+    let mut out = String::new();
+    line(&mut out, root, "", "", colour, true);
+    out
+}
+
+fn line(out: &mut String, n: &TreeView, lead: &str, branch: &str, colour: bool, is_root: bool) {
+    let name = if is_root {
+        n.path.as_str()
+    } else {
+        n.id.as_str()
+    };
+    let kind = match &n.strategy {
+        Some(s) => format!("supervisor {s}"),
+        None => n.kind.clone(),
+    };
+    let status = if colour {
+        let code = match n.status.as_str() {
+            "running" => "32",
+            "restarting" | "starting" | "stopping" => "33",
+            _ => "31",
+        };
+        format!("\x1b[{code}m{}\x1b[0m", n.status)
+    } else {
+        n.status.clone()
+    };
+    out.push_str(&format!(
+        "{lead}{branch}{name}  [{kind}]  {status}  restarts={}",
+        n.restarts
+    ));
+    if n.uptime_ms > 0 {
+        out.push_str(&format!(
+            "  up {}",
+            humantime::format_duration(std::time::Duration::from_secs(n.uptime_ms / 1000))
+        ));
+    }
+    if n.strategy.is_none() && n.mailbox_depth > 0 {
+        out.push_str(&format!("  mailbox={}", n.mailbox_depth));
+    }
+    if let Some(f) = &n.last_failure {
+        out.push_str(&format!("  last failure: {f}"));
+    }
+    out.push('\n');
+    let child_lead = if is_root {
+        String::new()
+    } else if branch.starts_with('└') {
+        format!("{lead}    ")
+    } else {
+        format!("{lead}│   ")
+    };
+    for (i, c) in n.children.iter().enumerate() {
+        let last = i + 1 == n.children.len();
+        line(
+            out,
+            c,
+            &child_lead,
+            if last { "└── " } else { "├── " },
+            colour,
+            false,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &str, id: &str, strategy: Option<&str>, children: Vec<TreeView>) -> TreeView {
+        TreeView {
+            path: path.into(),
+            kind: if strategy.is_some() {
+                "supervisor".into()
+            } else {
+                "consult".into()
+            },
+            strategy: strategy.map(str::to_owned),
+            id: id.into(),
+            status: "running".into(),
+            restarts: 0,
+            last_failure: None,
+            uptime_ms: 0,
+            mailbox_depth: 0,
+            children,
+        }
+    }
+
+    #[test]
+    fn trees_render_as_indented_branches() {
+        let mut crashed = node("/cardio/entities/consult/c-2", "c-2", None, vec![]);
+        crashed.restarts = 2;
+        crashed.last_failure = Some("panicked: boom".into());
+        let tree = node(
+            "/cardio",
+            "cardio",
+            Some("one_for_one"),
+            vec![node(
+                "/cardio/entities",
+                "entities",
+                Some("one_for_one"),
+                vec![
+                    node("/cardio/entities/consult/c-1", "c-1", None, vec![]),
+                    crashed,
+                ],
+            )],
+        );
+        let text = render_tree(&tree, false);
+        assert_eq!(
+            text,
+            "/cardio  [supervisor one_for_one]  running  restarts=0\n\
+             └── entities  [supervisor one_for_one]  running  restarts=0\n\
+             \x20   ├── c-1  [consult]  running  restarts=0\n\
+             \x20   └── c-2  [consult]  running  restarts=2  last failure: panicked: boom\n"
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! The node's configuration: one typed [`Config`], read from an optional TOML
+//! file and then from `CARDIO_*` environment variables (which win), validated
+//! at start with a message that names the offending setting.
+//!
+//! The environment is read through [`Env`], so tests never touch the process
+//! environment. Secrets (passwords inside URLs) never print.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A source of environment variables.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        BTreeMap::get(self, key).cloned()
+    }
+}
+
+/// A URL that may hold a password; `Display` and `Debug` hide it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The real URL, for the one place that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.0.split_once("://").map_or("", |(s, _)| s)
+    }
+
+    fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        let (authority, tail) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                format!("{scheme}://{user}:***@{host}{tail}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.redacted())
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line (for ELK and friends).
+    Json,
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// This node's name in the cluster and in logs.
+    pub node_id: String,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// `memory://` (embedded) or `amqp://...` (cluster).
+    pub bus_url: SecretUrl,
+    pub log_format: LogFormat,
+    /// A tracing filter (`info`, `cardio=debug,info`).
+    pub log_filter: String,
+    /// Longest time a SIGTERM/SIGINT drain may take before the process exits anyway.
+    pub shutdown_grace: Duration,
+    /// Arbiter threads actors run on; 0 means one per core.
+    pub arbiters: usize,
+    /// Deadline of a message sent without one.
+    pub request_timeout: Duration,
+    /// Entity actors idle this long are passivated.
+    pub idle_timeout: Duration,
+    /// Shard queues actor messages are spread over.
+    pub shards: u16,
+    /// Deliveries after which a failing message is dead-lettered.
+    pub delivery_limit: u32,
+    /// Unsettled deliveries per shard consumer.
+    pub prefetch: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: "cardio-1".into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            bus_url: SecretUrl::new("memory://"),
+            log_format: LogFormat::Pretty,
+            log_filter: "info".into(),
+            shutdown_grace: Duration::from_secs(20),
+            arbiters: 0,
+            request_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            shards: 64,
+            delivery_limit: 5,
+            prefetch: 32,
+        }
+    }
+}
+
+/// A setting that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("config file {path}: unknown setting {key:?} (known: {known})")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        known: String,
+    },
+    #[error("{source_name}: {message}")]
+    Invalid {
+        /// `CARDIO_HTTP_ADDR` or `http_addr in cardio.toml`.
+        source_name: String,
+        message: String,
+    },
+}
+
+const KEYS: &[&str] = &[
+    "node_id",
+    "http_addr",
+    "bus_url",
+    "log_format",
+    "log_filter",
+    "shutdown_grace",
+    "arbiters",
+    "request_timeout",
+    "idle_timeout",
+    "shards",
+    "delivery_limit",
+    "prefetch",
+];
+
+/// The variable that sets `key`.
+pub fn env_name(key: &str) -> String {
+    format!("CARDIO_{}", key.to_ascii_uppercase())
+}
+
+impl Config {
+    /// Defaults, then `file` (or `CARDIO_CONFIG`), then `CARDIO_*` variables.
+    pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut values: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("CARDIO_CONFIG").map(PathBuf::from));
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.clone(),
+                        reason: e.message().to_owned(),
+                    })?;
+            for (key, value) in table {
+                let Some(known) = KEYS.iter().find(|k| **k == key) else {
+                    return Err(ConfigError::UnknownKey {
+                        path: path.clone(),
+                        key,
+                        known: KEYS.join(", "),
+                    });
+                };
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            source_name: format!("{known} in {}", path.display()),
+                            message: "must be a string or a number".into(),
+                        })
+                    }
+                };
+                values.insert(known, (text, format!("{known} in {}", path.display())));
+            }
+        }
+        for key in KEYS {
+            let name = env_name(key);
+            if let Some(v) = env.get(&name) {
+                values.insert(key, (v, name));
+            }
+        }
+        let mut c = Config::default();
+        for (key, (raw, source)) in values {
+            let raw = raw.trim();
+            let bad = |message: String| ConfigError::Invalid {
+                source_name: source.clone(),
+                message,
+            };
+            match key {
+                "node_id" => {
+                    if !crate::registry::id::valid_id(raw) {
+                        return Err(bad(format!("{raw:?} is not a valid node id (letters, digits, '-', '_', '.', ':'; at most 128)")));
+                    }
+                    c.node_id = raw.to_owned();
+                }
+                "http_addr" => {
+                    c.http_addr = raw.parse().map_err(|_| {
+                        bad(format!(
+                            "{raw:?} is not a socket address like 127.0.0.1:8080"
+                        ))
+                    })?
+                }
+                "bus_url" => {
+                    let url = SecretUrl::new(raw);
+                    if !matches!(url.scheme(), "memory" | "amqp" | "amqps") {
+                        return Err(bad(format!("{url} must start with memory:// or amqp://")));
+                    }
+                    c.bus_url = url;
+                }
+                "log_format" => {
+                    c.log_format = match raw {
+                        "pretty" | "text" => LogFormat::Pretty,
+                        "json" => LogFormat::Json,
+                        other => return Err(bad(format!("{other:?} is not pretty or json"))),
+                    }
+                }
+                "log_filter" => {
+                    tracing_subscriber::EnvFilter::try_new(raw)
+                        .map_err(|e| bad(format!("invalid log filter: {e}")))?;
+                    c.log_filter = raw.to_owned();
+                }
+                "shutdown_grace" => c.shutdown_grace = duration(raw).map_err(bad)?,
+                "request_timeout" => {
+                    c.request_timeout = positive(duration(raw).map_err(bad)?).map_err(bad)?
+                }
+                "idle_timeout" => {
+                    c.idle_timeout = positive(duration(raw).map_err(bad)?).map_err(bad)?
+                }
+                "arbiters" => c.arbiters = number(raw, 0, 1024).map_err(bad)? as usize,
+                "shards" => c.shards = number(raw, 1, 4096).map_err(bad)? as u16,
+                "delivery_limit" => c.delivery_limit = number(raw, 1, 1000).map_err(bad)? as u32,
+                "prefetch" => c.prefetch = number(raw, 1, 10_000).map_err(bad)? as u16,
+                _ => unreachable!("keys come from KEYS"),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Arbiter threads to start.
+    pub fn arbiter_count(&self) -> usize {
+        if self.arbiters > 0 {
+            self.arbiters
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+fn duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("{raw:?} is not a duration like 30s or 15m ({e})"))
+}
+
+fn positive(d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        Err("must be longer than zero".into())
+    } else {
+        Ok(d)
+    }
+}
+
+fn number(raw: &str, min: u64, max: u64) -> Result<u64, String> {
+    match raw.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{raw:?} is not a whole number from {min} to {max}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_a_single_embedded_node() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.bus_url.expose(), "memory://");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cardio.toml");
+        std::fs::write(
+            &path,
+            "node_id = \"from-file\"\nshards = 16\nshutdown_grace = \"3s\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            &env(&[
+                ("CARDIO_NODE_ID", "from-env"),
+                ("CARDIO_HTTP_ADDR", "127.0.0.1:0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.node_id, "from-env");
+        assert_eq!(c.shards, 16);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.http_addr.port(), 0);
+    }
+
+    #[test]
+    fn the_config_file_can_be_named_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "prefetch = 7\n").unwrap();
+        let c = Config::load(None, &env(&[("CARDIO_CONFIG", path.to_str().unwrap())])).unwrap();
+        assert_eq!(c.prefetch, 7);
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting_and_why() {
+        let err = Config::load(None, &env(&[("CARDIO_HTTP_ADDR", "localhost")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CARDIO_HTTP_ADDR: \"localhost\" is not a socket address like 127.0.0.1:8080"
+        );
+        let err = Config::load(None, &env(&[("CARDIO_BUS_URL", "kafka://x")])).unwrap_err();
+        assert!(err.to_string().starts_with("CARDIO_BUS_URL:"), "{err}");
+        let err = Config::load(None, &env(&[("CARDIO_SHARDS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("from 1 to 4096"), "{err}");
+        let err = Config::load(None, &env(&[("CARDIO_SHUTDOWN_GRACE", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
+        let err = Config::load(None, &env(&[("CARDIO_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("pretty or json"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_settings_are_typos_and_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cardio.toml");
+        std::fs::write(&path, "http_adr = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&path), &env(&[])).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "http_adr"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn passwords_in_urls_never_print() {
+        let url = SecretUrl::new("amqp://guest:s3cret@127.0.0.1:5672/%2f");
+        assert_eq!(url.to_string(), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let c = Config::load(None, &env(&[("CARDIO_BUS_URL", "amqp://u:s3cret@h/")])).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.bus_url.expose(), "amqp://u:s3cret@h/");
+    }
+}

@@ -1,0 +1,231 @@
+//! One cardio process: what starts in which order, and how it stops.
+//!
+//! Start-up: arbiters (one per core) → root supervisor `/cardio` with its
+//! `entities` subtree → registry → bus → inbox (shard consumers) → HTTP →
+//! ready. Stop: not ready → HTTP stops taking requests and finishes the ones in
+//! flight → the inbox finishes the message in hand → the supervision tree shuts
+//! down in reverse start order (stop hooks flush state) → arbiters stop; all
+//! within the configured grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::Arbiter;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+use crate::api::{self, ApiState};
+use crate::bus::{self, Bus, BusOptions};
+use crate::config::Config;
+use crate::registry::inbox::Inbox;
+use crate::registry::Registry;
+use crate::supervisors::{ArbiterPool, ChildSpec, Strategy, SupervisorRef, SupervisorSpec, Tree};
+
+/// How a node ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request and drained in time.
+    Drained,
+    /// Stopped on request but the drain outlived the grace period.
+    DrainTimedOut,
+    /// The root supervisor gave up; Kubernetes should restart the pod.
+    RootFailed(String),
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Exit::Drained => 0,
+            Exit::DrainTimedOut => 1,
+            Exit::RootFailed(_) => 3,
+        }
+    }
+}
+
+/// A running node. Build it inside an actix `System`.
+pub struct Node {
+    config: Config,
+    tree: Tree,
+    registry: Registry,
+    bus: Arc<dyn Bus>,
+    root: SupervisorRef,
+    entities: SupervisorRef,
+    inbox: Option<Inbox>,
+    http: actix_web::dev::ServerHandle,
+    http_addr: SocketAddr,
+    arbiters: Vec<Arbiter>,
+    root_failed: mpsc::UnboundedReceiver<String>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Starts everything; the node is ready when this returns.
+    pub async fn build(config: Config) -> anyhow::Result<Node> {
+        let arbiters: Vec<Arbiter> = (0..config.arbiter_count())
+            .map(|_| Arbiter::new())
+            .collect();
+        let pool = ArbiterPool::new(arbiters.iter().map(|a| a.handle()).collect());
+        tracing::info!(node = %config.node_id, arbiters = pool.len(), "starting");
+
+        let tree = Tree::new();
+        let (failed_tx, root_failed) = mpsc::unbounded_channel();
+        let spec = SupervisorSpec::new("cardio")
+            .strategy(Strategy::OneForOne)
+            .child(ChildSpec::supervisor(SupervisorSpec::new("entities")));
+        let root = SupervisorRef::start_root(spec, &tree, &pool, move |reason| {
+            let _ = failed_tx.send(reason);
+        })
+        .await;
+        let entities = root
+            .supervisor("entities")
+            .await
+            .context("the entities supervisor did not start")?;
+
+        let registry = Registry::new(tree.clone(), pool, config.request_timeout);
+
+        let bus = bus::connect(
+            config.bus_url.expose(),
+            BusOptions {
+                shards: config.shards,
+                delivery_limit: config.delivery_limit,
+                ..BusOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the bus at {}", config.bus_url))?;
+        let inbox = Inbox::start(
+            registry.clone(),
+            Arc::clone(&bus),
+            0..bus.shards(),
+            config.prefetch,
+        )
+        .await
+        .context("cannot consume the shard queues")?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = ApiState {
+            node_id: config.node_id.clone(),
+            tree: tree.clone(),
+            bus: Arc::clone(&bus),
+            ready: Arc::clone(&ready),
+        };
+        let listener = std::net::TcpListener::bind(config.http_addr)
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let grace = config.shutdown_grace.as_secs().max(1);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(api::routes)
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(grace)
+        .listen(listener)?
+        .run();
+        let http = server.handle();
+        actix_rt::spawn(server);
+
+        ready.store(true, Ordering::Release);
+        tracing::info!(node = %config.node_id, addr = %http_addr, bus = %bus.describe(), "listening");
+        Ok(Node {
+            config,
+            tree,
+            registry,
+            bus,
+            root,
+            entities,
+            inbox: Some(inbox),
+            http,
+            http_addr,
+            arbiters,
+            root_failed,
+            ready,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// Where entity kinds' supervisors attach.
+    pub fn entities(&self) -> &SupervisorRef {
+        &self.entities
+    }
+
+    /// Serves until `shutdown` resolves (then drains) or the root fails.
+    pub async fn run_until_stopped(mut self, shutdown: impl Future<Output = ()>) -> Exit {
+        let failure = tokio::select! {
+            () = shutdown => None,
+            reason = self.root_failed.recv() => reason,
+        };
+        self.ready.store(false, Ordering::Release);
+        let exit = match failure {
+            Some(reason) => {
+                tracing::error!(%reason, "root supervisor failed; exiting");
+                self.http.stop(false).await;
+                Exit::RootFailed(reason)
+            }
+            None => {
+                let grace = self.config.shutdown_grace;
+                tracing::info!(?grace, "draining");
+                let (http, inbox, root) = (self.http.clone(), self.inbox.take(), self.root.clone());
+                let drain = async move {
+                    http.stop(true).await;
+                    if let Some(inbox) = inbox {
+                        inbox.stop().await;
+                    }
+                    root.shutdown().await;
+                };
+                match tokio::time::timeout(grace, drain).await {
+                    Ok(()) => {
+                        tracing::info!("drained");
+                        Exit::Drained
+                    }
+                    Err(_) => {
+                        tracing::error!(?grace, "drain did not finish within the grace period");
+                        Exit::DrainTimedOut
+                    }
+                }
+            }
+        };
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        exit
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

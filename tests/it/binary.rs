@@ -1,0 +1,186 @@
+//! The real `cardio` binary: start, probes, `cardio tree`, drain on signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardio");
+
+/// A `cardio serve` process that is killed if the test ends early.
+struct Served {
+    child: Child,
+    addr: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(envs: &[(&str, &str)]) -> Served {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env_clear()
+        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
+        .env("CARDIO_LOG_FORMAT", "json")
+        .env("CARDIO_SHUTDOWN_GRACE", "10s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("cardio starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("a 'listening' log line within 30 s");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if v["message"] == "listening" {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    Served { child, addr, lines }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+fn wait_exit(served: &mut Served, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            return status.code().expect("exited, not killed by a signal");
+        }
+        assert!(Instant::now() < deadline, "did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rest_of_log(served: &Served) -> Vec<String> {
+    served.lines.try_iter().collect()
+}
+
+async fn get(url: &str) -> (u16, serde_json::Value) {
+    let mut res = awc::Client::new().get(url).send().await.expect("request");
+    let status = res.status().as_u16();
+    let body = res.json::<serde_json::Value>().await.expect("JSON body");
+    (status, body)
+}
+
+fn cardio(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env_clear().output().unwrap()
+}
+
+#[actix_rt::test]
+async fn serve_answers_probes_and_shows_its_tree_then_drains_on_sigterm() {
+    let mut node = serve(&[("CARDIO_NODE_ID", "node-a")]);
+    let base = format!("http://{}", node.addr);
+
+    let (status, health) = get(&format!("{base}/healthz")).await;
+    assert_eq!((status, health["node"].as_str()), (200, Some("node-a")));
+    let (status, ready) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "{ready}");
+
+    let (status, tree) = get(&format!("{base}/debug/tree")).await;
+    assert_eq!(status, 200);
+    assert_eq!(tree["path"], "/cardio");
+    assert_eq!(tree["kind"], "supervisor");
+    assert_eq!(tree["status"], "running");
+    assert_eq!(tree["restarts"], 0);
+    assert_eq!(tree["children"][0]["path"], "/cardio/entities");
+    assert!(tree["children"][0]["children"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let out = cardio(&["tree", "--url", &base]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("/cardio  [supervisor one_for_one]  running  restarts=0"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("└── entities  [supervisor one_for_one]  running"),
+        "{text}"
+    );
+
+    signal(&node.child, "-TERM");
+    assert_eq!(wait_exit(&mut node, Duration::from_secs(20)), 0);
+    let log = rest_of_log(&node).join("\n");
+    assert!(log.contains("\"draining\""), "{log}");
+    assert!(log.contains("\"drained\""), "{log}");
+}
+
+#[actix_rt::test]
+async fn sigint_drains_too() {
+    let mut node = serve(&[]);
+    let (status, _) = get(&format!("http://{}/healthz", node.addr)).await;
+    assert_eq!(status, 200);
+    signal(&node.child, "-INT");
+    assert_eq!(wait_exit(&mut node, Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_with_a_message_naming_the_setting() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("CARDIO_HTTP_ADDR", "everywhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CARDIO_HTTP_ADDR"), "{err}");
+    assert!(err.contains("not a socket address"), "{err}");
+}
+
+#[test]
+fn a_busy_port_is_reported_not_ignored() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("CARDIO_HTTP_ADDR", &addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
+}
+
+#[test]
+fn tree_against_no_node_fails_clearly() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let out = cardio(&["tree", "--url", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
