@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::WeakAddr;
 
 use crate::supervisors::cell::Cell;
 use crate::supervisors::message::Call;
@@ -49,12 +49,13 @@ pub trait Handler<M: actix::Message>: Actor {
 /// What a handler may ask of the runtime about itself.
 pub struct Ctx<A: Actor> {
     node: Arc<NodeInfo>,
-    addr: Addr<Cell<A>>,
+    /// Weak: a strong actix address costs two allocations per actor.
+    addr: WeakAddr<Cell<A>>,
     pub(crate) stop_requested: bool,
 }
 
 impl<A: Actor> Ctx<A> {
-    pub(crate) fn new(node: Arc<NodeInfo>, addr: Addr<Cell<A>>) -> Self {
+    pub(crate) fn new(node: Arc<NodeInfo>, addr: WeakAddr<Cell<A>>) -> Self {
         Self {
             node,
             addr,
@@ -95,7 +96,7 @@ impl<A: Actor> Ctx<A> {
         let node = Arc::clone(&self.node);
         actix_rt::spawn(async move {
             tokio::time::sleep(delay).await;
-            if addr.connected() {
+            if let Some(addr) = addr.upgrade() {
                 node.depth
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // A timer's own message bypasses the mailbox bound: it is bounded by

@@ -32,6 +32,7 @@ use crate::actors::{Actor, Handler};
 use crate::supervisors::cell::{await_reply, Cell, CellInit, Factory, Index};
 use crate::supervisors::message::Reply;
 use crate::supervisors::tree::{NodeInfo, NodeKind};
+use crate::supervisors::Notices;
 use crate::supervisors::{
     ActorRef, ArbiterPool, Backoff, CellLimits, ChildSpec, Intensity, RestartPolicy, SendError,
     Shutdown, SupervisorRef, SupervisorSpec, Tree,
@@ -173,8 +174,9 @@ impl Registry {
             .ok_or_else(|| failed("not found after start".into()))?;
         let kind = Kind {
             inner: Arc::new(KindInner {
-                cells: DashMap::new(),
+                cells: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 spec,
+                notices: supervisor.notices(),
                 supervisor,
                 tree: self.inner.tree.clone(),
                 pool: self.inner.pool.clone(),
@@ -241,10 +243,17 @@ impl<A: Actor> Clone for Kind<A> {
     }
 }
 
+/// Live cells by id. foldhash: seeded per process (ids come from outside, so
+/// the hash must not be predictable) and several times faster than SipHash on
+/// short keys, which matters on every send.
+type Cells<A> = DashMap<Box<str>, ActorRef<A>, foldhash::fast::RandomState>;
+
 struct KindInner<A: Actor> {
-    cells: DashMap<Box<str>, ActorRef<A>>,
+    cells: Cells<A>,
     spec: KindSpec<A>,
     supervisor: SupervisorRef,
+    /// One recipient shared by every cell of the kind.
+    notices: Notices,
     tree: Tree,
     pool: ArbiterPool,
     default_timeout: Duration,
@@ -361,7 +370,7 @@ impl<A: Actor> Kind<A> {
                 factory: Arc::clone(&inner.spec.factory),
                 node: Arc::clone(&node),
                 tree: inner.tree.clone(),
-                parent: inner.supervisor.notices(),
+                parent: Arc::clone(&inner.notices),
                 announce: Some((inner.spec.restart, inner.spec.shutdown)),
                 index: Some(Arc::clone(&self.inner) as Arc<dyn Index>),
                 idle_timeout: inner.spec.idle_timeout,

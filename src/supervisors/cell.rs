@@ -19,7 +19,7 @@ use std::time::Duration;
 use actix::dev::channel;
 use actix::{
     Actor as ActixActor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context,
-    Handler as ActixHandler, Message, Recipient, WrapFuture,
+    Handler as ActixHandler, Message, WrapFuture,
 };
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
@@ -30,7 +30,7 @@ use super::message::{
 };
 use super::policy::{RestartPolicy, Shutdown};
 use super::tree::{EventKind, NodeInfo, Status, Tree};
-use super::ChildHandle;
+use super::{ChildHandle, Notices};
 use crate::actors::{Actor, Ctx, Handler};
 
 /// How long a sender waits past a message's deadline for the cell to hand the
@@ -71,7 +71,7 @@ pub(crate) struct CellInit<A: Actor> {
     pub factory: Factory<A>,
     pub node: Arc<NodeInfo>,
     pub tree: Tree,
-    pub parent: Recipient<ChildNotice>,
+    pub parent: Notices,
     /// For children started outside their supervisor: announce to it on start.
     pub announce: Option<(RestartPolicy, Shutdown)>,
     pub index: Option<Arc<dyn Index>>,
@@ -131,7 +131,7 @@ pub struct Cell<A: Actor> {
     factory: Factory<A>,
     node: Arc<NodeInfo>,
     tree: Tree,
-    parent: Recipient<ChildNotice>,
+    parent: Notices,
     index: Option<Arc<dyn Index>>,
     /// Counts boots; crash notices carry it so supervisors can ignore stale ones.
     incarnation: u32,
@@ -141,7 +141,10 @@ pub struct Cell<A: Actor> {
     sweep_armed: bool,
     idle_timeout: Option<Duration>,
     idle_armed: bool,
-    last_active: Instant,
+    /// Set by every message, cleared by the idle check: an actor passivates
+    /// after one to two idle timeouts without messages, and the hot path reads
+    /// no clock for it.
+    active: bool,
     announce: Option<(RestartPolicy, Shutdown)>,
     booted: Option<oneshot::Sender<Result<(), String>>>,
     exit_reason: Option<ExitReason>,
@@ -171,7 +174,7 @@ impl<A: Actor> Cell<A> {
                 sweep_armed: false,
                 idle_timeout: init.idle_timeout,
                 idle_armed: false,
-                last_active: Instant::now(),
+                active: true,
                 announce: init.announce,
                 booted: init.booted,
                 exit_reason: None,
@@ -208,7 +211,7 @@ impl<A: Actor> Cell<A> {
         };
         let mut ctx = match self.ctx.take() {
             Some(ctx) => ctx,
-            None => Ctx::new(Arc::clone(&self.node), actx.address()),
+            None => Ctx::new(Arc::clone(&self.node), actx.address().downgrade()),
         };
         ctx.stop_requested = false;
         let fut = async move {
@@ -230,7 +233,7 @@ impl<A: Actor> Cell<A> {
                             if let Some(done) = done {
                                 let _ = done.send(Ok(()));
                             }
-                            cell.last_active = Instant::now();
+                            cell.active = true;
                             cell.arm_idle(actx);
                             cell.next_stashed(actx);
                         }
@@ -443,8 +446,8 @@ impl<A: Actor> Cell<A> {
         if self.phase != Phase::Running {
             return; // re-armed by the next boot
         }
-        let idle_for = self.last_active.elapsed();
-        if idle_for >= timeout && self.stash.is_empty() && self.node.mailbox_depth() == 0 {
+        let idle = !std::mem::replace(&mut self.active, false);
+        if idle && self.stash.is_empty() && self.node.mailbox_depth() == 0 {
             let leave = match &self.index {
                 Some(index) => index.try_passivate(&self.node),
                 None => true,
@@ -455,8 +458,7 @@ impl<A: Actor> Cell<A> {
             }
         }
         self.idle_armed = true;
-        let again = timeout.saturating_sub(idle_for).max(timeout / 4);
-        actx.run_later(again, |cell, actx| cell.idle_check(actx));
+        actx.run_later(timeout, |cell, actx| cell.idle_check(actx));
     }
 
     /// Reports the end of this cell, once.
@@ -519,15 +521,12 @@ impl<A: Actor> ActixActor for Cell<A> {
 
     fn started(&mut self, actx: &mut Context<Self>) {
         if let Some((restart, shutdown)) = self.announce.take() {
-            let addr = actx.address();
             self.parent.do_send(ChildNotice::Adopted {
                 handle: ChildHandle {
                     node: Arc::clone(&self.node),
-                    control: addr.clone().recipient(),
-                    addr: Some(Arc::new(ActorRef {
-                        addr,
-                        node: Arc::clone(&self.node),
-                    })),
+                    control: Arc::new(actx.address().downgrade()),
+                    // Adopted cells are found through the registry.
+                    addr: None,
                 },
                 restart,
                 shutdown,
@@ -535,6 +534,17 @@ impl<A: Actor> ActixActor for Cell<A> {
         }
         let booted = self.booted.take();
         self.boot(actx, booted);
+    }
+
+    /// actix stops an actor once no strong address is left; a cell lives until
+    /// its supervisor or the registry stops it (they reach it through weak
+    /// addresses).
+    fn stopping(&mut self, _: &mut Context<Self>) -> actix::Running {
+        if self.exit_reason.is_some() {
+            actix::Running::Stop
+        } else {
+            actix::Running::Continue
+        }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -560,10 +570,14 @@ where
 
     fn handle(&mut self, call: Call<M>, actx: &mut Context<Self>) {
         self.node.depth.fetch_sub(1, Ordering::Relaxed);
-        let now = Instant::now();
-        self.last_active = now;
+        self.active = true;
         match self.phase {
-            Phase::Running if call.deadline <= now => call.refuse(Refusal::Expired),
+            Phase::Running if call.deadline <= Instant::now() => call.refuse(Refusal::Expired),
+            // Older messages held during a restart go first.
+            Phase::Running if !self.stash.is_empty() => {
+                self.stash(Box::new(call), actx);
+                self.next_stashed(actx);
+            }
             Phase::Running => self.run_call(call, actx),
             Phase::Starting | Phase::Restarting => self.stash(Box::new(call), actx),
             Phase::Stopping | Phase::Stopped => call.refuse(Refusal::Stopped),

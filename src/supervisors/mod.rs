@@ -24,7 +24,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use actix::{ArbiterHandle, Recipient};
+use actix::{Addr, ArbiterHandle, Recipient, WeakAddr};
 
 pub use backoff::Backoff;
 pub use cell::{ActorRef, CellLimits};
@@ -33,13 +33,39 @@ pub use policy::{Intensity, RestartPolicy, Shutdown, Strategy};
 pub use supervisor::{ChildSpec, Supervisor, SupervisorRef, SupervisorSpec};
 pub use tree::{EventKind, NodeSnapshot, Status, SupervisionEvent, Tree, TreeView};
 
-use message::Control;
+use message::{ChildNotice, Control};
 use tree::NodeInfo;
+
+/// Where a child sends its notices; shared by all children of a kind.
+pub(crate) type Notices = Arc<Recipient<ChildNotice>>;
+
+/// How a supervisor reaches a child. Cells are reached through a weak address:
+/// a strong one costs two allocations per clone in actix, and 100,000 entity
+/// actors should not pay for it.
+pub(crate) trait ControlSink: Send + Sync {
+    fn do_send(&self, msg: Control);
+}
+
+impl<A: crate::actors::Actor> ControlSink for WeakAddr<cell::Cell<A>> {
+    fn do_send(&self, msg: Control) {
+        // A gone cell drops `msg`, and with it any `done` sender: the waiting
+        // supervisor then sees the child as stopped.
+        if let Some(addr) = self.upgrade() {
+            addr.do_send(msg);
+        }
+    }
+}
+
+impl ControlSink for Addr<Supervisor> {
+    fn do_send(&self, msg: Control) {
+        Addr::do_send(self, msg);
+    }
+}
 
 /// What a supervisor holds of a child.
 pub(crate) struct ChildHandle {
     pub node: Arc<NodeInfo>,
-    pub control: Recipient<Control>,
+    pub control: Arc<dyn ControlSink>,
     /// A typed handle (`ActorRef<A>` or `SupervisorRef`) for lookups.
     pub addr: Option<Arc<dyn Any + Send + Sync>>,
 }

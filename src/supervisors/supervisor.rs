@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::dev::channel;
 use actix::{
     Actor as ActixActor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context,
-    Handler as ActixHandler, Message, Recipient, WrapFuture,
+    Handler as ActixHandler, Message, WrapFuture,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -19,7 +19,7 @@ use super::cell::{ActorRef, Cell, CellInit, CellLimits};
 use super::message::{ChildNotice, Control, ExitReason};
 use super::policy::{Intensity, RestartPolicy, RestartWindow, Shutdown, Strategy};
 use super::tree::{EventKind, NodeInfo, NodeKind, Status, Tree};
-use super::{ArbiterPool, ChildHandle};
+use super::{ArbiterPool, ChildHandle, ControlSink, Notices};
 use crate::actors::Actor;
 
 /// After a kill, how long to wait for the child to confirm it is gone.
@@ -28,7 +28,7 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 /// What a child's start function gets from its supervisor.
 pub(crate) struct StartArgs {
     pub parent_node: Arc<NodeInfo>,
-    pub parent: Recipient<ChildNotice>,
+    pub parent: Notices,
     pub tree: Tree,
     pub pool: ArbiterPool,
     pub booted: Option<oneshot::Sender<Result<(), String>>>,
@@ -90,7 +90,7 @@ impl ChildSpec {
                     },
                 );
                 ChildHandle {
-                    control: addr.clone().recipient(),
+                    control: Arc::new(addr.downgrade()),
                     addr: Some(Arc::new(ActorRef {
                         addr,
                         node: Arc::clone(&node),
@@ -127,7 +127,7 @@ impl ChildSpec {
                     args.booted,
                 );
                 ChildHandle {
-                    control: sup.addr.clone().recipient(),
+                    control: Arc::new(sup.addr.clone()),
                     addr: Some(Arc::new(sup)),
                     node,
                 }
@@ -210,7 +210,7 @@ impl SupervisorSpec {
 }
 
 pub(crate) enum Parent {
-    Supervisor(Recipient<ChildNotice>),
+    Supervisor(Notices),
     /// The root: called once with the reason if the root gives up.
     Root(Arc<dyn Fn(String) + Send + Sync>),
 }
@@ -228,7 +228,7 @@ enum Phase {
 
 struct Child {
     /// `None` for adopted children, which cannot be re-created here.
-    spec: Option<ChildSpec>,
+    spec: Option<Box<ChildSpec>>,
     handle: ChildHandle,
     restart: RestartPolicy,
     shutdown: Shutdown,
@@ -237,7 +237,8 @@ struct Child {
     /// Consecutive restarts (backoff attempt).
     series: u32,
     last_start: Instant,
-    window: Option<RestartWindow>,
+    /// Per-child restart window, made on the first crash (if configured).
+    window: Option<Box<RestartWindow>>,
     awaiting_restart: bool,
 }
 
@@ -347,8 +348,8 @@ impl SupervisorRef {
     }
 
     /// Where a child started outside this supervisor reports.
-    pub(crate) fn notices(&self) -> Recipient<ChildNotice> {
-        self.addr.clone().recipient()
+    pub(crate) fn notices(&self) -> Notices {
+        Arc::new(self.addr.clone().recipient())
     }
 
     pub(crate) fn node(&self) -> &Arc<NodeInfo> {
@@ -403,7 +404,7 @@ impl Supervisor {
     ) -> StartArgs {
         StartArgs {
             parent_node: Arc::clone(&self.node),
-            parent: actx.address().recipient(),
+            parent: Arc::new(actx.address().recipient()),
             tree: self.tree.clone(),
             pool: self.pool.clone(),
             booted,
@@ -421,14 +422,14 @@ impl Supervisor {
         self.children.insert(
             uid,
             Child {
-                spec,
+                spec: spec.map(Box::new),
                 handle,
                 restart,
                 shutdown,
                 incarnation: 1,
                 series: 0,
                 last_start: Instant::now(),
-                window: self.spec.child_intensity.map(RestartWindow::new),
+                window: None,
                 awaiting_restart: false,
             },
         );
@@ -512,7 +513,10 @@ impl Supervisor {
             return;
         }
         let now = Instant::now();
-        if let Some(window) = child.window.as_mut() {
+        if let Some(limit) = self.spec.child_intensity {
+            let window = child
+                .window
+                .get_or_insert_with(|| Box::new(RestartWindow::new(limit)));
             if !window.record(now) {
                 let limit = window.limit();
                 let why = format!(
@@ -685,7 +689,7 @@ impl Supervisor {
         if !again {
             return;
         }
-        let Some(spec) = child.spec else {
+        let Some(spec) = child.spec.map(|s| *s) else {
             tracing::warn!(path = %child.handle.node.path, %reason, "adopted child ended; it returns when next needed");
             return;
         };
@@ -751,7 +755,7 @@ impl Supervisor {
 
 /// Asks a child to stop (or suspend) and waits, killing it past its timeout.
 async fn stop_child(
-    control: &Recipient<Control>,
+    control: &Arc<dyn ControlSink>,
     node: &NodeInfo,
     shutdown: Shutdown,
     make: impl FnOnce(oneshot::Sender<()>) -> Control,
@@ -779,6 +783,15 @@ impl ActixActor for Supervisor {
     fn started(&mut self, actx: &mut Context<Self>) {
         let booted = self.booted.take();
         self.boot(actx, booted);
+    }
+
+    /// Lives until its parent stops it, whoever holds its address.
+    fn stopping(&mut self, _: &mut Context<Self>) -> actix::Running {
+        if self.phase == Phase::Stopping {
+            actix::Running::Stop
+        } else {
+            actix::Running::Continue
+        }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
