@@ -167,3 +167,37 @@ async fn ten_thousand_dynamic_children_start_crash_selectively_and_shut_down_cle
         .count();
     assert_eq!(stops, N, "every child ran its stop hook");
 }
+
+#[actix_rt::test]
+async fn timers_set_by_an_actor_deliver_to_it_later() {
+    tokio::time::pause();
+    let (_tree, _root, kind) = setup(probes(&Journal::default())).await;
+    kind.send("p-1", Later { after: Duration::from_secs(30), n: 10 }).await.unwrap();
+    assert_eq!(kind.send("p-1", Ping).await.unwrap(), 1, "not yet");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(kind.send("p-1", Ping).await.unwrap(), 12, "timer message handled");
+}
+
+#[actix_rt::test]
+async fn actors_are_spread_over_the_arbiters_of_the_pool() {
+    let arbiters: Vec<actix::Arbiter> = (0..2).map(|_| actix::Arbiter::new()).collect();
+    let pool = ArbiterPool::new(arbiters.iter().map(|a| a.handle()).collect());
+    let tree = Tree::new();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(5));
+    let kind = registry.register(&root, probes(&Journal::default())).await.unwrap();
+    let mut threads = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        threads.insert(kind.send(&format!("p-{i}"), WhichThread).await.unwrap());
+    }
+    let here = format!("{:?}", std::thread::current().id());
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    assert!(!threads.contains(&here), "actors run on the pool, not the caller's thread");
+    root.shutdown().await;
+    for a in arbiters {
+        a.stop();
+    }
+}

@@ -87,6 +87,31 @@ impl Handler<Boom> for Probe {
     }
 }
 
+/// Schedules `Add { n }` to itself after `after`.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Later {
+    pub after: Duration,
+    pub n: u32,
+}
+
+impl Handler<Later> for Probe {
+    async fn handle(&mut self, later: Later, ctx: &mut Ctx<Self>) {
+        ctx.notify_later(later.after, Add { n: later.n });
+    }
+}
+
+/// Answers with the name of the thread the handler runs on.
+#[derive(actix::Message)]
+#[rtype(result = "String")]
+pub struct WhichThread;
+
+impl Handler<WhichThread> for Probe {
+    async fn handle(&mut self, _: WhichThread, _: &mut Ctx<Self>) -> String {
+        format!("{:?}", std::thread::current().id())
+    }
+}
+
 /// Sleeps inside the handler (paused time makes this instant).
 #[derive(actix::Message)]
 #[rtype(result = "()")]
