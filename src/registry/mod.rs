@@ -29,8 +29,8 @@ pub use route::DeliverError;
 pub(crate) use route::{describe_json_error, Route};
 
 use crate::actors::{Actor, Handler};
-use crate::supervisors::cell::{await_reply, Cell, CellInit, Factory, Index};
-use crate::supervisors::message::Reply;
+use crate::supervisors::cell::{Cell, CellInit, Factory, Index};
+use crate::supervisors::message::{Pending, Reply};
 use crate::supervisors::tree::{NodeInfo, NodeKind};
 use crate::supervisors::Notices;
 use crate::supervisors::{
@@ -303,7 +303,7 @@ impl<A: Actor> Kind<A> {
         let mut pause = Duration::ZERO;
         loop {
             let reply = match self.enqueue(id, msg, deadline) {
-                Ok(rx) => await_reply(rx, deadline).await,
+                Ok(pending) => pending.wait(|| self.is_restarting(id)).await,
                 Err(e) => Err(e),
             };
             match reply {
@@ -327,7 +327,7 @@ impl<A: Actor> Kind<A> {
         id: &str,
         msg: M,
         deadline: Instant,
-    ) -> Result<tokio::sync::oneshot::Receiver<Reply<M>>, SendError<M>>
+    ) -> Result<Pending<M>, SendError<M>>
     where
         A: Handler<M>,
         M: actix::Message + Send + 'static,
@@ -379,6 +379,13 @@ impl<A: Actor> Kind<A> {
             },
         );
         ActorRef { addr, node }
+    }
+
+        fn is_restarting(&self, id: &str) -> bool {
+        self.inner
+            .cells
+            .get(id)
+            .is_some_and(|r| r.node().status() == crate::supervisors::Status::Restarting)
     }
 
     /// The live actor `kind/id`, if it is active now.

@@ -26,16 +26,15 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::message::{
-    panic_reason, Call, ChildNotice, Control, ExitReason, Refusal, Reply, SendError,
+    panic_reason, Answer, Call, ChildNotice, Control, ExitReason, Pending, Refusal, Reply,
+    SendError,
 };
 use super::policy::{RestartPolicy, Shutdown};
 use super::tree::{EventKind, NodeInfo, Status, Tree};
 use super::{ChildHandle, Notices};
 use crate::actors::{Actor, Ctx, Handler};
 
-/// How long a sender waits past a message's deadline for the cell to hand the
-/// message back (the cell refuses stashed messages at their deadline).
-const HANDBACK_GRACE: Duration = Duration::from_millis(100);
+
 
 /// What the registry offers a cell so that the cell can leave it.
 pub(crate) trait Index: Send + Sync {
@@ -98,20 +97,24 @@ enum Outcome<T> {
 }
 
 /// A stashed call of any message type the actor handles.
-trait Pending<A: Actor> {
+trait Stashed<A: Actor> {
     fn deadline(&self) -> Instant;
+    fn abandoned(&self) -> bool;
     fn run(self: Box<Self>, cell: &mut Cell<A>, actx: &mut Context<Cell<A>>);
     fn refuse(self: Box<Self>, why: Refusal);
 }
 
-impl<A, M> Pending<A> for Call<M>
+impl<A, M> Stashed<A> for Call<M>
 where
     A: Handler<M>,
     M: Message + Send + 'static,
     M::Result: Send,
 {
-    fn deadline(&self) -> Instant {
+        fn deadline(&self) -> Instant {
         self.deadline
+    }
+    fn abandoned(&self) -> bool {
+        Call::abandoned(self)
     }
     fn run(self: Box<Self>, cell: &mut Cell<A>, actx: &mut Context<Cell<A>>) {
         cell.run_call(*self, actx)
@@ -136,9 +139,8 @@ pub struct Cell<A: Actor> {
     /// Counts boots; crash notices carry it so supervisors can ignore stale ones.
     incarnation: u32,
     phase: Phase,
-    stash: VecDeque<Box<dyn Pending<A>>>,
+    stash: VecDeque<Box<dyn Stashed<A>>>,
     limits: CellLimits,
-    sweep_armed: bool,
     idle_timeout: Option<Duration>,
     idle_armed: bool,
     /// Set by every message, cleared by the idle check: an actor passivates
@@ -171,7 +173,6 @@ impl<A: Actor> Cell<A> {
                 phase: Phase::Starting,
                 stash: VecDeque::new(),
                 limits: init.limits,
-                sweep_armed: false,
                 idle_timeout: init.idle_timeout,
                 idle_armed: false,
                 active: true,
@@ -257,22 +258,23 @@ impl<A: Actor> Cell<A> {
     }
 
     /// Runs one call's handler to completion before anything else.
-    fn run_call<M>(&mut self, mut call: Call<M>, actx: &mut Context<Self>)
+    fn run_call<M>(&mut self, call: Call<M>, actx: &mut Context<Self>)
     where
         A: Handler<M>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let (Some(mut state), Some(mut ctx)) = (self.state.take(), self.ctx.take()) else {
+        if self.state.is_none() || self.ctx.is_none() {
             call.refuse(Refusal::Stopped);
             return;
+        }
+        // `None`: the sender took the message back (deadline); nothing to do.
+        let Some((msg, reply)) = call.take() else {
+            return;
         };
-        let msg = call
-            .msg
-            .take()
-            .expect("an unhandled call holds its message");
-        let reply = call.reply.take();
-        drop(call);
+        let (Some(mut state), Some(mut ctx)) = (self.state.take(), self.ctx.take()) else {
+            unreachable!("checked above");
+        };
         let fut = async move {
             let node = Arc::clone(ctx_node(&ctx));
             let outcome = guarded(state.handle(msg, &mut ctx), node).await;
@@ -285,7 +287,7 @@ impl<A: Actor> Cell<A> {
                     cell.state = Some(state);
                     cell.ctx = Some(ctx);
                     if let Some(tx) = reply {
-                        let _ = tx.send(Ok(value));
+                        let _ = tx.send(Answer::Done(value));
                     }
                     if stop {
                         cell.begin_stop(ExitReason::Normal, actx);
@@ -297,9 +299,7 @@ impl<A: Actor> Cell<A> {
                     drop(state);
                     cell.ctx = Some(ctx);
                     if let Some(tx) = reply {
-                        let _ = tx.send(Err(SendError::Crashed {
-                            reason: reason.clone(),
-                        }));
+                        let _ = tx.send(Answer::Crashed(reason.clone()));
                     }
                     cell.crash(reason);
                 }
@@ -307,9 +307,7 @@ impl<A: Actor> Cell<A> {
                     drop(state);
                     cell.ctx = Some(ctx);
                     if let Some(tx) = reply {
-                        let _ = tx.send(Err(SendError::Crashed {
-                            reason: "killed by its supervisor".into(),
-                        }));
+                        let _ = tx.send(Answer::Crashed("killed by its supervisor".into()));
                     }
                     cell.phase = Phase::Restarting;
                     cell.node.set_status(Status::Restarting);
@@ -321,50 +319,28 @@ impl<A: Actor> Cell<A> {
     /// Takes the next stashed call, if the actor can run it now.
     fn next_stashed(&mut self, actx: &mut Context<Self>) {
         while self.phase == Phase::Running && !actx.waiting() {
-            let Some(pending) = self.stash.pop_front() else {
+            let Some(stashed) = self.stash.pop_front() else {
                 return;
             };
-            if pending.deadline() <= Instant::now() {
-                pending.refuse(Refusal::Restarting);
+            if stashed.deadline() <= Instant::now() {
+                stashed.refuse(Refusal::Restarting);
                 continue;
             }
-            pending.run(self, actx);
+            stashed.run(self, actx);
         }
     }
 
-    fn stash(&mut self, pending: Box<dyn Pending<A>>, actx: &mut Context<Self>) {
+    /// Holds a call until the actor is back. Senders take their message back at
+    /// its deadline themselves; calls they gave up on make room when full.
+    fn stash(&mut self, stashed: Box<dyn Stashed<A>>, _: &mut Context<Self>) {
         if self.stash.len() >= self.limits.stash {
-            pending.refuse(Refusal::Full);
+            self.stash.retain(|s| !s.abandoned());
+        }
+        if self.stash.len() >= self.limits.stash {
+            stashed.refuse(Refusal::Full);
             return;
         }
-        let deadline = pending.deadline();
-        self.stash.push_back(pending);
-        if !self.sweep_armed {
-            self.sweep_armed = true;
-            let wait = deadline.saturating_duration_since(Instant::now());
-            actx.run_later(wait, |cell, actx| cell.sweep(actx));
-        }
-    }
-
-    /// Hands back stashed calls whose deadline passed; re-arms for the rest.
-    fn sweep(&mut self, actx: &mut Context<Self>) {
-        self.sweep_armed = false;
-        let now = Instant::now();
-        let mut kept = VecDeque::with_capacity(self.stash.len());
-        for pending in self.stash.drain(..) {
-            if pending.deadline() <= now {
-                pending.refuse(Refusal::Restarting);
-            } else {
-                kept.push_back(pending);
-            }
-        }
-        self.stash = kept;
-        if let Some(next) = self.stash.iter().map(|p| p.deadline()).min() {
-            self.sweep_armed = true;
-            actx.run_later(next.saturating_duration_since(now), |cell, actx| {
-                cell.sweep(actx)
-            });
-        }
+        self.stash.push_back(stashed);
     }
 
     /// The current incarnation's state is lost: tell the supervisor.
@@ -654,24 +630,23 @@ impl<A: Actor> ActorRef<A> {
         &self,
         msg: M,
         deadline: Instant,
-    ) -> Result<oneshot::Receiver<Reply<M>>, SendError<M>>
+    ) -> Result<Pending<M>, SendError<M>>
     where
         A: Handler<M>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let (call, rx) = Call::new(msg, deadline);
+        let (call, pending) = Call::new(msg, deadline);
         self.node.depth.fetch_add(1, Ordering::Relaxed);
         match self.addr.try_send(call) {
-            Ok(()) => Ok(rx),
+            Ok(()) => Ok(pending),
             Err(err) => {
                 self.node.depth.fetch_sub(1, Ordering::Relaxed);
-                let (mut call, full) = match err {
+                let (call, full) = match err {
                     actix::prelude::SendError::Full(call) => (call, true),
                     actix::prelude::SendError::Closed(call) => (call, false),
                 };
-                call.reply = None;
-                let msg = call.msg.take().expect("a refused call holds its message");
+                let msg = call.into_message();
                 Err(if full {
                     SendError::MailboxFull(msg)
                 } else {
@@ -693,7 +668,11 @@ impl<A: Actor> ActorRef<A> {
         let mut pause = Duration::from_millis(1);
         loop {
             match self.enqueue(msg, deadline) {
-                Ok(rx) => return await_reply(rx, deadline).await,
+                Ok(pending) => {
+                    return pending
+                        .wait(|| self.node.status() == Status::Restarting)
+                        .await
+                }
                 Err(SendError::MailboxFull(back)) if Instant::now() + pause < deadline => {
                     msg = back;
                     tokio::time::sleep(pause).await;
@@ -712,20 +691,5 @@ impl<A: Actor> ActorRef<A> {
         M::Result: Send,
     {
         self.send_until(msg, Instant::now() + timeout).await
-    }
-}
-
-/// Waits for a reply; a reply channel closed without an answer means the actor
-/// died while handling the message.
-pub(crate) async fn await_reply<M: Message>(
-    rx: oneshot::Receiver<Reply<M>>,
-    deadline: Instant,
-) -> Reply<M> {
-    match tokio::time::timeout_at(deadline + HANDBACK_GRACE, rx).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(_)) => Err(SendError::Crashed {
-            reason: "actor terminated while handling the message".into(),
-        }),
-        Err(_) => Err(SendError::Timeout),
     }
 }

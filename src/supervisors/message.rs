@@ -3,6 +3,7 @@
 //! error; it is never dropped silently.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use actix::Message;
 use tokio::sync::oneshot;
@@ -97,52 +98,133 @@ pub(crate) enum Refusal {
     Full,
 }
 
+/// Where a message waits until either its actor takes it for handling or its
+/// sender takes it back (deadline passed, refused, actor gone). Whoever takes it
+/// first owns it, so a message is never lost between the two.
+type Slot<M> = Arc<Mutex<Option<M>>>;
+
+fn take<M>(slot: &Slot<M>) -> Option<M> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// What a cell tells the sender. Refusals carry no message: the sender takes
+/// it back from the slot.
+pub(crate) enum Answer<R> {
+    Done(R),
+    Refused(Refusal),
+    Crashed(String),
+}
+
 /// A message on its way to a cell, with its reply channel and deadline.
-/// Dropped unhandled (the cell died with it queued), it hands the message back.
+/// Dropped unhandled (the cell died with it queued), it tells the sender, who
+/// takes the message back.
 pub(crate) struct Call<M: Message> {
-    pub(crate) msg: Option<M>,
-    pub(crate) reply: Option<oneshot::Sender<Reply<M>>>,
+    slot: Slot<M>,
+    reply: Option<oneshot::Sender<Answer<M::Result>>>,
     pub(crate) deadline: Instant,
 }
 
+/// The sender's half of a [`Call`].
+pub(crate) struct Pending<M: Message> {
+    slot: Slot<M>,
+    rx: oneshot::Receiver<Answer<M::Result>>,
+    deadline: Instant,
+}
+
 impl<M: Message> Call<M> {
-    pub(crate) fn new(msg: M, deadline: Instant) -> (Self, oneshot::Receiver<Reply<M>>) {
+    pub(crate) fn new(msg: M, deadline: Instant) -> (Self, Pending<M>) {
         let (tx, rx) = oneshot::channel();
+        let slot = Arc::new(Mutex::new(Some(msg)));
         (
             Self {
-                msg: Some(msg),
+                slot: Arc::clone(&slot),
                 reply: Some(tx),
                 deadline,
             },
-            rx,
+            Pending { slot, rx, deadline },
         )
     }
 
     /// A call nobody waits for (timers).
     pub(crate) fn detached(msg: M, deadline: Instant) -> Self {
         Self {
-            msg: Some(msg),
+            slot: Arc::new(Mutex::new(Some(msg))),
             reply: None,
             deadline,
         }
     }
 
+    /// Takes the message for handling, with the reply channel; `None` if the
+    /// sender already took it back.
+    pub(crate) fn take(mut self) -> Option<(M, Option<oneshot::Sender<Answer<M::Result>>>)> {
+        let msg = take(&self.slot)?;
+        Some((msg, self.reply.take()))
+    }
+
+    /// Refuses the call; the sender takes the message back.
     pub(crate) fn refuse(mut self, why: Refusal) {
-        if let (Some(msg), Some(tx)) = (self.msg.take(), self.reply.take()) {
-            let _ = tx.send(Err(match why {
-                Refusal::Stopped => SendError::Stopped(msg),
-                Refusal::Restarting => SendError::Restarting(msg),
-                Refusal::Expired => SendError::Expired(msg),
-                Refusal::Full => SendError::MailboxFull(msg),
-            }));
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(Answer::Refused(why));
         }
+    }
+
+    /// Whether the sender has given up on it (took the message back).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
+    /// The message back out of a call that never left the sender.
+    pub(crate) fn into_message(mut self) -> M {
+        self.reply = None;
+        take(&self.slot).expect("an unsent call holds its message")
     }
 }
 
 impl<M: Message> Drop for Call<M> {
     fn drop(&mut self) {
-        if let (Some(msg), Some(tx)) = (self.msg.take(), self.reply.take()) {
-            let _ = tx.send(Err(SendError::Stopped(msg)));
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(Answer::Refused(Refusal::Stopped));
+        }
+    }
+}
+
+impl<M: Message> Pending<M> {
+    /// Waits for the answer until the deadline. Past it, the message is taken
+    /// back if no handler has it yet (`Expired`, or `Restarting` if the actor is
+    /// restarting); otherwise the answer is `Timeout`.
+    pub(crate) async fn wait(mut self, restarting: impl Fn() -> bool) -> Reply<M> {
+        let answer = match tokio::time::timeout_at(self.deadline, &mut self.rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => {
+                return match take(&self.slot) {
+                    Some(msg) => Err(SendError::Stopped(msg)),
+                    None => Err(SendError::Crashed {
+                        reason: "actor terminated while handling the message".into(),
+                    }),
+                }
+            }
+            Err(_) => match take(&self.slot) {
+                Some(msg) if restarting() => return Err(SendError::Restarting(msg)),
+                Some(msg) => return Err(SendError::Expired(msg)),
+                // A handler has it; its answer may be on the way.
+                None => match self.rx.try_recv() {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(SendError::Timeout),
+                },
+            },
+        };
+        match answer {
+            Answer::Done(value) => Ok(value),
+            Answer::Crashed(reason) => Err(SendError::Crashed { reason }),
+            Answer::Refused(why) => match take(&self.slot) {
+                Some(msg) => Err(match why {
+                    Refusal::Stopped => SendError::Stopped(msg),
+                    Refusal::Restarting => SendError::Restarting(msg),
+                    Refusal::Expired => SendError::Expired(msg),
+                    Refusal::Full => SendError::MailboxFull(msg),
+                }),
+                None => Err(SendError::Timeout),
+            },
         }
     }
 }
