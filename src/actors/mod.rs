@@ -93,14 +93,16 @@ impl<A: Actor> Ctx<A> {
         M::Result: Send,
     {
         let addr = self.addr.clone();
-        let node = Arc::clone(&self.node);
+        // Counted as queued from now on: a pending timer holds off passivation,
+        // so it never fires into an actor that is gone.
+        self.node
+            .depth
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         actix_rt::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Some(addr) = addr.upgrade() {
-                node.depth
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // A timer's own message bypasses the mailbox bound: it is bounded by
-                // the timers the actor set, not by outside senders.
+                // A timer's own message bypasses the mailbox bound: it is bounded
+                // by the timers the actor set, not by outside senders.
                 addr.do_send(Call::detached(
                     msg,
                     tokio::time::Instant::now() + delay.max(Duration::from_secs(60)),

@@ -52,14 +52,18 @@ struct Queue {
 
 #[derive(Default)]
 struct QueueState {
+    /// Sorted by `seq`: requeued messages go back to their place.
     ready: VecDeque<Stored>,
     unacked: HashMap<u64, Stored>,
     next_tag: u64,
+    next_seq: u64,
     closed: bool,
 }
 
 #[derive(Clone)]
 struct Stored {
+    /// Arrival order in this queue.
+    seq: u64,
     body: Bytes,
     deliveries: u32,
     dead_letter: Option<DeadLetterInfo>,
@@ -94,6 +98,9 @@ impl Queue {
             if st.ready.len() + st.unacked.len() >= self.max_len {
                 return Err(BusError::QueueFull(self.name.clone()));
             }
+            let mut stored = stored;
+            stored.seq = st.next_seq;
+            st.next_seq += 1;
             st.ready.push_back(stored);
         }
         self.notify.notify_waiters();
@@ -120,7 +127,9 @@ impl Queue {
                 return Nacked::DeadLettered;
             }
         }
-        self.lock().ready.push_front(stored);
+        let mut st = self.lock();
+        let at = st.ready.partition_point(|m| m.seq < stored.seq);
+        st.ready.insert(at, stored);
         Nacked::Requeued
     }
 
@@ -128,7 +137,12 @@ impl Queue {
     /// failed is thrown away.
     fn bury(&self, mut stored: Stored) {
         stored.deliveries = 0;
-        self.lock().ready.push_back(stored);
+        {
+            let mut st = self.lock();
+            stored.seq = st.next_seq;
+            st.next_seq += 1;
+            st.ready.push_back(stored);
+        }
         self.notify.notify_waiters();
     }
 
@@ -187,6 +201,7 @@ impl Bus for MemoryBus {
         let to = env.to.as_ref().ok_or(BusError::NoRecipient)?;
         let shard = shard_of(to, self.options.shards);
         self.shards[usize::from(shard)].push(Stored {
+            seq: 0,
             body: env.encode(),
             deliveries: 0,
             dead_letter: None,
@@ -211,6 +226,7 @@ impl Bus for MemoryBus {
         let mut first_error = None;
         for queue in targets {
             let pushed = queue.push(Stored {
+                seq: 0,
                 body: body.clone(),
                 deliveries: 0,
                 dead_letter: None,
@@ -368,7 +384,9 @@ impl Acker for MemoryAcker {
                     dlq.bury(stored);
                 }
                 // Rejected from the dead-letter queue itself: keep it there.
-                None => self.queue.lock().ready.push_back(stored),
+                None => {
+                    self.queue.requeue_or_bury(stored, reason);
+                }
             }
         }
         self.free_slot();

@@ -124,6 +124,8 @@ pub struct Registry {
 
 struct RegistryInner {
     kinds: DashMap<&'static str, Arc<dyn Any + Send + Sync>>,
+    /// Serialises registrations (each starts a supervisor, then records it).
+    registering: tokio::sync::Mutex<()>,
     routes: DashMap<(String, String), Arc<dyn Route>>,
     tree: Tree,
     pool: ArbiterPool,
@@ -136,6 +138,7 @@ impl Registry {
         Self {
             inner: Arc::new(RegistryInner {
                 kinds: DashMap::new(),
+                registering: tokio::sync::Mutex::new(()),
                 routes: DashMap::new(),
                 tree,
                 pool,
@@ -150,6 +153,7 @@ impl Registry {
         parent: &SupervisorRef,
         spec: KindSpec<A>,
     ) -> Result<Kind<A>, RegistryError> {
+        let _one_at_a_time = self.inner.registering.lock().await;
         if self.inner.kinds.contains_key(A::KIND) {
             return Err(RegistryError::Duplicate(A::KIND));
         }
@@ -265,12 +269,17 @@ impl<A: Actor> Index for KindInner<A> {
             .remove_if(&*node.id, |_, r| Arc::ptr_eq(r.node(), node));
     }
 
+    /// Marks the entry draining (under the map's write lock, so no sender is
+    /// between its depth check and its enqueue). The entry stays until the cell
+    /// has flushed and `forget`s it: a new incarnation cannot start meanwhile.
     fn try_passivate(&self, node: &Arc<NodeInfo>) -> bool {
-        self.cells
-            .remove_if(&*node.id, |_, r| {
-                Arc::ptr_eq(r.node(), node) && node.mailbox_depth() == 0
-            })
-            .is_some()
+        match self.cells.get_mut(&*node.id) {
+            Some(entry) if Arc::ptr_eq(entry.node(), node) && node.mailbox_depth() == 0 => {
+                node.set_draining();
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -337,6 +346,8 @@ impl<A: Actor> Kind<A> {
         // Fast path: a live actor. The map's read lock is held while the depth
         // counter goes up, so a concurrent passivation sees the message coming.
         let msg = match cells.get(id) {
+            // Flushing before passivation: wait for it to leave (retry).
+            Some(cell) if cell.node().is_draining() => return Err(SendError::Stopped(msg)),
             Some(cell) => match cell.enqueue(msg, deadline) {
                 Err(SendError::Stopped(back)) => {
                     // A stale entry (its cell is gone): clear it, then activate.
@@ -352,6 +363,10 @@ impl<A: Actor> Kind<A> {
         match cells.entry(id.into()) {
             Entry::Occupied(e) => e.get().enqueue(msg, deadline),
             Entry::Vacant(v) => {
+                if !self.inner.supervisor.addr.connected() {
+                    // The kind's supervisor was shut down: nothing may start.
+                    return Err(SendError::Stopped(msg));
+                }
                 let cell = self.activate(id);
                 let sent = cell.enqueue(msg, deadline);
                 v.insert(cell);
@@ -381,7 +396,7 @@ impl<A: Actor> Kind<A> {
         ActorRef { addr, node }
     }
 
-        fn is_restarting(&self, id: &str) -> bool {
+    fn is_restarting(&self, id: &str) -> bool {
         self.inner
             .cells
             .get(id)

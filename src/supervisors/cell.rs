@@ -34,8 +34,6 @@ use super::tree::{EventKind, NodeInfo, Status, Tree};
 use super::{ChildHandle, Notices};
 use crate::actors::{Actor, Ctx, Handler};
 
-
-
 /// What the registry offers a cell so that the cell can leave it.
 pub(crate) trait Index: Send + Sync {
     /// Removes `node`'s entry if it is still the one registered.
@@ -110,7 +108,7 @@ where
     M: Message + Send + 'static,
     M::Result: Send,
 {
-        fn deadline(&self) -> Instant {
+    fn deadline(&self) -> Instant {
         self.deadline
     }
     fn abandoned(&self) -> bool {
@@ -206,7 +204,7 @@ impl<A: Actor> Cell<A> {
                 if let Some(done) = done {
                     let _ = done.send(Err(reason.clone()));
                 }
-                self.crash(reason);
+                self.crash(reason, actx);
                 return;
             }
         };
@@ -243,14 +241,15 @@ impl<A: Actor> Cell<A> {
                             if let Some(done) = done {
                                 let _ = done.send(Err(reason.clone()));
                             }
-                            cell.crash(reason);
+                            cell.crash(reason, actx);
                         }
                         Outcome::Killed => {
                             drop(state);
+                            let reason = "killed while starting".to_owned();
                             if let Some(done) = done {
-                                let _ = done.send(Err("killed while starting".into()));
+                                let _ = done.send(Err(reason.clone()));
                             }
-                            cell.phase = Phase::Restarting;
+                            cell.crash(reason, actx);
                         }
                     }
                 }),
@@ -301,7 +300,7 @@ impl<A: Actor> Cell<A> {
                     if let Some(tx) = reply {
                         let _ = tx.send(Answer::Crashed(reason.clone()));
                     }
-                    cell.crash(reason);
+                    cell.crash(reason, actx);
                 }
                 Outcome::Killed => {
                     drop(state);
@@ -344,7 +343,7 @@ impl<A: Actor> Cell<A> {
     }
 
     /// The current incarnation's state is lost: tell the supervisor.
-    fn crash(&mut self, reason: String) {
+    fn crash(&mut self, reason: String, actx: &mut Context<Self>) {
         self.state = None;
         self.phase = Phase::Restarting;
         self.node.set_status(Status::Restarting);
@@ -356,6 +355,13 @@ impl<A: Actor> Cell<A> {
             },
         );
         tracing::warn!(path = %self.node.path, %reason, "actor crashed");
+        if !self.parent.connected() {
+            // No supervisor to restart it: end rather than wait forever.
+            tracing::error!(path = %self.node.path, "crashed actor has no supervisor; stopping it");
+            self.exit_reason = Some(ExitReason::Crashed(reason));
+            actx.stop();
+            return;
+        }
         self.parent.do_send(ChildNotice::Crashed {
             uid: self.node.uid,
             incarnation: self.incarnation,
@@ -496,6 +502,12 @@ impl<A: Actor> ActixActor for Cell<A> {
     type Context = Context<Self>;
 
     fn started(&mut self, actx: &mut Context<Self>) {
+        if !self.parent.connected() {
+            tracing::warn!(path = %self.node.path, "supervisor gone before the actor started");
+            self.exit_reason = Some(ExitReason::Shutdown);
+            actx.stop();
+            return;
+        }
         if let Some((restart, shutdown)) = self.announce.take() {
             self.parent.do_send(ChildNotice::Adopted {
                 handle: ChildHandle {
@@ -580,9 +592,19 @@ impl<A: Actor> ActixHandler<Control> for Cell<A> {
                     let _ = done.send(());
                     return;
                 }
+                if self.state.is_none() && self.node.status() == Status::Stopped {
+                    let _ = done.send(()); // already suspended
+                    return;
+                }
                 self.retire(actx, move |cell, _| {
                     cell.phase = Phase::Restarting;
-                    cell.node.set_status(Status::Restarting);
+                    cell.node.set_status(Status::Stopped);
+                    cell.tree.emit(
+                        &cell.node,
+                        EventKind::Stopped {
+                            reason: ExitReason::Shutdown.to_string(),
+                        },
+                    );
                     let _ = done.send(());
                 });
             }
@@ -626,11 +648,7 @@ impl<A: Actor> ActorRef<A> {
     }
 
     /// Puts `msg` in the mailbox without waiting; the receiver yields the reply.
-    pub(crate) fn enqueue<M>(
-        &self,
-        msg: M,
-        deadline: Instant,
-    ) -> Result<Pending<M>, SendError<M>>
+    pub(crate) fn enqueue<M>(&self, msg: M, deadline: Instant) -> Result<Pending<M>, SendError<M>>
     where
         A: Handler<M>,
         M: Message + Send + 'static,

@@ -115,12 +115,15 @@ pub(crate) enum Answer<R> {
     Crashed(String),
 }
 
+/// Where a cell sends its answer.
+pub(crate) type Answering<R> = oneshot::Sender<Answer<R>>;
+
 /// A message on its way to a cell, with its reply channel and deadline.
 /// Dropped unhandled (the cell died with it queued), it tells the sender, who
 /// takes the message back.
 pub(crate) struct Call<M: Message> {
     slot: Slot<M>,
-    reply: Option<oneshot::Sender<Answer<M::Result>>>,
+    reply: Option<Answering<M::Result>>,
     pub(crate) deadline: Instant,
 }
 
@@ -156,7 +159,7 @@ impl<M: Message> Call<M> {
 
     /// Takes the message for handling, with the reply channel; `None` if the
     /// sender already took it back.
-    pub(crate) fn take(mut self) -> Option<(M, Option<oneshot::Sender<Answer<M::Result>>>)> {
+    pub(crate) fn take(mut self) -> Option<(M, Option<Answering<M::Result>>)> {
         let msg = take(&self.slot)?;
         Some((msg, self.reply.take()))
     }
@@ -170,7 +173,10 @@ impl<M: Message> Call<M> {
 
     /// Whether the sender has given up on it (took the message back).
     pub(crate) fn abandoned(&self) -> bool {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     /// The message back out of a call that never left the sender.

@@ -2,7 +2,7 @@
 //! strategy with backoff, and gives up (escalates) past its restart intensity.
 
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,13 +250,16 @@ pub struct Supervisor {
     pool: ArbiterPool,
     parent: Parent,
     booted: Option<oneshot::Sender<Result<(), String>>>,
-    /// Keyed by the child's node uid, which grows with start order.
+    /// Keyed by start order: the child's first node uid. A child re-created
+    /// from its spec keeps its key (and so its place); `renamed` maps its new
+    /// node uid to the key.
     children: BTreeMap<u64, Child>,
+    renamed: HashMap<u64, u64>,
     window: RestartWindow,
     phase: Phase,
     incarnation: u32,
     rng: fastrand::Rng,
-    /// Lowest uid of a crashed child whose group restart is scheduled.
+    /// Lowest key of a crashed child whose group restart is scheduled.
     group_pending: Option<u64>,
     exit_reason: Option<ExitReason>,
     stop_done: Vec<oneshot::Sender<()>>,
@@ -380,6 +383,7 @@ impl Supervisor {
                 parent,
                 booted,
                 children: BTreeMap::new(),
+                renamed: HashMap::new(),
                 window,
                 phase: Phase::Starting,
                 incarnation: 0,
@@ -411,16 +415,29 @@ impl Supervisor {
         }
     }
 
+    fn key_of(&self, uid: u64) -> u64 {
+        self.renamed.get(&uid).copied().unwrap_or(uid)
+    }
+
+    /// Adds a child; `key` keeps the place of the child it replaces.
     fn insert(
         &mut self,
+        key: Option<u64>,
         spec: Option<ChildSpec>,
         handle: ChildHandle,
         restart: RestartPolicy,
         shutdown: Shutdown,
     ) {
         let uid = handle.node.uid;
+        let key = match key {
+            Some(key) if key != uid => {
+                self.renamed.insert(uid, key);
+                key
+            }
+            _ => uid,
+        };
         self.children.insert(
-            uid,
+            key,
             Child {
                 spec: spec.map(Box::new),
                 handle,
@@ -435,7 +452,24 @@ impl Supervisor {
         );
     }
 
-    /// Starts the static children in order, each after the previous one is up.
+    fn forget(&mut self, key: u64) -> Option<Child> {
+        let child = self.children.remove(&key)?;
+        self.renamed.remove(&child.handle.node.uid);
+        Some(child)
+    }
+
+    fn running(&mut self, done: Option<oneshot::Sender<Result<(), String>>>) {
+        self.phase = Phase::Running;
+        self.node.set_status(Status::Running);
+        self.node.mark_started();
+        self.tree.emit(&self.node, EventKind::Started);
+        if let Some(done) = done {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// First start: the static children, in order, each after the previous one
+    /// is up (or past its shutdown timeout, then killed).
     fn boot(
         &mut self,
         actx: &mut Context<Self>,
@@ -444,10 +478,10 @@ impl Supervisor {
         self.incarnation += 1;
         self.phase = Phase::Starting;
         self.node.set_status(Status::Starting);
-        self.window.clear();
-        self.group_pending = None;
-        let specs = self.spec.children.clone();
-        let args: Vec<_> = specs
+        let args: Vec<_> = self
+            .spec
+            .children
+            .clone()
             .into_iter()
             .map(|spec| (spec, self.start_args(actx, None)))
             .collect();
@@ -457,9 +491,7 @@ impl Supervisor {
                 let (tx, rx) = oneshot::channel();
                 args.booted = Some(tx);
                 let handle = (spec.start)(args);
-                if let Ok(Err(reason)) = rx.await {
-                    tracing::warn!(path = %handle.node.path, %reason, "child failed to start");
-                }
+                await_start(rx, &handle.node, spec.shutdown).await;
                 started.push((spec, handle));
             }
             started
@@ -467,31 +499,109 @@ impl Supervisor {
         actx.wait(fut.into_actor(self).map(move |started, sup, _| {
             for (spec, handle) in started {
                 let (restart, shutdown) = (spec.restart, spec.shutdown);
-                sup.insert(Some(spec), handle, restart, shutdown);
+                sup.insert(None, Some(spec), handle, restart, shutdown);
             }
-            sup.phase = Phase::Running;
-            sup.node.set_status(Status::Running);
-            sup.node.mark_started();
-            sup.tree.emit(&sup.node, EventKind::Started);
-            if let Some(done) = done {
-                let _ = done.send(Ok(()));
-            }
+            sup.running(done);
         }));
     }
 
-    /// Stops every child in reverse start order, each within its shutdown
-    /// timeout (then killed), and forgets them.
+    /// A restart of this supervisor by its parent: children with a spec are
+    /// stopped (reverse start order) and started again (start order) in place;
+    /// adopted children are shut down and come back when next needed.
+    fn restart_in_place(
+        &mut self,
+        actx: &mut Context<Self>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        self.incarnation += 1;
+        self.phase = Phase::Starting;
+        self.node.set_status(Status::Starting);
+        self.window.clear();
+        self.group_pending = None;
+        let stopping = self.suspend_children();
+        let now = Instant::now();
+        let plan: Vec<_> = self
+            .children
+            .values_mut()
+            .map(|child| {
+                child.incarnation += 1;
+                child.awaiting_restart = false;
+                child.series = 0;
+                child.last_start = now;
+                (
+                    Arc::clone(&child.handle.control),
+                    Arc::clone(&child.handle.node),
+                    child.shutdown,
+                )
+            })
+            .collect();
+        let fut = async move {
+            stopping.await;
+            for (control, node, shutdown) in &plan {
+                restart_child(control, node, *shutdown).await;
+            }
+        };
+        actx.wait(
+            fut.into_actor(self)
+                .map(move |(), sup, _| sup.running(done)),
+        );
+    }
+
+    /// Stops the children for a restart or a failure: adopted ones for good
+    /// (all at once: entities are independent), the others suspended in reverse
+    /// start order, kept for a restart in place.
+    fn suspend_children(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        let adopted: Vec<u64> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.spec.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let adopted: Vec<_> = adopted
+            .into_iter()
+            .filter_map(|k| self.forget(k))
+            .map(|c| (c.handle.control, c.handle.node, c.shutdown))
+            .collect();
+        let suspended: Vec<_> = self
+            .children
+            .values()
+            .rev()
+            .map(|c| {
+                (
+                    Arc::clone(&c.handle.control),
+                    Arc::clone(&c.handle.node),
+                    c.shutdown,
+                )
+            })
+            .collect();
+        async move {
+            shut_down_all(adopted).await;
+            for (control, node, shutdown) in &suspended {
+                stop_child(control, node, *shutdown, |tx| Control::Suspend { done: tx }).await;
+            }
+        }
+    }
+
+    /// Stops every child for good and forgets them: adopted ones all at once,
+    /// then the others in reverse start order.
     fn stop_children(&mut self) -> impl std::future::Future<Output = ()> + 'static {
-        let plan: Vec<_> = std::mem::take(&mut self.children)
+        self.renamed.clear();
+        let (adopted, ordered): (Vec<_>, Vec<_>) = std::mem::take(&mut self.children)
             .into_values()
             .rev()
+            .partition(|c| c.spec.is_none());
+        let adopted: Vec<_> = adopted
+            .into_iter()
             .map(|c| (c.handle.control, c.handle.node, c.shutdown))
             .collect();
         async move {
-            for (control, node, shutdown) in plan {
-                stop_child(&control, &node, shutdown, |tx| Control::Shutdown {
-                    reason: ExitReason::Shutdown,
-                    done: Some(tx),
+            shut_down_all(adopted).await;
+            for c in ordered {
+                stop_child(&c.handle.control, &c.handle.node, c.shutdown, |tx| {
+                    Control::Shutdown {
+                        reason: ExitReason::Shutdown,
+                        done: Some(tx),
+                    }
                 })
                 .await;
             }
@@ -502,14 +612,15 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return;
         }
-        let Some(child) = self.children.get_mut(&uid) else {
+        let key = self.key_of(uid);
+        let Some(child) = self.children.get_mut(&key) else {
             return;
         };
         if incarnation != child.incarnation || child.awaiting_restart {
             return;
         }
         if !child.restart.restarts_after(true) {
-            self.remove_child(uid, ExitReason::Shutdown);
+            self.remove_child(key, ExitReason::Shutdown);
             return;
         }
         let now = Instant::now();
@@ -518,14 +629,13 @@ impl Supervisor {
                 .window
                 .get_or_insert_with(|| Box::new(RestartWindow::new(limit)));
             if !window.record(now) {
-                let limit = window.limit();
                 let why = format!(
                     "gave up after more than {} restarts within {:?}",
                     limit.max_restarts, limit.within
                 );
                 tracing::warn!(path = %child.handle.node.path, reason = %why, "stopping a crash-looping child");
                 child.handle.node.set_failure(&why);
-                self.remove_child(uid, ExitReason::Crashed(why));
+                self.remove_child(key, ExitReason::Crashed(why));
                 return;
             }
         }
@@ -544,15 +654,22 @@ impl Supervisor {
         let delay = self.spec.backoff.delay(child.series, self.rng.f64());
         child.series = child.series.saturating_add(1);
         child.awaiting_restart = true;
+        let incarnation = self.incarnation;
         match self.spec.strategy {
-            Strategy::OneForOne => {
-                self.after(delay, actx, move |sup, _| sup.restart_one(uid, delay))
-            }
+            Strategy::OneForOne => self.after(delay, actx, move |sup, _| {
+                if sup.incarnation == incarnation {
+                    sup.restart_one(key, delay)
+                }
+            }),
             Strategy::OneForAll | Strategy::RestForOne => {
                 let first = self.group_pending.is_none();
-                self.group_pending = Some(self.group_pending.map_or(uid, |p| p.min(uid)));
+                self.group_pending = Some(self.group_pending.map_or(key, |p| p.min(key)));
                 if first {
-                    self.after(delay, actx, move |sup, actx| sup.restart_group(delay, actx));
+                    self.after(delay, actx, move |sup, actx| {
+                        if sup.incarnation == incarnation {
+                            sup.restart_group(delay, actx)
+                        }
+                    });
                 }
             }
         }
@@ -569,11 +686,11 @@ impl Supervisor {
         }
     }
 
-    fn restart_one(&mut self, uid: u64, delay: Duration) {
+    fn restart_one(&mut self, key: u64, delay: Duration) {
         if self.phase != Phase::Running {
             return;
         }
-        let Some(child) = self.children.get_mut(&uid) else {
+        let Some(child) = self.children.get_mut(&key) else {
             return;
         };
         if !child.awaiting_restart {
@@ -597,7 +714,8 @@ impl Supervisor {
     }
 
     /// One-for-all / rest-for-one: stop the affected children in reverse start
-    /// order, then start them again in start order.
+    /// order, then start them again in start order. Temporary children among
+    /// them are not restarted: they are stopped and forgotten.
     fn restart_group(&mut self, delay: Duration, actx: &mut Context<Self>) {
         let Some(from) = self.group_pending.take() else {
             return;
@@ -606,41 +724,67 @@ impl Supervisor {
             return;
         }
         let now = Instant::now();
-        let affected = match self.spec.strategy {
-            Strategy::RestForOne => self.children.range_mut(from..).collect::<Vec<_>>(),
-            _ => self.children.iter_mut().collect(),
+        let keys: Vec<u64> = match self.spec.strategy {
+            Strategy::RestForOne => self.children.range(from..).map(|(k, _)| *k).collect(),
+            _ => self.children.keys().copied().collect(),
         };
-        let mut plan = Vec::with_capacity(affected.len());
-        for (_, child) in affected {
-            child.awaiting_restart = false;
-            child.incarnation += 1;
-            child.last_start = now;
+        let mut plan = Vec::with_capacity(keys.len());
+        for key in keys {
+            let temporary = self.children[&key].restart == RestartPolicy::Temporary;
+            let child = if temporary {
+                match self.forget(key) {
+                    Some(c) => c,
+                    None => continue,
+                }
+            } else {
+                let child = self.children.get_mut(&key).expect("listed above");
+                child.awaiting_restart = false;
+                child.incarnation += 1;
+                child.last_start = now;
+                plan.push((
+                    Arc::clone(&child.handle.control),
+                    Arc::clone(&child.handle.node),
+                    child.shutdown,
+                    false,
+                ));
+                continue;
+            };
             plan.push((
-                child.handle.control.clone(),
-                Arc::clone(&child.handle.node),
+                child.handle.control,
+                child.handle.node,
                 child.shutdown,
+                true,
             ));
         }
         let tree = self.tree.clone();
         let delay_ms = delay.as_millis() as u64;
         let fut = async move {
-            for (control, node, shutdown) in plan.iter().rev() {
-                stop_child(control, node, *shutdown, |tx| Control::Suspend { done: tx }).await;
+            for (control, node, shutdown, temporary) in plan.iter().rev() {
+                if *temporary {
+                    stop_child(control, node, *shutdown, |tx| Control::Shutdown {
+                        reason: ExitReason::Shutdown,
+                        done: Some(tx),
+                    })
+                    .await;
+                } else {
+                    stop_child(control, node, *shutdown, |tx| Control::Suspend { done: tx }).await;
+                }
             }
-            for (control, node, _) in &plan {
+            for (control, node, shutdown, temporary) in &plan {
+                if *temporary {
+                    continue;
+                }
                 let restarts = node.count_restart();
                 tree.emit(node, EventKind::Restarted { restarts, delay_ms });
-                let (tx, rx) = oneshot::channel();
-                control.do_send(Control::Restart { done: Some(tx) });
-                let _ = rx.await;
+                restart_child(control, node, *shutdown).await;
             }
         };
         actx.wait(fut.into_actor(self));
     }
 
     /// Stops one child without restarting it and forgets it.
-    fn remove_child(&mut self, uid: u64, reason: ExitReason) {
-        if let Some(child) = self.children.remove(&uid) {
+    fn remove_child(&mut self, key: u64, reason: ExitReason) {
+        if let Some(child) = self.forget(key) {
             child
                 .handle
                 .control
@@ -648,10 +792,12 @@ impl Supervisor {
         }
     }
 
-    /// Too many restarts: stop all children in reverse start order, then fail
-    /// to the parent (or, at the root, report the failure).
+    /// Too many restarts: stop the children (reverse start order), then fail to
+    /// the parent, which restarts this supervisor in place or stops it (at the
+    /// root, the failure is reported and the node exits).
     fn escalate(&mut self, reason: String, actx: &mut Context<Self>) {
         self.phase = Phase::Failed;
+        self.group_pending = None;
         self.node.set_failure(&reason);
         self.tree.emit(
             &self.node,
@@ -660,7 +806,7 @@ impl Supervisor {
             },
         );
         tracing::error!(path = %self.node.path, %reason, "supervisor gives up");
-        let stopping = self.stop_children();
+        let stopping = self.suspend_children();
         actx.wait(stopping.into_actor(self).map(move |(), sup, _| {
             sup.node.set_status(Status::Failed);
             match &sup.parent {
@@ -675,7 +821,8 @@ impl Supervisor {
     }
 
     fn on_exited(&mut self, uid: u64, reason: ExitReason, actx: &mut Context<Self>) {
-        let Some(child) = self.children.remove(&uid) else {
+        let key = self.key_of(uid);
+        let Some(child) = self.forget(key) else {
             return;
         };
         if self.phase != Phase::Running {
@@ -703,12 +850,17 @@ impl Supervisor {
         }
         let delay = self.spec.backoff.delay(child.series, self.rng.f64());
         let series = child.series.saturating_add(1);
+        let previous_restarts = child.handle.node.restarts();
+        let incarnation = self.incarnation;
         self.after(delay, actx, move |sup, actx| {
-            if sup.phase != Phase::Running {
+            if sup.phase != Phase::Running || sup.incarnation != incarnation {
                 return;
             }
             let handle = (spec.start)(sup.start_args(actx, None));
-            let restarts = handle.node.count_restart() + child.handle.node.restarts();
+            for _ in 0..previous_restarts {
+                handle.node.count_restart();
+            }
+            let restarts = handle.node.count_restart();
             sup.tree.emit(
                 &handle.node,
                 EventKind::Restarted {
@@ -717,8 +869,8 @@ impl Supervisor {
                 },
             );
             let (restart, shutdown) = (spec.restart, spec.shutdown);
-            sup.insert(Some(spec), handle, restart, shutdown);
-            if let Some(c) = sup.children.values_mut().last() {
+            sup.insert(Some(key), Some(spec), handle, restart, shutdown);
+            if let Some(c) = sup.children.get_mut(&key) {
                 c.series = series;
             }
         });
@@ -751,6 +903,53 @@ impl Supervisor {
             let _ = done.send(());
         }
     }
+}
+
+/// Waits for a child's start, bounded by its shutdown timeout: a start hook
+/// that hangs is killed, which the child reports as a crash.
+async fn await_start(
+    rx: oneshot::Receiver<Result<(), String>>,
+    node: &NodeInfo,
+    shutdown: Shutdown,
+) {
+    let result = match shutdown.timeout() {
+        None => rx.await.ok(),
+        Some(limit) => {
+            tokio::pin!(rx);
+            match tokio::time::timeout(limit, &mut rx).await {
+                Ok(r) => r.ok(),
+                Err(_) => {
+                    tracing::warn!(path = %node.path, ?limit, "child did not start in time; killing its start");
+                    node.kill();
+                    tokio::time::timeout(KILL_GRACE, rx)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+            }
+        }
+    };
+    if let Some(Err(reason)) = result {
+        tracing::warn!(path = %node.path, %reason, "child failed to start");
+    }
+}
+
+/// Restarts one child in place and waits for it (see [`await_start`]).
+async fn restart_child(control: &Arc<dyn ControlSink>, node: &NodeInfo, shutdown: Shutdown) {
+    let (tx, rx) = oneshot::channel();
+    control.do_send(Control::Restart { done: Some(tx) });
+    await_start(rx, node, shutdown).await;
+}
+
+/// Shuts down independent children all at once.
+async fn shut_down_all(children: Vec<(Arc<dyn ControlSink>, Arc<NodeInfo>, Shutdown)>) {
+    futures_util::future::join_all(children.iter().map(|(control, node, shutdown)| {
+        stop_child(control, node, *shutdown, |tx| Control::Shutdown {
+            reason: ExitReason::Shutdown,
+            done: Some(tx),
+        })
+    }))
+    .await;
 }
 
 /// Asks a child to stop (or suspend) and waits, killing it past its timeout.
@@ -816,7 +1015,7 @@ impl ActixHandler<ChildNotice> for Supervisor {
                 shutdown,
             } => {
                 if self.phase == Phase::Running {
-                    self.insert(None, handle, restart, shutdown);
+                    self.insert(None, None, handle, restart, shutdown);
                 } else {
                     handle.control.do_send(Control::Shutdown {
                         reason: ExitReason::Shutdown,
@@ -851,18 +1050,12 @@ impl ActixHandler<Control> for Supervisor {
             return;
         }
         match msg {
-            Control::Restart { done } => {
-                let stopping = self.stop_children();
-                actx.wait(
-                    stopping
-                        .into_actor(self)
-                        .map(move |(), sup, actx| sup.boot(actx, done)),
-                );
-            }
+            Control::Restart { done } => self.restart_in_place(actx, done),
             Control::Suspend { done } => {
                 self.phase = Phase::Suspended;
-                self.node.set_status(Status::Restarting);
-                let stopping = self.stop_children();
+                self.group_pending = None;
+                self.node.set_status(Status::Stopped);
+                let stopping = self.suspend_children();
                 actx.wait(stopping.into_actor(self).map(move |(), _, _| {
                     let _ = done.send(());
                 }));
@@ -919,6 +1112,6 @@ impl ActixHandler<AddChild> for Supervisor {
         }
         let handle = (msg.spec.start)(self.start_args(actx, Some(msg.booted)));
         let (restart, shutdown) = (msg.spec.restart, msg.spec.shutdown);
-        self.insert(Some(msg.spec), handle, restart, shutdown);
+        self.insert(None, Some(msg.spec), handle, restart, shutdown);
     }
 }

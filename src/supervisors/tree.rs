@@ -83,6 +83,9 @@ pub struct NodeInfo {
     last_failure: Mutex<Option<Box<str>>>,
     /// Set when a parent gave up waiting and killed this node; wakes [`Self::killed`].
     kill_flag: AtomicBool,
+    /// Set when the node leaves for passivation: senders wait for its
+    /// successor instead of starting one while it still flushes.
+    draining: AtomicBool,
     kill: Notify,
 }
 
@@ -120,6 +123,7 @@ impl NodeInfo {
             depth: AtomicU32::new(0),
             last_failure: Mutex::new(None),
             kill_flag: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             kill: Notify::new(),
         })
     }
@@ -187,6 +191,14 @@ impl NodeInfo {
             return;
         }
         notified.await;
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     pub(crate) fn clear_kill(&self) {

@@ -296,3 +296,35 @@ async fn messages_that_can_never_work_are_dead_lettered_at_once() {
         next(&mut dead).await.ack().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn requeued_messages_go_back_to_their_place_in_order() {
+    let bus = memory(10).await;
+    let ids: Vec<_> = (0..4)
+        .map(|i| to_probe("p-1", "probe.add", &serde_json::json!({ "n": i })))
+        .collect();
+    for env in &ids {
+        bus.send(env).await.unwrap();
+    }
+    let mut sub = bus
+        .consume_shard(shard_of(&bus, "p-1").await, 10)
+        .await
+        .unwrap();
+    let first = next(&mut sub).await;
+    let second = next(&mut sub).await;
+    let third = next(&mut sub).await;
+    // Settled out of order: 2nd, then 1st failed; 3rd released by dropping it.
+    second.nack("x").await.unwrap();
+    first.nack("x").await.unwrap();
+    drop(third);
+    let order: Vec<_> = [
+        next(&mut sub).await,
+        next(&mut sub).await,
+        next(&mut sub).await,
+        next(&mut sub).await,
+    ]
+    .iter()
+    .map(|d| d.envelope().unwrap().id)
+    .collect();
+    assert_eq!(order, ids.iter().map(|e| e.id).collect::<Vec<_>>());
+}

@@ -172,10 +172,22 @@ async fn ten_thousand_dynamic_children_start_crash_selectively_and_shut_down_cle
 async fn timers_set_by_an_actor_deliver_to_it_later() {
     tokio::time::pause();
     let (_tree, _root, kind) = setup(probes(&Journal::default())).await;
-    kind.send("p-1", Later { after: Duration::from_secs(30), n: 10 }).await.unwrap();
+    kind.send(
+        "p-1",
+        Later {
+            after: Duration::from_secs(30),
+            n: 10,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(kind.send("p-1", Ping).await.unwrap(), 1, "not yet");
     tokio::time::sleep(Duration::from_secs(31)).await;
-    assert_eq!(kind.send("p-1", Ping).await.unwrap(), 12, "timer message handled");
+    assert_eq!(
+        kind.send("p-1", Ping).await.unwrap(),
+        12,
+        "timer message handled"
+    );
 }
 
 #[actix_rt::test]
@@ -188,16 +200,133 @@ async fn actors_are_spread_over_the_arbiters_of_the_pool() {
     })
     .await;
     let registry = Registry::new(tree.clone(), pool, Duration::from_secs(5));
-    let kind = registry.register(&root, probes(&Journal::default())).await.unwrap();
+    let kind = registry
+        .register(&root, probes(&Journal::default()))
+        .await
+        .unwrap();
     let mut threads = std::collections::BTreeSet::new();
     for i in 0..8 {
         threads.insert(kind.send(&format!("p-{i}"), WhichThread).await.unwrap());
     }
     let here = format!("{:?}", std::thread::current().id());
     assert_eq!(threads.len(), 2, "{threads:?}");
-    assert!(!threads.contains(&here), "actors run on the pool, not the caller's thread");
+    assert!(
+        !threads.contains(&here),
+        "actors run on the pool, not the caller's thread"
+    );
     root.shutdown().await;
     for a in arbiters {
         a.stop();
     }
+}
+
+/// An actor whose stop hook takes a while, recording when it starts and ends.
+struct Flusher {
+    journal: Journal,
+    incarnation: usize,
+}
+
+impl cardio::actors::Actor for Flusher {
+    const KIND: &'static str = "flusher";
+
+    async fn started(&mut self, _: &mut cardio::actors::Ctx<Self>) {
+        self.journal.push(format!("start:{}", self.incarnation));
+    }
+
+    async fn stopping(&mut self, _: &mut cardio::actors::Ctx<Self>) {
+        self.journal
+            .push(format!("flush-begin:{}", self.incarnation));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.journal.push(format!("flush-end:{}", self.incarnation));
+    }
+}
+
+impl cardio::actors::Handler<Ping> for Flusher {
+    async fn handle(&mut self, _: Ping, _: &mut cardio::actors::Ctx<Self>) -> u32 {
+        self.incarnation as u32
+    }
+}
+
+#[actix_rt::test]
+async fn a_passivating_actor_finishes_flushing_before_its_successor_starts() {
+    tokio::time::pause();
+    let journal = Journal::default();
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(30));
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let j = journal.clone();
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(move |_: &str| Flusher {
+                journal: j.clone(),
+                incarnation: counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            })
+            .idle_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kind.send("f-1", Ping).await.unwrap(), 0);
+    // Wait until the flush is under way, then send.
+    eventually(Duration::from_secs(60), "flush began", || {
+        journal.contains("flush-begin:0")
+    })
+    .await;
+    assert_eq!(
+        kind.send("f-1", Ping).await.unwrap(),
+        1,
+        "answered by the successor"
+    );
+    assert_eq!(
+        journal.take(),
+        vec!["start:0", "flush-begin:0", "flush-end:0", "start:1"],
+        "the successor started only after the flush"
+    );
+}
+
+#[actix_rt::test]
+async fn a_kind_keeps_serving_after_its_supervisor_gave_up_and_was_restarted() {
+    let journal = Journal::default();
+    let spec = probes(&journal).intensity(0, Duration::from_secs(60));
+    let (tree, _root, kind) = setup(spec).await;
+    let mut events = tree.events();
+    assert_eq!(kind.send("p-1", Add { n: 3 }).await.unwrap(), 3);
+    assert!(matches!(
+        kind.send("p-1", Boom).await,
+        Err(SendError::Crashed { .. })
+    ));
+    // The kind's supervisor escalates; the root restarts it in place.
+    events_until(&mut events, LONG, |evs| {
+        evs.iter().any(|e| {
+            e.path == "/root/probe"
+                && matches!(e.what, cardio::supervisors::EventKind::Restarted { .. })
+        })
+    })
+    .await;
+    eventually(LONG, "kind supervisor running", || {
+        status_of(&tree, "/root/probe").as_deref() == Some("running")
+    })
+    .await;
+    assert_eq!(
+        kind.send("p-1", Ping).await.unwrap(),
+        1,
+        "a fresh activation answers"
+    );
+    assert_eq!(kind.send("p-2", Ping).await.unwrap(), 1);
+}
+
+#[actix_rt::test]
+async fn a_kind_whose_supervisor_was_shut_down_hands_messages_back() {
+    let (_tree, _root, kind) = setup(probes(&Journal::default())).await;
+    kind.supervisor().shutdown().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    assert!(matches!(
+        kind.send_until("p-9", Ping, deadline).await,
+        Err(SendError::Stopped(Ping))
+    ));
 }

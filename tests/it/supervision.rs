@@ -365,3 +365,65 @@ async fn a_slow_child_is_killed_after_its_shutdown_timeout() {
     ));
     assert!(tree.is_empty(), "{:?}", tree.snapshot());
 }
+
+#[actix_rt::test]
+async fn a_message_queued_behind_a_slow_handler_comes_back_at_its_deadline() {
+    tokio::time::pause();
+    let journal = Journal::default();
+    let spec =
+        SupervisorSpec::new("sup").child(ChildSpec::worker("a", Probe::factory("a", &journal)));
+    let (_tree, root) = start(spec).await;
+    let a = root.worker::<Probe>("a").await.unwrap();
+    let slow = a.clone();
+    let napping = tokio::spawn(async move {
+        slow.send(Nap(Duration::from_secs(60)), Duration::from_secs(120))
+            .await
+    });
+    tokio::task::yield_now().await;
+    match a.send(Ping, Duration::from_secs(1)).await {
+        Err(SendError::Expired(Ping)) => {}
+        other => panic!("expected the message back, got {other:?}"),
+    }
+    napping.await.unwrap().unwrap();
+    assert_eq!(
+        a.send(Ping, LONG).await.unwrap(),
+        1,
+        "the expired ping was never handled"
+    );
+}
+
+#[actix_rt::test]
+async fn stashed_messages_come_back_at_their_own_deadlines() {
+    tokio::time::pause();
+    let journal = Journal::default();
+    let backoff = Backoff::new(
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+        1.0,
+        0.0,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let spec = SupervisorSpec::new("sup")
+        .backoff(backoff)
+        .child(ChildSpec::worker("a", Probe::factory("a", &journal)));
+    let (_tree, root) = start(spec).await;
+    let a = root.worker::<Probe>("a").await.unwrap();
+    let _ = a.send(Boom, LONG).await;
+    let late = a.clone();
+    let patient = tokio::spawn(async move { late.send(Ping, Duration::from_secs(20)).await });
+    tokio::task::yield_now().await;
+    let began = tokio::time::Instant::now();
+    assert!(matches!(
+        a.send(Ping, Duration::from_secs(1)).await,
+        Err(SendError::Restarting(Ping))
+    ));
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "handed back at its own deadline"
+    );
+    assert!(matches!(
+        patient.await.unwrap(),
+        Err(SendError::Restarting(Ping))
+    ));
+}

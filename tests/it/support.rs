@@ -15,6 +15,9 @@ impl Journal {
     pub fn push(&self, line: String) {
         self.0.lock().unwrap().push(line);
     }
+    pub fn contains(&self, line: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l == line)
+    }
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
