@@ -468,6 +468,13 @@ impl Supervisor {
         }
     }
 
+    /// A new incarnation of this supervisor begins.
+    fn begin_start(&mut self) {
+        self.incarnation += 1;
+        self.phase = Phase::Starting;
+        self.node.set_status(Status::Starting);
+    }
+
     /// First start: the static children, in order, each after the previous one
     /// is up (or past its shutdown timeout, then killed).
     fn boot(
@@ -475,9 +482,7 @@ impl Supervisor {
         actx: &mut Context<Self>,
         done: Option<oneshot::Sender<Result<(), String>>>,
     ) {
-        self.incarnation += 1;
-        self.phase = Phase::Starting;
-        self.node.set_status(Status::Starting);
+        self.begin_start();
         let args: Vec<_> = self
             .spec
             .children
@@ -513,9 +518,7 @@ impl Supervisor {
         actx: &mut Context<Self>,
         done: Option<oneshot::Sender<Result<(), String>>>,
     ) {
-        self.incarnation += 1;
-        self.phase = Phase::Starting;
-        self.node.set_status(Status::Starting);
+        self.begin_start();
         self.window.clear();
         self.group_pending = None;
         let stopping = self.suspend_children();

@@ -315,22 +315,7 @@ async fn backoff_series_resets_after_a_quiet_period() {
 
 #[actix_rt::test]
 async fn a_message_sent_while_restarting_is_handed_back_at_its_deadline() {
-    tokio::time::pause();
-    let journal = Journal::default();
-    let backoff = Backoff::new(
-        Duration::from_secs(30),
-        Duration::from_secs(30),
-        1.0,
-        0.0,
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    let spec = SupervisorSpec::new("sup")
-        .backoff(backoff)
-        .child(ChildSpec::worker("a", Probe::factory("a", &journal)));
-    let (_tree, root) = start(spec).await;
-    let a = root.worker::<Probe>("a").await.unwrap();
-    let _ = a.send(Boom, LONG).await;
+    let (_root, a) = crashed_with_a_30s_backoff().await;
     match a.send(Ping, Duration::from_secs(1)).await {
         Err(SendError::Restarting(Ping)) => {}
         other => panic!("expected the message back, got {other:?}"),
@@ -394,22 +379,7 @@ async fn a_message_queued_behind_a_slow_handler_comes_back_at_its_deadline() {
 
 #[actix_rt::test]
 async fn stashed_messages_come_back_at_their_own_deadlines() {
-    tokio::time::pause();
-    let journal = Journal::default();
-    let backoff = Backoff::new(
-        Duration::from_secs(30),
-        Duration::from_secs(30),
-        1.0,
-        0.0,
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    let spec = SupervisorSpec::new("sup")
-        .backoff(backoff)
-        .child(ChildSpec::worker("a", Probe::factory("a", &journal)));
-    let (_tree, root) = start(spec).await;
-    let a = root.worker::<Probe>("a").await.unwrap();
-    let _ = a.send(Boom, LONG).await;
+    let (_root, a) = crashed_with_a_30s_backoff().await;
     let late = a.clone();
     let patient = tokio::spawn(async move { late.send(Ping, Duration::from_secs(20)).await });
     tokio::task::yield_now().await;
@@ -426,4 +396,23 @@ async fn stashed_messages_come_back_at_their_own_deadlines() {
         patient.await.unwrap(),
         Err(SendError::Restarting(Ping))
     ));
+}
+
+/// A one-child supervisor (paused time) whose child just crashed and will be
+/// restarted in 30 s.
+async fn crashed_with_a_30s_backoff() -> (SupervisorRef, cardio::supervisors::ActorRef<Probe>) {
+    tokio::time::pause();
+    let journal = Journal::default();
+    let thirty = Duration::from_secs(30);
+    let backoff = Backoff::new(thirty, thirty, 1.0, 0.0, Duration::from_secs(60)).unwrap();
+    let spec = SupervisorSpec::new("sup")
+        .backoff(backoff)
+        .child(ChildSpec::worker("a", Probe::factory("a", &journal)));
+    let (_tree, root) = start(spec).await;
+    let a = root.worker::<Probe>("a").await.unwrap();
+    assert!(matches!(
+        a.send(Boom, LONG).await,
+        Err(SendError::Crashed { .. })
+    ));
+    (root, a)
 }
