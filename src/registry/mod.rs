@@ -15,7 +15,7 @@ pub mod inbox;
 mod route;
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
@@ -29,10 +29,9 @@ pub use route::DeliverError;
 pub(crate) use route::{describe_json_error, Route};
 
 use crate::actors::{Actor, Handler};
-use crate::supervisors::cell::{Cell, CellInit, Factory, Index};
+use crate::supervisors::cell::{Cell, CellInit, CellShared, Factory, Index};
 use crate::supervisors::message::{Pending, Reply};
 use crate::supervisors::tree::{NodeInfo, NodeKind};
-use crate::supervisors::Notices;
 use crate::supervisors::{
     ActorRef, ArbiterPool, Backoff, CellLimits, ChildSpec, Intensity, RestartPolicy, SendError,
     Shutdown, SupervisorRef, SupervisorSpec, Tree,
@@ -176,15 +175,26 @@ impl Registry {
             .supervisor(A::KIND)
             .await
             .ok_or_else(|| failed("not found after start".into()))?;
+        let tree = self.inner.tree.clone();
         let kind = Kind {
-            inner: Arc::new(KindInner {
-                cells: DashMap::with_hasher(foldhash::fast::RandomState::default()),
-                spec,
-                notices: supervisor.notices(),
-                supervisor,
-                tree: self.inner.tree.clone(),
-                pool: self.inner.pool.clone(),
-                default_timeout: self.inner.default_timeout,
+            inner: Arc::new_cyclic(|me: &Weak<KindInner<A>>| {
+                let index: Weak<dyn Index> = me.clone();
+                KindInner {
+                    cells: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+                    cell_shared: Arc::new(CellShared {
+                        factory: spec.factory,
+                        tree: tree.clone(),
+                        parent: supervisor.notices(),
+                        announce: Some((spec.restart, spec.shutdown)),
+                        index: Some(index),
+                        idle_timeout: spec.idle_timeout,
+                        limits: spec.limits,
+                    }),
+                    supervisor,
+                    tree,
+                    pool: self.inner.pool.clone(),
+                    default_timeout: self.inner.default_timeout,
+                }
             }),
         };
         match self.inner.kinds.entry(A::KIND) {
@@ -254,10 +264,9 @@ type Cells<A> = DashMap<Box<str>, ActorRef<A>, foldhash::fast::RandomState>;
 
 struct KindInner<A: Actor> {
     cells: Cells<A>,
-    spec: KindSpec<A>,
+    /// Factory, limits, timeouts and notice recipient, shared by every cell.
+    cell_shared: Arc<CellShared<A>>,
     supervisor: SupervisorRef,
-    /// One recipient shared by every cell of the kind.
-    notices: Notices,
     tree: Tree,
     pool: ArbiterPool,
     default_timeout: Duration,
@@ -382,14 +391,8 @@ impl<A: Actor> Kind<A> {
         let addr = Cell::<A>::spawn(
             inner.pool.next(),
             CellInit {
-                factory: Arc::clone(&inner.spec.factory),
+                shared: Arc::clone(&inner.cell_shared),
                 node: Arc::clone(&node),
-                tree: inner.tree.clone(),
-                parent: Arc::clone(&inner.notices),
-                announce: Some((inner.spec.restart, inner.spec.shutdown)),
-                index: Some(Arc::clone(&self.inner) as Arc<dyn Index>),
-                idle_timeout: inner.spec.idle_timeout,
-                limits: inner.spec.limits,
                 booted: None,
             },
         );

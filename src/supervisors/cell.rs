@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::dev::channel;
@@ -63,18 +63,31 @@ impl Default for CellLimits {
 
 pub(crate) type Factory<A> = Arc<dyn Fn(&str) -> A + Send + Sync>;
 
-/// Everything needed to start a cell.
-pub(crate) struct CellInit<A: Actor> {
+/// What all cells of one kind (or one static child) share: kept once, so an
+/// idle actor costs only its own state.
+pub(crate) struct CellShared<A: Actor> {
     pub factory: Factory<A>,
-    pub node: Arc<NodeInfo>,
     pub tree: Tree,
     pub parent: Notices,
     /// For children started outside their supervisor: announce to it on start.
     pub announce: Option<(RestartPolicy, Shutdown)>,
-    pub index: Option<Arc<dyn Index>>,
+    /// The registry entry to leave; weak: the registry owns the cells' config.
+    pub index: Option<Weak<dyn Index>>,
     pub idle_timeout: Option<Duration>,
     pub limits: CellLimits,
+}
+
+/// Everything needed to start a cell.
+pub(crate) struct CellInit<A: Actor> {
+    pub shared: Arc<CellShared<A>>,
+    pub node: Arc<NodeInfo>,
     pub booted: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A stop under way: why, and who waits for it.
+struct Exiting {
+    reason: Option<ExitReason>,
+    done: Vec<oneshot::Sender<()>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,26 +142,19 @@ pub struct Cell<A: Actor> {
     state: Option<Box<A>>,
     /// Moved along with `state`.
     ctx: Option<Ctx<A>>,
-    factory: Factory<A>,
+    shared: Arc<CellShared<A>>,
     node: Arc<NodeInfo>,
-    tree: Tree,
-    parent: Notices,
-    index: Option<Arc<dyn Index>>,
     /// Counts boots; crash notices carry it so supervisors can ignore stale ones.
     incarnation: u32,
     phase: Phase,
     stash: VecDeque<Box<dyn Stashed<A>>>,
-    limits: CellLimits,
-    idle_timeout: Option<Duration>,
     idle_armed: bool,
     /// Set by every message, cleared by the idle check: an actor passivates
     /// after one to two idle timeouts without messages, and the hot path reads
     /// no clock for it.
     active: bool,
-    announce: Option<(RestartPolicy, Shutdown)>,
     booted: Option<oneshot::Sender<Result<(), String>>>,
-    exit_reason: Option<ExitReason>,
-    stop_done: Vec<oneshot::Sender<()>>,
+    exit: Option<Box<Exiting>>,
     exit_reported: bool,
 }
 
@@ -156,28 +162,21 @@ impl<A: Actor> Cell<A> {
     /// Starts a cell on `arbiter` and returns its address at once; messages sent
     /// before the actor is up wait in the mailbox.
     pub(crate) fn spawn(arbiter: &ArbiterHandle, init: CellInit<A>) -> Addr<Self> {
-        let (tx, rx) = channel::channel(init.limits.mailbox);
+        let (tx, rx) = channel::channel(init.shared.limits.mailbox);
         arbiter.spawn_fn(move || {
             let ctx = Context::with_receiver(rx);
             let cell = Cell {
                 state: None,
                 ctx: None,
-                factory: init.factory,
+                shared: init.shared,
                 node: init.node,
-                tree: init.tree,
-                parent: init.parent,
-                index: init.index,
                 incarnation: 0,
                 phase: Phase::Starting,
                 stash: VecDeque::new(),
-                limits: init.limits,
-                idle_timeout: init.idle_timeout,
                 idle_armed: false,
                 active: true,
-                announce: init.announce,
                 booted: init.booted,
-                exit_reason: None,
-                stop_done: Vec::new(),
+                exit: None,
                 exit_reported: false,
             };
             actix_rt::spawn(ctx.into_future(cell));
@@ -195,7 +194,7 @@ impl<A: Actor> Cell<A> {
         self.node.clear_kill();
         self.phase = Phase::Starting;
         self.node.set_status(Status::Starting);
-        let factory = Arc::clone(&self.factory);
+        let factory = Arc::clone(&self.shared.factory);
         let made = std::panic::catch_unwind(AssertUnwindSafe(|| factory(&self.node.id)));
         let mut state = match made {
             Ok(actor) => Box::new(actor),
@@ -228,7 +227,7 @@ impl<A: Actor> Cell<A> {
                             cell.phase = Phase::Running;
                             cell.node.set_status(Status::Running);
                             cell.node.mark_started();
-                            cell.tree.emit(&cell.node, EventKind::Started);
+                            cell.shared.tree.emit(&cell.node, EventKind::Started);
                             if let Some(done) = done {
                                 let _ = done.send(Ok(()));
                             }
@@ -332,14 +331,31 @@ impl<A: Actor> Cell<A> {
     /// Holds a call until the actor is back. Senders take their message back at
     /// its deadline themselves; calls they gave up on make room when full.
     fn stash(&mut self, stashed: Box<dyn Stashed<A>>, _: &mut Context<Self>) {
-        if self.stash.len() >= self.limits.stash {
+        if self.stash.len() >= self.shared.limits.stash {
             self.stash.retain(|s| !s.abandoned());
         }
-        if self.stash.len() >= self.limits.stash {
+        if self.stash.len() >= self.shared.limits.stash {
             stashed.refuse(Refusal::Full);
             return;
         }
         self.stash.push_back(stashed);
+    }
+
+    fn exiting(&mut self) -> &mut Exiting {
+        self.exit.get_or_insert_with(|| {
+            Box::new(Exiting {
+                reason: None,
+                done: Vec::new(),
+            })
+        })
+    }
+
+    fn stop_begun(&self) -> bool {
+        self.exit.as_ref().is_some_and(|e| e.reason.is_some())
+    }
+
+    fn index(&self) -> Option<Arc<dyn Index>> {
+        self.shared.index.as_ref().and_then(Weak::upgrade)
     }
 
     /// The current incarnation's state is lost: tell the supervisor.
@@ -348,21 +364,21 @@ impl<A: Actor> Cell<A> {
         self.phase = Phase::Restarting;
         self.node.set_status(Status::Restarting);
         self.node.set_failure(&reason);
-        self.tree.emit(
+        self.shared.tree.emit(
             &self.node,
             EventKind::Crashed {
                 reason: reason.clone(),
             },
         );
         tracing::warn!(path = %self.node.path, %reason, "actor crashed");
-        if !self.parent.connected() {
+        if !self.shared.parent.connected() {
             // No supervisor to restart it: end rather than wait forever.
             tracing::error!(path = %self.node.path, "crashed actor has no supervisor; stopping it");
-            self.exit_reason = Some(ExitReason::Crashed(reason));
+            self.exiting().reason = Some(ExitReason::Crashed(reason));
             actx.stop();
             return;
         }
-        self.parent.do_send(ChildNotice::Crashed {
+        self.shared.parent.do_send(ChildNotice::Crashed {
             uid: self.node.uid,
             incarnation: self.incarnation,
             reason,
@@ -400,10 +416,10 @@ impl<A: Actor> Cell<A> {
     }
 
     fn begin_stop(&mut self, reason: ExitReason, actx: &mut Context<Self>) {
-        if self.exit_reason.is_some() || self.phase == Phase::Stopped {
+        if self.stop_begun() || self.phase == Phase::Stopped {
             return;
         }
-        self.exit_reason = Some(reason);
+        self.exiting().reason = Some(reason);
         self.retire(actx, |cell, actx| {
             cell.phase = Phase::Stopping;
             for pending in cell.stash.drain(..) {
@@ -414,7 +430,7 @@ impl<A: Actor> Cell<A> {
     }
 
     fn arm_idle(&mut self, actx: &mut Context<Self>) {
-        if let (Some(timeout), false) = (self.idle_timeout, self.idle_armed) {
+        if let (Some(timeout), false) = (self.shared.idle_timeout, self.idle_armed) {
             self.idle_armed = true;
             actx.run_later(timeout, |cell, actx| cell.idle_check(actx));
         }
@@ -422,7 +438,7 @@ impl<A: Actor> Cell<A> {
 
     fn idle_check(&mut self, actx: &mut Context<Self>) {
         self.idle_armed = false;
-        let Some(timeout) = self.idle_timeout else {
+        let Some(timeout) = self.shared.idle_timeout else {
             return;
         };
         if self.phase != Phase::Running {
@@ -430,7 +446,7 @@ impl<A: Actor> Cell<A> {
         }
         let idle = !std::mem::replace(&mut self.active, false);
         if idle && self.stash.is_empty() && self.node.mailbox_depth() == 0 {
-            let leave = match &self.index {
+            let leave = match self.index() {
                 Some(index) => index.try_passivate(&self.node),
                 None => true,
             };
@@ -451,28 +467,32 @@ impl<A: Actor> Cell<A> {
         self.exit_reported = true;
         self.phase = Phase::Stopped;
         self.node.set_status(Status::Stopped);
-        if let Some(index) = &self.index {
+        if let Some(index) = self.index() {
             index.forget(&self.node);
         }
         for pending in self.stash.drain(..) {
             pending.refuse(Refusal::Stopped);
         }
-        self.tree.remove(&self.node);
-        let reason = self.exit_reason.take().unwrap_or(fallback);
+        self.shared.tree.remove(&self.node);
+        let exit = self.exit.take();
+        let reason = exit
+            .as_ref()
+            .and_then(|e| e.reason.clone())
+            .unwrap_or(fallback);
         if reason.is_abnormal() {
             tracing::error!(path = %self.node.path, %reason, "actor ended abnormally");
         }
-        self.tree.emit(
+        self.shared.tree.emit(
             &self.node,
             EventKind::Stopped {
                 reason: reason.to_string(),
             },
         );
-        self.parent.do_send(ChildNotice::Exited {
+        self.shared.parent.do_send(ChildNotice::Exited {
             uid: self.node.uid,
             reason,
         });
-        for done in self.stop_done.drain(..) {
+        for done in exit.into_iter().flat_map(|e| e.done) {
             let _ = done.send(());
         }
     }
@@ -502,14 +522,14 @@ impl<A: Actor> ActixActor for Cell<A> {
     type Context = Context<Self>;
 
     fn started(&mut self, actx: &mut Context<Self>) {
-        if !self.parent.connected() {
+        if !self.shared.parent.connected() {
             tracing::warn!(path = %self.node.path, "supervisor gone before the actor started");
-            self.exit_reason = Some(ExitReason::Shutdown);
+            self.exiting().reason = Some(ExitReason::Shutdown);
             actx.stop();
             return;
         }
-        if let Some((restart, shutdown)) = self.announce.take() {
-            self.parent.do_send(ChildNotice::Adopted {
+        if let Some((restart, shutdown)) = self.shared.announce {
+            self.shared.parent.do_send(ChildNotice::Adopted {
                 handle: ChildHandle {
                     node: Arc::clone(&self.node),
                     control: Arc::new(actx.address().downgrade()),
@@ -528,7 +548,7 @@ impl<A: Actor> ActixActor for Cell<A> {
     /// its supervisor or the registry stops it (they reach it through weak
     /// addresses).
     fn stopping(&mut self, _: &mut Context<Self>) -> actix::Running {
-        if self.exit_reason.is_some() {
+        if self.stop_begun() {
             actix::Running::Stop
         } else {
             actix::Running::Continue
@@ -599,7 +619,7 @@ impl<A: Actor> ActixHandler<Control> for Cell<A> {
                 self.retire(actx, move |cell, _| {
                     cell.phase = Phase::Restarting;
                     cell.node.set_status(Status::Stopped);
-                    cell.tree.emit(
+                    cell.shared.tree.emit(
                         &cell.node,
                         EventKind::Stopped {
                             reason: ExitReason::Shutdown.to_string(),
@@ -613,7 +633,7 @@ impl<A: Actor> ActixHandler<Control> for Cell<A> {
                     if self.exit_reported {
                         let _ = done.send(());
                     } else {
-                        self.stop_done.push(done);
+                        self.exiting().done.push(done);
                     }
                 }
                 self.begin_stop(reason, actx);

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
-use super::cell::{ActorRef, Cell, CellInit, CellLimits};
+use super::cell::{ActorRef, Cell, CellInit, CellLimits, CellShared};
 use super::message::{ChildNotice, Control, ExitReason};
 use super::policy::{Intensity, RestartPolicy, RestartWindow, Shutdown, Strategy};
 use super::tree::{EventKind, NodeInfo, NodeKind, Status, Tree};
@@ -78,14 +78,16 @@ impl ChildSpec {
                 let addr = Cell::<A>::spawn(
                     args.pool.next(),
                     CellInit {
-                        factory: Arc::clone(&factory),
+                        shared: Arc::new(CellShared {
+                            factory: Arc::clone(&factory),
+                            tree: args.tree.clone(),
+                            parent: args.parent,
+                            announce: None,
+                            index: None,
+                            idle_timeout: None,
+                            limits,
+                        }),
                         node: Arc::clone(&node),
-                        tree: args.tree.clone(),
-                        parent: args.parent,
-                        announce: None,
-                        index: None,
-                        idle_timeout: None,
-                        limits,
                         booted: args.booted,
                     },
                 );
