@@ -21,6 +21,8 @@ use actix::{
     Actor as ActixActor, ActorContext, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context,
     Handler as ActixHandler, Message, WrapFuture,
 };
+use std::future::Future;
+
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -505,17 +507,27 @@ fn ctx_node<A: Actor>(ctx: &Ctx<A>) -> &Arc<NodeInfo> {
 /// Runs an actor's future, turning a panic into a reason and a kill into
 /// [`Outcome::Killed`].
 async fn guarded<F: std::future::Future>(fut: F, node: Arc<NodeInfo>) -> Outcome<F::Output> {
-    let running = AssertUnwindSafe(fut).catch_unwind();
-    let killed = node.killed();
-    tokio::pin!(running, killed);
-    tokio::select! {
-        biased;
-        result = &mut running => match result {
-            Ok(value) => Outcome::Done(value),
-            Err(payload) => Outcome::Panicked(panic_reason(&*payload)),
-        },
-        () = &mut killed => Outcome::Killed,
-    }
+    let mut running = std::pin::pin!(AssertUnwindSafe(fut).catch_unwind());
+    // The kill watch is made only if the future does not finish at once: most
+    // handlers do, and the watch would triple the size of every handler's task.
+    let mut killed: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(result) = running.as_mut().poll(cx) {
+            return std::task::Poll::Ready(match result {
+                Ok(value) => Outcome::Done(value),
+                Err(payload) => Outcome::Panicked(panic_reason(&*payload)),
+            });
+        }
+        let watch = killed.get_or_insert_with(|| {
+            let node = Arc::clone(&node);
+            Box::pin(async move { node.killed().await })
+        });
+        match watch.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Outcome::Killed),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
 impl<A: Actor> ActixActor for Cell<A> {
@@ -580,7 +592,9 @@ where
         self.node.depth.fetch_sub(1, Ordering::Relaxed);
         self.active = true;
         match self.phase {
-            Phase::Running if call.deadline <= Instant::now() => call.refuse(Refusal::Expired),
+            // No clock read here: a sender takes its message back itself at the
+            // deadline (see `Pending::wait`), so a message still in its slot is
+            // still wanted.
             // Older messages held during a restart go first.
             Phase::Running if !self.stash.is_empty() => {
                 self.stash(Box::new(call), actx);

@@ -3,6 +3,7 @@
 //! error; it is never dropped silently.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use actix::Message;
@@ -94,7 +95,6 @@ pub(crate) type Reply<M> = Result<<M as Message>::Result, SendError<M>>;
 pub(crate) enum Refusal {
     Stopped,
     Restarting,
-    Expired,
     Full,
 }
 
@@ -199,7 +199,26 @@ impl<M: Message> Pending<M> {
     /// back if no handler has it yet (`Expired`, or `Restarting` if the actor is
     /// restarting); otherwise the answer is `Timeout`.
     pub(crate) async fn wait(mut self, restarting: impl Fn() -> bool) -> Reply<M> {
-        let answer = match tokio::time::timeout_at(self.deadline, &mut self.rx).await {
+        // Let the scheduler run once (the actor, if it shares this thread)
+        // before arming a deadline timer: most answers are back by then, and a
+        // timer costs more than the request itself. The deadline still holds: at
+        // most one scheduler turn passes unguarded.
+        let mut yielded = false;
+        let early = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut self.rx).poll(cx) {
+            std::task::Poll::Ready(answer) => std::task::Poll::Ready(Some(answer)),
+            std::task::Poll::Pending if !yielded => {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        let waited = match early {
+            Some(answer) => Ok(answer),
+            None => tokio::time::timeout_at(self.deadline, &mut self.rx).await,
+        };
+        let answer = match waited {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => {
                 return match take(&self.slot) {
@@ -226,7 +245,6 @@ impl<M: Message> Pending<M> {
                 Some(msg) => Err(match why {
                     Refusal::Stopped => SendError::Stopped(msg),
                     Refusal::Restarting => SendError::Restarting(msg),
-                    Refusal::Expired => SendError::Expired(msg),
                     Refusal::Full => SendError::MailboxFull(msg),
                 }),
                 None => Err(SendError::Timeout),
