@@ -276,7 +276,7 @@ fn request_reply(c: &mut Criterion) -> [(f64, f64, f64); 2] {
         })
     });
     group.finish();
-        // Across threads the time is the VM's thread wake-ups, which swing by
+    // Across threads the time is the VM's thread wake-ups, which swing by
     // several times from one block to the next: the criterion medians' ratio
     // is the steadier figure there.
     let across = estimate("cardio_registry_send") / estimate("raw_actix_addr_send");
@@ -319,7 +319,7 @@ fn main() {
         "cardio runtime benchmarks ({ARBITERS} arbiters, {} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-        println!("times: criterion medians; (a') ratio: median of 41 interleaved rounds");
+    println!("times: criterion medians; (a') ratio: median of 41 interleaved rounds");
     println!(
         "{:<58} {:>14} {:>14} {:>8}  target",
         "measure", "baseline", "cardio", "ratio"

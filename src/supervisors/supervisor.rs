@@ -672,7 +672,7 @@ impl Supervisor {
                 if first {
                     self.after(delay, actx, move |sup, actx| {
                         if sup.incarnation == incarnation {
-                            sup.restart_group(delay, actx)
+                            sup.restart_group(delay, None, actx)
                         }
                     });
                 }
@@ -721,7 +721,8 @@ impl Supervisor {
     /// One-for-all / rest-for-one: stop the affected children in reverse start
     /// order, then start them again in start order. Temporary children among
     /// them are not restarted: they are stopped and forgotten.
-    fn restart_group(&mut self, delay: Duration, actx: &mut Context<Self>) {
+    /// `fresh`: a child just re-created from its spec, which needs no restart.
+    fn restart_group(&mut self, delay: Duration, fresh: Option<u64>, actx: &mut Context<Self>) {
         let Some(from) = self.group_pending.take() else {
             return;
         };
@@ -734,7 +735,7 @@ impl Supervisor {
             _ => self.children.keys().copied().collect(),
         };
         let mut plan = Vec::with_capacity(keys.len());
-        for key in keys {
+        for key in keys.into_iter().filter(|k| Some(*k) != fresh) {
             let temporary = self.children[&key].restart == RestartPolicy::Temporary;
             let child = if temporary {
                 match self.forget(key) {
@@ -877,6 +878,11 @@ impl Supervisor {
             sup.insert(Some(key), Some(spec), handle, restart, shutdown);
             if let Some(c) = sup.children.get_mut(&key) {
                 c.series = series;
+            }
+            // Under one-for-all / rest-for-one the siblings tied to it restart too.
+            if sup.spec.strategy != Strategy::OneForOne {
+                sup.group_pending = Some(key);
+                sup.restart_group(delay, Some(key), actx);
             }
         });
     }

@@ -416,3 +416,61 @@ async fn crashed_with_a_30s_backoff() -> (SupervisorRef, cardio::supervisors::Ac
     ));
     (root, a)
 }
+
+#[actix_rt::test]
+async fn a_permanent_child_that_stops_itself_is_restarted_with_its_group() {
+    let journal = Journal::default();
+    let (tree, root) = start(three_probes(Strategy::OneForAll, &journal)).await;
+    let mut events = tree.events();
+    for name in ["a", "b", "c"] {
+        let p = root.worker::<Probe>(name).await.unwrap();
+        p.send(Ping, LONG).await.unwrap();
+    }
+    let b = root.worker::<Probe>("b").await.unwrap();
+    b.send(Quit, LONG).await.unwrap();
+    let seen = events_until(&mut events, LONG, |evs| restarted_paths(evs).len() >= 3).await;
+    let mut restarted = restarted_paths(&seen);
+    restarted.sort();
+    assert_eq!(restarted, vec!["/sup/a", "/sup/b", "/sup/c"]);
+    eventually(LONG, "all running", || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| status_of(&tree, &format!("/sup/{n}")).as_deref() == Some("running"))
+    })
+    .await;
+    for name in ["a", "b", "c"] {
+        let p = root.worker::<Probe>(name).await.unwrap();
+        assert_eq!(p.send(Ping, LONG).await.unwrap(), 1, "{name} starts over");
+    }
+}
+
+#[actix_rt::test]
+async fn a_re_created_child_keeps_its_place_in_start_order() {
+    let journal = Journal::default();
+    let (tree, root) = start(three_probes(Strategy::RestForOne, &journal)).await;
+    let mut events = tree.events();
+    let b = root.worker::<Probe>("b").await.unwrap();
+    b.send(Quit, LONG).await.unwrap();
+    let seen = events_until(&mut events, LONG, |evs| restarted_paths(evs).len() >= 2).await;
+    let mut first = restarted_paths(&seen);
+    first.sort();
+    assert_eq!(
+        first,
+        vec!["/sup/b", "/sup/c"],
+        "b re-created, c after it restarted"
+    );
+    eventually(LONG, "all running", || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| status_of(&tree, &format!("/sup/{n}")).as_deref() == Some("running"))
+    })
+    .await;
+    // The new b still counts as started before c: crashing it restarts c too.
+    let b = root.worker::<Probe>("b").await.unwrap();
+    assert!(matches!(
+        b.send(Boom, LONG).await,
+        Err(SendError::Crashed { .. })
+    ));
+    let seen = events_until(&mut events, LONG, |evs| restarted_paths(evs).len() >= 2).await;
+    assert_eq!(restarted_paths(&seen), vec!["/sup/b", "/sup/c"]);
+}

@@ -90,6 +90,17 @@ impl Handler<Boom> for Probe {
     }
 }
 
+/// Stops the actor normally.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Quit;
+
+impl Handler<Quit> for Probe {
+    async fn handle(&mut self, _: Quit, ctx: &mut Ctx<Self>) {
+        ctx.stop();
+    }
+}
+
 /// Schedules `Add { n }` to itself after `after`.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
