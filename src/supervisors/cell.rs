@@ -151,6 +151,7 @@ pub struct Cell<A: Actor> {
     phase: Phase,
     stash: VecDeque<Box<dyn Stashed<A>>>,
     idle_armed: bool,
+    draining_stash: bool,
     /// Set by every message, cleared by the idle check: an actor passivates
     /// after one to two idle timeouts without messages, and the hot path reads
     /// no clock for it.
@@ -176,6 +177,7 @@ impl<A: Actor> Cell<A> {
                 phase: Phase::Starting,
                 stash: VecDeque::new(),
                 idle_armed: false,
+                draining_stash: false,
                 active: true,
                 booted: init.booted,
                 exit: None,
@@ -275,49 +277,79 @@ impl<A: Actor> Cell<A> {
         let (Some(mut state), Some(mut ctx)) = (self.state.take(), self.ctx.take()) else {
             unreachable!("checked above");
         };
-        let fut = async move {
+        let mut fut = Box::pin(async move {
             let node = Arc::clone(ctx_node(&ctx));
             let outcome = guarded(state.handle(msg, &mut ctx), node).await;
             (state, ctx, outcome)
-        };
-        actx.wait(fut.into_actor(self).map(
-            move |(state, ctx, outcome), cell, actx| match outcome {
-                Outcome::Done(value) => {
-                    let stop = ctx.stop_requested;
-                    cell.state = Some(state);
-                    cell.ctx = Some(ctx);
-                    if let Some(tx) = reply {
-                        let _ = tx.send(Answer::Done(value));
-                    }
-                    if stop {
-                        cell.begin_stop(ExitReason::Normal, actx);
-                    } else {
-                        cell.next_stashed(actx);
-                    }
-                }
-                Outcome::Panicked(reason) => {
-                    drop(state);
-                    cell.ctx = Some(ctx);
-                    if let Some(tx) = reply {
-                        let _ = tx.send(Answer::Crashed(reason.clone()));
-                    }
-                    cell.crash(reason, actx);
-                }
-                Outcome::Killed => {
-                    drop(state);
-                    cell.ctx = Some(ctx);
-                    if let Some(tx) = reply {
-                        let _ = tx.send(Answer::Crashed("killed by its supervisor".into()));
-                    }
-                    cell.phase = Phase::Restarting;
-                    cell.node.set_status(Status::Restarting);
-                }
-            },
-        ));
+        });
+        // Most handlers finish without waiting: run them to completion here and
+        // skip actix's wait queue. One that has to wait is handed to
+        // `Context::wait`, which polls it again at once with the real waker (a
+        // future must accept being polled again with a new waker).
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut first) {
+            std::task::Poll::Ready(done) => self.after_call(done, reply, actx),
+            std::task::Poll::Pending => actx.wait(
+                actix::fut::wrap_future::<_, Self>(fut)
+                    .map(move |done, cell, actx| cell.after_call(done, reply, actx)),
+            ),
+        }
     }
 
-    /// Takes the next stashed call, if the actor can run it now.
+    /// Puts the state back and answers the sender after a handler ran.
+    fn after_call<R>(
+        &mut self,
+        (state, ctx, outcome): (Box<A>, Ctx<A>, Outcome<R>),
+        reply: Option<super::message::Answering<R>>,
+        actx: &mut Context<Self>,
+    ) {
+        match outcome {
+            Outcome::Done(value) => {
+                let stop = ctx.stop_requested;
+                self.state = Some(state);
+                self.ctx = Some(ctx);
+                if let Some(tx) = reply {
+                    let _ = tx.send(Answer::Done(value));
+                }
+                if stop {
+                    self.begin_stop(ExitReason::Normal, actx);
+                } else {
+                    self.next_stashed(actx);
+                }
+            }
+            Outcome::Panicked(reason) => {
+                drop(state);
+                self.ctx = Some(ctx);
+                if let Some(tx) = reply {
+                    let _ = tx.send(Answer::Crashed(reason.clone()));
+                }
+                self.crash(reason, actx);
+            }
+            Outcome::Killed => {
+                drop(state);
+                self.ctx = Some(ctx);
+                if let Some(tx) = reply {
+                    let _ = tx.send(Answer::Crashed("killed by its supervisor".into()));
+                }
+                self.phase = Phase::Restarting;
+                self.node.set_status(Status::Restarting);
+            }
+        }
+    }
+
+    /// Takes the next stashed call, if the actor can run it now. Handlers that
+    /// finish at once come back here through `after_call`: the loop, not
+    /// recursion, drains them.
     fn next_stashed(&mut self, actx: &mut Context<Self>) {
+        if self.draining_stash {
+            return;
+        }
+        self.draining_stash = true;
+        self.drain_stash(actx);
+        self.draining_stash = false;
+    }
+
+    fn drain_stash(&mut self, actx: &mut Context<Self>) {
         while self.phase == Phase::Running && !actx.waiting() {
             let Some(stashed) = self.stash.pop_front() else {
                 return;
