@@ -330,3 +330,67 @@ async fn a_kind_whose_supervisor_was_shut_down_hands_messages_back() {
         Err(SendError::Stopped(Ping))
     ));
 }
+
+/// Many senders, frequent passivation and crashes, in paused time: every
+/// message is answered within its deadline; none is lost or handed back.
+#[actix_rt::test]
+async fn under_churn_every_message_is_answered() {
+    tokio::time::pause();
+    let activations = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&activations);
+    let spec = KindSpec::new(move |id: &str| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Probe {
+            name: id.to_owned(),
+            journal: Journal::default(),
+            pings: 0,
+        }
+    })
+    .backoff(Backoff::none())
+    .idle_timeout(Some(Duration::from_millis(5)))
+    .child_intensity(10_000, Duration::from_secs(1))
+    .intensity(100_000, Duration::from_secs(1));
+    let (tree, _root, kind) = setup(spec).await;
+    let mut senders = Vec::new();
+    for sender in 0..50u64 {
+        let kind = kind.clone();
+        senders.push(actix_rt::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(sender);
+            let (mut answered, mut crashed) = (0u32, 0u32);
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_micros(rng.u64(0..10_000))).await;
+                let id = format!("p-{}", rng.u8(0..20));
+                if rng.u8(0..100) == 0 {
+                    match kind.send(&id, Boom).await {
+                        Err(SendError::Crashed { .. }) => crashed += 1,
+                        other => panic!("boom to {id}: {other:?}"),
+                    }
+                } else {
+                    match kind.send(&id, Add { n: 1 }).await {
+                        Ok(n) => assert!(n >= 1),
+                        Err(e) => panic!("add to {id}: {e:?}"),
+                    }
+                    answered += 1;
+                }
+            }
+            (answered, crashed)
+        }));
+    }
+    let (mut total, mut crashes) = (0, 0);
+    for s in senders {
+        let (answered, crashed) = s.await.unwrap();
+        total += answered + crashed;
+        crashes += crashed as usize;
+    }
+    assert_eq!(total, 50 * 200);
+    // Each actor was made once, once per crash, and once per re-activation.
+    let made = activations.load(std::sync::atomic::Ordering::Relaxed);
+    let reactivations = made - 20 - crashes;
+    assert!(
+        crashes >= 50 && reactivations >= 100,
+        "the churn was real: {crashes} crashes, {reactivations} re-activations"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually(LONG, "all passivated", || kind.live() == 0).await;
+    assert_eq!(tree.len(), 2, "only the supervisors are left");
+}
