@@ -242,6 +242,9 @@ struct Child {
     /// Per-child restart window, made on the first crash (if configured).
     window: Option<Box<RestartWindow>>,
     awaiting_restart: bool,
+    /// Its actor ended and it is to be re-created from its spec at its next
+    /// restart (its handle is stale meanwhile).
+    gone: bool,
 }
 
 /// See the module docs.
@@ -450,6 +453,7 @@ impl Supervisor {
                 last_start: Instant::now(),
                 window: None,
                 awaiting_restart: false,
+                gone: false,
             },
         );
     }
@@ -523,54 +527,161 @@ impl Supervisor {
         self.begin_start();
         self.window.clear();
         self.group_pending = None;
-        let stopping = self.suspend_children();
-        let now = Instant::now();
-        let plan: Vec<_> = self
-            .children
-            .values_mut()
-            .map(|child| {
-                child.incarnation += 1;
-                child.awaiting_restart = false;
-                child.series = 0;
-                child.last_start = now;
-                (
-                    Arc::clone(&child.handle.control),
-                    Arc::clone(&child.handle.node),
-                    child.shutdown,
-                )
-            })
-            .collect();
+        let adopted = self.forget_adopted();
+        for child in self.children.values_mut() {
+            child.series = 0;
+        }
+        let keys: Vec<u64> = self.children.keys().copied().collect();
+        let sequence = self.restart_sequence(keys, 0, actx);
         let fut = async move {
-            stopping.await;
-            for (control, node, shutdown) in &plan {
-                restart_child(control, node, *shutdown).await;
-            }
+            shut_down_all(adopted).await;
+            sequence.await
         };
-        actx.wait(
-            fut.into_actor(self)
-                .map(move |(), sup, _| sup.running(done)),
-        );
+        actx.wait(fut.into_actor(self).map(move |made, sup, _| {
+            sup.install(made);
+            sup.running(done)
+        }));
+    }
+
+    /// Forgets the adopted children and returns what is needed to stop them.
+    fn forget_adopted(&mut self) -> Vec<(Arc<dyn ControlSink>, Arc<NodeInfo>, Shutdown)> {
+        let keys: Vec<u64> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.spec.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.forget(k))
+            .map(|c| (c.handle.control, c.handle.node, c.shutdown))
+            .collect()
+    }
+
+    /// Restarts the children `keys` (in start order) as one group: the live ones
+    /// are suspended in reverse start order, then all are started again in start
+    /// order, those whose actor is gone re-created from their spec at their
+    /// place. Temporary children are stopped and forgotten instead. The future
+    /// yields the re-created children's handles, for [`Self::install`].
+    fn restart_sequence(
+        &mut self,
+        keys: Vec<u64>,
+        delay_ms: u64,
+        actx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = Vec<(u64, ChildHandle)>> + 'static {
+        enum Step {
+            Stop(Arc<dyn ControlSink>, Arc<NodeInfo>, Shutdown),
+            Restart(Arc<dyn ControlSink>, Arc<NodeInfo>, Shutdown),
+            Recreate(u64, StartFn, StartArgs, Shutdown, u32),
+        }
+        let now = Instant::now();
+        let mut steps = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(child) = self.children.get(&key) else {
+                continue;
+            };
+            if child.restart == RestartPolicy::Temporary {
+                if let Some(c) = self.forget(key) {
+                    steps.push(Step::Stop(c.handle.control, c.handle.node, c.shutdown));
+                }
+                continue;
+            }
+            let args = child.gone.then(|| self.start_args(actx, None));
+            let child = self.children.get_mut(&key).expect("checked above");
+            child.awaiting_restart = false;
+            child.last_start = now;
+            match (args, &child.spec) {
+                (Some(args), Some(spec)) => {
+                    child.incarnation = 1;
+                    steps.push(Step::Recreate(
+                        key,
+                        Arc::clone(&spec.start),
+                        args,
+                        child.shutdown,
+                        child.handle.node.restarts(),
+                    ));
+                }
+                _ => {
+                    child.incarnation += 1;
+                    steps.push(Step::Restart(
+                        Arc::clone(&child.handle.control),
+                        Arc::clone(&child.handle.node),
+                        child.shutdown,
+                    ));
+                }
+            }
+        }
+        let tree = self.tree.clone();
+        async move {
+            for step in steps.iter().rev() {
+                match step {
+                    Step::Stop(control, node, shutdown) => {
+                        stop_child(control, node, *shutdown, |tx| Control::Shutdown {
+                            reason: ExitReason::Shutdown,
+                            done: Some(tx),
+                        })
+                        .await
+                    }
+                    Step::Restart(control, node, shutdown) => {
+                        stop_child(control, node, *shutdown, |tx| Control::Suspend { done: tx })
+                            .await
+                    }
+                    Step::Recreate(..) => {}
+                }
+            }
+            let mut made = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Stop(..) => {}
+                    Step::Restart(control, node, shutdown) => {
+                        let restarts = node.count_restart();
+                        tree.emit(&node, EventKind::Restarted { restarts, delay_ms });
+                        restart_child(&control, &node, shutdown).await;
+                    }
+                    Step::Recreate(key, start, mut args, shutdown, before) => {
+                        let (tx, rx) = oneshot::channel();
+                        args.booted = Some(tx);
+                        let handle = start(args);
+                        for _ in 0..before {
+                            handle.node.count_restart();
+                        }
+                        let restarts = handle.node.count_restart();
+                        tree.emit(&handle.node, EventKind::Restarted { restarts, delay_ms });
+                        await_start(rx, &handle.node, shutdown).await;
+                        made.push((key, handle));
+                    }
+                }
+            }
+            made
+        }
+    }
+
+    /// Puts re-created children's handles in place.
+    fn install(&mut self, made: Vec<(u64, ChildHandle)>) {
+        for (key, handle) in made {
+            let Some(child) = self.children.get_mut(&key) else {
+                continue;
+            };
+            let old = child.handle.node.uid;
+            let new = handle.node.uid;
+            child.handle = handle;
+            child.gone = false;
+            self.renamed.remove(&old);
+            if new != key {
+                self.renamed.insert(new, key);
+            }
+        }
     }
 
     /// Stops the children for a restart or a failure: adopted ones for good
     /// (all at once: entities are independent), the others suspended in reverse
     /// start order, kept for a restart in place.
     fn suspend_children(&mut self) -> impl std::future::Future<Output = ()> + 'static {
-        let adopted: Vec<u64> = self
-            .children
-            .iter()
-            .filter(|(_, c)| c.spec.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        let adopted: Vec<_> = adopted
-            .into_iter()
-            .filter_map(|k| self.forget(k))
-            .map(|c| (c.handle.control, c.handle.node, c.shutdown))
-            .collect();
+        let adopted = self.forget_adopted();
         let suspended: Vec<_> = self
             .children
             .values()
             .rev()
+            .filter(|c| !c.gone)
             .map(|c| {
                 (
                     Arc::clone(&c.handle.control),
@@ -594,6 +705,7 @@ impl Supervisor {
         let (adopted, ordered): (Vec<_>, Vec<_>) = std::mem::take(&mut self.children)
             .into_values()
             .rev()
+            .filter(|c| !c.gone)
             .partition(|c| c.spec.is_none());
         let adopted: Vec<_> = adopted
             .into_iter()
@@ -659,11 +771,17 @@ impl Supervisor {
         let delay = self.spec.backoff.delay(child.series, self.rng.f64());
         child.series = child.series.saturating_add(1);
         child.awaiting_restart = true;
+        self.schedule_restart(key, delay, actx);
+    }
+
+    /// Restarts `key` (alone or with its group, by strategy) after `delay`,
+    /// unless this supervisor restarts meanwhile.
+    fn schedule_restart(&mut self, key: u64, delay: Duration, actx: &mut Context<Self>) {
         let incarnation = self.incarnation;
         match self.spec.strategy {
-            Strategy::OneForOne => self.after(delay, actx, move |sup, _| {
+            Strategy::OneForOne => self.after(delay, actx, move |sup, actx| {
                 if sup.incarnation == incarnation {
-                    sup.restart_one(key, delay)
+                    sup.restart_one(key, delay, actx)
                 }
             }),
             Strategy::OneForAll | Strategy::RestForOne => {
@@ -672,7 +790,7 @@ impl Supervisor {
                 if first {
                     self.after(delay, actx, move |sup, actx| {
                         if sup.incarnation == incarnation {
-                            sup.restart_group(delay, None, actx)
+                            sup.restart_group(delay, actx)
                         }
                     });
                 }
@@ -691,7 +809,7 @@ impl Supervisor {
         }
     }
 
-    fn restart_one(&mut self, key: u64, delay: Duration) {
+    fn restart_one(&mut self, key: u64, delay: Duration, actx: &mut Context<Self>) {
         if self.phase != Phase::Running {
             return;
         }
@@ -702,15 +820,31 @@ impl Supervisor {
             return;
         }
         child.awaiting_restart = false;
-        child.incarnation += 1;
         child.last_start = Instant::now();
+        let delay_ms = delay.as_millis() as u64;
+        if child.gone {
+            let Some(start) = child.spec.as_ref().map(|s| Arc::clone(&s.start)) else {
+                return;
+            };
+            let before = child.handle.node.restarts();
+            let handle = start(self.start_args(actx, None));
+            for _ in 0..before {
+                handle.node.count_restart();
+            }
+            let restarts = handle.node.count_restart();
+            self.tree
+                .emit(&handle.node, EventKind::Restarted { restarts, delay_ms });
+            if let Some(child) = self.children.get_mut(&key) {
+                child.incarnation = 1;
+            }
+            self.install(vec![(key, handle)]);
+            return;
+        }
+        child.incarnation += 1;
         let restarts = child.handle.node.count_restart();
         self.tree.emit(
             &child.handle.node,
-            EventKind::Restarted {
-                restarts,
-                delay_ms: delay.as_millis() as u64,
-            },
+            EventKind::Restarted { restarts, delay_ms },
         );
         child
             .handle
@@ -721,71 +855,23 @@ impl Supervisor {
     /// One-for-all / rest-for-one: stop the affected children in reverse start
     /// order, then start them again in start order. Temporary children among
     /// them are not restarted: they are stopped and forgotten.
-    /// `fresh`: a child just re-created from its spec, which needs no restart.
-    fn restart_group(&mut self, delay: Duration, fresh: Option<u64>, actx: &mut Context<Self>) {
+    fn restart_group(&mut self, delay: Duration, actx: &mut Context<Self>) {
         let Some(from) = self.group_pending.take() else {
             return;
         };
         if self.phase != Phase::Running {
             return;
         }
-        let now = Instant::now();
         let keys: Vec<u64> = match self.spec.strategy {
             Strategy::RestForOne => self.children.range(from..).map(|(k, _)| *k).collect(),
             _ => self.children.keys().copied().collect(),
         };
-        let mut plan = Vec::with_capacity(keys.len());
-        for key in keys.into_iter().filter(|k| Some(*k) != fresh) {
-            let temporary = self.children[&key].restart == RestartPolicy::Temporary;
-            let child = if temporary {
-                match self.forget(key) {
-                    Some(c) => c,
-                    None => continue,
-                }
-            } else {
-                let child = self.children.get_mut(&key).expect("listed above");
-                child.awaiting_restart = false;
-                child.incarnation += 1;
-                child.last_start = now;
-                plan.push((
-                    Arc::clone(&child.handle.control),
-                    Arc::clone(&child.handle.node),
-                    child.shutdown,
-                    false,
-                ));
-                continue;
-            };
-            plan.push((
-                child.handle.control,
-                child.handle.node,
-                child.shutdown,
-                true,
-            ));
-        }
-        let tree = self.tree.clone();
-        let delay_ms = delay.as_millis() as u64;
-        let fut = async move {
-            for (control, node, shutdown, temporary) in plan.iter().rev() {
-                if *temporary {
-                    stop_child(control, node, *shutdown, |tx| Control::Shutdown {
-                        reason: ExitReason::Shutdown,
-                        done: Some(tx),
-                    })
-                    .await;
-                } else {
-                    stop_child(control, node, *shutdown, |tx| Control::Suspend { done: tx }).await;
-                }
-            }
-            for (control, node, shutdown, temporary) in &plan {
-                if *temporary {
-                    continue;
-                }
-                let restarts = node.count_restart();
-                tree.emit(node, EventKind::Restarted { restarts, delay_ms });
-                restart_child(control, node, *shutdown).await;
-            }
-        };
-        actx.wait(fut.into_actor(self));
+        let sequence = self.restart_sequence(keys, delay.as_millis() as u64, actx);
+        actx.wait(
+            sequence
+                .into_actor(self)
+                .map(|made, sup, _| sup.install(made)),
+        );
     }
 
     /// Stops one child without restarting it and forgets it.
@@ -828,10 +914,10 @@ impl Supervisor {
 
     fn on_exited(&mut self, uid: u64, reason: ExitReason, actx: &mut Context<Self>) {
         let key = self.key_of(uid);
-        let Some(child) = self.forget(key) else {
+        let Some(child) = self.children.get(&key) else {
             return;
         };
-        if self.phase != Phase::Running {
+        if child.gone || child.handle.node.uid != uid {
             return;
         }
         let again = match &reason {
@@ -839,52 +925,31 @@ impl Supervisor {
             ExitReason::Crashed(_) => child.restart.restarts_after(true),
             ExitReason::Passivated | ExitReason::Shutdown | ExitReason::Killed => false,
         };
-        if !again {
+        if !again || child.spec.is_none() {
+            if again {
+                tracing::warn!(path = %child.handle.node.path, %reason, "adopted child ended; it returns when next needed");
+            }
+            self.forget(key);
             return;
         }
-        let Some(spec) = child.spec.map(|s| *s) else {
-            tracing::warn!(path = %child.handle.node.path, %reason, "adopted child ended; it returns when next needed");
+        // Kept, to be re-created from its spec at its place: by the restart
+        // scheduled here, or by the next restart of this supervisor.
+        let child = self.children.get_mut(&key).expect("checked above");
+        child.gone = true;
+        if self.phase != Phase::Running {
             return;
-        };
+        }
+        child.awaiting_restart = true;
+        let path = child.handle.node.path.clone();
         if !self.window.record(Instant::now()) {
-            let why = format!(
-                "restart intensity exceeded ({} ended: {reason})",
-                child.handle.node.path
-            );
+            let why = format!("restart intensity exceeded ({path} ended: {reason})");
             self.escalate(why, actx);
             return;
         }
+        let child = self.children.get_mut(&key).expect("checked above");
         let delay = self.spec.backoff.delay(child.series, self.rng.f64());
-        let series = child.series.saturating_add(1);
-        let previous_restarts = child.handle.node.restarts();
-        let incarnation = self.incarnation;
-        self.after(delay, actx, move |sup, actx| {
-            if sup.phase != Phase::Running || sup.incarnation != incarnation {
-                return;
-            }
-            let handle = (spec.start)(sup.start_args(actx, None));
-            for _ in 0..previous_restarts {
-                handle.node.count_restart();
-            }
-            let restarts = handle.node.count_restart();
-            sup.tree.emit(
-                &handle.node,
-                EventKind::Restarted {
-                    restarts,
-                    delay_ms: delay.as_millis() as u64,
-                },
-            );
-            let (restart, shutdown) = (spec.restart, spec.shutdown);
-            sup.insert(Some(key), Some(spec), handle, restart, shutdown);
-            if let Some(c) = sup.children.get_mut(&key) {
-                c.series = series;
-            }
-            // Under one-for-all / rest-for-one the siblings tied to it restart too.
-            if sup.spec.strategy != Strategy::OneForOne {
-                sup.group_pending = Some(key);
-                sup.restart_group(delay, Some(key), actx);
-            }
-        });
+        child.series = child.series.saturating_add(1);
+        self.schedule_restart(key, delay, actx);
     }
 
     fn finish(&mut self) {

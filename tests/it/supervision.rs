@@ -426,12 +426,11 @@ async fn a_permanent_child_that_stops_itself_is_restarted_with_its_group() {
         let p = root.worker::<Probe>(name).await.unwrap();
         p.send(Ping, LONG).await.unwrap();
     }
+    journal.take();
     let b = root.worker::<Probe>("b").await.unwrap();
     b.send(Quit, LONG).await.unwrap();
     let seen = events_until(&mut events, LONG, |evs| restarted_paths(evs).len() >= 3).await;
-    let mut restarted = restarted_paths(&seen);
-    restarted.sort();
-    assert_eq!(restarted, vec!["/sup/a", "/sup/b", "/sup/c"]);
+    assert_eq!(restarted_paths(&seen), vec!["/sup/a", "/sup/b", "/sup/c"]);
     eventually(LONG, "all running", || {
         ["a", "b", "c"]
             .iter()
@@ -442,6 +441,11 @@ async fn a_permanent_child_that_stops_itself_is_restarted_with_its_group() {
         let p = root.worker::<Probe>(name).await.unwrap();
         assert_eq!(p.send(Ping, LONG).await.unwrap(), 1, "{name} starts over");
     }
+    // b stopped itself; then the others stop in reverse order and all start in order.
+    assert_eq!(
+        journal.take(),
+        vec!["stop:b", "stop:c", "stop:a", "start:a", "start:b", "start:c"]
+    );
 }
 
 #[actix_rt::test]
@@ -473,4 +477,87 @@ async fn a_re_created_child_keeps_its_place_in_start_order() {
     ));
     let seen = events_until(&mut events, LONG, |evs| restarted_paths(evs).len() >= 2).await;
     assert_eq!(restarted_paths(&seen), vec!["/sup/b", "/sup/c"]);
+}
+
+#[actix_rt::test]
+async fn overlapping_group_restarts_restart_every_child_that_needs_it() {
+    tokio::time::pause();
+    let journal = Journal::default();
+    let backoff = Backoff::new(ms(100), ms(10_000), 2.0, 0.0, Duration::from_secs(3600)).unwrap();
+    let mut spec = SupervisorSpec::new("sup")
+        .strategy(Strategy::RestForOne)
+        .backoff(backoff)
+        .intensity(100, Duration::from_secs(60));
+    for name in ["a", "b", "c"] {
+        spec = spec.child(ChildSpec::worker(name, Probe::factory(name, &journal)));
+    }
+    let (tree, root) = start(spec).await;
+    let a = root.worker::<Probe>("a").await.unwrap();
+    let _ = a.send(Boom, LONG).await;
+    a.send(Ping, LONG).await.unwrap(); // back after 100 ms
+    let _ = a.send(Boom, LONG).await; // restart due in 200 ms
+    let b = root.worker::<Probe>("b").await.unwrap();
+    let _ = b.send(Quit, LONG).await; // re-creation due in 100 ms
+    eventually(LONG, "all running", || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| status_of(&tree, &format!("/sup/{n}")).as_deref() == Some("running"))
+    })
+    .await;
+    for name in ["a", "b", "c"] {
+        let p = root.worker::<Probe>(name).await.unwrap();
+        assert_eq!(
+            p.send(Ping, LONG).await.unwrap(),
+            1,
+            "{name} answers with fresh state"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn a_child_awaiting_re_creation_survives_its_supervisors_restart() {
+    tokio::time::pause();
+    let journal = Journal::default();
+    let slow = Backoff::new(
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+        1.0,
+        0.0,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let inner = SupervisorSpec::new("inner")
+        .backoff(slow)
+        .child(ChildSpec::worker("a", Probe::factory("a", &journal)))
+        .child(ChildSpec::worker("b", Probe::factory("b", &journal)));
+    let outer = SupervisorSpec::new("outer")
+        .strategy(Strategy::OneForAll)
+        .backoff(Backoff::none())
+        .child(ChildSpec::supervisor(inner))
+        .child(ChildSpec::worker("x", Probe::factory("x", &journal)));
+    let (tree, root) = start(outer).await;
+    let inner = root.supervisor("inner").await.unwrap();
+    let b = inner.worker::<Probe>("b").await.unwrap();
+    b.send(Quit, LONG).await.unwrap(); // b ends; inner re-creates it in 1 s
+    let x = root.worker::<Probe>("x").await.unwrap();
+    let _ = x.send(Boom, LONG).await; // meanwhile outer restarts everything
+    eventually(LONG, "b back", || {
+        status_of(&tree, "/outer/inner/b").as_deref() == Some("running")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let b = inner
+        .worker::<Probe>("b")
+        .await
+        .expect("b is still a child of inner");
+    assert_eq!(b.send(Ping, LONG).await.unwrap(), 1);
+    let paths: Vec<String> = tree.snapshot().into_iter().map(|n| n.path).collect();
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| p.as_str() == "/outer/inner/b")
+            .count(),
+        1,
+        "{paths:?}"
+    );
 }
