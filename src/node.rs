@@ -85,7 +85,12 @@ impl Node {
             .await
             .context("the entities supervisor did not start")?;
 
-        let registry = Registry::new(tree.clone(), pool, config.request_timeout);
+        let registry = Registry::with_timeouts(
+            tree.clone(),
+            pool,
+            config.request_timeout,
+            config.idle_timeout,
+        );
 
         let bus = bus::connect(
             config.bus_url.expose(),

@@ -52,6 +52,8 @@ pub struct Ctx<A: Actor> {
     /// Weak: a strong actix address costs two allocations per actor.
     addr: WeakAddr<Cell<A>>,
     pub(crate) stop_requested: bool,
+    /// The incarnation running now; its timers die with it.
+    pub(crate) incarnation: u32,
 }
 
 impl<A: Actor> Ctx<A> {
@@ -60,6 +62,7 @@ impl<A: Actor> Ctx<A> {
             node,
             addr,
             stop_requested: false,
+            incarnation: 0,
         }
     }
 
@@ -84,8 +87,9 @@ impl<A: Actor> Ctx<A> {
     }
 
     /// Delivers `msg` to this actor after `delay` (timers: idle timeouts, alert
-    /// windows). If the actor has stopped by then the message is dropped, which
-    /// is what a timer of a stopped actor should do.
+    /// windows). Timers die with the incarnation that set them: if the actor
+    /// crashed, restarted or stopped by then, the message is dropped. A pending
+    /// timer holds off passivation.
     pub fn notify_later<M>(&self, delay: Duration, msg: M)
     where
         A: Handler<M>,
@@ -93,6 +97,7 @@ impl<A: Actor> Ctx<A> {
         M::Result: Send,
     {
         let addr = self.addr.clone();
+        let incarnation = self.incarnation;
         // Counted as queued from now on: a pending timer holds off passivation,
         // so it never fires into an actor that is gone.
         self.node
@@ -103,9 +108,10 @@ impl<A: Actor> Ctx<A> {
             if let Some(addr) = addr.upgrade() {
                 // A timer's own message bypasses the mailbox bound: it is bounded
                 // by the timers the actor set, not by outside senders.
-                addr.do_send(Call::detached(
+                addr.do_send(Call::timer(
                     msg,
                     tokio::time::Instant::now() + delay.max(Duration::from_secs(60)),
+                    incarnation,
                 ));
             }
         });

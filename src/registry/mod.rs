@@ -40,7 +40,8 @@ use crate::supervisors::{
 /// How the actors of one kind live.
 pub struct KindSpec<A: Actor> {
     factory: Factory<A>,
-    idle_timeout: Option<Duration>,
+    /// `None`: the registry's default.
+    idle_timeout: Option<Option<Duration>>,
     restart: RestartPolicy,
     shutdown: Shutdown,
     intensity: Intensity,
@@ -53,13 +54,13 @@ impl<A: Actor> KindSpec<A> {
     /// `factory(id)` builds the actor for `kind/id` on every (re)activation.
     ///
     /// Defaults: transient (restarted after a crash, not after a normal stop),
-    /// passivated after 10 minutes idle, 5 s shutdown timeout, each actor
+    /// passivated after the registry's idle timeout (`CARDIO_IDLE_TIMEOUT`), 5 s shutdown timeout, each actor
     /// stopped after more than 10 restarts in 10 s, the kind's supervisor
     /// escalating after 1000 restarts in 10 s.
     pub fn new(factory: impl Fn(&str) -> A + Send + Sync + 'static) -> Self {
         Self {
             factory: Arc::new(factory),
-            idle_timeout: Some(Duration::from_secs(600)),
+            idle_timeout: None,
             restart: RestartPolicy::Transient,
             shutdown: Shutdown::Timeout(Duration::from_secs(5)),
             intensity: Intensity::new(1000, Duration::from_secs(10)),
@@ -71,7 +72,7 @@ impl<A: Actor> KindSpec<A> {
 
     /// `None` keeps actors live until shut down.
     pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
-        self.idle_timeout = idle;
+        self.idle_timeout = Some(idle);
         self
     }
 
@@ -129,11 +130,23 @@ struct RegistryInner {
     tree: Tree,
     pool: ArbiterPool,
     default_timeout: Duration,
+    default_idle: Duration,
 }
 
 impl Registry {
-    /// `default_timeout` is the deadline of messages sent without one.
+    /// `default_timeout` is the deadline of messages sent without one; entity
+    /// actors passivate after 10 idle minutes unless their kind says otherwise.
     pub fn new(tree: Tree, pool: ArbiterPool, default_timeout: Duration) -> Self {
+        Self::with_timeouts(tree, pool, default_timeout, Duration::from_secs(600))
+    }
+
+    /// [`Self::new`] with the default idle time before passivation.
+    pub fn with_timeouts(
+        tree: Tree,
+        pool: ArbiterPool,
+        default_timeout: Duration,
+        default_idle: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(RegistryInner {
                 kinds: DashMap::new(),
@@ -142,6 +155,7 @@ impl Registry {
                 tree,
                 pool,
                 default_timeout,
+                default_idle,
             }),
         }
     }
@@ -176,6 +190,7 @@ impl Registry {
             .await
             .ok_or_else(|| failed("not found after start".into()))?;
         let tree = self.inner.tree.clone();
+        let idle_default = self.inner.default_idle;
         let kind = Kind {
             inner: Arc::new_cyclic(|me: &Weak<KindInner<A>>| {
                 let index: Weak<dyn Index> = me.clone();
@@ -187,8 +202,9 @@ impl Registry {
                         parent: supervisor.notices(),
                         announce: Some((spec.restart, spec.shutdown)),
                         index: Some(index),
-                        idle_timeout: spec.idle_timeout,
+                        idle_timeout: spec.idle_timeout.unwrap_or(Some(idle_default)),
                         limits: spec.limits,
+                        shutdown: spec.shutdown,
                     }),
                     supervisor,
                     tree,
@@ -372,8 +388,12 @@ impl<A: Actor> Kind<A> {
         match cells.entry(id.into()) {
             Entry::Occupied(e) => e.get().enqueue(msg, deadline),
             Entry::Vacant(v) => {
-                if !self.inner.supervisor.addr.connected() {
-                    // The kind's supervisor was shut down: nothing may start.
+                let supervisor = &self.inner.supervisor;
+                if !supervisor.addr.connected()
+                    || supervisor.status() != crate::supervisors::Status::Running
+                {
+                    // The kind's supervisor is gone, or restarting after it gave
+                    // up: nothing may start (the sender retries until its deadline).
                     return Err(SendError::Stopped(msg));
                 }
                 let cell = self.activate(id);

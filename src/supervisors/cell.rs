@@ -32,7 +32,7 @@ use super::message::{
     SendError,
 };
 use super::policy::{RestartPolicy, Shutdown};
-use super::tree::{EventKind, NodeInfo, Status, Tree};
+use super::tree::{EventKind, Kill, NodeInfo, Status, Tree};
 use super::{ChildHandle, Notices};
 use crate::actors::{Actor, Ctx, Handler};
 
@@ -77,6 +77,8 @@ pub(crate) struct CellShared<A: Actor> {
     pub index: Option<Weak<dyn Index>>,
     pub idle_timeout: Option<Duration>,
     pub limits: CellLimits,
+    /// Bounds the `started` and `stopping` hooks, whoever waits for them.
+    pub shutdown: Shutdown,
 }
 
 /// Everything needed to start a cell.
@@ -152,6 +154,8 @@ pub struct Cell<A: Actor> {
     stash: VecDeque<Box<dyn Stashed<A>>>,
     idle_armed: bool,
     draining_stash: bool,
+    /// Stopped (state dropped) for a sibling's restart; waits for `Restart`.
+    suspended: bool,
     /// Set by every message, cleared by the idle check: an actor passivates
     /// after one to two idle timeouts without messages, and the hot path reads
     /// no clock for it.
@@ -178,6 +182,7 @@ impl<A: Actor> Cell<A> {
                 stash: VecDeque::new(),
                 idle_armed: false,
                 draining_stash: false,
+                suspended: false,
                 active: true,
                 booted: init.booted,
                 exit: None,
@@ -195,6 +200,7 @@ impl<A: Actor> Cell<A> {
         done: Option<oneshot::Sender<Result<(), String>>>,
     ) {
         self.incarnation += 1;
+        self.suspended = false;
         self.node.clear_kill();
         self.phase = Phase::Starting;
         self.node.set_status(Status::Starting);
@@ -216,9 +222,11 @@ impl<A: Actor> Cell<A> {
             None => Ctx::new(Arc::clone(&self.node), actx.address().downgrade()),
         };
         ctx.stop_requested = false;
+        ctx.incarnation = self.incarnation;
+        let limit = self.shared.shutdown.timeout();
         let fut = async move {
             let node = Arc::clone(ctx_node(&ctx));
-            let outcome = guarded(state.started(&mut ctx), node).await;
+            let outcome = bounded(limit, guarded(state.started(&mut ctx), node, Kill::START)).await;
             (state, ctx, outcome)
         };
         actx.wait(
@@ -279,7 +287,7 @@ impl<A: Actor> Cell<A> {
         };
         let mut fut = Box::pin(async move {
             let node = Arc::clone(ctx_node(&ctx));
-            let outcome = guarded(state.handle(msg, &mut ctx), node).await;
+            let outcome = guarded(state.handle(msg, &mut ctx), node, Kill::RUN).await;
             (state, ctx, outcome)
         });
         // Most handlers finish without waiting: run them to completion here and
@@ -354,6 +362,7 @@ impl<A: Actor> Cell<A> {
             let Some(stashed) = self.stash.pop_front() else {
                 return;
             };
+            self.node.depth.fetch_sub(1, Ordering::Relaxed);
             if stashed.deadline() <= Instant::now() {
                 stashed.refuse(Refusal::Restarting);
                 continue;
@@ -362,17 +371,31 @@ impl<A: Actor> Cell<A> {
         }
     }
 
-    /// Holds a call until the actor is back. Senders take their message back at
-    /// its deadline themselves; calls they gave up on make room when full.
+    /// Holds a call until the actor is back (it still counts in the mailbox
+    /// depth). Senders take their message back at its deadline themselves;
+    /// calls they gave up on make room when full.
     fn stash(&mut self, stashed: Box<dyn Stashed<A>>, _: &mut Context<Self>) {
         if self.stash.len() >= self.shared.limits.stash {
+            let before = self.stash.len();
             self.stash.retain(|s| !s.abandoned());
+            let pruned = (before - self.stash.len()) as u32;
+            self.node.depth.fetch_sub(pruned, Ordering::Relaxed);
         }
         if self.stash.len() >= self.shared.limits.stash {
             stashed.refuse(Refusal::Full);
             return;
         }
+        self.node.depth.fetch_add(1, Ordering::Relaxed);
         self.stash.push_back(stashed);
+    }
+
+    /// Refuses everything stashed (the actor is stopping).
+    fn refuse_stash(&mut self) {
+        let n = self.stash.len() as u32;
+        self.node.depth.fetch_sub(n, Ordering::Relaxed);
+        for stashed in self.stash.drain(..) {
+            stashed.refuse(Refusal::Stopped);
+        }
     }
 
     fn exiting(&mut self) -> &mut Exiting {
@@ -428,11 +451,12 @@ impl<A: Actor> Cell<A> {
             (Some(mut state), Some(mut ctx)) => {
                 self.phase = Phase::Stopping;
                 self.node.set_status(Status::Stopping);
+                let limit = self.shared.shutdown.timeout();
                 let fut = async move {
                     let node = Arc::clone(ctx_node(&ctx));
-                    if let Outcome::Panicked(reason) = guarded(state.stopping(&mut ctx), node).await
-                    {
-                        tracing::warn!(path = %ctx.path(), %reason, "stop hook panicked");
+                    let stopping = guarded(state.stopping(&mut ctx), node, Kill::RUN);
+                    if let Outcome::Panicked(reason) = bounded(limit, stopping).await {
+                        tracing::warn!(path = %ctx.path(), %reason, "stop hook failed");
                     }
                     drop(state);
                     ctx
@@ -456,9 +480,7 @@ impl<A: Actor> Cell<A> {
         self.exiting().reason = Some(reason);
         self.retire(actx, |cell, actx| {
             cell.phase = Phase::Stopping;
-            for pending in cell.stash.drain(..) {
-                pending.refuse(Refusal::Stopped);
-            }
+            cell.refuse_stash();
             actx.stop();
         });
     }
@@ -504,9 +526,7 @@ impl<A: Actor> Cell<A> {
         if let Some(index) = self.index() {
             index.forget(&self.node);
         }
-        for pending in self.stash.drain(..) {
-            pending.refuse(Refusal::Stopped);
-        }
+        self.refuse_stash();
         self.shared.tree.remove(&self.node);
         let exit = self.exit.take();
         let reason = exit
@@ -536,9 +556,24 @@ fn ctx_node<A: Actor>(ctx: &Ctx<A>) -> &Arc<NodeInfo> {
     ctx.node()
 }
 
+/// A hook bounded by the child's shutdown timeout: past it, it is abandoned
+/// and reported like a crash.
+async fn bounded<T>(limit: Option<Duration>, hook: impl Future<Output = Outcome<T>>) -> Outcome<T> {
+    match limit {
+        None => hook.await,
+        Some(limit) => tokio::time::timeout(limit, hook)
+            .await
+            .unwrap_or_else(|_| Outcome::Panicked(format!("hook took longer than {limit:?}"))),
+    }
+}
+
 /// Runs an actor's future, turning a panic into a reason and a kill into
 /// [`Outcome::Killed`].
-async fn guarded<F: std::future::Future>(fut: F, node: Arc<NodeInfo>) -> Outcome<F::Output> {
+async fn guarded<F: std::future::Future>(
+    fut: F,
+    node: Arc<NodeInfo>,
+    scope: u8,
+) -> Outcome<F::Output> {
     let mut running = std::pin::pin!(AssertUnwindSafe(fut).catch_unwind());
     // The kill watch is made only if the future does not finish at once: most
     // handlers do, and the watch would triple the size of every handler's task.
@@ -552,7 +587,7 @@ async fn guarded<F: std::future::Future>(fut: F, node: Arc<NodeInfo>) -> Outcome
         }
         let watch = killed.get_or_insert_with(|| {
             let node = Arc::clone(&node);
-            Box::pin(async move { node.killed().await })
+            Box::pin(async move { node.killed(scope).await })
         });
         match watch.as_mut().poll(cx) {
             std::task::Poll::Ready(()) => std::task::Poll::Ready(Outcome::Killed),
@@ -622,6 +657,9 @@ where
 
     fn handle(&mut self, call: Call<M>, actx: &mut Context<Self>) {
         self.node.depth.fetch_sub(1, Ordering::Relaxed);
+        if call.incarnation != 0 && call.incarnation != self.incarnation {
+            return; // a timer set by an earlier incarnation
+        }
         self.active = true;
         match self.phase {
             // No clock read here: a sender takes its message back itself at the
@@ -658,13 +696,14 @@ impl<A: Actor> ActixHandler<Control> for Cell<A> {
                     let _ = done.send(());
                     return;
                 }
-                if self.state.is_none() && self.node.status() == Status::Stopped {
-                    let _ = done.send(()); // already suspended
+                if self.suspended {
+                    let _ = done.send(());
                     return;
                 }
                 self.retire(actx, move |cell, _| {
                     cell.phase = Phase::Restarting;
-                    cell.node.set_status(Status::Stopped);
+                    cell.suspended = true;
+                    cell.node.set_status(Status::Restarting);
                     cell.shared.tree.emit(
                         &cell.node,
                         EventKind::Stopped {

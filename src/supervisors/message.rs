@@ -125,6 +125,8 @@ pub(crate) struct Call<M: Message> {
     slot: Slot<M>,
     reply: Option<Answering<M::Result>>,
     pub(crate) deadline: Instant,
+    /// For a timer: the incarnation that set it (timers die with it); 0: any.
+    pub(crate) incarnation: u32,
 }
 
 /// The sender's half of a [`Call`].
@@ -143,17 +145,19 @@ impl<M: Message> Call<M> {
                 slot: Arc::clone(&slot),
                 reply: Some(tx),
                 deadline,
+                incarnation: 0,
             },
             Pending { slot, rx, deadline },
         )
     }
 
-    /// A call nobody waits for (timers).
-    pub(crate) fn detached(msg: M, deadline: Instant) -> Self {
+    /// A timer's call: nobody waits for it, and only `incarnation` takes it.
+    pub(crate) fn timer(msg: M, deadline: Instant, incarnation: u32) -> Self {
         Self {
             slot: Arc::new(Mutex::new(Some(msg))),
             reply: None,
             deadline,
+            incarnation,
         }
     }
 

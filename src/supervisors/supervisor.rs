@@ -18,7 +18,7 @@ use super::backoff::Backoff;
 use super::cell::{ActorRef, Cell, CellInit, CellLimits, CellShared};
 use super::message::{ChildNotice, Control, ExitReason};
 use super::policy::{Intensity, RestartPolicy, RestartWindow, Shutdown, Strategy};
-use super::tree::{EventKind, NodeInfo, NodeKind, Status, Tree};
+use super::tree::{EventKind, Kill, NodeInfo, NodeKind, Status, Tree};
 use super::{ArbiterPool, ChildHandle, ControlSink, Notices};
 use crate::actors::Actor;
 
@@ -32,6 +32,8 @@ pub(crate) struct StartArgs {
     pub tree: Tree,
     pub pool: ArbiterPool,
     pub booted: Option<oneshot::Sender<Result<(), String>>>,
+    /// Bounds the child's own start and stop hooks.
+    pub shutdown: Shutdown,
 }
 
 type StartFn = Arc<dyn Fn(StartArgs) -> ChildHandle + Send + Sync>;
@@ -86,6 +88,7 @@ impl ChildSpec {
                             index: None,
                             idle_timeout: None,
                             limits,
+                            shutdown: args.shutdown,
                         }),
                         node: Arc::clone(&node),
                         booted: args.booted,
@@ -410,6 +413,7 @@ impl Supervisor {
         &self,
         actx: &Context<Self>,
         booted: Option<oneshot::Sender<Result<(), String>>>,
+        shutdown: Shutdown,
     ) -> StartArgs {
         StartArgs {
             parent_node: Arc::clone(&self.node),
@@ -417,6 +421,7 @@ impl Supervisor {
             tree: self.tree.clone(),
             pool: self.pool.clone(),
             booted,
+            shutdown,
         }
     }
 
@@ -494,7 +499,10 @@ impl Supervisor {
             .children
             .clone()
             .into_iter()
-            .map(|spec| (spec, self.start_args(actx, None)))
+            .map(|spec| {
+                let args = self.start_args(actx, None, spec.shutdown);
+                (spec, args)
+            })
             .collect();
         let fut = async move {
             let mut started = Vec::with_capacity(args.len());
@@ -585,7 +593,8 @@ impl Supervisor {
                 }
                 continue;
             }
-            let args = child.gone.then(|| self.start_args(actx, None));
+            let shutdown = child.shutdown;
+            let args = child.gone.then(|| self.start_args(actx, None, shutdown));
             let child = self.children.get_mut(&key).expect("checked above");
             child.awaiting_restart = false;
             child.last_start = now;
@@ -827,7 +836,8 @@ impl Supervisor {
                 return;
             };
             let before = child.handle.node.restarts();
-            let handle = start(self.start_args(actx, None));
+            let shutdown = child.shutdown;
+            let handle = start(self.start_args(actx, None, shutdown));
             for _ in 0..before {
                 handle.node.count_restart();
             }
@@ -996,7 +1006,7 @@ async fn await_start(
                 Ok(r) => r.ok(),
                 Err(_) => {
                     tracing::warn!(path = %node.path, ?limit, "child did not start in time; killing its start");
-                    node.kill();
+                    node.kill(Kill::START);
                     tokio::time::timeout(KILL_GRACE, rx)
                         .await
                         .ok()
@@ -1046,7 +1056,7 @@ async fn stop_child(
         return;
     }
     tracing::warn!(path = %node.path, ?limit, "child did not stop in time; killing it");
-    node.kill();
+    node.kill(Kill::RUN);
     if tokio::time::timeout(KILL_GRACE, &mut rx).await.is_err() {
         tracing::error!(path = %node.path, "child did not stop after being killed");
     }
@@ -1186,7 +1196,7 @@ impl ActixHandler<AddChild> for Supervisor {
             let _ = msg.booted.send(Err("supervisor is not running".into()));
             return;
         }
-        let handle = (msg.spec.start)(self.start_args(actx, Some(msg.booted)));
+        let handle = (msg.spec.start)(self.start_args(actx, Some(msg.booted), msg.spec.shutdown));
         let (restart, shutdown) = (msg.spec.restart, msg.spec.shutdown);
         self.insert(None, Some(msg.spec), handle, restart, shutdown);
     }

@@ -81,8 +81,9 @@ pub struct NodeInfo {
     /// Calls queued for this actor and not yet taken by it.
     pub(crate) depth: AtomicU32,
     last_failure: Mutex<Option<Box<str>>>,
-    /// Set when a parent gave up waiting and killed this node; wakes [`Self::killed`].
-    kill_flag: AtomicBool,
+    /// What a parent that gave up waiting killed ([`Kill`] bits); wakes
+    /// [`Self::killed`].
+    kill_flag: AtomicU8,
     /// Set when the node leaves for passivation: senders wait for its
     /// successor instead of starting one while it still flushes.
     draining: AtomicBool,
@@ -122,7 +123,7 @@ impl NodeInfo {
             started_at_ms: AtomicU64::new(unix_ms()),
             depth: AtomicU32::new(0),
             last_failure: Mutex::new(None),
-            kill_flag: AtomicBool::new(false),
+            kill_flag: AtomicU8::new(0),
             draining: AtomicBool::new(false),
             kill: Notify::new(),
         })
@@ -171,26 +172,29 @@ impl NodeInfo {
         }
     }
 
-    /// Aborts whatever the node is running (handler or hook). Used by a parent
-    /// whose shutdown timeout ran out.
-    pub(crate) fn kill(&self) {
-        self.kill_flag.store(true, Ordering::Release);
+    /// Aborts what the node runs in `scope`: its start (`Kill::START`), or its
+    /// handlers and stop hook (`Kill::RUN`). Scoped, so that a kill for a start
+    /// that finished at that very moment cannot abort a later handler.
+    pub(crate) fn kill(&self, scope: u8) {
+        self.kill_flag.fetch_or(scope, Ordering::AcqRel);
         self.kill.notify_waiters();
     }
 
-    pub(crate) fn is_killed(&self) -> bool {
-        self.kill_flag.load(Ordering::Acquire)
+    pub(crate) fn is_killed(&self, scope: u8) -> bool {
+        self.kill_flag.load(Ordering::Acquire) & scope != 0
     }
 
-    /// Resolves once [`Self::kill`] was called.
-    pub(crate) async fn killed(&self) {
-        let notified = self.kill.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.is_killed() {
-            return;
+    /// Resolves once [`Self::kill`] was called for `scope`.
+    pub(crate) async fn killed(&self, scope: u8) {
+        loop {
+            let notified = self.kill.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_killed(scope) {
+                return;
+            }
+            notified.await;
         }
-        notified.await;
     }
 
     pub(crate) fn set_draining(&self) {
@@ -202,8 +206,16 @@ impl NodeInfo {
     }
 
     pub(crate) fn clear_kill(&self) {
-        self.kill_flag.store(false, Ordering::Release);
+        self.kill_flag.store(0, Ordering::Release);
     }
+}
+
+/// Scopes of [`NodeInfo::kill`].
+pub(crate) struct Kill;
+
+impl Kill {
+    pub(crate) const START: u8 = 1;
+    pub(crate) const RUN: u8 = 2;
 }
 
 /// One event in the life of the tree.

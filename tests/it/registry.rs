@@ -394,3 +394,113 @@ async fn under_churn_every_message_is_answered() {
     eventually(LONG, "all passivated", || kind.live() == 0).await;
     assert_eq!(tree.len(), 2, "only the supervisors are left");
 }
+
+/// An actor whose first incarnation hangs in one hook.
+struct Stuck {
+    incarnation: usize,
+    hang_in_start: bool,
+}
+
+impl cardio::actors::Actor for Stuck {
+    const KIND: &'static str = "stuck";
+
+    async fn started(&mut self, _: &mut cardio::actors::Ctx<Self>) {
+        if self.hang_in_start && self.incarnation == 0 {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn stopping(&mut self, _: &mut cardio::actors::Ctx<Self>) {
+        if !self.hang_in_start && self.incarnation == 0 {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl cardio::actors::Handler<Ping> for Stuck {
+    async fn handle(&mut self, _: Ping, _: &mut cardio::actors::Ctx<Self>) -> u32 {
+        self.incarnation as u32
+    }
+}
+
+async fn stuck_kind(hang_in_start: bool) -> Kind<Stuck> {
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree, pool, Duration::from_secs(30));
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    registry
+        .register(
+            &root,
+            KindSpec::new(move |_: &str| Stuck {
+                incarnation: made.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                hang_in_start,
+            })
+            .backoff(Backoff::none())
+            .shutdown(cardio::supervisors::Shutdown::Timeout(Duration::from_secs(
+                5,
+            )))
+            .idle_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_start_hook_that_hangs_is_cut_at_the_shutdown_timeout_and_restarted() {
+    tokio::time::pause();
+    let kind = stuck_kind(true).await;
+    let began = tokio::time::Instant::now();
+    assert_eq!(
+        kind.send("s-1", Ping).await.unwrap(),
+        1,
+        "answered by the second incarnation"
+    );
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_stop_hook_that_hangs_does_not_block_passivation_for_good() {
+    tokio::time::pause();
+    let kind = stuck_kind(false).await;
+    assert_eq!(kind.send("s-1", Ping).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_secs(21)).await; // idle: passivation begins, its hook hangs
+    assert_eq!(
+        kind.send("s-1", Ping).await.unwrap(),
+        1,
+        "a successor answers after the cut"
+    );
+}
+
+#[actix_rt::test]
+async fn timers_die_with_the_incarnation_that_set_them() {
+    tokio::time::pause();
+    let (_tree, _root, kind) = setup(probes(&Journal::default())).await;
+    kind.send(
+        "p-1",
+        Later {
+            after: Duration::from_secs(30),
+            n: 100,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        kind.send("p-1", Boom).await,
+        Err(SendError::Crashed { .. })
+    ));
+    assert_eq!(kind.send("p-1", Ping).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(
+        kind.send("p-1", Ping).await.unwrap(),
+        2,
+        "the old timer did not fire into the new state"
+    );
+}
