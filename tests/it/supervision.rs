@@ -92,14 +92,7 @@ async fn one_for_all_restarts_every_child_stopping_in_reverse_order() {
         hooks,
         vec!["stop:c", "stop:a", "start:a", "start:b", "start:c"]
     );
-    for name in ["a", "b", "c"] {
-        let p = root.worker::<Probe>(name).await.unwrap();
-        assert_eq!(
-            p.send(Ping, LONG).await.unwrap(),
-            1,
-            "{name} has fresh state"
-        );
-    }
+    all_start_over(&root).await;
 }
 
 #[actix_rt::test]
@@ -431,16 +424,8 @@ async fn a_permanent_child_that_stops_itself_is_restarted_with_its_group() {
     b.send(Quit, LONG).await.unwrap();
     let seen = events_until(&mut events, LONG, |evs| restarted_paths(evs).len() >= 3).await;
     assert_eq!(restarted_paths(&seen), vec!["/sup/a", "/sup/b", "/sup/c"]);
-    eventually(LONG, "all running", || {
-        ["a", "b", "c"]
-            .iter()
-            .all(|n| status_of(&tree, &format!("/sup/{n}")).as_deref() == Some("running"))
-    })
-    .await;
-    for name in ["a", "b", "c"] {
-        let p = root.worker::<Probe>(name).await.unwrap();
-        assert_eq!(p.send(Ping, LONG).await.unwrap(), 1, "{name} starts over");
-    }
+    all_running(&tree).await;
+    all_start_over(&root).await;
     // b stopped itself; then the others stop in reverse order and all start in order.
     assert_eq!(
         journal.take(),
@@ -463,12 +448,7 @@ async fn a_re_created_child_keeps_its_place_in_start_order() {
         vec!["/sup/b", "/sup/c"],
         "b re-created, c after it restarted"
     );
-    eventually(LONG, "all running", || {
-        ["a", "b", "c"]
-            .iter()
-            .all(|n| status_of(&tree, &format!("/sup/{n}")).as_deref() == Some("running"))
-    })
-    .await;
+    all_running(&tree).await;
     // The new b still counts as started before c: crashing it restarts c too.
     let b = root.worker::<Probe>("b").await.unwrap();
     assert!(matches!(
@@ -498,20 +478,8 @@ async fn overlapping_group_restarts_restart_every_child_that_needs_it() {
     let _ = a.send(Boom, LONG).await; // restart due in 200 ms
     let b = root.worker::<Probe>("b").await.unwrap();
     let _ = b.send(Quit, LONG).await; // re-creation due in 100 ms
-    eventually(LONG, "all running", || {
-        ["a", "b", "c"]
-            .iter()
-            .all(|n| status_of(&tree, &format!("/sup/{n}")).as_deref() == Some("running"))
-    })
-    .await;
-    for name in ["a", "b", "c"] {
-        let p = root.worker::<Probe>(name).await.unwrap();
-        assert_eq!(
-            p.send(Ping, LONG).await.unwrap(),
-            1,
-            "{name} answers with fresh state"
-        );
-    }
+    all_running(&tree).await;
+    all_start_over(&root).await;
 }
 
 #[actix_rt::test]
@@ -560,4 +528,26 @@ async fn a_child_awaiting_re_creation_survives_its_supervisors_restart() {
         1,
         "{paths:?}"
     );
+}
+
+/// Waits until /sup/a, b and c all run.
+async fn all_running(tree: &Tree) {
+    eventually(LONG, "a, b and c running", || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| status_of(tree, &format!("/sup/{n}")).as_deref() == Some("running"))
+    })
+    .await;
+}
+
+/// a, b and c answer their first ping: each has fresh state.
+async fn all_start_over(root: &SupervisorRef) {
+    for name in ["a", "b", "c"] {
+        let p = root.worker::<Probe>(name).await.unwrap();
+        assert_eq!(
+            p.send(Ping, LONG).await.unwrap(),
+            1,
+            "{name} has fresh state"
+        );
+    }
 }
