@@ -39,6 +39,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the database migrations and exit (the node also does at start).
+    Migrate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print the effective configuration (secrets hidden) and exit.
     Config {
         #[arg(long, short)]
@@ -52,6 +57,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Tree { url, json } => tree(&url, json),
+        Command::Migrate { config } => migrate(config),
         Command::Config { config } => match Config::load(config.as_deref(), &ProcessEnv) {
             Ok(c) => {
                 println!("{c:#?}");
@@ -86,6 +92,27 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             tracing::error!(error = format!("{e:#}"), "node failed to start");
             fail(&format!("{e:#}"))
         }
+    }
+}
+
+fn migrate(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let done = actix_rt::System::new().block_on(async {
+        let store = crate::store::Store::connect(config.database_url.expose()).await?;
+        store.migrate().await?;
+        let backend = store.backend();
+        store.close().await;
+        Ok::<_, crate::store::StoreError>(backend)
+    });
+    match done {
+        Ok(backend) => {
+            println!("migrated the {backend} database at {}", config.database_url);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("migration failed: {e}")),
     }
 }
 

@@ -46,7 +46,7 @@ impl SecretUrl {
     }
 
     pub fn scheme(&self) -> &str {
-        self.0.split_once("://").map_or("", |(s, _)| s)
+        self.0.split_once(':').map_or("", |(s, _)| s)
     }
 
     fn redacted(&self) -> String {
@@ -97,6 +97,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// `memory://` (embedded) or `amqp://...` (cluster).
     pub bus_url: SecretUrl,
+    /// `sqlite://data/cardio.db` (embedded, created on first run) or
+    /// `postgres://...` (production).
+    pub database_url: SecretUrl,
     pub log_format: LogFormat,
     /// A tracing filter (`info`, `cardio=debug,info`).
     pub log_filter: String,
@@ -122,6 +125,7 @@ impl Default for Config {
             node_id: "cardio-1".into(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             bus_url: SecretUrl::new("memory://"),
+            database_url: SecretUrl::new("sqlite://data/cardio.db"),
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             shutdown_grace: Duration::from_secs(20),
@@ -158,6 +162,7 @@ const KEYS: &[&str] = &[
     "node_id",
     "http_addr",
     "bus_url",
+    "database_url",
     "log_format",
     "log_filter",
     "shutdown_grace",
@@ -249,6 +254,15 @@ impl Config {
                     }
                     c.bus_url = url;
                 }
+                "database_url" => {
+                    let url = SecretUrl::new(raw);
+                    if !matches!(url.scheme(), "sqlite" | "postgres" | "postgresql") {
+                        return Err(bad(format!(
+                            "{url} must start with sqlite:// or postgres://"
+                        )));
+                    }
+                    c.database_url = url;
+                }
                 "log_format" => {
                     c.log_format = match raw {
                         "pretty" | "text" => LogFormat::Pretty,
@@ -325,6 +339,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.bus_url.expose(), "memory://");
+        assert_eq!(c.database_url.expose(), "sqlite://data/cardio.db");
     }
 
     #[test]
@@ -372,6 +387,8 @@ mod tests {
         assert!(err.to_string().contains("from 1 to 4096"), "{err}");
         let err = Config::load(None, &env(&[("CARDIO_SHUTDOWN_GRACE", "soon")])).unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
+        let err = Config::load(None, &env(&[("CARDIO_DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().starts_with("CARDIO_DATABASE_URL:"), "{err}");
         let err = Config::load(None, &env(&[("CARDIO_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("pretty or json"), "{err}");
     }

@@ -8,6 +8,7 @@
 //!   and the bridge from bus deliveries to actors;
 //! - [`bus`]: the message-bus shim (trait + `memory://` backend) and the envelope;
 //! - [`cluster`]: placement (shards);
+//! - [`store`]: the only SQL: event journal and snapshots (SQLite or PostgreSQL);
 //! - [`api`]: HTTP endpoints (health, debug views);
 //! - [`node`]: one cardio process: start-up order, serving, draining;
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logs, command line.
@@ -22,5 +23,6 @@ pub mod config;
 pub mod node;
 pub mod principal;
 pub mod registry;
+pub mod store;
 pub mod supervisors;
 pub mod telemetry;

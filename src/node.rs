@@ -1,8 +1,8 @@
 //! One cardio process: what starts in which order, and how it stops.
 //!
-//! Start-up: arbiters (one per core) → root supervisor `/cardio` with its
-//! `entities` subtree → registry → bus → inbox (shard consumers) → HTTP →
-//! ready. Stop: not ready → HTTP stops taking requests and finishes the ones in
+//! Start-up: database (connect, migrate) → arbiters (one per core) → root
+//! supervisor `/cardio` with its `entities` subtree → registry → bus → inbox
+//! (shard consumers) → HTTP → ready. Stop: not ready → HTTP stops taking requests and finishes the ones in
 //! flight → the inbox finishes the message in hand → the supervision tree shuts
 //! down in reverse start order (stop hooks flush state) → arbiters stop; all
 //! within the configured grace period.
@@ -22,6 +22,7 @@ use crate::bus::{self, Bus, BusOptions};
 use crate::config::Config;
 use crate::registry::inbox::Inbox;
 use crate::registry::Registry;
+use crate::store::Store;
 use crate::supervisors::{ArbiterPool, ChildSpec, Strategy, SupervisorRef, SupervisorSpec, Tree};
 
 /// How a node ended.
@@ -52,6 +53,7 @@ pub struct Node {
     tree: Tree,
     registry: Registry,
     bus: Arc<dyn Bus>,
+    store: Store,
     root: SupervisorRef,
     entities: SupervisorRef,
     inbox: Option<Inbox>,
@@ -65,6 +67,15 @@ pub struct Node {
 impl Node {
     /// Starts everything; the node is ready when this returns.
     pub async fn build(config: Config) -> anyhow::Result<Node> {
+        let store = Store::connect(config.database_url.expose())
+            .await
+            .with_context(|| format!("cannot open the database at {}", config.database_url))?;
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
+        tracing::info!(database = store.backend(), "database ready");
+
         let arbiters: Vec<Arbiter> = (0..config.arbiter_count())
             .map(|_| Arbiter::new())
             .collect();
@@ -116,6 +127,7 @@ impl Node {
             node_id: config.node_id.clone(),
             tree: tree.clone(),
             bus: Arc::clone(&bus),
+            store: store.clone(),
             ready: Arc::clone(&ready),
         };
         let listener = std::net::TcpListener::bind(config.http_addr)
@@ -142,6 +154,7 @@ impl Node {
             tree,
             registry,
             bus,
+            store,
             root,
             entities,
             inbox: Some(inbox),
@@ -167,6 +180,10 @@ impl Node {
 
     pub fn bus(&self) -> &Arc<dyn Bus> {
         &self.bus
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Where entity kinds' supervisors attach.
@@ -213,6 +230,7 @@ impl Node {
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
+        self.store.close().await;
         exit
     }
 }

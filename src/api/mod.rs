@@ -1,8 +1,8 @@
 //! HTTP endpoints: probes for Kubernetes and the ops views of the machinery.
 //!
 //! - `GET /healthz`: 200 while the process serves requests (liveness);
-//! - `GET /readyz`: 200 only when the node takes work (readiness), 503 while
-//!   starting or draining;
+//! - `GET /readyz`: 200 only when the node takes work (readiness): started,
+//!   bus and database answering; 503 while starting, draining or cut off;
 //! - `GET /debug/tree`: the supervision tree as nested JSON.
 //!
 //! The API reads the tree and the bus; it never reaches into an actor's state.
@@ -14,6 +14,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::bus::Bus;
+use crate::store::Store;
 use crate::supervisors::Tree;
 
 /// What the handlers need.
@@ -22,6 +23,7 @@ pub struct ApiState {
     pub node_id: String,
     pub tree: Tree,
     pub bus: Arc<dyn Bus>,
+    pub store: Store,
     /// Set once the node is up, cleared when it starts draining.
     pub ready: Arc<AtomicBool>,
 }
@@ -40,9 +42,14 @@ async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
 async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let up = state.ready.load(Ordering::Acquire);
     let bus = state.bus.healthy().await;
-    let body =
-        json!({"node": state.node_id, "ready": up && bus, "checks": {"started": up, "bus": bus}});
-    if up && bus {
+    let database = state.store.healthy().await;
+    let ready = up && bus && database;
+    let body = json!({
+        "node": state.node_id,
+        "ready": ready,
+        "checks": {"started": up, "bus": bus, "database": database},
+    });
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

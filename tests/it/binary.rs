@@ -12,6 +12,7 @@ struct Served {
     child: Child,
     addr: String,
     lines: mpsc::Receiver<String>,
+    _data: tempfile::TempDir,
 }
 
 impl Drop for Served {
@@ -22,9 +23,14 @@ impl Drop for Served {
 }
 
 fn serve(envs: &[(&str, &str)]) -> Served {
+    let data = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .env_clear()
+        .env(
+            "CARDIO_DATABASE_URL",
+            format!("sqlite://{}/cardio.db", data.path().display()),
+        )
         .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
         .env("CARDIO_LOG_FORMAT", "json")
         .env("CARDIO_SHUTDOWN_GRACE", "10s")
@@ -54,7 +60,12 @@ fn serve(envs: &[(&str, &str)]) -> Served {
             break v["addr"].as_str().unwrap().to_owned();
         }
     };
-    Served { child, addr, lines }
+    Served {
+        child,
+        addr,
+        lines,
+        _data: data,
+    }
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -101,6 +112,7 @@ async fn serve_answers_probes_and_shows_its_tree_then_drains_on_sigterm() {
     assert_eq!((status, health["node"].as_str()), (200, Some("node-a")));
     let (status, ready) = get(&format!("{base}/readyz")).await;
     assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["database"], true);
 
     let (status, tree) = get(&format!("{base}/debug/tree")).await;
     assert_eq!(status, 200);
@@ -183,4 +195,65 @@ fn tree_against_no_node_fails_clearly() {
     let out = cardio(&["tree", "--url", &url]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+#[test]
+fn migrate_creates_and_migrates_the_sqlite_file() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("fresh/cardio.db");
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env_clear()
+        .env(
+            "CARDIO_DATABASE_URL",
+            format!("sqlite://{}", file.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrated the sqlite database"));
+    assert!(file.exists());
+}
+
+#[test]
+fn a_node_without_its_database_refuses_to_start_and_hides_the_password() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
+        .env(
+            "CARDIO_DATABASE_URL",
+            "postgres://cardio:s3cret@127.0.0.1:1/cardio",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("cannot open the database"), "{err}");
+    assert!(
+        !err.contains("s3cret") && !log.contains("s3cret"),
+        "{err}\n{log}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_node_runs_on_postgresql() {
+    let db = crate::store::TestDb::postgres_empty().await;
+    let mut node = serve(&[("CARDIO_DATABASE_URL", db.url())]);
+    let (status, ready) = get(&format!("http://{}/readyz", node.addr)).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["database"], true);
+    signal(&node.child, "-TERM");
+    assert_eq!(wait_exit(&mut node, Duration::from_secs(20)), 0);
+    let migrated = db.store.last_seq("any/actor").await;
+    assert!(
+        migrated.is_ok(),
+        "the node created the journal: {migrated:?}"
+    );
+    db.done().await;
 }

@@ -3,5 +3,6 @@
 mod binary;
 mod bus;
 mod registry;
+mod store;
 mod supervision;
 mod support;

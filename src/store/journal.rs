@@ -1,0 +1,208 @@
+//! The event journal and snapshots: what actors recover from.
+//!
+//! Appends are idempotent by message id (a message applied before is reported
+//! as a duplicate with the sequence it got, not written again) and ordered by a
+//! sequence the writer states (a writer whose view is stale gets a conflict, not
+//! a gap or an overwrite).
+
+use sqlx::Row;
+
+use super::{with_pool, Store, StoreError};
+use crate::supervisors::tree::unix_ms;
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub message_id: String,
+    pub epoch: u64,
+    pub payload: Vec<u8>,
+    pub at_ms: u64,
+}
+
+/// The latest snapshot of an actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The journal sequence the snapshot includes.
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Written at this sequence, durably.
+    Written { seq: u64 },
+    /// This message was applied before, at this sequence; nothing written.
+    Duplicate { seq: u64 },
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+// Written only if the message is new and `seq` follows the journal's last
+// entry; two writers racing for one `seq` collide on the primary key.
+const INSERT_PG: &str = "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT $1, $2, $3, $4, $5, $6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
+     RETURNING seq";
+const INSERT_SQLITE: &str =
+    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
+     RETURNING seq";
+const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
+const FIND_SQLITE: &str = "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
+const LOAD_PG: &str = "SELECT seq, message_id, epoch, payload, at_ms FROM journal \
+     WHERE actor_id = $1 AND seq > $2 ORDER BY seq";
+const LOAD_SQLITE: &str = "SELECT seq, message_id, epoch, payload, at_ms FROM journal \
+     WHERE actor_id = ?1 AND seq > ?2 ORDER BY seq";
+const LAST_PG: &str = "SELECT COALESCE(MAX(seq), 0) AS seq FROM journal WHERE actor_id = $1";
+const LAST_SQLITE: &str = "SELECT COALESCE(MAX(seq), 0) AS seq FROM journal WHERE actor_id = ?1";
+const SNAPSHOT_PG: &str =
+    "INSERT INTO snapshots (actor_id, seq, payload, at_ms) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (actor_id) DO UPDATE SET seq = excluded.seq, payload = excluded.payload, \
+     at_ms = excluded.at_ms WHERE snapshots.seq < excluded.seq";
+const SNAPSHOT_SQLITE: &str =
+    "INSERT INTO snapshots (actor_id, seq, payload, at_ms) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (actor_id) DO UPDATE SET seq = excluded.seq, payload = excluded.payload, \
+     at_ms = excluded.at_ms WHERE snapshots.seq < excluded.seq";
+const LOAD_SNAPSHOT_PG: &str = "SELECT seq, payload FROM snapshots WHERE actor_id = $1";
+const LOAD_SNAPSHOT_SQLITE: &str = "SELECT seq, payload FROM snapshots WHERE actor_id = ?1";
+
+impl Store {
+    fn sql(&self, pg: &'static str, sqlite: &'static str) -> &'static str {
+        match self.backend() {
+            "postgres" => pg,
+            _ => sqlite,
+        }
+    }
+
+    /// Appends the event caused by `message_id` to `actor`'s journal, right
+    /// after `after_seq` (the last sequence this writer knows). Returns once it
+    /// is durable; a message applied before is a [`Appended::Duplicate`].
+    pub async fn append(
+        &self,
+        actor: &str,
+        after_seq: u64,
+        message_id: &str,
+        epoch: u64,
+        payload: &[u8],
+    ) -> Result<Appended, StoreError> {
+        let seq = after_seq + 1;
+        let insert = self.sql(INSERT_PG, INSERT_SQLITE);
+        let inserted = with_pool!(self, pool => sqlx::query(insert)
+            .bind(actor)
+            .bind(seq as i64)
+            .bind(message_id)
+            .bind(epoch as i64)
+            .bind(payload)
+            .bind(unix_ms() as i64)
+            .fetch_optional(pool)
+            .await
+            .map(|row| row.is_some()));
+        match inserted {
+            Ok(true) => Ok(Appended::Written { seq }),
+            // The message id is known: report where it went.
+            // Either the message is known (report where it went) or the writer
+            // is behind or ahead of the journal.
+            Ok(false) => {
+                let find = self.sql(FIND_PG, FIND_SQLITE);
+                let known: Option<i64> = with_pool!(self, pool => sqlx::query(find)
+                    .bind(actor)
+                    .bind(message_id)
+                    .fetch_optional(pool)
+                    .await
+                    .and_then(|row| row.map(|row| row.try_get("seq")).transpose()))?;
+                match known {
+                    Some(seq) => Ok(Appended::Duplicate { seq: seq as u64 }),
+                    None => Err(StoreError::Conflict {
+                        actor: actor.to_owned(),
+                        expected: seq,
+                    }),
+                }
+            }
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                actor: actor.to_owned(),
+                expected: seq,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `actor`'s events after `after_seq`, in order.
+    pub async fn events(&self, actor: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
+        let load = self.sql(LOAD_PG, LOAD_SQLITE);
+        let events = with_pool!(self, pool => sqlx::query(load)
+        .bind(actor)
+        .bind(after_seq as i64)
+        .fetch_all(pool)
+        .await
+        .and_then(|rows| {
+            rows.iter()
+                .map(|row| {
+                    Ok(Event {
+                        seq: row.try_get::<i64, _>("seq")? as u64,
+                        message_id: row.try_get("message_id")?,
+                        epoch: row.try_get::<i64, _>("epoch")? as u64,
+                        payload: row.try_get("payload")?,
+                        at_ms: row.try_get::<i64, _>("at_ms")? as u64,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        }))?;
+        Ok(events)
+    }
+
+    /// The last sequence in `actor`'s journal (0 when empty).
+    pub async fn last_seq(&self, actor: &str) -> Result<u64, StoreError> {
+        let last = self.sql(LAST_PG, LAST_SQLITE);
+        let seq: i64 = with_pool!(self, pool => sqlx::query(last)
+            .bind(actor)
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get("seq")))?;
+        Ok(seq as u64)
+    }
+
+    /// Stores `actor`'s snapshot at `seq`, unless a newer one is stored.
+    pub async fn save_snapshot(
+        &self,
+        actor: &str,
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
+        let save = self.sql(SNAPSHOT_PG, SNAPSHOT_SQLITE);
+        with_pool!(self, pool => sqlx::query(save)
+            .bind(actor)
+            .bind(seq as i64)
+            .bind(payload)
+            .bind(unix_ms() as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// `actor`'s latest snapshot.
+    pub async fn snapshot(&self, actor: &str) -> Result<Option<Snapshot>, StoreError> {
+        let load = self.sql(LOAD_SNAPSHOT_PG, LOAD_SNAPSHOT_SQLITE);
+        let snapshot = with_pool!(self, pool => sqlx::query(load)
+        .bind(actor)
+        .fetch_optional(pool)
+        .await
+        .and_then(|row| {
+            row.map(|row| {
+                Ok(Snapshot {
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .transpose()
+        }))?;
+        Ok(snapshot)
+    }
+}

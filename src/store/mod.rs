@@ -1,0 +1,145 @@
+//! Persistence: the only module that talks SQL.
+//!
+//! One [`Store`] over either database, chosen by URL: an embedded SQLite file
+//! (`sqlite://data/cardio.db`, the default, created on first run) or PostgreSQL
+//! (`postgres://…`) for production. Queries are runtime-checked `sqlx::query`
+//! strings, one per dialect, behind typed methods: no `DATABASE_URL` is needed
+//! to build, and each method is tested against both databases. Migrations are
+//! embedded per database (`migrations/sqlite`, `migrations/postgres`).
+//!
+//! Errors never carry payloads; payloads are opaque bytes here.
+
+pub mod journal;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use journal::{Appended, Event, Snapshot};
+
+/// Why the store could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL scheme {0:?}: use sqlite://… or postgres://…")]
+    Unsupported(String),
+    #[error("cannot create the database folder {path}: {source}")]
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Another writer appended to this actor first (or this writer's view of
+    /// the actor is stale): its journal moved past `expected`.
+    #[error("journal of {actor} moved on: sequence {expected} is taken")]
+    Conflict { actor: String, expected: u64 },
+}
+
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A connection pool to cardio's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: std::sync::Arc<Db>,
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either database.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &*$store.db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl Store {
+    /// Opens the database at `url` (creating an SQLite file and its folder if
+    /// needed). Does not migrate: see [`Self::migrate`].
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        let db = match scheme {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a commit is on disk before it is acknowledged.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5));
+                if let Some(folder) = options.get_filename().parent() {
+                    if !folder.as_os_str().is_empty() && !Path::new(folder).exists() {
+                        std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
+                            path: folder.display().to_string(),
+                            source,
+                        })?;
+                    }
+                }
+                Db::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .acquire_timeout(Duration::from_secs(5))
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            "postgres" | "postgresql" => Db::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(10)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await?,
+            ),
+            other => return Err(StoreError::Unsupported(other.to_owned())),
+        };
+        Ok(Store {
+            db: std::sync::Arc::new(db),
+        })
+    }
+
+    /// Applies the embedded migrations of this database that are not applied yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &*self.db {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match &*self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers now (for readiness).
+    pub async fn healthy(&self) -> bool {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
+    }
+
+    /// Runs one statement that takes no parameters and returns nothing
+    /// (administration: creating or dropping databases in tests and tools).
+    pub async fn execute_admin(&self, statement: &str) -> Result<(), StoreError> {
+        with_pool!(self, pool => sqlx::raw_sql(statement).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}

@@ -1,0 +1,249 @@
+//! The journal contract, on both databases: the embedded SQLite file and the
+//! machine's PostgreSQL (127.0.0.1:5432, a fresh database per test).
+
+use cardio::store::{Appended, Store, StoreError};
+
+/// A migrated store on a database of its own, removed by `done`.
+pub struct TestDb {
+    pub store: Store,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+    url: String,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/cardio.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        TestDb {
+            store,
+            _dir: Some(dir),
+            pg_name: None,
+            url,
+        }
+    }
+
+    pub async fn postgres() -> TestDb {
+        let db = Self::postgres_empty().await;
+        db.store.migrate().await.unwrap();
+        db
+    }
+
+    /// A fresh, empty (not migrated) PostgreSQL database.
+    pub async fn postgres_empty() -> TestDb {
+        let name = format!("cardio_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Store::connect(PG_ADMIN)
+            .await
+            .expect("PostgreSQL at 127.0.0.1:5432 (.ci/run starts it)");
+        admin
+            .execute_admin(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        admin.close().await;
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let store = Store::connect(&url).await.unwrap();
+        TestDb {
+            store,
+            _dir: None,
+            pg_name: Some(name),
+            url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn done(self) {
+        self.store.close().await;
+        if let Some(name) = self.pg_name {
+            let admin = Store::connect(PG_ADMIN).await.unwrap();
+            admin
+                .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+}
+
+/// Runs one async check against SQLite and against PostgreSQL.
+macro_rules! on_both {
+    ($name:ident, $check:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let db = super::TestDb::sqlite().await;
+                super::$check(&db.store).await;
+                db.done().await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let db = super::TestDb::postgres().await;
+                super::$check(&db.store).await;
+                db.done().await;
+            }
+        }
+    };
+}
+
+async fn appends_are_ordered_and_idempotent_by_message_id(store: &Store) {
+    assert_eq!(
+        store
+            .append("consult/c-1", 0, "m-1", 0, b"one")
+            .await
+            .unwrap(),
+        Appended::Written { seq: 1 }
+    );
+    assert_eq!(
+        store
+            .append("consult/c-1", 1, "m-2", 0, b"two")
+            .await
+            .unwrap(),
+        Appended::Written { seq: 2 }
+    );
+    // Redelivered: reported where it went, not written again.
+    assert_eq!(
+        store
+            .append("consult/c-1", 2, "m-1", 0, b"one")
+            .await
+            .unwrap(),
+        Appended::Duplicate { seq: 1 }
+    );
+    // Another actor has its own sequence and may see the same message id.
+    assert_eq!(
+        store
+            .append("consult/c-2", 0, "m-1", 0, b"x")
+            .await
+            .unwrap(),
+        Appended::Written { seq: 1 }
+    );
+    let events = store.events("consult/c-1", 0).await.unwrap();
+    let got: Vec<(u64, &str, &[u8])> = events
+        .iter()
+        .map(|e| (e.seq, e.message_id.as_str(), e.payload.as_slice()))
+        .collect();
+    assert_eq!(got, vec![(1, "m-1", &b"one"[..]), (2, "m-2", &b"two"[..])]);
+    assert_eq!(store.events("consult/c-1", 1).await.unwrap().len(), 1);
+    assert_eq!(store.last_seq("consult/c-1").await.unwrap(), 2);
+    assert_eq!(store.last_seq("consult/none").await.unwrap(), 0);
+}
+on_both!(
+    ordered_and_idempotent,
+    appends_are_ordered_and_idempotent_by_message_id
+);
+
+async fn a_writer_with_a_stale_or_wrong_view_gets_a_conflict(store: &Store) {
+    store.append("device/d-1", 0, "m-1", 0, b"a").await.unwrap();
+    for after in [0, 5] {
+        match store.append("device/d-1", after, "m-2", 0, b"b").await {
+            Err(StoreError::Conflict { expected, .. }) => assert_eq!(expected, after + 1),
+            other => panic!("after {after}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.last_seq("device/d-1").await.unwrap(),
+        1,
+        "nothing was written"
+    );
+}
+on_both!(
+    stale_writers,
+    a_writer_with_a_stale_or_wrong_view_gets_a_conflict
+);
+
+async fn racing_writers_never_both_win(store: &Store) {
+    let tries = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append("session/p-1", 0, &format!("m-{i}"), 0, b"x")
+                .await
+        })
+    });
+    let results: Vec<_> = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let winners = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Appended::Written { seq: 1 })))
+        .count();
+    assert_eq!(winners, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict { .. }))),
+        "{results:?}"
+    );
+    assert_eq!(store.events("session/p-1", 0).await.unwrap().len(), 1);
+}
+on_both!(racing_writers, racing_writers_never_both_win);
+
+async fn the_newest_snapshot_wins(store: &Store) {
+    assert_eq!(store.snapshot("consult/c-9").await.unwrap(), None);
+    store
+        .save_snapshot("consult/c-9", 10, b"ten")
+        .await
+        .unwrap();
+    store
+        .save_snapshot("consult/c-9", 7, b"seven")
+        .await
+        .unwrap();
+    let snap = store.snapshot("consult/c-9").await.unwrap().unwrap();
+    assert_eq!((snap.seq, snap.payload.as_slice()), (10, &b"ten"[..]));
+    store
+        .save_snapshot("consult/c-9", 12, b"twelve")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.snapshot("consult/c-9").await.unwrap().unwrap().seq,
+        12
+    );
+}
+on_both!(snapshots, the_newest_snapshot_wins);
+
+async fn migrating_again_changes_nothing(store: &Store) {
+    store
+        .append("consult/c-1", 0, "m-1", 0, b"kept")
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.events("consult/c-1", 0).await.unwrap().len(), 1);
+    assert!(store.healthy().await);
+}
+on_both!(migrations, migrating_again_changes_nothing);
+
+#[tokio::test]
+async fn the_sqlite_file_and_its_folders_are_made_on_first_run_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nested/data/cardio.db");
+    let url = format!("sqlite://{}", file.display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .append("consult/c-1", 0, "m-1", 0, b"durable")
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(file.exists());
+    let again = Store::connect(&url).await.unwrap();
+    again.migrate().await.unwrap();
+    assert_eq!(
+        again.events("consult/c-1", 0).await.unwrap()[0].payload,
+        b"durable"
+    );
+}
+
+#[tokio::test]
+async fn unknown_database_schemes_are_refused() {
+    assert!(
+        matches!(Store::connect("mysql://x").await, Err(StoreError::Unsupported(s)) if s == "mysql")
+    );
+}
