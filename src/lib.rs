@@ -25,4 +25,5 @@ pub mod principal;
 pub mod registry;
 pub mod store;
 pub mod supervisors;
+pub mod synthetic;
 pub mod telemetry;

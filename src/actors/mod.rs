@@ -10,6 +10,8 @@
 //! Actors never talk to sqlx, lapin or actix-web: they get what they need through
 //! their constructor (the factory a supervisor calls on every (re)start).
 
+pub mod device;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
