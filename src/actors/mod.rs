@@ -10,6 +10,7 @@
 //! Actors never talk to sqlx, lapin or actix-web: they get what they need through
 //! their constructor (the factory a supervisor calls on every (re)start).
 
+pub mod consult;
 pub mod device;
 
 use std::future::Future;
@@ -90,8 +91,9 @@ impl<A: Actor> Ctx<A> {
 
     /// Delivers `msg` to this actor after `delay` (timers: idle timeouts, alert
     /// windows). Timers die with the incarnation that set them: if the actor
-    /// crashed, restarted or stopped by then, the message is dropped. A pending
-    /// timer holds off passivation.
+    /// crashed, restarted, passivated or stopped by then, the message is
+    /// dropped. A timer that must outlive the incarnation is re-armed in
+    /// `started` from the recovered state (the consult's no-show check does).
     pub fn notify_later<M>(&self, delay: Duration, msg: M)
     where
         A: Handler<M>,
@@ -99,15 +101,13 @@ impl<A: Actor> Ctx<A> {
         M::Result: Send,
     {
         let addr = self.addr.clone();
+        let node = Arc::clone(&self.node);
         let incarnation = self.incarnation;
-        // Counted as queued from now on: a pending timer holds off passivation,
-        // so it never fires into an actor that is gone.
-        self.node
-            .depth
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         actix_rt::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Some(addr) = addr.upgrade() {
+                node.depth
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // A timer's own message bypasses the mailbox bound: it is bounded
                 // by the timers the actor set, not by outside senders.
                 addr.do_send(Call::timer(

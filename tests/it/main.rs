@@ -2,6 +2,7 @@
 
 mod binary;
 mod bus;
+mod consult;
 mod registry;
 mod store;
 mod supervision;

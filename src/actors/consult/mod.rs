@@ -1,0 +1,164 @@
+//! The Consult actor (`consult/<id>`): a live consult between a patient and a
+//! clinician, event-sourced on the journal. See [`state`] for the lifecycle.
+//!
+//! Every accepted command is journaled before it is applied and answered, so a
+//! crash, a passivation or a node restart loses nothing acknowledged: the
+//! actor replays its journal when it starts. Command ids make retries
+//! idempotent: a command journaled before is not applied twice.
+
+pub mod state;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::{Actor, Ctx, Handler};
+use crate::store::{Appended, Store};
+use crate::supervisors::tree::unix_ms;
+use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
+
+/// A consult actor. Its state is rebuilt from the journal on every start.
+pub struct ConsultActor {
+    /// Journal key: `consult/<id>`.
+    key: String,
+    store: Store,
+    state: Consult,
+    /// Last journal sequence applied.
+    last_seq: u64,
+    /// Command ids already journaled: a retried command is answered, not redone.
+    applied: std::collections::HashSet<String>,
+    /// How long the patient may be absent before a waiting consult is a no-show.
+    no_show_after: Duration,
+}
+
+impl ConsultActor {
+    pub fn new(id: &str, store: Store, no_show_after: Duration) -> Self {
+        Self {
+            key: format!("consult/{id}"),
+            store,
+            state: Consult::default(),
+            last_seq: 0,
+            applied: Default::default(),
+            no_show_after,
+        }
+    }
+
+    fn arm_no_show(&self, ctx: &Ctx<Self>) {
+        if matches!(
+            self.state.status(),
+            Some(Status::Requested | Status::Waiting)
+        ) {
+            let due = self.state.requested_at_ms + self.no_show_after.as_millis() as u64;
+            let wait = Duration::from_millis(due.saturating_sub(unix_ms()));
+            ctx.notify_later(
+                wait,
+                Act {
+                    request_id: format!("no-show-check-{due}"),
+                    command: Command::NoShowCheck,
+                },
+            );
+        }
+    }
+}
+
+impl Actor for ConsultActor {
+    const KIND: &'static str = "consult";
+
+    async fn started(&mut self, ctx: &mut Ctx<Self>) {
+        // A journal that cannot be read is a crash: the supervisor retries
+        // with backoff. The message carries no consult data.
+        let events = self
+            .store
+            .events(&self.key, 0)
+            .await
+            .expect("consult journal unreadable");
+        for e in events {
+            let event: Event =
+                serde_json::from_slice(&e.payload).expect("consult journal entry malformed");
+            self.state.apply(&event);
+            self.last_seq = e.seq;
+            self.applied.insert(e.message_id);
+        }
+        self.arm_no_show(ctx);
+    }
+}
+
+/// A command with the id that makes it idempotent: a request id or the bus
+/// message id (chat lines are also de-duplicated by their client message id).
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "Result<Outcome, ConsultError>")]
+pub struct Act {
+    pub request_id: String,
+    pub command: Command,
+}
+
+impl Handler<Act> for ConsultActor {
+    async fn handle(&mut self, act: Act, ctx: &mut Ctx<Self>) -> Result<Outcome, ConsultError> {
+        if self.applied.contains(&act.request_id) && !matches!(act.command, Command::Chat { .. }) {
+            return Ok(Outcome::Done); // a retry of a command already applied
+        }
+        let was_new = self.state.status().is_none();
+        let (events, outcome) = self.state.decide(&act.command, unix_ms())?;
+        for (i, event) in events.iter().enumerate() {
+            let message_id = if i == 0 {
+                act.request_id.clone()
+            } else {
+                format!("{}#{i}", act.request_id)
+            };
+            let payload = serde_json::to_vec(event).expect("events serialise");
+            match self
+                .store
+                .append(&self.key, self.last_seq, &message_id, 0, &payload)
+                .await
+            {
+                Ok(Appended::Written { seq }) => {
+                    self.last_seq = seq;
+                    self.state.apply(event);
+                    self.applied.insert(message_id);
+                }
+                // Journaled by an earlier attempt, which the state already holds.
+                Ok(Appended::Duplicate { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(actor = %self.key, error = %e, "consult event not journaled");
+                    return Err(ConsultError::Unavailable);
+                }
+            }
+        }
+        if was_new && self.state.status().is_some() {
+            self.arm_no_show(ctx);
+        }
+        Ok(outcome)
+    }
+}
+
+/// What a participant sees of a consult.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsultView {
+    pub status: Option<Status>,
+    pub patient: Option<String>,
+    pub clinician: Option<String>,
+    pub present: Vec<Party>,
+    /// Chat lines after the sequence asked for.
+    pub lines: Vec<ChatLine>,
+    pub notes: Option<String>,
+}
+
+/// Reads the consult: status, participants, chat after `after`.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "ConsultView")]
+pub struct View {
+    pub after: u64,
+}
+
+impl Handler<View> for ConsultActor {
+    async fn handle(&mut self, view: View, _: &mut Ctx<Self>) -> ConsultView {
+        ConsultView {
+            status: self.state.status(),
+            patient: self.state.patient.clone(),
+            clinician: self.state.clinician.clone(),
+            present: self.state.present.iter().cloned().collect(),
+            lines: self.state.lines_after(view.after).to_vec(),
+            notes: self.state.notes.clone(),
+        }
+    }
+}

@@ -1,0 +1,690 @@
+//! The consult lifecycle as a pure state machine, event-sourced: a command is
+//! checked against the state (`decide`), yields events or a typed error, and
+//! events change the state (`apply`). Replaying the journal's events rebuilds
+//! the same state.
+//!
+//! requested → waiting (patient in the waiting room) → in_progress (clinician
+//! joined) → ended | cancelled | no_show.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a consult is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Requested,
+    Waiting,
+    InProgress,
+    Ended,
+    Cancelled,
+    NoShow,
+}
+
+impl Status {
+    pub fn is_over(self) -> bool {
+        matches!(self, Status::Ended | Status::Cancelled | Status::NoShow)
+    }
+}
+
+/// Who acts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "role", content = "id", rename_all = "snake_case")]
+pub enum Party {
+    Patient(String),
+    Clinician(String),
+}
+
+/// One chat line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// Per-consult sequence, from 1, without gaps.
+    pub seq: u64,
+    pub author: Party,
+    pub client_message_id: String,
+    pub text: String,
+    pub at_ms: u64,
+}
+
+/// What a participant asks of a consult.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Request {
+        patient: String,
+        reason: String,
+    },
+    Join {
+        who: Party,
+    },
+    Leave {
+        who: Party,
+    },
+    Chat {
+        who: Party,
+        client_message_id: String,
+        text: String,
+    },
+    End {
+        who: Party,
+        notes: String,
+    },
+    Cancel {
+        who: Party,
+    },
+    /// The no-show window ran out (a timer of the consult).
+    NoShowCheck,
+}
+
+/// What happened, as journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Requested {
+        patient: String,
+        reason: String,
+        at_ms: u64,
+    },
+    Joined {
+        who: Party,
+        at_ms: u64,
+    },
+    Left {
+        who: Party,
+        at_ms: u64,
+    },
+    Chatted {
+        line: ChatLine,
+    },
+    Ended {
+        notes: String,
+        at_ms: u64,
+    },
+    Cancelled {
+        by: Party,
+        at_ms: u64,
+    },
+    NoShow {
+        at_ms: u64,
+    },
+}
+
+/// Why a command is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum ConsultError {
+    #[error("no such consult")]
+    NotFound,
+    #[error("the consult already exists")]
+    AlreadyRequested,
+    #[error("not a participant of this consult")]
+    NotParticipant,
+    #[error("cannot {action} a consult that is {status:?}")]
+    WrongState {
+        action: &'static str,
+        status: Status,
+    },
+    #[error("another clinician is already in this consult")]
+    TakenByAnotherClinician,
+    #[error("the consult is over")]
+    Over,
+    #[error("message text must be 1 to {max} characters")]
+    BadText { max: usize },
+    #[error("the consult could not record this now; try again")]
+    Unavailable,
+}
+
+/// Longest chat line accepted (characters).
+pub const MAX_TEXT: usize = 4000;
+
+/// A consult's state, rebuilt from its events.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Consult {
+    pub patient: Option<String>,
+    pub reason: String,
+    pub status: Option<Status>,
+    pub clinician: Option<String>,
+    pub lines: Vec<ChatLine>,
+    pub present: BTreeSet<Party>,
+    pub notes: Option<String>,
+    pub requested_at_ms: u64,
+    /// Client message id → sequence, to answer duplicates.
+    by_client_id: HashMap<String, u64>,
+}
+
+/// The answer to a command that was accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    /// A chat line's sequence; `duplicate` if it was sent before.
+    Line {
+        seq: u64,
+        duplicate: bool,
+    },
+}
+
+impl Consult {
+    pub fn status(&self) -> Option<Status> {
+        self.status
+    }
+
+    fn participant(&self, who: &Party) -> bool {
+        match who {
+            Party::Patient(p) => self.patient.as_ref() == Some(p),
+            Party::Clinician(c) => self.clinician.as_ref() == Some(c),
+        }
+    }
+
+    /// Checks `command`; the events to journal, or why not.
+    pub fn decide(
+        &self,
+        command: &Command,
+        now_ms: u64,
+    ) -> Result<(Vec<Event>, Outcome), ConsultError> {
+        let status = match (self.status, command) {
+            (None, Command::Request { patient, reason }) => {
+                return Ok((
+                    vec![Event::Requested {
+                        patient: patient.clone(),
+                        reason: reason.clone(),
+                        at_ms: now_ms,
+                    }],
+                    Outcome::Done,
+                ))
+            }
+            (None, _) => return Err(ConsultError::NotFound),
+            (Some(_), Command::Request { .. }) => return Err(ConsultError::AlreadyRequested),
+            (Some(s), _) => s,
+        };
+        let wrong = |action| ConsultError::WrongState { action, status };
+        match command {
+            Command::Request { .. } => unreachable!("handled above"),
+            Command::Join { who } => {
+                if status.is_over() {
+                    return Err(ConsultError::Over);
+                }
+                match who {
+                    Party::Patient(_) if !self.participant(who) => {
+                        Err(ConsultError::NotParticipant)
+                    }
+                    Party::Clinician(c) => match &self.clinician {
+                        Some(other) if other != c => Err(ConsultError::TakenByAnotherClinician),
+                        // The patient must be in the waiting room first.
+                        None if status == Status::Requested => Err(wrong("join as clinician")),
+                        _ => Ok((
+                            vec![Event::Joined {
+                                who: who.clone(),
+                                at_ms: now_ms,
+                            }],
+                            Outcome::Done,
+                        )),
+                    },
+                    Party::Patient(_) => Ok((
+                        vec![Event::Joined {
+                            who: who.clone(),
+                            at_ms: now_ms,
+                        }],
+                        Outcome::Done,
+                    )),
+                }
+            }
+            Command::Leave { who } => {
+                if !self.participant(who) {
+                    return Err(ConsultError::NotParticipant);
+                }
+                Ok((
+                    vec![Event::Left {
+                        who: who.clone(),
+                        at_ms: now_ms,
+                    }],
+                    Outcome::Done,
+                ))
+            }
+            Command::Chat {
+                who,
+                client_message_id,
+                text,
+            } => {
+                if !self.participant(who) {
+                    return Err(ConsultError::NotParticipant);
+                }
+                if let Some(seq) = self.by_client_id.get(client_message_id) {
+                    return Ok((
+                        vec![],
+                        Outcome::Line {
+                            seq: *seq,
+                            duplicate: true,
+                        },
+                    ));
+                }
+                if status.is_over() {
+                    return Err(ConsultError::Over);
+                }
+                if status == Status::Requested {
+                    return Err(wrong("chat in"));
+                }
+                let chars = text.chars().count();
+                if chars == 0 || chars > MAX_TEXT {
+                    return Err(ConsultError::BadText { max: MAX_TEXT });
+                }
+                let seq = self.lines.len() as u64 + 1;
+                let line = ChatLine {
+                    seq,
+                    author: who.clone(),
+                    client_message_id: client_message_id.clone(),
+                    text: text.clone(),
+                    at_ms: now_ms,
+                };
+                Ok((
+                    vec![Event::Chatted { line }],
+                    Outcome::Line {
+                        seq,
+                        duplicate: false,
+                    },
+                ))
+            }
+            Command::End { who, notes } => {
+                if !matches!(who, Party::Clinician(_)) || !self.participant(who) {
+                    return Err(ConsultError::NotParticipant);
+                }
+                if status != Status::InProgress {
+                    return Err(if status.is_over() {
+                        ConsultError::Over
+                    } else {
+                        wrong("end")
+                    });
+                }
+                Ok((
+                    vec![Event::Ended {
+                        notes: notes.clone(),
+                        at_ms: now_ms,
+                    }],
+                    Outcome::Done,
+                ))
+            }
+            Command::Cancel { who } => {
+                let allowed = self.participant(who);
+                if !allowed {
+                    return Err(ConsultError::NotParticipant);
+                }
+                if !matches!(status, Status::Requested | Status::Waiting) {
+                    return Err(if status.is_over() {
+                        ConsultError::Over
+                    } else {
+                        wrong("cancel")
+                    });
+                }
+                Ok((
+                    vec![Event::Cancelled {
+                        by: who.clone(),
+                        at_ms: now_ms,
+                    }],
+                    Outcome::Done,
+                ))
+            }
+            Command::NoShowCheck => {
+                let patient_here = self.present.iter().any(|p| matches!(p, Party::Patient(_)));
+                if matches!(status, Status::Requested | Status::Waiting) && !patient_here {
+                    Ok((vec![Event::NoShow { at_ms: now_ms }], Outcome::Done))
+                } else {
+                    Ok((vec![], Outcome::Done))
+                }
+            }
+        }
+    }
+
+    /// Applies one journaled event.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Requested {
+                patient,
+                reason,
+                at_ms,
+            } => {
+                self.patient = Some(patient.clone());
+                self.reason = reason.clone();
+                self.status = Some(Status::Requested);
+                self.requested_at_ms = *at_ms;
+            }
+            Event::Joined { who, .. } => {
+                self.present.insert(who.clone());
+                match who {
+                    Party::Patient(_) if self.status == Some(Status::Requested) => {
+                        self.status = Some(Status::Waiting)
+                    }
+                    Party::Clinician(c) => {
+                        self.clinician = Some(c.clone());
+                        if self.status == Some(Status::Waiting) {
+                            self.status = Some(Status::InProgress);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Left { who, .. } => {
+                self.present.remove(who);
+            }
+            Event::Chatted { line } => {
+                self.by_client_id
+                    .insert(line.client_message_id.clone(), line.seq);
+                self.lines.push(line.clone());
+            }
+            Event::Ended { notes, .. } => {
+                self.notes = Some(notes.clone());
+                self.status = Some(Status::Ended);
+                self.present.clear();
+            }
+            Event::Cancelled { .. } => {
+                self.status = Some(Status::Cancelled);
+                self.present.clear();
+            }
+            Event::NoShow { .. } => {
+                self.status = Some(Status::NoShow);
+                self.present.clear();
+            }
+        }
+    }
+
+    /// Chat lines after `seq` (a reconnecting participant resumes there).
+    pub fn lines_after(&self, seq: u64) -> &[ChatLine] {
+        let from = (seq as usize).min(self.lines.len());
+        &self.lines[from..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient() -> Party {
+        Party::Patient("p-1".into())
+    }
+    fn doctor() -> Party {
+        Party::Clinician("c-1".into())
+    }
+    fn other_doctor() -> Party {
+        Party::Clinician("c-2".into())
+    }
+
+    /// Runs commands in order, applying accepted events; returns each result.
+    fn run(c: &mut Consult, commands: &[Command]) -> Vec<Result<Outcome, ConsultError>> {
+        commands
+            .iter()
+            .enumerate()
+            .map(|(i, cmd)| {
+                c.decide(cmd, 1000 + i as u64).map(|(events, outcome)| {
+                    events.iter().for_each(|e| c.apply(e));
+                    outcome
+                })
+            })
+            .collect()
+    }
+
+    fn requested() -> Consult {
+        let mut c = Consult::default();
+        run(
+            &mut c,
+            &[Command::Request {
+                patient: "p-1".into(),
+                reason: "palpitations".into(),
+            }],
+        );
+        c
+    }
+
+    fn chat(who: Party, id: &str, text: &str) -> Command {
+        Command::Chat {
+            who,
+            client_message_id: id.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_full_lifecycle_walks_every_state_in_order() {
+        let mut c = requested();
+        assert_eq!(c.status(), Some(Status::Requested));
+        run(&mut c, &[Command::Join { who: patient() }]);
+        assert_eq!(c.status(), Some(Status::Waiting));
+        run(&mut c, &[Command::Join { who: doctor() }]);
+        assert_eq!(c.status(), Some(Status::InProgress));
+        let r = run(
+            &mut c,
+            &[chat(patient(), "a", "hello"), chat(doctor(), "b", "hi")],
+        );
+        assert_eq!(
+            r,
+            vec![
+                Ok(Outcome::Line {
+                    seq: 1,
+                    duplicate: false
+                }),
+                Ok(Outcome::Line {
+                    seq: 2,
+                    duplicate: false
+                })
+            ]
+        );
+        run(
+            &mut c,
+            &[Command::End {
+                who: doctor(),
+                notes: "follow up in 2 weeks".into(),
+            }],
+        );
+        assert_eq!(c.status(), Some(Status::Ended));
+        assert_eq!(c.notes.as_deref(), Some("follow up in 2 weeks"));
+    }
+
+    #[test]
+    fn every_invalid_transition_or_act_is_refused_with_its_reason() {
+        use ConsultError::*;
+        let unknown = Consult::default();
+        assert_eq!(
+            unknown
+                .decide(&Command::Join { who: patient() }, 0)
+                .unwrap_err(),
+            NotFound
+        );
+        let c = requested();
+        let cases: Vec<(Command, ConsultError)> = vec![
+            (
+                Command::Request {
+                    patient: "p-1".into(),
+                    reason: "x".into(),
+                },
+                AlreadyRequested,
+            ),
+            (
+                Command::Join {
+                    who: Party::Patient("p-9".into()),
+                },
+                NotParticipant,
+            ),
+            (
+                Command::Join { who: doctor() },
+                WrongState {
+                    action: "join as clinician",
+                    status: Status::Requested,
+                },
+            ),
+            (
+                chat(patient(), "a", "early"),
+                WrongState {
+                    action: "chat in",
+                    status: Status::Requested,
+                },
+            ),
+            (
+                Command::End {
+                    who: doctor(),
+                    notes: String::new(),
+                },
+                NotParticipant,
+            ),
+        ];
+        for (cmd, err) in cases {
+            assert_eq!(c.decide(&cmd, 0).unwrap_err(), err, "{cmd:?}");
+        }
+        let mut live = requested();
+        run(
+            &mut live,
+            &[
+                Command::Join { who: patient() },
+                Command::Join { who: doctor() },
+            ],
+        );
+        let cases: Vec<(Command, ConsultError)> = vec![
+            (
+                Command::Join {
+                    who: other_doctor(),
+                },
+                TakenByAnotherClinician,
+            ),
+            (
+                Command::End {
+                    who: patient(),
+                    notes: String::new(),
+                },
+                NotParticipant,
+            ),
+            (
+                Command::End {
+                    who: other_doctor(),
+                    notes: String::new(),
+                },
+                NotParticipant,
+            ),
+            (
+                Command::Cancel { who: patient() },
+                WrongState {
+                    action: "cancel",
+                    status: Status::InProgress,
+                },
+            ),
+            (chat(other_doctor(), "x", "hi"), NotParticipant),
+            (chat(patient(), "x", ""), BadText { max: MAX_TEXT }),
+            (
+                chat(patient(), "x", &"a".repeat(MAX_TEXT + 1)),
+                BadText { max: MAX_TEXT },
+            ),
+        ];
+        for (cmd, err) in cases {
+            assert_eq!(live.decide(&cmd, 0).unwrap_err(), err, "{cmd:?}");
+        }
+        run(
+            &mut live,
+            &[Command::End {
+                who: doctor(),
+                notes: "ok".into(),
+            }],
+        );
+        for cmd in [
+            chat(patient(), "late", "are you there?"),
+            Command::End {
+                who: doctor(),
+                notes: String::new(),
+            },
+            Command::Cancel { who: patient() },
+            Command::Join { who: patient() },
+        ] {
+            assert_eq!(live.decide(&cmd, 0).unwrap_err(), Over, "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn chat_is_sequenced_deduplicated_and_resumable() {
+        let mut c = requested();
+        run(
+            &mut c,
+            &[
+                Command::Join { who: patient() },
+                Command::Join { who: doctor() },
+            ],
+        );
+        let r = run(
+            &mut c,
+            &[
+                chat(patient(), "m1", "one"),
+                chat(patient(), "m1", "one again"),
+                chat(doctor(), "m2", "two"),
+            ],
+        );
+        assert_eq!(
+            r,
+            vec![
+                Ok(Outcome::Line {
+                    seq: 1,
+                    duplicate: false
+                }),
+                Ok(Outcome::Line {
+                    seq: 1,
+                    duplicate: true
+                }),
+                Ok(Outcome::Line {
+                    seq: 2,
+                    duplicate: false
+                }),
+            ]
+        );
+        assert_eq!(c.lines.len(), 2);
+        let after_first: Vec<&str> = c.lines_after(1).iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(after_first, vec!["two"]);
+        assert!(c.lines_after(99).is_empty());
+    }
+
+    #[test]
+    fn an_absent_patient_becomes_a_no_show_and_a_present_one_does_not() {
+        let mut c = requested();
+        run(&mut c, &[Command::Join { who: patient() }]);
+        run(&mut c, &[Command::NoShowCheck]);
+        assert_eq!(
+            c.status(),
+            Some(Status::Waiting),
+            "patient is in the waiting room"
+        );
+        run(
+            &mut c,
+            &[Command::Leave { who: patient() }, Command::NoShowCheck],
+        );
+        assert_eq!(c.status(), Some(Status::NoShow));
+    }
+
+    #[test]
+    fn a_waiting_consult_can_be_cancelled_by_a_participant() {
+        let mut c = requested();
+        run(
+            &mut c,
+            &[
+                Command::Join { who: patient() },
+                Command::Cancel { who: patient() },
+            ],
+        );
+        assert_eq!(c.status(), Some(Status::Cancelled));
+    }
+
+    #[test]
+    fn replaying_the_events_rebuilds_the_same_state() {
+        let mut c = requested();
+        let mut events = vec![Event::Requested {
+            patient: "p-1".into(),
+            reason: "palpitations".into(),
+            at_ms: 1000,
+        }];
+        for cmd in [
+            Command::Join { who: patient() },
+            Command::Join { who: doctor() },
+            chat(doctor(), "z", "hello"),
+        ] {
+            let (evs, _) = c.decide(&cmd, 2000).unwrap();
+            evs.iter().for_each(|e| c.apply(e));
+            events.extend(evs);
+        }
+        let mut replayed = Consult::default();
+        for e in &events {
+            let json = serde_json::to_vec(e).unwrap();
+            replayed.apply(&serde_json::from_slice(&json).unwrap());
+        }
+        assert_eq!(replayed, c);
+    }
+}

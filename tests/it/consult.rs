@@ -1,0 +1,246 @@
+//! The Consult actor on the journal, on SQLite and on PostgreSQL: lifecycle,
+//! chat, recovery after passivation and after a node restart, idempotent
+//! retries, no-shows.
+
+use std::time::Duration;
+
+use cardio::actors::consult::state::{Command, ConsultError, Outcome, Party, Status};
+use cardio::actors::consult::{Act, ConsultActor, View};
+use cardio::registry::{Kind, KindSpec, Registry};
+use cardio::store::Store;
+use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
+
+use crate::store::TestDb;
+use crate::support::eventually;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A node's worth of runtime serving consults from `store`.
+async fn consults(store: &Store, idle: Duration, no_show: Duration) -> Kind<ConsultActor> {
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree, pool, Duration::from_secs(10));
+    let store = store.clone();
+    registry
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| ConsultActor::new(id, store.clone(), no_show))
+                .idle_timeout(Some(idle)),
+        )
+        .await
+        .unwrap()
+}
+
+fn patient() -> Party {
+    Party::Patient("p-1".into())
+}
+fn doctor() -> Party {
+    Party::Clinician("c-1".into())
+}
+
+async fn act(
+    kind: &Kind<ConsultActor>,
+    id: &str,
+    request_id: &str,
+    command: Command,
+) -> Result<Outcome, ConsultError> {
+    kind.send(
+        id,
+        Act {
+            request_id: request_id.into(),
+            command,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn chat(
+    kind: &Kind<ConsultActor>,
+    who: Party,
+    client_id: &str,
+    text: &str,
+) -> Result<Outcome, ConsultError> {
+    let command = Command::Chat {
+        who,
+        client_message_id: client_id.into(),
+        text: text.into(),
+    };
+    act(kind, "c-1", client_id, command).await
+}
+
+async fn open_consult(kind: &Kind<ConsultActor>) {
+    act(
+        kind,
+        "c-1",
+        "r1",
+        Command::Request {
+            patient: "p-1".into(),
+            reason: "palpitations".into(),
+        },
+    )
+    .await
+    .unwrap();
+    act(kind, "c-1", "r2", Command::Join { who: patient() })
+        .await
+        .unwrap();
+    act(kind, "c-1", "r3", Command::Join { who: doctor() })
+        .await
+        .unwrap();
+}
+
+macro_rules! on_both {
+    ($name:ident, $check:ident) => {
+        mod $name {
+            #[actix_rt::test]
+            async fn sqlite() {
+                let db = super::TestDb::sqlite().await;
+                super::$check(&db.store).await;
+                db.done().await;
+            }
+
+            #[actix_rt::test]
+            async fn postgres() {
+                let db = super::TestDb::postgres().await;
+                super::$check(&db.store).await;
+                db.done().await;
+            }
+        }
+    };
+}
+
+async fn a_consult_runs_its_lifecycle_with_ordered_chat(store: &Store) {
+    let kind = consults(store, Duration::from_secs(600), Duration::from_secs(600)).await;
+    open_consult(&kind).await;
+    assert_eq!(
+        chat(&kind, patient(), "m1", "my heart races").await,
+        Ok(Outcome::Line {
+            seq: 1,
+            duplicate: false
+        })
+    );
+    assert_eq!(
+        chat(&kind, doctor(), "m2", "since when?").await,
+        Ok(Outcome::Line {
+            seq: 2,
+            duplicate: false
+        })
+    );
+    assert_eq!(
+        chat(&kind, patient(), "m1", "my heart races").await,
+        Ok(Outcome::Line {
+            seq: 1,
+            duplicate: true
+        })
+    );
+    let end = Command::End {
+        who: doctor(),
+        notes: "holter monitor".into(),
+    };
+    act(&kind, "c-1", "r9", end).await.unwrap();
+    assert_eq!(
+        chat(&kind, patient(), "m3", "thanks").await,
+        Err(ConsultError::Over)
+    );
+    let view = kind.send("c-1", View { after: 0 }).await.unwrap();
+    assert_eq!(view.status, Some(Status::Ended));
+    let seqs: Vec<u64> = view.lines.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(view.notes.as_deref(), Some("holter monitor"));
+    let resumed = kind.send("c-1", View { after: 1 }).await.unwrap();
+    assert_eq!(resumed.lines.len(), 1);
+}
+on_both!(lifecycle, a_consult_runs_its_lifecycle_with_ordered_chat);
+
+async fn nothing_acknowledged_is_lost_across_passivation_and_node_restart(store: &Store) {
+    let kind = consults(store, Duration::from_millis(50), Duration::from_secs(600)).await;
+    open_consult(&kind).await;
+    chat(&kind, patient(), "m1", "one").await.unwrap();
+    chat(&kind, doctor(), "m2", "two").await.unwrap();
+    // Passivation: the actor leaves memory, then comes back from the journal.
+    eventually(LONG, "passivated", || kind.live() == 0).await;
+    assert_eq!(
+        chat(&kind, patient(), "m3", "three").await,
+        Ok(Outcome::Line {
+            seq: 3,
+            duplicate: false
+        })
+    );
+    // A whole new node over the same database.
+    let restarted = consults(store, Duration::from_secs(600), Duration::from_secs(600)).await;
+    let view = restarted.send("c-1", View { after: 0 }).await.unwrap();
+    assert_eq!(view.status, Some(Status::InProgress));
+    let texts: Vec<&str> = view.lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, vec!["one", "two", "three"]);
+    assert_eq!(
+        chat(&restarted, doctor(), "m4", "four").await,
+        Ok(Outcome::Line {
+            seq: 4,
+            duplicate: false
+        })
+    );
+    assert_eq!(
+        chat(&restarted, patient(), "m2", "two").await,
+        Ok(Outcome::Line {
+            seq: 2,
+            duplicate: true
+        })
+    );
+}
+on_both!(
+    recovery,
+    nothing_acknowledged_is_lost_across_passivation_and_node_restart
+);
+
+async fn a_retried_command_is_applied_once(store: &Store) {
+    let kind = consults(store, Duration::from_secs(600), Duration::from_secs(600)).await;
+    open_consult(&kind).await;
+    // The same request again (a client retry, a redelivery): answered, not redone.
+    assert_eq!(
+        act(&kind, "c-1", "r2", Command::Join { who: patient() }).await,
+        Ok(Outcome::Done)
+    );
+    let end = Command::End {
+        who: doctor(),
+        notes: "n".into(),
+    };
+    act(&kind, "c-1", "end-1", end.clone()).await.unwrap();
+    assert_eq!(act(&kind, "c-1", "end-1", end).await, Ok(Outcome::Done));
+    let events = store.events("consult/c-1", 0).await.unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, vec!["r1", "r2", "r3", "end-1"]);
+}
+on_both!(retries, a_retried_command_is_applied_once);
+
+async fn an_absent_patient_makes_a_no_show(store: &Store) {
+    let kind = consults(store, Duration::from_secs(600), Duration::from_millis(300)).await;
+    act(
+        &kind,
+        "c-7",
+        "r1",
+        Command::Request {
+            patient: "p-1".into(),
+            reason: "check-up".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let view = kind.send("c-7", View { after: 0 }).await.unwrap();
+        if view.status == Some(Status::NoShow) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no no-show: {:?}",
+            view.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+on_both!(no_show, an_absent_patient_makes_a_no_show);
