@@ -74,7 +74,7 @@ const LOAD_SNAPSHOT_PG: &str = "SELECT seq, payload FROM snapshots WHERE actor_i
 const LOAD_SNAPSHOT_SQLITE: &str = "SELECT seq, payload FROM snapshots WHERE actor_id = ?1";
 
 impl Store {
-    fn sql(&self, pg: &'static str, sqlite: &'static str) -> &'static str {
+    pub(crate) fn dialect(&self, pg: &'static str, sqlite: &'static str) -> &'static str {
         match self.backend() {
             "postgres" => pg,
             _ => sqlite,
@@ -93,7 +93,7 @@ impl Store {
         payload: &[u8],
     ) -> Result<Appended, StoreError> {
         let seq = after_seq + 1;
-        let insert = self.sql(INSERT_PG, INSERT_SQLITE);
+        let insert = self.dialect(INSERT_PG, INSERT_SQLITE);
         let inserted = with_pool!(self, pool => sqlx::query(insert)
             .bind(actor)
             .bind(seq as i64)
@@ -110,7 +110,7 @@ impl Store {
             // Either the message is known (report where it went) or the writer
             // is behind or ahead of the journal.
             Ok(false) => {
-                let find = self.sql(FIND_PG, FIND_SQLITE);
+                let find = self.dialect(FIND_PG, FIND_SQLITE);
                 let known: Option<i64> = with_pool!(self, pool => sqlx::query(find)
                     .bind(actor)
                     .bind(message_id)
@@ -135,7 +135,7 @@ impl Store {
 
     /// `actor`'s events after `after_seq`, in order.
     pub async fn events(&self, actor: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
-        let load = self.sql(LOAD_PG, LOAD_SQLITE);
+        let load = self.dialect(LOAD_PG, LOAD_SQLITE);
         let events = with_pool!(self, pool => sqlx::query(load)
         .bind(actor)
         .bind(after_seq as i64)
@@ -159,7 +159,7 @@ impl Store {
 
     /// The last sequence in `actor`'s journal (0 when empty).
     pub async fn last_seq(&self, actor: &str) -> Result<u64, StoreError> {
-        let last = self.sql(LAST_PG, LAST_SQLITE);
+        let last = self.dialect(LAST_PG, LAST_SQLITE);
         let seq: i64 = with_pool!(self, pool => sqlx::query(last)
             .bind(actor)
             .fetch_one(pool)
@@ -175,7 +175,7 @@ impl Store {
         seq: u64,
         payload: &[u8],
     ) -> Result<(), StoreError> {
-        let save = self.sql(SNAPSHOT_PG, SNAPSHOT_SQLITE);
+        let save = self.dialect(SNAPSHOT_PG, SNAPSHOT_SQLITE);
         with_pool!(self, pool => sqlx::query(save)
             .bind(actor)
             .bind(seq as i64)
@@ -189,7 +189,7 @@ impl Store {
 
     /// `actor`'s latest snapshot.
     pub async fn snapshot(&self, actor: &str) -> Result<Option<Snapshot>, StoreError> {
-        let load = self.sql(LOAD_SNAPSHOT_PG, LOAD_SNAPSHOT_SQLITE);
+        let load = self.dialect(LOAD_SNAPSHOT_PG, LOAD_SNAPSHOT_SQLITE);
         let snapshot = with_pool!(self, pool => sqlx::query(load)
         .bind(actor)
         .fetch_optional(pool)

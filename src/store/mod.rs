@@ -10,6 +10,7 @@
 //! Errors never carry payloads; payloads are opaque bytes here.
 
 pub mod journal;
+pub mod vitals;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -21,6 +22,7 @@ use sqlx::sqlite::{
 };
 
 pub use journal::{Appended, Event, Snapshot};
+pub use vitals::AlertRecord;
 
 /// Why the store could not do something.
 #[derive(Debug, thiserror::Error)]

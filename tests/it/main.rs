@@ -3,6 +3,7 @@
 mod binary;
 mod bus;
 mod consult;
+mod device;
 mod registry;
 mod store;
 mod supervision;

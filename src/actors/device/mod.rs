@@ -6,3 +6,4 @@ pub mod aggregate;
 pub mod alerts;
 pub mod ecg;
 pub mod sample;
+pub mod stream;

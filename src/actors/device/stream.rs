@@ -1,0 +1,325 @@
+//! The DeviceStream actor (`device/<id>`): one wearable's samples.
+//!
+//! A batch is validated sample by sample; the accepted samples are journaled
+//! (the journal entries are the raw sample chunks) before anything is
+//! answered, then folded into the minute/hour aggregates, the ECG beat
+//! detector and the alert rules. Aggregates and alerts are derived state,
+//! written idempotently after the journal: a crash between the two is
+//! repaired by the replay on the next start, which rebuilds validation
+//! history, aggregates and rule states from the journal.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{Rollups, Series};
+use super::alerts::{AlertChange, AlertKind, Rules, Thresholds};
+use super::ecg::{EcgFindings, RPeakDetector};
+use super::sample::{Limits, Rejection, Sample, Validator};
+use crate::actors::{Actor, Ctx, Handler};
+use crate::store::{AlertRecord, Appended, Store};
+use crate::supervisors::tree::unix_ms;
+
+/// Beats over which rhythm and ECG heart rate are judged.
+const RHYTHM_BEATS: usize = 30;
+
+/// Settings of every device stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamSettings {
+    pub limits: Limits,
+    pub thresholds: Thresholds,
+}
+
+/// The ECG lead being followed: its detector and where its samples sit in time.
+struct Lead {
+    hz: u32,
+    detector: RPeakDetector,
+    /// Unix ms of the detector's first sample.
+    origin_ms: u64,
+    /// Samples fed so far.
+    fed: u64,
+    /// Recent beats, Unix ms.
+    beats: VecDeque<u64>,
+}
+
+/// One device's stream.
+pub struct DeviceStream {
+    id: String,
+    /// Journal key: `device/<id>`.
+    key: String,
+    store: Store,
+    validator: Validator,
+    rollups: Rollups,
+    rules: Rules,
+    lead: Option<Lead>,
+    last_seq: u64,
+    /// Active alert episodes: kind → stored id.
+    open_alerts: HashMap<AlertKind, String>,
+    /// Request ids of the latest batches, to answer a retry as a duplicate.
+    recent_requests: VecDeque<String>,
+}
+
+/// Batches remembered for retries (older retries are judged sample by sample
+/// and come back as duplicates: nothing is stored twice either way).
+const RECENT_REQUESTS: usize = 32;
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct PushResult {
+    /// Samples accepted (durable when this is answered).
+    pub accepted: u32,
+    /// Index in the batch and reason, for each rejected sample.
+    pub rejected: Vec<(usize, Rejection)>,
+    /// Alerts raised or resolved by this batch.
+    pub alerts: Vec<AlertChange>,
+    /// The batch was pushed before (same request id); nothing was done again.
+    pub duplicate: bool,
+}
+
+/// Why a push failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum PushError {
+    #[error("samples could not be stored now; nothing was accepted, try again")]
+    Unavailable,
+}
+
+/// A batch of samples with the id that makes retries idempotent.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "Result<PushResult, PushError>")]
+pub struct Push {
+    pub request_id: String,
+    pub samples: Vec<Sample>,
+}
+
+impl DeviceStream {
+    pub fn new(id: &str, store: Store, settings: StreamSettings) -> Self {
+        Self {
+            id: id.to_owned(),
+            key: format!("device/{id}"),
+            store,
+            validator: Validator::new(settings.limits),
+            rollups: Rollups::default(),
+            rules: Rules::new(settings.thresholds),
+            lead: None,
+            last_seq: 0,
+            open_alerts: HashMap::new(),
+            recent_requests: VecDeque::new(),
+        }
+    }
+
+    /// Folds accepted samples into aggregates, beats and rules.
+    fn absorb(&mut self, samples: &[Sample]) -> Vec<AlertChange> {
+        let mut changes = Vec::new();
+        for s in samples {
+            self.rollups.add(s);
+            changes.extend(self.rules.evaluate(s));
+            if let Sample::Ecg {
+                at_ms,
+                hz,
+                millivolts,
+            } = s
+            {
+                changes.extend(self.follow_ecg(*at_ms, *hz, millivolts));
+            }
+        }
+        changes
+    }
+
+    fn follow_ecg(&mut self, at_ms: u64, hz: u32, millivolts: &[f32]) -> Vec<AlertChange> {
+        // A new lead, another rate, or a gap of more than a sample: start over.
+        let continues = self.lead.as_ref().is_some_and(|l| {
+            let expected = l.origin_ms + l.fed * 1000 / l.hz as u64;
+            l.hz == hz && expected.abs_diff(at_ms) <= 1000 / hz as u64 + 1
+        });
+        if !continues {
+            self.lead = Some(Lead {
+                hz,
+                detector: RPeakDetector::new(hz),
+                origin_ms: at_ms,
+                fed: 0,
+                beats: VecDeque::new(),
+            });
+        }
+        let lead = self.lead.as_mut().expect("set above");
+        for v in millivolts {
+            if let Some(t) = lead.detector.push(*v) {
+                lead.beats.push_back(lead.origin_ms + (t * 1000.0) as u64);
+                if lead.beats.len() > RHYTHM_BEATS {
+                    lead.beats.pop_front();
+                }
+            }
+        }
+        lead.fed += millivolts.len() as u64;
+        let now_ms = lead.origin_ms + lead.fed * 1000 / hz as u64;
+        let beats: Vec<f64> = lead.beats.iter().map(|b| *b as f64 / 1000.0).collect();
+        let findings = EcgFindings::from_beats(beats);
+        let mut changes = Vec::new();
+        if let Some(bpm) = findings.bpm {
+            let hr = Sample::HeartRate { at_ms: now_ms, bpm };
+            self.rollups.add(&hr);
+            changes.extend(self.rules.evaluate(&hr));
+        }
+        if let Some(irregularity) = findings.irregularity {
+            changes.extend(self.rules.evaluate_rhythm(now_ms, irregularity));
+        }
+        changes
+    }
+
+    /// Writes what the changes and closed buckets imply (idempotent).
+    async fn record(&mut self, changes: &[AlertChange]) -> Result<(), crate::store::StoreError> {
+        for change in changes {
+            match *change {
+                AlertChange::Raised {
+                    kind,
+                    priority,
+                    since_ms,
+                    at_ms,
+                } => {
+                    let id = format!(
+                        "{}:{}:{since_ms}",
+                        self.id,
+                        serde_json::to_value(kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    );
+                    self.store
+                        .raise_alert(&AlertRecord {
+                            id: id.clone(),
+                            device_id: self.id.clone(),
+                            kind,
+                            priority,
+                            since_ms,
+                            raised_ms: at_ms,
+                            resolved_ms: None,
+                        })
+                        .await?;
+                    self.open_alerts.insert(kind, id);
+                }
+                AlertChange::Resolved { kind, at_ms } => {
+                    if let Some(id) = self.open_alerts.remove(&kind) {
+                        self.store.resolve_alert(&id, at_ms).await?;
+                    }
+                }
+            }
+        }
+        let closed = self.rollups.take_closed();
+        self.store.save_aggregates(&self.id, &closed).await
+    }
+
+    fn remember(&mut self, request_id: String) {
+        self.recent_requests.push_back(request_id);
+        if self.recent_requests.len() > RECENT_REQUESTS {
+            self.recent_requests.pop_front();
+        }
+    }
+
+    /// Aggregates still open (minute and hour buckets being filled).
+    pub fn open_aggregates(&self) -> Vec<super::aggregate::Aggregate> {
+        self.rollups.current().cloned().collect()
+    }
+}
+
+impl Actor for DeviceStream {
+    const KIND: &'static str = "device";
+
+    async fn started(&mut self, _: &mut Ctx<Self>) {
+        let events = self
+            .store
+            .events(&self.key, 0)
+            .await
+            .expect("device journal unreadable");
+        for e in events {
+            let samples: Vec<Sample> =
+                serde_json::from_slice(&e.payload).expect("device journal entry malformed");
+            // Rebuild validation history, aggregates and rules; rewrite derived rows.
+            for s in &samples {
+                let _ = self.validator.check(s, u64::MAX / 2);
+            }
+            let changes = self.absorb(&samples);
+            self.record(&changes)
+                .await
+                .expect("derived vitals not writable");
+            self.last_seq = e.seq;
+            self.remember(e.message_id);
+        }
+    }
+
+    async fn stopping(&mut self, _: &mut Ctx<Self>) {
+        // Flush the buckets still open, so queries see them after passivation.
+        let open = self.open_aggregates();
+        if let Err(e) = self.store.save_aggregates(&self.id, &open).await {
+            tracing::warn!(actor = %self.key, error = %e, "open aggregates not flushed");
+        }
+    }
+}
+
+impl Handler<Push> for DeviceStream {
+    async fn handle(&mut self, push: Push, _: &mut Ctx<Self>) -> Result<PushResult, PushError> {
+        if self.recent_requests.contains(&push.request_id) {
+            return Ok(PushResult {
+                duplicate: true,
+                ..PushResult::default()
+            });
+        }
+        // Judge on a copy: the history moves on only if the batch is stored.
+        let mut validator = self.validator.clone();
+        let verdict = validator.judge(push.samples, unix_ms());
+        if verdict.accepted.is_empty() {
+            return Ok(PushResult {
+                rejected: verdict.rejected,
+                ..PushResult::default()
+            });
+        }
+        let payload = serde_json::to_vec(&verdict.accepted).expect("samples serialise");
+        match self
+            .store
+            .append(&self.key, self.last_seq, &push.request_id, 0, &payload)
+            .await
+        {
+            Ok(Appended::Written { seq }) => self.last_seq = seq,
+            Ok(Appended::Duplicate { .. }) => {
+                return Ok(PushResult {
+                    duplicate: true,
+                    ..PushResult::default()
+                })
+            }
+            Err(e) => {
+                tracing::warn!(actor = %self.key, error = %e, "samples not stored");
+                return Err(PushError::Unavailable);
+            }
+        }
+        self.validator = validator;
+        self.remember(push.request_id);
+        let changes = self.absorb(&verdict.accepted);
+        if let Err(e) = self.record(&changes).await {
+            // The samples are durable; the next start re-derives these rows.
+            tracing::warn!(actor = %self.key, error = %e, "derived vitals not written yet");
+        }
+        Ok(PushResult {
+            accepted: verdict.accepted.len() as u32,
+            rejected: verdict.rejected,
+            alerts: changes,
+            duplicate: false,
+        })
+    }
+}
+
+/// Reads what a device stream holds in memory: its open aggregates of one series.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Vec<super::aggregate::Aggregate>")]
+pub struct OpenAggregates(pub Series);
+
+impl Handler<OpenAggregates> for DeviceStream {
+    async fn handle(
+        &mut self,
+        q: OpenAggregates,
+        _: &mut Ctx<Self>,
+    ) -> Vec<super::aggregate::Aggregate> {
+        self.rollups
+            .current()
+            .filter(|a| a.series == q.0)
+            .cloned()
+            .collect()
+    }
+}
