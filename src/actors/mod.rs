@@ -12,6 +12,7 @@
 
 pub mod consult;
 pub mod device;
+pub mod session;
 
 use std::future::Future;
 use std::sync::Arc;

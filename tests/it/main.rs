@@ -5,6 +5,7 @@ mod bus;
 mod consult;
 mod device;
 mod registry;
+mod session;
 mod store;
 mod supervision;
 mod support;

@@ -1,0 +1,225 @@
+//! The PatientSession actor (`session/<patient-id>`): which of a patient's
+//! apps are online, the consult they are in, the devices they own, and the
+//! automatic logoff after a quiet period.
+//!
+//! Presence is ephemeral (apps reconnect after a node restart); the active
+//! consult and the devices are journaled and recovered on start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::{Actor, Ctx, Handler};
+use crate::store::{Appended, Store};
+use crate::supervisors::tree::unix_ms;
+
+/// Durable facts of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SessionEvent {
+    ConsultSet { consult: Option<String> },
+    DeviceAdded { device: String },
+}
+
+/// One of the patient's apps, online.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    /// `phone`, `tablet`, `web`…
+    pub app: String,
+    pub since_ms: u64,
+}
+
+/// What the session holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SessionView {
+    pub connections: BTreeMap<String, Connection>,
+    pub active_consult: Option<String>,
+    pub devices: BTreeSet<String>,
+    /// Set when the idle timeout logged every app off; cleared on reconnect.
+    pub logged_off: bool,
+}
+
+/// A patient's session.
+pub struct PatientSession {
+    key: String,
+    store: Store,
+    view: SessionView,
+    last_seq: u64,
+    logoff_after: Duration,
+    /// Bumped on every activity: only the latest idle check may log off.
+    activity: u64,
+}
+
+impl PatientSession {
+    pub fn new(patient: &str, store: Store, logoff_after: Duration) -> Self {
+        Self {
+            key: format!("session/{patient}"),
+            store,
+            view: SessionView::default(),
+            last_seq: 0,
+            logoff_after,
+            activity: 0,
+        }
+    }
+
+    fn touch(&mut self, ctx: &Ctx<Self>) {
+        self.activity += 1;
+        if !self.view.connections.is_empty() {
+            ctx.notify_later(self.logoff_after, IdleCheck { activity: self.activity });
+        }
+    }
+
+    async fn record(&mut self, request_id: &str, event: SessionEvent) -> Result<(), SessionError> {
+        let payload = serde_json::to_vec(&event).expect("events serialise");
+        match self.store.append(&self.key, self.last_seq, request_id, 0, &payload).await {
+            Ok(Appended::Written { seq }) => {
+                self.last_seq = seq;
+                self.apply(&event);
+                Ok(())
+            }
+            Ok(Appended::Duplicate { .. }) => Ok(()),
+            Err(e) => {
+                tracing::warn!(actor = %self.key, error = %e, "session event not journaled");
+                Err(SessionError::Unavailable)
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &SessionEvent) {
+        match event {
+            SessionEvent::ConsultSet { consult } => self.view.active_consult = consult.clone(),
+            SessionEvent::DeviceAdded { device } => {
+                self.view.devices.insert(device.clone());
+            }
+        }
+    }
+}
+
+/// Why a session command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SessionError {
+    #[error("the session could not record this now; try again")]
+    Unavailable,
+}
+
+impl Actor for PatientSession {
+    const KIND: &'static str = "session";
+
+    async fn started(&mut self, _: &mut Ctx<Self>) {
+        let events = self.store.events(&self.key, 0).await.expect("session journal unreadable");
+        for e in events {
+            let event: SessionEvent = serde_json::from_slice(&e.payload).expect("session journal entry malformed");
+            self.apply(&event);
+            self.last_seq = e.seq;
+        }
+    }
+}
+
+/// An app comes online (`connection` identifies it, e.g. a WebSocket id).
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "SessionView")]
+pub struct Connect {
+    pub connection: String,
+    pub app: String,
+}
+
+impl Handler<Connect> for PatientSession {
+    async fn handle(&mut self, c: Connect, ctx: &mut Ctx<Self>) -> SessionView {
+        self.view.logged_off = false;
+        self.view.connections.insert(
+            c.connection,
+            Connection {
+                app: c.app,
+                since_ms: unix_ms(),
+            },
+        );
+        self.touch(ctx);
+        self.view.clone()
+    }
+}
+
+/// An app goes offline.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "SessionView")]
+pub struct Disconnect {
+    pub connection: String,
+}
+
+impl Handler<Disconnect> for PatientSession {
+    async fn handle(&mut self, d: Disconnect, _: &mut Ctx<Self>) -> SessionView {
+        self.view.connections.remove(&d.connection);
+        self.view.clone()
+    }
+}
+
+/// The patient did something in an app: the idle clock starts over.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct Activity;
+
+impl Handler<Activity> for PatientSession {
+    async fn handle(&mut self, _: Activity, ctx: &mut Ctx<Self>) {
+        self.touch(ctx);
+    }
+}
+
+/// Sets (or clears) the consult the patient is in.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct SetConsult {
+    pub request_id: String,
+    pub consult: Option<String>,
+}
+
+impl Handler<SetConsult> for PatientSession {
+    async fn handle(&mut self, s: SetConsult, ctx: &mut Ctx<Self>) -> Result<(), SessionError> {
+        self.touch(ctx);
+        self.record(&s.request_id, SessionEvent::ConsultSet { consult: s.consult }).await
+    }
+}
+
+/// Registers a device as the patient's.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct AddDevice {
+    pub request_id: String,
+    pub device: String,
+}
+
+impl Handler<AddDevice> for PatientSession {
+    async fn handle(&mut self, a: AddDevice, _: &mut Ctx<Self>) -> Result<(), SessionError> {
+        if self.view.devices.contains(&a.device) {
+            return Ok(());
+        }
+        self.record(&a.request_id, SessionEvent::DeviceAdded { device: a.device }).await
+    }
+}
+
+/// Reads the session.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "SessionView")]
+pub struct ViewSession;
+
+impl Handler<ViewSession> for PatientSession {
+    async fn handle(&mut self, _: ViewSession, _: &mut Ctx<Self>) -> SessionView {
+        self.view.clone()
+    }
+}
+
+/// The idle timer: logs every app off if nothing happened since `activity`.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+struct IdleCheck {
+    activity: u64,
+}
+
+impl Handler<IdleCheck> for PatientSession {
+    async fn handle(&mut self, check: IdleCheck, _: &mut Ctx<Self>) {
+        if check.activity == self.activity && !self.view.connections.is_empty() {
+            tracing::info!(actor = %self.key, apps = self.view.connections.len(), "automatic logoff after inactivity");
+            self.view.connections.clear();
+            self.view.logged_off = true;
+        }
+    }
+}
