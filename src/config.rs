@@ -111,6 +111,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Entity actors idle this long are passivated.
     pub idle_timeout: Duration,
+    /// A waiting consult whose patient is absent this long is a no-show.
+    pub no_show_after: Duration,
+    /// A patient's apps are logged off after this long without activity.
+    pub session_logoff: Duration,
     /// Shard queues actor messages are spread over.
     pub shards: u16,
     /// Deliveries after which a failing message is dead-lettered.
@@ -132,6 +136,8 @@ impl Default for Config {
             arbiters: 0,
             request_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
+            no_show_after: Duration::from_secs(900),
+            session_logoff: Duration::from_secs(900),
             shards: 64,
             delivery_limit: 5,
             prefetch: 32,
@@ -169,6 +175,8 @@ const KEYS: &[&str] = &[
     "arbiters",
     "request_timeout",
     "idle_timeout",
+    "no_show_after",
+    "session_logoff",
     "shards",
     "delivery_limit",
     "prefetch",
@@ -281,6 +289,12 @@ impl Config {
                 }
                 "idle_timeout" => {
                     c.idle_timeout = positive(duration(raw).map_err(bad)?).map_err(bad)?
+                }
+                "no_show_after" => {
+                    c.no_show_after = positive(duration(raw).map_err(bad)?).map_err(bad)?
+                }
+                "session_logoff" => {
+                    c.session_logoff = positive(duration(raw).map_err(bad)?).map_err(bad)?
                 }
                 "arbiters" => c.arbiters = number(raw, 0, 1024).map_err(bad)? as usize,
                 "shards" => c.shards = number(raw, 1, 4096).map_err(bad)? as u16,

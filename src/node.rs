@@ -102,6 +102,7 @@ impl Node {
             config.request_timeout,
             config.idle_timeout,
         );
+        register_kinds(&registry, &entities, &store, &config).await?;
 
         let bus = bus::connect(
             config.bus_url.expose(),
@@ -233,6 +234,56 @@ impl Node {
         self.store.close().await;
         exit
     }
+}
+
+/// The domain actors, each kind under its own supervisor below `entities`,
+/// with the bus routes that reach them.
+async fn register_kinds(
+    registry: &Registry,
+    entities: &SupervisorRef,
+    store: &Store,
+    config: &Config,
+) -> anyhow::Result<()> {
+    use crate::actors::consult::{self, ConsultActor};
+    use crate::actors::device::stream::{self, DeviceStream, StreamSettings};
+    use crate::actors::session::{self, PatientSession};
+    use crate::registry::KindSpec;
+
+    let (s, logoff) = (store.clone(), config.session_logoff);
+    let sessions = registry
+        .register(
+            entities,
+            KindSpec::new(move |id: &str| PatientSession::new(id, s.clone(), logoff)),
+        )
+        .await?;
+    registry.route_for::<PatientSession, session::Connect>(&sessions, "session.connect");
+    registry.route_for::<PatientSession, session::Disconnect>(&sessions, "session.disconnect");
+    registry.route_for::<PatientSession, session::Activity>(&sessions, "session.activity");
+    registry.route_for::<PatientSession, session::SetConsult>(&sessions, "session.set_consult");
+    registry.route_for::<PatientSession, session::AddDevice>(&sessions, "session.add_device");
+    registry.route_for::<PatientSession, session::ViewSession>(&sessions, "session.view");
+
+    let (s, no_show) = (store.clone(), config.no_show_after);
+    let consults = registry
+        .register(
+            entities,
+            KindSpec::new(move |id: &str| ConsultActor::new(id, s.clone(), no_show)),
+        )
+        .await?;
+    registry.route_for::<ConsultActor, consult::Act>(&consults, "consult.act");
+    registry.route_for::<ConsultActor, consult::View>(&consults, "consult.view");
+
+    let s = store.clone();
+    let devices = registry
+        .register(
+            entities,
+            KindSpec::new(move |id: &str| {
+                DeviceStream::new(id, s.clone(), StreamSettings::default())
+            }),
+        )
+        .await?;
+    registry.route_for::<DeviceStream, stream::Push>(&devices, "device.push");
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

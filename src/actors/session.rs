@@ -66,13 +66,22 @@ impl PatientSession {
     fn touch(&mut self, ctx: &Ctx<Self>) {
         self.activity += 1;
         if !self.view.connections.is_empty() {
-            ctx.notify_later(self.logoff_after, IdleCheck { activity: self.activity });
+            ctx.notify_later(
+                self.logoff_after,
+                IdleCheck {
+                    activity: self.activity,
+                },
+            );
         }
     }
 
     async fn record(&mut self, request_id: &str, event: SessionEvent) -> Result<(), SessionError> {
         let payload = serde_json::to_vec(&event).expect("events serialise");
-        match self.store.append(&self.key, self.last_seq, request_id, 0, &payload).await {
+        match self
+            .store
+            .append(&self.key, self.last_seq, request_id, 0, &payload)
+            .await
+        {
             Ok(Appended::Written { seq }) => {
                 self.last_seq = seq;
                 self.apply(&event);
@@ -107,9 +116,14 @@ impl Actor for PatientSession {
     const KIND: &'static str = "session";
 
     async fn started(&mut self, _: &mut Ctx<Self>) {
-        let events = self.store.events(&self.key, 0).await.expect("session journal unreadable");
+        let events = self
+            .store
+            .events(&self.key, 0)
+            .await
+            .expect("session journal unreadable");
         for e in events {
-            let event: SessionEvent = serde_json::from_slice(&e.payload).expect("session journal entry malformed");
+            let event: SessionEvent =
+                serde_json::from_slice(&e.payload).expect("session journal entry malformed");
             self.apply(&event);
             self.last_seq = e.seq;
         }
@@ -175,7 +189,11 @@ pub struct SetConsult {
 impl Handler<SetConsult> for PatientSession {
     async fn handle(&mut self, s: SetConsult, ctx: &mut Ctx<Self>) -> Result<(), SessionError> {
         self.touch(ctx);
-        self.record(&s.request_id, SessionEvent::ConsultSet { consult: s.consult }).await
+        self.record(
+            &s.request_id,
+            SessionEvent::ConsultSet { consult: s.consult },
+        )
+        .await
     }
 }
 
@@ -192,7 +210,11 @@ impl Handler<AddDevice> for PatientSession {
         if self.view.devices.contains(&a.device) {
             return Ok(());
         }
-        self.record(&a.request_id, SessionEvent::DeviceAdded { device: a.device }).await
+        self.record(
+            &a.request_id,
+            SessionEvent::DeviceAdded { device: a.device },
+        )
+        .await
     }
 }
 

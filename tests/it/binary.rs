@@ -121,10 +121,13 @@ async fn serve_answers_probes_and_shows_its_tree_then_drains_on_sigterm() {
     assert_eq!(tree["status"], "running");
     assert_eq!(tree["restarts"], 0);
     assert_eq!(tree["children"][0]["path"], "/cardio/entities");
-    assert!(tree["children"][0]["children"]
+    let kinds: Vec<&str> = tree["children"][0]["children"]
         .as_array()
         .unwrap()
-        .is_empty());
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["session", "consult", "device"]);
 
     let out = cardio(&["tree", "--url", &base]);
     assert!(

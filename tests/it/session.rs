@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use cardio::actors::session::{Activity, AddDevice, Connect, Disconnect, PatientSession, SetConsult, ViewSession};
+use cardio::actors::session::{
+    Activity, AddDevice, Connect, Disconnect, PatientSession, SetConsult, ViewSession,
+};
 use cardio::registry::{Kind, KindSpec, Registry};
 use cardio::store::Store;
 use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
@@ -20,13 +22,19 @@ async fn sessions(store: &Store, logoff_after: Duration) -> Kind<PatientSession>
     let registry = Registry::new(tree, pool, Duration::from_secs(10));
     let store = store.clone();
     registry
-        .register(&root, KindSpec::new(move |id: &str| PatientSession::new(id, store.clone(), logoff_after)))
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| PatientSession::new(id, store.clone(), logoff_after)),
+        )
         .await
         .unwrap()
 }
 
 fn connect(connection: &str, app: &str) -> Connect {
-    Connect { connection: connection.into(), app: app.into() }
+    Connect {
+        connection: connection.into(),
+        app: app.into(),
+    }
 }
 
 #[actix_rt::test]
@@ -36,7 +44,15 @@ async fn each_app_connection_has_its_own_presence() {
     kind.send("p-1", connect("ws-1", "phone")).await.unwrap();
     let view = kind.send("p-1", connect("ws-2", "tablet")).await.unwrap();
     assert_eq!(view.connections.len(), 2);
-    let view = kind.send("p-1", Disconnect { connection: "ws-1".into() }).await.unwrap();
+    let view = kind
+        .send(
+            "p-1",
+            Disconnect {
+                connection: "ws-1".into(),
+            },
+        )
+        .await
+        .unwrap();
     let apps: Vec<&str> = view.connections.values().map(|c| c.app.as_str()).collect();
     assert_eq!(apps, vec!["tablet"]);
     db.done().await;
@@ -52,7 +68,10 @@ async fn a_quiet_session_is_logged_off_and_activity_keeps_it_alive() {
         kind.send("p-1", Activity).await.unwrap();
     }
     let view = kind.send("p-1", ViewSession).await.unwrap();
-    assert!(!view.logged_off && view.connections.len() == 1, "active for 600 ms with a 300 ms timeout");
+    assert!(
+        !view.logged_off && view.connections.len() == 1,
+        "active for 600 ms with a 300 ms timeout"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let view = kind.send("p-1", ViewSession).await.unwrap();
@@ -91,14 +110,54 @@ macro_rules! on_both {
 async fn the_consult_and_devices_survive_a_node_restart_presence_does_not(store: &Store) {
     let first = sessions(store, Duration::from_secs(900)).await;
     first.send("p-1", connect("ws-1", "phone")).await.unwrap();
-    first.send("p-1", SetConsult { request_id: "s1".into(), consult: Some("c-1".into()) }).await.unwrap().unwrap();
-    first.send("p-1", AddDevice { request_id: "s2".into(), device: "d-1".into() }).await.unwrap().unwrap();
-    first.send("p-1", AddDevice { request_id: "s3".into(), device: "d-1".into() }).await.unwrap().unwrap();
+    first
+        .send(
+            "p-1",
+            SetConsult {
+                request_id: "s1".into(),
+                consult: Some("c-1".into()),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    first
+        .send(
+            "p-1",
+            AddDevice {
+                request_id: "s2".into(),
+                device: "d-1".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    first
+        .send(
+            "p-1",
+            AddDevice {
+                request_id: "s3".into(),
+                device: "d-1".into(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
     let second = sessions(store, Duration::from_secs(900)).await;
     let view = second.send("p-1", ViewSession).await.unwrap();
     assert_eq!(view.active_consult.as_deref(), Some("c-1"));
     assert_eq!(view.devices.iter().collect::<Vec<_>>(), vec!["d-1"]);
-    assert!(view.connections.is_empty(), "apps reconnect to the new node");
-    assert_eq!(store.events("session/p-1", 0).await.unwrap().len(), 2, "the device was added once");
+    assert!(
+        view.connections.is_empty(),
+        "apps reconnect to the new node"
+    );
+    assert_eq!(
+        store.events("session/p-1", 0).await.unwrap().len(),
+        2,
+        "the device was added once"
+    );
 }
-on_both!(durable, the_consult_and_devices_survive_a_node_restart_presence_does_not);
+on_both!(
+    durable,
+    the_consult_and_devices_survive_a_node_restart_presence_does_not
+);
