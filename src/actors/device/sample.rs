@@ -2,7 +2,7 @@
 //! each invalid one is rejected with its reason, the valid rest is accepted.
 //! Reasons name the rule, never the rejected value (vitals are PHI).
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -133,7 +133,8 @@ pub struct Verdict {
 pub struct Validator {
     limits: Limits,
     /// Accepted timestamps within the reorder tolerance of the latest, per metric.
-    recent: [VecDeque<u64>; 4],
+    /// Sorted: the latest is the last; pruned below latest − tolerance.
+    recent: [BTreeSet<u64>; 4],
 }
 
 fn range(
@@ -215,7 +216,7 @@ impl Validator {
         }
         let reorder = self.limits.reorder_tolerance_ms;
         let recent = &mut self.recent[s.metric() as usize];
-        if let Some(&latest) = recent.iter().max() {
+        if let Some(&latest) = recent.last() {
             if at + reorder < latest {
                 return Err(Rejection::OutOfOrder {
                     behind_ms: latest - at,
@@ -223,12 +224,13 @@ impl Validator {
                 });
             }
         }
-        if recent.contains(&at) {
+        if !recent.insert(at) {
             return Err(Rejection::Duplicate);
         }
-        recent.push_back(at);
-        let latest = recent.iter().copied().max().unwrap_or(at);
-        recent.retain(|t| t + reorder >= latest);
+        let latest = *recent.last().expect("just inserted");
+        while recent.first().is_some_and(|t| t + reorder < latest) {
+            recent.pop_first();
+        }
         Ok(())
     }
 
