@@ -115,6 +115,8 @@ pub struct Config {
     pub no_show_after: Duration,
     /// A patient's apps are logged off after this long without activity.
     pub session_logoff: Duration,
+    /// Raw device samples are kept this long (aggregates and alerts longer).
+    pub sample_retention: Duration,
     /// Shard queues actor messages are spread over.
     pub shards: u16,
     /// Deliveries after which a failing message is dead-lettered.
@@ -138,6 +140,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(600),
             no_show_after: Duration::from_secs(900),
             session_logoff: Duration::from_secs(900),
+            sample_retention: Duration::from_secs(30 * 24 * 3600),
             shards: 64,
             delivery_limit: 5,
             prefetch: 32,
@@ -177,6 +180,7 @@ const KEYS: &[&str] = &[
     "idle_timeout",
     "no_show_after",
     "session_logoff",
+    "sample_retention",
     "shards",
     "delivery_limit",
     "prefetch",
@@ -295,6 +299,14 @@ impl Config {
                 }
                 "session_logoff" => {
                     c.session_logoff = positive(duration(raw).map_err(bad)?).map_err(bad)?
+                }
+                "sample_retention" => {
+                    let d = duration(raw).map_err(bad)?;
+                    if d < Duration::from_secs(2 * 3600) {
+                        // Shorter would cut into the hour buckets still being filled.
+                        return Err(bad(format!("{raw:?} is shorter than 2h")));
+                    }
+                    c.sample_retention = d;
                 }
                 "arbiters" => c.arbiters = number(raw, 0, 1024).map_err(bad)? as usize,
                 "shards" => c.shards = number(raw, 1, 4096).map_err(bad)? as u16,

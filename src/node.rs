@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Arbiter;
 use actix_web::{web, App, HttpServer};
@@ -62,6 +63,7 @@ pub struct Node {
     arbiters: Vec<Arbiter>,
     root_failed: mpsc::UnboundedReceiver<String>,
     ready: Arc<AtomicBool>,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -103,6 +105,7 @@ impl Node {
             config.idle_timeout,
         );
         register_kinds(&registry, &entities, &store, &config).await?;
+        let retention = actix_rt::spawn(prune_samples(store.clone(), config.sample_retention));
 
         let bus = bus::connect(
             config.bus_url.expose(),
@@ -164,6 +167,7 @@ impl Node {
             arbiters,
             root_failed,
             ready,
+            retention,
         })
     }
 
@@ -228,6 +232,7 @@ impl Node {
                 }
             }
         };
+        self.retention.abort();
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -284,6 +289,23 @@ async fn register_kinds(
         .await?;
     registry.route_for::<DeviceStream, stream::Push>(&devices, "device.push");
     Ok(())
+}
+
+/// Deletes raw device samples past their retention, hourly.
+async fn prune_samples(store: Store, retention: Duration) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        let cutoff =
+            crate::supervisors::tree::unix_ms().saturating_sub(retention.as_millis() as u64);
+        match store.prune_journal("device/", cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(chunks = n, "raw samples past retention deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "raw sample retention failed; retrying in an hour")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -168,6 +168,36 @@ impl Store {
         Ok(seq as u64)
     }
 
+    /// Deletes journal entries older than `before_ms` of the actors whose key
+    /// starts with `prefix` (raw sample retention); returns how many.
+    pub async fn prune_journal(&self, prefix: &str, before_ms: u64) -> Result<u64, StoreError> {
+        // Keys from `prefix` up to (not including) the prefix with its last
+        // character incremented: every key that starts with `prefix`, compared
+        // bytewise (`COLLATE "C"`: a locale collation would ignore the '/').
+        let mut upper: Vec<char> = prefix.chars().collect();
+        let Some(last) = upper.pop() else {
+            return Ok(0);
+        };
+        upper.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
+        let upper: String = upper.into_iter().collect();
+        // An actor's latest entry stays: its sequence is what the next append
+        // continues from.
+        let sql = self.dialect(
+            "DELETE FROM journal WHERE actor_id COLLATE \"C\" >= $1 AND actor_id COLLATE \"C\" < $2 AND at_ms < $3 \
+             AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id)",
+            "DELETE FROM journal WHERE actor_id >= ?1 AND actor_id < ?2 AND at_ms < ?3 \
+             AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id)",
+        );
+        let deleted = with_pool!(self, pool => sqlx::query(sql)
+            .bind(prefix)
+            .bind(&upper)
+            .bind(before_ms.min(i64::MAX as u64) as i64)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(deleted)
+    }
+
     /// Stores `actor`'s snapshot at `seq`, unless a newer one is stored.
     pub async fn save_snapshot(
         &self,

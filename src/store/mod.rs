@@ -10,6 +10,7 @@
 //! Errors never carry payloads; payloads are opaque bytes here.
 
 pub mod journal;
+pub mod people;
 pub mod vitals;
 
 use std::path::Path;

@@ -247,3 +247,99 @@ async fn unknown_database_schemes_are_refused() {
         matches!(Store::connect("mysql://x").await, Err(StoreError::Unsupported(s)) if s == "mysql")
     );
 }
+
+async fn care_teams_and_devices_decide_who_reaches_whom(store: &Store) {
+    use cardio::store::people::PeopleError;
+    store.register_patient("p-1").await.unwrap();
+    store.register_patient("p-1").await.unwrap(); // again: no change
+    store.register_patient("p-2").await.unwrap();
+    store.register_clinician("c-1").await.unwrap();
+    assert_eq!(store.assign_clinician("p-1", "c-1").await.unwrap(), Ok(()));
+    assert_eq!(store.assign_clinician("p-1", "c-1").await.unwrap(), Ok(()));
+    assert_eq!(
+        store.assign_clinician("p-9", "c-1").await.unwrap(),
+        Err(PeopleError::UnknownPatient)
+    );
+    assert_eq!(
+        store.assign_clinician("p-1", "c-9").await.unwrap(),
+        Err(PeopleError::UnknownClinician)
+    );
+    assert!(store.on_care_team("p-1", "c-1").await.unwrap());
+    assert!(!store.on_care_team("p-2", "c-1").await.unwrap());
+    assert_eq!(store.care_team("p-1").await.unwrap(), vec!["c-1"]);
+    assert_eq!(store.patients_of("c-1").await.unwrap(), vec!["p-1"]);
+    assert_eq!(
+        store
+            .register_device("d-1", "p-1", "ecg_patch")
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .register_device("d-1", "p-1", "ecg_patch")
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .register_device("d-1", "p-2", "ecg_patch")
+            .await
+            .unwrap(),
+        Err(PeopleError::DeviceTaken)
+    );
+    assert_eq!(
+        store
+            .register_device("d-2", "p-9", "oximeter")
+            .await
+            .unwrap(),
+        Err(PeopleError::UnknownPatient)
+    );
+    let owner = store.device("d-1").await.unwrap().unwrap();
+    assert_eq!(owner.patient_id, "p-1");
+    assert_eq!(store.devices_of("p-1").await.unwrap().len(), 1);
+    assert!(store.devices_of("p-2").await.unwrap().is_empty());
+}
+on_both!(people, care_teams_and_devices_decide_who_reaches_whom);
+
+async fn retention_prunes_only_old_entries_of_the_prefix(store: &Store) {
+    store
+        .append("device/d-1", 0, "m-1", 0, b"old")
+        .await
+        .unwrap();
+    store
+        .append("device/d-1", 1, "m-2", 0, b"latest")
+        .await
+        .unwrap();
+    store
+        .append("consult/c-1", 0, "m-1", 0, b"keep")
+        .await
+        .unwrap();
+    store
+        .append("devices/x", 0, "m-1", 0, b"other prefix")
+        .await
+        .unwrap();
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1;
+    assert_eq!(store.prune_journal("device/", cutoff).await.unwrap(), 1);
+    let left = store.events("device/d-1", 0).await.unwrap();
+    assert_eq!(left.len(), 1, "the latest entry stays");
+    assert_eq!(left[0].seq, 2);
+    // The stream continues after its latest sequence.
+    assert!(matches!(
+        store.append("device/d-1", 2, "m-3", 0, b"next").await,
+        Ok(cardio::store::Appended::Written { seq: 3 })
+    ));
+    assert_eq!(store.events("consult/c-1", 0).await.unwrap().len(), 1);
+    assert_eq!(store.events("devices/x", 0).await.unwrap().len(), 1);
+    assert_eq!(
+        store.prune_journal("consult/", 0).await.unwrap(),
+        0,
+        "nothing older than the epoch"
+    );
+}
+on_both!(retention, retention_prunes_only_old_entries_of_the_prefix);
