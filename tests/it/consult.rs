@@ -244,3 +244,69 @@ async fn an_absent_patient_makes_a_no_show(store: &Store) {
     }
 }
 on_both!(no_show, an_absent_patient_makes_a_no_show);
+
+async fn a_crash_mid_consult_loses_nothing_acknowledged(store: &Store) {
+    use cardio::actors::consult::state::{ChatLine, Event};
+    use cardio::supervisors::SendError;
+    let kind = consults(store, Duration::from_secs(600), Duration::from_secs(600)).await;
+    open_consult(&kind).await;
+    chat(&kind, patient(), "m1", "one").await.unwrap();
+    chat(&kind, doctor(), "m2", "two").await.unwrap();
+    // Another writer appends to the journal behind the actor's back (a former
+    // owner of the consult, say): the actor's next write conflicts, it crashes.
+    let last = store.last_seq("consult/c-1").await.unwrap();
+    let foreign = Event::Chatted {
+        line: ChatLine {
+            seq: 3,
+            author: patient(),
+            client_message_id: "m3".into(),
+            text: "three".into(),
+            at_ms: 0,
+        },
+    };
+    store
+        .append(
+            "consult/c-1",
+            last,
+            "m3",
+            0,
+            &serde_json::to_vec(&foreign).unwrap(),
+        )
+        .await
+        .unwrap();
+    let command = Command::Chat {
+        who: doctor(),
+        client_message_id: "m4".into(),
+        text: "four".into(),
+    };
+    let crashed = kind
+        .send(
+            "c-1",
+            Act {
+                request_id: "m4".into(),
+                command,
+            },
+        )
+        .await;
+    assert!(
+        matches!(crashed, Err(SendError::Crashed { .. })),
+        "{crashed:?}"
+    );
+    // Restarted from the journal: everything acknowledged is there, and the
+    // retried line lands after the foreign one.
+    assert_eq!(
+        chat(&kind, doctor(), "m4", "four").await,
+        Ok(Outcome::Line {
+            seq: 4,
+            duplicate: false
+        })
+    );
+    let view = kind.send("c-1", View { after: 0 }).await.unwrap();
+    let texts: Vec<&str> = view.lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, vec!["one", "two", "three", "four"]);
+    assert_eq!(view.status, Some(Status::InProgress));
+}
+on_both!(
+    crash_recovery,
+    a_crash_mid_consult_loses_nothing_acknowledged
+);

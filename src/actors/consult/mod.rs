@@ -4,7 +4,8 @@
 //! Every accepted command is journaled before it is applied and answered, so a
 //! crash, a passivation or a node restart loses nothing acknowledged: the
 //! actor replays its journal when it starts. Command ids make retries
-//! idempotent: a command journaled before is not applied twice.
+//! idempotent: a command journaled before is not applied twice. A journal that
+//! moved on under another writer makes the actor crash and recover from it.
 
 pub mod state;
 
@@ -118,6 +119,12 @@ impl Handler<Act> for ConsultActor {
                 }
                 // Journaled by an earlier attempt, which the state already holds.
                 Ok(Appended::Duplicate { .. }) => {}
+                // Someone else wrote this consult's journal: this state is stale.
+                // Crash, so that the restart replays the journal (the command is
+                // answered `Crashed` and may be retried).
+                Err(crate::store::StoreError::Conflict { .. }) => {
+                    panic!("consult journal moved on under another writer; recovering");
+                }
                 Err(e) => {
                     tracing::warn!(actor = %self.key, error = %e, "consult event not journaled");
                     return Err(ConsultError::Unavailable);
