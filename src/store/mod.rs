@@ -9,6 +9,7 @@
 //!
 //! Errors never carry payloads; payloads are opaque bytes here.
 
+pub mod consults;
 pub mod journal;
 pub mod people;
 pub mod vitals;

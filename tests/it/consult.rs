@@ -153,6 +153,20 @@ async fn a_consult_runs_its_lifecycle_with_ordered_chat(store: &Store) {
     assert_eq!(view.notes.as_deref(), Some("holter monitor"));
     let resumed = kind.send("c-1", View { after: 1 }).await.unwrap();
     assert_eq!(resumed.lines.len(), 1);
+    // The queryable tables follow the journal.
+    let rows = store.consults_of("p-1").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].id.as_str(),
+            rows[0].status,
+            rows[0].clinician_id.as_deref()
+        ),
+        ("c-1", Status::Ended, Some("c-1"))
+    );
+    let lines = store.chat_lines("c-1", 0).await.unwrap();
+    assert_eq!(lines, view.lines);
+    assert_eq!(store.chat_lines("c-1", 1).await.unwrap().len(), 1);
 }
 on_both!(lifecycle, a_consult_runs_its_lifecycle_with_ordered_chat);
 

@@ -44,6 +44,32 @@ impl ConsultActor {
         }
     }
 
+    /// Rewrites the queryable rows (consult, chat lines) from the state:
+    /// idempotent, and repaired by the next start if it fails now.
+    async fn project(&self, lines: &[ChatLine]) {
+        let (Some(patient), Some(status)) = (&self.state.patient, self.state.status()) else {
+            return;
+        };
+        let id = self.key.trim_start_matches("consult/");
+        let row = crate::store::consults::ConsultRow {
+            id: id.to_owned(),
+            patient_id: patient.clone(),
+            clinician_id: self.state.clinician.clone(),
+            status,
+            requested_ms: self.state.requested_at_ms,
+        };
+        let mut result = self.store.project_consult(&row).await;
+        for line in lines {
+            if result.is_err() {
+                break;
+            }
+            result = self.store.project_chat(id, line).await;
+        }
+        if let Err(e) = result {
+            tracing::warn!(actor = %self.key, error = %e, "consult projection not written yet");
+        }
+    }
+
     fn arm_no_show(&self, ctx: &Ctx<Self>) {
         if matches!(
             self.state.status(),
@@ -80,6 +106,7 @@ impl Actor for ConsultActor {
             self.last_seq = e.seq;
             self.applied.insert(e.message_id);
         }
+        self.project(&self.state.lines).await;
         self.arm_no_show(ctx);
     }
 }
@@ -130,6 +157,16 @@ impl Handler<Act> for ConsultActor {
                     return Err(ConsultError::Unavailable);
                 }
             }
+        }
+        if !events.is_empty() {
+            let lines: Vec<ChatLine> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Chatted { line } => Some(line.clone()),
+                    _ => None,
+                })
+                .collect();
+            self.project(&lines).await;
         }
         if was_new && self.state.status().is_some() {
             self.arm_no_show(ctx);

@@ -1,0 +1,162 @@
+//! Queryable projections of consults and their chat: rewritten idempotently by
+//! the consult actor from its journal, read by the API.
+
+use sqlx::Row;
+
+use super::{with_pool, Store, StoreError};
+use crate::actors::consult::state::{ChatLine, Party, Status};
+use crate::supervisors::tree::unix_ms;
+
+/// A consult as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsultRow {
+    pub id: String,
+    pub patient_id: String,
+    pub clinician_id: Option<String>,
+    pub status: Status,
+    pub requested_ms: u64,
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Requested => "requested",
+        Status::Waiting => "waiting",
+        Status::InProgress => "in_progress",
+        Status::Ended => "ended",
+        Status::Cancelled => "cancelled",
+        Status::NoShow => "no_show",
+    }
+}
+
+fn parse_status(s: &str) -> Result<Status, StoreError> {
+    Ok(match s {
+        "requested" => Status::Requested,
+        "waiting" => Status::Waiting,
+        "in_progress" => Status::InProgress,
+        "ended" => Status::Ended,
+        "cancelled" => Status::Cancelled,
+        "no_show" => Status::NoShow,
+        other => {
+            return Err(StoreError::Database(sqlx::Error::Decode(
+                format!("unknown consult status {other:?}").into(),
+            )))
+        }
+    })
+}
+
+impl Store {
+    /// Writes (or rewrites) a consult's row.
+    pub async fn project_consult(&self, row: &ConsultRow) -> Result<(), StoreError> {
+        let sql = self.dialect(
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
+             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms",
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET \
+             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms",
+        );
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(&row.id)
+            .bind(&row.patient_id)
+            .bind(&row.clinician_id)
+            .bind(status_name(row.status))
+            .bind(row.requested_ms as i64)
+            .bind(unix_ms() as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Writes a chat line (once).
+    pub async fn project_chat(&self, consult: &str, line: &ChatLine) -> Result<(), StoreError> {
+        let sql = self.dialect(
+            "INSERT INTO chat_messages (consult_id, seq, author_role, author_id, client_message_id, text, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (consult_id, seq) DO NOTHING",
+            "INSERT INTO chat_messages (consult_id, seq, author_role, author_id, client_message_id, text, at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (consult_id, seq) DO NOTHING",
+        );
+        let (role, author) = match &line.author {
+            Party::Patient(id) => ("patient", id),
+            Party::Clinician(id) => ("clinician", id),
+        };
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(consult)
+            .bind(line.seq as i64)
+            .bind(role)
+            .bind(author)
+            .bind(&line.client_message_id)
+            .bind(&line.text)
+            .bind(line.at_ms as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A patient's consults, oldest first.
+    pub async fn consults_of(&self, patient: &str) -> Result<Vec<ConsultRow>, StoreError> {
+        let sql = self.dialect(
+            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults \
+             WHERE patient_id = $1 ORDER BY requested_ms, id",
+            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults \
+             WHERE patient_id = ?1 ORDER BY requested_ms, id",
+        );
+        type Raw = (String, String, Option<String>, String, i64);
+        let rows: Vec<Raw> = with_pool!(self, pool => sqlx::query(sql)
+            .bind(patient)
+            .fetch_all(pool)
+            .await
+            .and_then(|rows| rows.iter().map(|r| Ok((
+                r.try_get("id")?, r.try_get("patient_id")?, r.try_get("clinician_id")?,
+                r.try_get("status")?, r.try_get("requested_ms")?,
+            ))).collect()))?;
+        rows.into_iter()
+            .map(|(id, patient_id, clinician_id, status, requested)| {
+                Ok(ConsultRow {
+                    id,
+                    patient_id,
+                    clinician_id,
+                    status: parse_status(&status)?,
+                    requested_ms: requested as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// A consult's chat lines after `after`, in order.
+    pub async fn chat_lines(&self, consult: &str, after: u64) -> Result<Vec<ChatLine>, StoreError> {
+        let sql = self.dialect(
+            "SELECT seq, author_role, author_id, client_message_id, text, at_ms FROM chat_messages \
+             WHERE consult_id = $1 AND seq > $2 ORDER BY seq",
+            "SELECT seq, author_role, author_id, client_message_id, text, at_ms FROM chat_messages \
+             WHERE consult_id = ?1 AND seq > ?2 ORDER BY seq",
+        );
+        type Raw = (i64, String, String, String, String, i64);
+        let rows: Vec<Raw> = with_pool!(self, pool => sqlx::query(sql)
+            .bind(consult)
+            .bind(after as i64)
+            .fetch_all(pool)
+            .await
+            .and_then(|rows| rows.iter().map(|r| Ok((
+                r.try_get("seq")?, r.try_get("author_role")?, r.try_get("author_id")?,
+                r.try_get("client_message_id")?, r.try_get("text")?, r.try_get("at_ms")?,
+            ))).collect()))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(seq, role, author, client_message_id, text, at)| ChatLine {
+                    seq: seq as u64,
+                    author: if role == "clinician" {
+                        Party::Clinician(author)
+                    } else {
+                        Party::Patient(author)
+                    },
+                    client_message_id,
+                    text,
+                    at_ms: at as u64,
+                },
+            )
+            .collect())
+    }
+}
