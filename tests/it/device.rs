@@ -328,3 +328,91 @@ on_both!(
     ecg,
     ecg_chunks_give_heart_rate_and_an_irregular_rhythm_alert
 );
+
+async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
+        panic!("{r}")
+    })
+    .await;
+    let registry = Registry::new(tree, pool, Duration::from_secs(20));
+    let s = store.clone();
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| {
+                DeviceStream::new(id, s.clone(), StreamSettings::default())
+            })
+            .idle_timeout(Some(Duration::from_millis(100))),
+        )
+        .await
+        .unwrap();
+    let t0 = now_ms() - 300_000;
+    let changes = push_series(
+        &kind,
+        "d-5",
+        &synthetic::Series::new(30.0, 1.0),
+        70.0,
+        t0,
+        "a",
+    )
+    .await;
+    assert!(
+        matches!(
+            changes[..],
+            [AlertChange::Raised {
+                kind: AlertKind::Bradycardia,
+                ..
+            }]
+        ),
+        "{changes:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while kind.live() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not passivated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snapshot = store
+        .snapshot("device/d-5")
+        .await
+        .unwrap()
+        .expect("snapshot saved on passivation");
+    assert_eq!(snapshot.seq, store.last_seq("device/d-5").await.unwrap());
+    // Back from the snapshot: history, open aggregates and rule states.
+    let stale = push(
+        &kind,
+        "d-5",
+        "b",
+        vec![Sample::HeartRate {
+            at_ms: t0 + 1_000,
+            bpm: 30.0,
+        }],
+    )
+    .await;
+    assert!(matches!(
+        stale.rejected[..],
+        [(0, Rejection::OutOfOrder { .. })]
+    ));
+    let more = push_series(
+        &kind,
+        "d-5",
+        &synthetic::Series::new(30.0, 1.0),
+        10.0,
+        t0 + 70_000,
+        "c",
+    )
+    .await;
+    assert!(more.is_empty(), "still active, not raised again: {more:?}");
+    let open: u64 = kind
+        .send("d-5", OpenAggregates(Series::HeartRate))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.span == Span::Hour)
+        .map(|a| a.count)
+        .sum();
+    assert_eq!(open, 80, "the hour bucket kept its 70 samples and added 10");
+    assert_eq!(store.alerts("d-5").await.unwrap().len(), 1);
+}
+on_both!(snapshots, a_passivated_stream_comes_back_from_its_snapshot);

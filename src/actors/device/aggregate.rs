@@ -130,6 +130,16 @@ impl Rollups {
         std::mem::take(&mut self.closed)
     }
 
+    /// Puts back open buckets saved from [`Self::current`] (snapshots).
+    pub fn restore(&mut self, open: Vec<Aggregate>) {
+        for a in open {
+            self.open
+                .entry((a.series, a.span))
+                .or_default()
+                .push_back(a);
+        }
+    }
+
     /// Every bucket, open ones included (for queries and flushes).
     pub fn current(&self) -> impl Iterator<Item = &Aggregate> {
         self.open.values().flatten()

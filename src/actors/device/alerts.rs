@@ -197,6 +197,24 @@ impl Rules {
         )
     }
 
+    /// Each rule's state (start of the current run, active), for snapshots.
+    pub fn states(&self) -> Vec<(AlertKind, Option<u64>, bool)> {
+        AlertKind::ALL
+            .into_iter()
+            .map(|k| {
+                let st = self.states[k as usize];
+                (k, st.since_ms, st.active)
+            })
+            .collect()
+    }
+
+    /// Restores states saved by [`Self::states`].
+    pub fn restore(&mut self, states: Vec<(AlertKind, Option<u64>, bool)>) {
+        for (k, since_ms, active) in states {
+            self.states[k as usize] = RuleState { since_ms, active };
+        }
+    }
+
     /// Kinds active now.
     pub fn active_kinds(&self) -> Vec<AlertKind> {
         AlertKind::ALL

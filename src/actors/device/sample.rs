@@ -234,6 +234,16 @@ impl Validator {
         Ok(())
     }
 
+    /// Recent accepted timestamps per metric, for a snapshot.
+    pub fn history(&self) -> [Vec<u64>; 4] {
+        self.recent.clone().map(|set| set.into_iter().collect())
+    }
+
+    /// Restores the history saved by [`Self::history`].
+    pub fn restore(&mut self, history: [Vec<u64>; 4]) {
+        self.recent = history.map(|v| v.into_iter().collect());
+    }
+
     /// Judges a batch: the valid samples are accepted, each invalid one rejected
     /// with its reason.
     pub fn judge(&mut self, batch: Vec<Sample>, now_ms: u64) -> Verdict {

@@ -23,6 +23,18 @@ use crate::supervisors::tree::unix_ms;
 /// Beats over which rhythm and ECG heart rate are judged.
 const RHYTHM_BEATS: usize = 30;
 
+/// Chunks journaled between snapshots.
+const SNAPSHOT_EVERY: u64 = 64;
+
+/// What a device stream saves so that a restart replays only the journal's tail.
+#[derive(Debug, Serialize, Deserialize)]
+struct DeviceSnapshot {
+    history: [Vec<u64>; 4],
+    open: Vec<super::aggregate::Aggregate>,
+    rules: Vec<(AlertKind, Option<u64>, bool)>,
+    open_alerts: Vec<(AlertKind, String)>,
+}
+
 /// Settings of every device stream.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StreamSettings {
@@ -57,6 +69,9 @@ pub struct DeviceStream {
     open_alerts: HashMap<AlertKind, String>,
     /// Request ids of the latest batches, to answer a retry as a duplicate.
     recent_requests: VecDeque<String>,
+    /// Derived rows the last write could not store: no snapshot until they
+    /// are (the replay from an older snapshot re-derives them).
+    derived_pending: bool,
 }
 
 /// Batches remembered for retries (older retries are judged sample by sample
@@ -104,6 +119,7 @@ impl DeviceStream {
             last_seq: 0,
             open_alerts: HashMap::new(),
             recent_requests: VecDeque::new(),
+            derived_pending: false,
         }
     }
 
@@ -207,6 +223,27 @@ impl DeviceStream {
         self.store.save_aggregates(&self.id, &closed).await
     }
 
+    async fn snapshot(&self) {
+        let saved = DeviceSnapshot {
+            history: self.validator.history(),
+            open: self.open_aggregates(),
+            rules: self.rules.states(),
+            open_alerts: self
+                .open_alerts
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        };
+        let payload = serde_json::to_vec(&saved).expect("snapshots serialise");
+        if let Err(e) = self
+            .store
+            .save_snapshot(&self.key, self.last_seq, &payload)
+            .await
+        {
+            tracing::warn!(actor = %self.key, error = %e, "snapshot not saved");
+        }
+    }
+
     fn remember(&mut self, request_id: String) {
         self.recent_requests.push_back(request_id);
         if self.recent_requests.len() > RECENT_REQUESTS {
@@ -224,9 +261,24 @@ impl Actor for DeviceStream {
     const KIND: &'static str = "device";
 
     async fn started(&mut self, _: &mut Ctx<Self>) {
+        // Snapshot, then the journal's tail after it.
+        if let Some(snapshot) = self
+            .store
+            .snapshot(&self.key)
+            .await
+            .expect("device snapshot unreadable")
+        {
+            let saved: DeviceSnapshot =
+                serde_json::from_slice(&snapshot.payload).expect("device snapshot malformed");
+            self.validator.restore(saved.history);
+            self.rollups.restore(saved.open);
+            self.rules.restore(saved.rules);
+            self.open_alerts = saved.open_alerts.into_iter().collect();
+            self.last_seq = snapshot.seq;
+        }
         let events = self
             .store
-            .events(&self.key, 0)
+            .events(&self.key, self.last_seq)
             .await
             .expect("device journal unreadable");
         for e in events {
@@ -246,10 +298,14 @@ impl Actor for DeviceStream {
     }
 
     async fn stopping(&mut self, _: &mut Ctx<Self>) {
-        // Flush the buckets still open, so queries see them after passivation.
+        // Flush the buckets still open, so queries see them after passivation,
+        // and snapshot, so the next start replays little.
         let open = self.open_aggregates();
         if let Err(e) = self.store.save_aggregates(&self.id, &open).await {
             tracing::warn!(actor = %self.key, error = %e, "open aggregates not flushed");
+        }
+        if !self.derived_pending {
+            self.snapshot().await;
         }
     }
 }
@@ -295,6 +351,11 @@ impl Handler<Push> for DeviceStream {
         if let Err(e) = self.record(&changes).await {
             // The samples are durable; the next start re-derives these rows.
             tracing::warn!(actor = %self.key, error = %e, "derived vitals not written yet");
+            self.derived_pending = true;
+        } else if self.last_seq % SNAPSHOT_EVERY == 0 && !self.derived_pending {
+            // Only after the derived rows are written: a replay from this
+            // snapshot must not need to re-derive what came before it.
+            self.snapshot().await;
         }
         Ok(PushResult {
             accepted: verdict.accepted.len() as u32,
