@@ -177,6 +177,12 @@ async fn nothing_acknowledged_is_lost_across_passivation_and_node_restart(store:
     chat(&kind, doctor(), "m2", "two").await.unwrap();
     // Passivation: the actor leaves memory, then comes back from the journal.
     eventually(LONG, "passivated", || kind.live() == 0).await;
+    let snapshot = store
+        .snapshot("consult/c-1")
+        .await
+        .unwrap()
+        .expect("snapshot on passivation");
+    assert_eq!(snapshot.seq, store.last_seq("consult/c-1").await.unwrap());
     assert_eq!(
         chat(&kind, patient(), "m3", "three").await,
         Ok(Outcome::Line {

@@ -88,15 +88,50 @@ impl ConsultActor {
     }
 }
 
+/// What a consult saves on passivation so that its next start replays only
+/// the journal's tail.
+#[derive(Serialize, Deserialize)]
+struct ConsultSnapshot {
+    state: Consult,
+    applied: std::collections::HashSet<String>,
+}
+
 impl Actor for ConsultActor {
     const KIND: &'static str = "consult";
+
+    async fn stopping(&mut self, _: &mut Ctx<Self>) {
+        let saved = ConsultSnapshot {
+            state: self.state.clone(),
+            applied: self.applied.clone(),
+        };
+        let payload = serde_json::to_vec(&saved).expect("snapshots serialise");
+        if let Err(e) = self
+            .store
+            .save_snapshot(&self.key, self.last_seq, &payload)
+            .await
+        {
+            tracing::warn!(actor = %self.key, error = %e, "snapshot not saved");
+        }
+    }
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) {
         // A journal that cannot be read is a crash: the supervisor retries
         // with backoff. The message carries no consult data.
+        if let Some(snapshot) = self
+            .store
+            .snapshot(&self.key)
+            .await
+            .expect("consult snapshot unreadable")
+        {
+            let saved: ConsultSnapshot =
+                serde_json::from_slice(&snapshot.payload).expect("consult snapshot malformed");
+            self.state = saved.state;
+            self.applied = saved.applied;
+            self.last_seq = snapshot.seq;
+        }
         let events = self
             .store
-            .events(&self.key, 0)
+            .events(&self.key, self.last_seq)
             .await
             .expect("consult journal unreadable");
         for e in events {
