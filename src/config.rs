@@ -117,6 +117,8 @@ pub struct Config {
     pub session_logoff: Duration,
     /// Raw device samples are kept this long (aggregates and alerts longer).
     pub sample_retention: Duration,
+    /// Alert rule thresholds and the window sustained rules must hold for.
+    pub alerts: crate::actors::device::alerts::Thresholds,
     /// Shard queues actor messages are spread over.
     pub shards: u16,
     /// Deliveries after which a failing message is dead-lettered.
@@ -141,6 +143,7 @@ impl Default for Config {
             no_show_after: Duration::from_secs(900),
             session_logoff: Duration::from_secs(900),
             sample_retention: Duration::from_secs(30 * 24 * 3600),
+            alerts: crate::actors::device::alerts::Thresholds::default(),
             shards: 64,
             delivery_limit: 5,
             prefetch: 32,
@@ -181,6 +184,13 @@ const KEYS: &[&str] = &[
     "no_show_after",
     "session_logoff",
     "sample_retention",
+    "alert_tachycardia_bpm",
+    "alert_bradycardia_bpm",
+    "alert_low_spo2_percent",
+    "alert_crisis_systolic",
+    "alert_crisis_diastolic",
+    "alert_irregularity",
+    "alert_sustain",
     "shards",
     "delivery_limit",
     "prefetch",
@@ -300,6 +310,27 @@ impl Config {
                 "session_logoff" => {
                     c.session_logoff = positive(duration(raw).map_err(bad)?).map_err(bad)?
                 }
+                "alert_tachycardia_bpm" => {
+                    c.alerts.tachycardia_bpm = real(raw, 60.0, 250.0).map_err(bad)?
+                }
+                "alert_bradycardia_bpm" => {
+                    c.alerts.bradycardia_bpm = real(raw, 20.0, 80.0).map_err(bad)?
+                }
+                "alert_low_spo2_percent" => {
+                    c.alerts.low_spo2_percent = real(raw, 70.0, 99.0).map_err(bad)?
+                }
+                "alert_crisis_systolic" => {
+                    c.alerts.crisis_systolic = real(raw, 120.0, 300.0).map_err(bad)?
+                }
+                "alert_crisis_diastolic" => {
+                    c.alerts.crisis_diastolic = real(raw, 70.0, 200.0).map_err(bad)?
+                }
+                "alert_irregularity" => {
+                    c.alerts.irregularity = real(raw, 0.01, 1.0).map_err(bad)?
+                }
+                "alert_sustain" => {
+                    c.alerts.sustain_ms = duration(raw).map_err(bad)?.as_millis() as u64
+                }
                 "sample_retention" => {
                     let d = duration(raw).map_err(bad)?;
                     if d < Duration::from_secs(2 * 3600) {
@@ -338,6 +369,13 @@ fn positive(d: Duration) -> Result<Duration, String> {
         Err("must be longer than zero".into())
     } else {
         Ok(d)
+    }
+}
+
+fn real(raw: &str, min: f64, max: f64) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!("{raw:?} is not a number from {min} to {max}")),
     }
 }
 
@@ -415,6 +453,20 @@ mod tests {
         assert!(err.to_string().contains("not a duration"), "{err}");
         let err = Config::load(None, &env(&[("CARDIO_DATABASE_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().starts_with("CARDIO_DATABASE_URL:"), "{err}");
+        let err = Config::load(None, &env(&[("CARDIO_ALERT_TACHYCARDIA_BPM", "NaN")])).unwrap_err();
+        assert!(err.to_string().contains("from 60 to 250"), "{err}");
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CARDIO_ALERT_TACHYCARDIA_BPM", "110"),
+                ("CARDIO_ALERT_SUSTAIN", "30s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.alerts.tachycardia_bpm, c.alerts.sustain_ms),
+            (110.0, 30_000)
+        );
         let err = Config::load(None, &env(&[("CARDIO_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("pretty or json"), "{err}");
     }

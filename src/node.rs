@@ -279,12 +279,14 @@ async fn register_kinds(
     registry.route_for::<ConsultActor, consult::View>(&consults, "consult.view");
 
     let s = store.clone();
+    let settings = StreamSettings {
+        thresholds: config.alerts,
+        ..StreamSettings::default()
+    };
     let devices = registry
         .register(
             entities,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), StreamSettings::default())
-            }),
+            KindSpec::new(move |id: &str| DeviceStream::new(id, s.clone(), settings)),
         )
         .await?;
     registry.route_for::<DeviceStream, stream::Push>(&devices, "device.push");
