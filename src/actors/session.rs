@@ -49,6 +49,8 @@ pub struct PatientSession {
     logoff_after: Duration,
     /// Bumped on every activity: only the latest idle check may log off.
     activity: u64,
+    /// Request ids already journaled: a retry is answered, not redone.
+    applied: std::collections::HashSet<String>,
 }
 
 impl PatientSession {
@@ -60,6 +62,7 @@ impl PatientSession {
             last_seq: 0,
             logoff_after,
             activity: 0,
+            applied: Default::default(),
         }
     }
 
@@ -76,6 +79,9 @@ impl PatientSession {
     }
 
     async fn record(&mut self, request_id: &str, event: SessionEvent) -> Result<(), SessionError> {
+        if self.applied.contains(request_id) {
+            return Ok(());
+        }
         let payload = serde_json::to_vec(&event).expect("events serialise");
         match self
             .store
@@ -85,9 +91,16 @@ impl PatientSession {
             Ok(Appended::Written { seq }) => {
                 self.last_seq = seq;
                 self.apply(&event);
+                self.applied.insert(request_id.to_owned());
                 Ok(())
             }
-            Ok(Appended::Duplicate { .. }) => Ok(()),
+            // The journal knows what this state does not: recover from it.
+            Ok(Appended::Duplicate { .. }) => {
+                panic!("session journal holds an event this state lacks; recovering")
+            }
+            Err(crate::store::StoreError::Conflict { .. }) => {
+                panic!("session journal moved on under another writer; recovering")
+            }
             Err(e) => {
                 tracing::warn!(actor = %self.key, error = %e, "session event not journaled");
                 Err(SessionError::Unavailable)
@@ -126,6 +139,7 @@ impl Actor for PatientSession {
                 serde_json::from_slice(&e.payload).expect("session journal entry malformed");
             self.apply(&event);
             self.last_seq = e.seq;
+            self.applied.insert(e.message_id);
         }
     }
 }

@@ -169,7 +169,8 @@ impl Store {
     }
 
     /// Deletes journal entries older than `before_ms` of the actors whose key
-    /// starts with `prefix` (raw sample retention); returns how many.
+    /// starts with `prefix` (raw sample retention), only those a snapshot
+    /// already covers; returns how many.
     pub async fn prune_journal(&self, prefix: &str, before_ms: u64) -> Result<u64, StoreError> {
         // Keys from `prefix` up to (not including) the prefix with its last
         // character incremented: every key that starts with `prefix`, compared
@@ -180,13 +181,16 @@ impl Store {
         };
         upper.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
         let upper: String = upper.into_iter().collect();
-        // An actor's latest entry stays: its sequence is what the next append
-        // continues from.
+        // An actor's latest entry stays (its sequence is what the next append
+        // continues from), and so does everything after its latest snapshot
+        // (what its recovery replays).
         let sql = self.dialect(
             "DELETE FROM journal WHERE actor_id COLLATE \"C\" >= $1 AND actor_id COLLATE \"C\" < $2 AND at_ms < $3 \
-             AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id)",
+             AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id) \
+             AND seq <= COALESCE((SELECT s.seq FROM snapshots s WHERE s.actor_id = journal.actor_id), 0)",
             "DELETE FROM journal WHERE actor_id >= ?1 AND actor_id < ?2 AND at_ms < ?3 \
-             AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id)",
+             AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id) \
+             AND seq <= COALESCE((SELECT s.seq FROM snapshots s WHERE s.actor_id = journal.actor_id), 0)",
         );
         let deleted = with_pool!(self, pool => sqlx::query(sql)
             .bind(prefix)

@@ -204,7 +204,7 @@ async fn nothing_acknowledged_is_lost_across_passivation_and_node_restart(store:
         })
     );
     assert_eq!(
-        chat(&restarted, patient(), "m2", "two").await,
+        chat(&restarted, doctor(), "m2", "two").await,
         Ok(Outcome::Line {
             seq: 2,
             duplicate: true

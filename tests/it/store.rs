@@ -325,6 +325,12 @@ async fn retention_prunes_only_old_entries_of_the_prefix(store: &Store) {
         .unwrap()
         .as_millis() as u64
         + 1;
+    // Nothing goes that no snapshot covers.
+    assert_eq!(store.prune_journal("device/", cutoff).await.unwrap(), 0);
+    store
+        .save_snapshot("device/d-1", 1, b"state at 1")
+        .await
+        .unwrap();
     assert_eq!(store.prune_journal("device/", cutoff).await.unwrap(), 1);
     let left = store.events("device/d-1", 0).await.unwrap();
     assert_eq!(left.len(), 1, "the latest entry stays");

@@ -179,8 +179,14 @@ impl Handler<Act> for ConsultActor {
                     self.state.apply(event);
                     self.applied.insert(message_id);
                 }
-                // Journaled by an earlier attempt, which the state already holds.
-                Ok(Appended::Duplicate { .. }) => {}
+                // This request id was used before for another command.
+                Ok(Appended::Duplicate { .. }) if self.applied.contains(&message_id) => {
+                    return Err(ConsultError::RequestIdReused);
+                }
+                // The journal knows an event this state lacks: recover from it.
+                Ok(Appended::Duplicate { .. }) => {
+                    panic!("consult journal holds an event this state lacks; recovering");
+                }
                 // Someone else wrote this consult's journal: this state is stale.
                 // Crash, so that the restart replays the journal (the command is
                 // answered `Crashed` and may be retried).

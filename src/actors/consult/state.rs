@@ -132,6 +132,16 @@ pub enum ConsultError {
     BadText { max: usize },
     #[error("the consult could not record this now; try again")]
     Unavailable,
+    #[error("this request id was already used for another command")]
+    RequestIdReused,
+}
+
+/// Client message ids are the client's: two authors may use the same one.
+fn client_key(author: &Party, client_message_id: &str) -> String {
+    match author {
+        Party::Patient(id) => format!("p:{id}:{client_message_id}"),
+        Party::Clinician(id) => format!("c:{id}:{client_message_id}"),
+    }
 }
 
 /// Longest chat line accepted (characters).
@@ -148,7 +158,7 @@ pub struct Consult {
     pub present: BTreeSet<Party>,
     pub notes: Option<String>,
     pub requested_at_ms: u64,
-    /// Client message id → sequence, to answer duplicates.
+    /// (author, client message id) → sequence, to answer duplicates.
     by_client_id: HashMap<String, u64>,
 }
 
@@ -248,7 +258,7 @@ impl Consult {
                 if !self.participant(who) {
                     return Err(ConsultError::NotParticipant);
                 }
-                if let Some(seq) = self.by_client_id.get(client_message_id) {
+                if let Some(seq) = self.by_client_id.get(&client_key(who, client_message_id)) {
                     return Ok((
                         vec![],
                         Outcome::Line {
@@ -366,7 +376,7 @@ impl Consult {
             }
             Event::Chatted { line } => {
                 self.by_client_id
-                    .insert(line.client_message_id.clone(), line.seq);
+                    .insert(client_key(&line.author, &line.client_message_id), line.seq);
                 self.lines.push(line.clone());
             }
             Event::Ended { notes, .. } => {
@@ -628,8 +638,17 @@ mod tests {
             ]
         );
         assert_eq!(c.lines.len(), 2);
+        // The same client id from another author is another message.
+        let r = run(&mut c, &[chat(doctor(), "m1", "mine")]);
+        assert_eq!(
+            r,
+            vec![Ok(Outcome::Line {
+                seq: 3,
+                duplicate: false
+            })]
+        );
         let after_first: Vec<&str> = c.lines_after(1).iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(after_first, vec!["two"]);
+        assert_eq!(after_first, vec!["two", "mine"]);
         assert!(c.lines_after(99).is_empty());
     }
 

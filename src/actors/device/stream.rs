@@ -69,9 +69,6 @@ pub struct DeviceStream {
     open_alerts: HashMap<AlertKind, String>,
     /// Request ids of the latest batches, to answer a retry as a duplicate.
     recent_requests: VecDeque<String>,
-    /// Derived rows the last write could not store: no snapshot until they
-    /// are (the replay from an older snapshot re-derives them).
-    derived_pending: bool,
 }
 
 /// Batches remembered for retries (older retries are judged sample by sample
@@ -119,7 +116,6 @@ impl DeviceStream {
             last_seq: 0,
             open_alerts: HashMap::new(),
             recent_requests: VecDeque::new(),
-            derived_pending: false,
         }
     }
 
@@ -304,9 +300,7 @@ impl Actor for DeviceStream {
         if let Err(e) = self.store.save_aggregates(&self.id, &open).await {
             tracing::warn!(actor = %self.key, error = %e, "open aggregates not flushed");
         }
-        if !self.derived_pending {
-            self.snapshot().await;
-        }
+        self.snapshot().await;
     }
 }
 
@@ -334,11 +328,14 @@ impl Handler<Push> for DeviceStream {
             .await
         {
             Ok(Appended::Written { seq }) => self.last_seq = seq,
+            // The journal holds a batch (or a writer) this state has not seen:
+            // crash, so that the restart replays the journal (the caller gets
+            // `Crashed` and may retry; nothing is applied twice).
             Ok(Appended::Duplicate { .. }) => {
-                return Ok(PushResult {
-                    duplicate: true,
-                    ..PushResult::default()
-                })
+                panic!("device journal holds a batch this state lacks; recovering")
+            }
+            Err(crate::store::StoreError::Conflict { .. }) => {
+                panic!("device journal moved on under another writer; recovering")
             }
             Err(e) => {
                 tracing::warn!(actor = %self.key, error = %e, "samples not stored");
@@ -349,10 +346,12 @@ impl Handler<Push> for DeviceStream {
         self.remember(push.request_id);
         let changes = self.absorb(&verdict.accepted);
         if let Err(e) = self.record(&changes).await {
-            // The samples are durable; the next start re-derives these rows.
-            tracing::warn!(actor = %self.key, error = %e, "derived vitals not written yet");
-            self.derived_pending = true;
-        } else if self.last_seq % SNAPSHOT_EVERY == 0 && !self.derived_pending {
+            // The samples are durable; crash, so that the restart re-derives
+            // the alerts and aggregates from the journal.
+            tracing::warn!(actor = %self.key, error = %e, "derived vitals not written");
+            panic!("derived vitals not writable; recovering from the journal");
+        }
+        if self.last_seq % SNAPSHOT_EVERY == 0 {
             // Only after the derived rows are written: a replay from this
             // snapshot must not need to re-derive what came before it.
             self.snapshot().await;
