@@ -24,6 +24,40 @@ use crate::supervisors::cell::Cell;
 use crate::supervisors::message::Call;
 use crate::supervisors::tree::NodeInfo;
 
+/// Decodes a journal entry or snapshot; `None` (logged, without the bytes,
+/// which may hold PHI) if it does not decode, so that one bad entry cannot
+/// crash-loop its actor.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    actor: &str,
+) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let reason = crate::registry::describe_json_error(&e);
+            tracing::error!(%actor, what, %reason, "stored state does not decode; skipped");
+            None
+        }
+    }
+}
+
+/// The value, or a crash whose message names only `what` (a store error may
+/// quote ids; the log gets its kind): the supervisor retries with backoff.
+pub(crate) fn or_crash<T>(
+    result: Result<T, crate::store::StoreError>,
+    what: &'static str,
+    actor: &str,
+) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(%actor, error = %e, "{what}");
+            panic!("{what}");
+        }
+    }
+}
+
 /// An actor kind. `KIND` is the first half of its logical address (`consult/42`).
 pub trait Actor: Sized + 'static {
     /// Short, lowercase, stable: it names shards, tree paths and metrics.

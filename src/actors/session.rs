@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{Actor, Ctx, Handler};
+use crate::actors::{decode, or_crash, Actor, Ctx, Handler};
 use crate::store::{Appended, Store};
 use crate::supervisors::tree::unix_ms;
 
@@ -129,15 +129,15 @@ impl Actor for PatientSession {
     const KIND: &'static str = "session";
 
     async fn started(&mut self, _: &mut Ctx<Self>) {
-        let events = self
-            .store
-            .events(&self.key, 0)
-            .await
-            .expect("session journal unreadable");
+        let events = or_crash(
+            self.store.events(&self.key, 0).await,
+            "session journal unreadable",
+            &self.key,
+        );
         for e in events {
-            let event: SessionEvent =
-                serde_json::from_slice(&e.payload).expect("session journal entry malformed");
-            self.apply(&event);
+            if let Some(event) = decode::<SessionEvent>(&e.payload, "journal entry", &self.key) {
+                self.apply(&event);
+            }
             self.last_seq = e.seq;
             self.applied.insert(e.message_id);
         }

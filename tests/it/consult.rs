@@ -330,3 +330,37 @@ on_both!(
     crash_recovery,
     a_crash_mid_consult_loses_nothing_acknowledged
 );
+
+#[actix_rt::test]
+async fn a_journal_entry_that_does_not_decode_is_skipped_not_crash_looped() {
+    let db = TestDb::sqlite().await;
+    let kind = consults(
+        &db.store,
+        Duration::from_secs(600),
+        Duration::from_secs(600),
+    )
+    .await;
+    open_consult(&kind).await;
+    let last = db.store.last_seq("consult/c-1").await.unwrap();
+    db.store
+        .append("consult/c-1", last, "garbage", 0, b"{not an event")
+        .await
+        .unwrap();
+    // A fresh node reads the damaged journal: the actor starts and serves.
+    let again = consults(
+        &db.store,
+        Duration::from_secs(600),
+        Duration::from_secs(600),
+    )
+    .await;
+    let view = again.send("c-1", View { after: 0 }).await.unwrap();
+    assert_eq!(view.status, Some(Status::InProgress));
+    assert_eq!(
+        chat(&again, patient(), "m1", "still here").await,
+        Ok(Outcome::Line {
+            seq: 1,
+            duplicate: false
+        })
+    );
+    db.done().await;
+}

@@ -312,16 +312,15 @@ async fn ecg_chunks_give_heart_rate_and_an_irregular_rhythm_alert(store: &Store)
         .send("d-4", OpenAggregates(Series::HeartRate))
         .await
         .unwrap();
-    let hour = rates
-        .iter()
-        .find(|a| a.span == Span::Hour)
-        .expect("heart rate from ECG");
+    // All hour buckets together (the minute may straddle an hour boundary).
+    let hours: Vec<_> = rates.iter().filter(|a| a.span == Span::Hour).collect();
+    assert!(!hours.is_empty(), "heart rate from ECG");
+    let count: f64 = hours.iter().map(|a| a.count as f64).sum();
+    let mean = hours.iter().map(|a| a.sum).sum::<f64>() / count;
     let truth = ecg.true_bpm();
     assert!(
-        (hour.mean() - truth).abs() < truth * 0.1,
-        "ECG rate {:.1}, true {:.1}",
-        hour.mean(),
-        truth
+        (mean - truth).abs() < truth * 0.1,
+        "ECG rate {mean:.1}, true {truth:.1}"
     );
 }
 on_both!(

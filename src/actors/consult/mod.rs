@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{Actor, Ctx, Handler};
+use crate::actors::{decode, or_crash, Actor, Ctx, Handler};
 use crate::store::{Appended, Store};
 use crate::supervisors::tree::unix_ms;
 use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
@@ -90,7 +90,8 @@ impl ConsultActor {
 
 /// What a consult saves on passivation so that its next start replays only
 /// the journal's tail.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
 struct ConsultSnapshot {
     state: Consult,
     applied: std::collections::HashSet<String>,
@@ -117,27 +118,28 @@ impl Actor for ConsultActor {
     async fn started(&mut self, ctx: &mut Ctx<Self>) {
         // A journal that cannot be read is a crash: the supervisor retries
         // with backoff. The message carries no consult data.
-        if let Some(snapshot) = self
-            .store
-            .snapshot(&self.key)
-            .await
-            .expect("consult snapshot unreadable")
-        {
-            let saved: ConsultSnapshot =
-                serde_json::from_slice(&snapshot.payload).expect("consult snapshot malformed");
-            self.state = saved.state;
-            self.applied = saved.applied;
-            self.last_seq = snapshot.seq;
+        let snapshot = or_crash(
+            self.store.snapshot(&self.key).await,
+            "consult snapshot unreadable",
+            &self.key,
+        );
+        if let Some(snapshot) = snapshot {
+            if let Some(saved) = decode::<ConsultSnapshot>(&snapshot.payload, "snapshot", &self.key)
+            {
+                self.state = saved.state;
+                self.applied = saved.applied;
+                self.last_seq = snapshot.seq;
+            }
         }
-        let events = self
-            .store
-            .events(&self.key, self.last_seq)
-            .await
-            .expect("consult journal unreadable");
+        let events = or_crash(
+            self.store.events(&self.key, self.last_seq).await,
+            "consult journal unreadable",
+            &self.key,
+        );
         for e in events {
-            let event: Event =
-                serde_json::from_slice(&e.payload).expect("consult journal entry malformed");
-            self.state.apply(&event);
+            if let Some(event) = decode::<Event>(&e.payload, "journal entry", &self.key) {
+                self.state.apply(&event);
+            }
             self.last_seq = e.seq;
             self.applied.insert(e.message_id);
         }

@@ -16,7 +16,7 @@ use super::aggregate::{Rollups, Series};
 use super::alerts::{AlertChange, AlertKind, Rules, Thresholds};
 use super::ecg::{EcgFindings, RPeakDetector};
 use super::sample::{Limits, Rejection, Sample, Validator};
-use crate::actors::{Actor, Ctx, Handler};
+use crate::actors::{decode, or_crash, Actor, Ctx, Handler};
 use crate::store::{AlertRecord, Appended, Store};
 use crate::supervisors::tree::unix_ms;
 
@@ -27,7 +27,8 @@ const RHYTHM_BEATS: usize = 30;
 const SNAPSHOT_EVERY: u64 = 64;
 
 /// What a device stream saves so that a restart replays only the journal's tail.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
 struct DeviceSnapshot {
     history: [Vec<u64>; 4],
     open: Vec<super::aggregate::Aggregate>,
@@ -258,36 +259,40 @@ impl Actor for DeviceStream {
 
     async fn started(&mut self, _: &mut Ctx<Self>) {
         // Snapshot, then the journal's tail after it.
-        if let Some(snapshot) = self
-            .store
-            .snapshot(&self.key)
-            .await
-            .expect("device snapshot unreadable")
-        {
-            let saved: DeviceSnapshot =
-                serde_json::from_slice(&snapshot.payload).expect("device snapshot malformed");
-            self.validator.restore(saved.history);
-            self.rollups.restore(saved.open);
-            self.rules.restore(saved.rules);
-            self.open_alerts = saved.open_alerts.into_iter().collect();
-            self.last_seq = snapshot.seq;
-        }
-        let events = self
-            .store
-            .events(&self.key, self.last_seq)
-            .await
-            .expect("device journal unreadable");
-        for e in events {
-            let samples: Vec<Sample> =
-                serde_json::from_slice(&e.payload).expect("device journal entry malformed");
-            // Rebuild validation history, aggregates and rules; rewrite derived rows.
-            for s in &samples {
-                let _ = self.validator.check(s, u64::MAX / 2);
+        let snapshot = or_crash(
+            self.store.snapshot(&self.key).await,
+            "device snapshot unreadable",
+            &self.key,
+        );
+        if let Some(snapshot) = snapshot {
+            if let Some(saved) = decode::<DeviceSnapshot>(&snapshot.payload, "snapshot", &self.key)
+            {
+                self.validator.restore(saved.history);
+                self.rollups.restore(saved.open);
+                self.rules.restore(saved.rules);
+                self.open_alerts = saved.open_alerts.into_iter().collect();
+                self.last_seq = snapshot.seq;
             }
-            let changes = self.absorb(&samples);
-            self.record(&changes)
-                .await
-                .expect("derived vitals not writable");
+        }
+        let events = or_crash(
+            self.store.events(&self.key, self.last_seq).await,
+            "device journal unreadable",
+            &self.key,
+        );
+        for e in events {
+            if let Some(samples) = decode::<Vec<Sample>>(&e.payload, "journal entry", &self.key) {
+                // Rebuild validation history, aggregates and rules; rewrite derived rows.
+                for s in &samples {
+                    let _ = self.validator.check(s, u64::MAX / 2);
+                }
+                let changes = self.absorb(&samples);
+                let key = self.key.clone();
+                or_crash(
+                    self.record(&changes).await,
+                    "derived vitals not writable",
+                    &key,
+                );
+            }
             self.last_seq = e.seq;
             self.remember(e.message_id);
         }
