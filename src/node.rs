@@ -255,10 +255,13 @@ async fn register_kinds(
     use crate::registry::KindSpec;
 
     let (s, logoff) = (store.clone(), config.session_logoff);
+    // Sessions stay in memory past their logoff: presence is not journaled.
+    let session_idle = config.idle_timeout.max(logoff * 2);
     let sessions = registry
         .register(
             entities,
-            KindSpec::new(move |id: &str| PatientSession::new(id, s.clone(), logoff)),
+            KindSpec::new(move |id: &str| PatientSession::new(id, s.clone(), logoff))
+                .idle_timeout(Some(session_idle)),
         )
         .await?;
     registry.route_for::<PatientSession, session::Connect>(&sessions, "session.connect");
@@ -277,6 +280,17 @@ async fn register_kinds(
         .await?;
     registry.route_for::<ConsultActor, consult::Act>(&consults, "consult.act");
     registry.route_for::<ConsultActor, consult::View>(&consults, "consult.view");
+    // Open consults' no-show checks live in memory: start them again.
+    let (s, open) = (store.clone(), consults.clone());
+    actix_rt::spawn(async move {
+        let n = consult::reactivate_open_consults(&s, &open).await;
+        if n > 0 {
+            tracing::info!(
+                consults = n,
+                "open consults started again for their no-show checks"
+            );
+        }
+    });
 
     let s = store.clone();
     let settings = StreamSettings {

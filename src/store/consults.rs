@@ -124,6 +124,17 @@ impl Store {
             .collect()
     }
 
+    /// Consults still requested or waiting (their no-show checks must run
+    /// even if no participant comes back).
+    pub async fn open_consults(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT id FROM consults WHERE status IN ('requested', 'waiting') ORDER BY id";
+        let ids = with_pool!(self, pool => sqlx::query(sql)
+            .fetch_all(pool)
+            .await
+            .and_then(|rows| rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()))?;
+        Ok(ids)
+    }
+
     /// A consult's chat lines after `after`, in order.
     pub async fn chat_lines(&self, consult: &str, after: u64) -> Result<Vec<ChatLine>, StoreError> {
         let sql = self.dialect(

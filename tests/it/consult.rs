@@ -364,3 +364,41 @@ async fn a_journal_entry_that_does_not_decode_is_skipped_not_crash_looped() {
     );
     db.done().await;
 }
+
+async fn no_show_checks_survive_a_node_restart(store: &Store) {
+    let first = consults(store, Duration::from_secs(600), Duration::from_millis(300)).await;
+    act(
+        &first,
+        "c-8",
+        "r1",
+        Command::Request {
+            patient: "p-1".into(),
+            reason: "check-up".into(),
+        },
+    )
+    .await
+    .unwrap();
+    // The first node is gone before the window ends; nobody asks about c-8 again.
+    let second = consults(store, Duration::from_secs(600), Duration::from_millis(300)).await;
+    assert_eq!(
+        cardio::actors::consult::reactivate_open_consults(store, &second).await,
+        1
+    );
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let rows = store.consults_of("p-1").await.unwrap();
+        if rows
+            .iter()
+            .any(|r| r.id == "c-8" && r.status == Status::NoShow)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        cardio::actors::consult::reactivate_open_consults(store, &second).await,
+        0
+    );
+}
+on_both!(no_show_restart, no_show_checks_survive_a_node_restart);

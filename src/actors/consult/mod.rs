@@ -249,3 +249,26 @@ impl Handler<View> for ConsultActor {
         }
     }
 }
+
+/// Starts every consult still requested or waiting, so that their no-show
+/// checks run after a node restart even if nobody returns to them. Returns how
+/// many were started.
+pub async fn reactivate_open_consults(
+    store: &Store,
+    consults: &crate::registry::Kind<ConsultActor>,
+) -> usize {
+    let ids = match store.open_consults().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "open consults not listed; their no-show checks wait for activity");
+            return 0;
+        }
+    };
+    let mut started = 0;
+    for id in &ids {
+        if consults.send(id, View { after: u64::MAX }).await.is_ok() {
+            started += 1;
+        }
+    }
+    started
+}
