@@ -415,3 +415,75 @@ async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
     assert_eq!(store.alerts("d-5").await.unwrap().len(), 1);
 }
 on_both!(snapshots, a_passivated_stream_comes_back_from_its_snapshot);
+
+async fn a_stream_restored_from_its_snapshot_computes_what_a_live_one_does(store: &Store) {
+    async fn kind_with_idle(store: &Store, idle: Duration) -> Kind<DeviceStream> {
+        let tree = Tree::new();
+        let pool = ArbiterPool::current();
+        let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
+            panic!("{r}")
+        })
+        .await;
+        let registry = Registry::new(tree, pool, Duration::from_secs(20));
+        let s = store.clone();
+        registry
+            .register(
+                &root,
+                KindSpec::new(move |id: &str| {
+                    DeviceStream::new(id, s.clone(), StreamSettings::default())
+                })
+                .idle_timeout(Some(idle)),
+            )
+            .await
+            .unwrap()
+    }
+    let passivating = kind_with_idle(store, Duration::from_millis(100)).await;
+    let live = kind_with_idle(store, Duration::from_secs(600)).await;
+    let t0 = now_ms() - 120_000;
+    let ecg = synthetic::ecg(synthetic::EcgSpec::new(80.0, 250), 60.0);
+    let chunks: Vec<Sample> = ecg
+        .samples
+        .chunks(250)
+        .enumerate()
+        .map(|(i, c)| Sample::Ecg {
+            at_ms: t0 + i as u64 * 1000,
+            hz: 250,
+            millivolts: c.to_vec(),
+        })
+        .collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i == 30 {
+            // Halfway, one of the two leaves memory (snapshot) and comes back.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while passivating.live() > 0 {
+                assert!(tokio::time::Instant::now() < deadline, "not passivated");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        push(&passivating, "d-a", &format!("e{i}"), vec![chunk.clone()]).await;
+        push(&live, "d-b", &format!("e{i}"), vec![chunk.clone()]).await;
+    }
+    let hr = |rates: Vec<cardio::actors::device::aggregate::Aggregate>| -> Vec<(u64, u64, f64)> {
+        rates
+            .into_iter()
+            .map(|a| (a.start_ms, a.count, a.sum))
+            .collect()
+    };
+    let a = hr(passivating
+        .send("d-a", OpenAggregates(Series::HeartRate))
+        .await
+        .unwrap());
+    let b = hr(live
+        .send("d-b", OpenAggregates(Series::HeartRate))
+        .await
+        .unwrap());
+    assert!(!b.is_empty());
+    assert_eq!(
+        a, b,
+        "the restored stream's ECG rates match the live stream's"
+    );
+}
+on_both!(
+    ecg_snapshot,
+    a_stream_restored_from_its_snapshot_computes_what_a_live_one_does
+);

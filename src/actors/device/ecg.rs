@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::f64::consts::PI;
 
 /// A second-order IIR section (RBJ audio-EQ cookbook), Q = 1/√2.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Biquad {
     b: [f64; 3],
     a: [f64; 2],
@@ -46,7 +46,7 @@ impl Biquad {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 enum Pass {
     Low,
     High,
@@ -56,8 +56,9 @@ enum Pass {
 /// adaptive thresholds alone would find "beats" in pure noise.
 pub const MIN_QRS_MV: f64 = 0.1;
 
-/// Streaming Pan–Tompkins detector for one ECG lead.
-#[derive(Debug, Clone)]
+/// Streaming Pan–Tompkins detector for one ECG lead (serialisable, so a
+/// stream's snapshot continues the detection exactly where it was).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RPeakDetector {
     hz: f64,
     high: Biquad,

@@ -34,6 +34,7 @@ struct DeviceSnapshot {
     open: Vec<super::aggregate::Aggregate>,
     rules: Vec<(AlertKind, Option<u64>, bool)>,
     open_alerts: Vec<(AlertKind, String)>,
+    lead: Option<Lead>,
 }
 
 /// Settings of every device stream.
@@ -44,6 +45,7 @@ pub struct StreamSettings {
 }
 
 /// The ECG lead being followed: its detector and where its samples sit in time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Lead {
     hz: u32,
     detector: RPeakDetector,
@@ -230,6 +232,7 @@ impl DeviceStream {
                 .iter()
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
+            lead: self.lead.clone(),
         };
         let payload = serde_json::to_vec(&saved).expect("snapshots serialise");
         if let Err(e) = self
@@ -271,6 +274,7 @@ impl Actor for DeviceStream {
                 self.rollups.restore(saved.open);
                 self.rules.restore(saved.rules);
                 self.open_alerts = saved.open_alerts.into_iter().collect();
+                self.lead = saved.lead;
                 self.last_seq = snapshot.seq;
             }
         }
