@@ -109,14 +109,13 @@ impl Rollups {
                 b.add(v);
                 continue;
             }
-            if buckets.back().is_some_and(|b| b.start_ms > start) {
-                // Later than two buckets behind: counted in the closest open one.
-                if let Some(b) = buckets.front_mut() {
-                    b.add(v);
-                }
+            // A new bucket, in time order (a sample may be late after a gap).
+            let at = buckets.partition_point(|b| b.start_ms < start);
+            if at == 0 && buckets.len() >= 2 {
+                // Older than every open bucket: its bucket is closed and final.
                 continue;
             }
-            buckets.push_back(Aggregate::new(series, span, start, v));
+            buckets.insert(at, Aggregate::new(series, span, start, v));
             while buckets.len() > 2 {
                 if let Some(done) = buckets.pop_front() {
                     self.closed.push(done);
@@ -184,6 +183,22 @@ mod tests {
         let hours: Vec<_> = all.iter().filter(|a| a.span == Span::Hour).collect();
         assert_eq!(hours.len(), 2);
         assert_eq!(hours.iter().map(|h| h.count).sum::<u64>(), 7200);
+    }
+
+    #[test]
+    fn a_late_sample_after_a_gap_opens_its_own_bucket() {
+        let mut r = Rollups::default();
+        r.add_value(Series::HeartRate, 60_000, 70.0); // minute 1
+        r.add_value(Series::HeartRate, 30 * 60_000 + 500, 80.0); // minute 30, after a gap
+        r.add_value(Series::HeartRate, 30 * 60_000 - 500, 90.0); // minute 29, late
+        let minutes: Vec<(u64, u64)> = r
+            .take_closed()
+            .iter()
+            .chain(r.current())
+            .filter(|a| a.span == Span::Minute)
+            .map(|a| (a.start_ms / 60_000, a.count))
+            .collect();
+        assert_eq!(minutes, vec![(1, 1), (29, 1), (30, 1)]);
     }
 
     #[test]
