@@ -1,6 +1,7 @@
 //! Device samples and their validation. A batch is judged sample by sample:
 //! each invalid one is rejected with its reason, the valid rest is accepted.
-//! Reasons name the rule, never the rejected value (vitals are PHI).
+//! Reasons name the rule, never the rejected vital value (vitals are PHI);
+//! they may state device facts (a sample rate, a clock offset).
 
 use std::collections::BTreeSet;
 
