@@ -93,26 +93,6 @@ async fn open_consult(kind: &Kind<ConsultActor>) {
         .unwrap();
 }
 
-macro_rules! on_both {
-    ($name:ident, $check:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-
-            #[actix_rt::test]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-        }
-    };
-}
-
 async fn a_consult_runs_its_lifecycle_with_ordered_chat(store: &Store) {
     let kind = consults(store, Duration::from_secs(600), Duration::from_secs(600)).await;
     open_consult(&kind).await;

@@ -15,7 +15,6 @@ use cardio::store::Store;
 use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
 use cardio::synthetic;
 
-use crate::store::TestDb;
 
 async fn devices(store: &Store) -> Kind<DeviceStream> {
     let tree = Tree::new();
@@ -100,26 +99,6 @@ async fn stored_samples(store: &Store, device: &str) -> usize {
                 .len()
         })
         .sum()
-}
-
-macro_rules! on_both {
-    ($name:ident, $check:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-
-            #[actix_rt::test]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-        }
-    };
 }
 
 async fn rejected_samples_come_back_with_reasons_and_accepted_ones_are_stored(store: &Store) {

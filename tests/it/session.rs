@@ -90,26 +90,6 @@ async fn a_quiet_session_is_logged_off_and_activity_keeps_it_alive() {
     db.done().await;
 }
 
-macro_rules! on_both {
-    ($name:ident, $check:ident) => {
-        mod $name {
-            #[actix_rt::test]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-
-            #[actix_rt::test]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-        }
-    };
-}
-
 async fn the_consult_and_devices_survive_a_node_restart_presence_does_not(store: &Store) {
     let first = sessions(store, Duration::from_secs(900)).await;
     first.send("p-1", connect("ws-1", "phone")).await.unwrap();

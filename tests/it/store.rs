@@ -71,27 +71,6 @@ impl TestDb {
     }
 }
 
-/// Runs one async check against SQLite and against PostgreSQL.
-macro_rules! on_both {
-    ($name:ident, $check:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$check(&db.store).await;
-                db.done().await;
-            }
-        }
-    };
-}
-
 async fn appends_are_ordered_and_idempotent_by_message_id(store: &Store) {
     assert_eq!(
         store
