@@ -15,7 +15,6 @@ use cardio::store::Store;
 use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
 use cardio::synthetic;
 
-
 async fn devices(store: &Store) -> Kind<DeviceStream> {
     let tree = Tree::new();
     let pool = ArbiterPool::current();
