@@ -98,7 +98,7 @@ impl Store {
     pub async fn consults_of(&self, patient: &str) -> Result<Vec<ConsultRow>, StoreError> {
         let sql = self.dialect(
             "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults \
-             WHERE patient_id = $1 ORDER BY requested_ms, id",
+             WHERE patient_id = $1 ORDER BY requested_ms, id COLLATE \"C\"",
             "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults \
              WHERE patient_id = ?1 ORDER BY requested_ms, id",
         );
@@ -127,7 +127,10 @@ impl Store {
     /// Consults still requested or waiting (their no-show checks must run
     /// even if no participant comes back).
     pub async fn open_consults(&self) -> Result<Vec<String>, StoreError> {
-        let sql = "SELECT id FROM consults WHERE status IN ('requested', 'waiting') ORDER BY id";
+        let sql = self.dialect(
+            "SELECT id FROM consults WHERE status IN ('requested', 'waiting') ORDER BY id COLLATE \"C\"",
+            "SELECT id FROM consults WHERE status IN ('requested', 'waiting') ORDER BY id",
+        );
         let ids = with_pool!(self, pool => sqlx::query(sql)
             .fetch_all(pool)
             .await

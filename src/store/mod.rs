@@ -7,7 +7,8 @@
 //! to build, and each method is tested against both databases. Migrations are
 //! embedded per database (`migrations/sqlite`, `migrations/postgres`).
 //!
-//! Errors never carry payloads; payloads are opaque bytes here.
+//! Errors never carry payloads; payloads are opaque bytes here. Ids sort
+//! bytewise on both databases (`COLLATE "C"` on PostgreSQL, SQLite's default).
 
 pub mod consults;
 pub mod journal;

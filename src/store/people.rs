@@ -52,11 +52,11 @@ const ON_TEAM: (&str, &str) = sql!(
     "SELECT 1 AS yes FROM care_team WHERE patient_id = ?1 AND clinician_id = ?2"
 );
 const TEAM: (&str, &str) = sql!(
-    "SELECT clinician_id FROM care_team WHERE patient_id = $1 ORDER BY clinician_id",
+    "SELECT clinician_id FROM care_team WHERE patient_id = $1 ORDER BY clinician_id COLLATE \"C\"",
     "SELECT clinician_id FROM care_team WHERE patient_id = ?1 ORDER BY clinician_id"
 );
 const PATIENTS_OF: (&str, &str) = sql!(
-    "SELECT patient_id FROM care_team WHERE clinician_id = $1 ORDER BY patient_id",
+    "SELECT patient_id FROM care_team WHERE clinician_id = $1 ORDER BY patient_id COLLATE \"C\"",
     "SELECT patient_id FROM care_team WHERE clinician_id = ?1 ORDER BY patient_id"
 );
 const ADD_DEVICE: (&str, &str) = sql!(
@@ -68,7 +68,7 @@ const DEVICE: (&str, &str) = sql!(
     "SELECT id, patient_id, kind FROM devices WHERE id = ?1"
 );
 const DEVICES_OF: (&str, &str) = sql!(
-    "SELECT id, patient_id, kind FROM devices WHERE patient_id = $1 ORDER BY id",
+    "SELECT id, patient_id, kind FROM devices WHERE patient_id = $1 ORDER BY id COLLATE \"C\"",
     "SELECT id, patient_id, kind FROM devices WHERE patient_id = ?1 ORDER BY id"
 );
 

@@ -54,7 +54,7 @@ const RESOLVE_SQLITE: &str =
     "UPDATE alerts SET resolved_ms = ?2 WHERE id = ?1 AND resolved_ms IS NULL";
 const ALERTS_PG: &str =
     "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms FROM alerts \
-     WHERE device_id = $1 ORDER BY raised_ms, id";
+     WHERE device_id = $1 ORDER BY raised_ms, id COLLATE \"C\"";
 const ALERTS_SQLITE: &str =
     "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms FROM alerts \
      WHERE device_id = ?1 ORDER BY raised_ms, id";
