@@ -58,6 +58,41 @@ pub(crate) fn or_crash<T>(
     }
 }
 
+/// What an actor starts from: its latest snapshot (if any decodes), the
+/// sequence that snapshot covers, and the journal entries after it.
+pub(crate) struct Recovered<S> {
+    pub snapshot: Option<S>,
+    pub snapshot_seq: u64,
+    pub tail: Vec<crate::store::Event>,
+}
+
+/// Reads `key`'s snapshot and the journal after it; a store that cannot be
+/// read is a crash (the supervisor retries with backoff), a snapshot that does
+/// not decode is ignored (the whole journal is replayed).
+pub(crate) async fn recover<S: serde::de::DeserializeOwned>(
+    store: &crate::store::Store,
+    key: &str,
+) -> Recovered<S> {
+    let saved = or_crash(store.snapshot(key).await, "actor snapshot unreadable", key);
+    let (snapshot, snapshot_seq) = match saved {
+        Some(s) => match decode::<S>(&s.payload, "snapshot", key) {
+            Some(state) => (Some(state), s.seq),
+            None => (None, 0),
+        },
+        None => (None, 0),
+    };
+    let tail = or_crash(
+        store.events(key, snapshot_seq).await,
+        "actor journal unreadable",
+        key,
+    );
+    Recovered {
+        snapshot,
+        snapshot_seq,
+        tail,
+    }
+}
+
 /// An actor kind. `KIND` is the first half of its logical address (`consult/42`).
 pub trait Actor: Sized + 'static {
     /// Short, lowercase, stable: it names shards, tree paths and metrics.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{decode, or_crash, Actor, Ctx, Handler};
+use crate::actors::{decode, recover, Actor, Ctx, Handler};
 use crate::store::{Appended, Store};
 use crate::supervisors::tree::unix_ms;
 use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
@@ -116,27 +116,13 @@ impl Actor for ConsultActor {
     }
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) {
-        // A journal that cannot be read is a crash: the supervisor retries
-        // with backoff. The message carries no consult data.
-        let snapshot = or_crash(
-            self.store.snapshot(&self.key).await,
-            "consult snapshot unreadable",
-            &self.key,
-        );
-        if let Some(snapshot) = snapshot {
-            if let Some(saved) = decode::<ConsultSnapshot>(&snapshot.payload, "snapshot", &self.key)
-            {
-                self.state = saved.state;
-                self.applied = saved.applied;
-                self.last_seq = snapshot.seq;
-            }
+        let recovered = recover::<ConsultSnapshot>(&self.store, &self.key).await;
+        if let Some(saved) = recovered.snapshot {
+            self.state = saved.state;
+            self.applied = saved.applied;
         }
-        let events = or_crash(
-            self.store.events(&self.key, self.last_seq).await,
-            "consult journal unreadable",
-            &self.key,
-        );
-        for e in events {
+        self.last_seq = recovered.snapshot_seq;
+        for e in recovered.tail {
             if let Some(event) = decode::<Event>(&e.payload, "journal entry", &self.key) {
                 self.state.apply(&event);
             }

@@ -207,6 +207,14 @@ impl Consult {
             (Some(s), _) => s,
         };
         let wrong = |action| ConsultError::WrongState { action, status };
+        // Acting on a consult that is over, or not yet where the act belongs.
+        let refuse = |action| {
+            if status.is_over() {
+                ConsultError::Over
+            } else {
+                wrong(action)
+            }
+        };
         match command {
             Command::Request { .. } => unreachable!("handled above"),
             Command::Join { who } => {
@@ -298,11 +306,7 @@ impl Consult {
                     return Err(ConsultError::NotParticipant);
                 }
                 if status != Status::InProgress {
-                    return Err(if status.is_over() {
-                        ConsultError::Over
-                    } else {
-                        wrong("end")
-                    });
+                    return Err(refuse("end"));
                 }
                 Ok((
                     vec![Event::Ended {
@@ -313,16 +317,11 @@ impl Consult {
                 ))
             }
             Command::Cancel { who } => {
-                let allowed = self.participant(who);
-                if !allowed {
+                if !self.participant(who) {
                     return Err(ConsultError::NotParticipant);
                 }
                 if !matches!(status, Status::Requested | Status::Waiting) {
-                    return Err(if status.is_over() {
-                        ConsultError::Over
-                    } else {
-                        wrong("cancel")
-                    });
+                    return Err(refuse("cancel"));
                 }
                 Ok((
                     vec![Event::Cancelled {

@@ -16,7 +16,7 @@ use super::aggregate::{Rollups, Series};
 use super::alerts::{AlertChange, AlertKind, Rules, Thresholds};
 use super::ecg::{EcgFindings, RPeakDetector};
 use super::sample::{Limits, Rejection, Sample, Validator};
-use crate::actors::{decode, or_crash, Actor, Ctx, Handler};
+use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler};
 use crate::store::{AlertRecord, Appended, Store};
 use crate::supervisors::tree::unix_ms;
 
@@ -261,29 +261,16 @@ impl Actor for DeviceStream {
     const KIND: &'static str = "device";
 
     async fn started(&mut self, _: &mut Ctx<Self>) {
-        // Snapshot, then the journal's tail after it.
-        let snapshot = or_crash(
-            self.store.snapshot(&self.key).await,
-            "device snapshot unreadable",
-            &self.key,
-        );
-        if let Some(snapshot) = snapshot {
-            if let Some(saved) = decode::<DeviceSnapshot>(&snapshot.payload, "snapshot", &self.key)
-            {
-                self.validator.restore(saved.history);
-                self.rollups.restore(saved.open);
-                self.rules.restore(saved.rules);
-                self.open_alerts = saved.open_alerts.into_iter().collect();
-                self.lead = saved.lead;
-                self.last_seq = snapshot.seq;
-            }
+        let recovered = recover::<DeviceSnapshot>(&self.store, &self.key).await;
+        if let Some(saved) = recovered.snapshot {
+            self.validator.restore(saved.history);
+            self.rollups.restore(saved.open);
+            self.rules.restore(saved.rules);
+            self.open_alerts = saved.open_alerts.into_iter().collect();
+            self.lead = saved.lead;
         }
-        let events = or_crash(
-            self.store.events(&self.key, self.last_seq).await,
-            "device journal unreadable",
-            &self.key,
-        );
-        for e in events {
+        self.last_seq = recovered.snapshot_seq;
+        for e in recovered.tail {
             if let Some(samples) = decode::<Vec<Sample>>(&e.payload, "journal entry", &self.key) {
                 // Rebuild validation history, aggregates and rules; rewrite derived rows.
                 for s in &samples {
