@@ -6,33 +6,20 @@ use std::time::Duration;
 
 use cardio::actors::consult::state::{Command, ConsultError, Outcome, Party, Status};
 use cardio::actors::consult::{Act, ConsultActor, View};
-use cardio::registry::{Kind, KindSpec, Registry};
+use cardio::registry::{Kind, KindSpec};
 use cardio::store::Store;
-use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
 
 use crate::store::TestDb;
-use crate::support::eventually;
+use crate::support::{eventually, serve_kind};
 
 const LONG: Duration = Duration::from_secs(20);
 
 /// A node's worth of runtime serving consults from `store`.
 async fn consults(store: &Store, idle: Duration, no_show: Duration) -> Kind<ConsultActor> {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
-        panic!("root failed: {r}")
-    })
-    .await;
-    let registry = Registry::new(tree, pool, Duration::from_secs(10));
     let store = store.clone();
-    registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| ConsultActor::new(id, store.clone(), no_show))
-                .idle_timeout(Some(idle)),
-        )
-        .await
-        .unwrap()
+    let spec = KindSpec::new(move |id: &str| ConsultActor::new(id, store.clone(), no_show))
+        .idle_timeout(Some(idle));
+    serve_kind(spec, Duration::from_secs(10)).await.2
 }
 
 fn patient() -> Party {

@@ -10,29 +10,24 @@ use cardio::actors::device::sample::{Rejection, Sample};
 use cardio::actors::device::stream::{
     DeviceStream, OpenAggregates, Push, PushResult, StreamSettings,
 };
-use cardio::registry::{Kind, KindSpec, Registry};
+use cardio::registry::{Kind, KindSpec};
 use cardio::store::Store;
-use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
 use cardio::synthetic;
 
+use crate::support::serve_kind;
+
 async fn devices(store: &Store) -> Kind<DeviceStream> {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
-        panic!("root failed: {r}")
-    })
-    .await;
-    let registry = Registry::new(tree, pool, Duration::from_secs(20));
+    devices_idle(store, Duration::from_secs(600)).await
+}
+
+/// Device streams over `store` that passivate after `idle`.
+async fn devices_idle(store: &Store, idle: Duration) -> Kind<DeviceStream> {
     let store = store.clone();
-    registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, store.clone(), StreamSettings::default())
-            }),
-        )
-        .await
-        .unwrap()
+    let spec = KindSpec::new(move |id: &str| {
+        DeviceStream::new(id, store.clone(), StreamSettings::default())
+    })
+    .idle_timeout(Some(idle));
+    serve_kind(spec, Duration::from_secs(20)).await.2
 }
 
 fn now_ms() -> u64 {
@@ -307,24 +302,7 @@ on_both!(
 );
 
 async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
-        panic!("{r}")
-    })
-    .await;
-    let registry = Registry::new(tree, pool, Duration::from_secs(20));
-    let s = store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), StreamSettings::default())
-            })
-            .idle_timeout(Some(Duration::from_millis(100))),
-        )
-        .await
-        .unwrap();
+    let kind = devices_idle(store, Duration::from_millis(100)).await;
     let t0 = now_ms() - 300_000;
     let changes = push_series(
         &kind,
@@ -395,28 +373,8 @@ async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
 on_both!(snapshots, a_passivated_stream_comes_back_from_its_snapshot);
 
 async fn a_stream_restored_from_its_snapshot_computes_what_a_live_one_does(store: &Store) {
-    async fn kind_with_idle(store: &Store, idle: Duration) -> Kind<DeviceStream> {
-        let tree = Tree::new();
-        let pool = ArbiterPool::current();
-        let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
-            panic!("{r}")
-        })
-        .await;
-        let registry = Registry::new(tree, pool, Duration::from_secs(20));
-        let s = store.clone();
-        registry
-            .register(
-                &root,
-                KindSpec::new(move |id: &str| {
-                    DeviceStream::new(id, s.clone(), StreamSettings::default())
-                })
-                .idle_timeout(Some(idle)),
-            )
-            .await
-            .unwrap()
-    }
-    let passivating = kind_with_idle(store, Duration::from_millis(100)).await;
-    let live = kind_with_idle(store, Duration::from_secs(600)).await;
+    let mut passivating = devices(store).await;
+    let live = devices(store).await;
     let t0 = now_ms() - 120_000;
     let ecg = synthetic::ecg(synthetic::EcgSpec::new(80.0, 250), 60.0);
     let chunks: Vec<Sample> = ecg
@@ -431,12 +389,10 @@ async fn a_stream_restored_from_its_snapshot_computes_what_a_live_one_does(store
         .collect();
     for (i, chunk) in chunks.iter().enumerate() {
         if i == 30 {
-            // Halfway, one of the two leaves memory (snapshot) and comes back.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while passivating.live() > 0 {
-                assert!(tokio::time::Instant::now() < deadline, "not passivated");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            // Halfway, one of the two stops (its stop hook snapshots) and a new
+            // node takes it over from the snapshot.
+            passivating.supervisor().shutdown().await;
+            passivating = devices(store).await;
         }
         push(&passivating, "d-a", &format!("e{i}"), vec![chunk.clone()]).await;
         push(&live, "d-b", &format!("e{i}"), vec![chunk.clone()]).await;

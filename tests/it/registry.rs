@@ -13,16 +13,7 @@ use crate::support::*;
 const LONG: Duration = Duration::from_secs(30);
 
 async fn setup(spec: KindSpec<Probe>) -> (Tree, SupervisorRef, Kind<Probe>) {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
-        panic!("root failed: {r}")
-    })
-    .await;
-    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(5));
-    let kind = registry.register(&root, spec).await.unwrap();
-    assert!(registry.kind::<Probe>().is_some());
-    (tree, root, kind)
+    serve_kind(spec, Duration::from_secs(5)).await
 }
 
 fn probes(journal: &Journal) -> KindSpec<Probe> {
@@ -424,29 +415,17 @@ impl cardio::actors::Handler<Ping> for Stuck {
 }
 
 async fn stuck_kind(hang_in_start: bool) -> Kind<Stuck> {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
-        panic!("root failed: {r}")
-    })
-    .await;
-    let registry = Registry::new(tree, pool, Duration::from_secs(30));
     let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    registry
-        .register(
-            &root,
-            KindSpec::new(move |_: &str| Stuck {
-                incarnation: made.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-                hang_in_start,
-            })
-            .backoff(Backoff::none())
-            .shutdown(cardio::supervisors::Shutdown::Timeout(Duration::from_secs(
-                5,
-            )))
-            .idle_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap()
+    let spec = KindSpec::new(move |_: &str| Stuck {
+        incarnation: made.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        hang_in_start,
+    })
+    .backoff(Backoff::none())
+    .shutdown(cardio::supervisors::Shutdown::Timeout(Duration::from_secs(
+        5,
+    )))
+    .idle_timeout(Some(Duration::from_secs(10)));
+    serve_kind(spec, Duration::from_secs(30)).await.2
 }
 
 #[actix_rt::test]

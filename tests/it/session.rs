@@ -6,28 +6,17 @@ use std::time::Duration;
 use cardio::actors::session::{
     Activity, AddDevice, Connect, Disconnect, PatientSession, SetConsult, ViewSession,
 };
-use cardio::registry::{Kind, KindSpec, Registry};
+use cardio::registry::{Kind, KindSpec};
 use cardio::store::Store;
-use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
 
 use crate::store::TestDb;
 
+use crate::support::serve_kind;
+
 async fn sessions(store: &Store, logoff_after: Duration) -> Kind<PatientSession> {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("cardio"), &tree, &pool, |r| {
-        panic!("root failed: {r}")
-    })
-    .await;
-    let registry = Registry::new(tree, pool, Duration::from_secs(10));
     let store = store.clone();
-    registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| PatientSession::new(id, store.clone(), logoff_after)),
-        )
-        .await
-        .unwrap()
+    let spec = KindSpec::new(move |id: &str| PatientSession::new(id, store.clone(), logoff_after));
+    serve_kind(spec, Duration::from_secs(10)).await.2
 }
 
 fn connect(connection: &str, app: &str) -> Connect {

@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cardio::actors::{Actor, Ctx, Handler};
-use cardio::supervisors::{SupervisionEvent, Tree};
+use cardio::registry::{Kind, KindSpec, Registry};
+use cardio::supervisors::{ArbiterPool, SupervisionEvent, SupervisorRef, SupervisorSpec, Tree};
 use tokio::sync::broadcast;
 
 /// A shared, ordered record of lifecycle hooks ("start:a", "stop:b").
@@ -171,4 +172,22 @@ pub fn status_of(tree: &Tree, path: &str) -> Option<String> {
         .into_iter()
         .find(|n| n.path == path)
         .map(|n| n.status.as_str().to_owned())
+}
+
+/// One kind of actor served on the test's own arbiter, under a root `/root`
+/// of its own (a node's worth of runtime for that kind).
+pub async fn serve_kind<A: Actor>(
+    spec: KindSpec<A>,
+    request_timeout: Duration,
+) -> (Tree, SupervisorRef, Kind<A>) {
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, request_timeout);
+    let kind = registry.register(&root, spec).await.unwrap();
+    assert!(registry.kind::<A>().is_some());
+    (tree, root, kind)
 }
