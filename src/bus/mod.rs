@@ -2,8 +2,8 @@
 //!
 //! [`Bus`] is a small trait with two backends chosen by URL: `memory://` (this
 //! module's [`memory`], in-process, the embedded default) and `amqp://`
-//! (RabbitMQ; arrives with the cluster work). Nothing outside `bus/` knows which
-//! one runs.
+//! (RabbitMQ, this module's [`amqp`], for clusters). Nothing outside `bus/`
+//! knows which one runs.
 //!
 //! Semantics every backend provides:
 //! - actor messages go to the shard queue of their recipient (`send`); each
@@ -15,6 +15,7 @@
 //!   delivery limit a message goes to the dead-letter queue with its reason;
 //! - at most `prefetch` unsettled deliveries per subscription.
 
+pub mod amqp;
 pub mod envelope;
 pub mod memory;
 mod topic;
@@ -29,7 +30,7 @@ pub use envelope::{Envelope, EnvelopeError, MessageId, TraceContext};
 /// Errors of the bus. Messages never carry payloads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
-    #[error("unsupported bus URL scheme {0:?}; this build supports memory://")]
+    #[error("unsupported bus URL scheme {0:?}; use memory:// or amqp://")]
     UnsupportedScheme(String),
     #[error("invalid bus URL: {0}")]
     BadUrl(String),
@@ -43,6 +44,10 @@ pub enum BusError {
     QueueFull(String),
     #[error("the bus is closed")]
     Closed,
+    #[error("broker: {0}")]
+    Broker(String),
+    #[error("no queue takes messages with routing key {0:?}")]
+    Unroutable(String),
 }
 
 /// Where a delivery came from and how often it was delivered.
@@ -228,6 +233,7 @@ pub async fn connect(url: &str, options: BusOptions) -> Result<Arc<dyn Bus>, Bus
         .ok_or_else(|| BusError::BadUrl("expected scheme://...".into()))?;
     match scheme {
         "memory" => Ok(Arc::new(memory::MemoryBus::new(options))),
+        "amqp" | "amqps" => Ok(Arc::new(amqp::AmqpBus::connect(url, options).await?)),
         other => Err(BusError::UnsupportedScheme(other.to_owned())),
     }
 }

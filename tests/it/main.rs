@@ -23,6 +23,7 @@ macro_rules! on_both {
 }
 
 mod binary;
+mod broker;
 mod bus;
 mod consult;
 mod device;
