@@ -125,6 +125,10 @@ pub struct Config {
     pub delivery_limit: u32,
     /// Unsettled deliveries per shard consumer.
     pub prefetch: u16,
+    /// How often a node renews its cluster lease and re-reads the membership.
+    pub heartbeat: Duration,
+    /// How long a lease lasts: a node silent this long is dead to the others.
+    pub lease: Duration,
 }
 
 impl Default for Config {
@@ -147,6 +151,8 @@ impl Default for Config {
             shards: 64,
             delivery_limit: 5,
             prefetch: 32,
+            heartbeat: Duration::from_millis(500),
+            lease: Duration::from_secs(3),
         }
     }
 }
@@ -194,6 +200,8 @@ const KEYS: &[&str] = &[
     "shards",
     "delivery_limit",
     "prefetch",
+    "heartbeat",
+    "lease",
 ];
 
 /// The variable that sets `key`.
@@ -343,8 +351,19 @@ impl Config {
                 "shards" => c.shards = number(raw, 1, 4096).map_err(bad)? as u16,
                 "delivery_limit" => c.delivery_limit = number(raw, 1, 1000).map_err(bad)? as u32,
                 "prefetch" => c.prefetch = number(raw, 1, 10_000).map_err(bad)? as u16,
+                "heartbeat" => c.heartbeat = duration(raw).map_err(bad)?,
+                "lease" => c.lease = duration(raw).map_err(bad)?,
                 _ => unreachable!("keys come from KEYS"),
             }
+        }
+        if c.lease < c.heartbeat * 3 {
+            return Err(ConfigError::Invalid {
+                source_name: env_name("lease"),
+                message: format!(
+                    "{:?} must be at least three heartbeats ({:?}) so one late heartbeat does not look like a dead node",
+                    c.lease, c.heartbeat
+                ),
+            });
         }
         Ok(c)
     }

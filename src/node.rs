@@ -1,11 +1,14 @@
 //! One cardio process: what starts in which order, and how it stops.
 //!
-//! Start-up: database (connect, migrate) → arbiters (one per core) → root
-//! supervisor `/cardio` with its `entities` subtree → registry → bus → inbox
-//! (shard consumers) → HTTP → ready. Stop: not ready → HTTP stops taking requests and finishes the ones in
-//! flight → the inbox finishes the message in hand → the supervision tree shuts
-//! down in reverse start order (stop hooks flush state) → arbiters stop; all
-//! within the configured grace period.
+//! Start-up: database (connect, migrate) → bus → arbiters (one per core) →
+//! root supervisor `/cardio` with its `entities` subtree → registry and actor
+//! kinds (their journal writes fenced by shard ownership) → HTTP listener →
+//! cluster join (lease, shard consumers, shard ownership; a single node is a
+//! cluster of one) → HTTP serving → ready. Stop: not ready → HTTP stops taking
+//! requests and finishes the ones in flight → the node leaves the cluster
+//! (each shard: finish the message in hand, passivate its actors, release) →
+//! the supervision tree shuts down in reverse start order (stop hooks flush
+//! state) → arbiters stop; all within the configured grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::api::{self, ApiState};
 use crate::bus::{self, Bus, BusOptions};
 use crate::config::Config;
-use crate::registry::inbox::Inbox;
+use crate::cluster::{Cluster, ClusterSettings, Fence};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::supervisors::{ArbiterPool, ChildSpec, Strategy, SupervisorRef, SupervisorSpec, Tree};
@@ -57,7 +60,7 @@ pub struct Node {
     store: Store,
     root: SupervisorRef,
     entities: SupervisorRef,
-    inbox: Option<Inbox>,
+    cluster: Cluster,
     http: actix_web::dev::ServerHandle,
     http_addr: SocketAddr,
     arbiters: Vec<Arbiter>,
@@ -77,6 +80,19 @@ impl Node {
             .await
             .context("cannot migrate the database")?;
         tracing::info!(database = store.backend(), "database ready");
+
+        let bus = bus::connect(
+            config.bus_url.expose(),
+            BusOptions {
+                shards: config.shards,
+                delivery_limit: config.delivery_limit,
+                ..BusOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the bus at {}", config.bus_url))?;
+        let fence = Fence::new(bus.shards());
+        let fenced = store.fenced(Arc::clone(&fence));
 
         let arbiters: Vec<Arbiter> = (0..config.arbiter_count())
             .map(|_| Arbiter::new())
@@ -104,27 +120,29 @@ impl Node {
             config.request_timeout,
             config.idle_timeout,
         );
-        register_kinds(&registry, &entities, &store, &config).await?;
+        register_kinds(&registry, &entities, &fenced, &config).await?;
         let retention = actix_rt::spawn(prune_samples(store.clone(), config.sample_retention));
 
-        let bus = bus::connect(
-            config.bus_url.expose(),
-            BusOptions {
-                shards: config.shards,
-                delivery_limit: config.delivery_limit,
-                ..BusOptions::default()
+        let listener = std::net::TcpListener::bind(config.http_addr)
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let cluster = Cluster::join(
+            ClusterSettings {
+                node_id: config.node_id.clone(),
+                addr: http_addr.to_string(),
+                shards: bus.shards(),
+                heartbeat: config.heartbeat,
+                lease: config.lease,
+                prefetch: config.prefetch,
+                replicas: 2,
             },
-        )
-        .await
-        .with_context(|| format!("cannot open the bus at {}", config.bus_url))?;
-        let inbox = Inbox::start(
-            registry.clone(),
+            store.clone(),
             Arc::clone(&bus),
-            0..bus.shards(),
-            config.prefetch,
+            registry.clone(),
+            fence,
         )
         .await
-        .context("cannot consume the shard queues")?;
+        .context("cannot join the cluster")?;
 
         let ready = Arc::new(AtomicBool::new(false));
         let state = ApiState {
@@ -133,10 +151,8 @@ impl Node {
             bus: Arc::clone(&bus),
             store: store.clone(),
             ready: Arc::clone(&ready),
+            cluster: cluster.clone(),
         };
-        let listener = std::net::TcpListener::bind(config.http_addr)
-            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-        let http_addr = listener.local_addr()?;
         let grace = config.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
             App::new()
@@ -161,7 +177,7 @@ impl Node {
             store,
             root,
             entities,
-            inbox: Some(inbox),
+            cluster,
             http,
             http_addr,
             arbiters,
@@ -191,6 +207,10 @@ impl Node {
         &self.store
     }
 
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// Where entity kinds' supervisors attach.
     pub fn entities(&self) -> &SupervisorRef {
         &self.entities
@@ -212,12 +232,11 @@ impl Node {
             None => {
                 let grace = self.config.shutdown_grace;
                 tracing::info!(?grace, "draining");
-                let (http, inbox, root) = (self.http.clone(), self.inbox.take(), self.root.clone());
+                let (http, cluster, root) =
+                    (self.http.clone(), self.cluster.clone(), self.root.clone());
                 let drain = async move {
                     http.stop(true).await;
-                    if let Some(inbox) = inbox {
-                        inbox.stop().await;
-                    }
+                    cluster.leave().await;
                     root.shutdown().await;
                 };
                 match tokio::time::timeout(grace, drain).await {

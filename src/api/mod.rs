@@ -2,8 +2,11 @@
 //!
 //! - `GET /healthz`: 200 while the process serves requests (liveness);
 //! - `GET /readyz`: 200 only when the node takes work (readiness): started,
-//!   bus and database answering; 503 while starting, draining or cut off;
-//! - `GET /debug/tree`: the supervision tree as nested JSON.
+//!   bus and database answering, joined the cluster with a valid lease; 503
+//!   while starting, draining or cut off;
+//! - `GET /debug/tree`: the supervision tree as nested JSON;
+//! - `GET /debug/cluster`: the membership view (nodes, shards with owner and
+//!   epoch) as this node sees it.
 //!
 //! The API reads the tree and the bus; it never reaches into an actor's state.
 
@@ -26,13 +29,15 @@ pub struct ApiState {
     pub store: Store,
     /// Set once the node is up, cleared when it starts draining.
     pub ready: Arc<AtomicBool>,
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// Mounts the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/debug/tree", web::get().to(tree));
+        .route("/debug/tree", web::get().to(tree))
+        .route("/debug/cluster", web::get().to(cluster));
 }
 
 async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
@@ -43,11 +48,12 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let up = state.ready.load(Ordering::Acquire);
     let bus = state.bus.healthy().await;
     let database = state.store.healthy().await;
-    let ready = up && bus && database;
+    let joined = state.cluster.joined();
+    let ready = up && bus && database && joined;
     let body = json!({
         "node": state.node_id,
         "ready": ready,
-        "checks": {"started": up, "bus": bus, "database": database},
+        "checks": {"started": up, "bus": bus, "database": database, "cluster": joined},
     });
     if ready {
         HttpResponse::Ok().json(body)
@@ -67,4 +73,10 @@ async fn tree(state: web::Data<ApiState>) -> HttpResponse {
             .insert_header(("x-cardio-node", state.node_id.clone()))
             .json(json!({"roots": roots})),
     }
+}
+
+async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("x-cardio-node", state.node_id.clone()))
+        .json(state.cluster.view().await)
 }

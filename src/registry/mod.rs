@@ -124,6 +124,8 @@ pub struct Registry {
 
 struct RegistryInner {
     kinds: DashMap<&'static str, Arc<dyn Any + Send + Sync>>,
+    /// The same kinds, for what needs no actor type (stopping by address).
+    untyped: DashMap<&'static str, Arc<dyn Untyped>>,
     /// Serialises registrations (each starts a supervisor, then records it).
     registering: tokio::sync::Mutex<()>,
     routes: DashMap<(String, String), Arc<dyn Route>>,
@@ -150,6 +152,7 @@ impl Registry {
         Self {
             inner: Arc::new(RegistryInner {
                 kinds: DashMap::new(),
+                untyped: DashMap::new(),
                 registering: tokio::sync::Mutex::new(()),
                 routes: DashMap::new(),
                 tree,
@@ -217,9 +220,32 @@ impl Registry {
             Entry::Occupied(_) => Err(RegistryError::Duplicate(A::KIND)),
             Entry::Vacant(v) => {
                 v.insert(Arc::new(kind.clone()));
+                self.inner.untyped.insert(A::KIND, Arc::new(kind.clone()));
                 Ok(kind)
             }
         }
+    }
+
+    /// Passivates every live actor whose address (`kind/id`) satisfies
+    /// `which`, waiting up to `within` for their stop hooks (which flush
+    /// state). Returns how many were stopped. Used when a shard moves away.
+    pub async fn passivate_where(&self, which: impl Fn(&str) -> bool, within: Duration) -> usize {
+        let kinds: Vec<Arc<dyn Untyped>> = self
+            .inner
+            .untyped
+            .iter()
+            .map(|k| Arc::clone(k.value()))
+            .collect();
+        let mut waits = Vec::new();
+        for kind in kinds {
+            waits.extend(kind.stop_where(&which));
+        }
+        let n = waits.len();
+        let all = futures_util::future::join_all(waits);
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::warn!(actors = n, ?within, "passivation did not finish in time");
+        }
+        n
     }
 
     /// The registered kind `A`.
@@ -305,6 +331,35 @@ impl<A: Actor> Index for KindInner<A> {
             }
             _ => false,
         }
+    }
+}
+
+/// What the registry does with a kind without knowing its actor type.
+trait Untyped: Send + Sync {
+    /// Asks each live actor whose address satisfies `which` to passivate.
+    fn stop_where(&self, which: &dyn Fn(&str) -> bool) -> Vec<tokio::sync::oneshot::Receiver<()>>;
+}
+
+impl<A: Actor> Untyped for Kind<A> {
+    fn stop_where(&self, which: &dyn Fn(&str) -> bool) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        let chosen: Vec<ActorRef<A>> = self
+            .inner
+            .cells
+            .iter()
+            .filter(|e| which(&format!("{}/{}", A::KIND, e.key())))
+            .map(|e| e.value().clone())
+            .collect();
+        chosen
+            .into_iter()
+            .map(|r| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                r.addr.do_send(crate::supervisors::message::Control::Shutdown {
+                    reason: crate::supervisors::ExitReason::Passivated,
+                    done: Some(tx),
+                });
+                rx
+            })
+            .collect()
     }
 }
 

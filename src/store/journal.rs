@@ -54,6 +54,22 @@ const INSERT_SQLITE: &str =
      WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
      AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
      RETURNING seq";
+// The same, and only while the writer's epoch is its shard's current one. The
+// shard row is share-locked, so a claim waits for appends in flight and an
+// append after a claim sees the new epoch.
+const INSERT_FENCED_PG: &str = "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT $1, $2, $3, $4, $5, $6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
+     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = $7 AND epoch = $4 FOR SHARE) \
+     RETURNING seq";
+const INSERT_FENCED_SQLITE: &str =
+    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
+     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = ?7 AND epoch = ?4) \
+     RETURNING seq";
 const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
 const FIND_SQLITE: &str = "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
 const LOAD_PG: &str = "SELECT seq, message_id, epoch, payload, at_ms FROM journal \
@@ -93,17 +109,35 @@ impl Store {
         payload: &[u8],
     ) -> Result<Appended, StoreError> {
         let seq = after_seq + 1;
-        let insert = self.dialect(INSERT_PG, INSERT_SQLITE);
-        let inserted = with_pool!(self, pool => sqlx::query(insert)
-            .bind(actor)
-            .bind(seq as i64)
-            .bind(message_id)
-            .bind(epoch as i64)
-            .bind(payload)
-            .bind(unix_ms() as i64)
-            .fetch_optional(pool)
-            .await
-            .map(|row| row.is_some()));
+        let fenced = match &self.fence {
+            Some(fence) => {
+                let shard = fence.shard_of_key(actor);
+                match fence.epoch(shard) {
+                    Some(epoch) => Some((shard, epoch)),
+                    None => return Err(StoreError::Fenced { shard, held: None }),
+                }
+            }
+            None => None,
+        };
+        let (insert, epoch, shard) = match fenced {
+            Some((shard, held)) => (
+                self.dialect(INSERT_FENCED_PG, INSERT_FENCED_SQLITE),
+                held,
+                i32::from(shard),
+            ),
+            None => (self.dialect(INSERT_PG, INSERT_SQLITE), epoch, 0),
+        };
+        let inserted = with_pool!(self, pool => {
+            let q = sqlx::query(insert)
+                .bind(actor)
+                .bind(seq as i64)
+                .bind(message_id)
+                .bind(epoch as i64)
+                .bind(payload)
+                .bind(unix_ms() as i64);
+            let q = if fenced.is_some() { q.bind(shard) } else { q };
+            q.fetch_optional(pool).await.map(|row| row.is_some())
+        });
         match inserted {
             Ok(true) => Ok(Appended::Written { seq }),
             // The message id is known: report where it went.
@@ -117,6 +151,18 @@ impl Store {
                     .fetch_optional(pool)
                     .await
                     .and_then(|row| row.map(|row| row.try_get("seq")).transpose()))?;
+                if let (None, Some((shard, held))) = (known, fenced) {
+                    if self.shard_epoch(shard).await? != held {
+                        if let Some(fence) = &self.fence {
+                            fence.lost(shard, held);
+                        }
+                        tracing::warn!(shard, epoch = held, "journal write refused: the shard moved to another node");
+                        return Err(StoreError::Fenced {
+                            shard,
+                            held: Some(held),
+                        });
+                    }
+                }
                 match known {
                     Some(seq) => Ok(Appended::Duplicate { seq: seq as u64 }),
                     None => Err(StoreError::Conflict {

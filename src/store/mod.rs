@@ -10,6 +10,7 @@
 //! Errors never carry payloads; payloads are opaque bytes here. Ids sort
 //! bytewise on both databases (`COLLATE "C"` on PostgreSQL, SQLite's default).
 
+pub mod cluster;
 pub mod consults;
 pub mod journal;
 pub mod people;
@@ -46,6 +47,10 @@ pub enum StoreError {
     /// the actor is stale): its journal moved past `expected`.
     #[error("journal of {actor} moved on: sequence {expected} is taken")]
     Conflict { actor: String, expected: u64 },
+    /// This node does not hold the actor's shard (any more): another node
+    /// took it, so this one must not write.
+    #[error("shard {shard} is not held by this node at epoch {held:?}: fenced off")]
+    Fenced { shard: u16, held: Option<u64> },
 }
 
 pub(crate) enum Db {
@@ -57,6 +62,9 @@ pub(crate) enum Db {
 #[derive(Clone)]
 pub struct Store {
     db: std::sync::Arc<Db>,
+    /// Set on cluster nodes: journal writes are conditional on the epoch of
+    /// the writer's shard.
+    fence: Option<std::sync::Arc<crate::cluster::Fence>>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either database.
@@ -111,6 +119,7 @@ impl Store {
         };
         Ok(Store {
             db: std::sync::Arc::new(db),
+            fence: None,
         })
     }
 
@@ -121,6 +130,15 @@ impl Store {
             Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
         Ok(())
+    }
+
+    /// This store with journal writes fenced by `fence`: an append succeeds
+    /// only while this node holds the actor's shard at the epoch it claimed.
+    pub fn fenced(&self, fence: std::sync::Arc<crate::cluster::Fence>) -> Store {
+        Store {
+            db: std::sync::Arc::clone(&self.db),
+            fence: Some(fence),
+        }
     }
 
     /// `sqlite` or `postgres`.

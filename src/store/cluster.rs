@@ -1,0 +1,165 @@
+//! Cluster membership (node leases) and shard ownership with fencing epochs.
+
+use sqlx::Row;
+
+use super::{with_pool, Store, StoreError};
+
+/// One node as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRow {
+    pub id: String,
+    pub addr: String,
+    pub status: String,
+    pub started_ms: u64,
+    pub last_seen_ms: u64,
+    pub lease_until_ms: u64,
+}
+
+/// Who owns a shard, under which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShardRow {
+    pub id: u16,
+    pub owner: Option<String>,
+    pub epoch: u64,
+    pub since_ms: u64,
+}
+
+const HEARTBEAT_PG: &str = "INSERT INTO cluster_nodes \
+     (id, addr, status, started_ms, last_seen_ms, lease_until_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, status = excluded.status, \
+     started_ms = excluded.started_ms, last_seen_ms = excluded.last_seen_ms, \
+     lease_until_ms = excluded.lease_until_ms";
+const HEARTBEAT_SQLITE: &str = "INSERT INTO cluster_nodes \
+     (id, addr, status, started_ms, last_seen_ms, lease_until_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, status = excluded.status, \
+     started_ms = excluded.started_ms, last_seen_ms = excluded.last_seen_ms, \
+     lease_until_ms = excluded.lease_until_ms";
+const NODES: &str = "SELECT id, addr, status, started_ms, last_seen_ms, lease_until_ms \
+     FROM cluster_nodes ORDER BY id";
+const SHARDS: &str = "SELECT shard, owner, epoch, since_ms FROM shard_owners ORDER BY shard";
+const CLAIM_PG: &str = "INSERT INTO shard_owners (shard, owner, epoch, since_ms) \
+     VALUES ($1, $2, 1, $3) ON CONFLICT (shard) DO UPDATE SET owner = excluded.owner, \
+     epoch = shard_owners.epoch + 1, since_ms = excluded.since_ms RETURNING epoch";
+const CLAIM_SQLITE: &str = "INSERT INTO shard_owners (shard, owner, epoch, since_ms) \
+     VALUES (?1, ?2, 1, ?3) ON CONFLICT (shard) DO UPDATE SET owner = excluded.owner, \
+     epoch = shard_owners.epoch + 1, since_ms = excluded.since_ms RETURNING epoch";
+const RELEASE_PG: &str = "UPDATE shard_owners SET owner = NULL, since_ms = $4 \
+     WHERE shard = $1 AND owner = $2 AND epoch = $3";
+const RELEASE_SQLITE: &str = "UPDATE shard_owners SET owner = NULL, since_ms = ?4 \
+     WHERE shard = ?1 AND owner = ?2 AND epoch = ?3";
+const EPOCH_PG: &str = "SELECT epoch FROM shard_owners WHERE shard = $1";
+const EPOCH_SQLITE: &str = "SELECT epoch FROM shard_owners WHERE shard = ?1";
+
+impl Store {
+    /// Writes `node`'s row (its lease runs to `lease_until_ms`).
+    pub async fn heartbeat(&self, node: &NodeRow) -> Result<(), StoreError> {
+        let q = self.dialect(HEARTBEAT_PG, HEARTBEAT_SQLITE);
+        with_pool!(self, pool => sqlx::query(q)
+            .bind(&node.id)
+            .bind(&node.addr)
+            .bind(&node.status)
+            .bind(node.started_ms as i64)
+            .bind(node.last_seen_ms as i64)
+            .bind(node.lease_until_ms as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Every node that ever joined, by id.
+    pub async fn cluster_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = with_pool!(self, pool => sqlx::query(NODES).fetch_all(pool).await.and_then(|rows| {
+            rows.iter()
+                .map(|r| {
+                    Ok(NodeRow {
+                        id: r.try_get("id")?,
+                        addr: r.try_get("addr")?,
+                        status: r.try_get("status")?,
+                        started_ms: r.try_get::<i64, _>("started_ms")? as u64,
+                        last_seen_ms: r.try_get::<i64, _>("last_seen_ms")? as u64,
+                        lease_until_ms: r.try_get::<i64, _>("lease_until_ms")? as u64,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        }))?;
+        Ok(rows)
+    }
+
+    /// Every shard that was ever owned, by number.
+    pub async fn shard_owners(&self) -> Result<Vec<ShardRow>, StoreError> {
+        let rows = with_pool!(self, pool => sqlx::query(SHARDS).fetch_all(pool).await.and_then(|rows| {
+            rows.iter()
+                .map(|r| {
+                    Ok(ShardRow {
+                        id: r.try_get::<i32, _>("shard")? as u16,
+                        owner: r.try_get("owner")?,
+                        epoch: r.try_get::<i64, _>("epoch")? as u64,
+                        since_ms: r.try_get::<i64, _>("since_ms")? as u64,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        }))?;
+        Ok(rows)
+    }
+
+    /// Takes `shards` for `node`, bumping each one's epoch, in one
+    /// transaction. Returns the epochs now held.
+    pub async fn claim_shards(
+        &self,
+        node: &str,
+        shards: &[u16],
+        now_ms: u64,
+    ) -> Result<Vec<(u16, u64)>, StoreError> {
+        let q = self.dialect(CLAIM_PG, CLAIM_SQLITE);
+        let claimed = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let mut out = Vec::with_capacity(shards.len());
+            for &shard in shards {
+                let row = sqlx::query(q)
+                    .bind(i32::from(shard))
+                    .bind(node)
+                    .bind(now_ms as i64)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                out.push((shard, row.try_get::<i64, _>("epoch")? as u64));
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(out)
+        }
+        .await)?;
+        Ok(claimed)
+    }
+
+    /// Gives `shard` up if `node` still holds it at `epoch`; false if it had
+    /// moved on already.
+    pub async fn release_shard(
+        &self,
+        node: &str,
+        shard: u16,
+        epoch: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let q = self.dialect(RELEASE_PG, RELEASE_SQLITE);
+        let n = with_pool!(self, pool => sqlx::query(q)
+            .bind(i32::from(shard))
+            .bind(node)
+            .bind(epoch as i64)
+            .bind(now_ms as i64)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// The current epoch of `shard` (0 if never owned).
+    pub async fn shard_epoch(&self, shard: u16) -> Result<u64, StoreError> {
+        let q = self.dialect(EPOCH_PG, EPOCH_SQLITE);
+        let epoch: Option<i64> = with_pool!(self, pool => sqlx::query(q)
+            .bind(i32::from(shard))
+            .fetch_optional(pool)
+            .await
+            .and_then(|row| row.map(|row| row.try_get("epoch")).transpose()))?;
+        Ok(epoch.unwrap_or(0) as u64)
+    }
+}
