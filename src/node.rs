@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::api::{self, ApiState};
 use crate::bus::{self, Bus, BusOptions};
-use crate::config::Config;
 use crate::cluster::{Cluster, ClusterSettings, Fence};
+use crate::config::Config;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::supervisors::{ArbiterPool, ChildSpec, Strategy, SupervisorRef, SupervisorSpec, Tree};
@@ -120,7 +120,9 @@ impl Node {
             config.request_timeout,
             config.idle_timeout,
         );
-        register_kinds(&registry, &entities, &fenced, &config).await?;
+        let events = crate::bus::events::Events::start(Arc::clone(&bus));
+        forward_supervision_events(&tree, &events, &config.node_id);
+        register_kinds(&registry, &entities, &fenced, &events, &config).await?;
         let retention = actix_rt::spawn(prune_samples(store.clone(), config.sample_retention));
 
         let listener = std::net::TcpListener::bind(config.http_addr)
@@ -266,6 +268,7 @@ async fn register_kinds(
     registry: &Registry,
     entities: &SupervisorRef,
     store: &Store,
+    events: &crate::bus::events::Events,
     config: &Config,
 ) -> anyhow::Result<()> {
     use crate::actors::consult::{self, ConsultActor};
@@ -290,11 +293,13 @@ async fn register_kinds(
     registry.route_for::<PatientSession, session::AddDevice>(&sessions, "session.add_device");
     registry.route_for::<PatientSession, session::ViewSession>(&sessions, "session.view");
 
-    let (s, no_show) = (store.clone(), config.no_show_after);
+    let (s, no_show, ev) = (store.clone(), config.no_show_after, events.clone());
     let consults = registry
         .register(
             entities,
-            KindSpec::new(move |id: &str| ConsultActor::new(id, s.clone(), no_show)),
+            KindSpec::new(move |id: &str| {
+                ConsultActor::new(id, s.clone(), no_show).with_events(ev.clone())
+            }),
         )
         .await?;
     registry.route_for::<ConsultActor, consult::Act>(&consults, "consult.act");
@@ -316,14 +321,38 @@ async fn register_kinds(
         thresholds: config.alerts,
         ..StreamSettings::default()
     };
+    let ev = events.clone();
     let devices = registry
         .register(
             entities,
-            KindSpec::new(move |id: &str| DeviceStream::new(id, s.clone(), settings)),
+            KindSpec::new(move |id: &str| {
+                DeviceStream::new(id, s.clone(), settings).with_events(ev.clone())
+            }),
         )
         .await?;
     registry.route_for::<DeviceStream, stream::Push>(&devices, "device.push");
     Ok(())
+}
+
+/// Publishes this node's supervision events on `supervision.<node>`, so ops
+/// connected to any node see every node's restarts.
+fn forward_supervision_events(tree: &Tree, events: &crate::bus::events::Events, node: &str) {
+    let mut rx = tree.events();
+    let (events, topic) = (
+        events.clone(),
+        format!("supervision.{}", crate::bus::events::topic_word(node)),
+    );
+    actix_rt::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => events.emit(&topic, "supervision.event", &event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "supervision events dropped before publishing")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 /// Deletes raw device samples past their retention, hourly.

@@ -98,6 +98,11 @@ impl PatientSession {
             Ok(Appended::Duplicate { .. }) => {
                 panic!("session journal holds an event this state lacks; recovering")
             }
+            // The shard moved to another node: this node must not answer for it.
+            // Crash, so that the message goes back to the bus and reaches the owner.
+            Err(crate::store::StoreError::Fenced { .. }) => {
+                panic!("session shard moved to another node; handing the message back");
+            }
             Err(crate::store::StoreError::Conflict { .. }) => {
                 panic!("session journal moved on under another writer; recovering")
             }

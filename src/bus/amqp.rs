@@ -35,9 +35,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -93,7 +92,11 @@ struct BusRuntime(Option<tokio::runtime::Runtime>);
 
 impl BusRuntime {
     fn handle(&self) -> tokio::runtime::Handle {
-        self.0.as_ref().expect("runtime until drop").handle().clone()
+        self.0
+            .as_ref()
+            .expect("runtime until drop")
+            .handle()
+            .clone()
     }
 }
 
@@ -329,7 +332,10 @@ async fn declare_topology(ch: &Channel, options: &BusOptions) -> Result<(), BusE
         s("x-delivery-limit"),
         AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
     );
-    args.insert(s("x-dead-letter-exchange"), AMQPValue::LongString(DLX.into()));
+    args.insert(
+        s("x-dead-letter-exchange"),
+        AMQPValue::LongString(DLX.into()),
+    );
     // Declarations are pipelined: 64 queues take one round trip's worth of waiting.
     let declares = (0..options.shards).map(|n| {
         let args = args.clone();

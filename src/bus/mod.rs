@@ -16,7 +16,9 @@
 //! - at most `prefetch` unsettled deliveries per subscription.
 
 pub mod amqp;
+pub mod client;
 pub mod envelope;
+pub mod events;
 pub mod memory;
 mod topic;
 

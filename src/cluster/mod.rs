@@ -198,6 +198,8 @@ struct Inner {
     view: RwLock<(Vec<NodeRow>, Vec<ShardRow>)>,
     /// Shards taken from another owner (failovers and handovers), for metrics.
     takeovers: AtomicU64,
+    /// When this node took each shard it holds.
+    taken_at: DashMap<u16, u64>,
     ticker: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
 }
 
@@ -229,6 +231,7 @@ impl Cluster {
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             view: RwLock::new((Vec::new(), Vec::new())),
             takeovers: AtomicU64::new(0),
+            taken_at: DashMap::new(),
             ticker: Mutex::new(None),
         });
         // Joining: subscribe where this node ranks high, then say `up`.
@@ -437,9 +440,28 @@ impl Inner {
                 }
             }
             let held = self.fence.epoch(shard).is_some();
-            let subscribed = self.consumers.lock().await.contains_key(&shard);
-            if held && !first && participating {
-                // Someone ranks first: give the shard to it, stay as standby.
+            let subscribed = {
+                let mut consumers = self.consumers.lock().await;
+                // A consumer that gave up (broker away too long) is consumed anew.
+                if consumers.get(&shard).is_some_and(|c| c.task.is_finished()) {
+                    consumers.remove(&shard);
+                    tracing::warn!(shard, "shard consumer ended; consuming again");
+                }
+                consumers.contains_key(&shard)
+            };
+            // Someone ranks first: give the shard to it and stay as standby,
+            // once it has shown life after this node took the shard. (A node
+            // killed a moment ago still ranks first until its lease runs out,
+            // and the broker gives its shards to the standby at once: handing
+            // them back to the dead would only bounce them.)
+            let first_alive_since_taken = top.first().is_some_and(|f| {
+                let taken = self.taken_at.get(&shard).map_or(0, |t| *t);
+                nodes.iter().any(|n| {
+                    n.id == *f
+                        && n.last_seen_ms > taken + self.settings.heartbeat.as_millis() as u64
+                })
+            });
+            if held && !first && participating && first_alive_since_taken {
                 self.hand_over(shard, want).await;
                 continue;
             }
@@ -458,6 +480,7 @@ impl Inner {
             let claimed = self.store.claim_shards(&me, &to_claim, now).await?;
             for (shard, epoch) in &claimed {
                 self.fence.hold(*shard, *epoch);
+                self.taken_at.insert(*shard, now);
                 if rows.get(shard).is_some_and(|r| r.owner.is_some()) {
                     self.takeovers.fetch_add(1, Ordering::Relaxed);
                 }
@@ -524,10 +547,15 @@ impl Inner {
             .iter()
             .find(|s| s.id == shard)
             .and_then(|s| s.owner.clone());
-        match self.store.claim_shards(self.me(), &[shard], unix_ms()).await {
+        match self
+            .store
+            .claim_shards(self.me(), &[shard], unix_ms())
+            .await
+        {
             Ok(claimed) => {
                 for (shard, epoch) in claimed {
                     self.fence.hold(shard, epoch);
+                    self.taken_at.insert(shard, unix_ms());
                     tracing::info!(shard, epoch, previous = ?before, "shard taken on delivery");
                 }
                 if before.is_some_and(|b| b != self.settings.node_id) {

@@ -353,10 +353,11 @@ impl<A: Actor> Untyped for Kind<A> {
             .into_iter()
             .map(|r| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                r.addr.do_send(crate::supervisors::message::Control::Shutdown {
-                    reason: crate::supervisors::ExitReason::Passivated,
-                    done: Some(tx),
-                });
+                r.addr
+                    .do_send(crate::supervisors::message::Control::Shutdown {
+                        reason: crate::supervisors::ExitReason::Passivated,
+                        done: Some(tx),
+                    });
                 rx
             })
             .collect()

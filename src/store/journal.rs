@@ -57,7 +57,8 @@ const INSERT_SQLITE: &str =
 // The same, and only while the writer's epoch is its shard's current one. The
 // shard row is share-locked, so a claim waits for appends in flight and an
 // append after a claim sees the new epoch.
-const INSERT_FENCED_PG: &str = "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+const INSERT_FENCED_PG: &str =
+    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
      SELECT $1, $2, $3, $4, $5, $6 \
      WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
      AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
@@ -156,7 +157,11 @@ impl Store {
                         if let Some(fence) = &self.fence {
                             fence.lost(shard, held);
                         }
-                        tracing::warn!(shard, epoch = held, "journal write refused: the shard moved to another node");
+                        tracing::warn!(
+                            shard,
+                            epoch = held,
+                            "journal write refused: the shard moved to another node"
+                        );
                         return Err(StoreError::Fenced {
                             shard,
                             held: Some(held),

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use crate::support::*;
 
-
 /// Runs a contract check on the memory backend and on RabbitMQ (a virtual
 /// host of its own).
 macro_rules! on_both_buses {
@@ -350,10 +349,19 @@ async fn requeued_messages_go_back_to_their_place_in_order(bus: Arc<dyn Bus>) {
     }
 }
 
-on_both_buses!(an_unacked_delivery_is_redelivered_and_an_acked_one_never_again, 5);
-on_both_buses!(past_the_delivery_limit_a_message_is_dead_lettered_with_its_reason, 3);
+on_both_buses!(
+    an_unacked_delivery_is_redelivered_and_an_acked_one_never_again,
+    5
+);
+on_both_buses!(
+    past_the_delivery_limit_a_message_is_dead_lettered_with_its_reason,
+    3
+);
 on_both_buses!(prefetch_bounds_unsettled_deliveries, 5);
 on_both_buses!(topic_subscribers_each_get_the_events_that_match, 5);
 on_both_buses!(requeued_messages_go_back_to_their_place_in_order, 10);
-on_both_buses!(a_poison_message_is_dead_lettered_while_the_actor_keeps_serving, 3);
+on_both_buses!(
+    a_poison_message_is_dead_lettered_while_the_actor_keeps_serving,
+    3
+);
 on_both_buses!(messages_that_can_never_work_are_dead_lettered_at_once, 5);

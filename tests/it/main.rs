@@ -24,6 +24,7 @@ macro_rules! on_both {
 
 mod binary;
 mod broker;
+mod cluster;
 mod bus;
 mod consult;
 mod device;

@@ -30,6 +30,16 @@ pub struct ConsultActor {
     applied: std::collections::HashSet<String>,
     /// How long the patient may be absent before a waiting consult is a no-show.
     no_show_after: Duration,
+    events: crate::bus::events::Events,
+}
+
+/// Published on `consult.<id>` for each journaled event, with its journal
+/// sequence (subscribers resume from it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsultEvent {
+    pub consult: String,
+    pub seq: u64,
+    pub event: Event,
 }
 
 impl ConsultActor {
@@ -41,7 +51,14 @@ impl ConsultActor {
             last_seq: 0,
             applied: Default::default(),
             no_show_after,
+            events: crate::bus::events::Events::none(),
         }
+    }
+
+    /// Publishes the consult's events through `events`.
+    pub fn with_events(mut self, events: crate::bus::events::Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// Rewrites the queryable rows (consult, chat lines) from the state:
@@ -166,6 +183,16 @@ impl Handler<Act> for ConsultActor {
                     self.last_seq = seq;
                     self.state.apply(event);
                     self.applied.insert(message_id);
+                    let id = self.key.trim_start_matches("consult/");
+                    self.events.emit(
+                        &format!("consult.{}", crate::bus::events::topic_word(id)),
+                        "consult.event",
+                        &ConsultEvent {
+                            consult: id.to_owned(),
+                            seq,
+                            event: event.clone(),
+                        },
+                    );
                 }
                 // This request id was used before for another command.
                 Ok(Appended::Duplicate { .. }) if self.applied.contains(&message_id) => {
@@ -178,6 +205,11 @@ impl Handler<Act> for ConsultActor {
                 // Someone else wrote this consult's journal: this state is stale.
                 // Crash, so that the restart replays the journal (the command is
                 // answered `Crashed` and may be retried).
+                // The shard moved to another node: this node must not answer for it.
+                // Crash, so that the message goes back to the bus and reaches the owner.
+                Err(crate::store::StoreError::Fenced { .. }) => {
+                    panic!("consult shard moved to another node; handing the message back");
+                }
                 Err(crate::store::StoreError::Conflict { .. }) => {
                     panic!("consult journal moved on under another writer; recovering");
                 }

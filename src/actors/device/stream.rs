@@ -72,6 +72,23 @@ pub struct DeviceStream {
     open_alerts: HashMap<AlertKind, String>,
     /// Request ids of the latest batches, to answer a retry as a duplicate.
     recent_requests: VecDeque<String>,
+    events: crate::bus::events::Events,
+}
+
+/// Published on `vitals.<device>` for each stored batch (raw ECG left out:
+/// subscribers get the heart rate derived from it through aggregates).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VitalsEvent {
+    pub device: String,
+    pub accepted: u32,
+    pub samples: Vec<Sample>,
+}
+
+/// Published on `alerts.<device>` when an alert is raised or resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub device: String,
+    pub change: AlertChange,
 }
 
 /// Batches remembered for retries (older retries are judged sample by sample
@@ -119,7 +136,14 @@ impl DeviceStream {
             last_seq: 0,
             open_alerts: HashMap::new(),
             recent_requests: VecDeque::new(),
+            events: crate::bus::events::Events::none(),
         }
+    }
+
+    /// Publishes vitals and alert events through `events`.
+    pub fn with_events(mut self, events: crate::bus::events::Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// Folds accepted samples into aggregates, beats and rules.
@@ -330,6 +354,11 @@ impl Handler<Push> for DeviceStream {
             Ok(Appended::Duplicate { .. }) => {
                 panic!("device journal holds a batch this state lacks; recovering")
             }
+            // The shard moved to another node: this node must not answer for it.
+            // Crash, so that the message goes back to the bus and reaches the owner.
+            Err(crate::store::StoreError::Fenced { .. }) => {
+                panic!("device shard moved to another node; handing the message back");
+            }
             Err(crate::store::StoreError::Conflict { .. }) => {
                 panic!("device journal moved on under another writer; recovering")
             }
@@ -346,6 +375,35 @@ impl Handler<Push> for DeviceStream {
             // the alerts and aggregates from the journal.
             tracing::warn!(actor = %self.key, error = %e, "derived vitals not written");
             panic!("derived vitals not writable; recovering from the journal");
+        }
+        let word = crate::bus::events::topic_word(&self.id);
+        self.events.emit(
+            &format!("vitals.{word}"),
+            "vitals.accepted",
+            &VitalsEvent {
+                device: self.id.clone(),
+                accepted: verdict.accepted.len() as u32,
+                samples: verdict
+                    .accepted
+                    .iter()
+                    .filter(|s| !matches!(s, Sample::Ecg { .. }))
+                    .cloned()
+                    .collect(),
+            },
+        );
+        for change in &changes {
+            let msg_type = match change {
+                AlertChange::Raised { .. } => "alert.raised",
+                AlertChange::Resolved { .. } => "alert.resolved",
+            };
+            self.events.emit(
+                &format!("alerts.{word}"),
+                msg_type,
+                &AlertEvent {
+                    device: self.id.clone(),
+                    change: *change,
+                },
+            );
         }
         if self.last_seq % SNAPSHOT_EVERY == 0 {
             // Only after the derived rows are written: a replay from this

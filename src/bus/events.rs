@@ -1,0 +1,75 @@
+//! Events for subscribers on any node: what actors publish on the bus's topic
+//! exchange without waiting for it.
+//!
+//! Topics (AMQP words): `vitals.<device>`, `alerts.<device>`,
+//! `consult.<consult>`, `supervision.<node>`. An event is published after the
+//! fact it reports is durable; delivery is best effort (a subscriber that was
+//! away reads the durable record: consult messages resume from a sequence,
+//! alerts and aggregates are tables).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{Bus, Envelope};
+
+/// Events queued before new ones are dropped (with a warning): a slow broker
+/// must not stall actors.
+const QUEUE: usize = 10_000;
+/// Events published concurrently per round.
+const BATCH: usize = 64;
+
+/// `id` as one topic word: ids may hold dots, which separate words. (Two ids
+/// may then share a topic; subscribers filter on the id in the payload.)
+pub fn topic_word(id: &str) -> String {
+    id.replace('.', ":")
+}
+
+/// A cheap handle actors publish events through. Cloning shares the queue.
+#[derive(Clone, Default)]
+pub struct Events {
+    tx: Option<mpsc::Sender<(String, Envelope)>>,
+}
+
+impl Events {
+    /// Publishes nothing (actors run without a bus, as in unit tests).
+    pub fn none() -> Events {
+        Events { tx: None }
+    }
+
+    /// Publishes on `bus` from a background task of the current runtime.
+    pub fn start(bus: Arc<dyn Bus>) -> Events {
+        let (tx, mut rx) = mpsc::channel::<(String, Envelope)>(QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let sends = batch
+                    .iter()
+                    .map(|(topic, env)| bus.publish(topic, env));
+                for r in futures_util::future::join_all(sends).await {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "event not published");
+                    }
+                }
+                batch.clear();
+            }
+        });
+        Events { tx: Some(tx) }
+    }
+
+    /// Queues `payload` as a `msg_type` event on `topic`.
+    pub fn emit<T: Serialize>(&self, topic: &str, msg_type: &str, payload: &T) {
+        let Some(tx) = &self.tx else { return };
+        let env = match Envelope::new(msg_type, payload) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(error = %e, msg_type, "event not encodable");
+                return;
+            }
+        };
+        if tx.try_send((topic.to_owned(), env)).is_err() {
+            tracing::warn!(msg_type, "event queue full or closed; event dropped");
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Real `cardio serve` processes forming a cluster over the machine's
+//! RabbitMQ (a virtual host per test) and PostgreSQL (a database per test):
+//! failover after SIGKILL, rejoin, broker restart, poison messages.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cardio::actors::consult::state::{Command as ConsultCommand, Party};
+use cardio::actors::consult::{Act, View};
+use cardio::actors::device::sample::Sample;
+use cardio::actors::device::stream::Push;
+use cardio::bus::client::Requester;
+use cardio::bus::{Bus, BusOptions};
+use cardio::registry::ActorId;
+use cardio::store::Store;
+use serde_json::Value;
+
+use crate::broker::Vhost;
+use crate::store::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardio");
+const SHARDS: u16 = 32;
+
+/// A `cardio serve` process, killed when dropped.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    vhost: Vhost,
+    db_url: String,
+}
+
+impl Cluster {
+    fn start(&self, id: &str) -> Proc {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("CARDIO_NODE_ID", id)
+            .env("CARDIO_BUS_URL", self.vhost.url())
+            .env("CARDIO_DATABASE_URL", &self.db_url)
+            .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
+            .env("CARDIO_LOG_FORMAT", "json")
+            .env("CARDIO_LOG_FILTER", "warn,cardio=info")
+            .env("CARDIO_SHARDS", SHARDS.to_string())
+            .env("CARDIO_HEARTBEAT", "200ms")
+            .env("CARDIO_LEASE", "1500ms")
+            .env("CARDIO_ALERT_SUSTAIN", "20s")
+            .env("CARDIO_SHUTDOWN_GRACE", "10s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cardio starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let name = id.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"listening\"") {
+                    let _ = tx.send(line.clone());
+                }
+                if std::env::var_os("CARDIO_TEST_LOGS").is_some() {
+                    eprintln!("[{name}] {line}");
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{id} did not start within 60 s"));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        Proc {
+            child,
+            addr: v["addr"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+async fn get(url: &str) -> Option<Value> {
+    let mut res = awc::Client::new().get(url).send().await.ok()?;
+    res.json::<Value>().limit(1 << 20).await.ok()
+}
+
+async fn cluster_view(p: &Proc) -> Option<Value> {
+    get(&format!("http://{}/debug/cluster", p.addr)).await
+}
+
+/// Polls `what` every 100 ms until it yields a value, for at most `limit`.
+async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `what` every 100 ms until it holds, for at most `limit`.
+async fn until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Owner of each shard as `p` sees it, once every shard is owned by the live
+/// node among `alive` that ranks first for it (the balanced placement).
+async fn settled(p: &Proc, alive: &[&str]) -> Option<BTreeMap<u64, String>> {
+    let v = cluster_view(p).await?;
+    let shards = v["shards"].as_array()?;
+    if shards.len() != SHARDS as usize {
+        return None;
+    }
+    let mut owners = BTreeMap::new();
+    for s in shards {
+        let owner = s["owner"].as_str()?;
+        let id = s["id"].as_u64()? as u16;
+        if cardio::cluster::rank(id, alive)[0] != owner || s["owner_live"] != true {
+            return None;
+        }
+        owners.insert(s["id"].as_u64()?, owner.to_owned());
+    }
+    let up = v["nodes"]
+        .as_array()?
+        .iter()
+        .filter(|n| n["status"] == "up")
+        .count();
+    (up == alive.len()).then_some(owners)
+}
+
+/// What the load drivers saw acknowledged.
+#[derive(Default)]
+struct Acked {
+    /// consult → client message ids acknowledged.
+    chat: HashMap<String, BTreeSet<String>>,
+    /// device → sample timestamps acknowledged as stored.
+    samples: HashMap<String, BTreeSet<u64>>,
+}
+
+async fn retry<F, Fut>(what: &str, mut op: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{what}: no success in 90 s: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn act(req: &Requester, consult: &str, request_id: &str, command: ConsultCommand) -> Value {
+    let to = ActorId::new("consult", consult).unwrap();
+    let msg = Act {
+        request_id: request_id.to_owned(),
+        command,
+    };
+    retry(request_id, || async {
+        let v: Value = req
+            .request(&to, "consult.act", &msg, Duration::from_secs(3))
+            .await
+            .map_err(|e| e.to_string())?;
+        match &v {
+            Value::Object(m) if m.contains_key("Ok") => Ok(v["Ok"].clone()),
+            _ if v["Err"]["code"] == "unavailable" => Err("unavailable".into()),
+            _ => panic!("{request_id}: refused: {v}"),
+        }
+    })
+    .await
+}
+
+async fn drive_consult(req: Arc<Requester>, consult: String, lines: usize, acked: Arc<Mutex<Acked>>) {
+    let patient = format!("p-{consult}");
+    let clinician = format!("dr-{consult}");
+    act(
+        &req,
+        &consult,
+        &format!("{consult}-req"),
+        ConsultCommand::Request {
+            patient: patient.clone(),
+            reason: "palpitations".into(),
+        },
+    )
+    .await;
+    for who in [Party::Patient(patient.clone()), Party::Clinician(clinician.clone())] {
+        act(&req, &consult, &format!("{consult}-join-{who:?}"), ConsultCommand::Join { who }).await;
+    }
+    for i in 0..lines {
+        let who = if i % 2 == 0 {
+            Party::Patient(patient.clone())
+        } else {
+            Party::Clinician(clinician.clone())
+        };
+        let client_id = format!("m{i}");
+        act(
+            &req,
+            &consult,
+            &format!("{consult}-{client_id}"),
+            ConsultCommand::Chat {
+                who,
+                client_message_id: client_id.clone(),
+                text: format!("line {i}"),
+            },
+        )
+        .await;
+        acked
+            .lock()
+            .unwrap()
+            .chat
+            .entry(consult.clone())
+            .or_default()
+            .insert(client_id);
+    }
+}
+
+/// 10 heart-rate samples per batch, one per second of device time; a
+/// tachycardia episode of 40 s in the middle raises one alert.
+async fn drive_device(req: Arc<Requester>, device: String, batches: usize, acked: Arc<Mutex<Acked>>) {
+    let to = ActorId::new("device", &device).unwrap();
+    let start = cardio_now() - (batches as u64 * 10 + 60) * 1000;
+    for b in 0..batches {
+        let samples: Vec<Sample> = (0..10)
+            .map(|i| {
+                let n = (b * 10 + i) as u64;
+                let bpm = if (100..140).contains(&n) { 150.0 } else { 72.0 };
+                Sample::HeartRate {
+                    at_ms: start + n * 1000,
+                    bpm,
+                }
+            })
+            .collect();
+        let stamps: Vec<u64> = samples
+            .iter()
+            .map(|s| match s {
+                Sample::HeartRate { at_ms, .. } => *at_ms,
+                _ => unreachable!(),
+            })
+            .collect();
+        let push = Push {
+            request_id: format!("{device}-b{b}"),
+            samples,
+        };
+        let reply = retry(&push.request_id, || async {
+            let v: Value = req
+                .request(&to, "device.push", &push, Duration::from_secs(3))
+                .await
+                .map_err(|e| e.to_string())?;
+            if v.get("Ok").is_some() {
+                Ok(v["Ok"].clone())
+            } else {
+                Err(format!("{v}"))
+            }
+        })
+        .await;
+        let accepted = reply["accepted"].as_u64().unwrap();
+        let duplicates = reply["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r[1] == "duplicate" || r[1]["reason"] == "duplicate" || r.to_string().contains("uplicate"))
+            .count() as u64;
+        // Stored now, or stored by an earlier attempt whose reply was lost.
+        assert!(
+            accepted == 10 || reply["duplicate"] == true || accepted + duplicates == 10,
+            "{device} batch {b}: {reply}"
+        );
+        acked
+            .lock()
+            .unwrap()
+            .samples
+            .entry(device.clone())
+            .or_default()
+            .extend(stamps);
+    }
+}
+
+fn cardio_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Checks what the database holds against what was acknowledged.
+async fn check_exactly_once(store: &Store, req: &Requester, acked: &Acked) {
+    for (consult, sent) in &acked.chat {
+        let to = ActorId::new("consult", consult).unwrap();
+        let view: Value = retry("view", || async {
+            req.request(&to, "consult.view", &View { after: 0 }, Duration::from_secs(3))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let lines = view["lines"].as_array().unwrap();
+        let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        let expected: Vec<u64> = (1..=lines.len() as u64).collect();
+        assert_eq!(seqs, expected, "{consult}: chat sequences contiguous");
+        let ids: Vec<&str> = lines
+            .iter()
+            .map(|l| l["client_message_id"].as_str().unwrap())
+            .collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "{consult}: a line twice");
+        let sent: BTreeSet<&str> = sent.iter().map(String::as_str).collect();
+        assert_eq!(unique, sent, "{consult}: acknowledged lines == stored lines");
+    }
+    for (device, stamps) in &acked.samples {
+        let key = format!("device/{device}");
+        let mut stored = Vec::new();
+        for e in store.events(&key, 0).await.unwrap() {
+            let batch: Vec<Sample> = serde_json::from_slice(&e.payload).unwrap();
+            stored.extend(batch.iter().map(|s| match s {
+                Sample::HeartRate { at_ms, .. } => *at_ms,
+                _ => unreachable!(),
+            }));
+        }
+        let unique: BTreeSet<u64> = stored.iter().copied().collect();
+        assert_eq!(stored.len(), unique.len(), "{device}: a sample stored twice");
+        assert_eq!(&unique, stamps, "{device}: acknowledged samples == stored samples");
+        let alerts = store.alerts(device).await.unwrap();
+        assert_eq!(alerts.len(), 1, "{device}: one tachycardia episode, one alert: {alerts:?}");
+    }
+}
+
+/// No shard ever had two writers: along each journal, the writer's epoch
+/// never goes back (a fenced-off former owner would write an older epoch
+/// after the new owner's entries).
+async fn check_fencing(store: &Store, keys: &[String]) {
+    for key in keys {
+        let events = store.events(key, 0).await.unwrap();
+        assert!(!events.is_empty(), "{key} has a journal");
+        for w in events.windows(2) {
+            assert!(
+                w[0].epoch <= w[1].epoch,
+                "{key}: epoch {} written after epoch {} (seq {})",
+                w[1].epoch,
+                w[0].epoch,
+                w[1].seq
+            );
+        }
+        assert!(events.iter().all(|e| e.epoch > 0), "{key}: unfenced write");
+    }
+}
+
+#[actix_rt::test]
+async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
+    let _broker = crate::broker::shared().await;
+    let db = TestDb::postgres_empty().await;
+    let cluster = Cluster {
+        vhost: Vhost::new(),
+        db_url: db.url().to_owned(),
+    };
+    let mut nodes = vec![cluster.start("n1"), cluster.start("n2"), cluster.start("n3")];
+    let ids = ["n1", "n2", "n3"];
+    let before = poll(Duration::from_secs(30), "three nodes owning every shard", || async {
+        settled(&nodes[0], &ids).await
+    })
+    .await;
+    for id in ids {
+        let n = before.values().filter(|o| *o == id).count();
+        assert!(n >= 4, "{id} owns {n} of {SHARDS} shards: {before:?}");
+    }
+
+    let client: Arc<dyn Bus> = Arc::new(cluster.vhost.bus(BusOptions { shards: SHARDS, ..BusOptions::default() }).await);
+    let req = Arc::new(Requester::new(Arc::clone(&client)).await.unwrap());
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let mut load = Vec::new();
+    let (consults, devices) = (6, 6);
+    for i in 0..consults {
+        load.push(actix_rt::spawn(drive_consult(Arc::clone(&req), format!("c{i}"), 40, Arc::clone(&acked))));
+    }
+    for i in 0..devices {
+        load.push(actix_rt::spawn(drive_device(Arc::clone(&req), format!("d{i}"), 30, Arc::clone(&acked))));
+    }
+    // Mid-load: kill the node owning the most shards.
+    until(Duration::from_secs(60), "a third of the load", || async {
+        let a = acked.lock().unwrap();
+        a.chat.values().map(BTreeSet::len).sum::<usize>() >= 80
+    })
+    .await;
+    let victim_idx = (0..3)
+        .max_by_key(|i| before.values().filter(|o| *o == ids[*i]).count())
+        .unwrap();
+    let victim = ids[victim_idx];
+    let killed_at = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-KILL", &nodes[victim_idx].child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let _ = nodes[victim_idx].child.wait();
+    let survivors: Vec<&str> = ids.iter().copied().filter(|i| *i != victim).collect();
+    let watcher = if victim_idx == 0 { 1 } else { 0 };
+    for task in load {
+        task.await.expect("a load driver failed");
+    }
+    let after = poll(Duration::from_secs(20), "every shard owned by a survivor", || async {
+        settled(&nodes[watcher], &survivors).await
+    })
+    .await;
+    eprintln!("shards settled on survivors {:?} after the kill", killed_at.elapsed());
+    for (shard, owner) in &before {
+        if owner != victim {
+            assert_eq!(&after[shard], owner, "shard {shard} moved needlessly");
+        }
+    }
+
+    let store = Store::connect(db.url()).await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    check_exactly_once(&store, &req, &acked).await;
+    let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
+    keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
+    check_fencing(&store, &keys).await;
+
+    // The killed node comes back and takes its share again: the shards it
+    // ranks first for among the three.
+    nodes[victim_idx] = cluster.start(victim);
+    let rejoined = poll(Duration::from_secs(30), "the restarted node taking its shards back", || async {
+        settled(&nodes[watcher], &ids).await
+    })
+    .await;
+    assert_eq!(rejoined, before, "the same placement as before the kill");
+    // And the cluster still serves every actor.
+    let v = act(&req, "c0", "c0-after-rejoin", ConsultCommand::Chat {
+        who: Party::Patient("p-c0".into()),
+        client_message_id: "after".into(),
+        text: "still there".into(),
+    })
+    .await;
+    assert_eq!(v["line"]["seq"].as_u64().or(v["Line"]["seq"].as_u64()), Some(41), "{v}");
+
+    drop(req);
+    drop(nodes);
+    store.close().await;
+    db.done().await;
+}
