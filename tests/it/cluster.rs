@@ -195,7 +195,12 @@ async fn act(req: &Requester, consult: &str, request_id: &str, command: ConsultC
     .await
 }
 
-async fn drive_consult(req: Arc<Requester>, consult: String, lines: usize, acked: Arc<Mutex<Acked>>) {
+async fn drive_consult(
+    req: Arc<Requester>,
+    consult: String,
+    lines: usize,
+    acked: Arc<Mutex<Acked>>,
+) {
     let patient = format!("p-{consult}");
     let clinician = format!("dr-{consult}");
     act(
@@ -208,8 +213,17 @@ async fn drive_consult(req: Arc<Requester>, consult: String, lines: usize, acked
         },
     )
     .await;
-    for who in [Party::Patient(patient.clone()), Party::Clinician(clinician.clone())] {
-        act(&req, &consult, &format!("{consult}-join-{who:?}"), ConsultCommand::Join { who }).await;
+    for who in [
+        Party::Patient(patient.clone()),
+        Party::Clinician(clinician.clone()),
+    ] {
+        act(
+            &req,
+            &consult,
+            &format!("{consult}-join-{who:?}"),
+            ConsultCommand::Join { who },
+        )
+        .await;
     }
     for i in 0..lines {
         let who = if i % 2 == 0 {
@@ -241,7 +255,12 @@ async fn drive_consult(req: Arc<Requester>, consult: String, lines: usize, acked
 
 /// 10 heart-rate samples per batch, one per second of device time; a
 /// tachycardia episode of 40 s in the middle raises one alert.
-async fn drive_device(req: Arc<Requester>, device: String, batches: usize, acked: Arc<Mutex<Acked>>) {
+async fn drive_device(
+    req: Arc<Requester>,
+    device: String,
+    batches: usize,
+    acked: Arc<Mutex<Acked>>,
+) {
     let to = ActorId::new("device", &device).unwrap();
     let start = cardio_now() - (batches as u64 * 10 + 60) * 1000;
     for b in 0..batches {
@@ -283,7 +302,11 @@ async fn drive_device(req: Arc<Requester>, device: String, batches: usize, acked
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r[1] == "duplicate" || r[1]["reason"] == "duplicate" || r.to_string().contains("uplicate"))
+            .filter(|r| {
+                r[1] == "duplicate"
+                    || r[1]["reason"] == "duplicate"
+                    || r.to_string().contains("uplicate")
+            })
             .count() as u64;
         // Stored now, or stored by an earlier attempt whose reply was lost.
         assert!(
@@ -312,9 +335,14 @@ async fn check_exactly_once(store: &Store, req: &Requester, acked: &Acked) {
     for (consult, sent) in &acked.chat {
         let to = ActorId::new("consult", consult).unwrap();
         let view: Value = retry("view", || async {
-            req.request(&to, "consult.view", &View { after: 0 }, Duration::from_secs(3))
-                .await
-                .map_err(|e| e.to_string())
+            req.request(
+                &to,
+                "consult.view",
+                &View { after: 0 },
+                Duration::from_secs(3),
+            )
+            .await
+            .map_err(|e| e.to_string())
         })
         .await;
         let lines = view["lines"].as_array().unwrap();
@@ -328,7 +356,10 @@ async fn check_exactly_once(store: &Store, req: &Requester, acked: &Acked) {
         let unique: BTreeSet<&str> = ids.iter().copied().collect();
         assert_eq!(ids.len(), unique.len(), "{consult}: a line twice");
         let sent: BTreeSet<&str> = sent.iter().map(String::as_str).collect();
-        assert_eq!(unique, sent, "{consult}: acknowledged lines == stored lines");
+        assert_eq!(
+            unique, sent,
+            "{consult}: acknowledged lines == stored lines"
+        );
     }
     for (device, stamps) in &acked.samples {
         let key = format!("device/{device}");
@@ -341,10 +372,21 @@ async fn check_exactly_once(store: &Store, req: &Requester, acked: &Acked) {
             }));
         }
         let unique: BTreeSet<u64> = stored.iter().copied().collect();
-        assert_eq!(stored.len(), unique.len(), "{device}: a sample stored twice");
-        assert_eq!(&unique, stamps, "{device}: acknowledged samples == stored samples");
+        assert_eq!(
+            stored.len(),
+            unique.len(),
+            "{device}: a sample stored twice"
+        );
+        assert_eq!(
+            &unique, stamps,
+            "{device}: acknowledged samples == stored samples"
+        );
         let alerts = store.alerts(device).await.unwrap();
-        assert_eq!(alerts.len(), 1, "{device}: one tachycardia episode, one alert: {alerts:?}");
+        assert_eq!(
+            alerts.len(),
+            1,
+            "{device}: one tachycardia episode, one alert: {alerts:?}"
+        );
     }
 }
 
@@ -376,27 +418,51 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
         vhost: Vhost::new(),
         db_url: db.url().to_owned(),
     };
-    let mut nodes = vec![cluster.start("n1"), cluster.start("n2"), cluster.start("n3")];
+    let mut nodes = vec![
+        cluster.start("n1"),
+        cluster.start("n2"),
+        cluster.start("n3"),
+    ];
     let ids = ["n1", "n2", "n3"];
-    let before = poll(Duration::from_secs(30), "three nodes owning every shard", || async {
-        settled(&nodes[0], &ids).await
-    })
+    let before = poll(
+        Duration::from_secs(30),
+        "three nodes owning every shard",
+        || async { settled(&nodes[0], &ids).await },
+    )
     .await;
     for id in ids {
         let n = before.values().filter(|o| *o == id).count();
         assert!(n >= 4, "{id} owns {n} of {SHARDS} shards: {before:?}");
     }
 
-    let client: Arc<dyn Bus> = Arc::new(cluster.vhost.bus(BusOptions { shards: SHARDS, ..BusOptions::default() }).await);
+    let client: Arc<dyn Bus> = Arc::new(
+        cluster
+            .vhost
+            .bus(BusOptions {
+                shards: SHARDS,
+                ..BusOptions::default()
+            })
+            .await,
+    );
     let req = Arc::new(Requester::new(Arc::clone(&client)).await.unwrap());
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut load = Vec::new();
     let (consults, devices) = (6, 6);
     for i in 0..consults {
-        load.push(actix_rt::spawn(drive_consult(Arc::clone(&req), format!("c{i}"), 40, Arc::clone(&acked))));
+        load.push(actix_rt::spawn(drive_consult(
+            Arc::clone(&req),
+            format!("c{i}"),
+            40,
+            Arc::clone(&acked),
+        )));
     }
     for i in 0..devices {
-        load.push(actix_rt::spawn(drive_device(Arc::clone(&req), format!("d{i}"), 30, Arc::clone(&acked))));
+        load.push(actix_rt::spawn(drive_device(
+            Arc::clone(&req),
+            format!("d{i}"),
+            30,
+            Arc::clone(&acked),
+        )));
     }
     // Mid-load: kill the node owning the most shards.
     until(Duration::from_secs(60), "a third of the load", || async {
@@ -421,11 +487,16 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     for task in load {
         task.await.expect("a load driver failed");
     }
-    let after = poll(Duration::from_secs(20), "every shard owned by a survivor", || async {
-        settled(&nodes[watcher], &survivors).await
-    })
+    let after = poll(
+        Duration::from_secs(20),
+        "every shard owned by a survivor",
+        || async { settled(&nodes[watcher], &survivors).await },
+    )
     .await;
-    eprintln!("shards settled on survivors {:?} after the kill", killed_at.elapsed());
+    eprintln!(
+        "shards settled on survivors {:?} after the kill",
+        killed_at.elapsed()
+    );
     for (shard, owner) in &before {
         if owner != victim {
             assert_eq!(&after[shard], owner, "shard {shard} moved needlessly");
@@ -442,22 +513,245 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     // The killed node comes back and takes its share again: the shards it
     // ranks first for among the three.
     nodes[victim_idx] = cluster.start(victim);
-    let rejoined = poll(Duration::from_secs(30), "the restarted node taking its shards back", || async {
-        settled(&nodes[watcher], &ids).await
-    })
+    let rejoined = poll(
+        Duration::from_secs(30),
+        "the restarted node taking its shards back",
+        || async { settled(&nodes[watcher], &ids).await },
+    )
     .await;
     assert_eq!(rejoined, before, "the same placement as before the kill");
     // And the cluster still serves every actor.
-    let v = act(&req, "c0", "c0-after-rejoin", ConsultCommand::Chat {
-        who: Party::Patient("p-c0".into()),
-        client_message_id: "after".into(),
-        text: "still there".into(),
-    })
+    let v = act(
+        &req,
+        "c0",
+        "c0-after-rejoin",
+        ConsultCommand::Chat {
+            who: Party::Patient("p-c0".into()),
+            client_message_id: "after".into(),
+            text: "still there".into(),
+        },
+    )
     .await;
-    assert_eq!(v["line"]["seq"].as_u64().or(v["Line"]["seq"].as_u64()), Some(41), "{v}");
+    assert_eq!(
+        v["line"]["seq"].as_u64().or(v["Line"]["seq"].as_u64()),
+        Some(41),
+        "{v}"
+    );
 
     drop(req);
     drop(nodes);
     store.close().await;
+    db.done().await;
+}
+
+#[actix_rt::test]
+async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing() {
+    // Restarting the broker disturbs every test using it: this one runs alone.
+    let _broker = crate::broker::exclusive().await;
+    let db = TestDb::postgres_empty().await;
+    let cluster = Cluster {
+        vhost: Vhost::new(),
+        db_url: db.url().to_owned(),
+    };
+    let ids = ["b1", "b2"];
+    let nodes = vec![cluster.start("b1"), cluster.start("b2")];
+    poll(
+        Duration::from_secs(30),
+        "two nodes sharing the shards",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    let client: Arc<dyn Bus> = Arc::new(
+        cluster
+            .vhost
+            .bus(BusOptions {
+                shards: SHARDS,
+                ..BusOptions::default()
+            })
+            .await,
+    );
+    let req = Arc::new(Requester::new(Arc::clone(&client)).await.unwrap());
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let mut load = Vec::new();
+    for i in 0..3 {
+        load.push(actix_rt::spawn(drive_consult(
+            Arc::clone(&req),
+            format!("r{i}"),
+            60,
+            Arc::clone(&acked),
+        )));
+        load.push(actix_rt::spawn(drive_device(
+            Arc::clone(&req),
+            format!("rd{i}"),
+            40,
+            Arc::clone(&acked),
+        )));
+    }
+    until(
+        Duration::from_secs(60),
+        "some load before the restart",
+        || async {
+            acked
+                .lock()
+                .unwrap()
+                .chat
+                .values()
+                .map(BTreeSet::len)
+                .sum::<usize>()
+                >= 30
+        },
+    )
+    .await;
+    crate::broker::rabbitmqctl(&["stop_app"]);
+    let stopped = Instant::now();
+    // The broker stays away a while; the nodes keep retrying meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    crate::broker::rabbitmqctl(&["start_app"]);
+    eprintln!("broker away for {:?}", stopped.elapsed());
+    for task in load {
+        task.await.expect("a load driver failed");
+    }
+    for n in &nodes {
+        until(Duration::from_secs(30), "the node ready again", || async {
+            get(&format!("http://{}/readyz", n.addr))
+                .await
+                .is_some_and(|v| v["ready"] == true)
+        })
+        .await;
+    }
+    poll(
+        Duration::from_secs(30),
+        "the shards settled again",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    let store = Store::connect(db.url()).await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    check_exactly_once(&store, &req, &acked).await;
+    drop(req);
+    drop(nodes);
+    store.close().await;
+    db.done().await;
+}
+
+#[actix_rt::test]
+async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keeps_serving() {
+    use lapin::options::BasicPublishOptions;
+    let _broker = crate::broker::shared().await;
+    let db = TestDb::postgres_empty().await;
+    let cluster = Cluster {
+        vhost: Vhost::new(),
+        db_url: db.url().to_owned(),
+    };
+    let node = cluster.start("p1");
+    poll(
+        Duration::from_secs(30),
+        "the node owning every shard",
+        || async { settled(&node, &["p1"]).await },
+    )
+    .await;
+    let client: Arc<dyn Bus> = Arc::new(
+        cluster
+            .vhost
+            .bus(BusOptions {
+                shards: SHARDS,
+                ..BusOptions::default()
+            })
+            .await,
+    );
+    let req = Requester::new(Arc::clone(&client)).await.unwrap();
+    let to = ActorId::new("consult", "c-poison").unwrap();
+    act(
+        &req,
+        "c-poison",
+        "req",
+        ConsultCommand::Request {
+            patient: "p-9".into(),
+            reason: "checkup".into(),
+        },
+    )
+    .await;
+    // 1. Not an envelope at all, straight onto the actor's shard queue.
+    let conn =
+        lapin::Connection::connect(&cluster.vhost.url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let shard = cardio::cluster::shard_of(&to, SHARDS);
+    ch.basic_publish(
+        "cardio.shards".into(),
+        shard.to_string().as_str().into(),
+        BasicPublishOptions::default(),
+        b"\x00\x01 Jane Doe, DOB 1970-01-01",
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // 2. A message type the actor has no handler for.
+    let unknown = cardio::bus::Envelope::new("consult.explode", &serde_json::json!({"x": 1}))
+        .unwrap()
+        .to(to.clone());
+    client.send(&unknown).await.unwrap();
+    // 3. The right type with the wrong shape (and PHI in it).
+    let wrong = cardio::bus::Envelope::new(
+        "consult.act",
+        &serde_json::json!({"request_id": 5, "command": "Jane Doe"}),
+    )
+    .unwrap()
+    .to(to.clone());
+    client.send(&wrong).await.unwrap();
+    // The actor keeps serving.
+    act(
+        &req,
+        "c-poison",
+        "join",
+        ConsultCommand::Join {
+            who: Party::Patient("p-9".into()),
+        },
+    )
+    .await;
+    let v = act(
+        &req,
+        "c-poison",
+        "chat-1",
+        ConsultCommand::Chat {
+            who: Party::Patient("p-9".into()),
+            client_message_id: "m1".into(),
+            text: "hello".into(),
+        },
+    )
+    .await;
+    assert!(v.to_string().contains("\"seq\":1"), "{v}");
+    let mut dead = client.consume_dead_letters(10).await.unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), dead.next())
+            .await
+            .expect("a dead letter")
+            .unwrap();
+        let info = d.info().dead_letter.clone().unwrap();
+        assert_eq!(info.from_queue, format!("cardio.shard.{shard}"));
+        reasons.push(info.reason);
+        d.ack().await.unwrap();
+    }
+    reasons.sort();
+    let all = reasons.join(" | ");
+    assert!(
+        reasons.iter().any(|r| r.contains("not an envelope")),
+        "{all}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("no handler")), "{all}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("wrong shape") || r.contains("invalid type")),
+        "{all}"
+    );
+    assert!(!all.contains("Jane"), "a reason quotes the payload: {all}");
+    let _ = conn.close(200, "done".into()).await;
+    drop(req);
+    drop(node);
     db.done().await;
 }

@@ -24,8 +24,8 @@ macro_rules! on_both {
 
 mod binary;
 mod broker;
-mod cluster;
 mod bus;
+mod cluster;
 mod consult;
 mod device;
 mod registry;
