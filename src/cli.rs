@@ -38,6 +38,10 @@ enum Command {
         /// Print the raw JSON instead.
         #[arg(long)]
         json: bool,
+        /// Every node of the cluster (as the node at --url knows it): the
+        /// membership and shard owners, then each live node's tree.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Apply the database migrations and exit (the node also does at start).
     Migrate {
@@ -56,7 +60,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Tree { url, json } => tree(&url, json),
+        Command::Tree { url, json, cluster } if cluster => tree_cluster(&url, json),
+        Command::Tree { url, json, .. } => tree(&url, json),
         Command::Migrate { config } => migrate(config),
         Command::Config { config } => match Config::load(config.as_deref(), &ProcessEnv) {
             Ok(c) => {
@@ -116,24 +121,105 @@ fn migrate(file: Option<PathBuf>) -> ExitCode {
     }
 }
 
+async fn fetch(endpoint: &str) -> Result<actix_web::web::Bytes, String> {
+    let mut response = awc::Client::new()
+        .get(endpoint)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{endpoint} answered {}", response.status()));
+    }
+    response
+        .body()
+        .limit(256 * 1024 * 1024)
+        .await
+        .map_err(|e| format!("reading {endpoint}: {e}"))
+}
+
+/// `cardio tree --cluster`: the membership as one node sees it, then the tree
+/// of every node that is up (fetched from its own address).
+fn tree_cluster(url: &str, raw: bool) -> ExitCode {
+    let endpoint = format!("{}/debug/cluster", url.trim_end_matches('/'));
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let out = actix_rt::System::new().block_on(async {
+        let body = fetch(&endpoint).await?;
+        let view: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{endpoint} did not return a cluster view: {e}"))?;
+        let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
+        let mut trees = Vec::new();
+        for n in &nodes {
+            let (id, addr, status) = (
+                n["id"].as_str().unwrap_or("?"),
+                n["addr"].as_str().unwrap_or(""),
+                n["status"].as_str().unwrap_or("?"),
+            );
+            let tree = if status == "up" || status == "joining" || status == "leaving" {
+                fetch(&format!("http://{addr}/debug/tree"))
+                    .await
+                    .and_then(|b| {
+                        serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+                    })
+            } else {
+                Err(format!("not running ({status})"))
+            };
+            trees.push((
+                id.to_owned(),
+                addr.to_owned(),
+                status.to_owned(),
+                n["shards"].clone(),
+                tree,
+            ));
+        }
+        if raw {
+            let all: Vec<serde_json::Value> = trees
+                .into_iter()
+                .map(|(id, addr, status, shards, tree)| {
+                    serde_json::json!({"id": id, "addr": addr, "status": status, "shards": shards,
+                        "tree": tree.unwrap_or_else(|e| serde_json::json!({"error": e}))})
+                })
+                .collect();
+            return Ok(format!(
+                "{}\n",
+                serde_json::json!({"cluster": view, "nodes": all})
+            ));
+        }
+        let (bold, dim, reset) = if colour {
+            ("\x1b[1m", "\x1b[2m", "\x1b[0m")
+        } else {
+            ("", "", "")
+        };
+        let mut text = format!(
+            "{bold}cluster{reset} seen from {} · {} nodes · {} shards\n",
+            view["node"].as_str().unwrap_or("?"),
+            nodes.len(),
+            view["shards"].as_array().map_or(0, Vec::len)
+        );
+        for (id, addr, status, shards, tree) in trees {
+            text.push_str(&format!(
+                "\n{bold}node {id}{reset} {addr} {status} · owns {shards} shards\n"
+            ));
+            match tree
+                .and_then(|t| serde_json::from_value::<TreeView>(t).map_err(|e| e.to_string()))
+            {
+                Ok(tree) => text.push_str(&render_tree(&tree, colour)),
+                Err(e) => text.push_str(&format!("{dim}  (no tree: {e}){reset}\n")),
+            }
+        }
+        Ok::<_, String>(text)
+    });
+    match out {
+        Ok(text) => {
+            let _ = write!(std::io::stdout().lock(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 fn tree(url: &str, raw: bool) -> ExitCode {
     let endpoint = format!("{}/debug/tree", url.trim_end_matches('/'));
-    let fetched = actix_rt::System::new().block_on(async {
-        let mut response = awc::Client::new()
-            .get(&endpoint)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{endpoint} answered {}", response.status()));
-        }
-        let body = response
-            .body()
-            .limit(256 * 1024 * 1024)
-            .await
-            .map_err(|e| format!("reading {endpoint}: {e}"))?;
-        Ok::<_, String>(body)
-    });
+    let fetched = actix_rt::System::new().block_on(fetch(&endpoint));
     let body = match fetched {
         Ok(b) => b,
         Err(e) => return fail(&e),

@@ -520,6 +520,23 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     )
     .await;
     assert_eq!(rejoined, before, "the same placement as before the kill");
+    // Ops see every node's tree from any one of them.
+    let out = Command::new(BIN)
+        .args([
+            "tree",
+            "--cluster",
+            "--url",
+            &format!("http://{}", nodes[watcher].addr),
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for id in ids {
+        assert!(text.contains(&format!("node {id} ")), "{text}");
+    }
+    assert!(text.matches("cardio").count() >= 3, "{text}");
     // And the cluster still serves every actor.
     let v = act(
         &req,
