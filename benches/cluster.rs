@@ -112,7 +112,10 @@ async fn raw_lapin(url: &str) -> f64 {
         .await
         .unwrap();
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     publisher
         .queue_declare(
@@ -313,7 +316,10 @@ async fn act(req: &Requester, consult: &str, request_id: String, command: Consul
 async fn failover_round(round: usize) -> Vec<Duration> {
     let (vhost, db) = (Vhost::new(), Db::new().await);
     let ids = ["f1", "f2", "f3"];
-    let mut nodes: Vec<Proc> = ids.iter().map(|i| start(i, &vhost.url(), &db.url())).collect();
+    let mut nodes: Vec<Proc> = ids
+        .iter()
+        .map(|i| start(i, &vhost.url(), &db.url()))
+        .collect();
     let owners = wait_settled(&nodes[0], &ids, Duration::from_secs(30)).await;
     let victim = ids[round % 3];
     let victim_shards: Vec<u16> = owners
@@ -338,17 +344,32 @@ async fn failover_round(round: usize) -> Vec<Duration> {
     for shard in &victim_shards {
         let id = (0..)
             .map(|i| format!("r{round}-c{i}"))
-            .find(|c| cardio::cluster::shard_of(&ActorId::new("consult", c).unwrap(), SHARDS) == *shard)
+            .find(|c| {
+                cardio::cluster::shard_of(&ActorId::new("consult", c).unwrap(), SHARDS) == *shard
+            })
             .unwrap();
         let p = Party::Patient(format!("p-{id}"));
         assert!(
-            act(&req, &id, format!("{id}-req"), ConsultCommand::Request {
-                patient: format!("p-{id}"),
-                reason: "bench".into()
-            })
+            act(
+                &req,
+                &id,
+                format!("{id}-req"),
+                ConsultCommand::Request {
+                    patient: format!("p-{id}"),
+                    reason: "bench".into()
+                }
+            )
             .await
         );
-        assert!(act(&req, &id, format!("{id}-join"), ConsultCommand::Join { who: p }).await);
+        assert!(
+            act(
+                &req,
+                &id,
+                format!("{id}-join"),
+                ConsultCommand::Join { who: p }
+            )
+            .await
+        );
         consults.push(id);
     }
     let kill_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -359,11 +380,16 @@ async fn failover_round(round: usize) -> Vec<Duration> {
             let mut i = 0u64;
             loop {
                 i += 1;
-                let ok = act(&req, &id, format!("{id}-m{i}"), ConsultCommand::Chat {
-                    who: Party::Patient(format!("p-{id}")),
-                    client_message_id: format!("m{i}"),
-                    text: "x".into(),
-                })
+                let ok = act(
+                    &req,
+                    &id,
+                    format!("{id}-m{i}"),
+                    ConsultCommand::Chat {
+                        who: Party::Patient(format!("p-{id}")),
+                        client_message_id: format!("m{i}"),
+                        text: "x".into(),
+                    },
+                )
                 .await;
                 let killed = *kill_at.lock().unwrap();
                 if let (true, Some(k)) = (ok, killed) {
@@ -392,7 +418,10 @@ async fn failover_round(round: usize) -> Vec<Duration> {
 async fn join_time() -> (Duration, usize) {
     let (vhost, db) = (Vhost::new(), Db::new().await);
     let three = ["j1", "j2", "j3"];
-    let nodes: Vec<Proc> = three.iter().map(|i| start(i, &vhost.url(), &db.url())).collect();
+    let nodes: Vec<Proc> = three
+        .iter()
+        .map(|i| start(i, &vhost.url(), &db.url()))
+        .collect();
     wait_settled(&nodes[0], &three, Duration::from_secs(30)).await;
     let four = ["j1", "j2", "j3", "j4"];
     let t = Instant::now();
