@@ -43,6 +43,30 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster's vhost and database; the test holds `db` to drop it after.
+    async fn new() -> (Cluster, TestDb) {
+        let db = TestDb::postgres_empty().await;
+        let cluster = Cluster {
+            vhost: Vhost::new(),
+            db_url: db.url().to_owned(),
+        };
+        (cluster, db)
+    }
+
+    /// A client of the cluster: a bus connection and a requester on it.
+    async fn client(&self) -> (Arc<dyn Bus>, Requester) {
+        let bus: Arc<dyn Bus> = Arc::new(
+            self.vhost
+                .bus(BusOptions {
+                    shards: SHARDS,
+                    ..BusOptions::default()
+                })
+                .await,
+        );
+        let req = Requester::new(Arc::clone(&bus)).await.unwrap();
+        (bus, req)
+    }
+
     fn start(&self, id: &str) -> Proc {
         let mut child = Command::new(BIN)
             .arg("serve")
@@ -413,11 +437,7 @@ async fn check_fencing(store: &Store, keys: &[String]) {
 #[actix_rt::test]
 async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     let _broker = crate::broker::shared().await;
-    let db = TestDb::postgres_empty().await;
-    let cluster = Cluster {
-        vhost: Vhost::new(),
-        db_url: db.url().to_owned(),
-    };
+    let (cluster, db) = Cluster::new().await;
     let mut nodes = vec![
         cluster.start("n1"),
         cluster.start("n2"),
@@ -435,16 +455,8 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
         assert!(n >= 4, "{id} owns {n} of {SHARDS} shards: {before:?}");
     }
 
-    let client: Arc<dyn Bus> = Arc::new(
-        cluster
-            .vhost
-            .bus(BusOptions {
-                shards: SHARDS,
-                ..BusOptions::default()
-            })
-            .await,
-    );
-    let req = Arc::new(Requester::new(Arc::clone(&client)).await.unwrap());
+    let (_client, req) = cluster.client().await;
+    let req = Arc::new(req);
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut load = Vec::new();
     let (consults, devices) = (6, 6);
@@ -565,11 +577,7 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
 async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing() {
     // Restarting the broker disturbs every test using it: this one runs alone.
     let _broker = crate::broker::exclusive().await;
-    let db = TestDb::postgres_empty().await;
-    let cluster = Cluster {
-        vhost: Vhost::new(),
-        db_url: db.url().to_owned(),
-    };
+    let (cluster, db) = Cluster::new().await;
     let ids = ["b1", "b2"];
     let nodes = vec![cluster.start("b1"), cluster.start("b2")];
     poll(
@@ -578,16 +586,8 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
         || async { settled(&nodes[0], &ids).await },
     )
     .await;
-    let client: Arc<dyn Bus> = Arc::new(
-        cluster
-            .vhost
-            .bus(BusOptions {
-                shards: SHARDS,
-                ..BusOptions::default()
-            })
-            .await,
-    );
-    let req = Arc::new(Requester::new(Arc::clone(&client)).await.unwrap());
+    let (_client, req) = cluster.client().await;
+    let req = Arc::new(req);
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut load = Vec::new();
     for i in 0..3 {
@@ -655,11 +655,7 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
 async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keeps_serving() {
     use lapin::options::BasicPublishOptions;
     let _broker = crate::broker::shared().await;
-    let db = TestDb::postgres_empty().await;
-    let cluster = Cluster {
-        vhost: Vhost::new(),
-        db_url: db.url().to_owned(),
-    };
+    let (cluster, db) = Cluster::new().await;
     let node = cluster.start("p1");
     poll(
         Duration::from_secs(30),
@@ -667,16 +663,7 @@ async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keep
         || async { settled(&node, &["p1"]).await },
     )
     .await;
-    let client: Arc<dyn Bus> = Arc::new(
-        cluster
-            .vhost
-            .bus(BusOptions {
-                shards: SHARDS,
-                ..BusOptions::default()
-            })
-            .await,
-    );
-    let req = Requester::new(Arc::clone(&client)).await.unwrap();
+    let (client, req) = cluster.client().await;
     let to = ActorId::new("consult", "c-poison").unwrap();
     act(
         &req,
