@@ -162,7 +162,8 @@ pub struct ClusterView {
 pub struct NodeView {
     pub id: String,
     pub addr: String,
-    /// `up`, `joining`, `leaving`, `left`, or `down` (lease ran out).
+    /// `up`, `joining`, `leaving`, `left`, `degraded` (cut off from the
+    /// broker: not ranked), or `down` (lease ran out).
     pub status: String,
     pub last_seen: u64,
     pub lease_until: u64,
@@ -337,7 +338,7 @@ impl Cluster {
     pub async fn leave(&self) {
         let inner = &self.inner;
         inner.set_status(Status::Leaving);
-        let _ = inner.renew().await;
+        let _ = inner.renew(true).await;
         let ticker = inner
             .ticker
             .lock()
@@ -352,7 +353,7 @@ impl Cluster {
             inner.hand_over(shard, false).await;
         }
         inner.set_status(Status::Left);
-        let _ = inner.renew().await;
+        let _ = inner.renew(true).await;
         tracing::info!(node = %inner.settings.node_id, "left the cluster");
     }
 }
@@ -370,13 +371,19 @@ impl Inner {
         &self.settings.node_id
     }
 
-    async fn renew(&self) -> Result<(), crate::store::StoreError> {
+    async fn renew(&self, bus_ok: bool) -> Result<(), crate::store::StoreError> {
         let now = unix_ms();
+        // A node cut off from the broker cannot receive: it says `degraded`,
+        // so that the others do not rank it and hand its shards back to it.
+        let status = match self.status() {
+            Status::Up if !bus_ok => "degraded",
+            s => s.as_str(),
+        };
         self.store
             .heartbeat(&NodeRow {
                 id: self.settings.node_id.clone(),
                 addr: self.settings.addr.clone(),
-                status: self.status().as_str().into(),
+                status: status.into(),
                 started_ms: self.started_ms,
                 last_seen_ms: now,
                 lease_until_ms: now + self.settings.lease.as_millis() as u64,
@@ -389,7 +396,8 @@ impl Inner {
     /// One heartbeat: renew the lease, read the view, then subscribe,
     /// unsubscribe, hand over and take shards as the ranking says.
     async fn tick(self: &Arc<Self>) -> anyhow::Result<()> {
-        if let Err(e) = self.renew().await {
+        let bus_ok = self.bus.healthy().await;
+        if let Err(e) = self.renew(bus_ok).await {
             let renewed = self.last_renewed_ms.load(Ordering::Acquire);
             if unix_ms() > renewed + self.settings.lease.as_millis() as u64 / 2 {
                 // Cut off from the database: others will soon take our shards.
@@ -400,6 +408,11 @@ impl Inner {
         }
         let nodes = self.store.cluster_nodes().await?;
         let shards = self.store.shard_owners().await?;
+        if !bus_ok {
+            // Nothing to subscribe with; consumers re-attach by themselves.
+            *self.view.write().unwrap_or_else(|e| e.into_inner()) = (nodes, shards);
+            return Ok(());
+        }
         let now = unix_ms();
         let me = self.me().to_owned();
         let status = self.status();
