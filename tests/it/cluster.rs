@@ -455,8 +455,12 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
         assert!(n >= 4, "{id} owns {n} of {SHARDS} shards: {before:?}");
     }
 
-    let (_client, req) = cluster.client().await;
+    let (client, req) = cluster.client().await;
     let req = Arc::new(req);
+    // A watcher elsewhere (as a clinician's API node would be) subscribes to
+    // the alerts of every device and to one consult's events.
+    let mut alerts = client.subscribe("alerts.*", 256).await.unwrap();
+    let mut consult_events = client.subscribe("consult.c0", 256).await.unwrap();
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut load = Vec::new();
     let (consults, devices) = (6, 6);
@@ -521,6 +525,37 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
     keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
     check_fencing(&store, &keys).await;
+
+    // Events from the nodes reached the watcher: each device's alert raised
+    // (at least once: events are best effort and may repeat after a
+    // failover), and consult c0's chat lines.
+    let mut raised = BTreeSet::new();
+    while raised.len() < devices {
+        let d = tokio::time::timeout(Duration::from_secs(10), alerts.next())
+            .await
+            .expect("alert events from the nodes")
+            .unwrap();
+        let env = d.envelope().unwrap();
+        if env.msg_type == "alert.raised" {
+            let v: Value = serde_json::from_str(env.payload.get()).unwrap();
+            raised.insert(v["device"].as_str().unwrap().to_owned());
+        }
+        d.ack().await.unwrap();
+    }
+    let mut chat_seqs = BTreeSet::new();
+    while chat_seqs.len() < 40 {
+        let d = tokio::time::timeout(Duration::from_secs(10), consult_events.next())
+            .await
+            .expect("consult events from the nodes")
+            .unwrap();
+        let v: Value = serde_json::from_str(d.envelope().unwrap().payload.get()).unwrap();
+        assert_eq!(v["consult"], "c0");
+        if v["event"]["event"] == "chatted" {
+            chat_seqs.insert(v["event"]["line"]["seq"].as_u64().unwrap());
+        }
+        d.ack().await.unwrap();
+    }
+    assert_eq!(chat_seqs, (1..=40).collect::<BTreeSet<u64>>());
 
     // The killed node comes back and takes its share again: the shards it
     // ranks first for among the three.
