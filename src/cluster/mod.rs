@@ -425,10 +425,14 @@ impl Inner {
         if participating {
             live.push(&me);
         }
+        // An owner cut off from the broker (`degraded`) cannot serve its
+        // shards: they are taken like a dead node's.
         let owner_live = |owner: &str| {
-            nodes
-                .iter()
-                .any(|n| n.id == owner && n.lease_until_ms > now && n.status != "left")
+            nodes.iter().any(|n| {
+                n.id == owner
+                    && n.lease_until_ms > now
+                    && matches!(n.status.as_str(), "up" | "joining" | "leaving")
+            })
         };
         let rows: HashMap<u16, &ShardRow> = shards.iter().map(|s| (s.id, s)).collect();
         let mut to_claim = Vec::new();

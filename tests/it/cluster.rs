@@ -68,11 +68,16 @@ impl Cluster {
     }
 
     fn start(&self, id: &str) -> Proc {
+        self.start_on(id, &self.vhost.url())
+    }
+
+    /// A node reaching the broker at `bus_url` (through a proxy, say).
+    fn start_on(&self, id: &str, bus_url: &str) -> Proc {
         let mut child = Command::new(BIN)
             .arg("serve")
             .env_clear()
             .env("CARDIO_NODE_ID", id)
-            .env("CARDIO_BUS_URL", self.vhost.url())
+            .env("CARDIO_BUS_URL", bus_url)
             .env("CARDIO_DATABASE_URL", &self.db_url)
             .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
             .env("CARDIO_LOG_FORMAT", "json")
@@ -792,5 +797,201 @@ async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keep
     let _ = conn.close(200, "done".into()).await;
     drop(req);
     drop(node);
+    db.done().await;
+}
+
+/// Status of node `id` in `p`'s view.
+async fn status_of(p: &Proc, id: &str) -> Option<String> {
+    let v = cluster_view(p).await?;
+    v["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["status"].as_str().map(str::to_owned))
+}
+
+#[actix_rt::test]
+async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
+    let _broker = crate::broker::shared().await;
+    let (cluster, db) = Cluster::new().await;
+    let proxy = crate::broker::Proxy::start().await;
+    let ids = ["x1", "x2", "x3"];
+    let nodes = vec![
+        cluster.start("x1"),
+        cluster.start("x2"),
+        cluster.start_on("x3", &proxy.url(&cluster.vhost)),
+    ];
+    let before = poll(
+        Duration::from_secs(30),
+        "three nodes sharing the shards",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    let (_client, req) = cluster.client().await;
+    let req = Arc::new(req);
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let mut load = Vec::new();
+    for i in 0..4 {
+        load.push(actix_rt::spawn(drive_consult(
+            Arc::clone(&req),
+            format!("x{i}"),
+            40,
+            Arc::clone(&acked),
+        )));
+        load.push(actix_rt::spawn(drive_device(
+            Arc::clone(&req),
+            format!("xd{i}"),
+            30,
+            Arc::clone(&acked),
+        )));
+    }
+    until(
+        Duration::from_secs(60),
+        "some load before the cut",
+        || async {
+            acked
+                .lock()
+                .unwrap()
+                .chat
+                .values()
+                .map(BTreeSet::len)
+                .sum::<usize>()
+                >= 40
+        },
+    )
+    .await;
+    proxy.cut();
+    // x3 still renews its lease, as `degraded`; the others take its shards.
+    until(Duration::from_secs(20), "x3 degraded", || async {
+        status_of(&nodes[0], "x3").await.as_deref() == Some("degraded")
+    })
+    .await;
+    poll(
+        Duration::from_secs(20),
+        "x3's shards on x1 and x2",
+        || async { settled(&nodes[0], &["x1", "x2"]).await },
+    )
+    .await;
+    let ready = get(&format!("http://{}/readyz", nodes[2].addr))
+        .await
+        .unwrap();
+    assert_eq!(ready["ready"], false, "{ready}");
+    assert_eq!(ready["checks"]["bus"], false, "{ready}");
+    proxy.restore();
+    for task in load {
+        task.await.expect("a load driver failed");
+    }
+    let back = poll(
+        Duration::from_secs(60),
+        "x3 back with its shards",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    assert_eq!(back, before);
+    let store = Store::connect(db.url()).await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    check_exactly_once(&store, &req, &acked).await;
+    let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
+    keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
+    check_fencing(&store, &keys).await;
+    drop(req);
+    drop(nodes);
+    store.close().await;
+    db.done().await;
+}
+
+#[actix_rt::test]
+async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
+    let _broker = crate::broker::shared().await;
+    let (cluster, db) = Cluster::new().await;
+    let ids = ["s1", "s2", "s3"];
+    // s3 asks for 1 s AMQP heartbeats, so the broker notices its stall soon.
+    let stalled_url = format!("{}?heartbeat=1", cluster.vhost.url());
+    let mut nodes = vec![
+        cluster.start("s1"),
+        cluster.start("s2"),
+        cluster.start_on("s3", &stalled_url),
+    ];
+    poll(
+        Duration::from_secs(30),
+        "three nodes sharing the shards",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    let (_client, req) = cluster.client().await;
+    let req = Arc::new(req);
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let mut load = Vec::new();
+    for i in 0..4 {
+        load.push(actix_rt::spawn(drive_consult(
+            Arc::clone(&req),
+            format!("s{i}"),
+            40,
+            Arc::clone(&acked),
+        )));
+        load.push(actix_rt::spawn(drive_device(
+            Arc::clone(&req),
+            format!("sd{i}"),
+            30,
+            Arc::clone(&acked),
+        )));
+    }
+    until(
+        Duration::from_secs(60),
+        "some load before the stall",
+        || async {
+            acked
+                .lock()
+                .unwrap()
+                .chat
+                .values()
+                .map(BTreeSet::len)
+                .sum::<usize>()
+                >= 40
+        },
+    )
+    .await;
+    let pid = nodes[2].child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    let moved = poll(
+        Duration::from_secs(30),
+        "s3's shards on s1 and s2",
+        || async { settled(&nodes[0], &["s1", "s2"]).await },
+    )
+    .await;
+    eprintln!(
+        "a stalled node's shards moved after {:?}",
+        stopped.elapsed()
+    );
+    signal("-CONT");
+    for task in load {
+        task.await.expect("a load driver failed");
+    }
+    // The woken node finds its shards taken (its writes are fenced), then
+    // rejoins and takes its share back.
+    poll(
+        Duration::from_secs(60),
+        "s3 back with its shards",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    assert!(moved.values().all(|o| o != "s3"));
+    let store = Store::connect(db.url()).await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    check_exactly_once(&store, &req, &acked).await;
+    let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
+    keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
+    check_fencing(&store, &keys).await;
+    drop(req);
+    nodes.clear();
+    store.close().await;
     db.done().await;
 }

@@ -328,3 +328,61 @@ async fn retention_prunes_only_old_entries_of_the_prefix(store: &Store) {
     );
 }
 on_both!(retention, retention_prunes_only_old_entries_of_the_prefix);
+
+async fn a_former_owner_is_fenced_off_once_its_shard_moved(store: &Store) {
+    use cardio::cluster::{shard_of_key, Fence};
+    let shards = 8;
+    let key = "consult/c-fenced";
+    let shard = shard_of_key(key, shards);
+    let (fence_a, fence_b) = (Fence::new(shards), Fence::new(shards));
+    let (a, b) = (store.fenced(fence_a.clone()), store.fenced(fence_b.clone()));
+    // Holding nothing, a node cannot write at all.
+    assert!(matches!(
+        a.append(key, 0, "m1", 0, b"{}").await,
+        Err(StoreError::Fenced { held: None, .. })
+    ));
+    let [(_, e1)] = store.claim_shards("a", &[shard], 1).await.unwrap()[..] else {
+        panic!("one claim")
+    };
+    fence_a.hold(shard, e1);
+    assert_eq!(
+        a.append(key, 0, "m1", 0, b"{}").await.unwrap(),
+        Appended::Written { seq: 1 }
+    );
+    // Node b takes the shard (a is stalled, say): a's next write is refused,
+    // even one that would otherwise fit, and a stops holding the shard.
+    let [(_, e2)] = store.claim_shards("b", &[shard], 2).await.unwrap()[..] else {
+        panic!("one claim")
+    };
+    assert_eq!(e2, e1 + 1);
+    fence_b.hold(shard, e2);
+    assert!(matches!(
+        a.append(key, 1, "m2", 0, b"{}").await,
+        Err(StoreError::Fenced { held: Some(h), .. }) if h == e1
+    ));
+    assert_eq!(fence_a.epoch(shard), None);
+    assert_eq!(
+        b.append(key, 1, "m2", 0, b"{}").await.unwrap(),
+        Appended::Written { seq: 2 }
+    );
+    let epochs: Vec<u64> = store
+        .events(key, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.epoch)
+        .collect();
+    assert_eq!(epochs, vec![e1, e2]);
+    // A release by a former owner changes nothing; by the owner it frees the shard.
+    assert!(!store.release_shard("a", shard, e1, 3).await.unwrap());
+    assert!(store.release_shard("b", shard, e2, 3).await.unwrap());
+    let row = store
+        .shard_owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == shard)
+        .unwrap();
+    assert_eq!((row.owner, row.epoch), (None, e2));
+}
+on_both!(fencing, a_former_owner_is_fenced_off_once_its_shard_moved);
