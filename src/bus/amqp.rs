@@ -54,6 +54,8 @@ const DLX: &str = "cardio.dlx";
 pub const DEAD_LETTER_QUEUE: &str = "cardio.dead-letters";
 /// The broker's own limit: far above cardio's, only a safety net.
 const BROKER_DELIVERY_LIMIT: i64 = 50;
+/// Longest wait for a connection with its topology declared.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for one publisher confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,6 +79,8 @@ struct Inner {
     live: tokio::sync::Mutex<Option<Live>>,
     generation: AtomicU64,
     connected: AtomicBool,
+    /// A background reconnection is under way.
+    reconnecting: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -134,6 +138,7 @@ impl AmqpBus {
             live: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            reconnecting: AtomicBool::new(false),
         });
         // The first connection must work: a node with a wrong URL fails at start.
         inner.open().await?;
@@ -154,27 +159,29 @@ impl Inner {
     /// The current connection, opening a new one if it is gone.
     async fn open(&self) -> Result<Live, BusError> {
         let mut guard = self.live.lock().await;
-        if let Some(live) = guard.as_ref() {
-            if live.conn.status().connected() && live.publisher.status().connected() {
-                return Ok(live.clone());
+        if let Some(live) = guard.as_mut() {
+            if live.conn.status().connected() {
+                if live.publisher.status().connected() {
+                    return Ok(live.clone());
+                }
+                // Only the publishing channel closed (a refused publish, say).
+                if let Ok(Ok(publisher)) =
+                    tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
+                {
+                    live.publisher = publisher;
+                    return Ok(live.clone());
+                }
             }
         }
         self.connected.store(false, Ordering::Release);
-        let conn = Connection::connect_with_runtime(
-            &self.url,
-            ConnectionProperties::default(),
-            async_rs::Runtime::tokio_with_handle(self.runtime.handle()),
-        )
-        .await
-        .map_err(broker_err)?;
-        let topology = conn.create_channel().await.map_err(broker_err)?;
-        declare_topology(&topology, &self.options).await?;
-        let _ = topology.close(200, s("topology declared")).await;
-        let publisher = conn.create_channel().await.map_err(broker_err)?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
+        if let Some(old) = guard.take() {
+            close_later(&self.runtime, old.conn);
+        }
+        // Bounded: a broker that drops packets must not hold every caller
+        // (and the node's heartbeat) for a TCP timeout.
+        let (conn, publisher) = tokio::time::timeout(OPEN_TIMEOUT, self.connect())
             .await
-            .map_err(broker_err)?;
+            .map_err(|_| BusError::Broker(format!("no connection within {OPEN_TIMEOUT:?}")))??;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         if generation > 1 {
             tracing::info!(
@@ -185,7 +192,7 @@ impl Inner {
         }
         let live = Live {
             generation,
-            conn: Arc::new(conn),
+            conn,
             publisher,
         };
         *guard = Some(live.clone());
@@ -193,15 +200,61 @@ impl Inner {
         Ok(live)
     }
 
-    /// Forgets connection `generation` after an error on it.
+    async fn connect(&self) -> Result<(Arc<Connection>, Channel), BusError> {
+        let conn = Connection::connect_with_runtime(
+            &self.url,
+            ConnectionProperties::default(),
+            async_rs::Runtime::tokio_with_handle(self.runtime.handle()),
+        )
+        .await
+        .map_err(broker_err)?;
+        let topology = conn.create_channel().await.map_err(broker_err)?;
+        declare_topology(&topology, &self.options).await?;
+        let _ = topology.close(200, s("topology declared")).await;
+        let publisher = new_publisher(&conn).await?;
+        Ok((Arc::new(conn), publisher))
+    }
+
+    /// After an error on connection `generation`: a fresh publisher channel
+    /// if the connection still stands (a refused or unconfirmed publish must
+    /// not take every consumer down with it), else forget the connection.
     async fn broken(&self, generation: u64) {
         let mut guard = self.live.lock().await;
-        if guard.as_ref().is_some_and(|l| l.generation == generation) {
-            if let Some(old) = guard.take() {
-                let _ = old.conn.close(320, s("reconnecting")).await;
+        let Some(live) = guard.as_mut().filter(|l| l.generation == generation) else {
+            return;
+        };
+        if live.conn.status().connected() {
+            if let Ok(Ok(publisher)) =
+                tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
+            {
+                let old = std::mem::replace(&mut live.publisher, publisher);
+                self.runtime.handle().spawn(async move {
+                    let _ = old.close(200, s("replaced")).await;
+                });
+                return;
             }
-            self.connected.store(false, Ordering::Release);
         }
+        if let Some(old) = guard.take() {
+            close_later(&self.runtime, old.conn);
+        }
+        self.connected.store(false, Ordering::Release);
+    }
+
+    /// Whether the connection stands, without waiting; when it does not, a
+    /// reconnection starts in the background (readiness recovers by itself).
+    fn connected_now(self: &Arc<Self>) -> bool {
+        let up = self.connected.load(Ordering::Acquire)
+            && self.live.try_lock().map_or(true, |g| {
+                g.as_ref().is_some_and(|l| l.conn.status().connected())
+            });
+        if !up && !self.reconnecting.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            self.runtime.handle().spawn(async move {
+                let _ = me.open().await;
+                me.reconnecting.store(false, Ordering::Release);
+            });
+        }
+        up
     }
 
     /// Runs `op` on a live connection, reconnecting with jittered backoff on
@@ -288,6 +341,22 @@ enum Attempt {
     Retry(BusError),
     /// Trying again cannot help.
     Fatal(BusError),
+}
+
+async fn new_publisher(conn: &Connection) -> Result<Channel, BusError> {
+    let publisher = conn.create_channel().await.map_err(broker_err)?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(broker_err)?;
+    Ok(publisher)
+}
+
+/// Closes a connection without making the caller wait for the broker.
+fn close_later(runtime: &BusRuntime, conn: Arc<Connection>) {
+    runtime.handle().spawn(async move {
+        let _ = conn.close(320, s("reconnecting")).await;
+    });
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -422,14 +491,7 @@ impl Bus for AmqpBus {
     }
 
     async fn healthy(&self) -> bool {
-        if !self.inner.connected.load(Ordering::Acquire) {
-            // Try once: readiness should recover as soon as the broker does.
-            return self.inner.open().await.is_ok();
-        }
-        let guard = self.inner.live.lock().await;
-        guard
-            .as_ref()
-            .is_some_and(|l| l.conn.status().connected() && l.publisher.status().connected())
+        self.inner.connected_now()
     }
 }
 
@@ -614,6 +676,18 @@ impl Drop for AmqpSource {
     }
 }
 
+/// lapin answers `Ok(false)` when the channel closed under the delivery (the
+/// broker re-queued it): that is no settlement.
+fn settled(r: lapin::Result<bool>) -> Result<(), BusError> {
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(BusError::Broker(
+            "the delivery's channel closed; the broker redelivers it".into(),
+        )),
+        Err(e) => Err(broker_err(e)),
+    }
+}
+
 struct AmqpAcker {
     inner: Arc<Inner>,
     acker: lapin::Acker,
@@ -628,11 +702,11 @@ struct AmqpAcker {
 #[async_trait]
 impl Acker for AmqpAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(broker_err)
+        settled(self.acker.ack(BasicAckOptions::default()).await)
+    }
+
+    fn usable(&self) -> bool {
+        self.acker.usable()
     }
 
     async fn nack(self: Box<Self>, reason: &str) -> Result<Nacked, BusError> {
@@ -644,10 +718,11 @@ impl Acker for AmqpAcker {
             self.dead_letter(&reason).await?;
             return Ok(Nacked::DeadLettered);
         }
-        self.acker
-            .reject(BasicRejectOptions { requeue: true })
-            .await
-            .map_err(broker_err)?;
+        settled(
+            self.acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await,
+        )?;
         Ok(Nacked::Requeued)
     }
 
@@ -673,11 +748,7 @@ impl Acker for AmqpAcker {
         self.inner
             .publish_confirmed(DLX, "", &self.body, props, true)
             .await?;
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(broker_err)
+        settled(self.acker.ack(BasicAckOptions::default()).await)
     }
 
     fn release(self: Box<Self>) {

@@ -88,6 +88,10 @@ pub trait Acker: Send {
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), BusError>;
     /// Called when a delivery is dropped unsettled: requeue it.
     fn release(self: Box<Self>);
+    /// Whether the delivery can still be settled (its channel is open).
+    fn usable(&self) -> bool {
+        true
+    }
 }
 
 /// One delivered message. Dropping it unsettled requeues it.
@@ -117,6 +121,12 @@ impl Delivery {
 
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// Whether it can still be settled: false once the channel it came on
+    /// closed (the broker has re-queued it already).
+    pub fn usable(&self) -> bool {
+        self.acker.as_ref().is_some_and(|a| a.usable())
     }
 
     pub fn info(&self) -> &DeliveryInfo {

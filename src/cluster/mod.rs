@@ -201,8 +201,11 @@ struct Inner {
     takeovers: AtomicU64,
     /// When this node took each shard it holds.
     taken_at: DashMap<u16, u64>,
-    ticker: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    ticker: Mutex<Option<Ticker>>,
 }
+
+/// The lease renewer and the rebalancer, with their stop signal.
+type Ticker = (watch::Sender<bool>, Vec<JoinHandle<()>>);
 
 struct ShardTask {
     stop: watch::Sender<bool>,
@@ -236,26 +239,38 @@ impl Cluster {
             ticker: Mutex::new(None),
         });
         // Joining: subscribe where this node ranks high, then say `up`.
-        inner.tick().await?;
+        inner.renew_once().await?;
+        inner.rebalance().await?;
         inner.set_status(Status::Up);
-        inner.tick().await?;
-        let (stop, mut stopped) = watch::channel(false);
-        let ticking = Arc::clone(&inner);
-        let task = actix_rt::spawn(async move {
-            let mut every = tokio::time::interval(ticking.settings.heartbeat);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stopped.changed() => break,
-                    _ = every.tick() => {
-                        if let Err(e) = ticking.tick().await {
-                            tracing::warn!(error = %e, "cluster heartbeat failed");
+        inner.renew_once().await?;
+        inner.rebalance().await?;
+        // The lease is renewed on a timer of its own: hand-overs (which wait
+        // for messages in hand and passivation) never make it run out.
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for rebalancing in [false, true] {
+            let (me, mut stopped) = (Arc::clone(&inner), stopped.clone());
+            tasks.push(actix_rt::spawn(async move {
+                let mut every = tokio::time::interval(me.settings.heartbeat);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stopped.changed() => break,
+                        _ = every.tick() => {
+                            let done = if rebalancing {
+                                me.rebalance().await
+                            } else {
+                                me.renew_once().await
+                            };
+                            if let Err(e) = done {
+                                tracing::warn!(error = %e, rebalancing, "cluster heartbeat failed");
+                            }
                         }
                     }
                 }
-            }
-        });
-        *inner.ticker.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, task));
+            }));
+        }
+        *inner.ticker.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, tasks));
         tracing::info!(
             node = %inner.settings.node_id,
             held = inner.fence.held().len(),
@@ -290,9 +305,11 @@ impl Cluster {
         let now = unix_ms();
         let (nodes, shards) = inner.view.read().unwrap_or_else(|e| e.into_inner()).clone();
         let live = |id: &str| {
-            nodes
-                .iter()
-                .any(|n| n.id == id && n.lease_until_ms > now && n.status != "left")
+            nodes.iter().any(|n| {
+                n.id == id
+                    && n.lease_until_ms > now
+                    && matches!(n.status.as_str(), "up" | "joining" | "leaving")
+            })
         };
         let consuming = {
             let mut v: Vec<u16> = inner.consumers.lock().await.keys().copied().collect();
@@ -344,9 +361,11 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some((stop, task)) = ticker {
+        if let Some((stop, tasks)) = ticker {
             let _ = stop.send(true);
-            let _ = task.await;
+            for task in tasks {
+                let _ = task.await;
+            }
         }
         let shards: Vec<u16> = inner.consumers.lock().await.keys().copied().collect();
         for shard in shards {
@@ -393,26 +412,29 @@ impl Inner {
         Ok(())
     }
 
-    /// One heartbeat: renew the lease, read the view, then subscribe,
-    /// unsubscribe, hand over and take shards as the ranking says.
-    async fn tick(self: &Arc<Self>) -> anyhow::Result<()> {
+    /// Renews the lease (as `degraded` while the broker is away); cut off
+    /// from the database for half a lease, stops consuming altogether.
+    async fn renew_once(self: &Arc<Self>) -> anyhow::Result<()> {
         let bus_ok = self.bus.healthy().await;
         if let Err(e) = self.renew(bus_ok).await {
             let renewed = self.last_renewed_ms.load(Ordering::Acquire);
             if unix_ms() > renewed + self.settings.lease.as_millis() as u64 / 2 {
-                // Cut off from the database: others will soon take our shards.
-                // Stop consuming so the broker hands them to a standby now.
+                // Others will soon take our shards: stop consuming so the
+                // broker hands them to a standby now.
                 self.let_go_of_everything().await;
             }
             return Err(e.into());
         }
+        Ok(())
+    }
+
+    /// Reads the view, then subscribes, unsubscribes, hands over and takes
+    /// shards as the ranking says. A failure on one shard does not stop the
+    /// others.
+    async fn rebalance(self: &Arc<Self>) -> anyhow::Result<()> {
+        let bus_ok = self.bus.healthy().await;
         let nodes = self.store.cluster_nodes().await?;
         let shards = self.store.shard_owners().await?;
-        if !bus_ok {
-            // Nothing to subscribe with; consumers re-attach by themselves.
-            *self.view.write().unwrap_or_else(|e| e.into_inner()) = (nodes, shards);
-            return Ok(());
-        }
         let now = unix_ms();
         let me = self.me().to_owned();
         let status = self.status();
@@ -446,15 +468,20 @@ impl Inner {
             let want = participating && top.contains(&me.as_str());
             let first = top.first().copied() == Some(me.as_str());
             let row = rows.get(&shard);
-            // A hold the table no longer confirms is gone: another node took it.
+            // A hold the table has moved past is gone: another node took it.
+            // (A row older than our own claim, read before it, proves nothing.)
             if let Some(epoch) = self.fence.epoch(shard) {
-                let confirmed =
-                    row.is_some_and(|r| r.owner.as_deref() == Some(&me) && r.epoch == epoch);
-                if !confirmed {
+                let taken = row.is_none_or(|r| {
+                    r.epoch > epoch || (r.epoch == epoch && r.owner.as_deref() != Some(&me))
+                });
+                if taken {
                     self.fence.lost(shard, epoch);
                     tracing::info!(shard, epoch, "shard taken by another node");
                     self.passivate_shard(shard).await;
                 }
+            }
+            if !bus_ok {
+                continue; // nothing to consume with; consumers re-attach by themselves
             }
             let held = self.fence.epoch(shard).is_some();
             let subscribed = {
@@ -483,26 +510,35 @@ impl Inner {
                 continue;
             }
             if want && !subscribed {
-                self.subscribe(shard).await?;
+                if let Err(e) = self.subscribe(shard).await {
+                    tracing::warn!(shard, error = %e, "cannot consume the shard yet");
+                    continue;
+                }
             } else if !want && subscribed {
                 self.hand_over(shard, false).await;
                 continue;
             }
             let orphan = row.is_none_or(|r| r.owner.as_deref().is_none_or(|o| !owner_live(o)));
             if first && !held && orphan {
-                to_claim.push(shard);
+                to_claim.push((shard, Some(row.map_or(0, |r| r.epoch))));
             }
         }
         if !to_claim.is_empty() {
-            let claimed = self.store.claim_shards(&me, &to_claim, now).await?;
-            for (shard, epoch) in &claimed {
-                self.fence.hold(*shard, *epoch);
-                self.taken_at.insert(*shard, now);
-                if rows.get(shard).is_some_and(|r| r.owner.is_some()) {
-                    self.takeovers.fetch_add(1, Ordering::Relaxed);
+            // Only if nobody took them since the view was read.
+            match self.store.claim_shards(&me, &to_claim, now).await {
+                Ok(claimed) => {
+                    for (shard, epoch) in &claimed {
+                        self.fence.hold(*shard, *epoch);
+                        self.taken_at.insert(*shard, now);
+                        if rows.get(shard).is_some_and(|r| r.owner.is_some()) {
+                            self.takeovers.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    let taken: Vec<u16> = claimed.iter().map(|(s, _)| *s).collect();
+                    tracing::info!(shards = ?taken, "took shards without a live owner");
                 }
+                Err(e) => tracing::warn!(error = %e, "could not take orphaned shards"),
             }
-            tracing::info!(shards = ?to_claim, "took shards without a live owner");
         }
         let (nodes, shards) = (
             self.store.cluster_nodes().await.unwrap_or(nodes),
@@ -514,10 +550,12 @@ impl Inner {
 
     /// Consumes `shard`'s queue (as active consumer or standby: the broker decides).
     async fn subscribe(self: &Arc<Self>, shard: u16) -> anyhow::Result<()> {
-        let mut sub = self
-            .bus
-            .consume_shard(shard, self.settings.prefetch)
-            .await?;
+        let mut sub = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.bus.consume_shard(shard, self.settings.prefetch),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no consumer within 10 s"))??;
         let (stop, mut stopped) = watch::channel(false);
         let me = Arc::clone(self);
         let task = actix_rt::spawn(async move {
@@ -527,10 +565,21 @@ impl Inner {
                     _ = stopped.changed() => return Some(sub),
                     next = sub.next() => match next {
                         Some(delivery) => {
-                            if !me.take_on_delivery(shard).await {
-                                drop(delivery); // back to the queue
-                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            if !delivery.usable() {
+                                // Its channel died: the broker has re-queued it
+                                // (for a standby, maybe). Do not claim on its word.
                                 continue;
+                            }
+                            // Hold the delivery (not re-queue it: every return
+                            // counts against its delivery limit) until the
+                            // shard is ours.
+                            let mut pause = Duration::from_millis(100);
+                            while !me.take_on_delivery(shard).await {
+                                tokio::select! {
+                                    _ = stopped.changed() => return Some(sub),
+                                    _ = tokio::time::sleep(pause) => {}
+                                }
+                                pause = (pause * 2).min(Duration::from_secs(2));
                             }
                             deliver(&me.registry, me.bus.as_ref(), delivery).await;
                         }
@@ -553,7 +602,7 @@ impl Inner {
         if self.fence.epoch(shard).is_some() {
             return true;
         }
-        if self.status() != Status::Up {
+        if !matches!(self.status(), Status::Joining | Status::Up) {
             return false;
         }
         let before = self
@@ -566,7 +615,7 @@ impl Inner {
             .and_then(|s| s.owner.clone());
         match self
             .store
-            .claim_shards(self.me(), &[shard], unix_ms())
+            .claim_shards(self.me(), &[(shard, None)], unix_ms())
             .await
         {
             Ok(claimed) => {

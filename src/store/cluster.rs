@@ -43,6 +43,15 @@ const CLAIM_PG: &str = "INSERT INTO shard_owners (shard, owner, epoch, since_ms)
 const CLAIM_SQLITE: &str = "INSERT INTO shard_owners (shard, owner, epoch, since_ms) \
      VALUES (?1, ?2, 1, ?3) ON CONFLICT (shard) DO UPDATE SET owner = excluded.owner, \
      epoch = shard_owners.epoch + 1, since_ms = excluded.since_ms RETURNING epoch";
+// The same, only if the shard is still at the epoch the claimer saw (0: no row).
+const CLAIM_SEEN_PG: &str = "INSERT INTO shard_owners (shard, owner, epoch, since_ms) \
+     VALUES ($1, $2, 1, $3) ON CONFLICT (shard) DO UPDATE SET owner = excluded.owner, \
+     epoch = shard_owners.epoch + 1, since_ms = excluded.since_ms \
+     WHERE shard_owners.epoch = $4 RETURNING epoch";
+const CLAIM_SEEN_SQLITE: &str = "INSERT INTO shard_owners (shard, owner, epoch, since_ms) \
+     VALUES (?1, ?2, 1, ?3) ON CONFLICT (shard) DO UPDATE SET owner = excluded.owner, \
+     epoch = shard_owners.epoch + 1, since_ms = excluded.since_ms \
+     WHERE shard_owners.epoch = ?4 RETURNING epoch";
 const RELEASE_PG: &str = "UPDATE shard_owners SET owner = NULL, since_ms = $4 \
      WHERE shard = $1 AND owner = $2 AND epoch = $3";
 const RELEASE_SQLITE: &str = "UPDATE shard_owners SET owner = NULL, since_ms = ?4 \
@@ -103,26 +112,35 @@ impl Store {
         Ok(rows)
     }
 
-    /// Takes `shards` for `node`, bumping each one's epoch, in one
-    /// transaction. Returns the epochs now held.
+    /// Takes shards for `node`, bumping each one's epoch, in one transaction:
+    /// `(shard, None)` unconditionally (the broker made this node the shard's
+    /// consumer), `(shard, Some(seen))` only if the shard is still at epoch
+    /// `seen` (0: never owned). Returns the shards taken, with their epochs.
     pub async fn claim_shards(
         &self,
         node: &str,
-        shards: &[u16],
+        claims: &[(u16, Option<u64>)],
         now_ms: u64,
     ) -> Result<Vec<(u16, u64)>, StoreError> {
-        let q = self.dialect(CLAIM_PG, CLAIM_SQLITE);
+        let (always, seen) = (
+            self.dialect(CLAIM_PG, CLAIM_SQLITE),
+            self.dialect(CLAIM_SEEN_PG, CLAIM_SEEN_SQLITE),
+        );
         let claimed = with_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            let mut out = Vec::with_capacity(shards.len());
-            for &shard in shards {
-                let row = sqlx::query(q)
+            let mut out = Vec::with_capacity(claims.len());
+            for &(shard, expected) in claims {
+                let q = sqlx::query(if expected.is_some() { seen } else { always })
                     .bind(i32::from(shard))
                     .bind(node)
-                    .bind(now_ms as i64)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                out.push((shard, row.try_get::<i64, _>("epoch")? as u64));
+                    .bind(now_ms as i64);
+                let q = match expected {
+                    Some(e) => q.bind(e as i64),
+                    None => q,
+                };
+                if let Some(row) = q.fetch_optional(&mut *tx).await? {
+                    out.push((shard, row.try_get::<i64, _>("epoch")? as u64));
+                }
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(out)

@@ -32,6 +32,22 @@ pub fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// The broker stopped (`rabbitmqctl stop_app`) until this is dropped.
+pub struct StoppedBroker;
+
+impl StoppedBroker {
+    pub fn stop() -> StoppedBroker {
+        rabbitmqctl(&["stop_app"]);
+        StoppedBroker
+    }
+}
+
+impl Drop for StoppedBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+    }
+}
+
 /// A virtual host deleted (with its queues) when dropped.
 pub struct Vhost {
     pub name: String,

@@ -419,9 +419,10 @@ async fn check_exactly_once(store: &Store, req: &Requester, acked: &Acked) {
     }
 }
 
-/// No shard ever had two writers: along each journal, the writer's epoch
-/// never goes back (a fenced-off former owner would write an older epoch
-/// after the new owner's entries).
+/// Every write was fenced (made under a claimed epoch, never 0) and the
+/// epochs along each journal never go back. (The journal's own sequence check
+/// already keeps two writers from interleaving; that fencing refuses a stale
+/// owner's write is shown by `store::fencing`.)
 async fn check_fencing(store: &Store, keys: &[String]) {
     for key in keys {
         let events = store.events(key, 0).await.unwrap();
@@ -465,7 +466,29 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     // A watcher elsewhere (as a clinician's API node would be) subscribes to
     // the alerts of every device and to one consult's events.
     let mut alerts = client.subscribe("alerts.*", 256).await.unwrap();
-    let mut consult_events = client.subscribe("consult.c0", 256).await.unwrap();
+    // The node to kill: the one owning the most shards. Events of actors it
+    // hosts may be lost with it (they are published after the fact is
+    // durable, best effort), so the watcher checks actors elsewhere.
+    let victim_idx = (0..3)
+        .max_by_key(|i| before.values().filter(|o| *o == ids[*i]).count())
+        .unwrap();
+    let victim = ids[victim_idx];
+    let elsewhere = |kind: &str, id: &str| {
+        let shard = cardio::cluster::shard_of(&ActorId::new(kind, id).unwrap(), SHARDS);
+        before[&u64::from(shard)] != victim
+    };
+    let watched = (0..6)
+        .map(|i| format!("c{i}"))
+        .find(|c| elsewhere("consult", c))
+        .expect("a consult away from the victim");
+    let watched_devices: BTreeSet<String> = (0..6)
+        .map(|i| format!("d{i}"))
+        .filter(|d| elsewhere("device", d))
+        .collect();
+    let mut consult_events = client
+        .subscribe(&format!("consult.{watched}"), 256)
+        .await
+        .unwrap();
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut load = Vec::new();
     let (consults, devices) = (6, 6);
@@ -491,10 +514,6 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
         a.chat.values().map(BTreeSet::len).sum::<usize>() >= 80
     })
     .await;
-    let victim_idx = (0..3)
-        .max_by_key(|i| before.values().filter(|o| *o == ids[*i]).count())
-        .unwrap();
-    let victim = ids[victim_idx];
     let killed_at = Instant::now();
     let ok = Command::new("kill")
         .args(["-KILL", &nodes[victim_idx].child.id().to_string()])
@@ -531,11 +550,10 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
     check_fencing(&store, &keys).await;
 
-    // Events from the nodes reached the watcher: each device's alert raised
-    // (at least once: events are best effort and may repeat after a
-    // failover), and consult c0's chat lines.
+    // Events from the nodes reached the watcher: the alert of each device
+    // away from the victim, and the watched consult's chat lines.
     let mut raised = BTreeSet::new();
-    while raised.len() < devices {
+    while !watched_devices.is_subset(&raised) {
         let d = tokio::time::timeout(Duration::from_secs(10), alerts.next())
             .await
             .expect("alert events from the nodes")
@@ -554,7 +572,7 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
             .expect("consult events from the nodes")
             .unwrap();
         let v: Value = serde_json::from_str(d.envelope().unwrap().payload.get()).unwrap();
-        assert_eq!(v["consult"], "c0");
+        assert_eq!(v["consult"], watched.as_str());
         if v["event"]["event"] == "chatted" {
             chat_seqs.insert(v["event"]["line"]["seq"].as_u64().unwrap());
         }
@@ -659,11 +677,13 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
         },
     )
     .await;
-    crate::broker::rabbitmqctl(&["stop_app"]);
     let stopped = Instant::now();
-    // The broker stays away a while; the nodes keep retrying meanwhile.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    crate::broker::rabbitmqctl(&["start_app"]);
+    {
+        // Started again even if this test fails meanwhile.
+        let _down = crate::broker::StoppedBroker::stop();
+        // The broker stays away a while; the nodes keep retrying meanwhile.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     eprintln!("broker away for {:?}", stopped.elapsed());
     for task in load {
         task.await.expect("a load driver failed");
@@ -961,7 +981,7 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
     };
     signal("-STOP");
     let stopped = Instant::now();
-    let moved = poll(
+    poll(
         Duration::from_secs(30),
         "s3's shards on s1 and s2",
         || async { settled(&nodes[0], &["s1", "s2"]).await },
@@ -983,7 +1003,6 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
         || async { settled(&nodes[0], &ids).await },
     )
     .await;
-    assert!(moved.values().all(|o| o != "s3"));
     let store = Store::connect(db.url()).await.unwrap();
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     check_exactly_once(&store, &req, &acked).await;

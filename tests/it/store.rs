@@ -341,7 +341,11 @@ async fn a_former_owner_is_fenced_off_once_its_shard_moved(store: &Store) {
         a.append(key, 0, "m1", 0, b"{}").await,
         Err(StoreError::Fenced { held: None, .. })
     ));
-    let [(_, e1)] = store.claim_shards("a", &[shard], 1).await.unwrap()[..] else {
+    let [(_, e1)] = store
+        .claim_shards("a", &[(shard, Some(0))], 1)
+        .await
+        .unwrap()[..]
+    else {
         panic!("one claim")
     };
     fence_a.hold(shard, e1);
@@ -351,7 +355,13 @@ async fn a_former_owner_is_fenced_off_once_its_shard_moved(store: &Store) {
     );
     // Node b takes the shard (a is stalled, say): a's next write is refused,
     // even one that would otherwise fit, and a stops holding the shard.
-    let [(_, e2)] = store.claim_shards("b", &[shard], 2).await.unwrap()[..] else {
+    // A claim made on a stale view (the shard moved since it was read) takes nothing.
+    assert!(store
+        .claim_shards("c", &[(shard, Some(0))], 2)
+        .await
+        .unwrap()
+        .is_empty());
+    let [(_, e2)] = store.claim_shards("b", &[(shard, None)], 2).await.unwrap()[..] else {
         panic!("one claim")
     };
     assert_eq!(e2, e1 + 1);
