@@ -77,6 +77,9 @@ struct Inner {
     retry_for: Duration,
     runtime: BusRuntime,
     live: tokio::sync::Mutex<Option<Live>>,
+    /// A copy of `live` for the fast path: every publish reads it without
+    /// queueing behind the (async) lock that reconnection holds.
+    current: std::sync::RwLock<Option<Live>>,
     generation: AtomicU64,
     connected: AtomicBool,
     /// A background reconnection is under way.
@@ -136,6 +139,7 @@ impl AmqpBus {
             retry_for: Duration::from_secs(60),
             runtime: BusRuntime(Some(runtime)),
             live: tokio::sync::Mutex::new(None),
+            current: std::sync::RwLock::new(None),
             generation: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             reconnecting: AtomicBool::new(false),
@@ -158,7 +162,23 @@ impl AmqpBus {
 impl Inner {
     /// The current connection, opening a new one if it is gone.
     async fn open(&self) -> Result<Live, BusError> {
+        if let Some(live) = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if live.conn.status().connected() && live.publisher.status().connected() {
+                return Ok(live.clone());
+            }
+        }
         let mut guard = self.live.lock().await;
+        let live = self.open_locked(&mut guard).await;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = guard.clone();
+        live
+    }
+
+    async fn open_locked(&self, guard: &mut Option<Live>) -> Result<Live, BusError> {
         if let Some(live) = guard.as_mut() {
             if live.conn.status().connected() {
                 if live.publisher.status().connected() {
@@ -231,12 +251,14 @@ impl Inner {
                 self.runtime.handle().spawn(async move {
                     let _ = old.close(200, s("replaced")).await;
                 });
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = guard.clone();
                 return;
             }
         }
         if let Some(old) = guard.take() {
             close_later(&self.runtime, old.conn);
         }
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.connected.store(false, Ordering::Release);
     }
 
