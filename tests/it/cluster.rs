@@ -440,6 +440,66 @@ async fn check_fencing(store: &Store, keys: &[String]) {
     }
 }
 
+/// Consult and device drivers running against a cluster.
+struct Load {
+    acked: Arc<Mutex<Acked>>,
+    tasks: Vec<actix_rt::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `n` consults (`{prefix}c{i}`, `lines` chat lines each) and `n`
+    /// devices (`{prefix}d{i}`, `batches` batches each).
+    fn start(req: &Arc<Requester>, prefix: &str, n: usize, lines: usize, batches: usize) -> Load {
+        let acked = Arc::new(Mutex::new(Acked::default()));
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let (r, a) = (Arc::clone(req), Arc::clone(&acked));
+            tasks.push(actix_rt::spawn(drive_consult(
+                r,
+                format!("{prefix}c{i}"),
+                lines,
+                a,
+            )));
+            let (r, a) = (Arc::clone(req), Arc::clone(&acked));
+            tasks.push(actix_rt::spawn(drive_device(
+                r,
+                format!("{prefix}d{i}"),
+                batches,
+                a,
+            )));
+        }
+        Load { acked, tasks }
+    }
+
+    /// Waits until `lines` chat lines in all were acknowledged.
+    async fn until_chat(&self, lines: usize, what: &str) {
+        until(Duration::from_secs(60), what, || async {
+            let a = self.acked.lock().unwrap();
+            a.chat.values().map(BTreeSet::len).sum::<usize>() >= lines
+        })
+        .await;
+    }
+
+    /// Waits for every driver to finish; what they saw acknowledged.
+    async fn finish(self) -> Acked {
+        for task in self.tasks {
+            task.await.expect("a load driver failed");
+        }
+        std::mem::take(&mut *self.acked.lock().unwrap())
+    }
+}
+
+/// The exactly-once and fencing checks of a finished load, on the cluster's
+/// database.
+async fn verify(db_url: &str, req: &Requester, acked: &Acked) {
+    let store = Store::connect(db_url).await.unwrap();
+    check_exactly_once(&store, req, acked).await;
+    let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
+    keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
+    check_fencing(&store, &keys).await;
+    store.close().await;
+}
+
 #[actix_rt::test]
 async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     let _broker = crate::broker::shared().await;
@@ -489,31 +549,9 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
         .subscribe(&format!("consult.{watched}"), 256)
         .await
         .unwrap();
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let mut load = Vec::new();
-    let (consults, devices) = (6, 6);
-    for i in 0..consults {
-        load.push(actix_rt::spawn(drive_consult(
-            Arc::clone(&req),
-            format!("c{i}"),
-            40,
-            Arc::clone(&acked),
-        )));
-    }
-    for i in 0..devices {
-        load.push(actix_rt::spawn(drive_device(
-            Arc::clone(&req),
-            format!("d{i}"),
-            30,
-            Arc::clone(&acked),
-        )));
-    }
+    let load = Load::start(&req, "", 6, 40, 30);
     // Mid-load: kill the node owning the most shards.
-    until(Duration::from_secs(60), "a third of the load", || async {
-        let a = acked.lock().unwrap();
-        a.chat.values().map(BTreeSet::len).sum::<usize>() >= 80
-    })
-    .await;
+    load.until_chat(80, "a third of the load").await;
     let killed_at = Instant::now();
     let ok = Command::new("kill")
         .args(["-KILL", &nodes[victim_idx].child.id().to_string()])
@@ -524,9 +562,7 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     let _ = nodes[victim_idx].child.wait();
     let survivors: Vec<&str> = ids.iter().copied().filter(|i| *i != victim).collect();
     let watcher = if victim_idx == 0 { 1 } else { 0 };
-    for task in load {
-        task.await.expect("a load driver failed");
-    }
+    let acked = load.finish().await;
     let after = poll(
         Duration::from_secs(20),
         "every shard owned by a survivor",
@@ -542,13 +578,7 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
             assert_eq!(&after[shard], owner, "shard {shard} moved needlessly");
         }
     }
-
-    let store = Store::connect(db.url()).await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    check_exactly_once(&store, &req, &acked).await;
-    let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
-    keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
-    check_fencing(&store, &keys).await;
+    verify(db.url(), &req, &acked).await;
 
     // Events from the nodes reached the watcher: the alert of each device
     // away from the victim, and the watched consult's chat lines.
@@ -627,7 +657,6 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
 
     drop(req);
     drop(nodes);
-    store.close().await;
     db.done().await;
 }
 
@@ -646,37 +675,8 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
     .await;
     let (_client, req) = cluster.client().await;
     let req = Arc::new(req);
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let mut load = Vec::new();
-    for i in 0..3 {
-        load.push(actix_rt::spawn(drive_consult(
-            Arc::clone(&req),
-            format!("r{i}"),
-            60,
-            Arc::clone(&acked),
-        )));
-        load.push(actix_rt::spawn(drive_device(
-            Arc::clone(&req),
-            format!("rd{i}"),
-            40,
-            Arc::clone(&acked),
-        )));
-    }
-    until(
-        Duration::from_secs(60),
-        "some load before the restart",
-        || async {
-            acked
-                .lock()
-                .unwrap()
-                .chat
-                .values()
-                .map(BTreeSet::len)
-                .sum::<usize>()
-                >= 30
-        },
-    )
-    .await;
+    let load = Load::start(&req, "r", 3, 60, 40);
+    load.until_chat(30, "some load before the restart").await;
     let stopped = Instant::now();
     {
         // Started again even if this test fails meanwhile.
@@ -685,9 +685,7 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     eprintln!("broker away for {:?}", stopped.elapsed());
-    for task in load {
-        task.await.expect("a load driver failed");
-    }
+    let acked = load.finish().await;
     for n in &nodes {
         until(Duration::from_secs(30), "the node ready again", || async {
             get(&format!("http://{}/readyz", n.addr))
@@ -702,12 +700,9 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
         || async { settled(&nodes[0], &ids).await },
     )
     .await;
-    let store = Store::connect(db.url()).await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    check_exactly_once(&store, &req, &acked).await;
+    verify(db.url(), &req, &acked).await;
     drop(req);
     drop(nodes);
-    store.close().await;
     db.done().await;
 }
 
@@ -849,37 +844,8 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
     .await;
     let (_client, req) = cluster.client().await;
     let req = Arc::new(req);
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let mut load = Vec::new();
-    for i in 0..4 {
-        load.push(actix_rt::spawn(drive_consult(
-            Arc::clone(&req),
-            format!("x{i}"),
-            40,
-            Arc::clone(&acked),
-        )));
-        load.push(actix_rt::spawn(drive_device(
-            Arc::clone(&req),
-            format!("xd{i}"),
-            30,
-            Arc::clone(&acked),
-        )));
-    }
-    until(
-        Duration::from_secs(60),
-        "some load before the cut",
-        || async {
-            acked
-                .lock()
-                .unwrap()
-                .chat
-                .values()
-                .map(BTreeSet::len)
-                .sum::<usize>()
-                >= 40
-        },
-    )
-    .await;
+    let load = Load::start(&req, "x", 4, 40, 30);
+    load.until_chat(40, "some load before the cut").await;
     proxy.cut();
     // x3 still renews its lease, as `degraded`; the others take its shards.
     until(Duration::from_secs(20), "x3 degraded", || async {
@@ -898,9 +864,7 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
     assert_eq!(ready["ready"], false, "{ready}");
     assert_eq!(ready["checks"]["bus"], false, "{ready}");
     proxy.restore();
-    for task in load {
-        task.await.expect("a load driver failed");
-    }
+    let acked = load.finish().await;
     let back = poll(
         Duration::from_secs(60),
         "x3 back with its shards",
@@ -908,15 +872,9 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
     )
     .await;
     assert_eq!(back, before);
-    let store = Store::connect(db.url()).await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    check_exactly_once(&store, &req, &acked).await;
-    let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
-    keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
-    check_fencing(&store, &keys).await;
+    verify(db.url(), &req, &acked).await;
     drop(req);
     drop(nodes);
-    store.close().await;
     db.done().await;
 }
 
@@ -940,37 +898,8 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
     .await;
     let (_client, req) = cluster.client().await;
     let req = Arc::new(req);
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let mut load = Vec::new();
-    for i in 0..4 {
-        load.push(actix_rt::spawn(drive_consult(
-            Arc::clone(&req),
-            format!("s{i}"),
-            40,
-            Arc::clone(&acked),
-        )));
-        load.push(actix_rt::spawn(drive_device(
-            Arc::clone(&req),
-            format!("sd{i}"),
-            30,
-            Arc::clone(&acked),
-        )));
-    }
-    until(
-        Duration::from_secs(60),
-        "some load before the stall",
-        || async {
-            acked
-                .lock()
-                .unwrap()
-                .chat
-                .values()
-                .map(BTreeSet::len)
-                .sum::<usize>()
-                >= 40
-        },
-    )
-    .await;
+    let load = Load::start(&req, "s", 4, 40, 30);
+    load.until_chat(40, "some load before the stall").await;
     let pid = nodes[2].child.id().to_string();
     let signal = |sig: &str| {
         assert!(Command::new("kill")
@@ -992,9 +921,7 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
         stopped.elapsed()
     );
     signal("-CONT");
-    for task in load {
-        task.await.expect("a load driver failed");
-    }
+    let acked = load.finish().await;
     // The woken node finds its shards taken (its writes are fenced), then
     // rejoins and takes its share back.
     poll(
@@ -1003,14 +930,8 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
         || async { settled(&nodes[0], &ids).await },
     )
     .await;
-    let store = Store::connect(db.url()).await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
-    check_exactly_once(&store, &req, &acked).await;
-    let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
-    keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));
-    check_fencing(&store, &keys).await;
+    verify(db.url(), &req, &acked).await;
     drop(req);
     nodes.clear();
-    store.close().await;
     db.done().await;
 }
