@@ -935,3 +935,59 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
     nodes.clear();
     db.done().await;
 }
+
+#[actix_rt::test]
+async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
+    let _broker = crate::broker::shared().await;
+    let (cluster, db) = Cluster::new().await;
+    let ids = ["g1", "g2", "g3"];
+    let mut nodes = vec![
+        cluster.start("g1"),
+        cluster.start("g2"),
+        cluster.start("g3"),
+    ];
+    poll(
+        Duration::from_secs(30),
+        "three nodes sharing the shards",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    let (_client, req) = cluster.client().await;
+    let req = Arc::new(req);
+    let load = Load::start(&req, "g", 4, 40, 30);
+    load.until_chat(40, "some load before the leave").await;
+    // SIGTERM: g3 drains: each shard's message in hand is finished, its
+    // actors passivated and the shard released, then the process exits 0.
+    let left_at = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &nodes[2].child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = nodes[2].child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "g3 did not drain within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0), "a drained node exits 0");
+    // Released shards are taken at once, not after a lease.
+    poll(
+        Duration::from_secs(10),
+        "g3's shards on g1 and g2",
+        || async { settled(&nodes[0], &["g1", "g2"]).await },
+    )
+    .await;
+    eprintln!(
+        "shards of a leaving node moved {:?} after SIGTERM",
+        left_at.elapsed()
+    );
+    assert_eq!(status_of(&nodes[0], "g3").await.as_deref(), Some("left"));
+    let acked = load.finish().await;
+    verify(db.url(), &req, &acked).await;
+    drop(req);
+    nodes.clear();
+    db.done().await;
+}
