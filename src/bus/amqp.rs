@@ -609,13 +609,19 @@ impl AmqpSource {
     fn wrap(&self, d: lapin::message::Delivery, queue: &str, channel: &Channel) -> Delivery {
         let headers = d.properties.headers().clone().unwrap_or_default();
         let header = |k: &str| headers.inner().get(k).cloned();
-        let prior = match header("x-delivery-count") {
-            Some(AMQPValue::LongLongInt(n)) => n.max(0) as u32,
-            Some(AMQPValue::LongInt(n)) => n.max(0) as u32,
-            Some(AMQPValue::LongUInt(n)) => n,
-            Some(AMQPValue::ShortInt(n)) => n.max(0) as u32,
-            _ => u32::from(d.redelivered),
+        let number = |k: &str| match header(k) {
+            Some(AMQPValue::LongLongInt(n)) => Some(n.max(0) as u32),
+            Some(AMQPValue::LongInt(n)) => Some(n.max(0) as u32),
+            Some(AMQPValue::LongUInt(n)) => Some(n),
+            Some(AMQPValue::ShortInt(n)) => Some(n.max(0) as u32),
+            _ => None,
         };
+        // Returns of this copy (quorum queues count them), plus the
+        // deliveries of the copies before it (a failed message is published
+        // again with its count), plus this one.
+        let returns = number("x-delivery-count").unwrap_or(u32::from(d.redelivered));
+        let prior = number("x-cardio-deliveries").unwrap_or(0) + returns;
+        let failures = number("x-cardio-failures").unwrap_or(0);
         let text = |k: &str| match header(k) {
             Some(AMQPValue::LongString(v)) => Some(v.to_string()),
             Some(AMQPValue::ShortString(v)) => Some(v.as_str().to_owned()),
@@ -629,10 +635,7 @@ impl AmqpSource {
                 from_queue: text("x-cardio-from-queue")
                     .or_else(|| text("x-first-death-queue"))
                     .unwrap_or_default(),
-                deliveries: match header("x-cardio-deliveries") {
-                    Some(AMQPValue::LongLongInt(n)) => n.max(0) as u32,
-                    _ => 0,
-                },
+                deliveries: number("x-cardio-dead-after").unwrap_or(0),
             }),
             _ => None,
         };
@@ -650,6 +653,11 @@ impl AmqpSource {
             body: body.clone(),
             queue: queue.to_owned(),
             deliveries: info.delivery_count,
+            failures,
+            shard: match self.what {
+                Consumes::Shard(n) => Some(n),
+                _ => None,
+            },
             limit: if matches!(self.what, Consumes::DeadLetters) {
                 u32::MAX
             } else {
@@ -718,6 +726,10 @@ struct AmqpAcker {
     body: Bytes,
     queue: String,
     deliveries: u32,
+    /// Earlier deliveries of this message that failed.
+    failures: u32,
+    /// Set for shard queues: a failed message is published there again.
+    shard: Option<u16>,
     limit: u32,
 }
 
@@ -732,13 +744,38 @@ impl Acker for AmqpAcker {
     }
 
     async fn nack(self: Box<Self>, reason: &str) -> Result<Nacked, BusError> {
-        if self.deliveries >= self.limit {
+        let failures = self.failures + 1;
+        if failures >= self.limit {
             let reason = format!(
                 "delivery limit {} reached; last failure: {reason}",
                 self.limit
             );
             self.dead_letter(&reason).await?;
             return Ok(Nacked::DeadLettered);
+        }
+        if let Some(shard) = self.shard {
+            // Only failures count against the limit, not returns after a
+            // lost consumer or a hand-over (which the broker's own count
+            // includes): publish it again carrying its counts, then take
+            // this copy off the queue. A crash in between delivers it twice,
+            // which handlers tolerate.
+            let mut headers = FieldTable::default();
+            headers.insert(
+                s("x-cardio-failures"),
+                AMQPValue::LongLongInt(i64::from(failures)),
+            );
+            headers.insert(
+                s("x-cardio-deliveries"),
+                AMQPValue::LongLongInt(i64::from(self.deliveries)),
+            );
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers);
+            self.inner
+                .publish_confirmed(SHARDS_EXCHANGE, &shard.to_string(), &self.body, props, true)
+                .await?;
+            settled(self.acker.ack(BasicAckOptions::default()).await)?;
+            return Ok(Nacked::Requeued);
         }
         settled(
             self.acker
@@ -759,7 +796,7 @@ impl Acker for AmqpAcker {
             AMQPValue::LongString(self.queue.clone().into()),
         );
         headers.insert(
-            s("x-cardio-deliveries"),
+            s("x-cardio-dead-after"),
             AMQPValue::LongLongInt(i64::from(self.deliveries)),
         );
         let props = BasicProperties::default()

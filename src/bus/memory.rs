@@ -66,6 +66,8 @@ struct Stored {
     seq: u64,
     body: Bytes,
     deliveries: u32,
+    /// Deliveries that ended in a failure (nack): what the limit counts.
+    failures: u32,
     dead_letter: Option<DeadLetterInfo>,
 }
 
@@ -112,8 +114,11 @@ impl Queue {
         self.lock().unacked.remove(&tag)
     }
 
-    fn requeue_or_bury(&self, mut stored: Stored, reason: &str) -> Nacked {
-        if stored.deliveries >= self.delivery_limit {
+    /// Puts a message back in its place, or past `delivery_limit` failures
+    /// (counting this one if `failed`) sets it aside.
+    fn requeue_or_bury(&self, mut stored: Stored, reason: &str, failed: bool) -> Nacked {
+        stored.failures += u32::from(failed);
+        if stored.failures >= self.delivery_limit {
             if let Some(dlq) = &self.dead_letters {
                 stored.dead_letter = Some(DeadLetterInfo {
                     reason: format!(
@@ -204,6 +209,7 @@ impl Bus for MemoryBus {
             seq: 0,
             body: env.encode(),
             deliveries: 0,
+            failures: 0,
             dead_letter: None,
         })
     }
@@ -229,6 +235,7 @@ impl Bus for MemoryBus {
                 seq: 0,
                 body: body.clone(),
                 deliveries: 0,
+                failures: 0,
                 dead_letter: None,
             });
             if let Err(e) = pushed {
@@ -365,7 +372,7 @@ impl Acker for MemoryAcker {
 
     async fn nack(self: Box<Self>, reason: &str) -> Result<Nacked, BusError> {
         let outcome = match self.queue.settle(self.tag) {
-            Some(stored) => self.queue.requeue_or_bury(stored, reason),
+            Some(stored) => self.queue.requeue_or_bury(stored, reason, true),
             None => Nacked::Requeued,
         };
         self.free_slot();
@@ -385,7 +392,7 @@ impl Acker for MemoryAcker {
                 }
                 // Rejected from the dead-letter queue itself: keep it there.
                 None => {
-                    self.queue.requeue_or_bury(stored, reason);
+                    self.queue.requeue_or_bury(stored, reason, true);
                 }
             }
         }
@@ -396,7 +403,7 @@ impl Acker for MemoryAcker {
     fn release(self: Box<Self>) {
         if let Some(stored) = self.queue.settle(self.tag) {
             self.queue
-                .requeue_or_bury(stored, "delivery dropped without acknowledgement");
+                .requeue_or_bury(stored, "delivery dropped without acknowledgement", false);
         }
         self.free_slot();
     }

@@ -11,8 +11,10 @@
 //! - events fan out by topic (`publish` / `subscribe`, AMQP topic patterns:
 //!   `*` one word, `#` any number of words);
 //! - delivery is at least once: a delivery is settled by `ack`; `nack`
-//!   requeues it for redelivery, a dropped delivery is requeued too, and past the
-//!   delivery limit a message goes to the dead-letter queue with its reason;
+//!   requeues it for redelivery, a dropped delivery is requeued too, and after
+//!   `delivery_limit` failed (nacked) deliveries a message goes to the
+//!   dead-letter queue with its reason. Deliveries that end without a failure
+//!   (a consumer lost, a shard handed over) do not count toward the limit;
 //! - at most `prefetch` unsettled deliveries per subscription.
 
 pub mod amqp;

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 pub use placement::shard_of;
 
 use crate::bus::{Bus, Subscription};
-use crate::registry::inbox::deliver;
+use crate::registry::inbox::deliver_unless_moved;
 use crate::registry::Registry;
 use crate::store::cluster::{NodeRow, ShardRow};
 use crate::store::Store;
@@ -581,7 +581,11 @@ impl Inner {
                                 }
                                 pause = (pause * 2).min(Duration::from_secs(2));
                             }
-                            deliver(&me.registry, me.bus.as_ref(), delivery).await;
+                            let fence = Arc::clone(&me.fence);
+                            deliver_unless_moved(&me.registry, me.bus.as_ref(), delivery, || {
+                                fence.epoch(shard).is_none()
+                            })
+                            .await;
                         }
                         None => return None,
                     },

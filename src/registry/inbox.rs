@@ -89,6 +89,18 @@ fn shorten(s: &str) -> &str {
 
 /// Delivers one message to its actor and settles it; see the module docs.
 pub async fn deliver(registry: &Registry, bus: &dyn Bus, delivery: Delivery) -> Delivered {
+    deliver_unless_moved(registry, bus, delivery, || false).await
+}
+
+/// [`deliver`], except that a message whose handling failed because its
+/// shard moved to another node (`moved()` is true afterwards) is handed back
+/// without counting as a failure: it was not the message's fault.
+pub async fn deliver_unless_moved(
+    registry: &Registry,
+    bus: &dyn Bus,
+    delivery: Delivery,
+    moved: impl Fn() -> bool,
+) -> Delivered {
     let env = match delivery.envelope() {
         Ok(env) => env,
         Err(e) => return bury(delivery, e.to_string()).await,
@@ -126,6 +138,10 @@ pub async fn deliver(registry: &Registry, bus: &dyn Bus, delivery: Delivery) -> 
         Err(DeliverError::Malformed(reason)) => bury(delivery, reason).await,
         Err(failure) => {
             let reason = failure.to_string();
+            if moved() {
+                drop(delivery); // back to the queue, for the shard's new owner
+                return Delivered::Requeued(format!("{reason} (its shard moved)"));
+            }
             match delivery.nack(&reason).await {
                 Ok(Nacked::DeadLettered) => {
                     tracing::warn!(actor = %to, %reason, "message dead-lettered after repeated failures");

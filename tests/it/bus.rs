@@ -365,3 +365,34 @@ on_both_buses!(
     3
 );
 on_both_buses!(messages_that_can_never_work_are_dead_lettered_at_once, 5);
+
+/// A consumer lost (a dropped delivery: a node died, a shard was handed over)
+/// is not the message's fault: only failed deliveries count toward the limit.
+async fn only_failures_count_toward_the_delivery_limit(bus: Arc<dyn Bus>) {
+    let env = to_probe("p-1", "probe.boom", &Boom);
+    bus.send(&env).await.unwrap();
+    let mut sub = bus
+        .consume_shard(shard_of(&bus, "p-1").await, 10)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        drop(next(&mut sub).await); // released, three times
+    }
+    let d = next(&mut sub).await;
+    assert_eq!(d.info().delivery_count, 4);
+    assert_eq!(d.nack("first failure").await.unwrap(), Nacked::Requeued);
+    let d = next(&mut sub).await;
+    assert_eq!(d.info().delivery_count, 5);
+    assert_eq!(
+        d.nack("second failure").await.unwrap(),
+        Nacked::DeadLettered
+    );
+    let mut dead = bus.consume_dead_letters(10).await.unwrap();
+    let d = next(&mut dead).await;
+    assert_eq!(d.envelope().unwrap().id, env.id);
+    let info = d.info().dead_letter.clone().unwrap();
+    assert!(info.reason.contains("second failure"), "{}", info.reason);
+    assert_eq!(info.deliveries, 5);
+}
+
+on_both_buses!(only_failures_count_toward_the_delivery_limit, 2);
