@@ -45,15 +45,23 @@ fn parse_status(s: &str) -> Result<Status, StoreError> {
 }
 
 impl Store {
-    /// Writes (or rewrites) a consult's row.
-    pub async fn project_consult(&self, row: &ConsultRow) -> Result<(), StoreError> {
+    /// Writes (or rewrites) a consult's row as of journal sequence
+    /// `journal_seq`; a row reflecting a later sequence is left alone (a
+    /// stale writer cannot put an older state back).
+    pub async fn project_consult(
+        &self,
+        row: &ConsultRow,
+        journal_seq: u64,
+    ) -> Result<(), StoreError> {
         let sql = self.dialect(
-            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
-             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms",
-            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET \
-             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms",
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
+             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
+             journal_seq = excluded.journal_seq WHERE consults.journal_seq <= excluded.journal_seq",
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET \
+             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
+             journal_seq = excluded.journal_seq WHERE consults.journal_seq <= excluded.journal_seq",
         );
         with_pool!(self, pool => sqlx::query(sql)
             .bind(&row.id)
@@ -62,6 +70,7 @@ impl Store {
             .bind(status_name(row.status))
             .bind(row.requested_ms as i64)
             .bind(unix_ms() as i64)
+            .bind(journal_seq as i64)
             .execute(pool)
             .await
             .map(|_| ()))?;

@@ -34,12 +34,16 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     })
 }
 
+// A bucket only grows as samples arrive: a smaller one (a stalled former
+// owner's, derived from fewer samples) never replaces a larger one.
 const UPSERT_AGG_PG: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (device_id, series, span, start_ms) \
-     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count";
+     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count \
+     WHERE vitals_aggregates.count <= excluded.count";
 const UPSERT_AGG_SQLITE: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (device_id, series, span, start_ms) \
-     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count";
+     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count \
+     WHERE vitals_aggregates.count <= excluded.count";
 const AGG_PG: &str = "SELECT series, span, start_ms, min, max, sum, count FROM vitals_aggregates \
      WHERE device_id = $1 AND series = $2 AND span = $3 AND start_ms >= $4 AND start_ms < $5 ORDER BY start_ms";
 const AGG_SQLITE: &str = "SELECT series, span, start_ms, min, max, sum, count FROM vitals_aggregates \

@@ -396,3 +396,27 @@ async fn a_former_owner_is_fenced_off_once_its_shard_moved(store: &Store) {
     assert_eq!((row.owner, row.epoch), (None, e2));
 }
 on_both!(fencing, a_former_owner_is_fenced_off_once_its_shard_moved);
+
+async fn projections_never_go_back_to_an_older_state(store: &Store) {
+    use cardio::actors::consult::state::Status;
+    use cardio::store::consults::ConsultRow;
+    let row = |status| ConsultRow {
+        id: "c-proj".into(),
+        patient_id: "p-1".into(),
+        clinician_id: Some("dr-1".into()),
+        status,
+        requested_ms: 1,
+    };
+    store.project_consult(&row(Status::Ended), 7).await.unwrap();
+    // A stalled former owner projecting what it saw at sequence 3.
+    store
+        .project_consult(&row(Status::InProgress), 3)
+        .await
+        .unwrap();
+    let rows = store.consults_of("p-1").await.unwrap();
+    assert_eq!(rows[0].status, Status::Ended);
+    store.project_consult(&row(Status::Ended), 7).await.unwrap(); // idempotent
+    let rows = store.consults_of("p-1").await.unwrap();
+    assert_eq!((rows.len(), rows[0].status), (1, Status::Ended));
+}
+on_both!(projections, projections_never_go_back_to_an_older_state);

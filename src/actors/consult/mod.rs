@@ -75,7 +75,7 @@ impl ConsultActor {
             status,
             requested_ms: self.state.requested_at_ms,
         };
-        let mut result = self.store.project_consult(&row).await;
+        let mut result = self.store.project_consult(&row, self.last_seq).await;
         for line in lines {
             if result.is_err() {
                 break;
