@@ -53,6 +53,34 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Mint a bearer token with the configured key (development and tests).
+    Token {
+        /// patient, clinician, ops or admin.
+        #[arg(long)]
+        role: String,
+        /// The subject: the patient's or clinician's id, an operator's id.
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The PHI audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of the audit log; name the first broken entry.
+    Verify {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -63,6 +91,15 @@ pub fn run() -> ExitCode {
         Command::Tree { url, json, cluster } if cluster => tree_cluster(&url, json),
         Command::Tree { url, json, .. } => tree(&url, json),
         Command::Migrate { config } => migrate(config),
+        Command::Token {
+            role,
+            sub,
+            ttl,
+            config,
+        } => token(&role, &sub, &ttl, config),
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit_verify(config),
         Command::Config { config } => match Config::load(config.as_deref(), &ProcessEnv) {
             Ok(c) => {
                 println!("{c:#?}");
@@ -97,6 +134,77 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             tracing::error!(error = format!("{e:#}"), "node failed to start");
             fail(&format!("{e:#}"))
         }
+    }
+}
+
+fn token(role: &str, sub: &str, ttl: &str, file: Option<PathBuf>) -> ExitCode {
+    use crate::principal::{Principal, Role};
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let role = match role {
+        "patient" => Role::Patient,
+        "clinician" => Role::Clinician,
+        "ops" => Role::Ops,
+        "admin" => Role::Admin,
+        other => {
+            return fail(&format!(
+                "--role {other:?}: expected patient, clinician, ops or admin"
+            ))
+        }
+    };
+    if !crate::registry::id::valid_id(sub) {
+        return fail("--sub: an id of letters, digits and - _ . : @ (at most 128)");
+    }
+    let ttl = match humantime::parse_duration(ttl) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            return fail(&format!(
+                "--ttl {ttl:?}: expected a duration such as 1h or 15m"
+            ))
+        }
+    };
+    let auth = match crate::auth::Authenticator::from_config(&config) {
+        Ok(Some(a)) => a,
+        Ok(None) => return fail(&crate::auth::AuthError::NoKey("mint").to_string()),
+        Err(e) => return fail(&e.to_string()),
+    };
+    let principal = Principal {
+        subject: sub.to_owned(),
+        role,
+    };
+    match auth.mint(&principal, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn audit_verify(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let checked = actix_rt::System::new().block_on(async {
+        let store = crate::store::Store::connect(config.database_url.expose()).await?;
+        store.migrate().await?;
+        let checked = store.verify_audit().await;
+        store.close().await;
+        checked
+    });
+    match checked {
+        Ok(Ok(n)) => {
+            println!("audit chain intact: {n} entries");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            eprintln!("cardio: {broken}");
+            ExitCode::from(1)
+        }
+        Err(e) => fail(&format!("cannot read the audit log: {e}")),
     }
 }
 

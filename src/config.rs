@@ -79,6 +79,33 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// A secret (a key); `Display` and `Debug` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -129,6 +156,12 @@ pub struct Config {
     pub heartbeat: Duration,
     /// How long a lease lasts: a node silent this long is dead to the others.
     pub lease: Duration,
+    /// Key of HS256 bearer tokens (`CARDIO_JWT_SECRET`, at least 32 bytes).
+    pub jwt_secret: Option<Secret>,
+    /// PEM file of the RSA public key of RS256 bearer tokens, instead.
+    pub jwt_public_key: Option<PathBuf>,
+    /// PEM file of the RSA private key, to mint RS256 tokens (`cardio token`).
+    pub jwt_private_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -153,6 +186,9 @@ impl Default for Config {
             prefetch: 32,
             heartbeat: Duration::from_millis(500),
             lease: Duration::from_secs(3),
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_private_key: None,
         }
     }
 }
@@ -202,6 +238,9 @@ const KEYS: &[&str] = &[
     "prefetch",
     "heartbeat",
     "lease",
+    "jwt_secret",
+    "jwt_public_key",
+    "jwt_private_key",
 ];
 
 /// The variable that sets `key`.
@@ -353,6 +392,14 @@ impl Config {
                 "prefetch" => c.prefetch = number(raw, 1, 10_000).map_err(bad)? as u16,
                 "heartbeat" => c.heartbeat = duration(raw).map_err(bad)?,
                 "lease" => c.lease = duration(raw).map_err(bad)?,
+                "jwt_secret" => {
+                    if raw.len() < 32 {
+                        return Err(bad("must be at least 32 bytes (a random key)".into()));
+                    }
+                    c.jwt_secret = Some(Secret::new(raw));
+                }
+                "jwt_public_key" => c.jwt_public_key = Some(PathBuf::from(raw)),
+                "jwt_private_key" => c.jwt_private_key = Some(PathBuf::from(raw)),
                 _ => unreachable!("keys come from KEYS"),
             }
         }

@@ -16,6 +16,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod cluster;

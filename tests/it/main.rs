@@ -22,6 +22,7 @@ macro_rules! on_both {
     };
 }
 
+mod audit;
 mod binary;
 mod broker;
 mod bus;
