@@ -67,6 +67,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
     /// The PHI audit trail.
     Audit {
         #[command(subcommand)]
@@ -100,6 +102,10 @@ pub fn run() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => audit_verify(config),
+        Command::Schema => {
+            print!("{}", crate::api::graphql::sdl());
+            ExitCode::SUCCESS
+        }
         Command::Config { config } => match Config::load(config.as_deref(), &ProcessEnv) {
             Ok(c) => {
                 println!("{c:#?}");

@@ -162,6 +162,8 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     /// PEM file of the RSA private key, to mint RS256 tokens (`cardio token`).
     pub jwt_private_key: Option<PathBuf>,
+    /// Development mode: GraphiQL at `/graphiql`.
+    pub dev: bool,
 }
 
 impl Default for Config {
@@ -189,6 +191,7 @@ impl Default for Config {
             jwt_secret: None,
             jwt_public_key: None,
             jwt_private_key: None,
+            dev: false,
         }
     }
 }
@@ -241,6 +244,7 @@ const KEYS: &[&str] = &[
     "jwt_secret",
     "jwt_public_key",
     "jwt_private_key",
+    "dev",
 ];
 
 /// The variable that sets `key`.
@@ -400,6 +404,13 @@ impl Config {
                 }
                 "jwt_public_key" => c.jwt_public_key = Some(PathBuf::from(raw)),
                 "jwt_private_key" => c.jwt_private_key = Some(PathBuf::from(raw)),
+                "dev" => {
+                    c.dev = match raw {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(bad("expected true or false".into())),
+                    }
+                }
                 _ => unreachable!("keys come from KEYS"),
             }
         }

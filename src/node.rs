@@ -146,6 +146,25 @@ impl Node {
         .await
         .context("cannot join the cluster")?;
 
+        let auth = crate::auth::Authenticator::from_config(&config)
+            .map_err(|e| anyhow::anyhow!("cannot use the token key: {e}"))?;
+        if auth.is_none() {
+            tracing::warn!(
+                "no CARDIO_JWT_SECRET nor RS256 key: the GraphQL API refuses every request"
+            );
+        }
+        let requester = Arc::new(
+            crate::bus::client::Requester::new(Arc::clone(&bus))
+                .await
+                .context("cannot subscribe to replies")?,
+        );
+        let graphql = crate::api::graphql::schema(crate::api::graphql::Deps {
+            store: store.clone(),
+            bus: Arc::clone(&bus),
+            requester,
+            cluster: cluster.clone(),
+            node_id: config.node_id.clone(),
+        });
         let ready = Arc::new(AtomicBool::new(false));
         let state = ApiState {
             node_id: config.node_id.clone(),
@@ -154,6 +173,9 @@ impl Node {
             store: store.clone(),
             ready: Arc::clone(&ready),
             cluster: cluster.clone(),
+            graphql,
+            auth,
+            dev: config.dev,
         };
         let grace = config.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {

@@ -16,6 +16,9 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+pub mod graphql;
+
+use crate::auth::Authenticator;
 use crate::bus::Bus;
 use crate::store::Store;
 use crate::supervisors::Tree;
@@ -30,6 +33,11 @@ pub struct ApiState {
     /// Set once the node is up, cleared when it starts draining.
     pub ready: Arc<AtomicBool>,
     pub cluster: crate::cluster::Cluster,
+    pub graphql: graphql::CardioSchema,
+    /// `None`: no key configured, so every GraphQL request is unauthenticated.
+    pub auth: Option<Authenticator>,
+    /// GraphiQL at `/graphiql`.
+    pub dev: bool,
 }
 
 /// Mounts the routes.
@@ -37,7 +45,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/debug/tree", web::get().to(tree))
-        .route("/debug/cluster", web::get().to(cluster));
+        .route("/debug/cluster", web::get().to(cluster))
+        .service(
+            web::resource("/graphql")
+                .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
+                .route(web::post().to(graphql_post))
+                .route(web::get().to(graphql_ws)),
+        )
+        .route("/graphiql", web::get().to(graphiql));
 }
 
 async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
@@ -79,4 +94,132 @@ async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("x-cardio-node", state.node_id.clone()))
         .json(state.cluster.view().await)
+}
+
+/// Largest GraphQL request body.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Most operations in one batched request.
+const MAX_BATCH: usize = 10;
+
+fn gql_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "errors": [{"message": message, "extensions": {"code": code}}]
+    }))
+}
+
+/// `POST /graphql`: one operation or a batch of at most [`MAX_BATCH`].
+async fn graphql_post(
+    state: web::Data<ApiState>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let principal = match (&state.auth, req.headers().get("authorization")) {
+        (_, None) => None,
+        (None, Some(_)) => {
+            let e = crate::auth::AuthError::NoKey("verify");
+            return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+        }
+        (Some(auth), Some(value)) => match auth.verify_header(value.to_str().ok()) {
+            Ok(p) => Some(p),
+            Err(e) => return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
+        },
+    };
+    let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            let why = crate::registry::describe_json_error(&e);
+            return gql_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("not a GraphQL request: {why}"),
+            );
+        }
+    };
+    let batch = match batch {
+        async_graphql::BatchRequest::Batch(v) if v.len() > MAX_BATCH => {
+            return gql_error(
+                StatusCode::BAD_REQUEST,
+                "BATCH_TOO_LARGE",
+                &format!("at most {MAX_BATCH} operations per request"),
+            )
+        }
+        b => b,
+    };
+    let batch = match principal {
+        Some(p) => batch.data(p),
+        None => batch,
+    };
+    let response = state.graphql.execute_batch(batch).await;
+    // Errors async-graphql raises itself (parse, validation, limits) carry no
+    // code: give them one, so that every error a client sees is coded.
+    let mut body = serde_json::to_value(&response).unwrap_or_default();
+    let single = std::slice::from_mut(&mut body);
+    let responses = match single[0].as_array_mut() {
+        Some(many) => many.as_mut_slice(),
+        None => single,
+    };
+    for r in responses {
+        if let Some(errors) = r.get_mut("errors").and_then(|e| e.as_array_mut()) {
+            for e in errors {
+                let ext = e
+                    .as_object_mut()
+                    .map(|o| o.entry("extensions").or_insert_with(|| json!({})));
+                if let Some(serde_json::Value::Object(ext)) = ext {
+                    ext.entry("code").or_insert_with(|| json!("BAD_REQUEST"));
+                }
+            }
+        }
+    }
+    HttpResponse::Ok().json(body)
+}
+
+/// `GET /graphql` upgraded to a WebSocket: subscriptions (graphql-transport-ws).
+/// The token comes in `connection_init`'s payload (`authorization` or
+/// `Authorization`: `Bearer …`, or `token`).
+async fn graphql_ws(
+    state: web::Data<ApiState>,
+    req: actix_web::HttpRequest,
+    payload: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let auth = state.auth.clone();
+    async_graphql_actix_web::GraphQLSubscription::new(state.graphql.clone())
+        .on_connection_init(move |value: serde_json::Value| async move {
+            let auth = auth.ok_or_else(|| {
+                graphql::coded("UNAUTHENTICATED", "no key configured to verify tokens")
+            })?;
+            let header = value
+                .get("authorization")
+                .or_else(|| value.get("Authorization"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .or_else(|| {
+                    value
+                        .get("token")
+                        .and_then(|v| v.as_str())
+                        .map(|t| format!("Bearer {t}"))
+                });
+            let principal = auth
+                .verify_header(header.as_deref())
+                .map_err(|e| graphql::coded("UNAUTHENTICATED", e.to_string()))?;
+            let mut data = async_graphql::Data::default();
+            data.insert(principal);
+            Ok(data)
+        })
+        .start(&req, payload)
+}
+
+/// GraphiQL, in dev mode only.
+async fn graphiql(state: web::Data<ApiState>) -> HttpResponse {
+    if !state.dev {
+        return HttpResponse::NotFound().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(
+            async_graphql::http::GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql")
+                .finish(),
+        )
 }

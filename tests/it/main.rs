@@ -22,6 +22,7 @@ macro_rules! on_both {
     };
 }
 
+mod api;
 mod audit;
 mod binary;
 mod broker;

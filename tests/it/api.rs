@@ -1,0 +1,446 @@
+//! The GraphQL API end to end: the real `cardio serve`, HTTP requests and a
+//! real WebSocket client speaking graphql-transport-ws.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use awc::ws;
+use cardio::auth::Authenticator;
+use cardio::principal::{Principal, Role};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardio");
+const SECRET: &str = "api-test-secret-of-at-least-32-bytes!!";
+
+struct Served {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Served {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env(
+            "CARDIO_DATABASE_URL",
+            format!("sqlite://{}/cardio.db", data.path().display()),
+        )
+        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
+        .env("CARDIO_LOG_FORMAT", "json")
+        .env("CARDIO_JWT_SECRET", SECRET)
+        .env("CARDIO_DEV", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"listening\"") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).expect("listening");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    Served {
+        child,
+        addr: v["addr"].as_str().unwrap().to_owned(),
+        _data: data,
+    }
+}
+
+fn token(role: Role, sub: &str) -> String {
+    Authenticator::hs256(SECRET.as_bytes())
+        .mint(
+            &Principal {
+                subject: sub.into(),
+                role,
+            },
+            Duration::from_secs(600),
+        )
+        .unwrap()
+}
+
+/// POSTs `body` with `token`; the status and the JSON answer.
+async fn post_raw(addr: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = awc::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .insert_header(("content-type", "application/json"));
+    if let Some(t) = token {
+        req = req.insert_header(("authorization", format!("Bearer {t}")));
+    }
+    let mut res = req.send_body(body.to_owned()).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().limit(1 << 20).await.unwrap())
+}
+
+async fn gql(addr: &str, token: &str, query: &str, variables: Value) -> Value {
+    let body = json!({"query": query, "variables": variables}).to_string();
+    let (status, v) = post_raw(addr, Some(token), &body).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// The data of a successful answer.
+async fn ok(addr: &str, token: &str, query: &str, variables: Value) -> Value {
+    let v = gql(addr, token, query, variables).await;
+    assert!(v.get("errors").is_none(), "{query}: {v}");
+    v["data"].clone()
+}
+
+/// The code of the (first) error of an answer.
+async fn code(addr: &str, token: &str, query: &str, variables: Value) -> String {
+    let v = gql(addr, token, query, variables).await;
+    v["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{query}: no coded error: {v}"))
+        .to_owned()
+}
+
+type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+
+/// A graphql-transport-ws connection, initialised with `token`.
+async fn socket(addr: &str, token: &str) -> Socket {
+    let (_, mut ws) = awc::Client::new()
+        .ws(format!("ws://{addr}/graphql"))
+        .protocols(["graphql-transport-ws"])
+        .connect()
+        .await
+        .expect("a WebSocket");
+    send(
+        &mut ws,
+        json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}),
+    )
+    .await;
+    let ack = recv(&mut ws).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws
+}
+
+async fn send(ws: &mut Socket, v: Value) {
+    ws.send(ws::Message::Text(v.to_string().into()))
+        .await
+        .unwrap();
+}
+
+async fn recv(ws: &mut Socket) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("open")
+            .unwrap();
+        match frame {
+            ws::Frame::Text(b) => return serde_json::from_slice(&b).unwrap(),
+            ws::Frame::Ping(p) => ws.send(ws::Message::Pong(p)).await.unwrap(),
+            ws::Frame::Close(r) => panic!("closed: {r:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The next `next` payload of subscription `id`.
+async fn next_event(ws: &mut Socket, id: &str) -> Value {
+    loop {
+        let m = recv(ws).await;
+        if m["type"] == "next" && m["id"] == id {
+            return m["payload"].clone();
+        }
+        assert_ne!(m["type"], "error", "{m}");
+    }
+}
+
+// `afterMessage: 0`: the chat so far first, then live events: nothing is
+// missed however late the subscription binds.
+const SUBSCRIBE: &str = "subscription($c: ID!) { consultEvents(consultId: $c, afterMessage: 0) { kind message { seq authorRole text } } }";
+
+#[actix_rt::test]
+async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out() {
+    let node = serve();
+    let a = &node.addr;
+    let (admin, patient, clinician) = (
+        token(Role::Admin, "admin-1"),
+        token(Role::Patient, "p-1"),
+        token(Role::Clinician, "dr-1"),
+    );
+    let (stranger, other_patient, ops) = (
+        token(Role::Clinician, "dr-2"),
+        token(Role::Patient, "p-2"),
+        token(Role::Ops, "ops-1"),
+    );
+    for (m, id) in [
+        ("registerPatient", "p-1"),
+        ("registerPatient", "p-2"),
+        ("registerClinician", "dr-1"),
+        ("registerClinician", "dr-2"),
+    ] {
+        ok(
+            a,
+            &admin,
+            &format!("mutation($id: ID!) {{ {m}(id: $id) }}"),
+            json!({"id": id}),
+        )
+        .await;
+    }
+    ok(
+        a,
+        &admin,
+        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        ok(a, &patient, "{ me { subject role } }", json!({})).await["me"],
+        json!({"subject": "p-1", "role": "PATIENT"})
+    );
+
+    // The patient asks for a consult; both watch it live.
+    let id = ok(
+        a,
+        &patient,
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"palpitations at night\") }",
+        json!({}),
+    )
+    .await["requestConsult"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut p_ws = socket(a, &patient).await;
+    let mut c_ws = socket(a, &clinician).await;
+    for ws in [&mut p_ws, &mut c_ws] {
+        send(ws, json!({"id": "s1", "type": "subscribe", "payload": {"query": SUBSCRIBE, "variables": {"c": id}}})).await;
+    }
+    let join = "mutation($c: ID!) { joinConsult(id: $c) }";
+    ok(a, &patient, join, json!({"c": id})).await;
+    ok(a, &clinician, join, json!({"c": id})).await;
+    let send_msg = "mutation($c: ID!, $k: String!, $t: String!) { sendMessage(consultId: $c, clientMessageId: $k, text: $t) }";
+    let seq = ok(
+        a,
+        &patient,
+        send_msg,
+        json!({"c": id, "k": "m1", "t": "my heart races"}),
+    )
+    .await;
+    assert_eq!(seq["sendMessage"], 1);
+    // A retry with the same client id is not a second message.
+    let again = ok(
+        a,
+        &patient,
+        send_msg,
+        json!({"c": id, "k": "m1", "t": "my heart races"}),
+    )
+    .await;
+    assert_eq!(again["sendMessage"], 1);
+    assert_eq!(
+        ok(
+            a,
+            &clinician,
+            send_msg,
+            json!({"c": id, "k": "c1", "t": "let us look at your ECG"})
+        )
+        .await["sendMessage"],
+        2
+    );
+    for ws in [&mut p_ws, &mut c_ws] {
+        let mut lines = Vec::new();
+        while lines.len() < 2 {
+            let e = next_event(ws, "s1").await;
+            let e = &e["data"]["consultEvents"];
+            if e["kind"] == "chatted" {
+                lines.push((
+                    e["message"]["seq"].as_i64().unwrap(),
+                    e["message"]["authorRole"].clone(),
+                ));
+            }
+        }
+        assert_eq!(lines, vec![(1, json!("patient")), (2, json!("clinician"))]);
+    }
+    let messages = ok(
+        a,
+        &clinician,
+        "query($c: ID!) { consult(id: $c) { status patientId messages { seq text } } }",
+        json!({"c": id}),
+    )
+    .await;
+    assert_eq!(messages["consult"]["status"], "in_progress");
+    assert_eq!(
+        messages["consult"]["messages"][1]["text"],
+        "let us look at your ECG"
+    );
+    ok(
+        a,
+        &clinician,
+        "mutation($c: ID!) { endConsult(id: $c, notes: \"follow up\") }",
+        json!({"c": id}),
+    )
+    .await;
+    // Both sockets are bound by now (they had the lines): both see the end live.
+    for ws in [&mut p_ws, &mut c_ws] {
+        loop {
+            let e = next_event(ws, "s1").await;
+            if e["data"]["consultEvents"]["kind"] == "ended" {
+                break;
+            }
+        }
+    }
+
+    // Everyone else is kept out, alike whether the record exists or not.
+    let read = "query($c: ID!) { consult(id: $c) { status } }";
+    for t in [&stranger, &other_patient, &ops, &admin] {
+        assert_eq!(code(a, t, read, json!({"c": id})).await, "FORBIDDEN");
+        assert_eq!(
+            code(a, t, read, json!({"c": "no-such-consult"})).await,
+            "FORBIDDEN"
+        );
+    }
+    assert_eq!(
+        code(
+            a,
+            &stranger,
+            "{ patient(id: \"p-1\") { careTeam } }",
+            json!({})
+        )
+        .await,
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(
+            a,
+            &patient,
+            "mutation { registerPatient(id: \"p-9\") }",
+            json!({})
+        )
+        .await,
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(a, &patient, "{ cluster { node } }", json!({})).await,
+        "FORBIDDEN"
+    );
+    assert!(ok(
+        a,
+        &ops,
+        "{ cluster { node shards { id owner } } }",
+        json!({})
+    )
+    .await["cluster"]["shards"]
+        .as_array()
+        .is_some_and(|s| s.len() == 64));
+
+    // Every access to p-1's records is in the audit trail, denials included.
+    let log = ok(
+        a,
+        &admin,
+        "{ auditLog(patientId: \"p-1\", first: 500) { subject outcome action fields } }",
+        json!({}),
+    )
+    .await;
+    let log = log["auditLog"].as_array().unwrap();
+    let has = |sub: &str, outcome: &str| {
+        log.iter()
+            .any(|e| e["subject"] == sub && e["outcome"] == outcome)
+    };
+    assert!(has("p-1", "allowed") && has("dr-1", "allowed"));
+    assert!(has("dr-2", "denied") && has("p-2", "denied") && has("ops-1", "denied"));
+    assert_eq!(
+        code(a, &clinician, "{ auditLog { seq } }", json!({})).await,
+        "FORBIDDEN"
+    );
+    drop(node);
+}
+
+#[actix_rt::test]
+async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
+    let node = serve();
+    let a = &node.addr;
+    let admin = token(Role::Admin, "admin-1");
+    // No token, a forged one, an expired one.
+    let (s, v) = post_raw(a, None, "{\"query\": \"{ me { subject } }\"}").await;
+    assert_eq!(
+        (s, v["errors"][0]["extensions"]["code"].clone()),
+        (200, json!("UNAUTHENTICATED"))
+    );
+    let forged = Authenticator::hs256(b"some other key that is long enough!!!")
+        .mint(
+            &Principal {
+                subject: "admin-1".into(),
+                role: Role::Admin,
+            },
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let (s, v) = post_raw(a, Some(&forged), "{\"query\": \"{ me { subject } }\"}").await;
+    assert_eq!(
+        (s, v["errors"][0]["extensions"]["code"].clone()),
+        (401, json!("UNAUTHENTICATED"))
+    );
+    // Malformed JSON, unknown fields, wrong types, deep nesting, big batches.
+    let (s, v) = post_raw(a, Some(&admin), "{\"query\": ").await;
+    assert_eq!(
+        (s, v["errors"][0]["extensions"]["code"].clone()),
+        (400, json!("BAD_REQUEST"))
+    );
+    assert_eq!(
+        code(a, &admin, "{ me { nope } }", json!({})).await,
+        "BAD_REQUEST"
+    );
+    assert_eq!(
+        code(
+            a,
+            &admin,
+            "query($id: ID!) { patient(id: $id) { id } }",
+            json!({"id": {"x": 1}})
+        )
+        .await,
+        "BAD_REQUEST"
+    );
+    let deep = format!("{{ {} }}", "me { ".repeat(40) + &"}".repeat(40));
+    assert_eq!(code(a, &admin, &deep, json!({})).await, "BAD_REQUEST");
+    let batch = json!((0..11)
+        .map(|_| json!({"query": "{ me { subject } }"}))
+        .collect::<Vec<_>>());
+    let (s, v) = post_raw(a, Some(&admin), &batch.to_string()).await;
+    assert_eq!(
+        (s, v["errors"][0]["extensions"]["code"].clone()),
+        (400, json!("BATCH_TOO_LARGE"))
+    );
+    let big = format!("{{\"query\": \"{}\"}}", " ".repeat(100 * 1024));
+    let res = awc::Client::new()
+        .post(format!("http://{a}/graphql"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(big)
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 413, "oversized bodies are refused");
+    // An invalid id is refused with a reason that does not echo it.
+    let v = gql(
+        a,
+        &admin,
+        "mutation { registerPatient(id: \"Jane Doe\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_INPUT");
+    assert!(!v.to_string().contains("Jane"), "{v}");
+    // Still serving.
+    assert_eq!(
+        ok(a, &admin, "{ me { role } }", json!({})).await["me"]["role"],
+        "ADMIN"
+    );
+    drop(node);
+}
