@@ -236,8 +236,12 @@ fn migrate(file: Option<PathBuf>) -> ExitCode {
 }
 
 async fn fetch(endpoint: &str) -> Result<actix_web::web::Bytes, String> {
-    let mut response = awc::Client::new()
-        .get(endpoint)
+    let mut request = awc::Client::new().get(endpoint);
+    // An ops or admin token, where the node requires one for /debug/*.
+    if let Ok(token) = std::env::var("CARDIO_TOKEN") {
+        request = request.insert_header(("authorization", format!("Bearer {}", token.trim())));
+    }
+    let mut response = request
         .send()
         .await
         .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;

@@ -353,6 +353,7 @@ async fn register_kinds(
         )
         .await?;
     registry.route_for::<DeviceStream, stream::Push>(&devices, "device.push");
+    registry.route_for::<DeviceStream, stream::OpenAggregates>(&devices, "device.open_aggregates");
     Ok(())
 }
 

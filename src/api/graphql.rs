@@ -368,10 +368,306 @@ pub struct AuditEntryGql {
     pub outcome: String,
 }
 
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum VitalMetric {
+    HeartRate,
+    Spo2,
+    Systolic,
+    Diastolic,
+}
+
+impl From<VitalMetric> for crate::actors::device::aggregate::Series {
+    fn from(m: VitalMetric) -> Self {
+        use crate::actors::device::aggregate::Series;
+        match m {
+            VitalMetric::HeartRate => Series::HeartRate,
+            VitalMetric::Spo2 => Series::Spo2,
+            VitalMetric::Systolic => Series::Systolic,
+            VitalMetric::Diastolic => Series::Diastolic,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Resolution {
+    Minute,
+    Hour,
+}
+
+/// One aggregate bucket of a vital sign.
+#[derive(SimpleObject)]
+pub struct VitalPoint {
+    pub device_id: ID,
+    /// Bucket start, Unix milliseconds.
+    pub start: f64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub count: i32,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum AlertStatus {
+    Open,
+    Resolved,
+    All,
+}
+
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Alert")]
+pub struct AlertGql {
+    pub id: ID,
+    pub device_id: ID,
+    pub patient_id: ID,
+    /// `tachycardia`, `bradycardia`, `low_spo2`, `hypertensive_crisis`, `irregular_rhythm`.
+    pub kind: String,
+    /// `low`, `medium`, `high`.
+    pub priority: String,
+    pub since: f64,
+    pub raised_at: f64,
+    pub resolved_at: Option<f64>,
+    pub acknowledged_by: Option<ID>,
+}
+
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn alert_gql(
+    d: &Deps,
+    a: crate::store::vitals::AlertRecord,
+    patient: &str,
+) -> async_graphql::Result<AlertGql> {
+    let acked = d
+        .store
+        .alert_acknowledgement(&a.id)
+        .await
+        .map_err(|_| unavailable())?;
+    Ok(AlertGql {
+        id: ID(a.id),
+        device_id: ID(a.device_id),
+        patient_id: ID(patient.into()),
+        kind: word(&a.kind),
+        priority: word(&a.priority),
+        since: a.since_ms as f64,
+        raised_at: a.raised_ms as f64,
+        resolved_at: a.resolved_ms.map(|r| r as f64),
+        acknowledged_by: acked.map(|(by, _)| ID(by)),
+    })
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum SampleMetric {
+    HeartRate,
+    Spo2,
+    BloodPressure,
+    Ecg,
+}
+
+/// One reading. `at` is Unix milliseconds; the other fields by metric:
+/// `value` (bpm, %), `systolic` + `diastolic` (mmHg), `hz` + `millivolts` (ECG).
+#[derive(async_graphql::InputObject)]
+pub struct SampleInput {
+    pub metric: SampleMetric,
+    pub at: f64,
+    pub value: Option<f64>,
+    pub systolic: Option<f64>,
+    pub diastolic: Option<f64>,
+    pub hz: Option<i32>,
+    pub millivolts: Option<Vec<f64>>,
+}
+
+impl SampleInput {
+    fn sample(&self) -> Option<crate::actors::device::sample::Sample> {
+        use crate::actors::device::sample::Sample;
+        if !(self.at.is_finite() && self.at >= 0.0) {
+            return None;
+        }
+        let at_ms = self.at as u64;
+        Some(match self.metric {
+            SampleMetric::HeartRate => Sample::HeartRate {
+                at_ms,
+                bpm: self.value?,
+            },
+            SampleMetric::Spo2 => Sample::Spo2 {
+                at_ms,
+                percent: self.value?,
+            },
+            SampleMetric::BloodPressure => Sample::BloodPressure {
+                at_ms,
+                systolic: self.systolic?,
+                diastolic: self.diastolic?,
+            },
+            SampleMetric::Ecg => Sample::Ecg {
+                at_ms,
+                hz: u32::try_from(self.hz?).ok()?,
+                millivolts: self
+                    .millivolts
+                    .as_ref()?
+                    .iter()
+                    .map(|v| *v as f32)
+                    .collect(),
+            },
+        })
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Rejection {
+    /// Index in the pushed list.
+    pub index: i32,
+    /// `out_of_range`, `not_finite`, `in_future`, `out_of_order`, `duplicate`,
+    /// `incomplete`, …
+    pub reason: String,
+    pub message: String,
+}
+
+fn rejection_message(v: &Value) -> String {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    match v["reason"].as_str().unwrap_or("") {
+        "out_of_range" => format!(
+            "{} outside {}–{} {}",
+            v["what"].as_str().unwrap_or("value"),
+            f("min"),
+            f("max"),
+            v["unit"].as_str().unwrap_or("")
+        ),
+        "not_finite" => "value is not a finite number".into(),
+        "systolic_not_above_diastolic" => "systolic pressure not above diastolic".into(),
+        "in_future" => format!("timestamp {} ms in the future", f("ahead_ms")),
+        "out_of_order" => format!("timestamp {} ms before the latest accepted", f("behind_ms")),
+        "duplicate" => "duplicate of an accepted sample".into(),
+        "sample_rate" => format!("ECG sample rate outside {}–{} Hz", f("min"), f("max")),
+        "chunk_size" => format!(
+            "ECG chunk empty or longer than {} samples",
+            f("max_samples")
+        ),
+        other => other.replace('_', " "),
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PushResultGql {
+    pub accepted: i32,
+    pub rejections: Vec<Rejection>,
+    /// The same request id was pushed before; nothing was done again.
+    pub duplicate: bool,
+}
+
+/// The patient a device belongs to, or FORBIDDEN.
+async fn device_patient(d: &Deps, device: &str) -> async_graphql::Result<String> {
+    match d.store.device(device).await.map_err(|_| unavailable())? {
+        Some(dev) => Ok(dev.patient_id),
+        None => Err(forbidden()),
+    }
+}
+
 pub struct Query;
 
 #[Object]
 impl Query {
+    /// Aggregates of one vital sign of a patient's devices between `from`
+    /// and `to` (Unix ms).
+    async fn vitals(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        metric: VitalMetric,
+        from: f64,
+        to: f64,
+        resolution: Option<Resolution>,
+    ) -> async_graphql::Result<Vec<VitalPoint>> {
+        use crate::actors::device::aggregate::Span;
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&patient_id, "patientId")?;
+        guard(d, who, "read", &patient_id, "vitals").await?;
+        let span = match resolution.unwrap_or(Resolution::Minute) {
+            Resolution::Minute => Span::Minute,
+            Resolution::Hour => Span::Hour,
+        };
+        let (from, to) = (from.max(0.0) as u64, to.max(0.0) as u64);
+        let mut points = Vec::new();
+        for dev in d
+            .store
+            .devices_of(&patient_id)
+            .await
+            .map_err(|_| unavailable())?
+        {
+            let mut aggs = d
+                .store
+                .aggregates(&dev.id, metric.into(), span, from, to)
+                .await
+                .map_err(|_| unavailable())?;
+            // The buckets still filling live in the device's actor.
+            let to_actor = ActorId::new("device", &dev.id).map_err(|_| unavailable())?;
+            let open: Vec<crate::actors::device::aggregate::Aggregate> = d
+                .requester
+                .request(
+                    &to_actor,
+                    "device.open_aggregates",
+                    &crate::actors::device::stream::OpenAggregates(metric.into()),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map_err(|_| unavailable())?;
+            for o in open {
+                if o.span == span && o.start_ms >= from && o.start_ms < to {
+                    aggs.retain(|a| a.start_ms != o.start_ms);
+                    aggs.push(o);
+                }
+            }
+            points.extend(aggs.into_iter().map(|a| VitalPoint {
+                device_id: ID(dev.id.clone()),
+                start: a.start_ms as f64,
+                min: a.min,
+                max: a.max,
+                mean: if a.count > 0 {
+                    a.sum / a.count as f64
+                } else {
+                    0.0
+                },
+                count: a.count as i32,
+            }));
+        }
+        points.sort_by(|a, b| a.start.total_cmp(&b.start));
+        Ok(points)
+    }
+
+    /// A patient's alerts, open ones by default.
+    async fn alerts(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        status: Option<AlertStatus>,
+    ) -> async_graphql::Result<Vec<AlertGql>> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&patient_id, "patientId")?;
+        guard(d, who, "read", &patient_id, "alerts").await?;
+        let status = status.unwrap_or(AlertStatus::Open);
+        let mut out = Vec::new();
+        for dev in d
+            .store
+            .devices_of(&patient_id)
+            .await
+            .map_err(|_| unavailable())?
+        {
+            for a in d.store.alerts(&dev.id).await.map_err(|_| unavailable())? {
+                let keep = match status {
+                    AlertStatus::Open => a.resolved_ms.is_none(),
+                    AlertStatus::Resolved => a.resolved_ms.is_some(),
+                    AlertStatus::All => true,
+                };
+                if keep {
+                    out.push(alert_gql(d, a, &patient_id).await?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Who the bearer token names.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let who = principal(ctx)?;
@@ -518,6 +814,24 @@ async fn audit_denied(deps: &Deps, who: &Principal, action: &str) -> async_graph
 
 pub struct Mutation;
 
+/// Topics of `patients`' devices (as registered now), with each device's patient.
+async fn device_topics(
+    d: &Deps,
+    prefix: &str,
+    patients: &[String],
+) -> async_graphql::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for p in patients {
+        for dev in d.store.devices_of(p).await.map_err(|_| unavailable())? {
+            out.push((
+                format!("{prefix}.{}", crate::bus::events::topic_word(&dev.id)),
+                p.clone(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 fn party(who: &Principal) -> async_graphql::Result<Party> {
     match who.role {
         Role::Patient => Ok(Party::Patient(who.subject.clone())),
@@ -568,6 +882,139 @@ impl Mutation {
             Ok(Err(e)) => Err(coded("NOT_FOUND", e.to_string())),
             Err(_) => Err(unavailable()),
         }
+    }
+
+    /// Registers a device of `patientId` (admin, or the patient themself).
+    async fn register_device(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        kind: String,
+    ) -> async_graphql::Result<ID> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&patient_id, "patientId")?;
+        if kind.is_empty() || kind.len() > 64 {
+            return Err(coded("BAD_INPUT", "kind: 1–64 bytes"));
+        }
+        if who.role == Role::Admin {
+            audit_admin(d, who, "register device", Some(&patient_id)).await?;
+        } else {
+            guard(d, who, "write", &patient_id, "devices").await?;
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        match d.store.register_device(&id, &patient_id, &kind).await {
+            Ok(Ok(())) => Ok(ID(id)),
+            Ok(Err(e)) => Err(coded("NOT_FOUND", e.to_string())),
+            Err(_) => Err(unavailable()),
+        }
+    }
+
+    /// Pushes a device's readings (its patient's token). Each invalid sample
+    /// is rejected with its reason; the valid ones are stored. `requestId`
+    /// makes a retry safe.
+    async fn push_samples(
+        &self,
+        ctx: &Context<'_>,
+        device_id: ID,
+        samples: Vec<SampleInput>,
+        request_id: Option<String>,
+    ) -> async_graphql::Result<PushResultGql> {
+        use crate::actors::device::stream::Push;
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&device_id, "deviceId")?;
+        if samples.is_empty() || samples.len() > 5_000 {
+            return Err(coded("BAD_INPUT", "1–5000 samples per push"));
+        }
+        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        if request_id.is_empty() || request_id.len() > 128 {
+            return Err(coded("BAD_INPUT", "requestId: 1–128 bytes"));
+        }
+        let patient = device_patient(d, &device_id).await;
+        let patient = match patient {
+            Ok(p) if who.role == Role::Patient && who.subject == p => p,
+            _ => {
+                let _ = audit_denied(d, who, "push samples").await;
+                return Err(forbidden());
+            }
+        };
+        guard(d, who, "write", &patient, "vitals").await?;
+        let mut rejections = Vec::new();
+        let mut forwarded = Vec::new();
+        let mut index_of = Vec::new();
+        for (i, s) in samples.iter().enumerate() {
+            match s.sample() {
+                Some(sample) => {
+                    forwarded.push(sample);
+                    index_of.push(i);
+                }
+                None => rejections.push(Rejection {
+                    index: i as i32,
+                    reason: "incomplete".into(),
+                    message: "a field this metric needs is missing or invalid".into(),
+                }),
+            }
+        }
+        let mut accepted = 0;
+        let mut duplicate = false;
+        if !forwarded.is_empty() {
+            let to =
+                ActorId::new("device", &device_id).map_err(|_| coded("BAD_INPUT", "deviceId"))?;
+            let push = Push {
+                request_id,
+                samples: forwarded,
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let v = loop {
+                match d
+                    .requester
+                    .request::<_, Value>(&to, "device.push", &push, Duration::from_secs(3))
+                    .await
+                {
+                    Ok(v) if v.get("Ok").is_some() => break v["Ok"].clone(),
+                    _ if std::time::Instant::now() < deadline => continue,
+                    _ => return Err(unavailable()),
+                }
+            };
+            accepted = v["accepted"].as_i64().unwrap_or(0) as i32;
+            duplicate = v["duplicate"].as_bool().unwrap_or(false);
+            for r in v["rejected"].as_array().into_iter().flatten() {
+                let i = r[0].as_u64().unwrap_or(0) as usize;
+                rejections.push(Rejection {
+                    index: index_of.get(i).copied().unwrap_or(i) as i32,
+                    reason: r[1]["reason"].as_str().unwrap_or("rejected").into(),
+                    message: rejection_message(&r[1]),
+                });
+            }
+        }
+        rejections.sort_by_key(|r| r.index);
+        Ok(PushResultGql {
+            accepted,
+            rejections,
+            duplicate,
+        })
+    }
+
+    /// Acknowledges an alert (a clinician of the patient's care team).
+    async fn acknowledge_alert(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&id, "id")?;
+        if who.role != Role::Clinician {
+            return Err(forbidden());
+        }
+        let alert = d.store.alert(&id).await.map_err(|_| unavailable())?;
+        let patient = match alert {
+            Some(a) => device_patient(d, &a.device_id).await?,
+            None => {
+                let _ = audit_denied(d, who, "acknowledge alert").await;
+                return Err(forbidden());
+            }
+        };
+        guard(d, who, "write", &patient, "alerts").await?;
+        d.store
+            .acknowledge_alert(&id, &who.subject, unix_ms())
+            .await
+            .map_err(|_| unavailable())?;
+        Ok(true)
     }
 
     /// A new consult for `patientId` (the patient, or a clinician of theirs).
@@ -698,10 +1145,174 @@ pub struct ConsultEventGql {
     pub message: Option<Message>,
 }
 
+/// Readings a device pushed (raw ECG left out).
+#[derive(SimpleObject, Clone)]
+pub struct VitalsEventGql {
+    pub device_id: ID,
+    pub patient_id: ID,
+    pub accepted: i32,
+    pub samples: Vec<SampleGql>,
+}
+
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Sample")]
+pub struct SampleGql {
+    /// `heart_rate`, `spo2`, `blood_pressure`.
+    pub metric: String,
+    pub at: f64,
+    pub value: Option<f64>,
+    pub systolic: Option<f64>,
+    pub diastolic: Option<f64>,
+}
+
+/// An alert raised or resolved.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "AlertEvent")]
+pub struct AlertEventGql {
+    pub device_id: ID,
+    pub patient_id: ID,
+    /// `raised` or `resolved`.
+    pub change: String,
+    pub kind: String,
+    pub priority: Option<String>,
+    pub at: f64,
+}
+
+/// Merges the bus subscriptions of `topics` into one stream of
+/// (payload, patient) for events of `msg_prefix`.
+async fn watch(
+    d: &Deps,
+    topics: Vec<(String, String)>,
+) -> async_graphql::Result<tokio::sync::mpsc::Receiver<(String, Value, String)>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    for (topic, patient) in topics {
+        let mut sub = d
+            .bus
+            .subscribe(&topic, 256)
+            .await
+            .map_err(|_| unavailable())?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(delivery) = sub.next().await {
+                let env = delivery.envelope();
+                let _ = delivery.ack().await;
+                let Ok(env) = env else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
+                    continue;
+                };
+                if tx
+                    .send((env.msg_type.clone(), v, patient.clone()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(rx)
+}
+
 pub struct SubscriptionRoot;
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
+    /// Readings of a patient's devices as they are stored.
+    async fn vitals(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = VitalsEventGql>> {
+        let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
+        valid(&patient_id, "patientId")?;
+        guard(&d, &who, "read", &patient_id, "vitals").await?;
+        let topics = device_topics(&d, "vitals", std::slice::from_ref(&patient_id.0)).await?;
+        let mut rx = watch(&d, topics).await?;
+        Ok(async_stream_lite(move |tx| async move {
+            while let Some((_, v, patient)) = rx.recv().await {
+                let samples = v["samples"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| SampleGql {
+                        metric: s["kind"].as_str().unwrap_or("").into(),
+                        at: s["at_ms"].as_f64().unwrap_or(0.0),
+                        value: s["bpm"].as_f64().or(s["percent"].as_f64()),
+                        systolic: s["systolic"].as_f64(),
+                        diastolic: s["diastolic"].as_f64(),
+                    })
+                    .collect();
+                let event = VitalsEventGql {
+                    device_id: ID(v["device"].as_str().unwrap_or("").into()),
+                    patient_id: ID(patient),
+                    accepted: v["accepted"].as_i64().unwrap_or(0) as i32,
+                    samples,
+                };
+                if tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        }))
+    }
+
+    /// Alerts of a patient's devices; without `patientId`, of every patient
+    /// on the clinician's care team (or the patient's own).
+    async fn alerts(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = AlertEventGql>> {
+        let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
+        let patients = match &patient_id {
+            Some(p) => {
+                valid(p, "patientId")?;
+                guard(&d, &who, "read", p, "alerts").await?;
+                vec![p.to_string()]
+            }
+            None => {
+                let mine = match who.role {
+                    Role::Patient => vec![who.subject.clone()],
+                    Role::Clinician => d
+                        .store
+                        .patients_of(&who.subject)
+                        .await
+                        .map_err(|_| unavailable())?,
+                    _ => return Err(forbidden()),
+                };
+                for p in &mine {
+                    guard(&d, &who, "read", p, "alerts").await?;
+                }
+                mine
+            }
+        };
+        let topics = device_topics(&d, "alerts", &patients).await?;
+        let mut rx = watch(&d, topics).await?;
+        Ok(async_stream_lite(move |tx| async move {
+            while let Some((msg_type, v, patient)) = rx.recv().await {
+                let change = &v["change"];
+                let (kind_of, body) = match change.as_object().and_then(|o| o.iter().next()) {
+                    Some((k, b)) => (k.to_lowercase(), b.clone()),
+                    None => continue,
+                };
+                let event = AlertEventGql {
+                    device_id: ID(v["device"].as_str().unwrap_or("").into()),
+                    patient_id: ID(patient),
+                    change: if msg_type == "alert.resolved" || kind_of == "resolved" {
+                        "resolved".into()
+                    } else {
+                        "raised".into()
+                    },
+                    kind: body["kind"].as_str().unwrap_or("").into(),
+                    priority: body["priority"].as_str().map(str::to_owned),
+                    at: body["at_ms"].as_f64().unwrap_or(0.0),
+                };
+                if tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        }))
+    }
+
     /// A consult's events from now on; with `afterMessage`, the chat messages
     /// after that sequence first (resuming after a reconnect).
     async fn consult_events(

@@ -77,7 +77,31 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     }
 }
 
-async fn tree(state: web::Data<ApiState>) -> HttpResponse {
+/// The `/debug/*` views show no PHI but the machinery: with a token key
+/// configured they need an ops or admin token; without one (the embedded
+/// single node) they are open like the probes.
+fn ops_only(state: &ApiState, req: &actix_web::HttpRequest) -> Option<HttpResponse> {
+    use crate::principal::Role;
+    let auth = state.auth.as_ref()?;
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    match auth.verify_header(header) {
+        Ok(p) if matches!(p.role, Role::Ops | Role::Admin) => None,
+        Ok(_) => Some(
+            HttpResponse::Forbidden().json(json!({"error": "not allowed", "code": "FORBIDDEN"})),
+        ),
+        Err(e) => Some(
+            HttpResponse::Unauthorized().json(json!({"error": e.to_string(), "code": e.code()})),
+        ),
+    }
+}
+
+async fn tree(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {
+    if let Some(refused) = ops_only(&state, &req) {
+        return refused;
+    }
     let mut roots = state.tree.view();
     match roots.len() {
         0 => HttpResponse::ServiceUnavailable().json(json!({"error": "no supervision tree"})),
@@ -90,7 +114,10 @@ async fn tree(state: web::Data<ApiState>) -> HttpResponse {
     }
 }
 
-async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
+async fn cluster(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {
+    if let Some(refused) = ops_only(&state, &req) {
+        return refused;
+    }
     HttpResponse::Ok()
         .insert_header(("x-cardio-node", state.node_id.clone()))
         .json(state.cluster.view().await)

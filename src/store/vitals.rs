@@ -188,3 +188,76 @@ impl Store {
             .collect()
     }
 }
+
+const ALERT_PG: &str = "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms \
+     FROM alerts WHERE id = $1";
+const ALERT_SQLITE: &str =
+    "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms \
+     FROM alerts WHERE id = ?1";
+const ACK_PG: &str =
+    "INSERT INTO alert_acks (alert_id, by_id, at_ms) VALUES ($1, $2, $3) ON CONFLICT (alert_id) DO NOTHING";
+const ACK_SQLITE: &str =
+    "INSERT INTO alert_acks (alert_id, by_id, at_ms) VALUES (?1, ?2, ?3) ON CONFLICT (alert_id) DO NOTHING";
+const ACKED_PG: &str = "SELECT by_id, at_ms FROM alert_acks WHERE alert_id = $1";
+const ACKED_SQLITE: &str = "SELECT by_id, at_ms FROM alert_acks WHERE alert_id = ?1";
+
+impl Store {
+    /// One alert episode.
+    pub async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
+        let sql = self.dialect(ALERT_PG, ALERT_SQLITE);
+        let row: Option<RawAlert> = with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| Ok((
+                r.try_get("id")?, r.try_get("device_id")?, r.try_get("kind")?, r.try_get("priority")?,
+                r.try_get("since_ms")?, r.try_get("raised_ms")?, r.try_get("resolved_ms")?,
+            ))).transpose()))?;
+        row.map(
+            |(id, device_id, kind, priority, since, raised, resolved): RawAlert| {
+                Ok(AlertRecord {
+                    id,
+                    device_id,
+                    kind: parse(&kind)?,
+                    priority: parse(&priority)?,
+                    since_ms: since as u64,
+                    raised_ms: raised as u64,
+                    resolved_ms: resolved.map(|r| r as u64),
+                })
+            },
+        )
+        .transpose()
+    }
+
+    /// Records `by`'s acknowledgement of alert `id` (the first one stays).
+    pub async fn acknowledge_alert(
+        &self,
+        id: &str,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let sql = self.dialect(ACK_PG, ACK_SQLITE);
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(by)
+            .bind(at_ms as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Who acknowledged alert `id`, and when.
+    pub async fn alert_acknowledgement(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let sql = self.dialect(ACKED_PG, ACKED_SQLITE);
+        let row = with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| Ok((r.try_get::<String, _>("by_id")?, r.try_get::<i64, _>("at_ms")? as u64))).transpose()))?;
+        Ok(row)
+    }
+}

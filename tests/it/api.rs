@@ -40,6 +40,7 @@ fn serve() -> Served {
         .env("CARDIO_LOG_FORMAT", "json")
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_DEV", "true")
+        .env("CARDIO_ALERT_SUSTAIN", "5s")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -442,5 +443,278 @@ async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
         ok(a, &admin, "{ me { role } }", json!({})).await["me"]["role"],
         "ADMIN"
     );
+    drop(node);
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64
+}
+
+const PUSH: &str = "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted duplicate rejections { index reason message } } }";
+
+fn hr(at: f64, bpm: f64) -> Value {
+    json!({"metric": "HEART_RATE", "at": at, "value": bpm})
+}
+
+/// The next payload of subscription `id`, if one comes within `wait`.
+async fn maybe_event(ws: &mut Socket, id: &str, wait: Duration) -> Option<Value> {
+    tokio::time::timeout(wait, next_event(ws, id)).await.ok()
+}
+
+#[actix_rt::test]
+async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_live() {
+    let node = serve();
+    let a = &node.addr;
+    let (admin, patient, clinician, stranger) = (
+        token(Role::Admin, "admin-1"),
+        token(Role::Patient, "p-1"),
+        token(Role::Clinician, "dr-1"),
+        token(Role::Clinician, "dr-2"),
+    );
+    for (m, id) in [
+        ("registerPatient", "p-1"),
+        ("registerClinician", "dr-1"),
+        ("registerClinician", "dr-2"),
+    ] {
+        ok(
+            a,
+            &admin,
+            &format!("mutation($id: ID!) {{ {m}(id: $id) }}"),
+            json!({"id": id}),
+        )
+        .await;
+    }
+    ok(
+        a,
+        &admin,
+        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
+        json!({}),
+    )
+    .await;
+    let device = ok(
+        a,
+        &patient,
+        "mutation { registerDevice(patientId: \"p-1\", kind: \"watch\") }",
+        json!({}),
+    )
+    .await["registerDevice"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Invalid samples are rejected one by one, with reasons; the rest is stored.
+    let t0 = now_ms() - 600_000.0;
+    let batch = json!([
+        hr(t0, 72.0),
+        hr(t0 + 1_000.0, 900.0),
+        {"metric": "HEART_RATE", "at": t0 + 2_000.0},
+        hr(now_ms() + 3_600_000.0, 70.0),
+        {"metric": "BLOOD_PRESSURE", "at": t0 + 3_000.0, "systolic": 80.0, "diastolic": 90.0},
+        hr(t0 + 4_000.0, 74.0),
+    ]);
+    let r = ok(a, &patient, PUSH, json!({"d": device, "s": batch})).await["pushSamples"].clone();
+    assert_eq!(r["accepted"], 2, "{r}");
+    let reasons: Vec<(i64, String)> = r["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["index"].as_i64().unwrap(),
+                x["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (1, "out_of_range".to_owned()),
+            (2, "incomplete".to_owned()),
+            (3, "in_future".to_owned()),
+            (4, "systolic_not_above_diastolic".to_owned()),
+        ]
+    );
+    // Only the device's patient pushes.
+    assert_eq!(
+        code(
+            a,
+            &clinician,
+            PUSH,
+            json!({"d": device, "s": [hr(t0 + 5_000.0, 70.0)]})
+        )
+        .await,
+        "FORBIDDEN"
+    );
+
+    // The clinician watches the patient's vitals and their care team's alerts.
+    let mut ws = socket(a, &clinician).await;
+    send(&mut ws, json!({"id": "v", "type": "subscribe", "payload": {"query": "subscription { vitals(patientId: \"p-1\") { deviceId patientId samples { metric value } } }"}})).await;
+    send(&mut ws, json!({"id": "a", "type": "subscribe", "payload": {"query": "subscription { alerts { deviceId patientId change kind priority } }"}})).await;
+    // Readings arrive live (pushed until the subscription has bound).
+    let mut at = t0 + 10_000.0;
+    let vitals = loop {
+        ok(a, &patient, PUSH, json!({"d": device, "s": [hr(at, 75.0)]})).await;
+        at += 1_000.0;
+        if let Some(v) = maybe_event(&mut ws, "v", Duration::from_millis(500)).await {
+            break v;
+        }
+    };
+    let v = &vitals["data"]["vitals"];
+    assert_eq!(
+        (v["deviceId"].as_str(), v["patientId"].as_str()),
+        (Some(device.as_str()), Some("p-1"))
+    );
+    assert_eq!(v["samples"][0]["metric"], "heart_rate");
+    // A sustained tachycardia (CARDIO_ALERT_SUSTAIN=5s of device time) raises one alert.
+    let alert = 'episodes: loop {
+        let episode: Vec<Value> = (0..8)
+            .map(|i| hr(at + f64::from(i) * 1_000.0, 150.0))
+            .collect();
+        at += 8_000.0;
+        ok(a, &patient, PUSH, json!({"d": device, "s": episode})).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match maybe_event(&mut ws, "a", Duration::from_millis(200)).await {
+                Some(e) if e["data"]["alerts"]["change"] == "raised" => break 'episodes e,
+                _ => {}
+            }
+        }
+        // Not bound yet: end the episode and try again.
+        let calm: Vec<Value> = (0..3)
+            .map(|i| hr(at + f64::from(i) * 1_000.0, 70.0))
+            .collect();
+        at += 3_000.0;
+        ok(a, &patient, PUSH, json!({"d": device, "s": calm})).await;
+        assert!(at < now_ms(), "no alert event");
+    };
+    let e = &alert["data"]["alerts"];
+    assert_eq!(
+        (e["kind"].as_str(), e["patientId"].as_str()),
+        (Some("tachycardia"), Some("p-1"))
+    );
+    assert_eq!(e["priority"], "high");
+
+    // The alert is queryable and acknowledged by a clinician of the care team only.
+    let open = ok(
+        a,
+        &clinician,
+        "{ alerts(patientId: \"p-1\", status: ALL) { id kind acknowledgedBy } }",
+        json!({}),
+    )
+    .await;
+    let id = open["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["kind"] == "tachycardia")
+        .expect("the alert")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ack = "mutation($id: ID!) { acknowledgeAlert(id: $id) }";
+    assert_eq!(
+        code(a, &stranger, ack, json!({"id": id})).await,
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(a, &stranger, ack, json!({"id": "no-such-alert"})).await,
+        "FORBIDDEN"
+    );
+    ok(a, &clinician, ack, json!({"id": id})).await;
+    let after = ok(
+        a,
+        &clinician,
+        "{ alerts(patientId: \"p-1\", status: ALL) { id acknowledgedBy } }",
+        json!({}),
+    )
+    .await;
+    assert!(after["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["id"] == id.as_str() && x["acknowledgedBy"] == "dr-1"));
+    // Aggregates of what was stored.
+    let points = ok(
+        a,
+        &clinician,
+        "query($f: Float!, $t: Float!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count max } }",
+        json!({"f": t0 - 60_000.0, "t": now_ms()}),
+    )
+    .await;
+    let points = points["vitals"].as_array().unwrap();
+    assert!(points.iter().any(|p| p["max"] == 150.0), "{points:?}");
+    assert_eq!(
+        code(
+            a,
+            &stranger,
+            "{ alerts(patientId: \"p-1\") { id } }",
+            json!({})
+        )
+        .await,
+        "FORBIDDEN"
+    );
+    drop(node);
+}
+
+#[actix_rt::test]
+async fn debug_views_need_an_ops_token_and_probes_stay_open() {
+    let node = serve();
+    let a = &node.addr;
+    let get = |path: &'static str, token: Option<String>| {
+        let url = format!("http://{a}{path}");
+        async move {
+            let mut req = awc::Client::new().get(url);
+            if let Some(t) = token {
+                req = req.insert_header(("authorization", format!("Bearer {t}")));
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    for path in ["/debug/tree", "/debug/cluster"] {
+        assert_eq!(get(path, None).await, 401, "{path}");
+        assert_eq!(
+            get(path, Some(token(Role::Patient, "p-1"))).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            get(path, Some(token(Role::Clinician, "dr-1"))).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            get(path, Some(token(Role::Ops, "ops-1"))).await,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            get(path, Some(token(Role::Admin, "admin-1"))).await,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(get("/healthz", None).await, 200);
+    assert_eq!(get("/readyz", None).await, 200);
+    // `cardio tree` sends CARDIO_TOKEN.
+    let url = format!("http://{a}");
+    let tree = |token: Option<String>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["tree", "--url", &url]).env_clear();
+        if let Some(t) = token {
+            cmd.env("CARDIO_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    assert!(!tree(None).status.success());
+    let out = tree(Some(token(Role::Ops, "ops-1")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cardio"));
     drop(node);
 }

@@ -420,7 +420,7 @@ impl Handler<Push> for DeviceStream {
 }
 
 /// Reads what a device stream holds in memory: its open aggregates of one series.
-#[derive(Debug, Clone, actix::Message)]
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
 #[rtype(result = "Vec<super::aggregate::Aggregate>")]
 pub struct OpenAggregates(pub Series);
 
