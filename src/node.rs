@@ -121,6 +121,7 @@ impl Node {
             config.idle_timeout,
         );
         let events = crate::bus::events::Events::start(Arc::clone(&bus));
+        obey_restarts(&bus, &registry).await?;
         forward_supervision_events(&tree, &events, &config.node_id);
         register_kinds(&registry, &entities, &fenced, &events, &config).await?;
         let retention = actix_rt::spawn(prune_samples(store.clone(), config.sample_retention));
@@ -164,6 +165,7 @@ impl Node {
             requester,
             cluster: cluster.clone(),
             node_id: config.node_id.clone(),
+            tree: tree.clone(),
         });
         let ready = Arc::new(AtomicBool::new(false));
         let state = ApiState {
@@ -361,14 +363,19 @@ async fn register_kinds(
 /// connected to any node see every node's restarts.
 fn forward_supervision_events(tree: &Tree, events: &crate::bus::events::Events, node: &str) {
     let mut rx = tree.events();
-    let (events, topic) = (
+    let (events, topic, node) = (
         events.clone(),
         format!("supervision.{}", crate::bus::events::topic_word(node)),
+        node.to_owned(),
     );
     actix_rt::spawn(async move {
         loop {
             match rx.recv().await {
-                Ok(event) => events.emit(&topic, "supervision.event", &event),
+                Ok(event) => {
+                    let mut v = serde_json::to_value(&event).unwrap_or_default();
+                    v["node"] = serde_json::Value::String(node.clone());
+                    events.emit(&topic, "supervision.event", &v)
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "supervision events dropped before publishing")
                 }
@@ -376,6 +383,36 @@ fn forward_supervision_events(tree: &Tree, events: &crate::bus::events::Events, 
             }
         }
     });
+}
+
+/// Restarts the actors `restartActor` names (on whichever node hosts them):
+/// the incarnation here stops, and the next message starts a fresh one from
+/// the journal.
+async fn obey_restarts(bus: &Arc<dyn Bus>, registry: &Registry) -> anyhow::Result<()> {
+    let mut sub = bus
+        .subscribe(crate::api::graphql::RESTART_TOPIC, 64)
+        .await
+        .context("cannot subscribe to restart requests")?;
+    let registry = registry.clone();
+    actix_rt::spawn(async move {
+        while let Some(delivery) = sub.next().await {
+            let env = delivery.envelope();
+            let _ = delivery.ack().await;
+            let Ok(env) = env else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(env.payload.get()) else {
+                continue;
+            };
+            if let Some(actor) = v["actor"].as_str() {
+                let n = registry
+                    .passivate_where(|key| key == actor, Duration::from_secs(10))
+                    .await;
+                if n > 0 {
+                    tracing::info!(%actor, by = ?env.principal.map(|p| p.subject), "actor restarted on request");
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Deletes raw device samples past their retention, hourly.

@@ -30,6 +30,9 @@ use crate::store::audit::AuditEntry;
 use crate::store::Store;
 use crate::supervisors::tree::unix_ms;
 
+/// Where `restartActor` asks every node to restart an actor it hosts.
+pub const RESTART_TOPIC: &str = "control.restart";
+
 /// The schema type.
 pub type CardioSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
@@ -41,6 +44,7 @@ pub struct Deps {
     pub requester: Arc<Requester>,
     pub cluster: crate::cluster::Cluster,
     pub node_id: String,
+    pub tree: crate::supervisors::Tree,
 }
 
 /// Builds the schema with its limits.
@@ -565,10 +569,112 @@ async fn device_patient(d: &Deps, device: &str) -> async_graphql::Result<String>
     }
 }
 
+/// One node of a supervision tree, flattened (`parent` names its parent).
+#[derive(SimpleObject, Clone)]
+pub struct TreeNode {
+    pub node: ID,
+    pub path: String,
+    pub parent: Option<String>,
+    /// `supervisor` or the actor kind.
+    pub kind: String,
+    pub id: String,
+    pub status: String,
+    pub restarts: i32,
+    pub last_failure: Option<String>,
+    pub mailbox_depth: i32,
+}
+
+fn flatten(
+    node: &str,
+    v: &crate::supervisors::TreeView,
+    parent: Option<&str>,
+    out: &mut Vec<TreeNode>,
+) {
+    out.push(TreeNode {
+        node: ID(node.into()),
+        path: v.path.clone(),
+        parent: parent.map(str::to_owned),
+        kind: v.kind.clone(),
+        id: v.id.clone(),
+        status: v.status.clone(),
+        restarts: v.restarts as i32,
+        last_failure: v.last_failure.clone(),
+        mailbox_depth: v.mailbox_depth as i32,
+    });
+    for c in &v.children {
+        flatten(node, c, Some(&v.path), out);
+    }
+}
+
+/// A supervision event of any node.
+#[derive(SimpleObject, Clone)]
+pub struct SupervisionEventGql {
+    pub node: ID,
+    pub at: f64,
+    pub path: String,
+    /// `started`, `crashed`, `restarted`, `stopped`, `escalated`, …
+    pub event: String,
+    pub reason: Option<String>,
+}
+
+/// The bearer token of the request, to ask other nodes on the caller's behalf.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
 pub struct Query;
 
 #[Object]
 impl Query {
+    /// Supervision trees, flattened: this node's, or `node`'s, or (with
+    /// `node: "*"`) every live node's (ops and admin).
+    async fn supervision_tree(
+        &self,
+        ctx: &Context<'_>,
+        node: Option<ID>,
+    ) -> async_graphql::Result<Vec<TreeNode>> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Ops, Role::Admin])?;
+        let d = deps(ctx);
+        let wanted = node.map(|n| n.0).unwrap_or_else(|| d.node_id.clone());
+        let mut out = Vec::new();
+        if wanted == d.node_id || wanted == "*" {
+            for root in d.tree.view() {
+                flatten(&d.node_id, &root, None, &mut out);
+            }
+        }
+        if wanted != d.node_id {
+            let view = d.cluster.view().await;
+            let bearer = ctx.data_opt::<Bearer>().map(|b| b.0.clone());
+            for n in view.nodes.iter().filter(|n| {
+                n.id != d.node_id && (wanted == "*" || n.id == wanted) && n.status == "up"
+            }) {
+                // awc lives on this worker's thread: fetch there.
+                let (url, bearer) = (format!("http://{}/debug/tree", n.addr), bearer.clone());
+                let fetched = actix_rt::spawn(async move {
+                    let mut req = awc::Client::new().get(url);
+                    if let Some(b) = &bearer {
+                        req = req.insert_header(("authorization", format!("Bearer {b}")));
+                    }
+                    match req.send().await {
+                        Ok(mut r) if r.status().is_success() => r
+                            .json::<crate::supervisors::TreeView>()
+                            .limit(64 << 20)
+                            .await
+                            .ok(),
+                        _ => None,
+                    }
+                })
+                .await;
+                let tree = fetched.ok().flatten();
+                match tree {
+                    Some(t) => flatten(&n.id, &t, None, &mut out),
+                    None => return Err(unavailable()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Aggregates of one vital sign of a patient's devices between `from`
     /// and `to` (Unix ms).
     async fn vitals(
@@ -882,6 +988,28 @@ impl Mutation {
             Ok(Err(e)) => Err(coded("NOT_FOUND", e.to_string())),
             Err(_) => Err(unavailable()),
         }
+    }
+
+    /// Restarts an entity actor (`/cardio/entities/<kind>/<id>`) wherever it
+    /// runs in the cluster: its current incarnation stops (its stop hook
+    /// flushes state) and it starts again from its journal on its next
+    /// message (ops and admin).
+    async fn restart_actor(&self, ctx: &Context<'_>, path: String) -> async_graphql::Result<bool> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Ops, Role::Admin])?;
+        let d = deps(ctx);
+        let key = path
+            .strip_prefix("/cardio/entities/")
+            .filter(|k| k.parse::<ActorId>().is_ok())
+            .ok_or_else(|| coded("BAD_INPUT", "path: /cardio/entities/<kind>/<id>"))?;
+        let env = crate::bus::Envelope::new("actor.restart", &serde_json::json!({ "actor": key }))
+            .map_err(|_| unavailable())?
+            .principal(who.clone());
+        d.bus
+            .publish(RESTART_TOPIC, &env)
+            .await
+            .map_err(|_| unavailable())?;
+        Ok(true)
     }
 
     /// Registers a device of `patientId` (admin, or the patient themself).
@@ -1217,6 +1345,41 @@ pub struct SubscriptionRoot;
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
+    /// Supervision events of every node (ops and admin).
+    async fn supervision_events(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = SupervisionEventGql>> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Ops, Role::Admin])?;
+        let d = deps(ctx).clone();
+        let mut sub = d
+            .bus
+            .subscribe("supervision.*", 1024)
+            .await
+            .map_err(|_| unavailable())?;
+        Ok(async_stream_lite(move |tx| async move {
+            while let Some(delivery) = sub.next().await {
+                let env = delivery.envelope();
+                let _ = delivery.ack().await;
+                let Ok(env) = env else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
+                    continue;
+                };
+                let event = SupervisionEventGql {
+                    node: ID(v["node"].as_str().unwrap_or("").into()),
+                    at: v["at_ms"].as_f64().unwrap_or(0.0),
+                    path: v["path"].as_str().unwrap_or("").into(),
+                    event: v["event"].as_str().unwrap_or("").into(),
+                    reason: v["reason"].as_str().map(str::to_owned),
+                };
+                if tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        }))
+    }
+
     /// Readings of a patient's devices as they are stored.
     async fn vitals(
         &self,

@@ -173,8 +173,18 @@ async fn graphql_post(
         }
         b => b,
     };
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| graphql::Bearer(t.trim().to_owned()));
     let batch = match principal {
         Some(p) => batch.data(p),
+        None => batch,
+    };
+    let batch = match bearer {
+        Some(b) => batch.data(b),
         None => batch,
     };
     let response = state.graphql.execute_batch(batch).await;

@@ -718,3 +718,98 @@ async fn debug_views_need_an_ops_token_and_probes_stay_open() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("cardio"));
     drop(node);
 }
+
+#[actix_rt::test]
+async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
+    let node = serve();
+    let a = &node.addr;
+    let (admin, patient, ops) = (
+        token(Role::Admin, "admin-1"),
+        token(Role::Patient, "p-1"),
+        token(Role::Ops, "ops-1"),
+    );
+    ok(
+        a,
+        &admin,
+        "mutation { registerPatient(id: \"p-1\") }",
+        json!({}),
+    )
+    .await;
+    let id = ok(
+        a,
+        &patient,
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"check\") }",
+        json!({}),
+    )
+    .await["requestConsult"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/cardio/entities/consult/{id}");
+    let tree = ok(
+        a,
+        &ops,
+        "{ supervisionTree { path parent kind status restarts } }",
+        json!({}),
+    )
+    .await;
+    let nodes = tree["supervisionTree"].as_array().unwrap();
+    let actor = nodes
+        .iter()
+        .find(|n| n["path"] == path.as_str())
+        .expect("the consult in the tree");
+    assert_eq!(actor["parent"], "/cardio/entities/consult");
+    assert_eq!(actor["kind"], "consult");
+    assert!(nodes
+        .iter()
+        .any(|n| n["path"] == "/cardio" && n["parent"].is_null()));
+    // The tree is the machinery, not PHI: patients do not get it.
+    assert_eq!(
+        code(a, &patient, "{ supervisionTree { path } }", json!({})).await,
+        "FORBIDDEN"
+    );
+
+    let mut ws = socket(a, &ops).await;
+    send(&mut ws, json!({"id": "e", "type": "subscribe", "payload": {"query": "subscription { supervisionEvents { node path event reason } }"}})).await;
+    // Restart until the subscription (bound asynchronously) sees it.
+    let restart = "mutation($p: String!) { restartActor(path: $p) }";
+    let event = loop {
+        assert_eq!(
+            ok(a, &ops, restart, json!({"p": path})).await["restartActor"],
+            true
+        );
+        // Wake the actor again so that there is something to restart.
+        ok(
+            a,
+            &patient,
+            "query($c: ID!) { consult(id: $c) { status } }",
+            json!({"c": id}),
+        )
+        .await;
+        if let Some(e) = maybe_event(&mut ws, "e", Duration::from_millis(500)).await {
+            let e = e["data"]["supervisionEvents"].clone();
+            if e["path"] == path.as_str() && e["event"] == "stopped" {
+                break e;
+            }
+        }
+    };
+    assert_eq!(event["node"], "cardio-1");
+    // It came back from its journal.
+    let back = ok(
+        a,
+        &patient,
+        "query($c: ID!) { consult(id: $c) { status patientId } }",
+        json!({"c": id}),
+    )
+    .await;
+    assert_eq!(back["consult"]["status"], "requested");
+    assert_eq!(
+        code(a, &ops, restart, json!({"p": "/cardio/entities"})).await,
+        "BAD_INPUT"
+    );
+    assert_eq!(
+        code(a, &patient, restart, json!({"p": path})).await,
+        "FORBIDDEN"
+    );
+    drop(node);
+}
