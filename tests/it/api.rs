@@ -773,7 +773,12 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
     send(&mut ws, json!({"id": "e", "type": "subscribe", "payload": {"query": "subscription { supervisionEvents { node path event reason } }"}})).await;
     // Restart until the subscription (bound asynchronously) sees it.
     let restart = "mutation($p: String!) { restartActor(path: $p) }";
+    let deadline = Instant::now() + Duration::from_secs(30);
     let event = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no supervision event for the restart"
+        );
         assert_eq!(
             ok(a, &ops, restart, json!({"p": path})).await["restartActor"],
             true
@@ -786,11 +791,16 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
             json!({"c": id}),
         )
         .await;
-        if let Some(e) = maybe_event(&mut ws, "e", Duration::from_millis(500)).await {
+        let mut found = None;
+        while let Some(e) = maybe_event(&mut ws, "e", Duration::from_millis(500)).await {
             let e = e["data"]["supervisionEvents"].clone();
             if e["path"] == path.as_str() && e["event"] == "stopped" {
-                break e;
+                found = Some(e);
+                break;
             }
+        }
+        if let Some(e) = found {
+            break e;
         }
     };
     assert_eq!(event["node"], "cardio-1");
