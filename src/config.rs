@@ -164,6 +164,9 @@ pub struct Config {
     pub jwt_private_key: Option<PathBuf>,
     /// Development mode: GraphiQL at `/graphiql`.
     pub dev: bool,
+    /// GraphQL requests per second each principal may make (bursts of twice
+    /// as many); beyond, `RATE_LIMITED`.
+    pub rate_limit: u32,
 }
 
 impl Default for Config {
@@ -192,6 +195,7 @@ impl Default for Config {
             jwt_public_key: None,
             jwt_private_key: None,
             dev: false,
+            rate_limit: 200,
         }
     }
 }
@@ -245,6 +249,7 @@ const KEYS: &[&str] = &[
     "jwt_public_key",
     "jwt_private_key",
     "dev",
+    "rate_limit",
 ];
 
 /// The variable that sets `key`.
@@ -404,6 +409,7 @@ impl Config {
                 }
                 "jwt_public_key" => c.jwt_public_key = Some(PathBuf::from(raw)),
                 "jwt_private_key" => c.jwt_private_key = Some(PathBuf::from(raw)),
+                "rate_limit" => c.rate_limit = number(raw, 1, 1_000_000).map_err(bad)? as u32,
                 "dev" => {
                     c.dev = match raw {
                         "true" | "1" | "yes" => true,

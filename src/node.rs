@@ -178,6 +178,7 @@ impl Node {
             graphql,
             auth,
             dev: config.dev,
+            limiter: crate::api::rate_limiter(config.rate_limit),
         };
         let grace = config.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {

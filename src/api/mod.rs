@@ -38,6 +38,20 @@ pub struct ApiState {
     pub auth: Option<Authenticator>,
     /// GraphiQL at `/graphiql`.
     pub dev: bool,
+    /// Per-principal request budget.
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// Requests per second per principal (subject), with bursts.
+pub type RateLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// A limiter allowing `per_second` requests a second per principal.
+pub fn rate_limiter(per_second: u32) -> Arc<RateLimiter> {
+    let rate = std::num::NonZeroU32::new(per_second.max(1)).expect("non-zero");
+    let burst = std::num::NonZeroU32::new(per_second.max(1).saturating_mul(2)).expect("non-zero");
+    Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    ))
 }
 
 /// Mounts the routes.
@@ -152,6 +166,15 @@ async fn graphql_post(
             Err(e) => return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
         },
     };
+    if let Some(p) = &principal {
+        if state.limiter.check_key(&p.subject).is_err() {
+            return gql_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "too many requests; slow down",
+            );
+        }
+    }
     let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {

@@ -28,6 +28,10 @@ impl Drop for Served {
 }
 
 fn serve() -> Served {
+    serve_with(&[])
+}
+
+fn serve_with(envs: &[(&str, &str)]) -> Served {
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .arg("serve")
@@ -41,6 +45,7 @@ fn serve() -> Served {
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_DEV", "true")
         .env("CARDIO_ALERT_SUSTAIN", "5s")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -821,5 +826,28 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
         code(a, &patient, restart, json!({"p": path})).await,
         "FORBIDDEN"
     );
+    drop(node);
+}
+
+#[actix_rt::test]
+async fn each_principal_has_its_own_request_budget() {
+    let node = serve_with(&[("CARDIO_RATE_LIMIT", "5")]);
+    let a = &node.addr;
+    let (greedy, other) = (token(Role::Ops, "ops-1"), token(Role::Ops, "ops-2"));
+    let me = "{\"query\": \"{ me { subject } }\"}";
+    let mut limited = 0;
+    for _ in 0..30 {
+        let (status, v) = post_raw(a, Some(&greedy), me).await;
+        if status == 429 {
+            assert_eq!(v["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 10,
+        "only {limited} of 30 quick requests were limited"
+    );
+    let (status, v) = post_raw(a, Some(&other), me).await;
+    assert_eq!(status, 200, "another principal is not limited: {v}");
     drop(node);
 }
