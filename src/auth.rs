@@ -125,6 +125,11 @@ impl Authenticator {
 
     /// The principal a token names, if it verifies and has not expired.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_until(token).map(|(p, _)| p)
+    }
+
+    /// [`Self::verify`], with the token's expiry (Unix seconds).
+    pub fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -154,14 +159,22 @@ impl Authenticator {
         if !crate::registry::id::valid_id(&c.sub) {
             return Err(AuthError::Malformed("the subject is not a valid id".into()));
         }
-        Ok(Principal {
-            subject: c.sub,
-            role: c.role,
-        })
+        Ok((
+            Principal {
+                subject: c.sub,
+                role: c.role,
+            },
+            c.exp,
+        ))
     }
 
     /// [`Self::verify`] for an `Authorization` header value (`Bearer …`).
     pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        self.verify_header_until(header).map(|(p, _)| p)
+    }
+
+    /// [`Self::verify_header`], with the token's expiry (Unix seconds).
+    pub fn verify_header_until(&self, header: Option<&str>) -> Result<(Principal, u64), AuthError> {
         let value = header.ok_or(AuthError::Missing)?.trim();
         let token = value
             .strip_prefix("Bearer ")
@@ -169,7 +182,7 @@ impl Authenticator {
             .ok_or_else(|| {
                 AuthError::Malformed("expected `Authorization: Bearer <token>`".into())
             })?;
-        self.verify(token)
+        self.verify_until(token)
     }
 }
 

@@ -159,14 +159,17 @@ impl Node {
                 .await
                 .context("cannot subscribe to replies")?,
         );
-        let graphql = crate::api::graphql::schema(crate::api::graphql::Deps {
-            store: store.clone(),
-            bus: Arc::clone(&bus),
-            requester,
-            cluster: cluster.clone(),
-            node_id: config.node_id.clone(),
-            tree: tree.clone(),
-        });
+        let graphql = crate::api::graphql::schema(
+            crate::api::graphql::Deps {
+                store: store.clone(),
+                bus: Arc::clone(&bus),
+                requester,
+                cluster: cluster.clone(),
+                node_id: config.node_id.clone(),
+                tree: tree.clone(),
+            },
+            config.dev,
+        );
         let ready = Arc::new(AtomicBool::new(false));
         let state = ApiState {
             node_id: config.node_id.clone(),

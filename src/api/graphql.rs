@@ -47,14 +47,19 @@ pub struct Deps {
     pub tree: crate::supervisors::Tree,
 }
 
-/// Builds the schema with its limits.
-pub fn schema(deps: Deps) -> CardioSchema {
-    Schema::build(Query, Mutation, SubscriptionRoot)
+/// Builds the schema with its limits; introspection only in dev mode (the
+/// SDL is published as `schema.graphql` instead).
+pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
+    let builder = Schema::build(Query, Mutation, SubscriptionRoot)
         .data(deps)
         .limit_depth(12)
         .limit_complexity(1_000)
-        .limit_recursive_depth(32)
-        .finish()
+        .limit_recursive_depth(32);
+    if dev {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The SDL of the schema (committed as `schema.graphql`).
@@ -136,6 +141,28 @@ async fn guard(
     }
 }
 
+/// Appends one audit entry.
+async fn audit(
+    deps: &Deps,
+    who: &Principal,
+    action: &str,
+    patient: Option<&str>,
+    fields: &str,
+    allowed: bool,
+) -> async_graphql::Result<()> {
+    let entry = AuditEntry {
+        at_ms: unix_ms(),
+        subject: who.subject.clone(),
+        role: role_name(who.role).into(),
+        action: action.into(),
+        patient_id: patient.map(str::to_owned),
+        fields: fields.into(),
+        outcome: if allowed { "allowed" } else { "denied" }.into(),
+    };
+    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
+    Ok(())
+}
+
 /// Audits an administrative act (no patient records read).
 async fn audit_admin(
     deps: &Deps,
@@ -195,8 +222,11 @@ async fn act(
             Ok(v) if v.get("Ok").is_some() => return Ok(v["Ok"].clone()),
             Ok(v) => {
                 let code = v["Err"]["code"].as_str().unwrap_or("refused").to_owned();
-                if code == "unavailable" && std::time::Instant::now() < deadline {
-                    continue;
+                if code == "unavailable" {
+                    if std::time::Instant::now() < deadline {
+                        continue;
+                    }
+                    return Err(unavailable());
                 }
                 return Err(coded("CONSULT_REFUSED", code));
             }
@@ -221,6 +251,29 @@ async fn consult_patient(deps: &Deps, consult: &str) -> async_graphql::Result<(S
     match v["patient"].as_str() {
         Some(p) => Ok((p.to_owned(), v)),
         None => Err(forbidden()),
+    }
+}
+
+/// [`consult_patient`] for `who`, auditing a refusal for a consult that is not there.
+async fn consult_patient_for(
+    deps: &Deps,
+    who: &Principal,
+    consult: &str,
+    action: &str,
+) -> async_graphql::Result<String> {
+    match consult_patient(deps, consult).await {
+        Ok((p, _)) => Ok(p),
+        Err(e) => {
+            let refused = e
+                .extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .is_some_and(|c| *c == async_graphql::Value::String("FORBIDDEN".into()));
+            if refused {
+                let _ = audit_denied(deps, who, action, "consult").await;
+            }
+            Err(e)
+        }
     }
 }
 
@@ -617,6 +670,29 @@ pub struct SupervisionEventGql {
     pub reason: Option<String>,
 }
 
+/// When the token of a WebSocket connection expires (Unix seconds): its
+/// subscriptions end then.
+#[derive(Clone, Copy)]
+pub struct Expiry(pub u64);
+
+/// `stream`, ended when the connection's token expires.
+fn until_expiry<S>(ctx: &Context<'_>, stream: S) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    S: Stream + Send + 'static,
+    S::Item: Send,
+{
+    use futures_util::StreamExt;
+    let exp = ctx.data_opt::<Expiry>().map(|e| e.0);
+    let left = exp.map(|e| Duration::from_millis((e * 1000).saturating_sub(unix_ms())));
+    let end = async move {
+        match left {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    stream.take_until(Box::pin(end))
+}
+
 /// The bearer token of the request, to ask other nodes on the caller's behalf.
 #[derive(Clone)]
 pub struct Bearer(pub String);
@@ -826,7 +902,7 @@ impl Query {
             Err(e) => {
                 // No such consult: denied alike, and audited without a patient.
                 if who.role != Role::System {
-                    let _ = audit_denied(d, who, "read consult").await;
+                    let _ = audit_denied(d, who, "read", "consult").await;
                 }
                 return Err(e);
             }
@@ -904,14 +980,19 @@ impl Query {
     }
 }
 
-async fn audit_denied(deps: &Deps, who: &Principal, action: &str) -> async_graphql::Result<()> {
+async fn audit_denied(
+    deps: &Deps,
+    who: &Principal,
+    action: &str,
+    fields: &str,
+) -> async_graphql::Result<()> {
     let entry = AuditEntry {
         at_ms: unix_ms(),
         subject: who.subject.clone(),
         role: role_name(who.role).into(),
         action: action.into(),
         patient_id: None,
-        fields: "consult".into(),
+        fields: fields.into(),
         outcome: "denied".into(),
     };
     deps.store.audit(&entry).await.map_err(|_| unavailable())?;
@@ -1057,14 +1138,18 @@ impl Mutation {
         if request_id.is_empty() || request_id.len() > 128 {
             return Err(coded("BAD_INPUT", "requestId: 1–128 bytes"));
         }
-        let patient = device_patient(d, &device_id).await;
-        let patient = match patient {
-            Ok(p) if who.role == Role::Patient && who.subject == p => p,
-            _ => {
-                let _ = audit_denied(d, who, "push samples").await;
+        // Only the device's patient pushes (a clinician of theirs may read).
+        let patient = match device_patient(d, &device_id).await {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = audit_denied(d, who, "write", "vitals").await;
                 return Err(forbidden());
             }
         };
+        if who.role != Role::Patient {
+            let _ = audit(d, who, "write", Some(&patient), "vitals", false).await;
+            return Err(forbidden());
+        }
         guard(d, who, "write", &patient, "vitals").await?;
         let mut rejections = Vec::new();
         let mut forwarded = Vec::new();
@@ -1127,13 +1212,14 @@ impl Mutation {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
         if who.role != Role::Clinician {
+            let _ = audit_denied(d, who, "write", "alerts").await;
             return Err(forbidden());
         }
         let alert = d.store.alert(&id).await.map_err(|_| unavailable())?;
         let patient = match alert {
             Some(a) => device_patient(d, &a.device_id).await?,
             None => {
-                let _ = audit_denied(d, who, "acknowledge alert").await;
+                let _ = audit_denied(d, who, "write", "alerts").await;
                 return Err(forbidden());
             }
         };
@@ -1158,6 +1244,14 @@ impl Mutation {
             return Err(coded("BAD_INPUT", "reason: at most 2000 bytes"));
         }
         guard(d, who, "write", &patient_id, "consult").await?;
+        if !d
+            .store
+            .patient_exists(&patient_id)
+            .await
+            .map_err(|_| unavailable())?
+        {
+            return Err(coded("NOT_FOUND", "no such patient"));
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         act(
             d,
@@ -1175,7 +1269,7 @@ impl Mutation {
     async fn join_consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        let (patient, _) = consult_patient(d, &id).await?;
+        let patient = consult_patient_for(d, who, &id, "write").await?;
         guard(d, who, "write", &patient, "consult").await?;
         let p = party(who)?;
         act(
@@ -1198,13 +1292,17 @@ impl Mutation {
     ) -> async_graphql::Result<i32> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&consult_id, "consultId")?;
-        if client_message_id.is_empty() || client_message_id.len() > 128 || text.len() > 10_000 {
+        if client_message_id.is_empty()
+            || client_message_id.len() > 128
+            || text.is_empty()
+            || text.chars().count() > 4_000
+        {
             return Err(coded(
                 "BAD_INPUT",
-                "clientMessageId 1–128 bytes, text at most 10000",
+                "clientMessageId 1–128 bytes, text 1–4000 characters",
             ));
         }
-        let (patient, _) = consult_patient(d, &consult_id).await?;
+        let patient = consult_patient_for(d, who, &consult_id, "write").await?;
         guard(d, who, "write", &patient, "chat").await?;
         let p = party(who)?;
         let out = act(
@@ -1232,7 +1330,10 @@ impl Mutation {
     ) -> async_graphql::Result<bool> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        let (patient, _) = consult_patient(d, &id).await?;
+        if notes.chars().count() > 20_000 {
+            return Err(coded("BAD_INPUT", "notes: at most 20000 characters"));
+        }
+        let patient = consult_patient_for(d, who, &id, "write").await?;
         guard(d, who, "write", &patient, "consult,notes").await?;
         let p = party(who)?;
         act(
@@ -1248,7 +1349,7 @@ impl Mutation {
     async fn cancel_consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        let (patient, _) = consult_patient(d, &id).await?;
+        let patient = consult_patient_for(d, who, &id, "write").await?;
         guard(d, who, "write", &patient, "consult").await?;
         let p = party(who)?;
         act(
@@ -1358,26 +1459,29 @@ impl SubscriptionRoot {
             .subscribe("supervision.*", 1024)
             .await
             .map_err(|_| unavailable())?;
-        Ok(async_stream_lite(move |tx| async move {
-            while let Some(delivery) = sub.next().await {
-                let env = delivery.envelope();
-                let _ = delivery.ack().await;
-                let Ok(env) = env else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
-                    continue;
-                };
-                let event = SupervisionEventGql {
-                    node: ID(v["node"].as_str().unwrap_or("").into()),
-                    at: v["at_ms"].as_f64().unwrap_or(0.0),
-                    path: v["path"].as_str().unwrap_or("").into(),
-                    event: v["event"].as_str().unwrap_or("").into(),
-                    reason: v["reason"].as_str().map(str::to_owned),
-                };
-                if tx.send(event).await.is_err() {
-                    break;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                while let Some(delivery) = sub.next().await {
+                    let env = delivery.envelope();
+                    let _ = delivery.ack().await;
+                    let Ok(env) = env else { continue };
+                    let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
+                        continue;
+                    };
+                    let event = SupervisionEventGql {
+                        node: ID(v["node"].as_str().unwrap_or("").into()),
+                        at: v["at_ms"].as_f64().unwrap_or(0.0),
+                        path: v["path"].as_str().unwrap_or("").into(),
+                        event: v["event"].as_str().unwrap_or("").into(),
+                        reason: v["reason"].as_str().map(str::to_owned),
+                    };
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
                 }
-            }
-        }))
+            }),
+        ))
     }
 
     /// Readings of a patient's devices as they are stored.
@@ -1391,31 +1495,34 @@ impl SubscriptionRoot {
         guard(&d, &who, "read", &patient_id, "vitals").await?;
         let topics = device_topics(&d, "vitals", std::slice::from_ref(&patient_id.0)).await?;
         let mut rx = watch(&d, topics).await?;
-        Ok(async_stream_lite(move |tx| async move {
-            while let Some((_, v, patient)) = rx.recv().await {
-                let samples = v["samples"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|s| SampleGql {
-                        metric: s["kind"].as_str().unwrap_or("").into(),
-                        at: s["at_ms"].as_f64().unwrap_or(0.0),
-                        value: s["bpm"].as_f64().or(s["percent"].as_f64()),
-                        systolic: s["systolic"].as_f64(),
-                        diastolic: s["diastolic"].as_f64(),
-                    })
-                    .collect();
-                let event = VitalsEventGql {
-                    device_id: ID(v["device"].as_str().unwrap_or("").into()),
-                    patient_id: ID(patient),
-                    accepted: v["accepted"].as_i64().unwrap_or(0) as i32,
-                    samples,
-                };
-                if tx.send(event).await.is_err() {
-                    break;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                while let Some((_, v, patient)) = rx.recv().await {
+                    let samples = v["samples"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|s| SampleGql {
+                            metric: s["kind"].as_str().unwrap_or("").into(),
+                            at: s["at_ms"].as_f64().unwrap_or(0.0),
+                            value: s["bpm"].as_f64().or(s["percent"].as_f64()),
+                            systolic: s["systolic"].as_f64(),
+                            diastolic: s["diastolic"].as_f64(),
+                        })
+                        .collect();
+                    let event = VitalsEventGql {
+                        device_id: ID(v["device"].as_str().unwrap_or("").into()),
+                        patient_id: ID(patient),
+                        accepted: v["accepted"].as_i64().unwrap_or(0) as i32,
+                        samples,
+                    };
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
                 }
-            }
-        }))
+            }),
+        ))
     }
 
     /// Alerts of a patient's devices; without `patientId`, of every patient
@@ -1450,30 +1557,33 @@ impl SubscriptionRoot {
         };
         let topics = device_topics(&d, "alerts", &patients).await?;
         let mut rx = watch(&d, topics).await?;
-        Ok(async_stream_lite(move |tx| async move {
-            while let Some((msg_type, v, patient)) = rx.recv().await {
-                let change = &v["change"];
-                let (kind_of, body) = match change.as_object().and_then(|o| o.iter().next()) {
-                    Some((k, b)) => (k.to_lowercase(), b.clone()),
-                    None => continue,
-                };
-                let event = AlertEventGql {
-                    device_id: ID(v["device"].as_str().unwrap_or("").into()),
-                    patient_id: ID(patient),
-                    change: if msg_type == "alert.resolved" || kind_of == "resolved" {
-                        "resolved".into()
-                    } else {
-                        "raised".into()
-                    },
-                    kind: body["kind"].as_str().unwrap_or("").into(),
-                    priority: body["priority"].as_str().map(str::to_owned),
-                    at: body["at_ms"].as_f64().unwrap_or(0.0),
-                };
-                if tx.send(event).await.is_err() {
-                    break;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                while let Some((msg_type, v, patient)) = rx.recv().await {
+                    let change = &v["change"];
+                    let (kind_of, body) = match change.as_object().and_then(|o| o.iter().next()) {
+                        Some((k, b)) => (k.to_lowercase(), b.clone()),
+                        None => continue,
+                    };
+                    let event = AlertEventGql {
+                        device_id: ID(v["device"].as_str().unwrap_or("").into()),
+                        patient_id: ID(patient),
+                        change: if msg_type == "alert.resolved" || kind_of == "resolved" {
+                            "resolved".into()
+                        } else {
+                            "raised".into()
+                        },
+                        kind: body["kind"].as_str().unwrap_or("").into(),
+                        priority: body["priority"].as_str().map(str::to_owned),
+                        at: body["at_ms"].as_f64().unwrap_or(0.0),
+                    };
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
                 }
-            }
-        }))
+            }),
+        ))
     }
 
     /// A consult's events from now on; with `afterMessage`, the chat messages
@@ -1486,7 +1596,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = ConsultEventGql>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
         valid(&consult_id, "consultId")?;
-        let (patient, _) = consult_patient(&d, &consult_id).await?;
+        let patient = consult_patient_for(&d, &who, &consult_id, "read").await?;
         guard(&d, &who, "read", &patient, "consult,chat").await?;
         let topic = format!("consult.{}", crate::bus::events::topic_word(&consult_id));
         let mut sub = d
@@ -1503,44 +1613,47 @@ impl SubscriptionRoot {
         };
         let last_backlog = backlog.last().and_then(|l| l["seq"].as_i64()).unwrap_or(-1);
         let id = consult_id.to_string();
-        Ok(async_stream_lite(move |tx| async move {
-            for line in &backlog {
-                let m = message(line);
-                let _ = tx
-                    .send(ConsultEventGql {
-                        seq: 0.0,
-                        kind: "chatted".into(),
-                        message: Some(m),
-                    })
-                    .await;
-            }
-            while let Some(delivery) = sub.next().await {
-                let env = delivery.envelope();
-                let _ = delivery.ack().await;
-                let Ok(env) = env else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
-                    continue;
-                };
-                if v["consult"].as_str() != Some(id.as_str()) {
-                    continue;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                for line in &backlog {
+                    let m = message(line);
+                    let _ = tx
+                        .send(ConsultEventGql {
+                            seq: f64::from(m.seq),
+                            kind: "chatted".into(),
+                            message: Some(m),
+                        })
+                        .await;
                 }
-                let kind = v["event"]["event"].as_str().unwrap_or("").to_owned();
-                let message = (kind == "chatted").then(|| message(&v["event"]["line"]));
-                if let Some(m) = &message {
-                    if i64::from(m.seq) <= last_backlog {
+                while let Some(delivery) = sub.next().await {
+                    let env = delivery.envelope();
+                    let _ = delivery.ack().await;
+                    let Ok(env) = env else { continue };
+                    let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
+                        continue;
+                    };
+                    if v["consult"].as_str() != Some(id.as_str()) {
                         continue;
                     }
+                    let kind = v["event"]["event"].as_str().unwrap_or("").to_owned();
+                    let message = (kind == "chatted").then(|| message(&v["event"]["line"]));
+                    if let Some(m) = &message {
+                        if i64::from(m.seq) <= last_backlog {
+                            continue;
+                        }
+                    }
+                    let event = ConsultEventGql {
+                        seq: v["seq"].as_f64().unwrap_or(0.0),
+                        kind,
+                        message,
+                    };
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
                 }
-                let event = ConsultEventGql {
-                    seq: v["seq"].as_f64().unwrap_or(0.0),
-                    kind,
-                    message,
-                };
-                if tx.send(event).await.is_err() {
-                    break;
-                }
-            }
-        }))
+            }),
+        ))
     }
 }
 

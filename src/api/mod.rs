@@ -138,7 +138,7 @@ async fn cluster(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> Htt
 }
 
 /// Largest GraphQL request body.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Most operations in one batched request.
 const MAX_BATCH: usize = 10;
 
@@ -259,11 +259,13 @@ async fn graphql_ws(
                         .and_then(|v| v.as_str())
                         .map(|t| format!("Bearer {t}"))
                 });
-            let principal = auth
-                .verify_header(header.as_deref())
+            let (principal, exp) = auth
+                .verify_header_until(header.as_deref())
                 .map_err(|e| graphql::coded("UNAUTHENTICATED", e.to_string()))?;
             let mut data = async_graphql::Data::default();
             data.insert(principal);
+            // Subscriptions of this connection end when its token expires.
+            data.insert(graphql::Expiry(exp));
             Ok(data)
         })
         .start(&req, payload)

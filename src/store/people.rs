@@ -119,7 +119,8 @@ impl Store {
         }
     }
 
-    async fn patient_exists(&self, patient: &str) -> Result<bool, StoreError> {
+    /// Whether `patient` is registered.
+    pub async fn patient_exists(&self, patient: &str) -> Result<bool, StoreError> {
         let (pg, sqlite) = (
             "SELECT 1 AS yes FROM patients WHERE id = $1",
             "SELECT 1 AS yes FROM patients WHERE id = ?1",

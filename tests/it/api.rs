@@ -425,7 +425,7 @@ async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
         (s, v["errors"][0]["extensions"]["code"].clone()),
         (400, json!("BATCH_TOO_LARGE"))
     );
-    let big = format!("{{\"query\": \"{}\"}}", " ".repeat(100 * 1024));
+    let big = format!("{{\"query\": \"{}\"}}", " ".repeat(2 * 1024 * 1024));
     let res = awc::Client::new()
         .post(format!("http://{a}/graphql"))
         .insert_header(("content-type", "application/json"))
@@ -849,5 +849,51 @@ async fn each_principal_has_its_own_request_budget() {
     );
     let (status, v) = post_raw(a, Some(&other), me).await;
     assert_eq!(status, 200, "another principal is not limited: {v}");
+    drop(node);
+}
+
+#[actix_rt::test]
+async fn subscriptions_end_with_their_token_and_introspection_is_off_outside_dev() {
+    let node = serve_with(&[("CARDIO_DEV", "false")]);
+    let a = &node.addr;
+    let short = Authenticator::hs256(SECRET.as_bytes())
+        .mint(
+            &Principal {
+                subject: "ops-1".into(),
+                role: Role::Ops,
+            },
+            Duration::from_secs(2),
+        )
+        .unwrap();
+    let mut ws = socket(a, &short).await;
+    send(&mut ws, json!({"id": "e", "type": "subscribe", "payload": {"query": "subscription { supervisionEvents { path } }"}})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription outlived its token"
+        );
+        let m = recv(&mut ws).await;
+        if m["type"] == "complete" && m["id"] == "e" {
+            break;
+        }
+    }
+    let v = gql(
+        a,
+        &token(Role::Admin, "admin-1"),
+        "{ __schema { types { name } } }",
+        json!({}),
+    )
+    .await;
+    // No schema is given away (async-graphql answers null).
+    assert!(v["data"]["__schema"].is_null(), "{v}");
+    assert!(!v.to_string().contains("pushSamples"), "{v}");
+    // The page of GraphiQL is not there either.
+    let res = awc::Client::new()
+        .get(format!("http://{a}/graphiql"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
     drop(node);
 }
