@@ -17,6 +17,8 @@ const SECRET: &str = "api-test-secret-of-at-least-32-bytes!!";
 struct Served {
     child: Child,
     addr: String,
+    /// Everything the node logged (JSON lines on stdout, anything on stderr).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _data: tempfile::TempDir,
 }
 
@@ -45,18 +47,29 @@ fn serve_with(envs: &[(&str, &str)]) -> Served {
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_DEV", "true")
         .env("CARDIO_ALERT_SUSTAIN", "5s")
+        .env("CARDIO_LOG_FILTER", "info,cardio=debug")
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
+    let l = std::sync::Arc::clone(&log);
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.contains("\"listening\"") {
-                let _ = tx.send(line);
+                let _ = tx.send(line.clone());
             }
+            l.lock().unwrap().push(line);
+        }
+    });
+    let l = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
         }
     });
     let line = rx.recv_timeout(Duration::from_secs(30)).expect("listening");
@@ -64,6 +77,7 @@ fn serve_with(envs: &[(&str, &str)]) -> Served {
     Served {
         child,
         addr: v["addr"].as_str().unwrap().to_owned(),
+        log,
         _data: data,
     }
 }
@@ -367,6 +381,18 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
         code(a, &clinician, "{ auditLog { seq } }", json!({})).await,
         "FORBIDDEN"
     );
+
+    // No PHI in the logs of the whole scenario (debug level included).
+    let log = node.log.lock().unwrap().join("\n");
+    assert!(log.contains("listening"), "the log was captured");
+    for phi in [
+        "palpitations at night",
+        "my heart races",
+        "let us look at your ECG",
+        "follow up",
+    ] {
+        assert!(!log.contains(phi), "PHI {phi:?} in the logs");
+    }
     drop(node);
 }
 
