@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
-const SECRET: &str = "api-test-secret-of-at-least-32-bytes!!";
+pub(crate) const SECRET: &str = "api-test-secret-of-at-least-32-bytes!!";
 
 struct Served {
     child: Child,
@@ -82,7 +82,7 @@ fn serve_with(envs: &[(&str, &str)]) -> Served {
     }
 }
 
-fn token(role: Role, sub: &str) -> String {
+pub(crate) fn token(role: Role, sub: &str) -> String {
     Authenticator::hs256(SECRET.as_bytes())
         .mint(
             &Principal {
@@ -95,7 +95,7 @@ fn token(role: Role, sub: &str) -> String {
 }
 
 /// POSTs `body` with `token`; the status and the JSON answer.
-async fn post_raw(addr: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+pub(crate) async fn post_raw(addr: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     let mut req = awc::Client::new()
         .post(format!("http://{addr}/graphql"))
         .insert_header(("content-type", "application/json"));
@@ -107,7 +107,7 @@ async fn post_raw(addr: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     (status, res.json().limit(1 << 20).await.unwrap())
 }
 
-async fn gql(addr: &str, token: &str, query: &str, variables: Value) -> Value {
+pub(crate) async fn gql(addr: &str, token: &str, query: &str, variables: Value) -> Value {
     let body = json!({"query": query, "variables": variables}).to_string();
     let (status, v) = post_raw(addr, Some(token), &body).await;
     assert_eq!(status, 200, "{v}");
@@ -115,14 +115,14 @@ async fn gql(addr: &str, token: &str, query: &str, variables: Value) -> Value {
 }
 
 /// The data of a successful answer.
-async fn ok(addr: &str, token: &str, query: &str, variables: Value) -> Value {
+pub(crate) async fn ok(addr: &str, token: &str, query: &str, variables: Value) -> Value {
     let v = gql(addr, token, query, variables).await;
     assert!(v.get("errors").is_none(), "{query}: {v}");
     v["data"].clone()
 }
 
 /// The code of the (first) error of an answer.
-async fn code(addr: &str, token: &str, query: &str, variables: Value) -> String {
+pub(crate) async fn code(addr: &str, token: &str, query: &str, variables: Value) -> String {
     let v = gql(addr, token, query, variables).await;
     v["errors"][0]["extensions"]["code"]
         .as_str()
@@ -130,10 +130,10 @@ async fn code(addr: &str, token: &str, query: &str, variables: Value) -> String 
         .to_owned()
 }
 
-type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+pub(crate) type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
 /// A graphql-transport-ws connection, initialised with `token`.
-async fn socket(addr: &str, token: &str) -> Socket {
+pub(crate) async fn socket(addr: &str, token: &str) -> Socket {
     let (_, mut ws) = awc::Client::new()
         .ws(format!("ws://{addr}/graphql"))
         .protocols(["graphql-transport-ws"])
@@ -150,13 +150,13 @@ async fn socket(addr: &str, token: &str) -> Socket {
     ws
 }
 
-async fn send(ws: &mut Socket, v: Value) {
+pub(crate) async fn send(ws: &mut Socket, v: Value) {
     ws.send(ws::Message::Text(v.to_string().into()))
         .await
         .unwrap();
 }
 
-async fn recv(ws: &mut Socket) -> Value {
+pub(crate) async fn recv(ws: &mut Socket) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -175,7 +175,7 @@ async fn recv(ws: &mut Socket) -> Value {
 }
 
 /// The next `next` payload of subscription `id`.
-async fn next_event(ws: &mut Socket, id: &str) -> Value {
+pub(crate) async fn next_event(ws: &mut Socket, id: &str) -> Value {
     loop {
         let m = recv(ws).await;
         if m["type"] == "next" && m["id"] == id {
@@ -477,21 +477,21 @@ async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
     drop(node);
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as f64
 }
 
-const PUSH: &str = "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted duplicate rejections { index reason message } } }";
+pub(crate) const PUSH: &str = "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted duplicate rejections { index reason message } } }";
 
-fn hr(at: f64, bpm: f64) -> Value {
+pub(crate) fn hr(at: f64, bpm: f64) -> Value {
     json!({"metric": "HEART_RATE", "at": at, "value": bpm})
 }
 
 /// The next payload of subscription `id`, if one comes within `wait`.
-async fn maybe_event(ws: &mut Socket, id: &str, wait: Duration) -> Option<Value> {
+pub(crate) async fn maybe_event(ws: &mut Socket, id: &str, wait: Duration) -> Option<Value> {
     tokio::time::timeout(wait, next_event(ws, id)).await.ok()
 }
 

@@ -85,7 +85,8 @@ impl Cluster {
             .env("CARDIO_SHARDS", SHARDS.to_string())
             .env("CARDIO_HEARTBEAT", "200ms")
             .env("CARDIO_LEASE", "1500ms")
-            .env("CARDIO_ALERT_SUSTAIN", "20s")
+            .env("CARDIO_ALERT_SUSTAIN", "5s")
+            .env("CARDIO_JWT_SECRET", crate::api::SECRET)
             .env("CARDIO_SHUTDOWN_GRACE", "10s")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -115,8 +116,15 @@ impl Cluster {
     }
 }
 
+/// GETs `url` with an ops token (the /debug views need one).
 async fn get(url: &str) -> Option<Value> {
-    let mut res = awc::Client::new().get(url).send().await.ok()?;
+    let ops = crate::api::token(cardio::principal::Role::Ops, "ops-test");
+    let mut res = awc::Client::new()
+        .get(url)
+        .insert_header(("authorization", format!("Bearer {ops}")))
+        .send()
+        .await
+        .ok()?;
     res.json::<Value>().limit(1 << 20).await.ok()
 }
 
@@ -629,6 +637,10 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
             &format!("http://{}", nodes[watcher].addr),
         ])
         .env_clear()
+        .env(
+            "CARDIO_TOKEN",
+            crate::api::token(cardio::principal::Role::Ops, "ops-test"),
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -989,5 +1001,136 @@ async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
     verify(db.url(), &req, &acked).await;
     drop(req);
     nodes.clear();
+    db.done().await;
+}
+
+#[actix_rt::test]
+async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused() {
+    use crate::api::{hr, maybe_event, now_ms, ok, send, socket, token, PUSH};
+    use cardio::principal::Role;
+    use serde_json::json;
+    let _broker = crate::broker::shared().await;
+    let (cluster, db) = Cluster::new().await;
+    let ids = ["a1", "a2", "a3"];
+    let nodes = vec![
+        cluster.start("a1"),
+        cluster.start("a2"),
+        cluster.start("a3"),
+    ];
+    let owners = poll(
+        Duration::from_secs(30),
+        "three nodes sharing the shards",
+        || async { settled(&nodes[0], &ids).await },
+    )
+    .await;
+    let (admin, patient, clinician) = (
+        token(Role::Admin, "admin-1"),
+        token(Role::Patient, "p-1"),
+        token(Role::Clinician, "dr-1"),
+    );
+    let a0 = &nodes[0].addr;
+    ok(
+        a0,
+        &admin,
+        "mutation { registerPatient(id: \"p-1\") }",
+        json!({}),
+    )
+    .await;
+    ok(
+        a0,
+        &admin,
+        "mutation { registerClinician(id: \"dr-1\") }",
+        json!({}),
+    )
+    .await;
+    ok(
+        a0,
+        &admin,
+        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
+        json!({}),
+    )
+    .await;
+    let device = ok(
+        a0,
+        &patient,
+        "mutation { registerDevice(patientId: \"p-1\", kind: \"patch\") }",
+        json!({}),
+    )
+    .await["registerDevice"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Where the device's actor lives, and a node where it does not.
+    let shard = cardio::cluster::shard_of(&ActorId::new("device", &device).unwrap(), SHARDS);
+    let owner = owners[&u64::from(shard)].clone();
+    let watcher = nodes
+        .iter()
+        .zip(ids)
+        .find(|(_, id)| *id != owner)
+        .map(|(n, _)| n)
+        .unwrap();
+    let pusher = nodes
+        .iter()
+        .zip(ids)
+        .find(|(_, id)| *id == owner)
+        .map(|(n, _)| n)
+        .unwrap();
+    let mut ws = socket(&watcher.addr, &clinician).await;
+    send(&mut ws, json!({"id": "a", "type": "subscribe", "payload": {"query": "subscription { alerts { deviceId patientId change kind } }"}})).await;
+    send(&mut ws, json!({"id": "v", "type": "subscribe", "payload": {"query": "subscription { vitals(patientId: \"p-1\") { deviceId accepted } }"}})).await;
+    // Pushed through the node hosting the device (any node would do).
+    let mut at = now_ms() - 600_000.0;
+    loop {
+        ok(
+            &pusher.addr,
+            &patient,
+            PUSH,
+            json!({"d": device, "s": [hr(at, 72.0)]}),
+        )
+        .await;
+        at += 1_000.0;
+        if let Some(v) = maybe_event(&mut ws, "v", Duration::from_millis(500)).await {
+            assert_eq!(v["data"]["vitals"]["deviceId"], device.as_str());
+            break;
+        }
+        assert!(at < now_ms(), "no vitals event crossed the nodes");
+    }
+    let alert = 'episodes: loop {
+        let episode: Vec<Value> = (0..8)
+            .map(|i| hr(at + f64::from(i) * 1_000.0, 150.0))
+            .collect();
+        at += 8_000.0;
+        ok(
+            &pusher.addr,
+            &patient,
+            PUSH,
+            json!({"d": device, "s": episode}),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Some(e) = maybe_event(&mut ws, "a", Duration::from_millis(200)).await {
+                if e["data"]["alerts"]["change"] == "raised" {
+                    break 'episodes e;
+                }
+            }
+        }
+        let calm: Vec<Value> = (0..3)
+            .map(|i| hr(at + f64::from(i) * 1_000.0, 70.0))
+            .collect();
+        at += 3_000.0;
+        ok(
+            &pusher.addr,
+            &patient,
+            PUSH,
+            json!({"d": device, "s": calm}),
+        )
+        .await;
+        assert!(at < now_ms(), "no alert event crossed the nodes");
+    };
+    assert_eq!(alert["data"]["alerts"]["kind"], "tachycardia");
+    assert_eq!(alert["data"]["alerts"]["patientId"], "p-1");
+    drop(ws);
+    drop(nodes);
     db.done().await;
 }
