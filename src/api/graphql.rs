@@ -428,6 +428,7 @@ pub struct AuditEntryGql {
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum VitalMetric {
     HeartRate,
+    #[graphql(name = "SPO2")]
     Spo2,
     Systolic,
     Diastolic,
@@ -519,6 +520,7 @@ async fn alert_gql(
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum SampleMetric {
     HeartRate,
+    #[graphql(name = "SPO2")]
     Spo2,
     BloodPressure,
     Ecg,

@@ -923,3 +923,163 @@ async fn subscriptions_end_with_their_token_and_introspection_is_off_outside_dev
     assert_eq!(res.status().as_u16(), 404);
     drop(node);
 }
+
+/// Who may do what: each role × each operation × own or someone else's
+/// patient gives either an answer (or a domain refusal) or `FORBIDDEN`, and
+/// each attempt on PHI leaves an audit entry with its outcome.
+#[actix_rt::test]
+async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
+    let node = serve();
+    let a = &node.addr;
+    let admin = token(Role::Admin, "admin-1");
+    for (m, id) in [
+        ("registerPatient", "p-1"),
+        ("registerPatient", "p-2"),
+        ("registerClinician", "dr-1"),
+        ("registerClinician", "dr-2"),
+    ] {
+        ok(
+            a,
+            &admin,
+            &format!("mutation($id: ID!) {{ {m}(id: $id) }}"),
+            json!({"id": id}),
+        )
+        .await;
+    }
+    ok(
+        a,
+        &admin,
+        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
+        json!({}),
+    )
+    .await;
+    ok(
+        a,
+        &admin,
+        "mutation { assignClinician(patientId: \"p-2\", clinicianId: \"dr-2\") }",
+        json!({}),
+    )
+    .await;
+    let p1 = token(Role::Patient, "p-1");
+    let device = ok(
+        a,
+        &p1,
+        "mutation { registerDevice(patientId: \"p-1\", kind: \"cuff\") }",
+        json!({}),
+    )
+    .await["registerDevice"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let consult = ok(
+        a,
+        &p1,
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\") }",
+        json!({}),
+    )
+    .await["requestConsult"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        a,
+        &p1,
+        "mutation($c: ID!) { joinConsult(id: $c) }",
+        json!({"c": consult}),
+    )
+    .await;
+    // An alert to acknowledge: a hypertensive crisis is raised at once.
+    let t0 = now_ms() - 60_000.0;
+    let crisis =
+        json!([{"metric": "BLOOD_PRESSURE", "at": t0, "systolic": 200.0, "diastolic": 125.0}]);
+    ok(a, &p1, PUSH, json!({"d": device, "s": crisis})).await;
+    let alert = ok(
+        a,
+        &p1,
+        "{ alerts(patientId: \"p-1\", status: ALL) { id } }",
+        json!({}),
+    )
+    .await["alerts"][0]["id"]
+        .as_str()
+        .expect("the crisis alert")
+        .to_owned();
+
+    let principals = [
+        ("p-1", Role::Patient),
+        ("p-2", Role::Patient),
+        ("dr-1", Role::Clinician),
+        ("dr-2", Role::Clinician),
+        ("ops-1", Role::Ops),
+        ("admin-1", Role::Admin),
+    ];
+    let vars =
+        json!({"c": consult, "d": device, "al": alert, "f": t0 - 3_600_000.0, "t": now_ms()});
+    // (operation, query, who may: the subjects that are not refused, PHI?)
+    let operations: [(&str, &str, &[&str], bool); 12] = [
+        ("patient", "query { patient(id: \"p-1\") { id } }", &["p-1", "dr-1"], true),
+        ("consult", "query($c: ID!) { consult(id: $c) { status } }", &["p-1", "dr-1"], true),
+        ("vitals", "query($f: Float!, $t: Float!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }", &["p-1", "dr-1"], true),
+        ("alerts", "query { alerts(patientId: \"p-1\") { id } }", &["p-1", "dr-1"], true),
+        ("requestConsult", "mutation { requestConsult(patientId: \"p-1\", reason: \"x\") }", &["p-1", "dr-1"], true),
+        ("sendMessage", "mutation($c: ID!) { sendMessage(consultId: $c, clientMessageId: \"k\", text: \"hi\") }", &["p-1", "dr-1"], true),
+        ("pushSamples", "mutation($d: ID!, $t: Float!) { pushSamples(deviceId: $d, samples: [{metric: SPO2, at: $t, value: 97}]) { accepted } }", &["p-1"], true),
+        ("acknowledgeAlert", "mutation($al: ID!) { acknowledgeAlert(id: $al) }", &["dr-1"], true),
+        ("cluster", "query { cluster { node } }", &["ops-1", "admin-1"], false),
+        ("supervisionTree", "query { supervisionTree { path } }", &["ops-1", "admin-1"], false),
+        ("auditLog", "query { auditLog(first: 1) { seq } }", &["admin-1"], false),
+        ("registerPatient", "mutation { registerPatient(id: \"p-9\") }", &["admin-1"], false),
+    ];
+    let mut expected_denials: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut expected_allowed: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (op, query, allowed, phi) in operations {
+        for (sub, role) in principals {
+            let v = gql(a, &token(role, sub), query, vars.clone()).await;
+            let code = v["errors"][0]["extensions"]["code"].as_str().unwrap_or("");
+            let may = allowed.contains(&sub);
+            assert_eq!(
+                code != "FORBIDDEN",
+                may,
+                "{sub} ({role:?}) {op}: expected {}, got {v}",
+                if may { "an answer" } else { "FORBIDDEN" }
+            );
+            if phi {
+                *if may {
+                    &mut expected_allowed
+                } else {
+                    &mut expected_denials
+                }
+                .entry(sub)
+                .or_default() += 1;
+            }
+        }
+    }
+    // Each PHI attempt left its entry, allowed or denied.
+    let log = ok(
+        a,
+        &admin,
+        "{ auditLog(first: 1000) { subject outcome } }",
+        json!({}),
+    )
+    .await;
+    let log = log["auditLog"].as_array().unwrap();
+    let count = |sub: &str, outcome: &str| {
+        log.iter()
+            .filter(|e| e["subject"] == sub && e["outcome"] == outcome)
+            .count()
+    };
+    for (sub, n) in &expected_denials {
+        assert!(
+            count(sub, "denied") >= *n,
+            "{sub}: {} denied entries, {n} denials",
+            count(sub, "denied")
+        );
+    }
+    for (sub, n) in &expected_allowed {
+        assert!(
+            count(sub, "allowed") >= *n,
+            "{sub}: {} allowed entries, {n} accesses",
+            count(sub, "allowed")
+        );
+    }
+    drop(node);
+}
