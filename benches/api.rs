@@ -1,0 +1,435 @@
+//! GraphQL API benchmarks against real `cardio serve` processes (release
+//! build), each beside a baseline from the same run:
+//!
+//! (g) requests per second on one node (embedded defaults: SQLite file,
+//!     in-process bus) of `sendMessage` (a journaled chat line) and
+//!     `pushSamples` (10 heart-rate samples), 16 requests in flight, beside
+//!     the `me` query (HTTP + token + GraphQL, no actor, no database);
+//! (h) alert latency: from sending a `pushSamples` whose blood pressure is a
+//!     hypertensive crisis (raised at once) to the clinician's `alerts`
+//!     subscription receiving it, p50/p99 over 60 alerts; on one node, and on
+//!     a three-node cluster (RabbitMQ + PostgreSQL) with the clinician
+//!     connected to a node other than the one hosting the device. Target p99
+//!     < 100 ms.
+//!
+//! Needs RabbitMQ (with `rabbitmqctl`) and PostgreSQL for the cluster part.
+//! Run: `cargo bench --bench api`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use awc::ws;
+use cardio::auth::Authenticator;
+use cardio::principal::{Principal, Role};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardio");
+const SECRET: &str = "bench-secret-of-at-least-32-bytes-long!";
+const REQUESTS: usize = 2_000;
+const IN_FLIGHT: usize = 16;
+const ALERTS: usize = 60;
+
+struct Proc {
+    child: Child,
+    addr: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(envs: &[(&str, String)], dir: Option<tempfile::TempDir>) -> Proc {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
+        .env("CARDIO_LOG_FORMAT", "json")
+        .env("CARDIO_LOG_FILTER", "warn,cardio::node=info")
+        .env("CARDIO_JWT_SECRET", SECRET)
+        .env("CARDIO_RATE_LIMIT", "1000000")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"listening\"") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("started");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    Proc {
+        child,
+        addr: v["addr"].as_str().unwrap().to_owned(),
+        _dir: dir,
+    }
+}
+
+fn token(role: Role, sub: &str) -> String {
+    Authenticator::hs256(SECRET.as_bytes())
+        .mint(
+            &Principal {
+                subject: sub.into(),
+                role,
+            },
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+}
+
+async fn gql(client: &awc::Client, addr: &str, token: &str, query: &str, vars: Value) -> Value {
+    let mut res = client
+        .post(format!("http://{addr}/graphql"))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send_json(&json!({"query": query, "variables": vars}))
+        .await
+        .unwrap();
+    let v: Value = res.json().limit(1 << 20).await.unwrap();
+    assert!(v.get("errors").is_none(), "{query}: {v}");
+    v["data"].clone()
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64
+}
+
+/// Requests per second of `make(i)` over REQUESTS requests, IN_FLIGHT at a time.
+async fn rate(addr: &str, token: &str, make: impl Fn(usize) -> (String, Value)) -> f64 {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let start = Instant::now();
+    futures_util::stream::iter(0..REQUESTS)
+        .for_each_concurrent(IN_FLIGHT, |i| {
+            let (q, v) = make(i);
+            let client = &client;
+            async move {
+                gql(client, addr, token, &q, v).await;
+            }
+        })
+        .await;
+    REQUESTS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sets up p-1 (with a device), dr-1 on their team; returns the device id.
+async fn people(addr: &str) -> String {
+    let c = awc::Client::new();
+    let admin = token(Role::Admin, "admin-1");
+    for (m, id) in [("registerPatient", "p-1"), ("registerClinician", "dr-1")] {
+        gql(
+            &c,
+            addr,
+            &admin,
+            &format!("mutation {{ {m}(id: \"{id}\") }}"),
+            json!({}),
+        )
+        .await;
+    }
+    gql(
+        &c,
+        addr,
+        &admin,
+        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
+        json!({}),
+    )
+    .await;
+    gql(
+        &c,
+        addr,
+        &token(Role::Patient, "p-1"),
+        "mutation { registerDevice(patientId: \"p-1\", kind: \"cuff\") }",
+        json!({}),
+    )
+    .await["registerDevice"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+
+async fn alerts_socket(addr: &str) -> Socket {
+    let (_, mut ws) = awc::Client::new()
+        .ws(format!("ws://{addr}/graphql"))
+        .protocols(["graphql-transport-ws"])
+        .connect()
+        .await
+        .unwrap();
+    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", token(Role::Clinician, "dr-1"))}});
+    ws.send(ws::Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    next_text(&mut ws).await; // connection_ack
+    let sub = json!({"id": "a", "type": "subscribe", "payload": {"query": "subscription { alerts { change kind } }"}});
+    ws.send(ws::Message::Text(sub.to_string().into()))
+        .await
+        .unwrap();
+    ws
+}
+
+async fn next_text(ws: &mut Socket) -> Value {
+    loop {
+        match ws.next().await.unwrap().unwrap() {
+            ws::Frame::Text(b) => return serde_json::from_slice(&b).unwrap(),
+            ws::Frame::Ping(p) => ws.send(ws::Message::Pong(p)).await.unwrap(),
+            _ => {}
+        }
+    }
+}
+
+/// The next alert event with `change`, if one comes within `wait`.
+async fn alert(ws: &mut Socket, change: &str, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while let Ok(v) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        next_text(ws),
+    )
+    .await
+    {
+        if v["type"] == "next" && v["payload"]["data"]["alerts"]["change"] == change {
+            return true;
+        }
+    }
+    false
+}
+
+fn bp(at: f64, systolic: f64, diastolic: f64) -> Value {
+    json!([{"metric": "BLOOD_PRESSURE", "at": at, "systolic": systolic, "diastolic": diastolic}])
+}
+
+/// Alert latencies: push a crisis (timed until the subscription has it),
+/// then normal pressure (resolving it), ALERTS times.
+async fn alert_latencies(push_addr: &str, watch_addr: &str, device: &str) -> Vec<Duration> {
+    let c = awc::Client::new();
+    let patient = token(Role::Patient, "p-1");
+    let push = "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted } }";
+    let mut ws = alerts_socket(watch_addr).await;
+    let mut at = now_ms() - 3_600_000.0;
+    // Until the subscription is bound: crises until one arrives.
+    loop {
+        gql(
+            &c,
+            push_addr,
+            &patient,
+            push,
+            json!({"d": device, "s": bp(at, 200.0, 125.0)}),
+        )
+        .await;
+        at += 1_000.0;
+        let seen = alert(&mut ws, "raised", Duration::from_millis(500)).await;
+        gql(
+            &c,
+            push_addr,
+            &patient,
+            push,
+            json!({"d": device, "s": bp(at, 120.0, 80.0)}),
+        )
+        .await;
+        at += 1_000.0;
+        if seen {
+            assert!(alert(&mut ws, "resolved", Duration::from_secs(5)).await);
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(ALERTS);
+    for _ in 0..ALERTS {
+        let t = Instant::now();
+        gql(
+            &c,
+            push_addr,
+            &patient,
+            push,
+            json!({"d": device, "s": bp(at, 200.0, 125.0)}),
+        )
+        .await;
+        assert!(
+            alert(&mut ws, "raised", Duration::from_secs(5)).await,
+            "alert lost"
+        );
+        out.push(t.elapsed());
+        at += 1_000.0;
+        gql(
+            &c,
+            push_addr,
+            &patient,
+            push,
+            json!({"d": device, "s": bp(at, 120.0, 80.0)}),
+        )
+        .await;
+        assert!(
+            alert(&mut ws, "resolved", Duration::from_secs(5)).await,
+            "resolution lost"
+        );
+        at += 1_000.0;
+    }
+    out.sort();
+    out
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    assert!(Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success());
+}
+
+fn main() {
+    actix_rt::System::new().block_on(async {
+        // (g) and (h) on one node, embedded defaults.
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}/cardio.db", dir.path().display());
+        let node = start(&[("CARDIO_DATABASE_URL", db)], Some(dir));
+        let a = node.addr.clone();
+        let device = people(&a).await;
+        let patient = token(Role::Patient, "p-1");
+        let me = rate(&a, &patient, |_| ("{ me { subject } }".into(), json!({}))).await;
+        // One consult per in-flight slot, open and joined.
+        let c = awc::Client::new();
+        let mut consults = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            let id = gql(&c, &a, &patient, "mutation { requestConsult(patientId: \"p-1\", reason: \"bench\") }", json!({}))
+                .await["requestConsult"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            gql(&c, &a, &patient, "mutation($c: ID!) { joinConsult(id: $c) }", json!({"c": id})).await;
+            consults.push(id);
+        }
+        let send = rate(&a, &patient, |i| {
+            (
+                "mutation($c: ID!, $k: String!) { sendMessage(consultId: $c, clientMessageId: $k, text: \"x\") }".into(),
+                json!({"c": consults[i % IN_FLIGHT], "k": format!("m{i}")}),
+            )
+        })
+        .await;
+        // Pushes of 10 samples each, one device per slot (a device's pushes are ordered).
+        let mut devices = vec![device.clone()];
+        for _ in 1..IN_FLIGHT {
+            devices.push(
+                gql(&c, &a, &patient, "mutation { registerDevice(patientId: \"p-1\", kind: \"watch\") }", json!({}))
+                    .await["registerDevice"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        let t0 = now_ms() - 3_000_000.0;
+        let push = rate(&a, &patient, |i| {
+            let base = t0 + (i / IN_FLIGHT) as f64 * 10_000.0;
+            let samples: Vec<Value> = (0..10)
+                .map(|k| json!({"metric": "HEART_RATE", "at": base + f64::from(k) * 1_000.0, "value": 72}))
+                .collect();
+            (
+                "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted } }".into(),
+                json!({"d": devices[i % IN_FLIGHT], "s": samples}),
+            )
+        })
+        .await;
+        println!(
+            "(g) one node, {REQUESTS} requests, {IN_FLIGHT} in flight: sendMessage {send:.0}/s ({:.2} of `me`), \
+             pushSamples x10 {push:.0}/s ({:.2} of `me`); baseline `me` query {me:.0}/s",
+            send / me,
+            push / me
+        );
+        let one = alert_latencies(&a, &a, &device).await;
+        println!(
+            "(h) alert latency, one node, {ALERTS} alerts: p50 {:?}, p99 {:?} (target p99 < 100 ms)",
+            pct(&one, 0.5),
+            pct(&one, 0.99)
+        );
+        drop(node);
+
+        // (h) across nodes: RabbitMQ + PostgreSQL, clinician elsewhere.
+        let vhost = format!("cardio-bench-{}", uuid::Uuid::new_v4().simple());
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let dbname = format!("cardio_test_apibench_{}", uuid::Uuid::new_v4().simple());
+        let admin_db = cardio::store::Store::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+        admin_db.execute_admin(&format!("CREATE DATABASE {dbname}")).await.unwrap();
+        let bus = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+        let pg = format!("postgres://postgres@127.0.0.1:5432/{dbname}");
+        let nodes: Vec<Proc> = ["b1", "b2", "b3"]
+            .iter()
+            .map(|id| {
+                start(
+                    &[
+                        ("CARDIO_NODE_ID", (*id).into()),
+                        ("CARDIO_BUS_URL", bus.clone()),
+                        ("CARDIO_DATABASE_URL", pg.clone()),
+                        ("CARDIO_SHARDS", "32".into()),
+                        ("CARDIO_HEARTBEAT", "200ms".into()),
+                        ("CARDIO_LEASE", "1500ms".into()),
+                    ],
+                    None,
+                )
+            })
+            .collect();
+        // Wait for a settled placement, then find the device's owner.
+        let ops = token(Role::Ops, "ops-1");
+        let c = awc::Client::new();
+        let owner_of = |shard: u16| {
+            let c = &c;
+            let ops = &ops;
+            let addr = nodes[0].addr.clone();
+            async move {
+                let v = gql(c, &addr, ops, "{ cluster { nodes { id status } shards { id owner } } }", json!({})).await;
+                let up = v["cluster"]["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "up").count();
+                let owner = v["cluster"]["shards"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["id"] == shard)
+                    .and_then(|s| s["owner"].as_str().map(str::to_owned));
+                (up, owner)
+            }
+        };
+        let device = people(&nodes[0].addr).await;
+        let shard = cardio::cluster::shard_of(&cardio::registry::ActorId::new("device", &device).unwrap(), 32);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let owner = loop {
+            match owner_of(shard).await {
+                (3, Some(o)) => {
+                    if cardio::cluster::rank(shard, &["b1", "b2", "b3"])[0] == o {
+                        break o;
+                    }
+                }
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "cluster did not settle");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let ids = ["b1", "b2", "b3"];
+        let host = &nodes[ids.iter().position(|i| *i == owner).unwrap()];
+        let watcher = &nodes[ids.iter().position(|i| *i != owner).unwrap()];
+        let across = alert_latencies(&host.addr, &watcher.addr, &device).await;
+        println!(
+            "(h) alert latency across nodes (device on {owner}, clinician on another node), {ALERTS} alerts: \
+             p50 {:?}, p99 {:?} (target p99 < 100 ms)",
+            pct(&across, 0.5),
+            pct(&across, 0.99)
+        );
+        drop(nodes);
+        let _ = admin_db.execute_admin(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")).await;
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &vhost]).output();
+    });
+}
