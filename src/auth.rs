@@ -2,7 +2,9 @@
 //!
 //! Tokens are HS256 with `CARDIO_JWT_SECRET`, or RS256 checked against the
 //! RSA public key in `CARDIO_JWT_PUBLIC_KEY` (minted with the private key in
-//! `CARDIO_JWT_PRIVATE_KEY`, when this node mints at all). Claims: `sub` (an
+//! `CARDIO_JWT_PRIVATE_KEY`, when this node mints at all), or RS256 checked
+//! against the keys of a JWKS file (`CARDIO_JWT_JWKS`, as an identity
+//! provider publishes them; the token's `kid` picks the key). Claims: `sub` (an
 //! opaque id, never a name), `role` (`patient`, `clinician`, `ops`, `admin`),
 //! `iat`, `exp` (required), `iss` = `cardio`. The clock leeway is 5 s.
 //!
@@ -61,6 +63,8 @@ pub struct Authenticator {
     algorithm: Algorithm,
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
+    /// From a JWKS: more keys, by `kid`.
+    by_kid: Vec<(String, DecodingKey)>,
 }
 
 impl Authenticator {
@@ -70,7 +74,41 @@ impl Authenticator {
             algorithm: Algorithm::HS256,
             decoding: DecodingKey::from_secret(secret),
             encoding: Some(EncodingKey::from_secret(secret)),
+            by_kid: Vec::new(),
         }
+    }
+
+    /// RS256 against the RSA keys of a JWKS document (verification only).
+    pub fn jwks(document: &[u8]) -> Result<Authenticator, AuthError> {
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(document)
+            .map_err(|e| AuthError::BadKey(format!("not a JWKS document: {e}")))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let rsa = matches!(
+                jwk.algorithm,
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
+            );
+            let rs256 = jwk
+                .common
+                .key_algorithm
+                .is_none_or(|a| a == jsonwebtoken::jwk::KeyAlgorithm::RS256);
+            if let (true, true, Some(kid)) = (rsa, rs256, &jwk.common.key_id) {
+                let key =
+                    DecodingKey::from_jwk(jwk).map_err(|e| AuthError::BadKey(e.to_string()))?;
+                keys.push((kid.clone(), key));
+            }
+        }
+        let Some((_, first)) = keys.first() else {
+            return Err(AuthError::BadKey(
+                "the JWKS has no RS256 key with a kid".into(),
+            ));
+        };
+        Ok(Authenticator {
+            algorithm: Algorithm::RS256,
+            decoding: first.clone(),
+            encoding: None,
+            by_kid: keys,
+        })
     }
 
     /// RS256: verifies with `public_pem`; mints only with `private_pem`.
@@ -86,6 +124,7 @@ impl Authenticator {
                 .map(EncodingKey::from_rsa_pem)
                 .transpose()
                 .map_err(bad)?,
+            by_kid: Vec::new(),
         })
     }
 
@@ -95,6 +134,9 @@ impl Authenticator {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| AuthError::BadKey(format!("{}: {e}", p.display())))
         };
+        if let Some(jwks) = &config.jwt_jwks {
+            return Authenticator::jwks(&read(jwks)?).map(Some);
+        }
         if let Some(public) = &config.jwt_public_key {
             let private = config.jwt_private_key.as_deref().map(read).transpose()?;
             return Authenticator::rs256(&read(public)?, private.as_deref()).map(Some);
@@ -138,20 +180,31 @@ impl Authenticator {
         validation.leeway = LEEWAY_S;
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
-                    AuthError::BadSignature
-                }
-                ErrorKind::InvalidIssuer => AuthError::Malformed("wrong issuer".into()),
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Malformed(format!("claim {c:?} is missing"))
-                }
-                ErrorKind::Json(_) => AuthError::Malformed("claims of the wrong shape".into()),
-                _ => AuthError::Malformed("not a JWT".into()),
-            },
-        )?;
+        let key = if self.by_kid.is_empty() {
+            &self.decoding
+        } else {
+            let kid = jsonwebtoken::decode_header(token)
+                .ok()
+                .and_then(|h| h.kid)
+                .ok_or_else(|| AuthError::Malformed("the token names no key (kid)".into()))?;
+            self.by_kid
+                .iter()
+                .find(|(k, _)| *k == kid)
+                .map(|(_, key)| key)
+                .ok_or(AuthError::BadSignature)?
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::BadSignature,
+            ErrorKind::InvalidIssuer => AuthError::Malformed("wrong issuer".into()),
+            ErrorKind::MissingRequiredClaim(c) => {
+                AuthError::Malformed(format!("claim {c:?} is missing"))
+            }
+            ErrorKind::Json(_) => AuthError::Malformed("claims of the wrong shape".into()),
+            _ => AuthError::Malformed("not a JWT".into()),
+        })?;
         let c = data.claims;
         if c.role == Role::System {
             return Err(AuthError::Malformed("the system role has no tokens".into()));
@@ -265,6 +318,7 @@ mod tests {
             algorithm: Algorithm::RS256,
             decoding: DecodingKey::from_secret(KEY),
             encoding: None,
+            by_kid: Vec::new(),
         };
         assert_eq!(rs.verify(&token), Err(AuthError::BadSignature));
         assert_eq!(

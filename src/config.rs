@@ -162,6 +162,8 @@ pub struct Config {
     pub jwt_public_key: Option<PathBuf>,
     /// PEM file of the RSA private key, to mint RS256 tokens (`cardio token`).
     pub jwt_private_key: Option<PathBuf>,
+    /// JWKS file of RS256 public keys (an identity provider's), by `kid`.
+    pub jwt_jwks: Option<PathBuf>,
     /// Development mode: GraphiQL at `/graphiql`.
     pub dev: bool,
     /// GraphQL requests per second each principal may make (bursts of twice
@@ -194,6 +196,7 @@ impl Default for Config {
             jwt_secret: None,
             jwt_public_key: None,
             jwt_private_key: None,
+            jwt_jwks: None,
             dev: false,
             rate_limit: 200,
         }
@@ -248,6 +251,7 @@ const KEYS: &[&str] = &[
     "jwt_secret",
     "jwt_public_key",
     "jwt_private_key",
+    "jwt_jwks",
     "dev",
     "rate_limit",
 ];
@@ -409,6 +413,7 @@ impl Config {
                 }
                 "jwt_public_key" => c.jwt_public_key = Some(PathBuf::from(raw)),
                 "jwt_private_key" => c.jwt_private_key = Some(PathBuf::from(raw)),
+                "jwt_jwks" => c.jwt_jwks = Some(PathBuf::from(raw)),
                 "rate_limit" => c.rate_limit = number(raw, 1, 1_000_000).map_err(bad)? as u32,
                 "dev" => {
                     c.dev = match raw {

@@ -1083,3 +1083,49 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     }
     drop(node);
 }
+
+/// An RS256 token as an identity provider would issue it: signed with its
+/// private key, naming the key by `kid`.
+fn idp_token(kid: Option<&str>, sub: &str, role: &str) -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let pem = std::fs::read(format!("{dir}/tests/fixtures/test-only-rs256.key")).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    let exp = (now_ms() / 1000.0) as u64 + 600;
+    let claims = json!({"sub": sub, "role": role, "iat": exp - 600, "exp": exp, "iss": "cardio"});
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_node_can_trust_an_identity_providers_keys_from_a_jwks_file() {
+    let jwks = format!(
+        "{}/tests/fixtures/test-only-jwks.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let node = serve_with(&[("CARDIO_JWT_JWKS", &jwks)]);
+    let a = &node.addr;
+    let me = "{\"query\": \"{ me { subject role } }\"}";
+    let good = idp_token(Some("test-only-1"), "dr-5", "clinician");
+    let (status, v) = post_raw(a, Some(&good), me).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["data"]["me"],
+        json!({"subject": "dr-5", "role": "CLINICIAN"})
+    );
+    // Another kid, no kid, or the node's HS256 secret: refused.
+    for bad in [
+        idp_token(Some("someone-else"), "dr-5", "clinician"),
+        idp_token(None, "dr-5", "clinician"),
+        token(Role::Clinician, "dr-5"),
+    ] {
+        let (status, v) = post_raw(a, Some(&bad), me).await;
+        assert_eq!(status, 401, "{v}");
+        assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    }
+    drop(node);
+}
