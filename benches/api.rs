@@ -407,13 +407,10 @@ fn main() {
         let shard = cardio::cluster::shard_of(&cardio::registry::ActorId::new("device", &device).unwrap(), 32);
         let deadline = Instant::now() + Duration::from_secs(30);
         let owner = loop {
-            match owner_of(shard).await {
-                (3, Some(o)) => {
-                    if cardio::cluster::rank(shard, &["b1", "b2", "b3"])[0] == o {
-                        break o;
-                    }
+            if let (3, Some(o)) = owner_of(shard).await {
+                if cardio::cluster::rank(shard, &["b1", "b2", "b3"])[0] == o {
+                    break o;
                 }
-                _ => {}
             }
             assert!(Instant::now() < deadline, "cluster did not settle");
             tokio::time::sleep(Duration::from_millis(50)).await;
