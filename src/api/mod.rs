@@ -242,7 +242,27 @@ async fn graphql_ws(
     req: actix_web::HttpRequest,
     payload: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
+    use futures_util::StreamExt;
     let auth = state.auth.clone();
+    // The connection closes when its token expires: the token's expiry,
+    // known once `connection_init` verified it, ends the inbound stream, and
+    // the socket with it.
+    let expiry = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let known = Arc::new(tokio::sync::Notify::new());
+    let (exp_in, known_in) = (Arc::clone(&expiry), Arc::clone(&known));
+    let expired = async move {
+        loop {
+            let exp = exp_in.load(Ordering::Acquire);
+            if exp != 0 {
+                // A moment after the subscriptions completed (at `exp`).
+                let left = (exp * 1000 + 250).saturating_sub(crate::supervisors::tree::unix_ms());
+                tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+                return;
+            }
+            known_in.notified().await;
+        }
+    };
+    let payload = payload.take_until(Box::pin(expired));
     async_graphql_actix_web::GraphQLSubscription::new(state.graphql.clone())
         .on_connection_init(move |value: serde_json::Value| async move {
             let auth = auth.ok_or_else(|| {
@@ -266,6 +286,8 @@ async fn graphql_ws(
             data.insert(principal);
             // Subscriptions of this connection end when its token expires.
             data.insert(graphql::Expiry(exp));
+            expiry.store(exp.max(1), Ordering::Release);
+            known.notify_one();
             Ok(data)
         })
         .start(&req, payload)
