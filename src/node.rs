@@ -163,7 +163,7 @@ impl Node {
             crate::api::graphql::Deps {
                 store: store.clone(),
                 bus: Arc::clone(&bus),
-                requester,
+                requester: Arc::clone(&requester),
                 cluster: cluster.clone(),
                 node_id: config.node_id.clone(),
                 tree: tree.clone(),
@@ -182,6 +182,7 @@ impl Node {
             auth,
             dev: config.dev,
             limiter: crate::api::rate_limiter(config.rate_limit),
+            requester,
         };
         let grace = config.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
@@ -304,14 +305,16 @@ async fn register_kinds(
     use crate::actors::session::{self, PatientSession};
     use crate::registry::KindSpec;
 
-    let (s, logoff) = (store.clone(), config.session_logoff);
+    let (s, logoff, ev) = (store.clone(), config.session_logoff, events.clone());
     // Sessions stay in memory past their logoff: presence is not journaled.
     let session_idle = config.idle_timeout.max(logoff * 2);
     let sessions = registry
         .register(
             entities,
-            KindSpec::new(move |id: &str| PatientSession::new(id, s.clone(), logoff))
-                .idle_timeout(Some(session_idle)),
+            KindSpec::new(move |id: &str| {
+                PatientSession::new(id, s.clone(), logoff).with_events(ev.clone())
+            })
+            .idle_timeout(Some(session_idle)),
         )
         .await?;
     registry.route_for::<PatientSession, session::Connect>(&sessions, "session.connect");

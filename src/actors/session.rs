@@ -51,6 +51,15 @@ pub struct PatientSession {
     activity: u64,
     /// Request ids already journaled: a retry is answered, not redone.
     applied: std::collections::HashSet<String>,
+    events: crate::bus::events::Events,
+}
+
+/// Published on `session.<patient>` when the idle timer logged every app
+/// off: connections named here should close.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoggedOff {
+    pub patient: String,
+    pub connections: Vec<String>,
 }
 
 impl PatientSession {
@@ -63,7 +72,14 @@ impl PatientSession {
             logoff_after,
             activity: 0,
             applied: Default::default(),
+            events: crate::bus::events::Events::none(),
         }
+    }
+
+    /// Publishes logoffs through `events`.
+    pub fn with_events(mut self, events: crate::bus::events::Events) -> Self {
+        self.events = events;
+        self
     }
 
     fn touch(&mut self, ctx: &Ctx<Self>) {
@@ -259,8 +275,19 @@ impl Handler<IdleCheck> for PatientSession {
     async fn handle(&mut self, check: IdleCheck, _: &mut Ctx<Self>) {
         if check.activity == self.activity && !self.view.connections.is_empty() {
             tracing::info!(actor = %self.key, apps = self.view.connections.len(), "automatic logoff after inactivity");
-            self.view.connections.clear();
+            let connections: Vec<String> = std::mem::take(&mut self.view.connections)
+                .into_keys()
+                .collect();
             self.view.logged_off = true;
+            let patient = self.key.trim_start_matches("session/").to_owned();
+            self.events.emit(
+                &format!("session.{}", crate::bus::events::topic_word(&patient)),
+                "session.logged_off",
+                &LoggedOff {
+                    patient,
+                    connections,
+                },
+            );
         }
     }
 }

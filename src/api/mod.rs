@@ -40,6 +40,8 @@ pub struct ApiState {
     pub dev: bool,
     /// Per-principal request budget.
     pub limiter: Arc<RateLimiter>,
+    /// Request–reply with actors (sessions), wherever they live.
+    pub requester: Arc<crate::bus::client::Requester>,
 }
 
 /// Requests per second per principal (subject), with bursts.
@@ -166,6 +168,20 @@ async fn graphql_post(
             Err(e) => return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
         },
     };
+    if let Some(p) = principal
+        .as_ref()
+        .filter(|p| p.role == crate::principal::Role::Patient)
+    {
+        // The patient is active: their session's idle clock starts over.
+        if let Ok(to) = crate::registry::ActorId::new("session", &p.subject) {
+            if let Ok(env) = crate::bus::Envelope::new("session.activity", &()) {
+                let bus = Arc::clone(&state.bus);
+                actix_rt::spawn(async move {
+                    let _ = bus.send(&env.to(to)).await;
+                });
+            }
+        }
+    }
     if let Some(p) = &principal {
         if state.limiter.check_key(&p.subject).is_err() {
             return gql_error(
@@ -253,16 +269,55 @@ async fn graphql_ws(
     let expired = async move {
         loop {
             let exp = exp_in.load(Ordering::Acquire);
-            if exp != 0 {
-                // A moment after the subscriptions completed (at `exp`).
-                let left = (exp * 1000 + 250).saturating_sub(crate::supervisors::tree::unix_ms());
-                tokio::time::sleep(std::time::Duration::from_millis(left)).await;
-                return;
+            if exp == 0 {
+                known_in.notified().await;
+                continue;
             }
-            known_in.notified().await;
+            // A moment after the subscriptions completed (at `exp`).
+            let left = (exp * 1000 + 250).saturating_sub(crate::supervisors::tree::unix_ms());
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(left)) => return,
+                // Moved earlier (the session logged off): look again.
+                _ = known_in.notified() => continue,
+            }
         }
     };
-    let payload = payload.take_until(Box::pin(expired));
+    // A patient's connection is one of their session's apps: it closes when
+    // the session logs off, and leaves the session when it closes.
+    let connection = uuid::Uuid::new_v4().simple().to_string();
+    let patient: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let watcher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let on_close = OnClose(Some(Box::new({
+        let (patient, watcher, requester, connection) = (
+            Arc::clone(&patient),
+            Arc::clone(&watcher),
+            Arc::clone(&state.requester),
+            connection.clone(),
+        );
+        move || {
+            if let Some(w) = watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                w.abort();
+            }
+            let who = patient.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(to) = who.and_then(|p| crate::registry::ActorId::new("session", &p).ok()) {
+                actix_rt::spawn(async move {
+                    let _ = requester
+                        .request::<_, serde_json::Value>(
+                            &to,
+                            "session.disconnect",
+                            &crate::actors::session::Disconnect { connection },
+                            std::time::Duration::from_secs(5),
+                        )
+                        .await;
+                });
+            }
+        }
+    })));
+    let payload = payload.take_until(Box::pin(expired)).map(move |item| {
+        let _keep = &on_close;
+        item
+    });
+    let (bus, requester) = (Arc::clone(&state.bus), Arc::clone(&state.requester));
     async_graphql_actix_web::GraphQLSubscription::new(state.graphql.clone())
         .on_connection_init(move |value: serde_json::Value| async move {
             let auth = auth.ok_or_else(|| {
@@ -282,6 +337,56 @@ async fn graphql_ws(
             let (principal, exp) = auth
                 .verify_header_until(header.as_deref())
                 .map_err(|e| graphql::coded("UNAUTHENTICATED", e.to_string()))?;
+            if principal.role == crate::principal::Role::Patient {
+                let p = principal.subject.clone();
+                let app = value
+                    .get("app")
+                    .and_then(|v| v.as_str())
+                    .filter(|a| !a.is_empty() && a.len() <= 32)
+                    .unwrap_or("app")
+                    .to_owned();
+                let topic = format!("session.{}", crate::bus::events::topic_word(&p));
+                let mut sub = bus
+                    .subscribe(&topic, 16)
+                    .await
+                    .map_err(|_| graphql::coded("UNAVAILABLE", "try again"))?;
+                let to = crate::registry::ActorId::new("session", &p)
+                    .map_err(|_| graphql::coded("UNAUTHENTICATED", "bad subject"))?;
+                requester
+                    .request::<_, serde_json::Value>(
+                        &to,
+                        "session.connect",
+                        &crate::actors::session::Connect {
+                            connection: connection.clone(),
+                            app,
+                        },
+                        std::time::Duration::from_secs(5),
+                    )
+                    .await
+                    .map_err(|_| graphql::coded("UNAVAILABLE", "try again"))?;
+                *patient.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+                let (expiry, known, connection) =
+                    (Arc::clone(&expiry), Arc::clone(&known), connection.clone());
+                let task = tokio::spawn(async move {
+                    while let Some(d) = sub.next().await {
+                        let env = d.envelope();
+                        let _ = d.ack().await;
+                        let Ok(env) = env else { continue };
+                        let Ok(off) = serde_json::from_str::<crate::actors::session::LoggedOff>(
+                            env.payload.get(),
+                        ) else {
+                            continue;
+                        };
+                        if off.connections.contains(&connection) {
+                            // Logged off: end the connection now.
+                            expiry.store(1, Ordering::Release);
+                            known.notify_one();
+                            break;
+                        }
+                    }
+                });
+                *watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+            }
             let mut data = async_graphql::Data::default();
             data.insert(principal);
             // Subscriptions of this connection end when its token expires.
@@ -291,6 +396,17 @@ async fn graphql_ws(
             Ok(data)
         })
         .start(&req, payload)
+}
+
+/// Runs its function when dropped (a WebSocket connection's end).
+struct OnClose(Option<Box<dyn FnOnce()>>);
+
+impl Drop for OnClose {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// GraphiQL, in dev mode only.

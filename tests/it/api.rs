@@ -1140,3 +1140,46 @@ async fn a_node_can_trust_an_identity_providers_keys_from_a_jwks_file() {
     }
     drop(node);
 }
+
+/// Whether the socket closes within `wait` (frames before the close are skipped).
+async fn closes_within(ws: &mut Socket, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(ws::Frame::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return true,
+            Ok(Some(Ok(ws::Frame::Ping(p)))) => {
+                let _ = ws.send(ws::Message::Pong(p)).await;
+            }
+            Ok(Some(Ok(_))) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_patients_connection_closes_when_their_session_logs_off() {
+    let node = serve_with(&[("CARDIO_SESSION_LOGOFF", "2s")]);
+    let a = &node.addr;
+    let patient = token(Role::Patient, "p-1");
+    let clinician = token(Role::Clinician, "dr-1");
+    let mut p_ws = socket(a, &patient).await;
+    let mut c_ws = socket(a, &clinician).await;
+    // While the patient is active (requests keep the session alive), it stays open.
+    let active_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < active_until {
+        ok(a, &patient, "{ me { subject } }", json!({})).await;
+        assert!(
+            !closes_within(&mut p_ws, Duration::from_millis(400)).await,
+            "closed while the patient was active"
+        );
+    }
+    // Quiet for longer than the logoff: the session logs the app off and
+    // the connection closes. The clinician's connection (no session) stays.
+    assert!(
+        closes_within(&mut p_ws, Duration::from_secs(8)).await,
+        "the connection outlived the session"
+    );
+    assert!(!closes_within(&mut c_ws, Duration::from_millis(300)).await);
+    drop(node);
+}
