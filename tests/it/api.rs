@@ -421,6 +421,20 @@ async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
         (s, v["errors"][0]["extensions"]["code"].clone()),
         (401, json!("UNAUTHENTICATED"))
     );
+    // Expired (well past the 5 s leeway), signed with the right key.
+    let exp = (now_ms() / 1000.0) as u64 - 120;
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "admin-1", "role": "admin", "iat": exp - 60, "exp": exp, "iss": "cardio"}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (s, v) = post_raw(a, Some(&expired), "{\"query\": \"{ me { subject } }\"}").await;
+    assert_eq!(
+        (s, v["errors"][0]["extensions"]["code"].clone()),
+        (401, json!("UNAUTHENTICATED"))
+    );
+    assert!(v.to_string().contains("expired"), "{v}");
     // Malformed JSON, unknown fields, wrong types, deep nesting, big batches.
     let (s, v) = post_raw(a, Some(&admin), "{\"query\": ").await;
     assert_eq!(
