@@ -22,7 +22,11 @@ use crate::principal::{Principal, Role};
 use crate::supervisors::tree::unix_ms;
 
 const ISSUER: &str = "cardio";
+const AUDIENCE: &str = "cardio";
 const LEEWAY_S: u64 = 5;
+/// Longest lifetime (`exp` − `iat`) a token may have: a leaked token, or a
+/// subscription opened with one, does not outlive a day.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a request is not authenticated. The message is safe to return.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +59,9 @@ struct Claims {
     iat: u64,
     exp: u64,
     iss: String,
+    aud: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 /// Verifies (and, with a signing key, mints) tokens.
@@ -92,7 +99,12 @@ impl Authenticator {
                 .common
                 .key_algorithm
                 .is_none_or(|a| a == jsonwebtoken::jwk::KeyAlgorithm::RS256);
-            if let (true, true, Some(kid)) = (rsa, rs256, &jwk.common.key_id) {
+            let signing = jwk
+                .common
+                .public_key_use
+                .as_ref()
+                .is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature);
+            if let (true, true, true, Some(kid)) = (rsa, rs256, signing, &jwk.common.key_id) {
                 let key =
                     DecodingKey::from_jwk(jwk).map_err(|e| AuthError::BadKey(e.to_string()))?;
                 keys.push((kid.clone(), key));
@@ -158,8 +170,10 @@ impl Authenticator {
             sub: principal.subject.clone(),
             role: principal.role,
             iat: now,
-            exp: now + ttl.as_secs().max(1),
+            exp: now + ttl.min(MAX_TTL).as_secs().max(1),
             iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key)
             .map_err(|e| AuthError::BadKey(e.to_string()))
@@ -179,7 +193,9 @@ impl Authenticator {
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = LEEWAY_S;
         validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         let key = if self.by_kid.is_empty() {
             &self.decoding
         } else {
@@ -199,6 +215,8 @@ impl Authenticator {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::BadSignature,
             ErrorKind::InvalidIssuer => AuthError::Malformed("wrong issuer".into()),
+            ErrorKind::InvalidAudience => AuthError::Malformed("wrong audience".into()),
+            ErrorKind::ImmatureSignature => AuthError::Malformed("not valid yet".into()),
             ErrorKind::MissingRequiredClaim(c) => {
                 AuthError::Malformed(format!("claim {c:?} is missing"))
             }
@@ -206,6 +224,12 @@ impl Authenticator {
             _ => AuthError::Malformed("not a JWT".into()),
         })?;
         let c = data.claims;
+        if c.exp.saturating_sub(c.iat) > MAX_TTL.as_secs() {
+            return Err(AuthError::Malformed(format!(
+                "the token lives longer than {} h",
+                MAX_TTL.as_secs() / 3600
+            )));
+        }
         if c.role == Role::System {
             return Err(AuthError::Malformed("the system role has no tokens".into()));
         }
@@ -283,6 +307,8 @@ mod tests {
             iat: 1,
             exp: unix_ms() / 1000 - 60,
             iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            nbf: None,
         };
         let old = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(KEY))
             .unwrap();
@@ -307,6 +333,41 @@ mod tests {
             assert_eq!(e.code(), "UNAUTHENTICATED");
             assert!(!e.to_string().contains("eyJ"), "{e}");
         }
+    }
+
+    #[test]
+    fn tokens_name_the_audience_and_live_a_day_at_most() {
+        let auth = Authenticator::hs256(KEY);
+        let sign = |claims: &serde_json::Value| {
+            jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(KEY))
+                .unwrap()
+        };
+        let now = unix_ms() / 1000;
+        let base = serde_json::json!({"sub": "dr-7", "role": "clinician", "iat": now, "exp": now + 60, "iss": "cardio", "aud": "cardio"});
+        assert!(auth.verify(&sign(&base)).is_ok());
+        let mut long = base.clone();
+        long["exp"] = serde_json::json!(now + 2 * 24 * 3600);
+        assert!(matches!(
+            auth.verify(&sign(&long)),
+            Err(AuthError::Malformed(_))
+        ));
+        let mut other = base.clone();
+        other["aud"] = serde_json::json!("another-service");
+        assert!(matches!(
+            auth.verify(&sign(&other)),
+            Err(AuthError::Malformed(_))
+        ));
+        let mut early = base.clone();
+        early["nbf"] = serde_json::json!(now + 600);
+        assert!(matches!(
+            auth.verify(&sign(&early)),
+            Err(AuthError::Malformed(_))
+        ));
+        // Minting caps the lifetime too.
+        let token = auth
+            .mint(&clinician(), Duration::from_secs(7 * 24 * 3600))
+            .unwrap();
+        assert!(auth.verify(&token).is_ok());
     }
 
     #[test]

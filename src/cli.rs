@@ -164,10 +164,10 @@ fn token(role: &str, sub: &str, ttl: &str, file: Option<PathBuf>) -> ExitCode {
         return fail("--sub: an id of letters, digits and - _ . : @ (at most 128)");
     }
     let ttl = match humantime::parse_duration(ttl) {
-        Ok(d) if !d.is_zero() => d,
+        Ok(d) if !d.is_zero() && d <= crate::auth::MAX_TTL => d,
         _ => {
             return fail(&format!(
-                "--ttl {ttl:?}: expected a duration such as 1h or 15m"
+                "--ttl {ttl:?}: expected a duration such as 1h or 15m, at most 24h"
             ))
         }
     };

@@ -159,6 +159,7 @@ impl Node {
                 .await
                 .context("cannot subscribe to replies")?,
         );
+        let limiter = crate::api::rate_limiter(config.rate_limit);
         let graphql = crate::api::graphql::schema(
             crate::api::graphql::Deps {
                 store: store.clone(),
@@ -167,6 +168,8 @@ impl Node {
                 cluster: cluster.clone(),
                 node_id: config.node_id.clone(),
                 tree: tree.clone(),
+                limiter: Arc::clone(&limiter),
+                subscriptions: Arc::default(),
             },
             config.dev,
         );
@@ -181,7 +184,7 @@ impl Node {
             graphql,
             auth,
             dev: config.dev,
-            limiter: crate::api::rate_limiter(config.rate_limit),
+            limiter,
             requester,
         };
         let grace = config.shutdown_grace.as_secs().max(1);

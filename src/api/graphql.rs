@@ -45,6 +45,46 @@ pub struct Deps {
     pub cluster: crate::cluster::Cluster,
     pub node_id: String,
     pub tree: crate::supervisors::Tree,
+    /// The per-principal budget, charged for every access to a patient's
+    /// records too (so aliases, batches and WebSocket operations count).
+    pub limiter: Arc<super::RateLimiter>,
+    /// Live subscriptions per principal.
+    pub subscriptions: Arc<dashmap::DashMap<String, usize>>,
+}
+
+/// Most live subscriptions one principal may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 32;
+
+/// Counts a live subscription of `who` until dropped.
+pub struct SubscriptionSlot {
+    map: Arc<dashmap::DashMap<String, usize>>,
+    who: String,
+}
+
+impl SubscriptionSlot {
+    fn take(d: &Deps, who: &Principal) -> async_graphql::Result<SubscriptionSlot> {
+        let mut n = d.subscriptions.entry(who.subject.clone()).or_insert(0);
+        if *n >= MAX_SUBSCRIPTIONS {
+            return Err(coded(
+                "RATE_LIMITED",
+                format!("at most {MAX_SUBSCRIPTIONS} live subscriptions"),
+            ));
+        }
+        *n += 1;
+        Ok(SubscriptionSlot {
+            map: Arc::clone(&d.subscriptions),
+            who: who.subject.clone(),
+        })
+    }
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.map.remove_if_mut(&self.who, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
 }
 
 /// Builds the schema with its limits; introspection only in dev mode (the
@@ -123,6 +163,9 @@ async fn guard(
     patient: &str,
     fields: &str,
 ) -> async_graphql::Result<()> {
+    if deps.limiter.check_key(&who.subject).is_err() {
+        return Err(coded("RATE_LIMITED", "too many requests; slow down"));
+    }
     let allowed = may_reach(deps, who, patient).await?;
     let entry = AuditEntry {
         at_ms: unix_ms(),
@@ -270,7 +313,7 @@ async fn consult_patient_for(
                 .and_then(|x| x.get("code"))
                 .is_some_and(|c| *c == async_graphql::Value::String("FORBIDDEN".into()));
             if refused {
-                let _ = audit_denied(deps, who, action, "consult").await;
+                audit_denied(deps, who, action, "consult").await?;
             }
             Err(e)
         }
@@ -904,7 +947,7 @@ impl Query {
             Err(e) => {
                 // No such consult: denied alike, and audited without a patient.
                 if who.role != Role::System {
-                    let _ = audit_denied(d, who, "read", "consult").await;
+                    audit_denied(d, who, "read", "consult").await?;
                 }
                 return Err(e);
             }
@@ -1008,13 +1051,14 @@ async fn device_topics(
     d: &Deps,
     prefix: &str,
     patients: &[String],
-) -> async_graphql::Result<Vec<(String, String)>> {
+) -> async_graphql::Result<Vec<(String, String, String)>> {
     let mut out = Vec::new();
     for p in patients {
         for dev in d.store.devices_of(p).await.map_err(|_| unavailable())? {
             out.push((
                 format!("{prefix}.{}", crate::bus::events::topic_word(&dev.id)),
                 p.clone(),
+                dev.id.clone(),
             ));
         }
     }
@@ -1109,8 +1153,11 @@ impl Mutation {
         }
         if who.role == Role::Admin {
             audit_admin(d, who, "register device", Some(&patient_id)).await?;
-        } else {
+        } else if who.role == Role::Patient {
             guard(d, who, "write", &patient_id, "devices").await?;
+        } else {
+            audit(d, who, "write", Some(&patient_id), "devices", false).await?;
+            return Err(forbidden());
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         match d.store.register_device(&id, &patient_id, &kind).await {
@@ -1144,12 +1191,12 @@ impl Mutation {
         let patient = match device_patient(d, &device_id).await {
             Ok(p) => p,
             Err(_) => {
-                let _ = audit_denied(d, who, "write", "vitals").await;
+                audit_denied(d, who, "write", "vitals").await?;
                 return Err(forbidden());
             }
         };
         if who.role != Role::Patient {
-            let _ = audit(d, who, "write", Some(&patient), "vitals", false).await;
+            audit(d, who, "write", Some(&patient), "vitals", false).await?;
             return Err(forbidden());
         }
         guard(d, who, "write", &patient, "vitals").await?;
@@ -1214,14 +1261,20 @@ impl Mutation {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
         if who.role != Role::Clinician {
-            let _ = audit_denied(d, who, "write", "alerts").await;
+            audit_denied(d, who, "write", "alerts").await?;
             return Err(forbidden());
         }
         let alert = d.store.alert(&id).await.map_err(|_| unavailable())?;
         let patient = match alert {
-            Some(a) => device_patient(d, &a.device_id).await?,
+            Some(a) => match device_patient(d, &a.device_id).await {
+                Ok(p) => p,
+                Err(e) => {
+                    audit_denied(d, who, "write", "alerts").await?;
+                    return Err(e);
+                }
+            },
             None => {
-                let _ = audit_denied(d, who, "write", "alerts").await;
+                audit_denied(d, who, "write", "alerts").await?;
                 return Err(forbidden());
             }
         };
@@ -1411,19 +1464,31 @@ pub struct AlertEventGql {
 
 /// Merges the bus subscriptions of `topics` into one stream of
 /// (payload, patient) for events of `msg_prefix`.
-async fn watch(
-    d: &Deps,
-    topics: Vec<(String, String)>,
-) -> async_graphql::Result<tokio::sync::mpsc::Receiver<(String, Value, String)>> {
+/// The bus subscriptions of a live GraphQL subscription: they end with it.
+struct Watch {
+    rx: tokio::sync::mpsc::Receiver<(String, Value, String)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn watch(d: &Deps, topics: Vec<(String, String, String)>) -> async_graphql::Result<Watch> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
-    for (topic, patient) in topics {
+    let mut tasks = Vec::new();
+    for (topic, patient, device) in topics {
         let mut sub = d
             .bus
             .subscribe(&topic, 256)
             .await
             .map_err(|_| unavailable())?;
         let tx = tx.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             while let Some(delivery) = sub.next().await {
                 let env = delivery.envelope();
                 let _ = delivery.ack().await;
@@ -1431,6 +1496,9 @@ async fn watch(
                 let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
                     continue;
                 };
+                if v["device"].as_str() != Some(device.as_str()) {
+                    continue;
+                }
                 if tx
                     .send((env.msg_type.clone(), v, patient.clone()))
                     .await
@@ -1439,9 +1507,9 @@ async fn watch(
                     break;
                 }
             }
-        });
+        }));
     }
-    Ok(rx)
+    Ok(Watch { rx, tasks })
 }
 
 pub struct SubscriptionRoot;
@@ -1456,6 +1524,7 @@ impl SubscriptionRoot {
         let who = principal(ctx)?;
         require_role(who, &[Role::Ops, Role::Admin])?;
         let d = deps(ctx).clone();
+        let slot = SubscriptionSlot::take(&d, who)?;
         let mut sub = d
             .bus
             .subscribe("supervision.*", 1024)
@@ -1464,6 +1533,7 @@ impl SubscriptionRoot {
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
+                let _slot = slot;
                 while let Some(delivery) = sub.next().await {
                     let env = delivery.envelope();
                     let _ = delivery.ack().await;
@@ -1496,11 +1566,13 @@ impl SubscriptionRoot {
         valid(&patient_id, "patientId")?;
         guard(&d, &who, "read", &patient_id, "vitals").await?;
         let topics = device_topics(&d, "vitals", std::slice::from_ref(&patient_id.0)).await?;
-        let mut rx = watch(&d, topics).await?;
+        let mut w = watch(&d, topics).await?;
+        let slot = SubscriptionSlot::take(&d, &who)?;
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
-                while let Some((_, v, patient)) = rx.recv().await {
+                let _slot = slot;
+                while let Some((_, v, patient)) = w.rx.recv().await {
                     let samples = v["samples"]
                         .as_array()
                         .into_iter()
@@ -1549,7 +1621,10 @@ impl SubscriptionRoot {
                         .patients_of(&who.subject)
                         .await
                         .map_err(|_| unavailable())?,
-                    _ => return Err(forbidden()),
+                    _ => {
+                        audit_denied(&d, &who, "read", "alerts").await?;
+                        return Err(forbidden());
+                    }
                 };
                 for p in &mine {
                     guard(&d, &who, "read", p, "alerts").await?;
@@ -1558,11 +1633,13 @@ impl SubscriptionRoot {
             }
         };
         let topics = device_topics(&d, "alerts", &patients).await?;
-        let mut rx = watch(&d, topics).await?;
+        let mut w = watch(&d, topics).await?;
+        let slot = SubscriptionSlot::take(&d, &who)?;
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
-                while let Some((msg_type, v, patient)) = rx.recv().await {
+                let _slot = slot;
+                while let Some((msg_type, v, patient)) = w.rx.recv().await {
                     let change = &v["change"];
                     let (kind_of, body) = match change.as_object().and_then(|o| o.iter().next()) {
                         Some((k, b)) => (k.to_lowercase(), b.clone()),
@@ -1601,6 +1678,7 @@ impl SubscriptionRoot {
         let patient = consult_patient_for(&d, &who, &consult_id, "read").await?;
         guard(&d, &who, "read", &patient, "consult,chat").await?;
         let topic = format!("consult.{}", crate::bus::events::topic_word(&consult_id));
+        let slot = SubscriptionSlot::take(&d, &who)?;
         let mut sub = d
             .bus
             .subscribe(&topic, 256)
@@ -1618,6 +1696,7 @@ impl SubscriptionRoot {
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
+                let _slot = slot;
                 for line in &backlog {
                     let m = message(line);
                     let _ = tx

@@ -168,6 +168,23 @@ async fn graphql_post(
             Err(e) => return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
         },
     };
+    // Each principal has a budget; requests without one share their address's.
+    let key = match &principal {
+        Some(p) => p.subject.clone(),
+        None => format!(
+            "addr:{}",
+            req.peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        ),
+    };
+    if state.limiter.check_key(&key).is_err() {
+        return gql_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests; slow down",
+        );
+    }
     if let Some(p) = principal
         .as_ref()
         .filter(|p| p.role == crate::principal::Role::Patient)
@@ -180,15 +197,6 @@ async fn graphql_post(
                     let _ = bus.send(&env.to(to)).await;
                 });
             }
-        }
-    }
-    if let Some(p) = &principal {
-        if state.limiter.check_key(&p.subject).is_err() {
-            return gql_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                "too many requests; slow down",
-            );
         }
     }
     let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {

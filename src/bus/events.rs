@@ -20,10 +20,27 @@ const QUEUE: usize = 10_000;
 /// Events published concurrently per round.
 const BATCH: usize = 64;
 
-/// `id` as one topic word: ids may hold dots, which separate words. (Two ids
-/// may then share a topic; subscribers filter on the id in the payload.)
+/// `id` as one topic word: ids may hold dots, which separate words, so `@`
+/// and `.` are escaped (`@40`, `@2e`): two ids never share a topic.
 pub fn topic_word(id: &str) -> String {
-    id.replace('.', ":")
+    id.replace('@', "@40").replace('.', "@2e")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn topic_words_are_one_to_one_and_valid() {
+        let ids = ["a.b", "a:b", "a@2eb", "a@b", "a_b"];
+        let words: std::collections::BTreeSet<String> =
+            ids.iter().map(|i| super::topic_word(i)).collect();
+        assert_eq!(words.len(), ids.len());
+        for w in words {
+            assert!(
+                crate::bus::topic::check_topic(&format!("vitals.{w}")).is_ok(),
+                "{w}"
+            );
+        }
+    }
 }
 
 /// A cheap handle actors publish events through. Cloning shares the queue.

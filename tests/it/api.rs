@@ -425,7 +425,7 @@ async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
     let exp = (now_ms() / 1000.0) as u64 - 120;
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &json!({"sub": "admin-1", "role": "admin", "iat": exp - 60, "exp": exp, "iss": "cardio"}),
+        &json!({"sub": "admin-1", "role": "admin", "iat": exp - 60, "exp": exp, "iss": "cardio", "aud": "cardio"}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap();
@@ -581,6 +581,17 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
             (3, "in_future".to_owned()),
             (4, "systolic_not_above_diastolic".to_owned()),
         ]
+    );
+    // Devices are registered by the patient or an admin, not a clinician.
+    assert_eq!(
+        code(
+            a,
+            &clinician,
+            "mutation { registerDevice(patientId: \"p-1\", kind: \"x\") }",
+            json!({})
+        )
+        .await,
+        "FORBIDDEN"
     );
     // Only the device's patient pushes.
     assert_eq!(
@@ -1117,7 +1128,7 @@ fn idp_token(kid: Option<&str>, sub: &str, role: &str) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = kid.map(str::to_owned);
     let exp = (now_ms() / 1000.0) as u64 + 600;
-    let claims = json!({"sub": sub, "role": role, "iat": exp - 600, "exp": exp, "iss": "cardio"});
+    let claims = json!({"sub": sub, "role": role, "iat": exp - 600, "exp": exp, "iss": "cardio", "aud": "cardio"});
     jsonwebtoken::encode(
         &header,
         &claims,
@@ -1195,5 +1206,38 @@ async fn a_patients_connection_closes_when_their_session_logs_off() {
         "the connection outlived the session"
     );
     assert!(!closes_within(&mut c_ws, Duration::from_millis(300)).await);
+    drop(node);
+}
+
+#[actix_rt::test]
+async fn a_principal_holds_a_bounded_number_of_subscriptions() {
+    let node = serve();
+    let a = &node.addr;
+    let ops = token(Role::Ops, "ops-1");
+    let mut ws = socket(a, &ops).await;
+    let q = "subscription { supervisionEvents { path } }";
+    for i in 0..60 {
+        send(
+            &mut ws,
+            json!({"id": format!("s{i}"), "type": "subscribe", "payload": {"query": q}}),
+        )
+        .await;
+    }
+    // Beyond 32 live subscriptions each one is refused with a code.
+    let mut refused = std::collections::BTreeSet::new();
+    while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), recv(&mut ws)).await {
+        if m["type"] == "next" {
+            assert_eq!(
+                m["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+                "{m}"
+            );
+            refused.insert(m["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        refused.len() >= 60 - 32,
+        "only {} of 60 refused",
+        refused.len()
+    );
     drop(node);
 }
