@@ -688,12 +688,17 @@ fn flatten(
     parent: Option<&str>,
     out: &mut Vec<TreeNode>,
 ) {
+    let masked = v.path != super::mask_path(&v.path);
     out.push(TreeNode {
         node: ID(node.into()),
-        path: v.path.clone(),
+        path: super::mask_path(&v.path),
         parent: parent.map(str::to_owned),
         kind: v.kind.clone(),
-        id: v.id.clone(),
+        id: if masked {
+            super::mask_id(&v.id)
+        } else {
+            v.id.clone()
+        },
         status: v.status.clone(),
         restarts: v.restarts as i32,
         last_failure: v.last_failure.clone(),
@@ -1544,7 +1549,7 @@ impl SubscriptionRoot {
                     let event = SupervisionEventGql {
                         node: ID(v["node"].as_str().unwrap_or("").into()),
                         at: v["at_ms"].as_f64().unwrap_or(0.0),
-                        path: v["path"].as_str().unwrap_or("").into(),
+                        path: super::mask_path(v["path"].as_str().unwrap_or("")),
                         event: v["event"].as_str().unwrap_or("").into(),
                         reason: v["reason"].as_str().map(str::to_owned),
                     };

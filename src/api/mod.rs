@@ -56,6 +56,38 @@ pub fn rate_limiter(per_second: u32) -> Arc<RateLimiter> {
     ))
 }
 
+/// An actor path as ops may see it: a session actor is named by its
+/// patient's id, so that id is replaced by a short hash (ops see the
+/// machinery, not who is online).
+pub fn mask_path(path: &str) -> String {
+    const SESSIONS: &str = "/cardio/entities/session/";
+    match path.strip_prefix(SESSIONS) {
+        Some(id) if !id.is_empty() && !id.starts_with('#') => {
+            format!("{SESSIONS}{}", mask_id(id))
+        }
+        _ => path.to_owned(),
+    }
+}
+
+/// A short, stable stand-in for an id.
+pub fn mask_id(id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("#{hex}")
+}
+
+fn mask_tree(v: &mut crate::supervisors::TreeView) {
+    let masked = mask_path(&v.path);
+    if masked != v.path {
+        v.id = mask_id(&v.id);
+        v.path = masked;
+    }
+    for c in &mut v.children {
+        mask_tree(c);
+    }
+}
+
 /// Mounts the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
@@ -119,6 +151,9 @@ async fn tree(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpRe
         return refused;
     }
     let mut roots = state.tree.view();
+    for r in &mut roots {
+        mask_tree(r);
+    }
     match roots.len() {
         0 => HttpResponse::ServiceUnavailable().json(json!({"error": "no supervision tree"})),
         1 => HttpResponse::Ok()

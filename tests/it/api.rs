@@ -1190,6 +1190,26 @@ async fn a_patients_connection_closes_when_their_session_logs_off() {
     let clinician = token(Role::Clinician, "dr-1");
     let mut p_ws = socket(a, &patient).await;
     let mut c_ws = socket(a, &clinician).await;
+    // Ops see that a session runs, not whose.
+    let ops = token(Role::Ops, "ops-1");
+    let tree = ok(a, &ops, "{ supervisionTree { path id } }", json!({}))
+        .await
+        .to_string();
+    assert!(tree.contains("/cardio/entities/session/#"), "{tree}");
+    assert!(
+        !tree.contains("p-1"),
+        "a patient id in the ops view: {tree}"
+    );
+    let raw = awc::Client::new()
+        .get(format!("http://{a}/debug/tree"))
+        .insert_header(("authorization", format!("Bearer {ops}")))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("p-1"));
     // While the patient is active (requests keep the session alive), it stays open.
     let active_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < active_until {
