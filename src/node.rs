@@ -405,13 +405,7 @@ async fn obey_restarts(bus: &Arc<dyn Bus>, registry: &Registry) -> anyhow::Resul
         .context("cannot subscribe to restart requests")?;
     let registry = registry.clone();
     actix_rt::spawn(async move {
-        while let Some(delivery) = sub.next().await {
-            let env = delivery.envelope();
-            let _ = delivery.ack().await;
-            let Ok(env) = env else { continue };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(env.payload.get()) else {
-                continue;
-            };
+        while let Some((env, v)) = sub.next_event::<serde_json::Value>().await {
             if let Some(actor) = v["actor"].as_str() {
                 let n = registry
                     .passivate_where(|key| key == actor, Duration::from_secs(10))

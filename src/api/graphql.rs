@@ -255,26 +255,39 @@ async fn act(
         request_id,
         command,
     };
+    match ask(deps, &to, "consult.act", &msg).await? {
+        Ok(v) => Ok(v),
+        Err(e) => Err(coded(
+            "CONSULT_REFUSED",
+            e["code"].as_str().unwrap_or("refused").to_owned(),
+        )),
+    }
+}
+
+/// Sends `msg` to actor `to` as `msg_type` and returns its handler's answer:
+/// `Ok` with the value, or `Err` with the refusal. A request that got no
+/// answer, or that the actor found `unavailable` (its shard moving, the
+/// database away), is sent again (the idempotency key inside `msg` makes
+/// that safe) for up to 10 s, then `UNAVAILABLE`.
+async fn ask<T: serde::Serialize>(
+    deps: &Deps,
+    to: &ActorId,
+    msg_type: &str,
+    msg: &T,
+) -> async_graphql::Result<Result<Value, Value>> {
+    // `ConsultError::Unavailable` is tagged by code, `PushError::Unavailable` by name.
+    let unavailable_now = |e: &Value| e["code"] == "unavailable" || *e == "Unavailable";
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match deps
             .requester
-            .request::<_, Value>(&to, "consult.act", &msg, Duration::from_secs(3))
+            .request::<_, Value>(to, msg_type, msg, Duration::from_secs(3))
             .await
         {
-            Ok(v) if v.get("Ok").is_some() => return Ok(v["Ok"].clone()),
-            Ok(v) => {
-                let code = v["Err"]["code"].as_str().unwrap_or("refused").to_owned();
-                if code == "unavailable" {
-                    if std::time::Instant::now() < deadline {
-                        continue;
-                    }
-                    return Err(unavailable());
-                }
-                return Err(coded("CONSULT_REFUSED", code));
-            }
-            Err(_) if std::time::Instant::now() < deadline => continue,
-            Err(_) => return Err(unavailable()),
+            Ok(v) if v.get("Ok").is_some() => return Ok(Ok(v["Ok"].clone())),
+            Ok(v) if !unavailable_now(&v["Err"]) => return Ok(Err(v["Err"].clone())),
+            _ if std::time::Instant::now() < deadline => continue,
+            _ => return Err(unavailable()),
         }
     }
 }
@@ -1230,17 +1243,9 @@ impl Mutation {
                 request_id,
                 samples: forwarded,
             };
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            let v = loop {
-                match d
-                    .requester
-                    .request::<_, Value>(&to, "device.push", &push, Duration::from_secs(3))
-                    .await
-                {
-                    Ok(v) if v.get("Ok").is_some() => break v["Ok"].clone(),
-                    _ if std::time::Instant::now() < deadline => continue,
-                    _ => return Err(unavailable()),
-                }
+            // `PushError` has no refusal but `Unavailable`.
+            let Ok(v) = ask(d, &to, "device.push", &push).await? else {
+                return Err(unavailable());
             };
             accepted = v["accepted"].as_i64().unwrap_or(0) as i32;
             duplicate = v["duplicate"].as_bool().unwrap_or(false);
@@ -1494,13 +1499,7 @@ async fn watch(d: &Deps, topics: Vec<(String, String, String)>) -> async_graphql
             .map_err(|_| unavailable())?;
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some(delivery) = sub.next().await {
-                let env = delivery.envelope();
-                let _ = delivery.ack().await;
-                let Ok(env) = env else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
-                    continue;
-                };
+            while let Some((env, v)) = sub.next_event::<Value>().await {
                 if v["device"].as_str() != Some(device.as_str()) {
                     continue;
                 }
@@ -1539,13 +1538,7 @@ impl SubscriptionRoot {
             ctx,
             async_stream_lite(move |tx| async move {
                 let _slot = slot;
-                while let Some(delivery) = sub.next().await {
-                    let env = delivery.envelope();
-                    let _ = delivery.ack().await;
-                    let Ok(env) = env else { continue };
-                    let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
-                        continue;
-                    };
+                while let Some((_, v)) = sub.next_event::<Value>().await {
                     let event = SupervisionEventGql {
                         node: ID(v["node"].as_str().unwrap_or("").into()),
                         at: v["at_ms"].as_f64().unwrap_or(0.0),
@@ -1712,13 +1705,7 @@ impl SubscriptionRoot {
                         })
                         .await;
                 }
-                while let Some(delivery) = sub.next().await {
-                    let env = delivery.envelope();
-                    let _ = delivery.ack().await;
-                    let Ok(env) = env else { continue };
-                    let Ok(v) = serde_json::from_str::<Value>(env.payload.get()) else {
-                        continue;
-                    };
+                while let Some((_, v)) = sub.next_event::<Value>().await {
                     if v["consult"].as_str() != Some(id.as_str()) {
                         continue;
                     }

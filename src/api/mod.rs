@@ -411,15 +411,9 @@ async fn graphql_ws(
                 let (expiry, known, connection) =
                     (Arc::clone(&expiry), Arc::clone(&known), connection.clone());
                 let task = tokio::spawn(async move {
-                    while let Some(d) = sub.next().await {
-                        let env = d.envelope();
-                        let _ = d.ack().await;
-                        let Ok(env) = env else { continue };
-                        let Ok(off) = serde_json::from_str::<crate::actors::session::LoggedOff>(
-                            env.payload.get(),
-                        ) else {
-                            continue;
-                        };
+                    while let Some((_, off)) =
+                        sub.next_event::<crate::actors::session::LoggedOff>().await
+                    {
                         if off.connections.contains(&connection) {
                             // Logged off: end the connection now.
                             expiry.store(1, Ordering::Release);

@@ -46,13 +46,10 @@ impl Requester {
         let waiting: Waiting = Arc::new(DashMap::new());
         let w = Arc::clone(&waiting);
         let task = tokio::spawn(async move {
-            while let Some(d) = sub.next().await {
-                if let Ok(env) = d.envelope() {
-                    if let Some((_, tx)) = env.correlation_id.and_then(|id| w.remove(&id)) {
-                        let _ = tx.send(env);
-                    }
+            while let Some((env, _)) = sub.next_event::<serde::de::IgnoredAny>().await {
+                if let Some((_, tx)) = env.correlation_id.and_then(|id| w.remove(&id)) {
+                    let _ = tx.send(env);
                 }
-                let _ = d.ack().await;
             }
         });
         Ok(Requester {

@@ -188,6 +188,22 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Delivery> {
         self.source.next().await
     }
+
+    /// The next event whose payload decodes as `T`, with its envelope.
+    /// Events are best effort, so each delivery is acknowledged on receipt;
+    /// one that is not an envelope, or whose payload is not a `T`, is
+    /// skipped. `None` once the subscription is closed.
+    pub async fn next_event<T: serde::de::DeserializeOwned>(&mut self) -> Option<(Envelope, T)> {
+        while let Some(delivery) = self.next().await {
+            let env = delivery.envelope();
+            let _ = delivery.ack().await;
+            let Ok(env) = env else { continue };
+            if let Ok(payload) = serde_json::from_str(env.payload.get()) {
+                return Some((env, payload));
+            }
+        }
+        None
+    }
 }
 
 /// See the module docs.
