@@ -130,6 +130,42 @@ pub(crate) async fn code(addr: &str, token: &str, query: &str, variables: Value)
         .to_owned()
 }
 
+/// As admin: registers `patients` and `clinicians`, then puts each
+/// clinician of `team` on its patient's care team.
+pub(crate) async fn people(
+    addr: &str,
+    patients: &[&str],
+    clinicians: &[&str],
+    team: &[(&str, &str)],
+) {
+    let admin = token(Role::Admin, "admin-1");
+    let each = patients
+        .iter()
+        .map(|id| ("registerPatient", id))
+        .chain(clinicians.iter().map(|id| ("registerClinician", id)));
+    for (m, id) in each {
+        let q = format!("mutation($id: ID!) {{ {m}(id: $id) }}");
+        ok(addr, &admin, &q, json!({"id": id})).await;
+    }
+    for (patient, clinician) in team {
+        let q = "mutation($p: ID!, $c: ID!) { assignClinician(patientId: $p, clinicianId: $c) }";
+        ok(addr, &admin, q, json!({"p": patient, "c": clinician})).await;
+    }
+}
+
+/// A device of `patient` of `kind`, registered with the patient's token; its id.
+pub(crate) async fn device_of(addr: &str, patient: &str, kind: &str) -> String {
+    let q = "mutation($p: ID!, $k: String!) { registerDevice(patientId: $p, kind: $k) }";
+    let v = ok(
+        addr,
+        &token(Role::Patient, patient),
+        q,
+        json!({"p": patient, "k": kind}),
+    )
+    .await;
+    v["registerDevice"].as_str().unwrap().to_owned()
+}
+
 pub(crate) type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
 /// A graphql-transport-ws connection, initialised with `token`.
@@ -203,27 +239,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
         token(Role::Patient, "p-2"),
         token(Role::Ops, "ops-1"),
     );
-    for (m, id) in [
-        ("registerPatient", "p-1"),
-        ("registerPatient", "p-2"),
-        ("registerClinician", "dr-1"),
-        ("registerClinician", "dr-2"),
-    ] {
-        ok(
-            a,
-            &admin,
-            &format!("mutation($id: ID!) {{ {m}(id: $id) }}"),
-            json!({"id": id}),
-        )
-        .await;
-    }
-    ok(
-        a,
-        &admin,
-        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
-        json!({}),
-    )
-    .await;
+    people(a, &["p-1", "p-2"], &["dr-1", "dr-2"], &[("p-1", "dr-1")]).await;
     assert_eq!(
         ok(a, &patient, "{ me { subject role } }", json!({})).await["me"],
         json!({"subject": "p-1", "role": "PATIENT"})
@@ -513,42 +529,13 @@ pub(crate) async fn maybe_event(ws: &mut Socket, id: &str, wait: Duration) -> Op
 async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_live() {
     let node = serve();
     let a = &node.addr;
-    let (admin, patient, clinician, stranger) = (
-        token(Role::Admin, "admin-1"),
+    let (patient, clinician, stranger) = (
         token(Role::Patient, "p-1"),
         token(Role::Clinician, "dr-1"),
         token(Role::Clinician, "dr-2"),
     );
-    for (m, id) in [
-        ("registerPatient", "p-1"),
-        ("registerClinician", "dr-1"),
-        ("registerClinician", "dr-2"),
-    ] {
-        ok(
-            a,
-            &admin,
-            &format!("mutation($id: ID!) {{ {m}(id: $id) }}"),
-            json!({"id": id}),
-        )
-        .await;
-    }
-    ok(
-        a,
-        &admin,
-        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
-        json!({}),
-    )
-    .await;
-    let device = ok(
-        a,
-        &patient,
-        "mutation { registerDevice(patientId: \"p-1\", kind: \"watch\") }",
-        json!({}),
-    )
-    .await["registerDevice"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    people(a, &["p-1"], &["dr-1", "dr-2"], &[("p-1", "dr-1")]).await;
+    let device = device_of(a, "p-1", "watch").await;
 
     // Invalid samples are rejected one by one, with reasons; the rest is stored.
     let t0 = now_ms() - 600_000.0;
@@ -968,45 +955,15 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     let node = serve();
     let a = &node.addr;
     let admin = token(Role::Admin, "admin-1");
-    for (m, id) in [
-        ("registerPatient", "p-1"),
-        ("registerPatient", "p-2"),
-        ("registerClinician", "dr-1"),
-        ("registerClinician", "dr-2"),
-    ] {
-        ok(
-            a,
-            &admin,
-            &format!("mutation($id: ID!) {{ {m}(id: $id) }}"),
-            json!({"id": id}),
-        )
-        .await;
-    }
-    ok(
+    people(
         a,
-        &admin,
-        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
-        json!({}),
-    )
-    .await;
-    ok(
-        a,
-        &admin,
-        "mutation { assignClinician(patientId: \"p-2\", clinicianId: \"dr-2\") }",
-        json!({}),
+        &["p-1", "p-2"],
+        &["dr-1", "dr-2"],
+        &[("p-1", "dr-1"), ("p-2", "dr-2")],
     )
     .await;
     let p1 = token(Role::Patient, "p-1");
-    let device = ok(
-        a,
-        &p1,
-        "mutation { registerDevice(patientId: \"p-1\", kind: \"cuff\") }",
-        json!({}),
-    )
-    .await["registerDevice"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let device = device_of(a, "p-1", "cuff").await;
     let consult = ok(
         a,
         &p1,

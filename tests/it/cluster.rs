@@ -1006,7 +1006,7 @@ async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
 
 #[actix_rt::test]
 async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused() {
-    use crate::api::{hr, maybe_event, now_ms, ok, send, socket, token, PUSH};
+    use crate::api::{device_of, hr, maybe_event, now_ms, ok, people, send, socket, token, PUSH};
     use cardio::principal::Role;
     use serde_json::json;
     let _broker = crate::broker::shared().await;
@@ -1023,43 +1023,10 @@ async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused(
         || async { settled(&nodes[0], &ids).await },
     )
     .await;
-    let (admin, patient, clinician) = (
-        token(Role::Admin, "admin-1"),
-        token(Role::Patient, "p-1"),
-        token(Role::Clinician, "dr-1"),
-    );
+    let (patient, clinician) = (token(Role::Patient, "p-1"), token(Role::Clinician, "dr-1"));
     let a0 = &nodes[0].addr;
-    ok(
-        a0,
-        &admin,
-        "mutation { registerPatient(id: \"p-1\") }",
-        json!({}),
-    )
-    .await;
-    ok(
-        a0,
-        &admin,
-        "mutation { registerClinician(id: \"dr-1\") }",
-        json!({}),
-    )
-    .await;
-    ok(
-        a0,
-        &admin,
-        "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }",
-        json!({}),
-    )
-    .await;
-    let device = ok(
-        a0,
-        &patient,
-        "mutation { registerDevice(patientId: \"p-1\", kind: \"patch\") }",
-        json!({}),
-    )
-    .await["registerDevice"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    people(a0, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
+    let device = device_of(a0, "p-1", "patch").await;
     // Where the device's actor lives, and a node where it does not.
     let shard = cardio::cluster::shard_of(&ActorId::new("device", &device).unwrap(), SHARDS);
     let owner = owners[&u64::from(shard)].clone();
