@@ -54,7 +54,7 @@ impl Cluster {
     }
 
     /// A client of the cluster: a bus connection and a requester on it.
-    async fn client(&self) -> (Arc<dyn Bus>, Requester) {
+    async fn client(&self) -> (Arc<dyn Bus>, Arc<Requester>) {
         let bus: Arc<dyn Bus> = Arc::new(
             self.vhost
                 .bus(BusOptions {
@@ -64,7 +64,7 @@ impl Cluster {
                 .await,
         );
         let req = Requester::new(Arc::clone(&bus)).await.unwrap();
-        (bus, req)
+        (bus, Arc::new(req))
     }
 
     fn start(&self, id: &str) -> Proc {
@@ -184,6 +184,15 @@ async fn settled(p: &Proc, alive: &[&str]) -> Option<BTreeMap<u64, String>> {
         .filter(|n| n["status"] == "up")
         .count();
     (up == alive.len()).then_some(owners)
+}
+
+/// Waits (30 s at most, then fails naming `what`) until `watcher` sees
+/// every shard on its first-ranked node among `alive`; the placement.
+async fn settle(watcher: &Proc, alive: &[&str], what: &str) -> BTreeMap<u64, String> {
+    poll(Duration::from_secs(30), what, || async {
+        settled(watcher, alive).await
+    })
+    .await
 }
 
 /// What the load drivers saw acknowledged.
@@ -518,19 +527,13 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
         cluster.start("n3"),
     ];
     let ids = ["n1", "n2", "n3"];
-    let before = poll(
-        Duration::from_secs(30),
-        "three nodes owning every shard",
-        || async { settled(&nodes[0], &ids).await },
-    )
-    .await;
+    let before = settle(&nodes[0], &ids, "three nodes owning every shard").await;
     for id in ids {
         let n = before.values().filter(|o| *o == id).count();
         assert!(n >= 4, "{id} owns {n} of {SHARDS} shards: {before:?}");
     }
 
     let (client, req) = cluster.client().await;
-    let req = Arc::new(req);
     // A watcher elsewhere (as a clinician's API node would be) subscribes to
     // the alerts of every device and to one consult's events.
     let mut alerts = client.subscribe("alerts.*", 256).await.unwrap();
@@ -621,10 +624,10 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     // The killed node comes back and takes its share again: the shards it
     // ranks first for among the three.
     nodes[victim_idx] = cluster.start(victim);
-    let rejoined = poll(
-        Duration::from_secs(30),
+    let rejoined = settle(
+        &nodes[watcher],
+        &ids,
         "the restarted node taking its shards back",
-        || async { settled(&nodes[watcher], &ids).await },
     )
     .await;
     assert_eq!(rejoined, before, "the same placement as before the kill");
@@ -679,14 +682,8 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
     let (cluster, db) = Cluster::new().await;
     let ids = ["b1", "b2"];
     let nodes = vec![cluster.start("b1"), cluster.start("b2")];
-    poll(
-        Duration::from_secs(30),
-        "two nodes sharing the shards",
-        || async { settled(&nodes[0], &ids).await },
-    )
-    .await;
+    settle(&nodes[0], &ids, "two nodes sharing the shards").await;
     let (_client, req) = cluster.client().await;
-    let req = Arc::new(req);
     let load = Load::start(&req, "r", 3, 60, 40);
     load.until_chat(30, "some load before the restart").await;
     let stopped = Instant::now();
@@ -706,12 +703,7 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
         })
         .await;
     }
-    poll(
-        Duration::from_secs(30),
-        "the shards settled again",
-        || async { settled(&nodes[0], &ids).await },
-    )
-    .await;
+    settle(&nodes[0], &ids, "the shards settled again").await;
     verify(db.url(), &req, &acked).await;
     drop(req);
     drop(nodes);
@@ -724,12 +716,7 @@ async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keep
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let node = cluster.start("p1");
-    poll(
-        Duration::from_secs(30),
-        "the node owning every shard",
-        || async { settled(&node, &["p1"]).await },
-    )
-    .await;
+    settle(&node, &["p1"], "the node owning every shard").await;
     let (client, req) = cluster.client().await;
     let to = ActorId::new("consult", "c-poison").unwrap();
     act(
@@ -848,14 +835,8 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
         cluster.start("x2"),
         cluster.start_on("x3", &proxy.url(&cluster.vhost)),
     ];
-    let before = poll(
-        Duration::from_secs(30),
-        "three nodes sharing the shards",
-        || async { settled(&nodes[0], &ids).await },
-    )
-    .await;
+    let before = settle(&nodes[0], &ids, "three nodes sharing the shards").await;
     let (_client, req) = cluster.client().await;
-    let req = Arc::new(req);
     let load = Load::start(&req, "x", 4, 40, 30);
     load.until_chat(40, "some load before the cut").await;
     proxy.cut();
@@ -902,14 +883,8 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
         cluster.start("s2"),
         cluster.start_on("s3", &stalled_url),
     ];
-    poll(
-        Duration::from_secs(30),
-        "three nodes sharing the shards",
-        || async { settled(&nodes[0], &ids).await },
-    )
-    .await;
+    settle(&nodes[0], &ids, "three nodes sharing the shards").await;
     let (_client, req) = cluster.client().await;
-    let req = Arc::new(req);
     let load = Load::start(&req, "s", 4, 40, 30);
     load.until_chat(40, "some load before the stall").await;
     let pid = nodes[2].child.id().to_string();
@@ -922,12 +897,7 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
     };
     signal("-STOP");
     let stopped = Instant::now();
-    poll(
-        Duration::from_secs(30),
-        "s3's shards on s1 and s2",
-        || async { settled(&nodes[0], &["s1", "s2"]).await },
-    )
-    .await;
+    settle(&nodes[0], &["s1", "s2"], "s3's shards on s1 and s2").await;
     eprintln!(
         "a stalled node's shards moved after {:?}",
         stopped.elapsed()
@@ -958,14 +928,8 @@ async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
         cluster.start("g2"),
         cluster.start("g3"),
     ];
-    poll(
-        Duration::from_secs(30),
-        "three nodes sharing the shards",
-        || async { settled(&nodes[0], &ids).await },
-    )
-    .await;
+    settle(&nodes[0], &ids, "three nodes sharing the shards").await;
     let (_client, req) = cluster.client().await;
-    let req = Arc::new(req);
     let load = Load::start(&req, "g", 4, 40, 30);
     load.until_chat(40, "some load before the leave").await;
     // SIGTERM: g3 drains: each shard's message in hand is finished, its
@@ -1017,12 +981,7 @@ async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused(
         cluster.start("a2"),
         cluster.start("a3"),
     ];
-    let owners = poll(
-        Duration::from_secs(30),
-        "three nodes sharing the shards",
-        || async { settled(&nodes[0], &ids).await },
-    )
-    .await;
+    let owners = settle(&nodes[0], &ids, "three nodes sharing the shards").await;
     let (patient, clinician) = (token(Role::Patient, "p-1"), token(Role::Clinician, "dr-1"));
     let a0 = &nodes[0].addr;
     people(a0, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
