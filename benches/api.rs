@@ -207,6 +207,21 @@ async fn alert(ws: &mut Socket, change: &str, wait: Duration) -> bool {
     false
 }
 
+/// Pushes one blood-pressure reading of `device` with the `patient`'s token.
+async fn push_bp(
+    c: &awc::Client,
+    addr: &str,
+    patient: &str,
+    device: &str,
+    at: f64,
+    systolic: f64,
+    diastolic: f64,
+) {
+    let push = "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted } }";
+    let s = bp(at, systolic, diastolic);
+    gql(c, addr, patient, push, json!({"d": device, "s": s})).await;
+}
+
 fn bp(at: f64, systolic: f64, diastolic: f64) -> Value {
     json!([{"metric": "BLOOD_PRESSURE", "at": at, "systolic": systolic, "diastolic": diastolic}])
 }
@@ -216,29 +231,14 @@ fn bp(at: f64, systolic: f64, diastolic: f64) -> Value {
 async fn alert_latencies(push_addr: &str, watch_addr: &str, device: &str) -> Vec<Duration> {
     let c = awc::Client::new();
     let patient = token(Role::Patient, "p-1");
-    let push = "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted } }";
     let mut ws = alerts_socket(watch_addr).await;
     let mut at = now_ms() - 3_600_000.0;
     // Until the subscription is bound: crises until one arrives.
     loop {
-        gql(
-            &c,
-            push_addr,
-            &patient,
-            push,
-            json!({"d": device, "s": bp(at, 200.0, 125.0)}),
-        )
-        .await;
+        push_bp(&c, push_addr, &patient, device, at, 200.0, 125.0).await;
         at += 1_000.0;
         let seen = alert(&mut ws, "raised", Duration::from_millis(500)).await;
-        gql(
-            &c,
-            push_addr,
-            &patient,
-            push,
-            json!({"d": device, "s": bp(at, 120.0, 80.0)}),
-        )
-        .await;
+        push_bp(&c, push_addr, &patient, device, at, 120.0, 80.0).await;
         at += 1_000.0;
         if seen {
             assert!(alert(&mut ws, "resolved", Duration::from_secs(5)).await);
@@ -248,28 +248,14 @@ async fn alert_latencies(push_addr: &str, watch_addr: &str, device: &str) -> Vec
     let mut out = Vec::with_capacity(ALERTS);
     for _ in 0..ALERTS {
         let t = Instant::now();
-        gql(
-            &c,
-            push_addr,
-            &patient,
-            push,
-            json!({"d": device, "s": bp(at, 200.0, 125.0)}),
-        )
-        .await;
+        push_bp(&c, push_addr, &patient, device, at, 200.0, 125.0).await;
         assert!(
             alert(&mut ws, "raised", Duration::from_secs(5)).await,
             "alert lost"
         );
         out.push(t.elapsed());
         at += 1_000.0;
-        gql(
-            &c,
-            push_addr,
-            &patient,
-            push,
-            json!({"d": device, "s": bp(at, 120.0, 80.0)}),
-        )
-        .await;
+        push_bp(&c, push_addr, &patient, device, at, 120.0, 80.0).await;
         assert!(
             alert(&mut ws, "resolved", Duration::from_secs(5)).await,
             "resolution lost"
