@@ -64,6 +64,20 @@ const ALERTS_SQLITE: &str =
      WHERE device_id = ?1 ORDER BY raised_ms, id";
 
 type RawAlert = (String, String, String, String, i64, i64, Option<i64>);
+
+/// An alert row as read, typed.
+fn alert_record(raw: RawAlert) -> Result<AlertRecord, StoreError> {
+    let (id, device_id, kind, priority, since, raised, resolved) = raw;
+    Ok(AlertRecord {
+        id,
+        device_id,
+        kind: parse(&kind)?,
+        priority: parse(&priority)?,
+        since_ms: since as u64,
+        raised_ms: raised as u64,
+        resolved_ms: resolved.map(|r| r as u64),
+    })
+}
 type RawAggregate = (String, String, i64, f64, f64, f64, i64);
 
 impl Store {
@@ -173,19 +187,7 @@ impl Store {
                 r.try_get("id")?, r.try_get("device_id")?, r.try_get("kind")?, r.try_get("priority")?,
                 r.try_get("since_ms")?, r.try_get("raised_ms")?, r.try_get("resolved_ms")?,
             ))).collect()))?;
-        rows.into_iter()
-            .map(|(id, device_id, kind, priority, since, raised, resolved)| {
-                Ok(AlertRecord {
-                    id,
-                    device_id,
-                    kind: parse(&kind)?,
-                    priority: parse(&priority)?,
-                    since_ms: since as u64,
-                    raised_ms: raised as u64,
-                    resolved_ms: resolved.map(|r| r as u64),
-                })
-            })
-            .collect()
+        rows.into_iter().map(alert_record).collect()
     }
 }
 
@@ -213,20 +215,7 @@ impl Store {
                 r.try_get("id")?, r.try_get("device_id")?, r.try_get("kind")?, r.try_get("priority")?,
                 r.try_get("since_ms")?, r.try_get("raised_ms")?, r.try_get("resolved_ms")?,
             ))).transpose()))?;
-        row.map(
-            |(id, device_id, kind, priority, since, raised, resolved): RawAlert| {
-                Ok(AlertRecord {
-                    id,
-                    device_id,
-                    kind: parse(&kind)?,
-                    priority: parse(&priority)?,
-                    since_ms: since as u64,
-                    raised_ms: raised as u64,
-                    resolved_ms: resolved.map(|r| r as u64),
-                })
-            },
-        )
-        .transpose()
+        row.map(alert_record).transpose()
     }
 
     /// Records `by`'s acknowledgement of alert `id` (the first one stays).
