@@ -960,18 +960,16 @@ impl Query {
     async fn consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ConsultGql> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        let patient = match consult_patient(d, &id).await {
-            Ok((p, _)) => p,
+        // The view that names the patient is the one answered (once authorized).
+        let (patient, view) = match consult_patient(d, &id).await {
+            Ok(found) => found,
             Err(e) => {
                 // No such consult: denied alike, and audited without a patient.
-                if who.role != Role::System {
-                    audit_denied(d, who, "read", "consult").await?;
-                }
+                audit_denied(d, who, "read", "consult").await?;
                 return Err(e);
             }
         };
         guard(d, who, "read", &patient, "consult,chat").await?;
-        let view = view(d, &id, u64::MAX).await?;
         Ok(ConsultGql {
             id: id.to_string(),
             view,
