@@ -126,7 +126,12 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&format!("invalid configuration: {e}")),
     };
-    crate::telemetry::init(config.log_format, &config.log_filter);
+    let telemetry = crate::telemetry::init(
+        config.log_format,
+        &config.log_filter,
+        config.otlp_endpoint.as_deref(),
+        &config.node_id,
+    );
     let system = actix_rt::System::new();
     let exit = system.block_on(async move {
         match Node::build(config).await {
@@ -134,6 +139,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             Err(e) => Err(e),
         }
     });
+    telemetry.shutdown();
     match exit {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {

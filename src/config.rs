@@ -122,6 +122,10 @@ pub struct Config {
     pub node_id: String,
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// The `host:port` other nodes reach this node's HTTP API at (they
+    /// forward ops views to it); `None`: the bound address (fine on one
+    /// host; in Kubernetes set it to the pod IP: `$(POD_IP):8080`).
+    pub advertise_addr: Option<String>,
     /// `memory://` (embedded) or `amqp://...` (cluster).
     pub bus_url: SecretUrl,
     /// `sqlite://data/cardio.db` (embedded, created on first run) or
@@ -169,6 +173,10 @@ pub struct Config {
     /// GraphQL requests per second each principal may make (bursts of twice
     /// as many); beyond, `RATE_LIMITED`.
     pub rate_limit: u32,
+    /// OTLP/HTTP collector (or Jaeger) base URL traces are exported to,
+    /// e.g. `http://otel-collector:4318` (`/v1/traces` is appended);
+    /// `None`: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -176,6 +184,7 @@ impl Default for Config {
         Self {
             node_id: "cardio-1".into(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            advertise_addr: None,
             bus_url: SecretUrl::new("memory://"),
             database_url: SecretUrl::new("sqlite://data/cardio.db"),
             log_format: LogFormat::Pretty,
@@ -199,6 +208,7 @@ impl Default for Config {
             jwt_jwks: None,
             dev: false,
             rate_limit: 200,
+            otlp_endpoint: None,
         }
     }
 }
@@ -225,6 +235,7 @@ pub enum ConfigError {
 const KEYS: &[&str] = &[
     "node_id",
     "http_addr",
+    "advertise_addr",
     "bus_url",
     "database_url",
     "log_format",
@@ -254,6 +265,7 @@ const KEYS: &[&str] = &[
     "jwt_jwks",
     "dev",
     "rate_limit",
+    "otlp_endpoint",
 ];
 
 /// The variable that sets `key`.
@@ -414,6 +426,25 @@ impl Config {
                 "jwt_public_key" => c.jwt_public_key = Some(PathBuf::from(raw)),
                 "jwt_private_key" => c.jwt_private_key = Some(PathBuf::from(raw)),
                 "jwt_jwks" => c.jwt_jwks = Some(PathBuf::from(raw)),
+                "advertise_addr" => {
+                    let port_ok = raw.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok()
+                    });
+                    if !port_ok || raw.contains('/') {
+                        return Err(bad("expected host:port (no scheme)".into()));
+                    }
+                    c.advertise_addr = Some(raw.to_owned())
+                }
+                "otlp_endpoint" => {
+                    // No TLS stack is built in for the exporter: a collector
+                    // next to the node (sidecar, DaemonSet) over plain HTTP.
+                    if !raw.starts_with("http://") {
+                        return Err(bad(
+                            "expected an http:// URL (OTLP over HTTP; TLS is not built in)".into(),
+                        ));
+                    }
+                    c.otlp_endpoint = Some(raw.to_owned())
+                }
                 "rate_limit" => c.rate_limit = number(raw, 1, 1_000_000).map_err(bad)? as u32,
                 "dev" => {
                     c.dev = match raw {
@@ -515,6 +546,32 @@ mod tests {
         assert_eq!(c.shards, 16);
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         assert_eq!(c.http_addr.port(), 0);
+    }
+
+    #[test]
+    fn ops_settings_are_checked() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CARDIO_ADVERTISE_ADDR", "10.0.0.7:8080"),
+                ("CARDIO_OTLP_ENDPOINT", "http://otel-collector:4318"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.advertise_addr.as_deref(), Some("10.0.0.7:8080"));
+        assert_eq!(
+            c.otlp_endpoint.as_deref(),
+            Some("http://otel-collector:4318")
+        );
+        for (key, value) in [
+            ("CARDIO_ADVERTISE_ADDR", "http://10.0.0.7:8080"),
+            ("CARDIO_ADVERTISE_ADDR", "10.0.0.7"),
+            ("CARDIO_OTLP_ENDPOINT", "otel-collector:4318"),
+            ("CARDIO_OTLP_ENDPOINT", "https://otel-collector:4318"),
+        ] {
+            let err = Config::load(None, &env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod bus;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod principal;
 pub mod registry;

@@ -72,6 +72,8 @@ pub struct Node {
 impl Node {
     /// Starts everything; the node is ready when this returns.
     pub async fn build(config: Config) -> anyhow::Result<Node> {
+        crate::metrics::install(&config.node_id);
+        crate::metrics::spawn_upkeep();
         let store = Store::connect(config.database_url.expose())
             .await
             .with_context(|| format!("cannot open the database at {}", config.database_url))?;
@@ -132,7 +134,10 @@ impl Node {
         let cluster = Cluster::join(
             ClusterSettings {
                 node_id: config.node_id.clone(),
-                addr: http_addr.to_string(),
+                addr: config
+                    .advertise_addr
+                    .clone()
+                    .unwrap_or_else(|| http_addr.to_string()),
                 shards: bus.shards(),
                 heartbeat: config.heartbeat,
                 lease: config.lease,

@@ -1,26 +1,247 @@
-//! Logs through `tracing`: human-readable or one JSON object per line.
+//! Logs and traces through `tracing`.
 //!
-//! Log fields carry ids, paths and reasons, never message payloads (PHI).
+//! - Logs: human-readable lines, or one JSON object per line
+//!   (`CARDIO_LOG_FORMAT=json`, for ELK and friends) carrying the `trace_id`
+//!   and `span_id` of the span they were written in.
+//! - Traces: spans (`graphql.request` → `bus.deliver` on the node hosting the
+//!   actor → `actor.handle` → `journal.append`, …) become OpenTelemetry spans,
+//!   exported over OTLP/HTTP when `CARDIO_OTLP_ENDPOINT` is set. The W3C trace
+//!   context crosses nodes in the bus envelope ([`current_traceparent`],
+//!   [`continue_trace`]).
+//!
+//! Log and span fields carry ids, paths, kinds and reasons, never message
+//! payloads or patient data (PHI).
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::dispatcher::WeakDispatch;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; a second call is a no-op.
-pub fn init(format: LogFormat, filter: &str) {
+/// What [`init`] set up; [`Telemetry::shutdown`] flushes spans not yet exported.
+#[must_use = "call shutdown() before exiting, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("cardio: trace export did not finish: {e}");
+            }
+        }
+    }
+}
+
+/// Where trace ids come from: the dispatcher the JSON formatter asks.
+static DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
+
+/// Installs the global subscriber; a second call installs nothing.
+///
+/// `otlp`: the collector's base URL (`/v1/traces` is appended unless the path
+/// already ends so). The protocol is OTLP/HTTP with protobuf, or JSON when
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`; batching follows the standard
+/// `OTEL_BSP_*` variables.
+pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>, node: &str) -> Telemetry {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::stdout().is_terminal());
-    let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+    // Spans get OpenTelemetry ids when they are exported or logged as JSON.
+    let provider = match (otlp, format) {
+        (Some(url), _) => match exporting_provider(url, node) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("cardio: traces will not be exported: {e}");
+                Some(local_provider(node))
+            }
+        },
+        (None, LogFormat::Json) => Some(local_provider(node)),
+        (None, LogFormat::Pretty) => None,
     };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("cardio"))
+            .with_location(false)
+            .with_threads(false)
+    });
+    let stdout = std::io::stdout;
+    let fmt = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(stdout)
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(stdout)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTrace(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            ))
+            .boxed(),
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(fmt);
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let weak = dispatch.downgrade();
+    if tracing::dispatcher::set_global_default(dispatch).is_ok() {
+        let _ = DISPATCH.set(weak);
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        Telemetry { provider }
+    } else {
+        Telemetry { provider: None }
+    }
+}
+
+fn resource(node: &str) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name("cardio")
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            node.to_owned(),
+        ))
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build()
+}
+
+/// Ids for logs, nothing exported.
+fn local_provider(node: &str) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_resource(resource(node))
+        .build()
+}
+
+fn exporting_provider(url: &str, node: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let base = url.trim_end_matches('/');
+    let endpoint = if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource(node))
+        .with_batch_exporter(exporter)
+        .build())
+}
+
+/// The JSON line format with the current span's `trace_id` and `span_id`.
+struct JsonWithTrace(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for JsonWithTrace
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let ids = ctx
+            .lookup_current()
+            .and_then(|span| ids_of(&span.id()))
+            .filter(|_| line.trim_end().ends_with('}'));
+        if let Some((trace, span)) = ids {
+            let end = line.trim_end().len() - 1;
+            let mut tail = String::new();
+            let _ = write!(tail, ",\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"");
+            line.insert_str(end, &tail);
+        }
+        writer.write_str(&line)
+    }
+}
+
+/// The OpenTelemetry ids of a span of the global subscriber.
+fn ids_of(id: &tracing::span::Id) -> Option<(String, String)> {
+    let dispatch = DISPATCH.get()?.upgrade()?;
+    let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// The W3C `traceparent` of the current span, when spans are traced.
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the remote span `traceparent` (from a bus
+/// envelope), so a trace continues across nodes. A malformed one is ignored.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_continues_under_the_remote_parent() {
+        let provider = local_provider("n-test");
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let span = tracing::info_span!("bus.deliver");
+            continue_trace(&span, parent);
+            let inner = span.in_scope(current_traceparent).expect("traced");
+            assert!(
+                inner.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{inner}"
+            );
+            assert!(
+                !inner.contains("00f067aa0ba902b7"),
+                "a span of its own: {inner}"
+            );
+            // Garbage leaves the span a root of its own.
+            let other = tracing::info_span!("bus.deliver");
+            continue_trace(&other, "00-zz-not-a-trace");
+            let own = other.in_scope(current_traceparent).expect("traced");
+            assert!(!own.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+        });
+        assert_eq!(
+            current_traceparent(),
+            None,
+            "no trace without a tracing layer"
+        );
+    }
 }

@@ -59,10 +59,15 @@ pub const MAX_SUBSCRIPTIONS: usize = 32;
 pub struct SubscriptionSlot {
     map: Arc<dashmap::DashMap<String, usize>>,
     who: String,
+    field: &'static str,
 }
 
 impl SubscriptionSlot {
-    fn take(d: &Deps, who: &Principal) -> async_graphql::Result<SubscriptionSlot> {
+    fn take(
+        d: &Deps,
+        who: &Principal,
+        field: &'static str,
+    ) -> async_graphql::Result<SubscriptionSlot> {
         let mut n = d.subscriptions.entry(who.subject.clone()).or_insert(0);
         if *n >= MAX_SUBSCRIPTIONS {
             return Err(coded(
@@ -71,15 +76,18 @@ impl SubscriptionSlot {
             ));
         }
         *n += 1;
+        crate::metrics::subscriptions(field, 1.0);
         Ok(SubscriptionSlot {
             map: Arc::clone(&d.subscriptions),
             who: who.subject.clone(),
+            field,
         })
     }
 }
 
 impl Drop for SubscriptionSlot {
     fn drop(&mut self) {
+        crate::metrics::subscriptions(self.field, -1.0);
         self.map.remove_if_mut(&self.who, |_, n| {
             *n = n.saturating_sub(1);
             *n == 0
@@ -94,7 +102,8 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
         .data(deps)
         .limit_depth(12)
         .limit_complexity(1_000)
-        .limit_recursive_depth(32);
+        .limit_recursive_depth(32)
+        .extension(super::observe::Observe);
     if dev {
         builder.finish()
     } else {
@@ -1526,7 +1535,7 @@ impl SubscriptionRoot {
         let who = principal(ctx)?;
         require_role(who, &[Role::Ops, Role::Admin])?;
         let d = deps(ctx).clone();
-        let slot = SubscriptionSlot::take(&d, who)?;
+        let slot = SubscriptionSlot::take(&d, who, "supervisionEvents")?;
         let mut sub = d
             .bus
             .subscribe("supervision.*", 1024)
@@ -1563,7 +1572,7 @@ impl SubscriptionRoot {
         guard(&d, &who, "read", &patient_id, "vitals").await?;
         let topics = device_topics(&d, "vitals", std::slice::from_ref(&patient_id.0)).await?;
         let mut w = watch(&d, topics).await?;
-        let slot = SubscriptionSlot::take(&d, &who)?;
+        let slot = SubscriptionSlot::take(&d, &who, "vitals")?;
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
@@ -1630,7 +1639,7 @@ impl SubscriptionRoot {
         };
         let topics = device_topics(&d, "alerts", &patients).await?;
         let mut w = watch(&d, topics).await?;
-        let slot = SubscriptionSlot::take(&d, &who)?;
+        let slot = SubscriptionSlot::take(&d, &who, "alerts")?;
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
@@ -1653,8 +1662,18 @@ impl SubscriptionRoot {
                         priority: body["priority"].as_str().map(str::to_owned),
                         at: body["at_ms"].as_f64().unwrap_or(0.0),
                     };
+                    let raised = event.change == "raised";
                     if tx.send(event).await.is_err() {
                         break;
+                    }
+                    // Handed to the connection: the end of the alert latency.
+                    match v["accepted_ms"].as_u64() {
+                        Some(accepted) if raised && accepted > 0 => {
+                            crate::metrics::alert_delivered(std::time::Duration::from_millis(
+                                crate::supervisors::tree::unix_ms().saturating_sub(accepted),
+                            ))
+                        }
+                        _ => {}
                     }
                 }
             }),
@@ -1674,7 +1693,7 @@ impl SubscriptionRoot {
         let patient = consult_patient_for(&d, &who, &consult_id, "read").await?;
         guard(&d, &who, "read", &patient, "consult,chat").await?;
         let topic = format!("consult.{}", crate::bus::events::topic_word(&consult_id));
-        let slot = SubscriptionSlot::take(&d, &who)?;
+        let slot = SubscriptionSlot::take(&d, &who, "consultEvents")?;
         let mut sub = d
             .bus
             .subscribe(&topic, 256)

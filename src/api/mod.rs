@@ -4,6 +4,7 @@
 //! - `GET /readyz`: 200 only when the node takes work (readiness): started,
 //!   bus and database answering, joined the cluster with a valid lease; 503
 //!   while starting, draining or cut off;
+//! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]);
 //! - `GET /debug/tree`: the supervision tree as nested JSON;
 //! - `GET /debug/cluster`: the membership view (nodes, shards with owner and
 //!   epoch) as this node sees it.
@@ -17,6 +18,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 pub mod graphql;
+mod observe;
 
 use crate::auth::Authenticator;
 use crate::bus::Bus;
@@ -92,6 +94,7 @@ fn mask_tree(v: &mut crate::supervisors::TreeView) {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .route("/debug/tree", web::get().to(tree))
         .route("/debug/cluster", web::get().to(cluster))
         .service(
@@ -123,6 +126,36 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// `GET /metrics`: Prometheus text format. Labels are kinds, reasons and
+/// operation names, never ids: open to the scraper like the probes.
+async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    let Some(handle) = crate::metrics::handle() else {
+        return HttpResponse::NotFound().body("metrics are not enabled in this process\n");
+    };
+    let view = state.cluster.view().await;
+    let now = crate::supervisors::tree::unix_ms();
+    let (in_use, idle, max) = state.store.pool_stats();
+    let ready = state.ready.load(Ordering::Acquire) && state.cluster.joined();
+    crate::metrics::refresh(&crate::metrics::Snapshot {
+        actors: state.tree.actor_counts(),
+        shards_owned: state.cluster.fence().held().len() as u64,
+        cluster_nodes: view
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.lease_until > now && matches!(n.status.as_str(), "up" | "joining" | "leaving")
+            })
+            .count() as u64,
+        pool_in_use: u64::from(in_use),
+        pool_idle: u64::from(idle),
+        pool_max: u64::from(max),
+        ready,
+    });
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
 }
 
 /// The `/debug/*` views show no PHI but the machinery: with a token key
@@ -179,7 +212,10 @@ const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Most operations in one batched request.
 const MAX_BATCH: usize = 10;
 
+/// An error answered before any operation ran (authentication, rate
+/// limit, a body that is no GraphQL request), counted as operation `none`.
 fn gql_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
+    crate::metrics::graphql_request("none", code, std::time::Duration::ZERO);
     HttpResponse::build(status).json(json!({
         "errors": [{"message": message, "extensions": {"code": code}}]
     }))

@@ -55,6 +55,18 @@ impl TraceContext {
         Self::with_ids(&trace)
     }
 
+    /// The current span's context when spans are traced (see
+    /// [`crate::telemetry`]), else a new root.
+    pub fn current() -> Self {
+        match crate::telemetry::current_traceparent() {
+            Some(traceparent) => Self {
+                traceparent,
+                tracestate: None,
+            },
+            None => Self::new_root(),
+        }
+    }
+
     /// A new span in the same trace.
     pub fn child(&self) -> Self {
         match self.trace_id() {
@@ -170,7 +182,7 @@ impl Envelope {
             to: None,
             msg_type: msg_type.to_owned(),
             principal: None,
-            trace: TraceContext::new_root(),
+            trace: TraceContext::current(),
             deadline_ms: None,
             reply_to: None,
             correlation_id: None,
@@ -213,7 +225,13 @@ impl Envelope {
             to: None,
             msg_type: format!("{}.reply", self.msg_type),
             principal: None,
-            trace: self.trace.child(),
+            trace: match crate::telemetry::current_traceparent() {
+                Some(traceparent) => TraceContext {
+                    traceparent,
+                    tracestate: self.trace.tracestate.clone(),
+                },
+                None => self.trace.child(),
+            },
             deadline_ms: self.deadline_ms,
             reply_to: None,
             correlation_id: Some(self.id),

@@ -22,6 +22,7 @@ pub mod client;
 pub mod envelope;
 pub mod events;
 pub mod memory;
+mod metered;
 mod topic;
 
 use std::sync::Arc;
@@ -143,6 +144,18 @@ impl Delivery {
         self.acker.take().expect("a delivery is settled once")
     }
 
+    /// The body and info of a delivery whose acker was taken.
+    fn into_parts(mut self) -> (Bytes, DeliveryInfo) {
+        debug_assert!(self.acker.is_none());
+        let body = std::mem::take(&mut self.body);
+        let info = DeliveryInfo {
+            queue: std::mem::take(&mut self.info.queue),
+            dead_letter: self.info.dead_letter.take(),
+            ..self.info.clone()
+        };
+        (body, info)
+    }
+
     /// Done with it: it will not be delivered again.
     pub async fn ack(mut self) -> Result<(), BusError> {
         self.take().ack().await
@@ -261,9 +274,13 @@ pub async fn connect(url: &str, options: BusOptions) -> Result<Arc<dyn Bus>, Bus
         .split_once("://")
         .map(|(s, _)| s)
         .ok_or_else(|| BusError::BadUrl("expected scheme://...".into()))?;
-    match scheme {
-        "memory" => Ok(Arc::new(memory::MemoryBus::new(options))),
-        "amqp" | "amqps" => Ok(Arc::new(amqp::AmqpBus::connect(url, options).await?)),
-        other => Err(BusError::UnsupportedScheme(other.to_owned())),
-    }
+    let (inner, backend): (Arc<dyn Bus>, &'static str) = match scheme {
+        "memory" => (Arc::new(memory::MemoryBus::new(options)), "memory"),
+        "amqp" | "amqps" => (
+            Arc::new(amqp::AmqpBus::connect(url, options).await?),
+            "amqp",
+        ),
+        other => return Err(BusError::UnsupportedScheme(other.to_owned())),
+    };
+    Ok(Arc::new(metered::Metered::new(inner, backend)))
 }

@@ -532,6 +532,7 @@ impl Inner {
                         self.taken_at.insert(*shard, now);
                         if rows.get(shard).is_some_and(|r| r.owner.is_some()) {
                             self.takeovers.fetch_add(1, Ordering::Relaxed);
+                            crate::metrics::failover();
                         }
                     }
                     let taken: Vec<u16> = claimed.iter().map(|(s, _)| *s).collect();
@@ -630,6 +631,7 @@ impl Inner {
                 }
                 if before.is_some_and(|b| b != self.settings.node_id) {
                     self.takeovers.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::failover();
                 }
                 true
             }

@@ -105,6 +105,26 @@ pub async fn deliver_unless_moved(
         Ok(env) => env,
         Err(e) => return bury(delivery, e.to_string()).await,
     };
+    // The trace the sender is in continues here, maybe on another node.
+    let span = tracing::info_span!(
+        "bus.deliver",
+        otel.name = %format_args!("deliver {}", shorten(&env.msg_type)),
+        otel.kind = "consumer",
+        msg_type = %shorten(&env.msg_type),
+        redelivered = delivery.info().redelivered,
+    );
+    crate::telemetry::continue_trace(&span, &env.trace.traceparent);
+    tracing::Instrument::instrument(deliver_envelope(registry, bus, delivery, env, moved), span)
+        .await
+}
+
+async fn deliver_envelope(
+    registry: &Registry,
+    bus: &dyn Bus,
+    delivery: Delivery,
+    env: crate::bus::Envelope,
+    moved: impl Fn() -> bool,
+) -> Delivered {
     let Some(to) = env.to.clone() else {
         return bury(delivery, "actor message without a recipient".into()).await;
     };

@@ -173,6 +173,7 @@ impl Registry {
         if self.inner.kinds.contains_key(A::KIND) {
             return Err(RegistryError::Duplicate(A::KIND));
         }
+        crate::metrics::announce_kind(A::KIND);
         let sup_spec = SupervisorSpec::new(A::KIND)
             .intensity(spec.intensity.max_restarts, spec.intensity.within)
             .child_intensity(
@@ -464,6 +465,7 @@ impl<A: Actor> Kind<A> {
         let inner = &self.inner;
         let node = NodeInfo::new(Some(inner.supervisor.node()), id, NodeKind::Worker(A::KIND));
         inner.tree.insert(&node);
+        crate::metrics::activated(A::KIND);
         let addr = Cell::<A>::spawn(
             inner.pool.next(),
             CellInit {

@@ -101,6 +101,7 @@ impl Store {
     /// Appends the event caused by `message_id` to `actor`'s journal, right
     /// after `after_seq` (the last sequence this writer knows). Returns once it
     /// is durable; a message applied before is a [`Appended::Duplicate`].
+    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
     pub async fn append(
         &self,
         actor: &str,
@@ -128,6 +129,7 @@ impl Store {
             ),
             None => (self.dialect(INSERT_PG, INSERT_SQLITE), epoch, 0),
         };
+        let started = std::time::Instant::now();
         let inserted = with_pool!(self, pool => {
             let q = sqlx::query(insert)
                 .bind(actor)
@@ -139,6 +141,7 @@ impl Store {
             let q = if fenced.is_some() { q.bind(shard) } else { q };
             q.fetch_optional(pool).await.map(|row| row.is_some())
         });
+        crate::metrics::journal_write(payload.len(), started.elapsed());
         match inserted {
             Ok(true) => Ok(Appended::Written { seq }),
             // The message id is known: report where it went.
@@ -185,6 +188,7 @@ impl Store {
     }
 
     /// `actor`'s events after `after_seq`, in order.
+    #[tracing::instrument(name = "journal.replay", skip_all)]
     pub async fn events(&self, actor: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
         let load = self.dialect(LOAD_PG, LOAD_SQLITE);
         let events = with_pool!(self, pool => sqlx::query(load)

@@ -124,6 +124,18 @@ impl Store {
         })
     }
 
+    /// Connections of the pool: (in use, idle, limit).
+    pub fn pool_stats(&self) -> (u32, u32, u32) {
+        with_pool!(self, pool => {
+            let idle = pool.num_idle() as u32;
+            (
+                pool.size().saturating_sub(idle),
+                idle,
+                pool.options().get_max_connections(),
+            )
+        })
+    }
+
     /// Applies the embedded migrations of this database that are not applied yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &*self.db {

@@ -149,6 +149,7 @@ impl Store {
     }
 
     /// Records a raised alert (once per episode).
+    #[tracing::instrument(name = "alerts.raise", skip_all)]
     pub async fn raise_alert(&self, alert: &AlertRecord) -> Result<(), StoreError> {
         let sql = self.dialect(RAISE_PG, RAISE_SQLITE);
         with_pool!(self, pool => sqlx::query(sql)

@@ -278,6 +278,19 @@ impl<A: Actor> Cell<A> {
             call.refuse(Refusal::Stopped);
             return;
         }
+        // A traced sender: the handler runs in a span of its own below the
+        // sender's (kind and message type only: ids may name a patient).
+        let span = if call.span.is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                parent: &call.span,
+                "actor.handle",
+                otel.name = %format_args!("{} {}", A::KIND, short_type_name::<M>()),
+                kind = A::KIND,
+                message = short_type_name::<M>(),
+            )
+        };
         // `None`: the sender took the message back (deadline); nothing to do.
         let Some((msg, reply)) = call.take() else {
             return;
@@ -285,11 +298,14 @@ impl<A: Actor> Cell<A> {
         let (Some(mut state), Some(mut ctx)) = (self.state.take(), self.ctx.take()) else {
             unreachable!("checked above");
         };
-        let mut fut = Box::pin(async move {
-            let node = Arc::clone(ctx_node(&ctx));
-            let outcome = guarded(state.handle(msg, &mut ctx), node, Kill::RUN).await;
-            (state, ctx, outcome)
-        });
+        let mut fut = Box::pin(tracing::Instrument::instrument(
+            async move {
+                let node = Arc::clone(ctx_node(&ctx));
+                let outcome = guarded(state.handle(msg, &mut ctx), node, Kill::RUN).await;
+                (state, ctx, outcome)
+            },
+            span,
+        ));
         // Most handlers finish without waiting: run them to completion here and
         // skip actix's wait queue. One that has to wait is handed to
         // `Context::wait`, which polls it again at once with the real waker (a
@@ -533,6 +549,9 @@ impl<A: Actor> Cell<A> {
             .as_ref()
             .and_then(|e| e.reason.clone())
             .unwrap_or(fallback);
+        if reason == ExitReason::Passivated {
+            crate::metrics::passivated(self.node.kind_name());
+        }
         if reason.is_abnormal() {
             tracing::error!(path = %self.node.path, %reason, "actor ended abnormally");
         }
@@ -815,4 +834,11 @@ impl<A: Actor> ActorRef<A> {
     {
         self.send_until(msg, Instant::now() + timeout).await
     }
+}
+
+/// `Push` for `cardio::actors::device::stream::Push`.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
 }

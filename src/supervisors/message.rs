@@ -127,6 +127,8 @@ pub(crate) struct Call<M: Message> {
     pub(crate) deadline: Instant,
     /// For a timer: the incarnation that set it (timers die with it); 0: any.
     pub(crate) incarnation: u32,
+    /// The sender's span: the handler's span is its child (traces).
+    pub(crate) span: tracing::Span,
 }
 
 /// The sender's half of a [`Call`].
@@ -146,6 +148,7 @@ impl<M: Message> Call<M> {
                 reply: Some(tx),
                 deadline,
                 incarnation: 0,
+                span: tracing::Span::current(),
             },
             Pending { slot, rx, deadline },
         )
@@ -158,6 +161,7 @@ impl<M: Message> Call<M> {
             reply: None,
             deadline,
             incarnation,
+            span: tracing::Span::none(),
         }
     }
 

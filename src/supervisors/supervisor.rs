@@ -474,6 +474,7 @@ impl Supervisor {
         self.node.set_status(Status::Running);
         self.node.mark_started();
         self.tree.emit(&self.node, EventKind::Started);
+        crate::metrics::announce_supervisor(&self.node.id);
         if let Some(done) = done {
             let _ = done.send(Ok(()));
         }
@@ -780,6 +781,7 @@ impl Supervisor {
         let delay = self.spec.backoff.delay(child.series, self.rng.f64());
         child.series = child.series.saturating_add(1);
         child.awaiting_restart = true;
+        crate::metrics::restarted(child.handle.node.kind_name(), &reason);
         self.schedule_restart(key, delay, actx);
     }
 
@@ -898,6 +900,7 @@ impl Supervisor {
     /// the parent, which restarts this supervisor in place or stops it (at the
     /// root, the failure is reported and the node exits).
     fn escalate(&mut self, reason: String, actx: &mut Context<Self>) {
+        crate::metrics::escalated(&self.node.id, &reason);
         self.phase = Phase::Failed;
         self.group_pending = None;
         self.node.set_failure(&reason);

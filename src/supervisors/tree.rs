@@ -141,6 +141,14 @@ impl NodeInfo {
         self.restarts.load(Ordering::Relaxed)
     }
 
+    /// `supervisor`, or the kind of actor a worker hosts.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            NodeKind::Supervisor(_) => "supervisor",
+            NodeKind::Worker(kind) => kind,
+        }
+    }
+
     pub(crate) fn count_restart(&self) -> u32 {
         self.restarts.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -351,6 +359,24 @@ impl Tree {
                 what,
             });
         }
+    }
+
+    /// Live workers and their queued messages, by actor kind.
+    pub fn actor_counts(&self) -> Vec<(&'static str, u64, u64)> {
+        let mut by_kind: Vec<(&'static str, u64, u64)> = Vec::new();
+        for n in self.inner.nodes.iter() {
+            if let NodeKind::Worker(kind) = n.kind {
+                let depth = u64::from(n.mailbox_depth());
+                match by_kind.iter_mut().find(|(k, _, _)| *k == kind) {
+                    Some(entry) => {
+                        entry.1 += 1;
+                        entry.2 += depth;
+                    }
+                    None => by_kind.push((kind, 1, depth)),
+                }
+            }
+        }
+        by_kind
     }
 
     /// Number of live nodes (supervisors and workers).

@@ -14,12 +14,12 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 pub(crate) const SECRET: &str = "api-test-secret-of-at-least-32-bytes!!";
 
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     /// Everything the node logged (JSON lines on stdout, anything on stderr).
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    _data: tempfile::TempDir,
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub(crate) data: tempfile::TempDir,
 }
 
 impl Drop for Served {
@@ -29,11 +29,11 @@ impl Drop for Served {
     }
 }
 
-fn serve() -> Served {
+pub(crate) fn serve() -> Served {
     serve_with(&[])
 }
 
-fn serve_with(envs: &[(&str, &str)]) -> Served {
+pub(crate) fn serve_with(envs: &[(&str, &str)]) -> Served {
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .arg("serve")
@@ -78,7 +78,7 @@ fn serve_with(envs: &[(&str, &str)]) -> Served {
         child,
         addr: v["addr"].as_str().unwrap().to_owned(),
         log,
-        _data: data,
+        data,
     }
 }
 
@@ -96,7 +96,10 @@ pub(crate) fn token(role: Role, sub: &str) -> String {
 
 /// POSTs `body` with `token`; the status and the JSON answer.
 pub(crate) async fn post_raw(addr: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let mut req = awc::Client::new()
+    // Longer than the node's request timeout: its answer, not ours, decides.
+    let mut req = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
         .post(format!("http://{addr}/graphql"))
         .insert_header(("content-type", "application/json"));
     if let Some(t) = token {
@@ -525,6 +528,53 @@ pub(crate) async fn maybe_event(ws: &mut Socket, id: &str, wait: Duration) -> Op
     tokio::time::timeout(wait, next_event(ws, id)).await.ok()
 }
 
+/// What [`until_alert`] did: pushes made, and sustained episodes among them.
+pub(crate) struct Pushed {
+    pub pushes: u32,
+    pub episodes: u32,
+}
+
+/// Pushes sustained tachycardia episodes of `device` (calm readings between
+/// them) from device time `at` on, until subscription `id` on `ws` (an
+/// `alerts` subscription selecting `change`) reports one raised: that event.
+pub(crate) async fn until_alert(
+    a: &str,
+    patient: &str,
+    device: &str,
+    ws: &mut Socket,
+    id: &str,
+    at: &mut f64,
+) -> (Value, Pushed) {
+    let mut done = Pushed {
+        pushes: 0,
+        episodes: 0,
+    };
+    loop {
+        let episode: Vec<Value> = (0..8)
+            .map(|i| hr(*at + f64::from(i) * 1_000.0, 150.0))
+            .collect();
+        *at += 8_000.0;
+        ok(a, patient, PUSH, json!({"d": device, "s": episode})).await;
+        done.pushes += 1;
+        done.episodes += 1;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match maybe_event(ws, id, Duration::from_millis(200)).await {
+                Some(e) if e["data"]["alerts"]["change"] == "raised" => return (e, done),
+                _ => {}
+            }
+        }
+        // Not bound yet: end the episode and try again.
+        let calm: Vec<Value> = (0..3)
+            .map(|i| hr(*at + f64::from(i) * 1_000.0, 70.0))
+            .collect();
+        *at += 3_000.0;
+        ok(a, patient, PUSH, json!({"d": device, "s": calm})).await;
+        done.pushes += 1;
+        assert!(*at < now_ms(), "no alert event");
+    }
+}
+
 #[actix_rt::test]
 async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_live() {
     let node = serve();
@@ -612,27 +662,7 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
     );
     assert_eq!(v["samples"][0]["metric"], "heart_rate");
     // A sustained tachycardia (CARDIO_ALERT_SUSTAIN=5s of device time) raises one alert.
-    let alert = 'episodes: loop {
-        let episode: Vec<Value> = (0..8)
-            .map(|i| hr(at + f64::from(i) * 1_000.0, 150.0))
-            .collect();
-        at += 8_000.0;
-        ok(a, &patient, PUSH, json!({"d": device, "s": episode})).await;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            match maybe_event(&mut ws, "a", Duration::from_millis(200)).await {
-                Some(e) if e["data"]["alerts"]["change"] == "raised" => break 'episodes e,
-                _ => {}
-            }
-        }
-        // Not bound yet: end the episode and try again.
-        let calm: Vec<Value> = (0..3)
-            .map(|i| hr(at + f64::from(i) * 1_000.0, 70.0))
-            .collect();
-        at += 3_000.0;
-        ok(a, &patient, PUSH, json!({"d": device, "s": calm})).await;
-        assert!(at < now_ms(), "no alert event");
-    };
+    let (alert, _) = until_alert(a, &patient, &device, &mut ws, "a", &mut at).await;
     let e = &alert["data"]["alerts"];
     assert_eq!(
         (e["kind"].as_str(), e["patientId"].as_str()),

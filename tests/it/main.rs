@@ -30,6 +30,7 @@ mod bus;
 mod cluster;
 mod consult;
 mod device;
+mod ops;
 mod registry;
 mod session;
 mod store;

@@ -25,6 +25,29 @@ pub enum Priority {
     High,
 }
 
+impl AlertKind {
+    /// The rule's name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Tachycardia => "tachycardia",
+            AlertKind::Bradycardia => "bradycardia",
+            AlertKind::LowSpo2 => "low_spo2",
+            AlertKind::HypertensiveCrisis => "hypertensive_crisis",
+            AlertKind::IrregularRhythm => "irregular_rhythm",
+        }
+    }
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+        }
+    }
+}
+
 /// Configurable thresholds and windows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
@@ -244,6 +267,22 @@ mod tests {
             .into_iter()
             .flat_map(|(t, v)| rules.evaluate(&make((t * 1000.0) as u64, v)))
             .collect()
+    }
+
+    #[test]
+    fn names_match_their_serialised_form() {
+        for kind in [
+            AlertKind::Tachycardia,
+            AlertKind::Bradycardia,
+            AlertKind::LowSpo2,
+            AlertKind::HypertensiveCrisis,
+            AlertKind::IrregularRhythm,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for p in [Priority::Low, Priority::Medium, Priority::High] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
     }
 
     #[test]

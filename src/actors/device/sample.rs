@@ -89,6 +89,22 @@ pub enum Rejection {
     ChunkSize { max_samples: usize },
 }
 
+impl Rejection {
+    /// The reason's name (as serialised in `reason`), for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::NotFinite => "not_finite",
+            Rejection::OutOfRange { .. } => "out_of_range",
+            Rejection::SystolicNotAboveDiastolic => "systolic_not_above_diastolic",
+            Rejection::InFuture { .. } => "in_future",
+            Rejection::OutOfOrder { .. } => "out_of_order",
+            Rejection::Duplicate => "duplicate",
+            Rejection::SampleRate { .. } => "sample_rate",
+            Rejection::ChunkSize { .. } => "chunk_size",
+        }
+    }
+}
+
 /// Physiological ranges and clock tolerances.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {

@@ -89,6 +89,10 @@ pub struct VitalsEvent {
 pub struct AlertEvent {
     pub device: String,
     pub change: AlertChange,
+    /// When the samples that caused it were accepted (Unix ms): the start of
+    /// the alert latency.
+    #[serde(default)]
+    pub accepted_ms: u64,
 }
 
 /// Batches remembered for retries (older retries are judged sample by sample
@@ -214,6 +218,7 @@ impl DeviceStream {
                     since_ms,
                     at_ms,
                 } => {
+                    crate::metrics::alert_raised(kind.as_str(), priority.as_str());
                     let id = format!(
                         "{}:{}:{since_ms}",
                         self.id,
@@ -335,6 +340,8 @@ impl Handler<Push> for DeviceStream {
         // Judge on a copy: the history moves on only if the batch is stored.
         let mut validator = self.validator.clone();
         let verdict = validator.judge(push.samples, unix_ms());
+        let rejected: Vec<&'static str> = verdict.rejected.iter().map(|(_, r)| r.code()).collect();
+        crate::metrics::samples(0, &rejected);
         if verdict.accepted.is_empty() {
             return Ok(PushResult {
                 rejected: verdict.rejected,
@@ -367,6 +374,8 @@ impl Handler<Push> for DeviceStream {
                 return Err(PushError::Unavailable);
             }
         }
+        let accepted_ms = unix_ms();
+        crate::metrics::samples(verdict.accepted.len(), &[]);
         self.validator = validator;
         self.remember(push.request_id);
         let changes = self.absorb(&verdict.accepted);
@@ -402,6 +411,7 @@ impl Handler<Push> for DeviceStream {
                 &AlertEvent {
                     device: self.id.clone(),
                     change: *change,
+                    accepted_ms,
                 },
             );
         }

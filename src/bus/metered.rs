@@ -1,0 +1,173 @@
+//! Metrics around any backend: what [`super::connect`] hands out.
+//!
+//! Counts publishes (with the time until the bus holds the message: the
+//! publisher confirm on RabbitMQ), deliveries and how they were settled,
+//! redeliveries, dead letters, and the lag from sending to delivery.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{Acker, Bus, BusError, Delivery, Envelope, Nacked, Source, Subscription};
+use crate::metrics::bus as m;
+
+/// A backend with metrics.
+pub struct Metered {
+    inner: Arc<dyn Bus>,
+    backend: &'static str,
+}
+
+impl Metered {
+    pub fn new(inner: Arc<dyn Bus>, backend: &'static str) -> Self {
+        m::announce(backend);
+        Self { inner, backend }
+    }
+
+    fn wrap(&self, sub: Subscription) -> Subscription {
+        Subscription::new(Box::new(MeteredSource {
+            inner: sub,
+            backend: self.backend,
+        }))
+    }
+}
+
+#[async_trait]
+impl Bus for Metered {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn shards(&self) -> u16 {
+        self.inner.shards()
+    }
+
+    async fn send(&self, env: &Envelope) -> Result<(), BusError> {
+        let start = Instant::now();
+        let sent = self.inner.send(env).await;
+        if sent.is_ok() {
+            m::published(self.backend, "actor", start.elapsed());
+        }
+        sent
+    }
+
+    async fn publish(&self, topic: &str, env: &Envelope) -> Result<(), BusError> {
+        let start = Instant::now();
+        let sent = self.inner.publish(topic, env).await;
+        if sent.is_ok() {
+            let class = if env.correlation_id.is_some() {
+                "reply"
+            } else {
+                "event"
+            };
+            m::published(self.backend, class, start.elapsed());
+        }
+        sent
+    }
+
+    async fn subscribe(&self, pattern: &str, prefetch: u16) -> Result<Subscription, BusError> {
+        Ok(self.wrap(self.inner.subscribe(pattern, prefetch).await?))
+    }
+
+    async fn consume_shard(&self, shard: u16, prefetch: u16) -> Result<Subscription, BusError> {
+        Ok(self.wrap(self.inner.consume_shard(shard, prefetch).await?))
+    }
+
+    async fn consume_dead_letters(&self, prefetch: u16) -> Result<Subscription, BusError> {
+        Ok(self.wrap(self.inner.consume_dead_letters(prefetch).await?))
+    }
+
+    async fn healthy(&self) -> bool {
+        self.inner.healthy().await
+    }
+}
+
+struct MeteredSource {
+    inner: Subscription,
+    backend: &'static str,
+}
+
+#[async_trait]
+impl Source for MeteredSource {
+    async fn next(&mut self) -> Option<Delivery> {
+        let mut delivery = self.inner.next().await?;
+        let info = delivery.info();
+        m::delivered(
+            self.backend,
+            info.redelivered || info.delivery_count > 1,
+            sent_at(delivery.body()).map(lag_since),
+        );
+        let acker = delivery.take();
+        let (body, info) = delivery.into_parts();
+        Some(Delivery::new(
+            body,
+            info,
+            Box::new(MeteredAcker {
+                inner: acker,
+                backend: self.backend,
+            }),
+        ))
+    }
+}
+
+/// `sent_at_ms` of an envelope, without decoding the rest.
+fn sent_at(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        sent_at_ms: u64,
+    }
+    serde_json::from_slice::<Stamp>(body)
+        .ok()
+        .map(|s| s.sent_at_ms)
+}
+
+fn lag_since(sent_at_ms: u64) -> Duration {
+    Duration::from_millis(crate::supervisors::tree::unix_ms().saturating_sub(sent_at_ms))
+}
+
+struct MeteredAcker {
+    inner: Box<dyn Acker>,
+    backend: &'static str,
+}
+
+#[async_trait]
+impl Acker for MeteredAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        let done = self.inner.ack().await;
+        if done.is_ok() {
+            m::settled(self.backend, "ack");
+        }
+        done
+    }
+
+    async fn nack(self: Box<Self>, reason: &str) -> Result<Nacked, BusError> {
+        let done = self.inner.nack(reason).await;
+        match done {
+            Ok(Nacked::Requeued) => m::settled(self.backend, "retry"),
+            Ok(Nacked::DeadLettered) => {
+                m::settled(self.backend, "dead_letter");
+                m::dead_lettered(self.backend, "delivery_limit");
+            }
+            Err(_) => {}
+        }
+        done
+    }
+
+    async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), BusError> {
+        let done = self.inner.dead_letter(reason).await;
+        if done.is_ok() {
+            m::settled(self.backend, "dead_letter");
+            m::dead_lettered(self.backend, "rejected");
+        }
+        done
+    }
+
+    fn release(self: Box<Self>) {
+        m::settled(self.backend, "moved");
+        self.inner.release()
+    }
+
+    fn usable(&self) -> bool {
+        self.inner.usable()
+    }
+}
