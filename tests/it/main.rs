@@ -29,6 +29,7 @@ mod broker;
 mod bus;
 mod cluster;
 mod consult;
+mod deploy;
 mod device;
 mod ops;
 mod registry;
