@@ -93,7 +93,11 @@ impl Extension for Observed {
         span.record("otel.name", format!("graphql {operation}"));
         span.record("operation", operation.as_str());
         span.record("outcome", outcome.as_str());
-        crate::metrics::graphql_request(&operation, &outcome, started.elapsed());
+        let took = started.elapsed();
+        span.in_scope(|| {
+            tracing::debug!(%operation, %outcome, ms = took.as_millis() as u64, "graphql request")
+        });
+        crate::metrics::graphql_request(&operation, &outcome, took);
         response
     }
 

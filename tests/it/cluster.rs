@@ -73,6 +73,11 @@ impl Cluster {
 
     /// A node reaching the broker at `bus_url` (through a proxy, say).
     fn start_on(&self, id: &str, bus_url: &str) -> Proc {
+        self.start_with(id, bus_url, &[])
+    }
+
+    /// A node with settings of its own on top of the test cluster's.
+    fn start_with(&self, id: &str, bus_url: &str, envs: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .arg("serve")
             .env_clear()
@@ -88,6 +93,7 @@ impl Cluster {
             .env("CARDIO_ALERT_SUSTAIN", "5s")
             .env("CARDIO_JWT_SECRET", crate::api::SECRET)
             .env("CARDIO_SHUTDOWN_GRACE", "10s")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -589,6 +595,20 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
             assert_eq!(&after[shard], owner, "shard {shard} moved needlessly");
         }
     }
+    // The survivors' metrics count the failovers and the smaller membership.
+    let orphaned = before.values().filter(|o| *o == victim).count() as f64;
+    let mut failovers = 0.0;
+    for (i, n) in nodes.iter().enumerate() {
+        if i != victim_idx {
+            let m = crate::ops::scrape(&n.addr).await;
+            failovers += m.sum("cardio_shard_failovers_total", &[]);
+            assert_eq!(m.sum("cardio_cluster_nodes", &[]), 2.0);
+        }
+    }
+    assert!(
+        failovers >= orphaned,
+        "{failovers} failovers counted for {orphaned} orphaned shards"
+    );
     verify(db.url(), &req, &acked).await;
 
     // Events from the nodes reached the watcher: the alert of each device
@@ -808,6 +828,12 @@ async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keep
         "{all}"
     );
     assert!(!all.contains("Jane"), "a reason quotes the payload: {all}");
+    let m = crate::ops::scrape(&node.addr).await;
+    let dead = m.sum(
+        "cardio_bus_dead_letters_total",
+        &[("backend", "amqp"), ("reason", "rejected")],
+    );
+    assert_eq!(dead, 3.0, "the node counts what it set aside");
     let _ = conn.close(200, "done".into()).await;
     drop(req);
     drop(node);
@@ -1021,42 +1047,208 @@ async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused(
         }
         assert!(at < now_ms(), "no vitals event crossed the nodes");
     }
-    let alert = 'episodes: loop {
-        let episode: Vec<Value> = (0..8)
-            .map(|i| hr(at + f64::from(i) * 1_000.0, 150.0))
-            .collect();
-        at += 8_000.0;
-        ok(
-            &pusher.addr,
-            &patient,
-            PUSH,
-            json!({"d": device, "s": episode}),
-        )
-        .await;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Some(e) = maybe_event(&mut ws, "a", Duration::from_millis(200)).await {
-                if e["data"]["alerts"]["change"] == "raised" {
-                    break 'episodes e;
-                }
-            }
-        }
-        let calm: Vec<Value> = (0..3)
-            .map(|i| hr(at + f64::from(i) * 1_000.0, 70.0))
-            .collect();
-        at += 3_000.0;
-        ok(
-            &pusher.addr,
-            &patient,
-            PUSH,
-            json!({"d": device, "s": calm}),
-        )
-        .await;
-        assert!(at < now_ms(), "no alert event crossed the nodes");
-    };
+    let (alert, _) =
+        crate::api::until_alert(&pusher.addr, &patient, &device, &mut ws, "a", &mut at).await;
     assert_eq!(alert["data"]["alerts"]["kind"], "tachycardia");
     assert_eq!(alert["data"]["alerts"]["patientId"], "p-1");
     drop(ws);
+    drop(nodes);
+    db.done().await;
+}
+
+/// An OTLP/HTTP (JSON) trace receiver on loopback, as a collector would be:
+/// what the nodes exported, as (node, trace id, span name, attributes).
+struct Collector {
+    addr: std::net::SocketAddr,
+    spans: Arc<std::sync::Mutex<Vec<ExportedSpan>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+#[derive(Debug, Clone)]
+struct ExportedSpan {
+    node: String,
+    trace: String,
+    span: String,
+    parent: String,
+    name: String,
+    attributes: Value,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        let spans: Arc<std::sync::Mutex<Vec<ExportedSpan>>> = Arc::default();
+        let kept = Arc::clone(&spans);
+        let server = HttpServer::new(move || {
+            let kept = Arc::clone(&kept);
+            App::new().route(
+                "/v1/traces",
+                web::post().to(move |body: web::Bytes| {
+                    let kept = Arc::clone(&kept);
+                    async move {
+                        let v: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                        kept.lock().unwrap().extend(Collector::flatten(&v));
+                        HttpResponse::Ok().json(serde_json::json!({}))
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Collector {
+            addr,
+            spans,
+            server: handle,
+        }
+    }
+
+    fn flatten(v: &Value) -> Vec<ExportedSpan> {
+        let mut out = Vec::new();
+        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+            let node = rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.instance.id")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for sp in ss["spans"].as_array().into_iter().flatten() {
+                    out.push(ExportedSpan {
+                        node: node.clone(),
+                        trace: sp["traceId"].as_str().unwrap_or("").to_owned(),
+                        span: sp["spanId"].as_str().unwrap_or("").to_owned(),
+                        parent: sp["parentSpanId"].as_str().unwrap_or("").to_owned(),
+                        name: sp["name"].as_str().unwrap_or("").to_owned(),
+                        attributes: sp["attributes"].clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn spans(&self) -> Vec<ExportedSpan> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+fn attribute<'a>(span: &'a ExportedSpan, key: &str) -> Option<&'a str> {
+    span.attributes
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)?["value"]["stringValue"]
+        .as_str()
+}
+
+#[actix_rt::test]
+async fn one_trace_follows_a_push_from_the_api_node_to_the_alert_on_the_devices_node() {
+    use crate::api::{device_of, hr, now_ms, ok, people, token, PUSH};
+    use cardio::principal::Role;
+    use serde_json::json;
+    let _broker = crate::broker::shared().await;
+    let (cluster, db) = Cluster::new().await;
+    let collector = Collector::start();
+    let endpoint = format!("http://{}", collector.addr);
+    let tracing = [
+        ("CARDIO_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let url = cluster.vhost.url();
+    let nodes = [
+        cluster.start_with("t1", &url, &tracing),
+        cluster.start_with("t2", &url, &tracing),
+    ];
+    let owners = settle(&nodes[0], &["t1", "t2"], "two nodes sharing the shards").await;
+    let api = &nodes[0].addr;
+    people(api, &["p-1"], &[], &[]).await;
+    // A device whose actor lives on t2, pushed to through t1's API.
+    let device = loop {
+        let d = device_of(api, "p-1", "patch").await;
+        let shard = cardio::cluster::shard_of(&ActorId::new("device", &d).unwrap(), SHARDS);
+        if owners[&u64::from(shard)] == "t2" {
+            break d;
+        }
+    };
+    let at = now_ms() - 60_000.0;
+    let sustained: Vec<Value> = (0..8)
+        .map(|i| hr(at + f64::from(i) * 1_000.0, 150.0))
+        .collect();
+    let patient = token(Role::Patient, "p-1");
+    ok(api, &patient, PUSH, json!({"d": device, "s": sustained})).await;
+
+    // The push's trace: its GraphQL span on t1, and on t2 the delivery, the
+    // device's handler, the journal write and the alert it raised, each a
+    // child of the one before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (trace, spans) = loop {
+        let all = collector.spans();
+        let push = all
+            .iter()
+            .find(|s| s.node == "t1" && attribute(s, "operation") == Some("pushSamples"));
+        if let Some(push) = push {
+            let trace: Vec<ExportedSpan> = all
+                .iter()
+                .filter(|s| s.trace == push.trace)
+                .cloned()
+                .collect();
+            if trace
+                .iter()
+                .any(|s| s.node == "t2" && s.name == "alerts.raise")
+            {
+                break (push.trace.clone(), trace);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace from t1's pushSamples to t2's alert; exported: {:#?}",
+            all.iter()
+                .map(|s| (&s.node, &s.name, &s.trace))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(trace.len(), 32, "a W3C trace id: {trace}");
+    let one = |node: &str, pick: &dyn Fn(&ExportedSpan) -> bool, what: &str| {
+        spans
+            .iter()
+            .find(|s| s.node == node && pick(s))
+            .unwrap_or_else(|| panic!("no {what} span on {node}: {spans:#?}"))
+            .clone()
+    };
+    let request = one(
+        "t1",
+        &|s| attribute(s, "operation") == Some("pushSamples"),
+        "graphql",
+    );
+    let deliver = one(
+        "t2",
+        &|s| s.name.starts_with("deliver device.push"),
+        "delivery",
+    );
+    let handle = one("t2", &|s| s.name == "device Push", "handler");
+    let append = one("t2", &|s| s.name == "journal.append", "journal");
+    let raise = one("t2", &|s| s.name == "alerts.raise", "alert");
+    assert_eq!(
+        deliver.parent, request.span,
+        "t2's delivery continues t1's request"
+    );
+    assert_eq!(handle.parent, deliver.span);
+    assert_eq!(append.parent, handle.span);
+    assert_eq!(raise.parent, handle.span);
+    // Spans name kinds and operations, never the patient or the device.
+    let text = format!("{spans:?}");
+    assert!(!text.contains("p-1") && !text.contains(&device), "{text}");
+
+    collector.server.stop(false).await;
     drop(nodes);
     db.done().await;
 }

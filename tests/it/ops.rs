@@ -271,6 +271,25 @@ async fn metrics_follow_a_scenario_and_cover_what_dashboards_and_alert_rules_use
         .map(|(name, file)| format!("{name} (in {file})"))
         .collect();
     assert!(missing.is_empty(), "not exported by the node: {missing:?}");
+    // JSON log lines written within a request carry its trace id.
+    let traced: Vec<String> = node
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("\"graphql request\"") && l.contains("pushSamples"))
+        .cloned()
+        .collect();
+    assert!(!traced.is_empty(), "no request log lines");
+    for line in &traced {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let trace = v["trace_id"].as_str().unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+        assert!(!line.contains("p-1") && !line.contains(&device), "{line}");
+    }
     // No series names an id (PHI): labels are kinds, reasons, operations.
     for series in last.samples.keys() {
         for id in ["p-1", "dr-1", device.as_str()] {
