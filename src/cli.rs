@@ -69,11 +69,63 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
+    /// Put realistic load on a running node or cluster through its API:
+    /// devices streaming vitals, live consults, clinicians watching alerts.
+    /// Mints tokens with the nodes' key (CARDIO_JWT_SECRET or RS256 settings).
+    Simulate(SimulateArgs),
     /// The PHI audit trail.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// The nodes' HTTP addresses, comma-separated; work is spread over them.
+    #[arg(
+        long,
+        env = "CARDIO_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_delimiter = ','
+    )]
+    url: Vec<String>,
+    /// Wearables, one patient each.
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// Samples per second per device (heart rate and SpO2, one batch a second).
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Live consults held over the run.
+    #[arg(long, default_value_t = 10)]
+    consults: usize,
+    /// Clinicians subscribed to their patients' alerts (patients are spread
+    /// over their care teams).
+    #[arg(long, default_value_t = 10)]
+    clinicians: usize,
+    #[arg(long, default_value = "60s")]
+    duration: String,
+    /// Same seed, same people, signals, episodes and invalid samples.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Share of devices with one sustained tachycardia episode.
+    #[arg(long, default_value_t = 0.1)]
+    episodes: f64,
+    /// Length of an episode: longer than the nodes' CARDIO_ALERT_SUSTAIN
+    /// for it to raise an alert.
+    #[arg(long, default_value = "20s")]
+    episode: String,
+    /// Share of samples sent invalid on purpose (they must be rejected).
+    #[arg(long, default_value_t = 0.001)]
+    invalid: f64,
+    /// Time between chat messages of a consult.
+    #[arg(long, default_value = "2s")]
+    chat_every: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +154,7 @@ pub fn run() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => audit_verify(config),
+        Command::Simulate(args) => simulate(args),
         Command::Schema => {
             print!("{}", crate::api::graphql::sdl());
             ExitCode::SUCCESS
@@ -146,6 +199,72 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             tracing::error!(error = format!("{e:#}"), "node failed to start");
             fail(&format!("{e:#}"))
         }
+    }
+}
+
+fn simulate(a: SimulateArgs) -> ExitCode {
+    let config = match Config::load(a.config.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let auth = match crate::auth::Authenticator::from_config(&config) {
+        Ok(Some(a)) => a,
+        Ok(None) => return fail(&crate::auth::AuthError::NoKey("mint").to_string()),
+        Err(e) => return fail(&e.to_string()),
+    };
+    let duration = |flag: &str, raw: &str| {
+        humantime::parse_duration(raw)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("--{flag} {raw:?}: expected a duration such as 60s or 2m"))
+    };
+    let share = |flag: &str, v: f64| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("--{flag} {v}: expected a share between 0 and 1"))
+        }
+    };
+    let settings = (|| -> Result<crate::simulate::Settings, String> {
+        Ok(crate::simulate::Settings {
+            urls: a
+                .url
+                .iter()
+                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            devices: a.devices,
+            rate: a.rate,
+            consults: a.consults,
+            clinicians: a.clinicians,
+            duration: duration("duration", &a.duration)?,
+            seed: a.seed,
+            episodes: share("episodes", a.episodes)?,
+            episode: duration("episode", &a.episode)?,
+            invalid: share("invalid", a.invalid)?,
+            chat_every: duration("chat-every", &a.chat_every)?,
+        })
+    })();
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let json = a.json;
+    let outcome = actix_rt::System::new().block_on(crate::simulate::run(settings, auth));
+    match outcome {
+        Ok(summary) => {
+            eprintln!();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            } else {
+                println!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod principal;
 pub mod registry;
+pub mod simulate;
 pub mod store;
 pub mod supervisors;
 pub mod synthetic;

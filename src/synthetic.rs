@@ -157,6 +157,12 @@ impl Series {
         self
     }
 
+    /// The noise's seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
     /// The value meant at time `t` (seconds), without noise: the ground truth.
     pub fn truth(&self, t: f64) -> f64 {
         self.episodes

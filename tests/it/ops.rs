@@ -298,3 +298,52 @@ async fn metrics_follow_a_scenario_and_cover_what_dashboards_and_alert_rules_use
     }
     drop(node);
 }
+
+#[actix_rt::test]
+async fn the_simulator_loads_a_node_and_its_summary_agrees_with_the_nodes_metrics() {
+    let node = crate::api::serve();
+    let out = std::process::Command::new("timeout")
+        .args(["120", env!("CARGO_BIN_EXE_cardio"), "simulate"])
+        .args(["--url", &format!("http://{}", node.addr)])
+        .args(["--devices", "20", "--rate", "10", "--consults", "3"])
+        .args(["--clinicians", "2", "--duration", "12s", "--seed", "5"])
+        .args(["--episodes", "0.5", "--episode", "8s", "--invalid", "0.02"])
+        .args(["--chat-every", "1s", "--json"])
+        .env_clear()
+        .env("CARDIO_JWT_SECRET", crate::api::SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("pushes"), "a progress line: {stderr}");
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(s["errors"], json!({}), "{s}");
+    let n = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k}: {s}"));
+    assert!(n("pushes") >= 20.0, "{s}");
+    // Every sample was judged once; exactly the invalid ones came back.
+    assert_eq!(
+        n("samples_accepted") + n("samples_rejected"),
+        n("pushes") * 10.0
+    );
+    assert_eq!(n("samples_rejected"), n("invalid_sent"));
+    assert!(n("invalid_sent") >= 1.0, "{s}");
+    assert!(n("alerts") >= 1.0, "sustained episodes raise alerts: {s}");
+    assert!(n("alert_p99_ms") > 0.0);
+    assert_eq!((n("consults_opened"), n("consults_ended")), (3.0, 3.0));
+    assert!(n("messages") >= 3.0 * 8.0, "{s}");
+    // The node counted the same.
+    let m = scrape(&node.addr).await;
+    assert_eq!(
+        m.sum("cardio_samples_accepted_total", &[]),
+        n("samples_accepted")
+    );
+    assert_eq!(
+        m.sum("cardio_samples_rejected_total", &[]),
+        n("samples_rejected")
+    );
+    // Each alert goes to the one clinician of its patient's care team.
+    assert!(m.sum("cardio_alerts_raised_total", &[]) >= n("alerts"));
+    assert_eq!(m.sum("cardio_alert_latency_seconds_count", &[]), n("alerts"));
+    drop(node);
+}
