@@ -384,7 +384,7 @@ async fn fetch(endpoint: &str) -> Result<actix_web::web::Bytes, String> {
 /// of every node that is up (fetched from its own address).
 fn tree_cluster(url: &str, raw: bool) -> ExitCode {
     let endpoint = format!("{}/debug/cluster", url.trim_end_matches('/'));
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colour = colour_wanted();
     let out = actix_rt::System::new().block_on(async {
         let body = fetch(&endpoint).await?;
         let view: serde_json::Value = serde_json::from_slice(&body)
@@ -439,6 +439,7 @@ fn tree_cluster(url: &str, raw: bool) -> ExitCode {
             view["shards"].as_array().map_or(0, Vec::len)
         );
         for (id, addr, status, shards, tree) in trees {
+            let status = node_status(&status, colour);
             text.push_str(&format!(
                 "\n{bold}node {id}{reset} {addr} {status} · owns {shards} shards\n"
             ));
@@ -475,7 +476,7 @@ fn tree(url: &str, raw: bool) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(&format!("{endpoint} did not return a tree: {e}")),
     };
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colour = colour_wanted();
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", render_tree(&view, colour));
     ExitCode::SUCCESS
@@ -483,6 +484,33 @@ fn tree(url: &str, raw: bool) -> ExitCode {
 
 /// Renders a tree as indented lines: name, kind, status, restarts, uptime,
 /// mailbox depth and last failure.
+/// Colour on a terminal unless `NO_COLOR` is set; `CLICOLOR_FORCE` forces it
+/// (for pagers such as `less -R`).
+fn colour_wanted() -> bool {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty() && x != "0");
+    !set("NO_COLOR") && (set("CLICOLOR_FORCE") || std::io::stdout().is_terminal())
+}
+
+/// `text` in SGR colour `code` when `colour`.
+fn paint(text: &str, code: &str, colour: bool) -> String {
+    if colour {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A node's membership status: green up, yellow on its way in or out or cut
+/// off from the broker, red down or gone.
+fn node_status(status: &str, colour: bool) -> String {
+    let code = match status {
+        "up" => "32",
+        "joining" | "leaving" | "degraded" => "33",
+        _ => "31",
+    };
+    paint(status, code, colour)
+}
+
 pub fn render_tree(root: &TreeView, colour: bool) -> String {
     let mut out = String::new();
     line(&mut out, root, "", "", colour, true);
@@ -499,19 +527,20 @@ fn line(out: &mut String, n: &TreeView, lead: &str, branch: &str, colour: bool, 
         Some(s) => format!("supervisor {s}"),
         None => n.kind.clone(),
     };
-    let status = if colour {
-        let code = match n.status.as_str() {
-            "running" => "32",
-            "restarting" | "starting" | "stopping" => "33",
-            _ => "31",
-        };
-        format!("\x1b[{code}m{}\x1b[0m", n.status)
+    let code = match n.status.as_str() {
+        "running" => "32",
+        "restarting" | "starting" | "stopping" => "33",
+        _ => "31",
+    };
+    let status = paint(&n.status, code, colour);
+    let restarts = format!("restarts={}", n.restarts);
+    let restarts = if n.restarts > 0 {
+        paint(&restarts, "33", colour)
     } else {
-        n.status.clone()
+        restarts
     };
     out.push_str(&format!(
-        "{lead}{branch}{name}  [{kind}]  {status}  restarts={}",
-        n.restarts
+        "{lead}{branch}{name}  [{kind}]  {status}  {restarts}"
     ));
     if n.uptime_ms > 0 {
         out.push_str(&format!(
@@ -523,7 +552,7 @@ fn line(out: &mut String, n: &TreeView, lead: &str, branch: &str, colour: bool, 
         out.push_str(&format!("  mailbox={}", n.mailbox_depth));
     }
     if let Some(f) = &n.last_failure {
-        out.push_str(&format!("  last failure: {f}"));
+        out.push_str(&paint(&format!("  last failure: {f}"), "31", colour));
     }
     out.push('\n');
     let child_lead = if is_root {
@@ -596,5 +625,14 @@ mod tests {
              \x20   ├── c-1  [consult]  running  restarts=0\n\
              \x20   └── c-2  [consult]  running  restarts=2  last failure: panicked: boom\n"
         );
+        // On a terminal: status by colour, restarts and failures stand out.
+        let painted = render_tree(&tree, true);
+        assert!(painted.contains("\x1b[32mrunning\x1b[0m"), "{painted}");
+        assert!(painted.contains("\x1b[33mrestarts=2\x1b[0m"), "{painted}");
+        assert!(painted.contains("\x1b[31m  last failure: panicked: boom\x1b[0m"));
+        assert!(!painted.contains("\x1b[33mrestarts=0"), "{painted}");
+        assert_eq!(node_status("up", true), "\x1b[32mup\x1b[0m");
+        assert_eq!(node_status("down", true), "\x1b[31mdown\x1b[0m");
+        assert_eq!(node_status("degraded", false), "degraded");
     }
 }

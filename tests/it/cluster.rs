@@ -672,6 +672,22 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
         assert!(text.contains(&format!("node {id} ")), "{text}");
     }
     assert!(text.matches("cardio").count() >= 3, "{text}");
+    assert!(!text.contains('\x1b'), "no colour into a pipe: {text}");
+    // Colour when asked (as on a terminal).
+    let painted = Command::new(BIN)
+        .args(["tree", "--cluster", "--url"])
+        .arg(format!("http://{}", nodes[watcher].addr))
+        .env_clear()
+        .env("CLICOLOR_FORCE", "1")
+        .env(
+            "CARDIO_TOKEN",
+            crate::api::token(cardio::principal::Role::Ops, "ops-test"),
+        )
+        .output()
+        .unwrap();
+    let painted = String::from_utf8_lossy(&painted.stdout);
+    assert_eq!(painted.matches("\x1b[32mup\x1b[0m").count(), 3, "{painted}");
+    assert!(painted.contains("\x1b[32mrunning\x1b[0m"), "{painted}");
     // And the cluster still serves every actor.
     let v = act(
         &req,

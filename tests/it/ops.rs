@@ -344,6 +344,9 @@ async fn the_simulator_loads_a_node_and_its_summary_agrees_with_the_nodes_metric
     );
     // Each alert goes to the one clinician of its patient's care team.
     assert!(m.sum("cardio_alerts_raised_total", &[]) >= n("alerts"));
-    assert_eq!(m.sum("cardio_alert_latency_seconds_count", &[]), n("alerts"));
+    assert_eq!(
+        m.sum("cardio_alert_latency_seconds_count", &[]),
+        n("alerts")
+    );
     drop(node);
 }
