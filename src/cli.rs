@@ -487,8 +487,10 @@ fn tree(url: &str, raw: bool) -> ExitCode {
 /// Colour on a terminal unless `NO_COLOR` is set; `CLICOLOR_FORCE` forces it
 /// (for pagers such as `less -R`).
 fn colour_wanted() -> bool {
-    let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty() && x != "0");
-    !set("NO_COLOR") && (set("CLICOLOR_FORCE") || std::io::stdout().is_terminal())
+    // no-color.org: any non-empty NO_COLOR turns colour off.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|x| !x.is_empty());
+    let forced = std::env::var_os("CLICOLOR_FORCE").is_some_and(|x| !x.is_empty() && x != "0");
+    !no_color && (forced || std::io::stdout().is_terminal())
 }
 
 /// `text` in SGR colour `code` when `colour`.

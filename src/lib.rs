@@ -6,12 +6,15 @@
 //! - [`supervisors`]: OTP-style supervision trees over actix, introspection;
 //! - [`registry`]: logical addressing (`kind/id`), activation and passivation,
 //!   and the bridge from bus deliveries to actors;
-//! - [`bus`]: the message-bus shim (trait + `memory://` backend) and the envelope;
-//! - [`cluster`]: placement (shards);
+//! - [`bus`]: the message-bus shim (trait, `memory://` and `amqp://`
+//!   backends, metrics around them) and the envelope;
+//! - [`cluster`]: membership, placement (shards), ownership, fencing;
 //! - [`store`]: the only SQL: event journal and snapshots (SQLite or PostgreSQL);
-//! - [`api`]: HTTP endpoints (health, debug views);
+//! - [`api`]: HTTP endpoints (GraphQL, health, metrics, debug views);
 //! - [`node`]: one cardio process: start-up order, serving, draining;
-//! - [`config`], [`telemetry`], [`cli`]: configuration, logs, command line.
+//! - [`metrics`], [`telemetry`]: Prometheus series; logs and traces;
+//! - [`simulate`]: the load generator (`cardio simulate`);
+//! - [`config`], [`cli`]: configuration, command line.
 #![forbid(unsafe_code)]
 
 pub mod actors;

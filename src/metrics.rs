@@ -130,7 +130,7 @@ fn describe() {
         ("cardio_supervisor_restarts_total", "Children restarted by their supervisor, by child kind and reason class."),
         ("cardio_supervisor_escalations_total", "Supervisors that exceeded their restart intensity and failed to their parent, by supervisor and reason class."),
         ("cardio_bus_publishes_total", "Messages put on the bus, by backend and class (actor, event, reply)."),
-        ("cardio_bus_deliveries_total", "Deliveries settled, by backend and outcome (ack, retry, dead_letter, moved)."),
+        ("cardio_bus_deliveries_total", "Deliveries settled, by backend and outcome (ack, retry, dead_letter, released: handed back unsettled)."),
         ("cardio_bus_redeliveries_total", "Deliveries of messages delivered before."),
         ("cardio_bus_dead_letters_total", "Messages set aside on the dead-letter queue, by backend and reason class."),
         ("cardio_shard_failovers_total", "Shards this node took over from another owner."),
@@ -188,12 +188,14 @@ fn describe() {
     counter!("cardio_samples_accepted_total").absolute(0);
 }
 
-/// A child was restarted after a crash for `reason`.
-pub fn restarted(kind: &str, reason: &str) {
+/// A child was restarted (after its own crash, its last failure, or with
+/// crashed siblings).
+pub fn restarted(node: &crate::supervisors::tree::NodeInfo) {
+    let reason = node.last_failure().unwrap_or_default();
     counter!(
         "cardio_supervisor_restarts_total",
-        "kind" => kind.to_owned(),
-        "reason" => reason_class(reason)
+        "kind" => node.kind_name(),
+        "reason" => reason_class(&reason)
     )
     .increment(1);
 }
@@ -211,14 +213,14 @@ pub fn escalated(name: &str, reason: &str) {
 /// A bounded class of a crash reason (reasons themselves are free text).
 pub fn reason_class(reason: &str) -> &'static str {
     let r = reason.trim_start_matches("crashed: ");
-    if r.contains("fenced") || r.contains("moved to another node") {
+    if r.contains("restart intensity") || r.starts_with("gave up") {
+        "intensity"
+    } else if r.contains("fenced") || r.contains("moved to another node") {
         "fenced"
     } else if r.starts_with("panicked") {
         "panic"
     } else if r.starts_with("killed") {
         "killed"
-    } else if r.contains("restart intensity") || r.starts_with("gave up") {
-        "intensity"
     } else if r.contains("unexpectedly") {
         "exited"
     } else {
@@ -358,5 +360,9 @@ mod tests {
             "fenced"
         );
         assert_eq!(reason_class("patient p-1 said something"), "other");
+        assert_eq!(
+            reason_class("restart intensity exceeded (last: panicked: fenced off)"),
+            "intensity"
+        );
     }
 }

@@ -18,7 +18,7 @@
 //! take is what the summary reports.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -278,6 +278,10 @@ impl std::fmt::Display for Summary {
 
 type Shared = Rc<RefCell<Stats>>;
 
+/// When each device's recent pushes started, by the second of the run they
+/// carry: an alert's time names the push that raised it.
+type Pushes = Rc<RefCell<HashMap<String, VecDeque<(u64, Instant)>>>>;
+
 struct Client {
     http: awc::Client,
     urls: Vec<String>,
@@ -359,7 +363,7 @@ pub async fn run(s: Settings, auth: Authenticator) -> Result<Summary, String> {
     });
     let devices = setup(&client, &plan).await?;
     let stats: Shared = Rc::default();
-    let last_push: Rc<RefCell<HashMap<String, Instant>>> = Rc::default();
+    let last_push: Pushes = Rc::default();
     let start = Instant::now();
     let deadline = start + s.duration;
     let start_ms = now_ms();
@@ -371,7 +375,8 @@ pub async fn run(s: Settings, auth: Authenticator) -> Result<Summary, String> {
         let url = client.url(k).replace("http://", "ws://");
         let (stats, last_push) = (Rc::clone(&stats), Rc::clone(&last_push));
         watchers.push(actix_rt::spawn(async move {
-            if let Err(e) = watch_alerts(&url, &token, &stats, &last_push, deadline).await {
+            let (watch, ends) = (Watch { start_ms, deadline }, (&stats, &last_push));
+            if let Err(e) = watch_alerts(&url, &token, ends, watch).await {
                 stats.borrow_mut().error("alerts subscription", &e);
             }
         }));
@@ -394,22 +399,31 @@ pub async fn run(s: Settings, auth: Authenticator) -> Result<Summary, String> {
             );
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                every.tick().await;
-                if Instant::now() >= deadline {
+                // The second of the run from the schedule, not the clock: a
+                // late wake-up must not push the same second twice.
+                let scheduled = every.tick().await.into_std();
+                if scheduled >= deadline {
                     break;
                 }
-                let tick = start.elapsed().as_secs();
+                let tick = (scheduled - (start + phase)).as_secs();
                 let (samples, invalid) = batch(&d, tick, start_ms, &s);
                 let began = Instant::now();
-                last_push.borrow_mut().insert(device.clone(), began);
+                {
+                    let mut pushes = last_push.borrow_mut();
+                    let recent = pushes.entry(device.clone()).or_default();
+                    recent.push_back((tick, began));
+                    if recent.len() > 8 {
+                        recent.pop_front();
+                    }
+                }
                 let r = client
                     .gql(i, &token, PUSH, json!({"d": device, "s": samples}))
                     .await;
                 let mut st = stats.borrow_mut();
-                st.injected_invalid += u64::from(invalid);
                 match r {
                     Ok(v) => {
                         st.pushes += 1;
+                        st.injected_invalid += u64::from(invalid);
                         st.push_us.push(elapsed_us(began));
                         let p = &v["pushSamples"];
                         st.accepted += p["accepted"].as_u64().unwrap_or(0);
@@ -501,13 +515,19 @@ async fn setup(client: &Client, plan: &Plan) -> Result<Vec<String>, String> {
     Ok(devices)
 }
 
-/// A clinician's alert subscription until `deadline`.
+/// The run's clock, as an alert watcher needs it.
+struct Watch {
+    /// Device time of second 0.
+    start_ms: f64,
+    deadline: Instant,
+}
+
+/// A clinician's alert subscription until the run's end.
 async fn watch_alerts(
     url: &str,
     token: &str,
-    stats: &Shared,
-    last_push: &Rc<RefCell<HashMap<String, Instant>>>,
-    deadline: Instant,
+    (stats, pushes): (&Shared, &Pushes),
+    run: Watch,
 ) -> Result<(), String> {
     use awc::ws;
     let (_, mut socket) = awc::Client::new()
@@ -518,14 +538,14 @@ async fn watch_alerts(
         .map_err(|e| format!("WebSocket {}", short(&e.to_string())))?;
     let init =
         json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
-    let subscribe = json!({"id": "alerts", "type": "subscribe", "payload": {"query": "subscription { alerts { deviceId change } }"}});
+    let subscribe = json!({"id": "alerts", "type": "subscribe", "payload": {"query": "subscription { alerts { deviceId change at } }"}});
     for m in [init, subscribe] {
         socket
             .send(ws::Message::Text(m.to_string().into()))
             .await
             .map_err(|_| "WebSocket send".to_owned())?;
     }
-    let after = tokio::time::Instant::from_std(deadline + Duration::from_secs(2));
+    let after = tokio::time::Instant::from_std(run.deadline + Duration::from_secs(2));
     loop {
         let frame = match tokio::time::timeout_at(after, socket.next()).await {
             Err(_) | Ok(None) => return Ok(()),
@@ -542,7 +562,13 @@ async fn watch_alerts(
                             continue;
                         }
                         let device = a["deviceId"].as_str().unwrap_or("");
-                        let began = last_push.borrow().get(device).copied();
+                        // The push that carried the sample the alert is at.
+                        let second = ((a["at"].as_f64().unwrap_or(0.0) - run.start_ms) / 1000.0)
+                            .floor()
+                            .max(0.0) as u64;
+                        let began = pushes.borrow().get(device).and_then(|recent| {
+                            recent.iter().find(|(t, _)| *t == second).map(|(_, b)| *b)
+                        });
                         let mut st = stats.borrow_mut();
                         st.alerts += 1;
                         if let Some(began) = began {

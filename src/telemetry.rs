@@ -51,6 +51,15 @@ impl Telemetry {
 /// Where trace ids come from: the dispatcher the JSON formatter asks.
 static DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
 
+/// Whether spans are traced (exported or logged with ids): the runtime's
+/// per-message spans are only made then.
+static TRACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans become OpenTelemetry spans in this process.
+pub fn tracing_on() -> bool {
+    TRACING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global subscriber; a second call installs nothing.
 ///
 /// `otlp`: the collector's base URL (`/v1/traces` is appended unless the path
@@ -59,6 +68,11 @@ static DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
 /// `OTEL_BSP_*` variables.
 pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>, node: &str) -> Telemetry {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Spans only, and cardio's own at info and above, whatever the log
+    // filter: log events stay out of traces (their fields may name ids).
+    let spans_only = tracing_subscriber::filter::filter_fn(|m| {
+        m.is_span() && m.target().starts_with("cardio") && *m.level() <= tracing::Level::INFO
+    });
     // Spans get OpenTelemetry ids when they are exported or logged as JSON.
     let provider = match (otlp, format) {
         (Some(url), _) => match exporting_provider(url, node) {
@@ -76,6 +90,7 @@ pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>, node: &str) -> 
             .with_tracer(p.tracer("cardio"))
             .with_location(false)
             .with_threads(false)
+            .with_filter(spans_only)
     });
     let stdout = std::io::stdout;
     let fmt = match format {
@@ -95,13 +110,14 @@ pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>, node: &str) -> 
             .boxed(),
     };
     let subscriber = tracing_subscriber::registry()
-        .with(filter)
         .with(otel)
-        .with(fmt);
+        .with(fmt.with_filter(filter));
     let dispatch = tracing::Dispatch::new(subscriber);
     let weak = dispatch.downgrade();
+    let traced = provider.is_some();
     if tracing::dispatcher::set_global_default(dispatch).is_ok() {
         let _ = DISPATCH.set(weak);
+        TRACING.store(traced, std::sync::atomic::Ordering::Relaxed);
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         Telemetry { provider }
     } else {

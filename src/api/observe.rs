@@ -76,7 +76,6 @@ impl Extension for Observed {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let span = tracing::info_span!(
             "graphql.request",
-            otel.name = tracing::field::Empty,
             otel.kind = "server",
             operation = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -90,7 +89,15 @@ impl Extension for Observed {
             .clone()
             .unwrap_or_else(|| "invalid".into());
         let outcome = outcome(&response);
-        span.record("otel.name", format!("graphql {operation}"));
+        {
+            // The span may be started already (a resolver asked for its
+            // context): rename the OpenTelemetry span itself.
+            use opentelemetry::trace::TraceContextExt;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            span.context()
+                .span()
+                .update_name(format!("graphql {operation}"));
+        }
         span.record("operation", operation.as_str());
         span.record("outcome", outcome.as_str());
         let took = started.elapsed();

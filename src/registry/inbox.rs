@@ -105,6 +105,9 @@ pub async fn deliver_unless_moved(
         Ok(env) => env,
         Err(e) => return bury(delivery, e.to_string()).await,
     };
+    if !crate::telemetry::tracing_on() {
+        return deliver_envelope(registry, bus, delivery, env, moved).await;
+    }
     // The trace the sender is in continues here, maybe on another node.
     let span = tracing::info_span!(
         "bus.deliver",

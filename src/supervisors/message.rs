@@ -148,7 +148,11 @@ impl<M: Message> Call<M> {
                 reply: Some(tx),
                 deadline,
                 incarnation: 0,
-                span: tracing::Span::current(),
+                span: if crate::telemetry::tracing_on() {
+                    tracing::Span::current()
+                } else {
+                    tracing::Span::none()
+                },
             },
             Pending { slot, rx, deadline },
         )

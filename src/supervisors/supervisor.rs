@@ -644,6 +644,7 @@ impl Supervisor {
                     Step::Stop(..) => {}
                     Step::Restart(control, node, shutdown) => {
                         let restarts = node.count_restart();
+                        crate::metrics::restarted(&node);
                         tree.emit(&node, EventKind::Restarted { restarts, delay_ms });
                         restart_child(&control, &node, shutdown).await;
                     }
@@ -655,6 +656,7 @@ impl Supervisor {
                             handle.node.count_restart();
                         }
                         let restarts = handle.node.count_restart();
+                        crate::metrics::restarted(&handle.node);
                         tree.emit(&handle.node, EventKind::Restarted { restarts, delay_ms });
                         await_start(rx, &handle.node, shutdown).await;
                         made.push((key, handle));
@@ -781,7 +783,6 @@ impl Supervisor {
         let delay = self.spec.backoff.delay(child.series, self.rng.f64());
         child.series = child.series.saturating_add(1);
         child.awaiting_restart = true;
-        crate::metrics::restarted(child.handle.node.kind_name(), &reason);
         self.schedule_restart(key, delay, actx);
     }
 
@@ -844,6 +845,7 @@ impl Supervisor {
                 handle.node.count_restart();
             }
             let restarts = handle.node.count_restart();
+            crate::metrics::restarted(&handle.node);
             self.tree
                 .emit(&handle.node, EventKind::Restarted { restarts, delay_ms });
             if let Some(child) = self.children.get_mut(&key) {
@@ -854,6 +856,7 @@ impl Supervisor {
         }
         child.incarnation += 1;
         let restarts = child.handle.node.count_restart();
+        crate::metrics::restarted(&child.handle.node);
         self.tree.emit(
             &child.handle.node,
             EventKind::Restarted { restarts, delay_ms },

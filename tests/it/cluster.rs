@@ -1088,6 +1088,7 @@ struct ExportedSpan {
     parent: String,
     name: String,
     attributes: Value,
+    events: Value,
 }
 
 impl Collector {
@@ -1144,6 +1145,7 @@ impl Collector {
                         parent: sp["parentSpanId"].as_str().unwrap_or("").to_owned(),
                         name: sp["name"].as_str().unwrap_or("").to_owned(),
                         attributes: sp["attributes"].clone(),
+                        events: sp["events"].clone(),
                     });
                 }
             }
@@ -1253,6 +1255,7 @@ async fn one_trace_follows_a_push_from_the_api_node_to_the_alert_on_the_devices_
     let handle = one("t2", &|s| s.name == "device Push", "handler");
     let append = one("t2", &|s| s.name == "journal.append", "journal");
     let raise = one("t2", &|s| s.name == "alerts.raise", "alert");
+    assert_eq!(request.name, "graphql pushSamples");
     assert_eq!(
         deliver.parent, request.span,
         "t2's delivery continues t1's request"
@@ -1260,7 +1263,8 @@ async fn one_trace_follows_a_push_from_the_api_node_to_the_alert_on_the_devices_
     assert_eq!(handle.parent, deliver.span);
     assert_eq!(append.parent, handle.span);
     assert_eq!(raise.parent, handle.span);
-    // Spans name kinds and operations, never the patient or the device.
+    // Spans (their attributes and events) name kinds and operations, never
+    // the patient or the device.
     let text = format!("{spans:?}");
     assert!(!text.contains("p-1") && !text.contains(&device), "{text}");
 

@@ -218,7 +218,6 @@ impl DeviceStream {
                     since_ms,
                     at_ms,
                 } => {
-                    crate::metrics::alert_raised(kind.as_str(), priority.as_str());
                     let id = format!(
                         "{}:{}:{since_ms}",
                         self.id,
@@ -340,9 +339,11 @@ impl Handler<Push> for DeviceStream {
         // Judge on a copy: the history moves on only if the batch is stored.
         let mut validator = self.validator.clone();
         let verdict = validator.judge(push.samples, unix_ms());
+        // Counted once the verdict is final (a failed write is retried and
+        // judged again).
         let rejected: Vec<&'static str> = verdict.rejected.iter().map(|(_, r)| r.code()).collect();
-        crate::metrics::samples(0, &rejected);
         if verdict.accepted.is_empty() {
+            crate::metrics::samples(0, &rejected);
             return Ok(PushResult {
                 rejected: verdict.rejected,
                 ..PushResult::default()
@@ -375,7 +376,7 @@ impl Handler<Push> for DeviceStream {
             }
         }
         let accepted_ms = unix_ms();
-        crate::metrics::samples(verdict.accepted.len(), &[]);
+        crate::metrics::samples(verdict.accepted.len(), &rejected);
         self.validator = validator;
         self.remember(push.request_id);
         let changes = self.absorb(&verdict.accepted);
@@ -401,6 +402,10 @@ impl Handler<Push> for DeviceStream {
             },
         );
         for change in &changes {
+            if let AlertChange::Raised { kind, priority, .. } = change {
+                // Here, not in record(): a replay re-records old alerts.
+                crate::metrics::alert_raised(kind.as_str(), priority.as_str());
+            }
             let msg_type = match change {
                 AlertChange::Raised { .. } => "alert.raised",
                 AlertChange::Resolved { .. } => "alert.resolved",
