@@ -52,6 +52,10 @@ pub enum StoreError {
     /// took it, so this one must not write.
     #[error("shard {shard} is not held by this node at epoch {held:?}: fenced off")]
     Fenced { shard: u16, held: Option<u64> },
+    /// The batch an audit entry was written in failed (or its writer
+    /// stopped): the entry is not in the log.
+    #[error("audit entry not written: {0}")]
+    Audit(String),
 }
 
 pub(crate) enum Db {
@@ -66,6 +70,8 @@ pub struct Store {
     /// Set on cluster nodes: journal writes are conditional on the epoch of
     /// the writer's shard.
     fence: Option<std::sync::Arc<crate::cluster::Fence>>,
+    /// Audit entries waiting for the next group commit.
+    audit_queue: std::sync::Arc<audit::Queue>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either database.
@@ -121,6 +127,7 @@ impl Store {
         Ok(Store {
             db: std::sync::Arc::new(db),
             fence: None,
+            audit_queue: std::sync::Arc::default(),
         })
     }
 
@@ -151,6 +158,7 @@ impl Store {
         Store {
             db: std::sync::Arc::clone(&self.db),
             fence: Some(fence),
+            audit_queue: std::sync::Arc::clone(&self.audit_queue),
         }
     }
 

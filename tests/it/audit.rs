@@ -73,23 +73,33 @@ on_both!(
     the_chain_holds_and_any_tampering_is_found_at_its_entry
 );
 
+/// Appends from many tasks at once are group-committed: each caller gets
+/// the sequence its own entry landed at, and the chain has no fork or gap.
 async fn concurrent_appends_chain_without_forks_or_gaps(store: &Store) {
     let mut tasks = Vec::new();
     for t in 0..8u64 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
             for i in 0..10 {
-                store
-                    .audit(&entry(t * 100 + i, "p-1", "allowed"))
-                    .await
-                    .unwrap();
+                let e = entry(t * 100 + i, "p-1", "allowed");
+                got.push((store.audit(&e).await.unwrap(), e.at_ms));
             }
+            got
         }));
     }
+    let mut got = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        got.extend(t.await.unwrap());
     }
     assert_eq!(store.verify_audit().await.unwrap(), Ok(80));
+    got.sort();
+    let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=80).collect::<Vec<u64>>());
+    let log = store.audit_log(None, 0, 100).await.unwrap();
+    for (seq, at_ms) in got {
+        assert_eq!(log[seq as usize - 1].entry.at_ms, at_ms, "entry {seq}");
+    }
 }
 on_both!(
     audit_concurrency,
