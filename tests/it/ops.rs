@@ -321,27 +321,21 @@ async fn the_simulator_loads_a_node_and_its_summary_agrees_with_the_nodes_metric
     assert_eq!(s["errors"], json!({}), "{s}");
     let n = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k}: {s}"));
     assert!(n("pushes") >= 20.0, "{s}");
-    // Every sample was judged once; exactly the invalid ones came back.
-    assert_eq!(
-        n("samples_accepted") + n("samples_rejected"),
-        n("pushes") * 10.0
-    );
-    assert_eq!(n("samples_rejected"), n("invalid_sent"));
     assert!(n("invalid_sent") >= 1.0, "{s}");
     assert!(n("alerts") >= 1.0, "sustained episodes raise alerts: {s}");
     assert!(n("alert_p99_ms") > 0.0);
     assert_eq!((n("consults_opened"), n("consults_ended")), (3.0, 3.0));
     assert!(n("messages") >= 3.0 * 8.0, "{s}");
-    // The node counted the same.
+    // The node judged every sample pushed exactly once and rejected exactly
+    // the invalid ones. (A push the API retried inside the node is answered
+    // as a duplicate, without its details: the client's own counts are at
+    // most the node's.)
     let m = scrape(&node.addr).await;
-    assert_eq!(
-        m.sum("cardio_samples_accepted_total", &[]),
-        n("samples_accepted")
-    );
-    assert_eq!(
-        m.sum("cardio_samples_rejected_total", &[]),
-        n("samples_rejected")
-    );
+    let accepted = m.sum("cardio_samples_accepted_total", &[]);
+    let rejected = m.sum("cardio_samples_rejected_total", &[]);
+    assert_eq!(accepted + rejected, n("pushes") * 10.0, "{s}");
+    assert_eq!(rejected, n("invalid_sent"), "{s}");
+    assert!(n("samples_accepted") <= accepted && n("samples_rejected") <= rejected);
     // Each alert goes to the one clinician of its patient's care team.
     assert!(m.sum("cardio_alerts_raised_total", &[]) >= n("alerts"));
     assert_eq!(
