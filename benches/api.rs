@@ -67,7 +67,11 @@ fn start(envs: &[(&str, String)], dir: Option<tempfile::TempDir>) -> Proc {
             }
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(60)).expect("started");
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cardio did not start within 60 s");
+    };
     let v: Value = serde_json::from_str(&line).unwrap();
     Proc {
         child,

@@ -257,7 +257,11 @@ fn start(id: &str, bus: &str, db: &str) -> Proc {
             }
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(60)).expect("started");
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cardio did not start within 60 s");
+    };
     let v: Value = serde_json::from_str(&line).unwrap();
     Proc {
         child,

@@ -72,7 +72,12 @@ pub(crate) fn serve_with(envs: &[(&str, &str)]) -> Served {
             l.lock().unwrap().push(line);
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(30)).expect("listening");
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+        // Not started: the process must not outlive the test.
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cardio did not log 'listening' within 30 s");
+    };
     let v: Value = serde_json::from_str(&line).unwrap();
     Served {
         child,

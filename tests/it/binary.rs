@@ -52,9 +52,12 @@ fn serve(envs: &[(&str, &str)]) -> Served {
     let deadline = Instant::now() + Duration::from_secs(30);
     let addr = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .expect("a 'listening' log line within 30 s");
+        let Ok(line) = lines.recv_timeout(left) else {
+            // Not started: the process must not outlive the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no 'listening' log line within 30 s");
+        };
         let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         if v["message"] == "listening" {
             break v["addr"].as_str().unwrap().to_owned();

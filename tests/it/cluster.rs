@@ -111,9 +111,12 @@ impl Cluster {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{id} did not start within 60 s"));
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            // Not started: the process must not outlive the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{id} did not start within 60 s");
+        };
         let v: Value = serde_json::from_str(&line).unwrap();
         Proc {
             child,
