@@ -15,7 +15,6 @@
 //! Needs RabbitMQ (with `rabbitmqctl`) and PostgreSQL for the cluster part.
 //! Run: `cargo bench --bench api`.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,9 @@ use cardio::auth::Authenticator;
 use cardio::principal::{Principal, Role};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+
+#[path = "../tests/it/spawn.rs"]
+mod spawn;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 const SECRET: &str = "bench-secret-of-at-least-32-bytes-long!";
@@ -45,8 +47,8 @@ impl Drop for Proc {
 }
 
 fn start(envs: &[(&str, String)], dir: Option<tempfile::TempDir>) -> Proc {
-    let mut child = Command::new(BIN)
-        .arg("serve")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
         .env_clear()
         .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
         .env("CARDIO_LOG_FORMAT", "json")
@@ -54,28 +56,11 @@ fn start(envs: &[(&str, String)], dir: Option<tempfile::TempDir>) -> Proc {
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_RATE_LIMIT", "1000000")
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("\"listening\"") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("cardio did not start within 60 s");
-    };
-    let v: Value = serde_json::from_str(&line).unwrap();
+        .stderr(Stdio::null());
+    let (child, addr) = spawn::serve(cmd, Duration::from_secs(60), |_| {});
     Proc {
         child,
-        addr: v["addr"].as_str().unwrap().to_owned(),
+        addr,
         _dir: dir,
     }
 }

@@ -32,6 +32,9 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 
+#[path = "../tests/it/spawn.rs"]
+mod spawn;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 const SHARDS: u16 = 32;
 const LEASE_MS: u64 = 1500;
@@ -231,9 +234,8 @@ impl Drop for Proc {
 }
 
 fn start(id: &str, bus: &str, db: &str) -> Proc {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(BIN)
-        .arg("serve")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
         .env_clear()
         .env("CARDIO_NODE_ID", id)
         .env("CARDIO_BUS_URL", bus)
@@ -244,29 +246,9 @@ fn start(id: &str, bus: &str, db: &str) -> Proc {
         .env("CARDIO_SHARDS", SHARDS.to_string())
         .env("CARDIO_HEARTBEAT", format!("{HEARTBEAT_MS}ms"))
         .env("CARDIO_LEASE", format!("{LEASE_MS}ms"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("\"listening\"") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("cardio did not start within 60 s");
-    };
-    let v: Value = serde_json::from_str(&line).unwrap();
-    Proc {
-        child,
-        addr: v["addr"].as_str().unwrap().to_owned(),
-    }
+        .stderr(Stdio::null());
+    let (child, addr) = spawn::serve(cmd, Duration::from_secs(60), |_| {});
+    Proc { child, addr }
 }
 
 /// Shard → owner once every shard sits on its first-ranked node among `alive`.

@@ -35,8 +35,8 @@ pub(crate) fn serve() -> Served {
 
 pub(crate) fn serve_with(envs: &[(&str, &str)]) -> Served {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .arg("serve")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
         .env_clear()
         .env(
             "CARDIO_DATABASE_URL",
@@ -49,39 +49,22 @@ pub(crate) fn serve_with(envs: &[(&str, &str)]) -> Served {
         .env("CARDIO_ALERT_SUSTAIN", "5s")
         .env("CARDIO_LOG_FILTER", "info,cardio=debug")
         .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
+        .stderr(Stdio::piped());
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
     let l = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("\"listening\"") {
-                let _ = tx.send(line.clone());
-            }
-            l.lock().unwrap().push(line);
-        }
+    let (mut child, addr) = crate::spawn::serve(cmd, Duration::from_secs(30), move |line| {
+        l.lock().unwrap().push(line.to_owned())
     });
+    let stderr = child.stderr.take().unwrap();
     let l = std::sync::Arc::clone(&log);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             l.lock().unwrap().push(line);
         }
     });
-    let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-        // Not started: the process must not outlive the test.
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("cardio did not log 'listening' within 30 s");
-    };
-    let v: Value = serde_json::from_str(&line).unwrap();
     Served {
         child,
-        addr: v["addr"].as_str().unwrap().to_owned(),
+        addr,
         log,
         data,
     }

@@ -1,6 +1,5 @@
 //! The real `cardio` binary: start, probes, `cardio tree`, drain on signals.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -34,35 +33,19 @@ fn serve(envs: &[(&str, &str)]) -> Served {
         .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
         .env("CARDIO_LOG_FORMAT", "json")
         .env("CARDIO_SHUTDOWN_GRACE", "10s")
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("cardio starts");
-    let stdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+    let (child, addr) = crate::spawn::serve(cmd, Duration::from_secs(30), move |line| {
+        let _ = tx.send(line.to_owned());
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            // Not started: the process must not outlive the test.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no 'listening' log line within 30 s");
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if v["message"] == "listening" {
-            break v["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    // Everything up to `listening` is already here: JSON, line by line.
+    let early: Vec<String> = lines.try_iter().collect();
+    for line in &early {
+        serde_json::from_str::<serde_json::Value>(line).expect("JSON log lines");
+    }
     Served {
         child,
         addr,

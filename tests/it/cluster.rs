@@ -3,9 +3,8 @@
 //! failover after SIGKILL, rejoin, broker restart, poison messages.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardio::actors::consult::state::{Command as ConsultCommand, Party};
@@ -78,8 +77,8 @@ impl Cluster {
 
     /// A node with settings of its own on top of the test cluster's.
     fn start_with(&self, id: &str, bus_url: &str, envs: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(BIN)
-            .arg("serve")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
             .env_clear()
             .env("CARDIO_NODE_ID", id)
             .env("CARDIO_BUS_URL", bus_url)
@@ -94,34 +93,14 @@ impl Cluster {
             .env("CARDIO_JWT_SECRET", crate::api::SECRET)
             .env("CARDIO_SHUTDOWN_GRACE", "10s")
             .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cardio starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
+            .stderr(Stdio::inherit());
         let name = id.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("\"listening\"") {
-                    let _ = tx.send(line.clone());
-                }
-                if std::env::var_os("CARDIO_TEST_LOGS").is_some() {
-                    eprintln!("[{name}] {line}");
-                }
+        let (child, addr) = crate::spawn::serve(cmd, Duration::from_secs(60), move |line| {
+            if std::env::var_os("CARDIO_TEST_LOGS").is_some() {
+                eprintln!("[{name}] {line}");
             }
         });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-            // Not started: the process must not outlive the test.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{id} did not start within 60 s");
-        };
-        let v: Value = serde_json::from_str(&line).unwrap();
-        Proc {
-            child,
-            addr: v["addr"].as_str().unwrap().to_owned(),
-        }
+        Proc { child, addr }
     }
 }
 

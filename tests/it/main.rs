@@ -34,6 +34,7 @@ mod device;
 mod ops;
 mod registry;
 mod session;
+mod spawn;
 mod store;
 mod supervision;
 mod support;
