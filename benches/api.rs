@@ -226,11 +226,11 @@ async fn alert_latencies(push_addr: &str, watch_addr: &str, device: &str) -> Vec
     loop {
         push_bp(&c, push_addr, &patient, device, at, 200.0, 125.0).await;
         at += 1_000.0;
-        let seen = alert(&mut ws, "raised", Duration::from_millis(500)).await;
+        let seen = alert(&mut ws, "RAISED", Duration::from_millis(500)).await;
         push_bp(&c, push_addr, &patient, device, at, 120.0, 80.0).await;
         at += 1_000.0;
         if seen {
-            assert!(alert(&mut ws, "resolved", Duration::from_secs(5)).await);
+            assert!(alert(&mut ws, "RESOLVED", Duration::from_secs(5)).await);
             break;
         }
     }
@@ -239,14 +239,14 @@ async fn alert_latencies(push_addr: &str, watch_addr: &str, device: &str) -> Vec
         let t = Instant::now();
         push_bp(&c, push_addr, &patient, device, at, 200.0, 125.0).await;
         assert!(
-            alert(&mut ws, "raised", Duration::from_secs(5)).await,
+            alert(&mut ws, "RAISED", Duration::from_secs(5)).await,
             "alert lost"
         );
         out.push(t.elapsed());
         at += 1_000.0;
         push_bp(&c, push_addr, &patient, device, at, 120.0, 80.0).await;
         assert!(
-            alert(&mut ws, "resolved", Duration::from_secs(5)).await,
+            alert(&mut ws, "RESOLVED", Duration::from_secs(5)).await,
             "resolution lost"
         );
         at += 1_000.0;

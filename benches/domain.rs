@@ -1,7 +1,9 @@
 //! Domain benchmarks (issue 3), each beside a baseline measured in the same run:
 //!
 //! - samples/s through device-stream processing in memory (validation,
-//!   minute/hour windows, alert rules), vs. a plain pass over the same samples;
+//!   minute/hour windows, the alarm engine), vs. a plain pass over the same
+//!   samples: heart-rate readings, and ECG through the whole analysis (QRS
+//!   detection, signal quality, rhythm) into the alarm engine;
 //! - samples/s persisted through the DeviceStream actor (journal append per
 //!   batch of 1,000, then aggregates and rules), to PostgreSQL and to SQLite,
 //!   vs. raw sqlx inserts of the same payloads into the same table;
@@ -9,14 +11,16 @@
 //!   single-row inserts.
 //!
 //! Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust), as the tests do.
-//! Run: `cargo bench --bench domain`.
+//! Run: `cargo bench --bench domain` (`CARDIO_BENCH_ONLY=memory` for the
+//! in-memory rows alone, without databases).
 
 use std::time::{Duration, Instant};
 
 use cardio::actors::consult::state::{Command, Party};
 use cardio::actors::consult::{Act, ConsultActor};
 use cardio::actors::device::aggregate::Rollups;
-use cardio::actors::device::alerts::{Rules, Thresholds};
+use cardio::actors::device::alarms::{AlarmEngine, AlarmSettings, Observation, Signal};
+use cardio::actors::device::ecg::{EcgAnalyzer, EcgOutput, RhythmSettings};
 use cardio::actors::device::sample::{Limits, Sample, Validator};
 use cardio::actors::device::stream::{DeviceStream, Push, StreamSettings};
 use cardio::registry::{KindSpec, Registry};
@@ -56,10 +60,10 @@ fn in_memory() -> (f64, f64) {
     }
     std::hint::black_box(sum);
     let plain = N as f64 / t.elapsed().as_secs_f64();
-    let (mut validator, mut rollups, mut rules) = (
+    let (mut validator, mut rollups, mut engine) = (
         Validator::new(Limits::default()),
         Rollups::default(),
-        Rules::new(Thresholds::default()),
+        AlarmEngine::new(AlarmSettings::default()),
     );
     let now = now_ms();
     let t = Instant::now();
@@ -68,13 +72,97 @@ fn in_memory() -> (f64, f64) {
         let verdict = validator.judge(batch.to_vec(), now);
         for s in &verdict.accepted {
             rollups.add(s);
-            std::hint::black_box(rules.evaluate(s));
+            if let Sample::HeartRate { at_ms, bpm } = s {
+                std::hint::black_box(engine.observe(&Observation::Reading {
+                    signal: Signal::PulseRate,
+                    at_ms: *at_ms,
+                    value: *bpm,
+                }));
+            }
         }
         accepted += verdict.accepted.len();
         std::hint::black_box(rollups.take_closed());
     }
     assert_eq!(accepted, N);
     (plain, N as f64 / t.elapsed().as_secs_f64())
+}
+
+/// ECG voltage samples/s through validation, the whole ECG analysis and the
+/// alarm engine (one-second chunks at 250 Hz: sinus rhythm with PVCs and
+/// noise), vs. a plain pass summing the same voltages.
+fn ecg_in_memory() -> (f64, f64) {
+    use cardio::synthetic::ecg::{generate, EcgScenario};
+    const HZ: u32 = 250;
+    const MINUTES: usize = 20;
+    let mut scenario = EcgScenario::new(HZ, 11)
+        .sinus(75.0, MINUTES as f64 * 60.0)
+        .noisy();
+    scenario.pvc_every = Some(12);
+    let ecg = generate(&scenario);
+    let t0 = now_ms() - (MINUTES * 60_000) as u64 - 10_000;
+    let chunks: Vec<Sample> = ecg
+        .samples
+        .chunks(HZ as usize)
+        .enumerate()
+        .map(|(i, c)| Sample::Ecg {
+            at_ms: t0 + i as u64 * 1000,
+            hz: HZ,
+            millivolts: c.to_vec(),
+        })
+        .collect();
+    let n = ecg.samples.len();
+    let t = Instant::now();
+    let mut sum = 0.0f64;
+    for c in &chunks {
+        if let Sample::Ecg { millivolts, .. } = c {
+            for v in millivolts {
+                sum += f64::from(*v);
+            }
+        }
+    }
+    std::hint::black_box(sum);
+    let plain = n as f64 / t.elapsed().as_secs_f64();
+    let (mut validator, mut engine) = (
+        Validator::new(Limits::default()),
+        AlarmEngine::new(AlarmSettings::default()),
+    );
+    let mut analyzer = EcgAnalyzer::new(HZ, RhythmSettings::default());
+    let now = now_ms();
+    let mut out = EcgOutput::default();
+    let mut beats = 0;
+    let t = Instant::now();
+    for batch in chunks.chunks(10) {
+        let verdict = validator.judge(batch.to_vec(), now);
+        for s in &verdict.accepted {
+            let Sample::Ecg {
+                at_ms, millivolts, ..
+            } = s
+            else {
+                continue;
+            };
+            out.beats.clear();
+            out.states.clear();
+            analyzer.push(millivolts, &mut out);
+            beats += out.beats.len();
+            for (i, state) in out.states.iter().enumerate() {
+                let at = at_ms + i as u64 * 1000;
+                std::hint::black_box(engine.observe(&state.observation(at)));
+                if let Some(bpm) = state.hr_bpm {
+                    std::hint::black_box(engine.observe(&Observation::Reading {
+                        signal: Signal::EcgHeartRate,
+                        at_ms: at,
+                        value: bpm,
+                    }));
+                }
+            }
+        }
+    }
+    let ours = n as f64 / t.elapsed().as_secs_f64();
+    assert!(
+        beats > MINUTES * 70,
+        "the analysis found the beats: {beats}"
+    );
+    (plain, ours)
 }
 
 async fn fresh_store(backend: &str) -> (Store, Option<String>, Option<tempfile::TempDir>) {
@@ -292,11 +380,24 @@ async fn chat(backend: &str) -> (f64, f64) {
 
 fn main() {
     let (plain, pipeline) = in_memory();
-    let sys = actix_rt::System::new();
-    let (pg_raw, pg_actor) = sys.block_on(persisted("postgres"));
-    let (lite_raw, lite_actor) = sys.block_on(persisted("sqlite"));
-    let (pg_chat_raw, pg_chat) = sys.block_on(chat("postgres"));
-    let (lite_chat_raw, lite_chat) = sys.block_on(chat("sqlite"));
+    let (ecg_plain, ecg_pipeline) = ecg_in_memory();
+    // The databases' rows first measured, then everything printed together.
+    let persisted_rows =
+        (std::env::var("CARDIO_BENCH_ONLY").as_deref() != Ok("memory")).then(|| {
+            let sys = actix_rt::System::new();
+            (
+                sys.block_on(persisted("postgres")),
+                sys.block_on(persisted("sqlite")),
+                sys.block_on(chat("postgres")),
+                sys.block_on(chat("sqlite")),
+            )
+        });
+    let row = |what: &str, base: f64, ours: f64, target: &str| {
+        println!(
+            "{what:<62} {base:>14.0} {ours:>14.0} {:>7.2}  {target}",
+            ours / base
+        );
+    };
     println!();
     println!(
         "cardio domain benchmarks ({} cores)",
@@ -306,18 +407,27 @@ fn main() {
         "{:<62} {:>14} {:>14} {:>7}  target",
         "measure (per second)", "baseline", "cardio", "ratio"
     );
-    let row = |what: &str, base: f64, ours: f64, target: &str| {
-        println!(
-            "{what:<62} {base:>14.0} {ours:>14.0} {:>7.2}  {target}",
-            ours / base
-        );
-    };
     row(
-        "samples, validation+windows+rules in memory (vs plain pass)",
+        "samples, validation+windows+alarms in memory (vs plain pass)",
         plain,
         pipeline,
-        ">= 1,000,000",
+        ">= 5,000,000",
     );
+    row(
+        "ECG samples, validation+ECG analysis+alarms (vs plain pass)",
+        ecg_plain,
+        ecg_pipeline,
+        ">= 5,000,000",
+    );
+    let Some((
+        (pg_raw, pg_actor),
+        (lite_raw, lite_actor),
+        (pg_chat_raw, pg_chat),
+        (lite_chat_raw, lite_chat),
+    )) = persisted_rows
+    else {
+        return;
+    };
     row(
         "samples persisted via DeviceStream, PostgreSQL (vs raw appends)",
         pg_raw,

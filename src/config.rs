@@ -148,8 +148,11 @@ pub struct Config {
     pub session_logoff: Duration,
     /// Raw device samples are kept this long (aggregates and alerts longer).
     pub sample_retention: Duration,
-    /// Alert rule thresholds and the window sustained rules must hold for.
-    pub alerts: crate::actors::device::alerts::Thresholds,
+    /// The alarm engine's thresholds, windows and priorities (a patient's
+    /// own, set by a clinician, replace them for that patient).
+    pub alarms: crate::actors::device::alarms::AlarmSettings,
+    /// ECG rhythm analysis: asystole and pause times.
+    pub rhythm: crate::actors::device::ecg::RhythmSettings,
     /// Shard queues actor messages are spread over.
     pub shards: u16,
     /// Deliveries after which a failing message is dead-lettered.
@@ -196,7 +199,8 @@ impl Default for Config {
             no_show_after: Duration::from_secs(900),
             session_logoff: Duration::from_secs(900),
             sample_retention: Duration::from_secs(30 * 24 * 3600),
-            alerts: crate::actors::device::alerts::Thresholds::default(),
+            alarms: crate::actors::device::alarms::AlarmSettings::default(),
+            rhythm: crate::actors::device::ecg::RhythmSettings::default(),
             shards: 64,
             delivery_limit: 5,
             prefetch: 32,
@@ -252,8 +256,15 @@ const KEYS: &[&str] = &[
     "alert_low_spo2_percent",
     "alert_crisis_systolic",
     "alert_crisis_diastolic",
-    "alert_irregularity",
     "alert_sustain",
+    "alert_max_gap",
+    "alert_no_data",
+    "alert_reannounce",
+    "alert_escalate",
+    "alert_max_pause",
+    "alert_af_sustain",
+    "ecg_asystole",
+    "ecg_pause",
     "shards",
     "delivery_limit",
     "prefetch",
@@ -382,27 +393,51 @@ impl Config {
                 "session_logoff" => {
                     c.session_logoff = positive(duration(raw).map_err(bad)?).map_err(bad)?
                 }
-                "alert_tachycardia_bpm" => {
-                    c.alerts.tachycardia_bpm = real(raw, 60.0, 250.0).map_err(bad)?
-                }
-                "alert_bradycardia_bpm" => {
-                    c.alerts.bradycardia_bpm = real(raw, 20.0, 80.0).map_err(bad)?
-                }
+                // A raise limit moves its resolve limit along (the
+                // hysteresis keeps its width).
+                "alert_tachycardia_bpm" => shift(
+                    &mut c.alarms.tachycardia,
+                    real(raw, 60.0, 250.0).map_err(bad)?,
+                ),
+                "alert_bradycardia_bpm" => shift(
+                    &mut c.alarms.bradycardia,
+                    real(raw, 20.0, 80.0).map_err(bad)?,
+                ),
                 "alert_low_spo2_percent" => {
-                    c.alerts.low_spo2_percent = real(raw, 70.0, 99.0).map_err(bad)?
+                    shift(&mut c.alarms.low_spo2, real(raw, 70.0, 99.0).map_err(bad)?)
                 }
                 "alert_crisis_systolic" => {
-                    c.alerts.crisis_systolic = real(raw, 120.0, 300.0).map_err(bad)?
+                    let crisis = &mut c.alarms.hypertensive_crisis;
+                    let v = real(raw, 120.0, 300.0).map_err(bad)?;
+                    crisis.systolic_resolve += v - crisis.systolic_raise;
+                    crisis.systolic_raise = v;
                 }
                 "alert_crisis_diastolic" => {
-                    c.alerts.crisis_diastolic = real(raw, 70.0, 200.0).map_err(bad)?
-                }
-                "alert_irregularity" => {
-                    c.alerts.irregularity = real(raw, 0.01, 1.0).map_err(bad)?
+                    let crisis = &mut c.alarms.hypertensive_crisis;
+                    let v = real(raw, 70.0, 200.0).map_err(bad)?;
+                    crisis.diastolic_resolve += v - crisis.diastolic_raise;
+                    crisis.diastolic_raise = v;
                 }
                 "alert_sustain" => {
-                    c.alerts.sustain_ms = duration(raw).map_err(bad)?.as_millis() as u64
+                    let ms = millis(raw).map_err(bad)?;
+                    for rule in [
+                        &mut c.alarms.tachycardia,
+                        &mut c.alarms.bradycardia,
+                        &mut c.alarms.low_spo2,
+                    ] {
+                        rule.sustain_ms = ms;
+                    }
                 }
+                "alert_max_gap" => c.alarms.max_gap_ms = millis(raw).map_err(bad)?,
+                "alert_no_data" => c.alarms.no_data_ms = millis(raw).map_err(bad)?,
+                "alert_reannounce" => c.alarms.reannounce_ms = millis(raw).map_err(bad)?,
+                "alert_escalate" => c.alarms.escalate_ms = millis(raw).map_err(bad)?,
+                "alert_max_pause" => c.alarms.max_pause_ms = millis(raw).map_err(bad)?,
+                "alert_af_sustain" => {
+                    c.alarms.atrial_fibrillation.sustain_ms = millis(raw).map_err(bad)?
+                }
+                "ecg_asystole" => c.rhythm.asystole_ms = millis(raw).map_err(bad)?,
+                "ecg_pause" => c.rhythm.pause_ms = millis(raw).map_err(bad)?,
                 "sample_retention" => {
                     let d = duration(raw).map_err(bad)?;
                     if d < Duration::from_secs(2 * 3600) {
@@ -456,6 +491,27 @@ impl Config {
                 _ => unreachable!("keys come from KEYS"),
             }
         }
+        if let Err(message) = c.alarms.validate() {
+            return Err(ConfigError::Invalid {
+                source_name: "alert settings".into(),
+                message,
+            });
+        }
+        if !(2_000..=10_000).contains(&c.rhythm.asystole_ms)
+            || !(1_500..=c.rhythm.asystole_ms).contains(&c.rhythm.pause_ms)
+        {
+            return Err(ConfigError::Invalid {
+                source_name: env_name("ecg_asystole"),
+                message: "asystole 2s–10s, and a pause from 1.5s up to the asystole time".into(),
+            });
+        }
+        if c.idle_timeout.as_millis() as u64 <= c.alarms.no_data_ms {
+            // A passivated stream has no timer: it could not tell of silence.
+            return Err(ConfigError::Invalid {
+                source_name: env_name("idle_timeout"),
+                message: "must be longer than the no-data alarm time (CARDIO_ALERT_NO_DATA)".into(),
+            });
+        }
         if c.lease < c.heartbeat * 3 {
             return Err(ConfigError::Invalid {
                 source_name: env_name("lease"),
@@ -481,6 +537,17 @@ impl Config {
 fn duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw)
         .map_err(|e| format!("{raw:?} is not a duration like 30s or 15m ({e})"))
+}
+
+/// A duration in whole milliseconds.
+fn millis(raw: &str) -> Result<u64, String> {
+    Ok(duration(raw)?.as_millis() as u64)
+}
+
+/// Moves a level rule's raise limit to `to`, its resolve limit along with it.
+fn shift(rule: &mut crate::actors::device::alarms::LevelRule, to: f64) {
+    rule.resolve += to - rule.raise;
+    rule.raise = to;
 }
 
 fn positive(d: Duration) -> Result<Duration, String> {
@@ -609,9 +676,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.alerts.tachycardia_bpm, c.alerts.sustain_ms),
-            (110.0, 30_000)
+            (
+                c.alarms.tachycardia.raise,
+                c.alarms.tachycardia.resolve,
+                c.alarms.tachycardia.sustain_ms,
+                c.alarms.low_spo2.sustain_ms
+            ),
+            (110.0, 105.0, 30_000, 30_000)
         );
+        let err = Config::load(None, &env(&[("CARDIO_ALERT_NO_DATA", "5s")])).unwrap_err();
+        assert!(err.to_string().starts_with("alert settings:"), "{err}");
+        let err = Config::load(None, &env(&[("CARDIO_ECG_ASYSTOLE", "30s")])).unwrap_err();
+        assert!(err.to_string().starts_with("CARDIO_ECG_ASYSTOLE:"), "{err}");
         let err = Config::load(None, &env(&[("CARDIO_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("pretty or json"), "{err}");
     }

@@ -14,6 +14,8 @@
 //! - [`node`]: one cardio process: start-up order, serving, draining;
 //! - [`metrics`], [`telemetry`]: Prometheus series; logs and traces;
 //! - [`simulate`]: the load generator (`cardio simulate`);
+//! - [`synthetic`]: deterministic vital series and ECG with ground truth;
+//!   [`dsp`]: the filter section the ECG analysis and generator share;
 //! - [`config`], [`cli`]: configuration, command line.
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,7 @@ pub mod bus;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+mod dsp;
 pub mod metrics;
 pub mod node;
 pub mod principal;

@@ -175,6 +175,7 @@ impl Node {
                 tree: tree.clone(),
                 limiter: Arc::clone(&limiter),
                 subscriptions: Arc::default(),
+                alarms: config.alarms.clone(),
             },
             config.dev,
         );
@@ -357,7 +358,8 @@ async fn register_kinds(
 
     let s = store.clone();
     let settings = StreamSettings {
-        thresholds: config.alerts,
+        alarms: config.alarms.clone(),
+        rhythm: config.rhythm,
         ..StreamSettings::default()
     };
     let ev = events.clone();
@@ -365,12 +367,14 @@ async fn register_kinds(
         .register(
             entities,
             KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), settings).with_events(ev.clone())
+                DeviceStream::new(id, s.clone(), settings.clone()).with_events(ev.clone())
             }),
         )
         .await?;
     registry.route_for::<DeviceStream, stream::Push>(&devices, "device.push");
     registry.route_for::<DeviceStream, stream::OpenAggregates>(&devices, "device.open_aggregates");
+    registry.route_for::<DeviceStream, stream::Acknowledge>(&devices, "device.acknowledge");
+    registry.route_for::<DeviceStream, stream::Reconfigure>(&devices, "device.reconfigure");
     Ok(())
 }
 

@@ -558,7 +558,7 @@ async fn watch_alerts(
                 match v["type"].as_str() {
                     Some("next") => {
                         let a = &v["payload"]["data"]["alerts"];
-                        if a["change"] != "raised" {
+                        if a["change"] != "RAISED" {
                             continue;
                         }
                         let device = a["deviceId"].as_str().unwrap_or("");

@@ -50,6 +50,8 @@ pub struct Deps {
     pub limiter: Arc<super::RateLimiter>,
     /// Live subscriptions per principal.
     pub subscriptions: Arc<dashmap::DashMap<String, usize>>,
+    /// The node's alarm settings: a patient's start from them.
+    pub alarms: crate::actors::device::alarms::AlarmSettings,
 }
 
 /// Most live subscriptions one principal may hold.
@@ -63,7 +65,7 @@ pub struct SubscriptionSlot {
 }
 
 impl SubscriptionSlot {
-    fn take(
+    pub(super) fn take(
         d: &Deps,
         who: &Principal,
         field: &'static str,
@@ -98,12 +100,16 @@ impl Drop for SubscriptionSlot {
 /// Builds the schema with its limits; introspection only in dev mode (the
 /// SDL is published as `schema.graphql` instead).
 pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
-    let builder = Schema::build(Query, Mutation, SubscriptionRoot)
-        .data(deps)
-        .limit_depth(12)
-        .limit_complexity(1_000)
-        .limit_recursive_depth(32)
-        .extension(super::observe::Observe);
+    let builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        SubscriptionRoot::default(),
+    )
+    .data(deps)
+    .limit_depth(12)
+    .limit_complexity(1_000)
+    .limit_recursive_depth(32)
+    .extension(super::observe::Observe);
     if dev {
         builder.finish()
     } else {
@@ -113,9 +119,13 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
 
 /// The SDL of the schema (committed as `schema.graphql`).
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, SubscriptionRoot)
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        SubscriptionRoot::default(),
+    )
+    .finish()
+    .sdl()
 }
 
 /// A coded error; the message is safe to show (no PHI, no internals).
@@ -123,20 +133,20 @@ pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::E
     async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
 }
 
-fn forbidden() -> async_graphql::Error {
+pub(super) fn forbidden() -> async_graphql::Error {
     coded("FORBIDDEN", "not allowed")
 }
 
-fn unavailable() -> async_graphql::Error {
+pub(super) fn unavailable() -> async_graphql::Error {
     coded("UNAVAILABLE", "the service cannot answer now; try again")
 }
 
-fn principal<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Principal> {
+pub(super) fn principal<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Principal> {
     ctx.data_opt::<Principal>()
         .ok_or_else(|| coded("UNAUTHENTICATED", "no bearer token"))
 }
 
-fn deps<'a>(ctx: &'a Context<'_>) -> &'a Deps {
+pub(super) fn deps<'a>(ctx: &'a Context<'_>) -> &'a Deps {
     ctx.data_unchecked::<Deps>()
 }
 
@@ -165,7 +175,7 @@ async fn may_reach(deps: &Deps, who: &Principal, patient: &str) -> async_graphql
 
 /// Authorizes `who` for `patient` and audits the attempt either way; the
 /// audit entry is durable before the answer.
-async fn guard(
+pub(super) async fn guard(
     deps: &Deps,
     who: &Principal,
     action: &str,
@@ -194,7 +204,7 @@ async fn guard(
 }
 
 /// Appends one audit entry.
-async fn audit(
+pub(super) async fn audit(
     deps: &Deps,
     who: &Principal,
     action: &str,
@@ -216,7 +226,7 @@ async fn audit(
 }
 
 /// Audits an administrative act (no patient records read).
-async fn audit_admin(
+pub(super) async fn audit_admin(
     deps: &Deps,
     who: &Principal,
     action: &str,
@@ -235,7 +245,7 @@ async fn audit_admin(
     Ok(())
 }
 
-fn require_role(who: &Principal, roles: &[Role]) -> async_graphql::Result<()> {
+pub(super) fn require_role(who: &Principal, roles: &[Role]) -> async_graphql::Result<()> {
     if roles.contains(&who.role) {
         Ok(())
     } else {
@@ -243,7 +253,7 @@ fn require_role(who: &Principal, roles: &[Role]) -> async_graphql::Result<()> {
     }
 }
 
-fn valid(id: &str, what: &str) -> async_graphql::Result<()> {
+pub(super) fn valid(id: &str, what: &str) -> async_graphql::Result<()> {
     if crate::registry::id::valid_id(id) {
         Ok(())
     } else {
@@ -492,7 +502,12 @@ pub struct AuditEntryGql {
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum VitalMetric {
+    /// Heart rate reported by the device (PPG pulse rate).
     HeartRate,
+    /// Heart rate counted from the beats cardio detects in the ECG: `mean`
+    /// is beats per minute of good signal, `count` the beats, `min` and `max`
+    /// the slowest and fastest beat-to-beat rates.
+    EcgHeartRate,
     #[graphql(name = "SPO2")]
     Spo2,
     Systolic,
@@ -504,6 +519,7 @@ impl From<VitalMetric> for crate::actors::device::aggregate::Series {
         use crate::actors::device::aggregate::Series;
         match m {
             VitalMetric::HeartRate => Series::HeartRate,
+            VitalMetric::EcgHeartRate => Series::EcgHeartRate,
             VitalMetric::Spo2 => Series::Spo2,
             VitalMetric::Systolic => Series::Systolic,
             VitalMetric::Diastolic => Series::Diastolic,
@@ -527,59 +543,6 @@ pub struct VitalPoint {
     pub max: f64,
     pub mean: f64,
     pub count: i32,
-}
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum AlertStatus {
-    Open,
-    Resolved,
-    All,
-}
-
-#[derive(SimpleObject, Clone)]
-#[graphql(name = "Alert")]
-pub struct AlertGql {
-    pub id: ID,
-    pub device_id: ID,
-    pub patient_id: ID,
-    /// `tachycardia`, `bradycardia`, `low_spo2`, `hypertensive_crisis`, `irregular_rhythm`.
-    pub kind: String,
-    /// `low`, `medium`, `high`.
-    pub priority: String,
-    pub since: f64,
-    pub raised_at: f64,
-    pub resolved_at: Option<f64>,
-    pub acknowledged_by: Option<ID>,
-}
-
-fn word<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-async fn alert_gql(
-    d: &Deps,
-    a: crate::store::vitals::AlertRecord,
-    patient: &str,
-) -> async_graphql::Result<AlertGql> {
-    let acked = d
-        .store
-        .alert_acknowledgement(&a.id)
-        .await
-        .map_err(|_| unavailable())?;
-    Ok(AlertGql {
-        id: ID(a.id),
-        device_id: ID(a.device_id),
-        patient_id: ID(patient.into()),
-        kind: word(&a.kind),
-        priority: word(&a.priority),
-        since: a.since_ms as f64,
-        raised_at: a.raised_ms as f64,
-        resolved_at: a.resolved_ms.map(|r| r as f64),
-        acknowledged_by: acked.map(|(by, _)| ID(by)),
-    })
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -682,7 +645,7 @@ pub struct PushResultGql {
 }
 
 /// The patient a device belongs to, or FORBIDDEN.
-async fn device_patient(d: &Deps, device: &str) -> async_graphql::Result<String> {
+pub(super) async fn device_patient(d: &Deps, device: &str) -> async_graphql::Result<String> {
     match d.store.device(device).await.map_err(|_| unavailable())? {
         Some(dev) => Ok(dev.patient_id),
         None => Err(forbidden()),
@@ -748,7 +711,10 @@ pub struct SupervisionEventGql {
 pub struct Expiry(pub u64);
 
 /// `stream`, ended when the connection's token expires.
-fn until_expiry<S>(ctx: &Context<'_>, stream: S) -> impl Stream<Item = S::Item> + Send + 'static
+pub(super) fn until_expiry<S>(
+    ctx: &Context<'_>,
+    stream: S,
+) -> impl Stream<Item = S::Item> + Send + 'static
 where
     S: Stream + Send + 'static,
     S::Item: Send,
@@ -769,10 +735,23 @@ where
 #[derive(Clone)]
 pub struct Bearer(pub String);
 
-pub struct Query;
+/// The API's root types: the core (people, consults, devices, operations)
+/// merged with monitoring ([`super::monitoring`]).
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Query(CoreQuery, super::monitoring::MonitoringQuery);
+
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Mutation(CoreMutation, super::monitoring::MonitoringMutation);
+
+#[derive(async_graphql::MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(CoreSubscription, super::monitoring::MonitoringSubscription);
+
+#[derive(Default)]
+pub struct CoreQuery;
 
 #[Object]
-impl Query {
+impl CoreQuery {
     /// Supervision trees, flattened: this node's, or `node`'s, or (with
     /// `node: "*"`) every live node's (ops and admin).
     async fn supervision_tree(
@@ -873,53 +852,27 @@ impl Query {
                     aggs.push(o);
                 }
             }
-            points.extend(aggs.into_iter().map(|a| VitalPoint {
-                device_id: ID(dev.id.clone()),
-                start: a.start_ms as f64,
-                min: a.min,
-                max: a.max,
-                mean: if a.count > 0 {
-                    a.sum / a.count as f64
+            // A bucket with no value (ECG without good signal) is no point:
+            // an unknown rate is not shown as a number.
+            points.extend(aggs.into_iter().filter_map(|a| {
+                let mean = a.rate()?;
+                let (min, max) = if a.min <= a.max {
+                    (a.min, a.max)
                 } else {
-                    0.0
-                },
-                count: a.count as i32,
+                    (mean, mean)
+                };
+                Some(VitalPoint {
+                    device_id: ID(dev.id.clone()),
+                    start: a.start_ms as f64,
+                    min,
+                    max,
+                    mean,
+                    count: a.count as i32,
+                })
             }));
         }
         points.sort_by(|a, b| a.start.total_cmp(&b.start));
         Ok(points)
-    }
-
-    /// A patient's alerts, open ones by default.
-    async fn alerts(
-        &self,
-        ctx: &Context<'_>,
-        patient_id: ID,
-        status: Option<AlertStatus>,
-    ) -> async_graphql::Result<Vec<AlertGql>> {
-        let (who, d) = (principal(ctx)?, deps(ctx));
-        valid(&patient_id, "patientId")?;
-        guard(d, who, "read", &patient_id, "alerts").await?;
-        let status = status.unwrap_or(AlertStatus::Open);
-        let mut out = Vec::new();
-        for dev in d
-            .store
-            .devices_of(&patient_id)
-            .await
-            .map_err(|_| unavailable())?
-        {
-            for a in d.store.alerts(&dev.id).await.map_err(|_| unavailable())? {
-                let keep = match status {
-                    AlertStatus::Open => a.resolved_ms.is_none(),
-                    AlertStatus::Resolved => a.resolved_ms.is_some(),
-                    AlertStatus::All => true,
-                };
-                if keep {
-                    out.push(alert_gql(d, a, &patient_id).await?);
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Who the bearer token names.
@@ -1050,7 +1003,7 @@ impl Query {
     }
 }
 
-async fn audit_denied(
+pub(super) async fn audit_denied(
     deps: &Deps,
     who: &Principal,
     action: &str,
@@ -1069,10 +1022,11 @@ async fn audit_denied(
     Ok(())
 }
 
-pub struct Mutation;
+#[derive(Default)]
+pub struct CoreMutation;
 
 /// Topics of `patients`' devices (as registered now), with each device's patient.
-async fn device_topics(
+pub(super) async fn device_topics(
     d: &Deps,
     prefix: &str,
     patients: &[String],
@@ -1099,7 +1053,7 @@ fn party(who: &Principal) -> async_graphql::Result<Party> {
 }
 
 #[Object]
-impl Mutation {
+impl CoreMutation {
     async fn register_patient(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         require_role(who, &[Role::Admin])?;
@@ -1273,36 +1227,6 @@ impl Mutation {
         })
     }
 
-    /// Acknowledges an alert (a clinician of the patient's care team).
-    async fn acknowledge_alert(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
-        let (who, d) = (principal(ctx)?, deps(ctx));
-        valid(&id, "id")?;
-        if who.role != Role::Clinician {
-            audit_denied(d, who, "write", "alerts").await?;
-            return Err(forbidden());
-        }
-        let alert = d.store.alert(&id).await.map_err(|_| unavailable())?;
-        let patient = match alert {
-            Some(a) => match device_patient(d, &a.device_id).await {
-                Ok(p) => p,
-                Err(e) => {
-                    audit_denied(d, who, "write", "alerts").await?;
-                    return Err(e);
-                }
-            },
-            None => {
-                audit_denied(d, who, "write", "alerts").await?;
-                return Err(forbidden());
-            }
-        };
-        guard(d, who, "write", &patient, "alerts").await?;
-        d.store
-            .acknowledge_alert(&id, &who.subject, unix_ms())
-            .await
-            .map_err(|_| unavailable())?;
-        Ok(true)
-    }
-
     /// A new consult for `patientId` (the patient, or a clinician of theirs).
     async fn request_consult(
         &self,
@@ -1453,6 +1377,8 @@ pub struct VitalsEventGql {
     pub patient_id: ID,
     pub accepted: i32,
     pub samples: Vec<SampleGql>,
+    /// The ECG analysis after the batch, if it held ECG.
+    pub ecg: Option<super::monitoring::EcgStateGql>,
 }
 
 #[derive(SimpleObject, Clone)]
@@ -1466,24 +1392,11 @@ pub struct SampleGql {
     pub diastolic: Option<f64>,
 }
 
-/// An alert raised or resolved.
-#[derive(SimpleObject, Clone)]
-#[graphql(name = "AlertEvent")]
-pub struct AlertEventGql {
-    pub device_id: ID,
-    pub patient_id: ID,
-    /// `raised` or `resolved`.
-    pub change: String,
-    pub kind: String,
-    pub priority: Option<String>,
-    pub at: f64,
-}
-
 /// Merges the bus subscriptions of `topics` into one stream of
 /// (payload, patient) for events of `msg_prefix`.
 /// The bus subscriptions of a live GraphQL subscription: they end with it.
-struct Watch {
-    rx: tokio::sync::mpsc::Receiver<(String, Value, String)>,
+pub(super) struct Watch {
+    pub(super) rx: tokio::sync::mpsc::Receiver<(String, Value, String)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -1495,7 +1408,10 @@ impl Drop for Watch {
     }
 }
 
-async fn watch(d: &Deps, topics: Vec<(String, String, String)>) -> async_graphql::Result<Watch> {
+pub(super) async fn watch(
+    d: &Deps,
+    topics: Vec<(String, String, String)>,
+) -> async_graphql::Result<Watch> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let mut tasks = Vec::new();
     for (topic, patient, device) in topics {
@@ -1523,10 +1439,11 @@ async fn watch(d: &Deps, topics: Vec<(String, String, String)>) -> async_graphql
     Ok(Watch { rx, tasks })
 }
 
-pub struct SubscriptionRoot;
+#[derive(Default)]
+pub struct CoreSubscription;
 
-#[Subscription(name = "Subscription")]
-impl SubscriptionRoot {
+#[Subscription]
+impl CoreSubscription {
     /// Supervision events of every node (ops and admin).
     async fn supervision_events(
         &self,
@@ -1595,85 +1512,14 @@ impl SubscriptionRoot {
                         patient_id: ID(patient),
                         accepted: v["accepted"].as_i64().unwrap_or(0) as i32,
                         samples,
+                        ecg: serde_json::from_value::<crate::actors::device::ecg::RhythmState>(
+                            v["ecg"].clone(),
+                        )
+                        .ok()
+                        .map(Into::into),
                     };
                     if tx.send(event).await.is_err() {
                         break;
-                    }
-                }
-            }),
-        ))
-    }
-
-    /// Alerts of a patient's devices; without `patientId`, of every patient
-    /// on the clinician's care team (or the patient's own).
-    async fn alerts(
-        &self,
-        ctx: &Context<'_>,
-        patient_id: Option<ID>,
-    ) -> async_graphql::Result<impl Stream<Item = AlertEventGql>> {
-        let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
-        let patients = match &patient_id {
-            Some(p) => {
-                valid(p, "patientId")?;
-                guard(&d, &who, "read", p, "alerts").await?;
-                vec![p.to_string()]
-            }
-            None => {
-                let mine = match who.role {
-                    Role::Patient => vec![who.subject.clone()],
-                    Role::Clinician => d
-                        .store
-                        .patients_of(&who.subject)
-                        .await
-                        .map_err(|_| unavailable())?,
-                    _ => {
-                        audit_denied(&d, &who, "read", "alerts").await?;
-                        return Err(forbidden());
-                    }
-                };
-                for p in &mine {
-                    guard(&d, &who, "read", p, "alerts").await?;
-                }
-                mine
-            }
-        };
-        let topics = device_topics(&d, "alerts", &patients).await?;
-        let mut w = watch(&d, topics).await?;
-        let slot = SubscriptionSlot::take(&d, &who, "alerts")?;
-        Ok(until_expiry(
-            ctx,
-            async_stream_lite(move |tx| async move {
-                let _slot = slot;
-                while let Some((msg_type, v, patient)) = w.rx.recv().await {
-                    let change = &v["change"];
-                    let (kind_of, body) = match change.as_object().and_then(|o| o.iter().next()) {
-                        Some((k, b)) => (k.to_lowercase(), b.clone()),
-                        None => continue,
-                    };
-                    let event = AlertEventGql {
-                        device_id: ID(v["device"].as_str().unwrap_or("").into()),
-                        patient_id: ID(patient),
-                        change: if msg_type == "alert.resolved" || kind_of == "resolved" {
-                            "resolved".into()
-                        } else {
-                            "raised".into()
-                        },
-                        kind: body["kind"].as_str().unwrap_or("").into(),
-                        priority: body["priority"].as_str().map(str::to_owned),
-                        at: body["at_ms"].as_f64().unwrap_or(0.0),
-                    };
-                    let raised = event.change == "raised";
-                    if tx.send(event).await.is_err() {
-                        break;
-                    }
-                    // Handed to the connection: the end of the alert latency.
-                    match v["accepted_ms"].as_u64() {
-                        Some(accepted) if raised && accepted > 0 => {
-                            crate::metrics::alert_delivered(std::time::Duration::from_millis(
-                                crate::supervisors::tree::unix_ms().saturating_sub(accepted),
-                            ))
-                        }
-                        _ => {}
                     }
                 }
             }),
@@ -1749,7 +1595,7 @@ impl SubscriptionRoot {
 
 /// A stream fed by a task: `body` gets a sender; the stream ends when it
 /// returns or the subscriber goes away.
-fn async_stream_lite<T, F, Fut>(body: F) -> impl Stream<Item = T>
+pub(super) fn async_stream_lite<T, F, Fut>(body: F) -> impl Stream<Item = T>
 where
     T: Send + 'static,
     F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,

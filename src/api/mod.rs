@@ -18,6 +18,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 pub mod graphql;
+pub mod monitoring;
 mod observe;
 
 use crate::auth::Authenticator;

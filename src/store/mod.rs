@@ -14,6 +14,7 @@ pub mod audit;
 pub mod cluster;
 pub mod consults;
 pub mod journal;
+pub mod monitoring;
 pub mod people;
 pub mod vitals;
 

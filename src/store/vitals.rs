@@ -6,19 +6,45 @@ use sqlx::Row;
 
 use super::{with_pool, Store, StoreError};
 use crate::actors::device::aggregate::{Aggregate, Series, Span};
-use crate::actors::device::alerts::{AlertKind, Priority};
+use crate::actors::device::alarms::{AlarmKind, Category, Priority, ResolveReason, Signal};
 
 /// A stored alert episode.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertRecord {
-    /// `<device>:<kind>:<since_ms>`: one row per episode, however often derived.
+    /// `<device>:<kind>[.<source>]:<since_ms>`: one row per episode, however
+    /// often derived.
     pub id: String,
     pub device_id: String,
-    pub kind: AlertKind,
+    pub kind: AlarmKind,
+    /// The signal a heart-rate rule judged (ECG-derived or device-reported).
+    pub source: Option<Signal>,
     pub priority: Priority,
     pub since_ms: u64,
     pub raised_ms: u64,
     pub resolved_ms: Option<u64>,
+    /// The reading that raised it and the threshold it crossed.
+    pub reading: Option<f64>,
+    pub threshold: Option<f64>,
+    /// False for a non-high alarm raised while the patient's alarms were paused.
+    pub announced: bool,
+    pub resolve_reason: Option<ResolveReason>,
+    pub reannounced_ms: Option<u64>,
+    pub escalated_ms: Option<u64>,
+}
+
+impl AlertRecord {
+    /// Physiological or technical.
+    pub fn category(&self) -> Category {
+        self.kind.category()
+    }
+}
+
+/// A clinician's acknowledgement of an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub at_ms: u64,
+    pub note: Option<String>,
 }
 
 fn name<T: serde::Serialize>(v: &T) -> String {
@@ -36,49 +62,101 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 
 // A bucket only grows as samples arrive: a smaller one (a stalled former
 // owner's, derived from fewer samples) never replaces a larger one.
-const UPSERT_AGG_PG: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (device_id, series, span, start_ms) \
-     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count \
-     WHERE vitals_aggregates.count <= excluded.count";
-const UPSERT_AGG_SQLITE: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (device_id, series, span, start_ms) \
-     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count \
-     WHERE vitals_aggregates.count <= excluded.count";
-const AGG_PG: &str = "SELECT series, span, start_ms, min, max, sum, count FROM vitals_aggregates \
+// (For heart rate from ECG, neither the beats nor the signal time covered may shrink.)
+const UPSERT_AGG_PG: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count, covered_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (device_id, series, span, start_ms) \
+     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count, covered_ms = excluded.covered_ms \
+     WHERE vitals_aggregates.count <= excluded.count AND COALESCE(vitals_aggregates.covered_ms, 0) <= COALESCE(excluded.covered_ms, 0)";
+const UPSERT_AGG_SQLITE: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count, covered_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (device_id, series, span, start_ms) \
+     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count, covered_ms = excluded.covered_ms \
+     WHERE vitals_aggregates.count <= excluded.count AND COALESCE(vitals_aggregates.covered_ms, 0) <= COALESCE(excluded.covered_ms, 0)";
+const AGG_PG: &str = "SELECT series, span, start_ms, min, max, sum, count, covered_ms FROM vitals_aggregates \
      WHERE device_id = $1 AND series = $2 AND span = $3 AND start_ms >= $4 AND start_ms < $5 ORDER BY start_ms";
-const AGG_SQLITE: &str = "SELECT series, span, start_ms, min, max, sum, count FROM vitals_aggregates \
+const AGG_SQLITE: &str = "SELECT series, span, start_ms, min, max, sum, count, covered_ms FROM vitals_aggregates \
      WHERE device_id = ?1 AND series = ?2 AND span = ?3 AND start_ms >= ?4 AND start_ms < ?5 ORDER BY start_ms";
-const RAISE_PG: &str = "INSERT INTO alerts (id, device_id, kind, priority, since_ms, raised_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
-const RAISE_SQLITE: &str =
-    "INSERT INTO alerts (id, device_id, kind, priority, since_ms, raised_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
-const RESOLVE_PG: &str = "UPDATE alerts SET resolved_ms = $2 WHERE id = $1 AND resolved_ms IS NULL";
+const ALERT_COLUMNS: &str =
+    "id, device_id, kind, source, priority, since_ms, raised_ms, resolved_ms, \
+     reading, threshold, announced, resolve_reason, reannounced_ms, escalated_ms";
+const RAISE_PG: &str = "INSERT INTO alerts (id, device_id, kind, source, category, priority, since_ms, raised_ms, reading, threshold, announced) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING";
+const RAISE_SQLITE: &str = "INSERT INTO alerts (id, device_id, kind, source, category, priority, since_ms, raised_ms, reading, threshold, announced) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING";
+const RESOLVE_PG: &str =
+    "UPDATE alerts SET resolved_ms = $2, resolve_reason = $3 WHERE id = $1 AND resolved_ms IS NULL";
 const RESOLVE_SQLITE: &str =
-    "UPDATE alerts SET resolved_ms = ?2 WHERE id = ?1 AND resolved_ms IS NULL";
-const ALERTS_PG: &str =
-    "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms FROM alerts \
-     WHERE device_id = $1 ORDER BY raised_ms, id COLLATE \"C\"";
-const ALERTS_SQLITE: &str =
-    "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms FROM alerts \
-     WHERE device_id = ?1 ORDER BY raised_ms, id";
+    "UPDATE alerts SET resolved_ms = ?2, resolve_reason = ?3 WHERE id = ?1 AND resolved_ms IS NULL";
+const REANNOUNCED_PG: &str =
+    "UPDATE alerts SET reannounced_ms = $2 WHERE id = $1 AND reannounced_ms IS NULL";
+const REANNOUNCED_SQLITE: &str =
+    "UPDATE alerts SET reannounced_ms = ?2 WHERE id = ?1 AND reannounced_ms IS NULL";
+const ESCALATED_PG: &str =
+    "UPDATE alerts SET escalated_ms = $2 WHERE id = $1 AND escalated_ms IS NULL";
+const ESCALATED_SQLITE: &str =
+    "UPDATE alerts SET escalated_ms = ?2 WHERE id = ?1 AND escalated_ms IS NULL";
 
-type RawAlert = (String, String, String, String, i64, i64, Option<i64>);
+/// The alert columns of a row, as read on either database.
+struct RawAlert {
+    id: String,
+    device_id: String,
+    kind: String,
+    source: Option<String>,
+    priority: String,
+    since_ms: i64,
+    raised_ms: i64,
+    resolved_ms: Option<i64>,
+    reading: Option<f64>,
+    threshold: Option<f64>,
+    announced: i64,
+    resolve_reason: Option<String>,
+    reannounced_ms: Option<i64>,
+    escalated_ms: Option<i64>,
+}
+
+/// Reads [`ALERT_COLUMNS`] off a row of either database.
+macro_rules! raw_alert {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<RawAlert, sqlx::Error>(RawAlert {
+            id: r.try_get("id")?,
+            device_id: r.try_get("device_id")?,
+            kind: r.try_get("kind")?,
+            source: r.try_get("source")?,
+            priority: r.try_get("priority")?,
+            since_ms: r.try_get("since_ms")?,
+            raised_ms: r.try_get("raised_ms")?,
+            resolved_ms: r.try_get("resolved_ms")?,
+            reading: r.try_get("reading")?,
+            threshold: r.try_get("threshold")?,
+            announced: r.try_get("announced")?,
+            resolve_reason: r.try_get("resolve_reason")?,
+            reannounced_ms: r.try_get("reannounced_ms")?,
+            escalated_ms: r.try_get("escalated_ms")?,
+        })
+    }};
+}
 
 /// An alert row as read, typed.
 fn alert_record(raw: RawAlert) -> Result<AlertRecord, StoreError> {
-    let (id, device_id, kind, priority, since, raised, resolved) = raw;
+    let ms = |v: Option<i64>| v.map(|v| v as u64);
     Ok(AlertRecord {
-        id,
-        device_id,
-        kind: parse(&kind)?,
-        priority: parse(&priority)?,
-        since_ms: since as u64,
-        raised_ms: raised as u64,
-        resolved_ms: resolved.map(|r| r as u64),
+        id: raw.id,
+        device_id: raw.device_id,
+        kind: parse(&raw.kind)?,
+        source: raw.source.as_deref().map(parse).transpose()?,
+        priority: parse(&raw.priority)?,
+        since_ms: raw.since_ms as u64,
+        raised_ms: raw.raised_ms as u64,
+        resolved_ms: ms(raw.resolved_ms),
+        reading: raw.reading,
+        threshold: raw.threshold,
+        announced: raw.announced != 0,
+        resolve_reason: raw.resolve_reason.as_deref().map(parse).transpose()?,
+        reannounced_ms: ms(raw.reannounced_ms),
+        escalated_ms: ms(raw.escalated_ms),
     })
 }
-type RawAggregate = (String, String, i64, f64, f64, f64, i64);
+type RawAggregate = (String, String, i64, f64, f64, f64, i64, Option<i64>);
 
 impl Store {
     /// Stores (or replaces) aggregates of `device`.
@@ -103,6 +181,7 @@ impl Store {
                     .bind(a.max)
                     .bind(a.sum)
                     .bind(a.count as i64)
+                    .bind(a.covered_ms.map(|c| c as i64))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -132,9 +211,10 @@ impl Store {
             .and_then(|rows| rows.iter().map(|r| Ok((
                 r.try_get("series")?, r.try_get("span")?, r.try_get("start_ms")?,
                 r.try_get("min")?, r.try_get("max")?, r.try_get("sum")?, r.try_get("count")?,
+                r.try_get("covered_ms")?,
             ))).collect()))?;
         rows.into_iter()
-            .map(|(series, span, start, min, max, sum, count)| {
+            .map(|(series, span, start, min, max, sum, count, covered)| {
                 Ok(Aggregate {
                     series: parse(&series)?,
                     span: parse(&span)?,
@@ -143,6 +223,7 @@ impl Store {
                     max,
                     sum,
                     count: count as u64,
+                    covered_ms: covered.map(|c| c as u64),
                 })
             })
             .collect()
@@ -155,22 +236,55 @@ impl Store {
         with_pool!(self, pool => sqlx::query(sql)
             .bind(&alert.id)
             .bind(&alert.device_id)
-            .bind(name(&alert.kind))
-            .bind(name(&alert.priority))
+            .bind(alert.kind.as_str())
+            .bind(alert.source.map(|s| s.as_str()))
+            .bind(alert.category().as_str())
+            .bind(alert.priority.as_str())
             .bind(alert.since_ms as i64)
             .bind(alert.raised_ms as i64)
+            .bind(alert.reading)
+            .bind(alert.threshold)
+            .bind(i64::from(alert.announced))
             .execute(pool)
             .await
             .map(|_| ()))?;
         Ok(())
     }
 
-    /// Marks an alert episode resolved (the first time only).
-    pub async fn resolve_alert(&self, id: &str, resolved_ms: u64) -> Result<(), StoreError> {
+    /// Marks an alert episode resolved (the first time only), and why.
+    pub async fn resolve_alert(
+        &self,
+        id: &str,
+        resolved_ms: u64,
+        reason: ResolveReason,
+    ) -> Result<(), StoreError> {
         let sql = self.dialect(RESOLVE_PG, RESOLVE_SQLITE);
         with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(resolved_ms as i64)
+            .bind(reason.as_str())
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Records that an unacknowledged alert was announced again (`escalated`
+    /// false) or escalated to the rest of the care team (the first time only).
+    pub async fn mark_alert(
+        &self,
+        id: &str,
+        escalated: bool,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let sql = if escalated {
+            self.dialect(ESCALATED_PG, ESCALATED_SQLITE)
+        } else {
+            self.dialect(REANNOUNCED_PG, REANNOUNCED_SQLITE)
+        };
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(at_ms as i64)
             .execute(pool)
             .await
             .map(|_| ()))?;
@@ -179,75 +293,83 @@ impl Store {
 
     /// `device`'s alerts, oldest first.
     pub async fn alerts(&self, device: &str) -> Result<Vec<AlertRecord>, StoreError> {
-        let sql = self.dialect(ALERTS_PG, ALERTS_SQLITE);
-        let rows: Vec<RawAlert> = with_pool!(self, pool => sqlx::query(sql)
+        let sql = match self.backend() {
+            "postgres" => format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id = $1 ORDER BY raised_ms, id COLLATE \"C\""
+            ),
+            _ => format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id = ?1 ORDER BY raised_ms, id"
+            ),
+        };
+        let rows: Vec<RawAlert> = with_pool!(self, pool => sqlx::query(&sql)
             .bind(device)
             .fetch_all(pool)
             .await
-            .and_then(|rows| rows.iter().map(|r| Ok((
-                r.try_get("id")?, r.try_get("device_id")?, r.try_get("kind")?, r.try_get("priority")?,
-                r.try_get("since_ms")?, r.try_get("raised_ms")?, r.try_get("resolved_ms")?,
-            ))).collect()))?;
+            .and_then(|rows| rows.iter().map(|r| raw_alert!(r)).collect()))?;
         rows.into_iter().map(alert_record).collect()
     }
 }
 
-const ALERT_PG: &str = "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms \
-     FROM alerts WHERE id = $1";
-const ALERT_SQLITE: &str =
-    "SELECT id, device_id, kind, priority, since_ms, raised_ms, resolved_ms \
-     FROM alerts WHERE id = ?1";
 const ACK_PG: &str =
-    "INSERT INTO alert_acks (alert_id, by_id, at_ms) VALUES ($1, $2, $3) ON CONFLICT (alert_id) DO NOTHING";
+    "INSERT INTO alert_acks (alert_id, by_id, at_ms, note) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (alert_id) DO NOTHING";
 const ACK_SQLITE: &str =
-    "INSERT INTO alert_acks (alert_id, by_id, at_ms) VALUES (?1, ?2, ?3) ON CONFLICT (alert_id) DO NOTHING";
-const ACKED_PG: &str = "SELECT by_id, at_ms FROM alert_acks WHERE alert_id = $1";
-const ACKED_SQLITE: &str = "SELECT by_id, at_ms FROM alert_acks WHERE alert_id = ?1";
+    "INSERT INTO alert_acks (alert_id, by_id, at_ms, note) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (alert_id) DO NOTHING";
+const ACKED_PG: &str = "SELECT by_id, at_ms, note FROM alert_acks WHERE alert_id = $1";
+const ACKED_SQLITE: &str = "SELECT by_id, at_ms, note FROM alert_acks WHERE alert_id = ?1";
 
 impl Store {
     /// One alert episode.
     pub async fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
-        let sql = self.dialect(ALERT_PG, ALERT_SQLITE);
-        let row: Option<RawAlert> = with_pool!(self, pool => sqlx::query(sql)
+        let sql = match self.backend() {
+            "postgres" => format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"),
+            _ => format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+        };
+        let row: Option<RawAlert> = with_pool!(self, pool => sqlx::query(&sql)
             .bind(id)
             .fetch_optional(pool)
             .await
-            .and_then(|r| r.map(|r| Ok((
-                r.try_get("id")?, r.try_get("device_id")?, r.try_get("kind")?, r.try_get("priority")?,
-                r.try_get("since_ms")?, r.try_get("raised_ms")?, r.try_get("resolved_ms")?,
-            ))).transpose()))?;
+            .and_then(|r| r.map(|r| raw_alert!(&r)).transpose()))?;
         row.map(alert_record).transpose()
     }
 
-    /// Records `by`'s acknowledgement of alert `id` (the first one stays).
+    /// Records `by`'s acknowledgement of alert `id`, with an optional note
+    /// (the first acknowledgement stays). True if this one was recorded.
     pub async fn acknowledge_alert(
         &self,
         id: &str,
         by: &str,
         at_ms: u64,
-    ) -> Result<(), StoreError> {
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let sql = self.dialect(ACK_PG, ACK_SQLITE);
-        with_pool!(self, pool => sqlx::query(sql)
+        let recorded = with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(by)
             .bind(at_ms as i64)
+            .bind(note)
             .execute(pool)
             .await
-            .map(|_| ()))?;
-        Ok(())
+            .map(|r| r.rows_affected() == 1))?;
+        Ok(recorded)
     }
 
-    /// Who acknowledged alert `id`, and when.
+    /// Who acknowledged alert `id`, when, and their note.
     pub async fn alert_acknowledgement(
         &self,
         id: &str,
-    ) -> Result<Option<(String, u64)>, StoreError> {
+    ) -> Result<Option<Acknowledgement>, StoreError> {
         let sql = self.dialect(ACKED_PG, ACKED_SQLITE);
         let row = with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .fetch_optional(pool)
             .await
-            .and_then(|r| r.map(|r| Ok((r.try_get::<String, _>("by_id")?, r.try_get::<i64, _>("at_ms")? as u64))).transpose()))?;
+            .and_then(|r| r.map(|r| Ok(Acknowledgement {
+                by: r.try_get("by_id")?,
+                at_ms: r.try_get::<i64, _>("at_ms")? as u64,
+                note: r.try_get("note")?,
+            })).transpose()))?;
         Ok(row)
     }
 }

@@ -1047,7 +1047,7 @@ async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused(
     }
     let (alert, _) =
         crate::api::until_alert(&pusher.addr, &patient, &device, &mut ws, "a", &mut at).await;
-    assert_eq!(alert["data"]["alerts"]["kind"], "tachycardia");
+    assert_eq!(alert["data"]["alerts"]["kind"], "TACHYCARDIA");
     assert_eq!(alert["data"]["alerts"]["patientId"], "p-1");
     drop(ws);
     drop(nodes);

@@ -161,7 +161,7 @@ async fn metrics_follow_a_scenario_and_cover_what_dashboards_and_alert_rules_use
     assert_eq!(
         s.sum(
             "cardio_alerts_raised_total",
-            &[("rule", "tachycardia"), ("priority", "high")]
+            &[("rule", "tachycardia"), ("priority", "medium")]
         ),
         raised,
         "one alert per sustained episode"

@@ -2,6 +2,11 @@
 //! count. Two buckets per span stay open, since a sample may arrive late
 //! (within the reorder tolerance, far below a minute); older ones close and are
 //! handed out for storage.
+//!
+//! Heart rate from ECG ([`Series::EcgHeartRate`]) is counted, not averaged: a
+//! bucket holds one entry per detected beat (its beat-to-beat rate, for min and
+//! max) and the milliseconds of good ECG signal it covers, so that the minute's
+//! heart rate is beats counted over signal time ([`Aggregate::rate`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -13,7 +18,10 @@ use super::sample::Sample;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Series {
+    /// Heart rate reported by the device (PPG pulse rate, or the device's own).
     HeartRate,
+    /// Heart rate counted from the beats cardio detects in the device's ECG.
+    EcgHeartRate,
     Spo2,
     Systolic,
     Diastolic,
@@ -47,30 +55,38 @@ pub struct Aggregate {
     pub max: f64,
     pub sum: f64,
     pub count: u64,
+    /// [`Series::EcgHeartRate`] only: milliseconds of good ECG signal in the
+    /// bucket (beats are counted over them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_ms: Option<u64>,
 }
 
 impl Aggregate {
-    fn new(series: Series, span: Span, start_ms: u64, v: f64) -> Self {
-        Self {
-            series,
-            span,
-            start_ms,
-            min: v,
-            max: v,
-            sum: v,
-            count: 1,
-        }
-    }
-
     fn add(&mut self, v: f64) {
+        self.count += 1;
+        if v.is_nan() {
+            return;
+        }
         self.min = self.min.min(v);
         self.max = self.max.max(v);
         self.sum += v;
-        self.count += 1;
     }
 
     pub fn mean(&self) -> f64 {
         self.sum / self.count as f64
+    }
+
+    /// What the bucket says the value was: for heart rate from ECG, beats
+    /// counted per minute of good signal (`None` before any signal is
+    /// covered); for the other series, the mean.
+    pub fn rate(&self) -> Option<f64> {
+        match self.series {
+            Series::EcgHeartRate => match self.covered_ms {
+                Some(ms) if ms > 0 => Some(self.count as f64 * 60_000.0 / ms as f64),
+                _ => None,
+            },
+            _ => (self.count > 0).then(|| self.mean()),
+        }
     }
 }
 
@@ -100,28 +116,77 @@ impl Rollups {
         }
     }
 
-    /// Adds one value of `series` at `at_ms`.
+    /// Adds one value of `series` at `at_ms` (a NaN counts without a value:
+    /// a beat whose beat-to-beat rate is unknown).
     pub fn add_value(&mut self, series: Series, at_ms: u64, v: f64) {
         for span in [Span::Minute, Span::Hour] {
             let start = at_ms - at_ms % span.millis();
-            let buckets = self.open.entry((series, span)).or_default();
-            if let Some(b) = buckets.iter_mut().find(|b| b.start_ms == start) {
+            // A sample older than every open bucket: its bucket is closed and final.
+            if let Some(b) = self.bucket(series, span, start) {
                 b.add(v);
-                continue;
-            }
-            // A new bucket, in time order (a sample may be late after a gap).
-            let at = buckets.partition_point(|b| b.start_ms < start);
-            if at == 0 && buckets.len() >= 2 {
-                // Older than every open bucket: its bucket is closed and final.
-                continue;
-            }
-            buckets.insert(at, Aggregate::new(series, span, start, v));
-            while buckets.len() > 2 {
-                if let Some(done) = buckets.pop_front() {
-                    self.closed.push(done);
-                }
             }
         }
+    }
+
+    /// Adds a detected ECG beat at `at_ms`, with its beat-to-beat rate when
+    /// the beat before it is known.
+    pub fn add_beat(&mut self, at_ms: u64, beat_to_beat_bpm: Option<f64>) {
+        self.add_value(
+            Series::EcgHeartRate,
+            at_ms,
+            beat_to_beat_bpm.unwrap_or(f64::NAN),
+        );
+    }
+
+    /// Counts `[from_ms, to_ms)` of good ECG signal in the buckets it
+    /// overlaps (split at bucket boundaries).
+    pub fn add_coverage(&mut self, from_ms: u64, to_ms: u64) {
+        for span in [Span::Minute, Span::Hour] {
+            let mut at = from_ms;
+            while at < to_ms {
+                let start = at - at % span.millis();
+                let end = (start + span.millis()).min(to_ms);
+                let bucket = self.bucket(Series::EcgHeartRate, span, start);
+                if let Some(b) = bucket {
+                    *b.covered_ms.get_or_insert(0) += end - at;
+                }
+                at = end;
+            }
+        }
+    }
+
+    /// The open bucket of `series` and `span` starting at `start`, opened
+    /// (empty) if need be; `None` if it is already closed.
+    fn bucket(&mut self, series: Series, span: Span, start: u64) -> Option<&mut Aggregate> {
+        let buckets = self.open.entry((series, span)).or_default();
+        if let Some(i) = buckets.iter().position(|b| b.start_ms == start) {
+            return buckets.get_mut(i);
+        }
+        let at = buckets.partition_point(|b| b.start_ms < start);
+        if at == 0 && buckets.len() >= 2 {
+            return None;
+        }
+        buckets.insert(
+            at,
+            Aggregate {
+                series,
+                span,
+                start_ms: start,
+                // Finite (snapshots are JSON): `min > max` means no value yet.
+                min: f64::MAX,
+                max: f64::MIN,
+                sum: 0.0,
+                count: 0,
+                covered_ms: None,
+            },
+        );
+        while buckets.len() > 2 {
+            if let Some(done) = buckets.pop_front() {
+                self.closed.push(done);
+            }
+        }
+        let i = buckets.iter().position(|b| b.start_ms == start)?;
+        buckets.get_mut(i)
     }
 
     /// Buckets no sample can reach any more, for storage.

@@ -261,16 +261,23 @@ impl Validator {
         self.recent = history.map(|v| v.into_iter().collect());
     }
 
-    /// Judges a batch: the valid samples are accepted, each invalid one rejected
-    /// with its reason.
+    /// Judges a batch in time order, whatever order it arrived in (a batch
+    /// sent newest first must not lose its older samples to the reorder
+    /// tolerance): the valid samples are accepted in time order, each invalid
+    /// one rejected with its reason and its index in the batch as sent.
     pub fn judge(&mut self, batch: Vec<Sample>, now_ms: u64) -> Verdict {
         let mut verdict = Verdict::default();
-        for (i, s) in batch.into_iter().enumerate() {
+        let mut indexed: Vec<(usize, Sample)> = batch.into_iter().enumerate().collect();
+        // Stable: samples of the same time keep their order (duplicates are
+        // judged as sent).
+        indexed.sort_by_key(|(_, s)| s.at_ms());
+        for (i, s) in indexed {
             match self.check(&s, now_ms) {
                 Ok(()) => verdict.accepted.push(s),
                 Err(r) => verdict.rejected.push((i, r)),
             }
         }
+        verdict.rejected.sort_by_key(|(i, _)| *i);
         verdict
     }
 }
@@ -315,7 +322,7 @@ mod tests {
             }, // ok
             hr(NOW + 6_000, 72.0),          // future
             hr(NOW - 10_000, 75.0),         // duplicate ts
-            hr(NOW - 13_000, 70.0),         // out of order
+            hr(NOW - 13_000, 70.0),         // oldest in the batch: judged first, ok
             hr(NOW - 9_500, 71.0),          // late but within 2 s: ok
             Sample::Ecg {
                 at_ms: NOW,
@@ -370,13 +377,18 @@ mod tests {
                 (7, "systolic"),
                 (9, "future"),
                 (10, "duplicate"),
-                (11, "order"),
                 (13, "rate"),
                 (14, "size"),
                 (15, "range"),
             ]
         );
-        assert_eq!(verdict.accepted.len(), 4);
+        assert_eq!(verdict.accepted.len(), 5);
+        // Behind what an earlier batch accepted, beyond the tolerance: out of order.
+        let late = v.judge(vec![hr(NOW - 20_000, 70.0)], NOW);
+        assert!(
+            matches!(late.rejected[..], [(0, Rejection::OutOfOrder { .. })]),
+            "{late:?}"
+        );
     }
 
     #[test]
@@ -386,6 +398,35 @@ mod tests {
         assert_eq!(err.to_string(), "heart rate outside 20–300 bpm");
         let json = serde_json::to_value(&err).unwrap();
         assert_eq!(json["reason"], "out_of_range");
+    }
+
+    #[test]
+    fn a_batch_sent_newest_first_is_judged_in_time_order() {
+        let mut v = Validator::new(Limits::default());
+        // 60 readings, one a second, sent in descending time order.
+        let batch: Vec<Sample> = (0..60)
+            .rev()
+            .map(|i| hr(NOW - 60_000 + i * 1000, 70.0))
+            .collect();
+        let verdict = v.judge(batch, NOW);
+        assert!(verdict.rejected.is_empty(), "{:?}", verdict.rejected);
+        assert_eq!(verdict.accepted.len(), 60);
+        let times: Vec<u64> = verdict.accepted.iter().map(Sample::at_ms).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "accepted in time order"
+        );
+        // Reasons still name the index as sent.
+        let mut v = Validator::new(Limits::default());
+        let verdict = v.judge(
+            vec![
+                hr(NOW, 70.0),
+                hr(NOW - 1000, f64::NAN),
+                hr(NOW - 2000, 70.0),
+            ],
+            NOW,
+        );
+        assert_eq!(verdict.rejected, vec![(1, Rejection::NotFinite)]);
     }
 
     #[test]

@@ -1,27 +1,33 @@
 //! The DeviceStream actor (`device/<id>`): one wearable's samples.
 //!
-//! A batch is validated sample by sample; the accepted samples are journaled
-//! (the journal entries are the raw sample chunks) before anything is
-//! answered, then folded into the minute/hour aggregates, the ECG beat
-//! detector and the alert rules. Aggregates and alerts are derived state,
-//! written idempotently after the journal: a crash between the two is
-//! repaired by the replay on the next start, which rebuilds validation
-//! history, aggregates and rule states from the journal.
+//! A batch is validated sample by sample, in time order; the accepted samples
+//! are journaled (the journal entries are the raw sample chunks) before
+//! anything is answered, then folded into the minute/hour aggregates, the ECG
+//! analysis ([`super::ecg`]) and the alarm engine ([`super::alarms`]). This
+//! actor only feeds those pure parts and records what they decide: aggregates,
+//! alerts and the ECG chunk index are derived state, written idempotently
+//! after the journal, so a crash between the two is repaired by the replay on
+//! the next start.
+//!
+//! Time: the engine judges samples on the device's clock (the validator keeps
+//! it within a few seconds of the node's). Silence ("no data") and the
+//! re-announcement of unacknowledged alarms are judged on a timer: the
+//! device's clock is carried forward from its newest sample by the node's
+//! monotonic clock (tokio's, so paused time drives it in tests).
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Rollups, Series};
-use super::alerts::{AlertChange, AlertKind, Rules, Thresholds};
-use super::ecg::{EcgFindings, RPeakDetector};
+use super::alarms::{AlarmChange, AlarmEngine, AlarmKey, AlarmSettings, Observation, Signal};
+use super::ecg::{BeatKind, EcgAnalyzer, EcgOutput, RhythmSettings, RhythmState};
 use super::sample::{Limits, Rejection, Sample, Validator};
 use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler};
+use crate::store::monitoring::EcgChunkRow;
 use crate::store::{AlertRecord, Appended, Store};
 use crate::supervisors::tree::unix_ms;
-
-/// Beats over which rhythm and ECG heart rate are judged.
-const RHYTHM_BEATS: usize = 30;
 
 /// Chunks journaled between snapshots.
 const SNAPSHOT_EVERY: u64 = 64;
@@ -32,29 +38,42 @@ const SNAPSHOT_EVERY: u64 = 64;
 struct DeviceSnapshot {
     history: [Vec<u64>; 4],
     open: Vec<super::aggregate::Aggregate>,
-    rules: Vec<(AlertKind, Option<u64>, bool)>,
-    open_alerts: Vec<(AlertKind, String)>,
+    engine: Option<AlarmEngine>,
+    open_alerts: Vec<(AlarmKey, String)>,
     lead: Option<Lead>,
+    newest_data_ms: Option<u64>,
 }
 
 /// Settings of every device stream.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StreamSettings {
     pub limits: Limits,
-    pub thresholds: Thresholds,
+    /// The node's alarm settings: a patient's own, set by a clinician,
+    /// replace them for that patient's devices.
+    pub alarms: AlarmSettings,
+    pub rhythm: RhythmSettings,
 }
 
-/// The ECG lead being followed: its detector and where its samples sit in time.
+/// The ECG lead being followed: its analysis and where its samples sit in time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Lead {
     hz: u32,
-    detector: RPeakDetector,
-    /// Unix ms of the detector's first sample.
+    analyzer: EcgAnalyzer,
+    /// Unix ms of the analysis' first sample.
     origin_ms: u64,
     /// Samples fed so far.
     fed: u64,
-    /// Recent beats, Unix ms.
-    beats: VecDeque<u64>,
+    /// The last beat found, Unix ms (for beat-to-beat intervals).
+    last_beat_ms: Option<u64>,
+    /// The newest rhythm state, for the live view.
+    #[serde(default)]
+    latest: Option<RhythmState>,
+}
+
+impl Lead {
+    fn ms_of(&self, sample: u64) -> u64 {
+        self.origin_ms + sample * 1000 / self.hz as u64
+    }
 }
 
 /// One device's stream.
@@ -63,34 +82,47 @@ pub struct DeviceStream {
     /// Journal key: `device/<id>`.
     key: String,
     store: Store,
+    settings: StreamSettings,
     validator: Validator,
     rollups: Rollups,
-    rules: Rules,
+    engine: AlarmEngine,
     lead: Option<Lead>,
     last_seq: u64,
-    /// Active alert episodes: kind → stored id.
-    open_alerts: HashMap<AlertKind, String>,
+    /// Active alarm episodes: key → stored id.
+    open_alerts: HashMap<AlarmKey, String>,
     /// Request ids of the latest batches, to answer a retry as a duplicate.
     recent_requests: VecDeque<String>,
     events: crate::bus::events::Events,
+    /// The newest sample's time (device clock) and when it arrived (node's
+    /// monotonic clock): "now" on the device's clock, for timers.
+    received: Option<(u64, tokio::time::Instant)>,
+    /// When the pending timer fires (the node's monotonic clock: the device's
+    /// clock may run ahead of it while a backlog is pushed).
+    armed_for: Option<tokio::time::Instant>,
 }
 
 /// Published on `vitals.<device>` for each stored batch (raw ECG left out:
-/// subscribers get the heart rate derived from it through aggregates).
+/// subscribers get what the analysis of it says).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VitalsEvent {
     pub device: String,
     pub accepted: u32,
     pub samples: Vec<Sample>,
+    /// The ECG analysis at the end of the batch, if it held ECG.
+    #[serde(default)]
+    pub ecg: Option<RhythmState>,
 }
 
-/// Published on `alerts.<device>` when an alert is raised or resolved.
+/// Published on `alerts.<device>` when an alarm is raised, resolved,
+/// announced again or escalated.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertEvent {
     pub device: String,
-    pub change: AlertChange,
+    /// The stored alert's id.
+    pub alert: String,
+    pub change: AlarmChange,
     /// When the samples that caused it were accepted (Unix ms): the start of
-    /// the alert latency.
+    /// the alert latency (0 for changes a timer made).
     #[serde(default)]
     pub accepted_ms: u64,
 }
@@ -106,8 +138,8 @@ pub struct PushResult {
     pub accepted: u32,
     /// Index in the batch and reason, for each rejected sample.
     pub rejected: Vec<(usize, Rejection)>,
-    /// Alerts raised or resolved by this batch.
-    pub alerts: Vec<AlertChange>,
+    /// Alarms raised or resolved by this batch.
+    pub alerts: Vec<AlarmChange>,
     /// The batch was pushed before (same request id); nothing was done again.
     pub duplicate: bool,
 }
@@ -127,6 +159,44 @@ pub struct Push {
     pub samples: Vec<Sample>,
 }
 
+/// The stream's own timer: silence and unacknowledged alarms.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+/// A clinician acknowledged the stored alert `alert`: it is not announced
+/// again nor escalated. Answers whether the alarm was still active.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "bool")]
+pub struct Acknowledge {
+    pub alert: String,
+}
+
+/// The patient's alarm settings changed (thresholds, or a pause of non-high
+/// alarms until a time): apply them from now on.
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "Result<(), String>")]
+pub struct Reconfigure {
+    /// `None`: the node's defaults.
+    pub settings: Option<AlarmSettings>,
+    pub paused_until_ms: Option<u64>,
+}
+
+/// The stored id of an alarm episode: one row per episode, however often derived.
+fn alert_id(device: &str, key: AlarmKey, since_ms: u64) -> String {
+    match key.source {
+        Some(source) => format!(
+            "{device}:{}.{}:{since_ms}",
+            key.kind.as_str(),
+            source.as_str()
+        ),
+        None => format!("{device}:{}:{since_ms}", key.kind.as_str()),
+    }
+}
+
+/// A beat as stored in the chunk index: `[at_ms, rr_ms or null, kind]`.
+type StoredBeat = (u64, Option<u64>, BeatKind);
+
 impl DeviceStream {
     pub fn new(id: &str, store: Store, settings: StreamSettings) -> Self {
         Self {
@@ -135,12 +205,15 @@ impl DeviceStream {
             store,
             validator: Validator::new(settings.limits),
             rollups: Rollups::default(),
-            rules: Rules::new(settings.thresholds),
+            engine: AlarmEngine::new(settings.alarms.clone()),
+            settings,
             lead: None,
             last_seq: 0,
             open_alerts: HashMap::new(),
             recent_requests: VecDeque::new(),
             events: crate::bus::events::Events::none(),
+            received: None,
+            armed_for: None,
         }
     }
 
@@ -150,98 +223,157 @@ impl DeviceStream {
         self
     }
 
-    /// Folds accepted samples into aggregates, beats and rules.
-    fn absorb(&mut self, samples: &[Sample]) -> Vec<AlertChange> {
+    /// Folds accepted samples (in time order) into aggregates, the ECG
+    /// analysis and the alarm engine; `seq` is their journal entry. Returns
+    /// the alarm changes and the ECG chunks to index.
+    fn absorb(&mut self, samples: &[Sample], seq: u64) -> (Vec<AlarmChange>, Vec<EcgChunkRow>) {
         let mut changes = Vec::new();
+        let mut chunks = Vec::new();
         for s in samples {
             self.rollups.add(s);
-            changes.extend(self.rules.evaluate(s));
-            if let Sample::Ecg {
-                at_ms,
-                hz,
-                millivolts,
-            } = s
-            {
-                changes.extend(self.follow_ecg(*at_ms, *hz, millivolts));
-            }
-        }
-        changes
-    }
-
-    fn follow_ecg(&mut self, at_ms: u64, hz: u32, millivolts: &[f32]) -> Vec<AlertChange> {
-        // A new lead, another rate, or a gap of more than a sample: start over.
-        let continues = self.lead.as_ref().is_some_and(|l| {
-            let expected = l.origin_ms + l.fed * 1000 / l.hz as u64;
-            l.hz == hz && expected.abs_diff(at_ms) <= 1000 / hz as u64 + 1
-        });
-        if !continues {
-            self.lead = Some(Lead {
-                hz,
-                detector: RPeakDetector::new(hz),
-                origin_ms: at_ms,
-                fed: 0,
-                beats: VecDeque::new(),
-            });
-        }
-        let lead = self.lead.as_mut().expect("set above");
-        for v in millivolts {
-            if let Some(t) = lead.detector.push(*v) {
-                lead.beats.push_back(lead.origin_ms + (t * 1000.0) as u64);
-                if lead.beats.len() > RHYTHM_BEATS {
-                    lead.beats.pop_front();
+            let at_ms = s.at_ms();
+            let mut reading = |signal, value| {
+                changes.extend(self.engine.observe(&Observation::Reading {
+                    signal,
+                    at_ms,
+                    value,
+                }))
+            };
+            match s {
+                Sample::HeartRate { bpm, .. } => reading(Signal::PulseRate, *bpm),
+                Sample::Spo2 { percent, .. } => reading(Signal::Spo2, *percent),
+                Sample::BloodPressure {
+                    systolic,
+                    diastolic,
+                    ..
+                } => {
+                    reading(Signal::Systolic, *systolic);
+                    reading(Signal::Diastolic, *diastolic);
+                }
+                Sample::Ecg { hz, millivolts, .. } => {
+                    let (c, chunk) = self.follow_ecg(at_ms, *hz, millivolts, seq);
+                    changes.extend(c);
+                    chunks.push(chunk);
                 }
             }
         }
-        lead.fed += millivolts.len() as u64;
-        let now_ms = lead.origin_ms + lead.fed * 1000 / hz as u64;
-        let beats: Vec<f64> = lead.beats.iter().map(|b| *b as f64 / 1000.0).collect();
-        let findings = EcgFindings::from_beats(beats);
-        let mut changes = Vec::new();
-        if let Some(bpm) = findings.bpm {
-            let hr = Sample::HeartRate { at_ms: now_ms, bpm };
-            self.rollups.add(&hr);
-            changes.extend(self.rules.evaluate(&hr));
-        }
-        if let Some(irregularity) = findings.irregularity {
-            changes.extend(self.rules.evaluate_rhythm(now_ms, irregularity));
-        }
-        changes
+        (changes, chunks)
     }
 
-    /// Writes what the changes and closed buckets imply (idempotent).
-    async fn record(&mut self, changes: &[AlertChange]) -> Result<(), crate::store::StoreError> {
+    fn follow_ecg(
+        &mut self,
+        at_ms: u64,
+        hz: u32,
+        millivolts: &[f32],
+        seq: u64,
+    ) -> (Vec<AlarmChange>, EcgChunkRow) {
+        // A new lead, another rate, or a gap of more than a sample: start over
+        // (the analysis learns the new signal; the old beats age out).
+        let continues = self
+            .lead
+            .as_ref()
+            .is_some_and(|l| l.hz == hz && l.ms_of(l.fed).abs_diff(at_ms) <= 1000 / hz as u64 + 1);
+        if !continues {
+            self.lead = Some(Lead {
+                hz,
+                analyzer: EcgAnalyzer::new(hz, self.settings.rhythm),
+                origin_ms: at_ms,
+                fed: 0,
+                last_beat_ms: None,
+                latest: None,
+            });
+        }
+        let lead = self.lead.as_mut().expect("set above");
+        let mut out = EcgOutput::default();
+        lead.analyzer.push(millivolts, &mut out);
+        lead.fed += millivolts.len() as u64;
+        let mut beats: Vec<StoredBeat> = Vec::with_capacity(out.beats.len());
+        for b in &out.beats {
+            let t = lead.ms_of(b.sample);
+            let rr = lead
+                .last_beat_ms
+                .filter(|last| t > *last)
+                .map(|last| t - last);
+            lead.last_beat_ms = Some(t);
+            self.rollups.add_beat(t, rr.map(|rr| 60_000.0 / rr as f64));
+            beats.push((t, rr, b.kind));
+        }
+        let mut changes = Vec::new();
+        for state in &out.states {
+            let end = lead.ms_of(state.at_sample);
+            if state.quality.is_good() {
+                self.rollups.add_coverage(end.saturating_sub(1000), end);
+            }
+            changes.extend(self.engine.observe(&state.observation(end)));
+            if let Some(bpm) = state.hr_bpm {
+                changes.extend(self.engine.observe(&Observation::Reading {
+                    signal: Signal::EcgHeartRate,
+                    at_ms: end,
+                    value: bpm,
+                }));
+            }
+            lead.latest = Some(*state);
+        }
+        let chunk = EcgChunkRow {
+            start_ms: at_ms,
+            end_ms: at_ms + (millivolts.len() as u64 * 1000).div_ceil(hz as u64),
+            hz,
+            seq,
+            beats: serde_json::to_string(&beats).expect("beats serialise"),
+        };
+        (changes, chunk)
+    }
+
+    /// Writes what the changes, chunks and closed buckets imply (idempotent).
+    async fn record(
+        &mut self,
+        changes: &[AlarmChange],
+        chunks: &[EcgChunkRow],
+    ) -> Result<(), crate::store::StoreError> {
+        for chunk in chunks {
+            self.store.save_ecg_chunk(&self.id, chunk).await?;
+        }
         for change in changes {
             match *change {
-                AlertChange::Raised {
-                    kind,
+                AlarmChange::Raised {
+                    key,
                     priority,
                     since_ms,
                     at_ms,
+                    reading,
+                    threshold,
+                    announce,
                 } => {
-                    let id = format!(
-                        "{}:{}:{since_ms}",
-                        self.id,
-                        serde_json::to_value(kind)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    );
+                    let id = alert_id(&self.id, key, since_ms);
                     self.store
                         .raise_alert(&AlertRecord {
                             id: id.clone(),
                             device_id: self.id.clone(),
-                            kind,
+                            kind: key.kind,
+                            source: key.source,
                             priority,
                             since_ms,
                             raised_ms: at_ms,
                             resolved_ms: None,
+                            reading,
+                            threshold,
+                            announced: announce,
+                            resolve_reason: None,
+                            reannounced_ms: None,
+                            escalated_ms: None,
                         })
                         .await?;
-                    self.open_alerts.insert(kind, id);
+                    self.open_alerts.insert(key, id);
                 }
-                AlertChange::Resolved { kind, at_ms } => {
-                    if let Some(id) = self.open_alerts.remove(&kind) {
-                        self.store.resolve_alert(&id, at_ms).await?;
+                AlarmChange::Resolved { key, at_ms, reason } => {
+                    if let Some(id) = self.open_alerts.remove(&key) {
+                        self.store.resolve_alert(&id, at_ms, reason).await?;
+                    }
+                }
+                AlarmChange::Reannounced { key, at_ms } | AlarmChange::Escalated { key, at_ms } => {
+                    if let Some(id) = self.open_alerts.get(&key) {
+                        let escalated = matches!(change, AlarmChange::Escalated { .. });
+                        self.store.mark_alert(id, escalated, at_ms).await?;
                     }
                 }
             }
@@ -250,17 +382,71 @@ impl DeviceStream {
         self.store.save_aggregates(&self.id, &closed).await
     }
 
+    /// The stored ids the changes are about (taken before [`Self::record`],
+    /// which forgets the ids of resolved alarms).
+    fn ids_of(&self, changes: &[AlarmChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|change| match change {
+                AlarmChange::Raised { key, since_ms, .. } => alert_id(&self.id, *key, *since_ms),
+                other => self
+                    .open_alerts
+                    .get(&other.key())
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Publishes the changes on `alerts.<device>`; `ids` from [`Self::ids_of`].
+    fn announce(&self, changes: &[AlarmChange], ids: Vec<String>, accepted_ms: u64) {
+        let topic = format!("alerts.{}", crate::bus::events::topic_word(&self.id));
+        for (change, alert) in changes.iter().zip(ids) {
+            if let AlarmChange::Raised {
+                key,
+                priority,
+                announce,
+                ..
+            } = change
+            {
+                // Here, not in record(): a replay re-records old alerts.
+                crate::metrics::alert_raised(key.kind.as_str(), priority.as_str());
+                if !announce {
+                    // Paused: recorded, not announced.
+                    continue;
+                }
+            }
+            let msg_type = match change {
+                AlarmChange::Raised { .. } => "alert.raised",
+                AlarmChange::Resolved { .. } => "alert.resolved",
+                AlarmChange::Reannounced { .. } => "alert.reannounced",
+                AlarmChange::Escalated { .. } => "alert.escalated",
+            };
+            self.events.emit(
+                &topic,
+                msg_type,
+                &AlertEvent {
+                    device: self.id.clone(),
+                    alert,
+                    change: *change,
+                    accepted_ms,
+                },
+            );
+        }
+    }
+
     async fn snapshot(&self) {
         let saved = DeviceSnapshot {
             history: self.validator.history(),
             open: self.open_aggregates(),
-            rules: self.rules.states(),
+            engine: Some(self.engine.clone()),
             open_alerts: self
                 .open_alerts
                 .iter()
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
             lead: self.lead.clone(),
+            newest_data_ms: self.received.map(|(ms, _)| ms),
         };
         let payload = serde_json::to_vec(&saved).expect("snapshots serialise");
         if let Err(e) = self
@@ -283,31 +469,100 @@ impl DeviceStream {
     pub fn open_aggregates(&self) -> Vec<super::aggregate::Aggregate> {
         self.rollups.current().cloned().collect()
     }
+
+    /// "Now" on the device's clock: its newest sample, carried forward by
+    /// the time since it arrived.
+    fn device_now(&self) -> Option<u64> {
+        self.received
+            .map(|(newest, at)| newest + at.elapsed().as_millis() as u64)
+    }
+
+    /// Sets the timer for the engine's next deadline, unless one is set for
+    /// earlier already.
+    fn arm(&mut self, ctx: &mut Ctx<Self>) {
+        let (Some(deadline), Some(now)) = (self.engine.next_deadline(), self.device_now()) else {
+            return;
+        };
+        let delay = Duration::from_millis(deadline.saturating_sub(now));
+        let fires = tokio::time::Instant::now() + delay;
+        if self.armed_for.is_some_and(|armed| armed <= fires) {
+            return;
+        }
+        self.armed_for = Some(fires);
+        ctx.notify_later(delay, Tick);
+    }
+
+    /// Applies a patient's stored settings (or the node's) and pause.
+    fn apply(&mut self, settings: Option<AlarmSettings>, paused_until_ms: Option<u64>) {
+        self.engine
+            .set_settings(settings.unwrap_or_else(|| self.settings.alarms.clone()));
+        let now = self.device_now().unwrap_or_else(unix_ms);
+        match paused_until_ms {
+            Some(until) if until > now => {
+                if let Err(e) = self.engine.pause(now, until) {
+                    tracing::warn!(actor = %self.key, error = %e, "stored alarm pause not applied");
+                }
+            }
+            _ => self.engine.resume(),
+        }
+    }
+
+    /// The patient's stored alarm settings, if any (read on every start).
+    async fn load_patient_settings(&mut self) {
+        let device = or_crash(
+            self.store.device(&self.id).await,
+            "device unreadable",
+            &self.key,
+        );
+        let Some(device) = device else { return };
+        let stored = or_crash(
+            self.store.alarm_settings(&device.patient_id).await,
+            "alarm settings unreadable",
+            &self.key,
+        );
+        if let Some(stored) = stored {
+            let settings = stored.settings.as_deref().and_then(|json| {
+                decode::<AlarmSettings>(json.as_bytes(), "alarm settings", &self.key)
+            });
+            self.apply(settings, stored.paused_until_ms);
+        }
+    }
 }
 
 impl Actor for DeviceStream {
     const KIND: &'static str = "device";
 
-    async fn started(&mut self, _: &mut Ctx<Self>) {
+    async fn started(&mut self, ctx: &mut Ctx<Self>) {
         let recovered = recover::<DeviceSnapshot>(&self.store, &self.key).await;
         if let Some(saved) = recovered.snapshot {
             self.validator.restore(saved.history);
             self.rollups.restore(saved.open);
-            self.rules.restore(saved.rules);
+            if let Some(engine) = saved.engine {
+                self.engine = engine;
+            }
             self.open_alerts = saved.open_alerts.into_iter().collect();
             self.lead = saved.lead;
+            // Silence is measured again from this start.
+            self.received = saved
+                .newest_data_ms
+                .map(|ms| (ms, tokio::time::Instant::now()));
         }
+        self.load_patient_settings().await;
         self.last_seq = recovered.snapshot_seq;
         for e in recovered.tail {
             if let Some(samples) = decode::<Vec<Sample>>(&e.payload, "journal entry", &self.key) {
-                // Rebuild validation history, aggregates and rules; rewrite derived rows.
+                // Rebuild validation history, aggregates and alarm states;
+                // rewrite derived rows.
                 for s in &samples {
                     let _ = self.validator.check(s, u64::MAX / 2);
                 }
-                let changes = self.absorb(&samples);
+                let (changes, chunks) = self.absorb(&samples, e.seq);
+                if let Some(newest) = samples.iter().map(Sample::at_ms).max() {
+                    self.received = Some((newest, tokio::time::Instant::now()));
+                }
                 let key = self.key.clone();
                 or_crash(
-                    self.record(&changes).await,
+                    self.record(&changes, &chunks).await,
                     "derived vitals not writable",
                     &key,
                 );
@@ -315,6 +570,19 @@ impl Actor for DeviceStream {
             self.last_seq = e.seq;
             self.remember(e.message_id);
         }
+        // Acknowledgements made while this stream was away still hold.
+        for (key, id) in self.open_alerts.clone() {
+            let acked = or_crash(
+                self.store.alert_acknowledgement(&id).await,
+                "alert acknowledgements unreadable",
+                &self.key,
+            );
+            if acked.is_some() {
+                self.engine.acknowledge(key, 0);
+            }
+        }
+        // Timers die with an incarnation: set this one's.
+        self.arm(ctx);
     }
 
     async fn stopping(&mut self, _: &mut Ctx<Self>) {
@@ -329,7 +597,7 @@ impl Actor for DeviceStream {
 }
 
 impl Handler<Push> for DeviceStream {
-    async fn handle(&mut self, push: Push, _: &mut Ctx<Self>) -> Result<PushResult, PushError> {
+    async fn handle(&mut self, push: Push, ctx: &mut Ctx<Self>) -> Result<PushResult, PushError> {
         if self.recent_requests.contains(&push.request_id) {
             return Ok(PushResult {
                 duplicate: true,
@@ -379,14 +647,22 @@ impl Handler<Push> for DeviceStream {
         crate::metrics::samples(verdict.accepted.len(), &rejected);
         self.validator = validator;
         self.remember(push.request_id);
-        let changes = self.absorb(&verdict.accepted);
-        if let Err(e) = self.record(&changes).await {
+        let (changes, chunks) = self.absorb(&verdict.accepted, self.last_seq);
+        if let Some(newest) = verdict.accepted.iter().map(Sample::at_ms).max() {
+            // The device's clock only goes forward (a late sample is not news).
+            if self.received.is_none_or(|(ms, _)| newest >= ms) {
+                self.received = Some((newest, tokio::time::Instant::now()));
+            }
+        }
+        let ids = self.ids_of(&changes);
+        if let Err(e) = self.record(&changes, &chunks).await {
             // The samples are durable; crash, so that the restart re-derives
             // the alerts and aggregates from the journal.
             tracing::warn!(actor = %self.key, error = %e, "derived vitals not written");
             panic!("derived vitals not writable; recovering from the journal");
         }
         let word = crate::bus::events::topic_word(&self.id);
+        let had_ecg = !chunks.is_empty();
         self.events.emit(
             &format!("vitals.{word}"),
             "vitals.accepted",
@@ -399,38 +675,70 @@ impl Handler<Push> for DeviceStream {
                     .filter(|s| !matches!(s, Sample::Ecg { .. }))
                     .cloned()
                     .collect(),
+                ecg: if had_ecg {
+                    self.lead.as_ref().and_then(|l| l.latest)
+                } else {
+                    None
+                },
             },
         );
-        for change in &changes {
-            if let AlertChange::Raised { kind, priority, .. } = change {
-                // Here, not in record(): a replay re-records old alerts.
-                crate::metrics::alert_raised(kind.as_str(), priority.as_str());
-            }
-            let msg_type = match change {
-                AlertChange::Raised { .. } => "alert.raised",
-                AlertChange::Resolved { .. } => "alert.resolved",
-            };
-            self.events.emit(
-                &format!("alerts.{word}"),
-                msg_type,
-                &AlertEvent {
-                    device: self.id.clone(),
-                    change: *change,
-                    accepted_ms,
-                },
-            );
-        }
+        self.announce(&changes, ids, accepted_ms);
         if self.last_seq % SNAPSHOT_EVERY == 0 {
             // Only after the derived rows are written: a replay from this
             // snapshot must not need to re-derive what came before it.
             self.snapshot().await;
         }
+        self.arm(ctx);
         Ok(PushResult {
             accepted: verdict.accepted.len() as u32,
             rejected: verdict.rejected,
             alerts: changes,
             duplicate: false,
         })
+    }
+}
+
+impl Handler<Tick> for DeviceStream {
+    async fn handle(&mut self, _: Tick, ctx: &mut Ctx<Self>) {
+        self.armed_for = None;
+        let Some(now) = self.device_now() else { return };
+        let changes = self.engine.tick(now);
+        if !changes.is_empty() {
+            let ids = self.ids_of(&changes);
+            if let Err(e) = self.record(&changes, &[]).await {
+                tracing::warn!(actor = %self.key, error = %e, "alarm changes not written");
+                panic!("alarm changes not writable; recovering");
+            }
+            self.announce(&changes, ids, 0);
+        }
+        self.arm(ctx);
+    }
+}
+
+impl Handler<Acknowledge> for DeviceStream {
+    async fn handle(&mut self, ack: Acknowledge, _: &mut Ctx<Self>) -> bool {
+        let key = self
+            .open_alerts
+            .iter()
+            .find(|(_, id)| **id == ack.alert)
+            .map(|(k, _)| *k);
+        match key {
+            Some(key) => self
+                .engine
+                .acknowledge(key, self.device_now().unwrap_or_else(unix_ms)),
+            None => false,
+        }
+    }
+}
+
+impl Handler<Reconfigure> for DeviceStream {
+    async fn handle(&mut self, r: Reconfigure, ctx: &mut Ctx<Self>) -> Result<(), String> {
+        if let Some(s) = &r.settings {
+            s.validate()?;
+        }
+        self.apply(r.settings, r.paused_until_ms);
+        self.arm(ctx);
+        Ok(())
     }
 }
 

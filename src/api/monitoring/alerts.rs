@@ -1,0 +1,305 @@
+//! Alerts: listing a patient's, acknowledging one (with a note), and the
+//! live subscription (raised, resolved, announced again, escalated).
+
+use super::*;
+
+/// An alarm episode.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Alert")]
+pub struct AlertGql {
+    pub id: ID,
+    pub device_id: ID,
+    pub patient_id: ID,
+    pub kind: AlarmKind,
+    pub category: AlarmCategory,
+    pub priority: AlarmPriority,
+    /// For heart-rate alarms: ECG-derived or device-reported.
+    pub source: Option<VitalSignal>,
+    /// The reading that raised it (bpm, %, mmHg, PVCs a minute), if a number.
+    pub reading: Option<f64>,
+    /// The threshold it crossed.
+    pub threshold: Option<f64>,
+    /// Start of the episode (Unix ms).
+    pub since: f64,
+    pub raised_at: f64,
+    pub resolved_at: Option<f64>,
+    pub resolve_reason: Option<ResolveReason>,
+    /// False for a non-high alarm raised while the patient's alarms were paused.
+    pub announced: bool,
+    pub reannounced_at: Option<f64>,
+    pub escalated_at: Option<f64>,
+    pub acknowledged_by: Option<ID>,
+    pub acknowledged_at: Option<f64>,
+    pub acknowledgement_note: Option<String>,
+}
+
+async fn alert_gql(
+    d: &Deps,
+    a: crate::store::vitals::AlertRecord,
+    patient: &str,
+) -> async_graphql::Result<AlertGql> {
+    let acked = d
+        .store
+        .alert_acknowledgement(&a.id)
+        .await
+        .map_err(|_| unavailable())?;
+    let ms = |v: Option<u64>| v.map(|v| v as f64);
+    Ok(AlertGql {
+        category: a.category().into(),
+        id: ID(a.id),
+        device_id: ID(a.device_id),
+        patient_id: ID(patient.into()),
+        kind: a.kind.into(),
+        priority: a.priority.into(),
+        source: a.source.map(Into::into),
+        reading: a.reading,
+        threshold: a.threshold,
+        since: a.since_ms as f64,
+        raised_at: a.raised_ms as f64,
+        resolved_at: ms(a.resolved_ms),
+        resolve_reason: a.resolve_reason.map(Into::into),
+        announced: a.announced,
+        reannounced_at: ms(a.reannounced_ms),
+        escalated_at: ms(a.escalated_ms),
+        acknowledged_at: acked.as_ref().map(|k| k.at_ms as f64),
+        acknowledgement_note: acked.as_ref().and_then(|k| k.note.clone()),
+        acknowledged_by: acked.map(|k| ID(k.by)),
+    })
+}
+
+/// An alert raised, resolved, announced again or escalated.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "AlertEvent")]
+pub struct AlertEventGql {
+    pub device_id: ID,
+    pub patient_id: ID,
+    pub alert_id: ID,
+    pub change: AlertChange,
+    pub kind: AlarmKind,
+    pub category: AlarmCategory,
+    /// Set when raised.
+    pub priority: Option<AlarmPriority>,
+    pub source: Option<VitalSignal>,
+    pub reading: Option<f64>,
+    pub threshold: Option<f64>,
+    pub at: f64,
+    pub resolve_reason: Option<ResolveReason>,
+}
+
+impl AlertEventGql {
+    fn from_event(e: AlertEvent, patient: String) -> Self {
+        let key = e.change.key();
+        let mut out = AlertEventGql {
+            device_id: ID(e.device),
+            patient_id: ID(patient),
+            alert_id: ID(e.alert),
+            change: AlertChange::Raised,
+            kind: key.kind.into(),
+            category: key.kind.category().into(),
+            priority: None,
+            source: key.source.map(Into::into),
+            reading: None,
+            threshold: None,
+            at: 0.0,
+            resolve_reason: None,
+        };
+        match e.change {
+            engine::AlarmChange::Raised {
+                priority,
+                at_ms,
+                reading,
+                threshold,
+                ..
+            } => {
+                out.priority = Some(priority.into());
+                out.reading = reading;
+                out.threshold = threshold;
+                out.at = at_ms as f64;
+            }
+            engine::AlarmChange::Resolved { at_ms, reason, .. } => {
+                out.change = AlertChange::Resolved;
+                out.resolve_reason = Some(reason.into());
+                out.at = at_ms as f64;
+            }
+            engine::AlarmChange::Reannounced { at_ms, .. } => {
+                out.change = AlertChange::Reannounced;
+                out.at = at_ms as f64;
+            }
+            engine::AlarmChange::Escalated { at_ms, .. } => {
+                out.change = AlertChange::Escalated;
+                out.at = at_ms as f64;
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+pub struct AlertsQuery;
+
+#[Object]
+impl AlertsQuery {
+    /// A patient's alerts, open ones by default.
+    async fn alerts(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        status: Option<AlertStatus>,
+    ) -> async_graphql::Result<Vec<AlertGql>> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&patient_id, "patientId")?;
+        guard(d, who, "read", &patient_id, "alerts").await?;
+        let status = status.unwrap_or(AlertStatus::Open);
+        let mut out = Vec::new();
+        for dev in d
+            .store
+            .devices_of(&patient_id)
+            .await
+            .map_err(|_| unavailable())?
+        {
+            for a in d.store.alerts(&dev.id).await.map_err(|_| unavailable())? {
+                let keep = match status {
+                    AlertStatus::Open => a.resolved_ms.is_none(),
+                    AlertStatus::Resolved => a.resolved_ms.is_some(),
+                    AlertStatus::All => true,
+                };
+                if keep {
+                    out.push(alert_gql(d, a, &patient_id).await?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Longest acknowledgement note.
+const MAX_NOTE: usize = 1_000;
+
+#[derive(Default)]
+pub struct AlertsMutation;
+
+#[Object]
+impl AlertsMutation {
+    /// Acknowledges an alert, with an optional note (a clinician of the
+    /// patient's care team): it is not announced again nor escalated. It
+    /// stays open until its condition clears.
+    async fn acknowledge_alert(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        note: Option<String>,
+    ) -> async_graphql::Result<bool> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&id, "id")?;
+        if note.as_ref().is_some_and(|n| n.len() > MAX_NOTE) {
+            return Err(coded("BAD_INPUT", "note: at most 1000 bytes"));
+        }
+        if who.role != Role::Clinician {
+            audit_denied(d, who, "write", "alerts").await?;
+            return Err(forbidden());
+        }
+        let alert = d.store.alert(&id).await.map_err(|_| unavailable())?;
+        let (patient, alert) = match alert {
+            Some(a) => match device_patient(d, &a.device_id).await {
+                Ok(p) => (p, a),
+                Err(e) => {
+                    audit_denied(d, who, "write", "alerts").await?;
+                    return Err(e);
+                }
+            },
+            None => {
+                audit_denied(d, who, "write", "alerts").await?;
+                return Err(forbidden());
+            }
+        };
+        guard(d, who, "write", &patient, "alerts").await?;
+        d.store
+            .acknowledge_alert(&id, &who.subject, unix_ms(), note.as_deref())
+            .await
+            .map_err(|_| unavailable())?;
+        if alert.resolved_ms.is_none() {
+            let to = ActorId::new("device", &alert.device_id).map_err(|_| unavailable())?;
+            let msg = crate::actors::device::stream::Acknowledge {
+                alert: id.to_string(),
+            };
+            ask_device::<bool>(d, &to, "device.acknowledge", &msg).await?;
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+pub struct AlertsSubscription;
+
+#[Subscription]
+impl AlertsSubscription {
+    /// Alerts of a patient's devices; without `patientId`, of every patient
+    /// on the clinician's care team (or the patient's own). With
+    /// `escalatedOnly`, only escalations: for the members of a care team who
+    /// are told when the clinician watching did not acknowledge in time.
+    async fn alerts(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: Option<ID>,
+        escalated_only: Option<bool>,
+    ) -> async_graphql::Result<impl Stream<Item = AlertEventGql>> {
+        let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
+        let patients = match &patient_id {
+            Some(p) => {
+                valid(p, "patientId")?;
+                guard(&d, &who, "read", p, "alerts").await?;
+                vec![p.to_string()]
+            }
+            None => {
+                let mine = match who.role {
+                    Role::Patient => vec![who.subject.clone()],
+                    Role::Clinician => d
+                        .store
+                        .patients_of(&who.subject)
+                        .await
+                        .map_err(|_| unavailable())?,
+                    _ => {
+                        audit_denied(&d, &who, "read", "alerts").await?;
+                        return Err(forbidden());
+                    }
+                };
+                for p in &mine {
+                    guard(&d, &who, "read", p, "alerts").await?;
+                }
+                mine
+            }
+        };
+        let escalated_only = escalated_only.unwrap_or(false);
+        let topics = device_topics(&d, "alerts", &patients).await?;
+        let mut w = watch(&d, topics).await?;
+        let slot = SubscriptionSlot::take(&d, &who, "alerts")?;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                let _slot = slot;
+                while let Some((_, v, patient)) = w.rx.recv().await {
+                    let Ok(event) = serde_json::from_value::<AlertEvent>(v) else {
+                        // Another version's shape: skipped, never misread.
+                        tracing::warn!("alert event of an unknown shape skipped");
+                        continue;
+                    };
+                    let accepted = event.accepted_ms;
+                    let event = AlertEventGql::from_event(event, patient);
+                    if escalated_only && event.change != AlertChange::Escalated {
+                        continue;
+                    }
+                    let raised = event.change == AlertChange::Raised;
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
+                    // Handed to the connection: the end of the alert latency.
+                    if raised && accepted > 0 {
+                        crate::metrics::alert_delivered(Duration::from_millis(
+                            unix_ms().saturating_sub(accepted),
+                        ));
+                    }
+                }
+            }),
+        ))
+    }
+}

@@ -1,0 +1,182 @@
+//! The monitoring part of the GraphQL API: alerts (query, acknowledgement,
+//! live subscription with re-announcements and escalations), the beats found
+//! in a patient's ECG and raw strips around an alert, and per-patient alarm
+//! settings (thresholds, a bounded pause of non-high alarms).
+//!
+//! Reads come from the SQL projections the device streams write (alerts, the
+//! ECG chunk index, the journal for raw strips); writes that change what a
+//! device stream decides (settings, pause, acknowledgement) are stored, then
+//! handed to the device's actor through the bus, since the alarm engine lives
+//! there. Every access is authorized and audited like the rest of the API
+//! ([`super::graphql`]'s `guard`), and no error names a value or an id.
+
+mod alerts;
+mod ecg;
+mod settings;
+
+use std::time::Duration;
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
+use futures_util::Stream;
+
+use super::graphql::{
+    async_stream_lite, audit, audit_denied, coded, deps, device_patient, device_topics, forbidden,
+    guard, principal, unavailable, until_expiry, valid, watch, Deps, SubscriptionSlot,
+};
+use crate::actors::device::alarms as engine;
+use crate::actors::device::alarms::AlarmSettings;
+use crate::actors::device::sample::Sample;
+use crate::actors::device::stream::{AlertEvent, Reconfigure};
+use crate::principal::{Principal, Role};
+use crate::registry::ActorId;
+use crate::store::monitoring::StoredAlarmSettings;
+use crate::supervisors::tree::unix_ms;
+
+pub use ecg::EcgStateGql;
+
+/// Monitoring's queries: alerts, ECG beats and strips, alarm settings.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MonitoringQuery(alerts::AlertsQuery, ecg::EcgQuery, settings::SettingsQuery);
+
+/// Monitoring's mutations: acknowledging alerts, setting thresholds, pausing.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MonitoringMutation(alerts::AlertsMutation, settings::SettingsMutation);
+
+pub use alerts::AlertsSubscription as MonitoringSubscription;
+
+/// What an alarm is about.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::actors::device::alarms::AlarmKind")]
+pub enum AlarmKind {
+    Asystole,
+    VentricularFibrillation,
+    VentricularTachycardia,
+    ExtremeTachycardia,
+    ExtremeBradycardia,
+    Tachycardia,
+    Bradycardia,
+    Pause,
+    AtrialFibrillation,
+    FrequentEctopy,
+    #[graphql(name = "SEVERE_LOW_SPO2")]
+    SevereLowSpo2,
+    #[graphql(name = "LOW_SPO2")]
+    LowSpo2,
+    HypertensiveCrisis,
+    EcgLeadOff,
+    EcgPoorSignal,
+    NoData,
+}
+
+/// IEC 60601-1-8 alarm priority: high needs immediate response, medium a
+/// prompt one, low awareness.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::actors::device::alarms::Priority")]
+pub enum AlarmPriority {
+    Low,
+    Medium,
+    High,
+}
+
+/// About the patient, or about the equipment and signal.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::actors::device::alarms::Category")]
+pub enum AlarmCategory {
+    Physiological,
+    Technical,
+}
+
+/// The signal a reading (and a heart-rate alarm) comes from.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::actors::device::alarms::Signal")]
+pub enum VitalSignal {
+    /// Counted from the beats cardio detects in the device's ECG.
+    EcgHeartRate,
+    /// Reported by the device (PPG pulse rate).
+    PulseRate,
+    #[graphql(name = "SPO2")]
+    Spo2,
+    Systolic,
+    Diastolic,
+}
+
+/// Why an alarm ended.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::actors::device::alarms::ResolveReason")]
+pub enum ResolveReason {
+    /// The condition cleared for its resolve window.
+    Cleared,
+    /// The device went silent: the value is no longer current.
+    NoData,
+    /// A more severe alarm of the same condition took over.
+    Superseded,
+}
+
+/// A detected beat's type.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::actors::device::ecg::BeatKind")]
+pub enum BeatKind {
+    Normal,
+    /// Premature ventricular (wide QRS).
+    Pvc,
+    Unknown,
+}
+
+/// What the ECG signal is like: only a good signal is judged.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::actors::device::ecg::Quality")]
+pub enum SignalQuality {
+    Good,
+    /// An electrode is off (the input sits at a constant offset).
+    LeadOff,
+    Flat,
+    Saturated,
+    /// Mains interference and nothing else.
+    MainsHum,
+    LowAmplitude,
+    /// Motion or muscle artefact.
+    Artefact,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum AlertStatus {
+    Open,
+    Resolved,
+    All,
+}
+
+/// What happened to an alert.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum AlertChange {
+    Raised,
+    Resolved,
+    /// Not acknowledged in time: announced again.
+    Reannounced,
+    /// Still not acknowledged: announced to the rest of the care team.
+    Escalated,
+}
+
+/// Asks a device stream, retrying (the messages are idempotent) while its
+/// shard moves, with a pause between tries, for up to 10 s.
+async fn ask_device<R: serde::de::DeserializeOwned>(
+    d: &Deps,
+    to: &ActorId,
+    msg_type: &str,
+    msg: &impl serde::Serialize,
+) -> async_graphql::Result<R> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match d
+            .requester
+            .request::<_, R>(to, msg_type, msg, Duration::from_secs(3))
+            .await
+        {
+            Ok(r) => return Ok(r),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(msg_type, error = %e, "device stream did not answer");
+                return Err(unavailable());
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! What monitoring keeps beside the journal: per-patient alarm settings (the
+//! thresholds a clinician set, and a pause of non-high alarms), and an index
+//! of stored ECG chunks with the beats found in each, from which beat lists
+//! and raw strips around an alert are read.
+//!
+//! Settings are opaque JSON here (the alarm engine's own serialisation);
+//! beats are JSON of `[at_ms, rr_ms or null, kind]` rows.
+
+use sqlx::Row;
+
+use super::{with_pool, Store, StoreError};
+
+/// A patient's alarm settings as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlarmSettings {
+    /// JSON of the alarm engine's settings; `None`: the node's defaults.
+    pub settings: Option<String>,
+    /// Non-high alarms are not announced before this time (Unix ms).
+    pub paused_until_ms: Option<u64>,
+    pub updated_by: String,
+    pub updated_ms: u64,
+}
+
+/// One stored ECG chunk: where it sits in time and in the device's journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcgChunkRow {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub hz: u32,
+    /// The journal entry holding the chunk's samples.
+    pub seq: u64,
+    /// JSON of the beats found in it.
+    pub beats: String,
+}
+
+const SETTINGS_PG: &str =
+    "SELECT settings, paused_until_ms, updated_by, updated_ms FROM alarm_settings WHERE patient_id = $1";
+const SETTINGS_SQLITE: &str =
+    "SELECT settings, paused_until_ms, updated_by, updated_ms FROM alarm_settings WHERE patient_id = ?1";
+const SAVE_SETTINGS_PG: &str = "INSERT INTO alarm_settings (patient_id, settings, paused_until_ms, updated_by, updated_ms) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (patient_id) DO UPDATE SET settings = excluded.settings, \
+     paused_until_ms = excluded.paused_until_ms, updated_by = excluded.updated_by, updated_ms = excluded.updated_ms";
+const SAVE_SETTINGS_SQLITE: &str = "INSERT INTO alarm_settings (patient_id, settings, paused_until_ms, updated_by, updated_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (patient_id) DO UPDATE SET settings = excluded.settings, \
+     paused_until_ms = excluded.paused_until_ms, updated_by = excluded.updated_by, updated_ms = excluded.updated_ms";
+const SAVE_CHUNK_PG: &str = "INSERT INTO ecg_chunks (device_id, start_ms, end_ms, hz, seq, beats) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id, start_ms) DO NOTHING";
+const SAVE_CHUNK_SQLITE: &str =
+    "INSERT INTO ecg_chunks (device_id, start_ms, end_ms, hz, seq, beats) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id, start_ms) DO NOTHING";
+// Chunks that overlap [from, to).
+const CHUNKS_PG: &str = "SELECT start_ms, end_ms, hz, seq, beats FROM ecg_chunks \
+     WHERE device_id = $1 AND end_ms > $2 AND start_ms < $3 ORDER BY start_ms LIMIT $4";
+const CHUNKS_SQLITE: &str = "SELECT start_ms, end_ms, hz, seq, beats FROM ecg_chunks \
+     WHERE device_id = ?1 AND end_ms > ?2 AND start_ms < ?3 ORDER BY start_ms LIMIT ?4";
+const ENTRY_PG: &str = "SELECT payload FROM journal WHERE actor_id = $1 AND seq = $2";
+const ENTRY_SQLITE: &str = "SELECT payload FROM journal WHERE actor_id = ?1 AND seq = ?2";
+
+impl Store {
+    /// `patient`'s alarm settings, if a clinician set any.
+    pub async fn alarm_settings(
+        &self,
+        patient: &str,
+    ) -> Result<Option<StoredAlarmSettings>, StoreError> {
+        let sql = self.dialect(SETTINGS_PG, SETTINGS_SQLITE);
+        let row = with_pool!(self, pool => sqlx::query(sql)
+            .bind(patient)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| Ok(StoredAlarmSettings {
+                settings: r.try_get("settings")?,
+                paused_until_ms: r.try_get::<Option<i64>, _>("paused_until_ms")?.map(|v| v as u64),
+                updated_by: r.try_get("updated_by")?,
+                updated_ms: r.try_get::<i64, _>("updated_ms")? as u64,
+            })).transpose()))?;
+        Ok(row)
+    }
+
+    /// Replaces `patient`'s alarm settings.
+    pub async fn save_alarm_settings(
+        &self,
+        patient: &str,
+        saved: &StoredAlarmSettings,
+    ) -> Result<(), StoreError> {
+        let sql = self.dialect(SAVE_SETTINGS_PG, SAVE_SETTINGS_SQLITE);
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(patient)
+            .bind(saved.settings.as_deref())
+            .bind(saved.paused_until_ms.map(|v| v as i64))
+            .bind(&saved.updated_by)
+            .bind(saved.updated_ms as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Indexes a stored ECG chunk of `device` (idempotent: a replay writes
+    /// the same row).
+    pub async fn save_ecg_chunk(
+        &self,
+        device: &str,
+        chunk: &EcgChunkRow,
+    ) -> Result<(), StoreError> {
+        let sql = self.dialect(SAVE_CHUNK_PG, SAVE_CHUNK_SQLITE);
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(device)
+            .bind(chunk.start_ms as i64)
+            .bind(chunk.end_ms as i64)
+            .bind(chunk.hz as i64)
+            .bind(chunk.seq as i64)
+            .bind(&chunk.beats)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// `device`'s ECG chunks overlapping `[from_ms, to_ms)`, oldest first, at
+    /// most `limit`.
+    pub async fn ecg_chunks(
+        &self,
+        device: &str,
+        from_ms: u64,
+        to_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<EcgChunkRow>, StoreError> {
+        let sql = self.dialect(CHUNKS_PG, CHUNKS_SQLITE);
+        let rows = with_pool!(self, pool => sqlx::query(sql)
+            .bind(device)
+            .bind(from_ms.min(i64::MAX as u64) as i64)
+            .bind(to_ms.min(i64::MAX as u64) as i64)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .and_then(|rows| rows.iter().map(|r| Ok(EcgChunkRow {
+                start_ms: r.try_get::<i64, _>("start_ms")? as u64,
+                end_ms: r.try_get::<i64, _>("end_ms")? as u64,
+                hz: r.try_get::<i64, _>("hz")? as u32,
+                seq: r.try_get::<i64, _>("seq")? as u64,
+                beats: r.try_get("beats")?,
+            })).collect::<Result<Vec<_>, sqlx::Error>>()))?;
+        Ok(rows)
+    }
+
+    /// The payload of `actor`'s journal entry `seq`; `None` once pruned.
+    pub async fn journal_entry(
+        &self,
+        actor: &str,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = self.dialect(ENTRY_PG, ENTRY_SQLITE);
+        let row = with_pool!(self, pool => sqlx::query(sql)
+            .bind(actor)
+            .bind(seq as i64)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| r.try_get::<Vec<u8>, _>("payload")).transpose()))?;
+        Ok(row)
+    }
+}
