@@ -442,6 +442,10 @@ async fn prune_samples(store: Store, retention: Duration) {
                 tracing::warn!(error = %e, "raw sample retention failed; retrying in an hour")
             }
         }
+        // The ECG chunk index (beats, strips) goes with the raw samples.
+        if let Err(e) = store.prune_ecg_chunks(cutoff).await {
+            tracing::warn!(error = %e, "ECG index retention failed; retrying in an hour")
+        }
     }
 }
 

@@ -41,6 +41,9 @@ CREATE TABLE ecg_chunks (
     PRIMARY KEY (device_id, start_ms)
 ) STRICT;
 
+-- Retention deletes by end time, with the raw samples.
+CREATE INDEX ecg_chunks_by_end ON ecg_chunks (end_ms);
+
 -- How much good ECG a heart-rate-from-ECG bucket covers, so that the minute
 -- rate is beats counted over signal time (NULL for other series).
 ALTER TABLE vitals_aggregates ADD COLUMN covered_ms INTEGER;

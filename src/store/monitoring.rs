@@ -53,6 +53,8 @@ const CHUNKS_PG: &str = "SELECT start_ms, end_ms, hz, seq, beats FROM ecg_chunks
      WHERE device_id = $1 AND end_ms > $2 AND start_ms < $3 ORDER BY start_ms LIMIT $4";
 const CHUNKS_SQLITE: &str = "SELECT start_ms, end_ms, hz, seq, beats FROM ecg_chunks \
      WHERE device_id = ?1 AND end_ms > ?2 AND start_ms < ?3 ORDER BY start_ms LIMIT ?4";
+const PRUNE_CHUNKS_PG: &str = "DELETE FROM ecg_chunks WHERE end_ms < $1";
+const PRUNE_CHUNKS_SQLITE: &str = "DELETE FROM ecg_chunks WHERE end_ms < ?1";
 const ENTRY_PG: &str = "SELECT payload FROM journal WHERE actor_id = $1 AND seq = $2";
 const ENTRY_SQLITE: &str = "SELECT payload FROM journal WHERE actor_id = ?1 AND seq = ?2";
 
@@ -157,5 +159,18 @@ impl Store {
             .await
             .and_then(|r| r.map(|r| r.try_get::<Vec<u8>, _>("payload")).transpose()))?;
         Ok(row)
+    }
+
+    /// Deletes the index rows of ECG chunks that ended before `before_ms`
+    /// (raw sample retention: their samples go too, and with them the beats
+    /// and strips read from them); returns how many.
+    pub async fn prune_ecg_chunks(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let sql = self.dialect(PRUNE_CHUNKS_PG, PRUNE_CHUNKS_SQLITE);
+        let deleted = with_pool!(self, pool => sqlx::query(sql)
+            .bind(before_ms.min(i64::MAX as u64) as i64)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(deleted)
     }
 }

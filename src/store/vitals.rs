@@ -90,6 +90,8 @@ const REANNOUNCED_PG: &str =
     "UPDATE alerts SET reannounced_ms = $2 WHERE id = $1 AND reannounced_ms IS NULL";
 const REANNOUNCED_SQLITE: &str =
     "UPDATE alerts SET reannounced_ms = ?2 WHERE id = ?1 AND reannounced_ms IS NULL";
+const ANNOUNCED_PG: &str = "UPDATE alerts SET announced = 1 WHERE id = $1";
+const ANNOUNCED_SQLITE: &str = "UPDATE alerts SET announced = 1 WHERE id = ?1";
 const ESCALATED_PG: &str =
     "UPDATE alerts SET escalated_ms = $2 WHERE id = $1 AND escalated_ms IS NULL";
 const ESCALATED_SQLITE: &str =
@@ -288,6 +290,13 @@ impl Store {
             .execute(pool)
             .await
             .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Records that an alert a pause kept quiet has been announced.
+    pub async fn mark_announced(&self, id: &str) -> Result<(), StoreError> {
+        let sql = self.dialect(ANNOUNCED_PG, ANNOUNCED_SQLITE);
+        with_pool!(self, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|_| ()))?;
         Ok(())
     }
 

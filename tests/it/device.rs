@@ -54,6 +54,7 @@ fn summary(changes: &[AlarmChange]) -> Vec<(AlarmKind, &'static str, u64, u64)> 
             AlarmChange::Resolved { key, at_ms, .. } => (key.kind, "resolved", 0, *at_ms),
             AlarmChange::Reannounced { key, at_ms } => (key.kind, "reannounced", 0, *at_ms),
             AlarmChange::Escalated { key, at_ms } => (key.kind, "escalated", 0, *at_ms),
+            AlarmChange::Announced { key, at_ms, .. } => (key.kind, "announced", 0, *at_ms),
         })
         .collect()
 }
@@ -374,6 +375,47 @@ async fn ecg_chunks_give_heart_rate_and_an_atrial_fibrillation_alarm(store: &Sto
 on_both!(
     ecg,
     ecg_chunks_give_heart_rate_and_an_atrial_fibrillation_alarm
+);
+
+async fn chunks_stamped_with_a_jittery_device_clock_continue_one_lead(store: &Store) {
+    use synthetic::ecg::{generate, EcgScenario};
+    let kind = devices(store).await;
+    let t0 = now_ms() - 200_000;
+    let ecg = generate(&EcgScenario::new(250, 9).sinus(72.0, 120.0));
+    let mut rng = fastrand::Rng::with_seed(9);
+    // Each one-second chunk stamped up to 40 ms off.
+    let chunks: Vec<Sample> = ecg_chunks(&ecg, t0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            Sample::Ecg { hz, millivolts, .. } if i > 0 => Sample::Ecg {
+                at_ms: t0 + i as u64 * 1000 + rng.u64(0..=80) - 40,
+                hz,
+                millivolts,
+            },
+            other => other,
+        })
+        .collect();
+    let changes = push_ecg(&kind, "d-jitter", &chunks, "j").await;
+    assert!(changes.is_empty(), "{changes:?}");
+    // Every beat after the first seconds is found: one lead, not 120.
+    let beats: u64 = kind
+        .send("d-jitter", OpenAggregates(Series::EcgHeartRate))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.span == Span::Hour)
+        .map(|a| a.count)
+        .sum();
+    let truth = ecg.beats_between(2.5, 120.0) as u64;
+    assert!(
+        beats.abs_diff(truth) <= 3,
+        "{beats} beats found, {truth} true"
+    );
+}
+on_both!(
+    jitter,
+    chunks_stamped_with_a_jittery_device_clock_continue_one_lead
 );
 
 async fn asystole_raises_a_high_alarm_within_six_seconds_of_the_last_beat(store: &Store) {

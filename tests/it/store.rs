@@ -329,6 +329,53 @@ async fn retention_prunes_only_old_entries_of_the_prefix(store: &Store) {
 }
 on_both!(retention, retention_prunes_only_old_entries_of_the_prefix);
 
+async fn the_ecg_index_goes_with_the_raw_samples(store: &Store) {
+    use cardio::store::monitoring::EcgChunkRow;
+    let chunk = |start_ms: u64, seq: u64| EcgChunkRow {
+        start_ms,
+        end_ms: start_ms + 1_000,
+        hz: 250,
+        seq,
+        beats: "[]".into(),
+    };
+    for (i, start) in [10_000u64, 20_000, 30_000].into_iter().enumerate() {
+        store
+            .save_ecg_chunk("d-1", &chunk(start, i as u64 + 1))
+            .await
+            .unwrap();
+    }
+    // Saving one again (a replay) changes nothing.
+    store
+        .save_ecg_chunk("d-1", &chunk(10_000, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .ecg_chunks("d-1", 0, u64::MAX, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store.prune_ecg_chunks(21_000).await.unwrap(),
+        1,
+        "ended before the cutoff"
+    );
+    let left: Vec<u64> = store
+        .ecg_chunks("d-1", 0, u64::MAX, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.start_ms)
+        .collect();
+    assert_eq!(left, vec![20_000, 30_000]);
+    // Overlapping a window: the chunk that ends inside it counts.
+    let inside = store.ecg_chunks("d-1", 20_500, 25_000, 100).await.unwrap();
+    assert_eq!(inside.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![2]);
+}
+on_both!(ecg_index_retention, the_ecg_index_goes_with_the_raw_samples);
+
 async fn a_former_owner_is_fenced_off_once_its_shard_moved(store: &Store) {
     use cardio::cluster::{shard_of_key, Fence};
     let shards = 8;

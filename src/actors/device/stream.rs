@@ -32,6 +32,10 @@ use crate::supervisors::tree::unix_ms;
 /// Chunks journaled between snapshots.
 const SNAPSHOT_EVERY: u64 = 64;
 
+/// How far an ECG chunk may start from where the lead's previous chunk ended
+/// and still continue it: device clocks stamp chunks with some jitter.
+const LEAD_JITTER_MS: u64 = 100;
+
 /// What a device stream saves so that a restart replays only the journal's tail.
 #[derive(Debug, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -267,13 +271,18 @@ impl DeviceStream {
         millivolts: &[f32],
         seq: u64,
     ) -> (Vec<AlarmChange>, EcgChunkRow) {
-        // A new lead, another rate, or a gap of more than a sample: start over
-        // (the analysis learns the new signal; the old beats age out).
+        // A new lead, another rate, or a gap (or overlap) beyond what device
+        // clocks jitter: start over (the analysis learns the new signal; the
+        // old beats age out). Within it, the lead goes on, re-anchored on the
+        // device's clock.
         let continues = self
             .lead
             .as_ref()
-            .is_some_and(|l| l.hz == hz && l.ms_of(l.fed).abs_diff(at_ms) <= 1000 / hz as u64 + 1);
-        if !continues {
+            .is_some_and(|l| l.hz == hz && l.ms_of(l.fed).abs_diff(at_ms) <= LEAD_JITTER_MS);
+        if continues {
+            let lead = self.lead.as_mut().expect("continues");
+            lead.origin_ms = at_ms.saturating_sub(lead.fed * 1000 / hz as u64);
+        } else {
             self.lead = Some(Lead {
                 hz,
                 analyzer: EcgAnalyzer::new(hz, self.settings.rhythm),
@@ -376,6 +385,11 @@ impl DeviceStream {
                         self.store.mark_alert(id, escalated, at_ms).await?;
                     }
                 }
+                AlarmChange::Announced { key, .. } => {
+                    if let Some(id) = self.open_alerts.get(&key) {
+                        self.store.mark_announced(id).await?;
+                    }
+                }
             }
         }
         let closed = self.rollups.take_closed();
@@ -421,6 +435,7 @@ impl DeviceStream {
                 AlarmChange::Resolved { .. } => "alert.resolved",
                 AlarmChange::Reannounced { .. } => "alert.reannounced",
                 AlarmChange::Escalated { .. } => "alert.escalated",
+                AlarmChange::Announced { .. } => "alert.announced",
             };
             self.events.emit(
                 &topic,
@@ -492,8 +507,13 @@ impl DeviceStream {
         ctx.notify_later(delay, Tick);
     }
 
-    /// Applies a patient's stored settings (or the node's) and pause.
-    fn apply(&mut self, settings: Option<AlarmSettings>, paused_until_ms: Option<u64>) {
+    /// Applies a patient's stored settings (or the node's) and pause; what
+    /// a pause ending announces is returned.
+    fn apply(
+        &mut self,
+        settings: Option<AlarmSettings>,
+        paused_until_ms: Option<u64>,
+    ) -> Vec<AlarmChange> {
         self.engine
             .set_settings(settings.unwrap_or_else(|| self.settings.alarms.clone()));
         let now = self.device_now().unwrap_or_else(unix_ms);
@@ -502,19 +522,37 @@ impl DeviceStream {
                 if let Err(e) = self.engine.pause(now, until) {
                     tracing::warn!(actor = %self.key, error = %e, "stored alarm pause not applied");
                 }
+                Vec::new()
             }
-            _ => self.engine.resume(),
+            _ => self.engine.resume(now),
         }
     }
 
-    /// The patient's stored alarm settings, if any (read on every start).
-    async fn load_patient_settings(&mut self) {
+    /// Records changes a timer or a setting made, and announces them; a
+    /// store that cannot take them is a crash (the restart re-derives).
+    async fn settle(&mut self, changes: Vec<AlarmChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let ids = self.ids_of(&changes);
+        if let Err(e) = self.record(&changes, &[]).await {
+            tracing::warn!(actor = %self.key, error = %e, "alarm changes not written");
+            panic!("alarm changes not writable; recovering");
+        }
+        self.announce(&changes, ids, 0);
+    }
+
+    /// The patient's stored alarm settings, if any (read on every start);
+    /// what a pause that ended meanwhile announces is returned.
+    async fn load_patient_settings(&mut self) -> Vec<AlarmChange> {
         let device = or_crash(
             self.store.device(&self.id).await,
             "device unreadable",
             &self.key,
         );
-        let Some(device) = device else { return };
+        let Some(device) = device else {
+            return Vec::new();
+        };
         let stored = or_crash(
             self.store.alarm_settings(&device.patient_id).await,
             "alarm settings unreadable",
@@ -524,8 +562,9 @@ impl DeviceStream {
             let settings = stored.settings.as_deref().and_then(|json| {
                 decode::<AlarmSettings>(json.as_bytes(), "alarm settings", &self.key)
             });
-            self.apply(settings, stored.paused_until_ms);
+            return self.apply(settings, stored.paused_until_ms);
         }
+        Vec::new()
     }
 }
 
@@ -547,7 +586,7 @@ impl Actor for DeviceStream {
                 .newest_data_ms
                 .map(|ms| (ms, tokio::time::Instant::now()));
         }
-        self.load_patient_settings().await;
+        let announced = self.load_patient_settings().await;
         self.last_seq = recovered.snapshot_seq;
         for e in recovered.tail {
             if let Some(samples) = decode::<Vec<Sample>>(&e.payload, "journal entry", &self.key) {
@@ -581,6 +620,7 @@ impl Actor for DeviceStream {
                 self.engine.acknowledge(key, 0);
             }
         }
+        self.settle(announced).await;
         // Timers die with an incarnation: set this one's.
         self.arm(ctx);
     }
@@ -703,14 +743,7 @@ impl Handler<Tick> for DeviceStream {
         self.armed_for = None;
         let Some(now) = self.device_now() else { return };
         let changes = self.engine.tick(now);
-        if !changes.is_empty() {
-            let ids = self.ids_of(&changes);
-            if let Err(e) = self.record(&changes, &[]).await {
-                tracing::warn!(actor = %self.key, error = %e, "alarm changes not written");
-                panic!("alarm changes not writable; recovering");
-            }
-            self.announce(&changes, ids, 0);
-        }
+        self.settle(changes).await;
         self.arm(ctx);
     }
 }
@@ -736,7 +769,8 @@ impl Handler<Reconfigure> for DeviceStream {
         if let Some(s) = &r.settings {
             s.validate()?;
         }
-        self.apply(r.settings, r.paused_until_ms);
+        let announced = self.apply(r.settings, r.paused_until_ms);
+        self.settle(announced).await;
         self.arm(ctx);
         Ok(())
     }

@@ -129,6 +129,14 @@ impl AlertEventGql {
                 out.change = AlertChange::Escalated;
                 out.at = at_ms as f64;
             }
+            // Kept quiet by a pause and still active when it ended: for the
+            // subscriber, raised now.
+            engine::AlarmChange::Announced {
+                priority, at_ms, ..
+            } => {
+                out.priority = Some(priority.into());
+                out.at = at_ms as f64;
+            }
         }
         out
     }

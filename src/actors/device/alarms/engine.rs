@@ -368,6 +368,15 @@ impl AlarmEngine {
             }
             self.suppressing = lethal;
         }
+        // Nothing shown and nothing to show (the usual case): nothing to diff.
+        let quiet = self.shown.is_empty()
+            && self.no_data.is_none()
+            && self.silent.is_empty()
+            && self.pressure.active.is_none()
+            && self.trackers.iter().all(|t| t.active.is_none());
+        if quiet {
+            return Vec::new();
+        }
         let wanted = self.wanted();
         let mut changes = Vec::new();
         for w in &wanted {
@@ -380,6 +389,7 @@ impl AlarmEngine {
                     acknowledged: false,
                     reannounced: false,
                     escalated: false,
+                    announced: self.announce(w.priority, at),
                 });
                 changes.push(AlarmChange::Raised {
                     key: w.key,
@@ -429,6 +439,9 @@ impl AlarmEngine {
     /// [`AlarmEngine::next_deadline`] (calling it more often is harmless).
     pub fn tick(&mut self, now_ms: u64) -> Vec<AlarmChange> {
         let mut changes = Vec::new();
+        if self.paused_until.is_some_and(|until| now_ms >= until) {
+            changes.extend(self.resume(now_ms));
+        }
         if let (None, Some(newest)) = (self.no_data, self.newest_data()) {
             if now_ms.saturating_sub(newest) >= self.settings.no_data_ms {
                 let mut high = false;
@@ -553,8 +566,30 @@ impl AlarmEngine {
         Ok(())
     }
 
-    pub fn resume(&mut self) {
+    /// Ends a pause: the alarms it kept unannounced and still shown are
+    /// `Announced`.
+    pub fn resume(&mut self, now_ms: u64) -> Vec<AlarmChange> {
         self.paused_until = None;
+        self.announce_deferred(now_ms)
+    }
+
+    /// The end of the pause, if paused.
+    pub fn paused_until(&self) -> Option<u64> {
+        self.paused_until
+    }
+
+    /// Announces the shown alarms a pause kept quiet.
+    fn announce_deferred(&mut self, now_ms: u64) -> Vec<AlarmChange> {
+        let mut changes = Vec::new();
+        for s in self.shown.iter_mut().filter(|s| !s.announced) {
+            s.announced = true;
+            changes.push(AlarmChange::Announced {
+                key: s.key,
+                priority: s.priority,
+                at_ms: now_ms,
+            });
+        }
+        changes
     }
 
     /// Shown alarms: key, priority, since.
@@ -581,6 +616,11 @@ impl AlarmEngine {
                 if let (true, false, Some(n)) = (open, silent, self.newest[stream_of(signal)]) {
                     consider(n.saturating_add(self.settings.no_data_ms));
                 }
+            }
+        }
+        if let Some(until) = self.paused_until {
+            if self.shown.iter().any(|s| !s.announced) {
+                consider(until);
             }
         }
         for s in &self.shown {

@@ -115,6 +115,8 @@
 //!   a new episode.
 //! * **Audio pause.** While paused, non-high alarms are raised with `announce: false`;
 //!   high alarms are always announced. A pause longer than `max_pause_ms` is refused.
+//!   When the pause ends (by `tick` at its end, or `resume`), each alarm raised
+//!   unannounced and still shown is `Announced`: deferred, never dropped.
 //! * **Settings.** `set_settings` takes effect on the next observation or tick: open
 //!   episodes are judged against the new thresholds from then on (a resolve still needs
 //!   its resolve window: a new limit is not evidence that the patient changed); a rule
@@ -338,6 +340,13 @@ pub enum AlarmChange {
         key: AlarmKey,
         at_ms: u64,
     },
+    /// A non-high alarm raised during a pause, still active when the pause
+    /// ended: announced now (a paused alarm is deferred, never dropped).
+    Announced {
+        key: AlarmKey,
+        priority: Priority,
+        at_ms: u64,
+    },
 }
 
 impl AlarmChange {
@@ -346,7 +355,8 @@ impl AlarmChange {
             AlarmChange::Raised { key, .. }
             | AlarmChange::Resolved { key, .. }
             | AlarmChange::Reannounced { key, .. }
-            | AlarmChange::Escalated { key, .. } => *key,
+            | AlarmChange::Escalated { key, .. }
+            | AlarmChange::Announced { key, .. } => *key,
         }
     }
 }

@@ -12,7 +12,7 @@ enum Op {
     Tick(u64),
     Ack(AlarmKey, u64),
     Pause(u64, u64),
-    Resume,
+    Resume(u64),
 }
 
 fn apply(e: &mut AlarmEngine, op: &Op) -> Vec<AlarmChange> {
@@ -27,10 +27,7 @@ fn apply(e: &mut AlarmEngine, op: &Op) -> Vec<AlarmChange> {
             let _ = e.pause(*now, *until);
             Vec::new()
         }
-        Op::Resume => {
-            e.resume();
-            Vec::new()
-        }
+        Op::Resume(t) => e.resume(*t),
     }
 }
 
@@ -142,7 +139,7 @@ fn mixed() -> impl Strategy<Value = Vec<Op>> {
                         Op::Ack(key, t)
                     }
                     96..=97 => Op::Pause(t, t + 1 + extra),
-                    _ => Op::Resume,
+                    _ => Op::Resume(t),
                 });
             }
         }
@@ -176,6 +173,9 @@ fn the_mixed_series_raise_every_kind_of_alarm() {
                     AlarmChange::Escalated { .. } => {
                         other.insert("escalated");
                     }
+                    AlarmChange::Announced { .. } => {
+                        other.insert("announced");
+                    }
                 }
             }
         }
@@ -187,7 +187,11 @@ fn the_mixed_series_raise_every_kind_of_alarm() {
         .collect();
     assert!(missing.is_empty(), "never raised: {missing:?}");
     assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert_eq!(other.len(), 2, "{other:?}");
+    assert_eq!(
+        other.len(),
+        3,
+        "reannounced, escalated, announced: {other:?}"
+    );
 }
 
 /// HR segments: a base value with jitter, readings 0–12 s apart, 0–150 s between
@@ -233,11 +237,19 @@ fn check_log(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut shown: BTreeSet<AlarmKey> = BTreeSet::new();
     let mut reannounced = BTreeSet::new();
     let mut escalated = BTreeSet::new();
+    // Raised unannounced during a pause: announced when it ends.
+    let mut quiet: BTreeSet<AlarmKey> = BTreeSet::new();
     let mut paused_until: Option<u64> = None;
     for op in ops {
+        // A pause ends when resumed, or at a tick from its end on.
+        let pause_ends = match op {
+            Op::Resume(_) => true,
+            Op::Tick(t) => paused_until.is_some_and(|u| *t >= u),
+            _ => false,
+        };
         match op {
             Op::Pause(now, until) if until - now <= 30 * 60_000 => paused_until = Some(*until),
-            Op::Resume => paused_until = None,
+            Op::Resume(_) => paused_until = None,
             _ => {}
         }
         let deadline = e.next_deadline();
@@ -263,9 +275,17 @@ fn check_log(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert!(since_ms <= at_ms);
                     let paused = paused_until.is_some_and(|u| at_ms < u);
                     prop_assert_eq!(announce, priority == Priority::High || !paused);
+                    if !announce {
+                        quiet.insert(key);
+                    }
                 }
                 AlarmChange::Resolved { key, .. } => {
                     prop_assert!(shown.remove(&key), "Resolved but not shown: {key:?}");
+                    quiet.remove(&key);
+                }
+                AlarmChange::Announced { key, .. } => {
+                    prop_assert!(shown.contains(&key));
+                    prop_assert!(quiet.remove(&key), "announced but not kept quiet: {key:?}");
                 }
                 AlarmChange::Reannounced { key, .. } => {
                     prop_assert!(shown.contains(&key));
@@ -276,6 +296,13 @@ fn check_log(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert!(escalated.insert(key), "escalated twice");
                 }
             }
+        }
+        if pause_ends {
+            paused_until = None;
+            prop_assert!(
+                quiet.is_empty(),
+                "still unannounced after the pause: {quiet:?}"
+            );
         }
         let active: BTreeSet<AlarmKey> = e.active().iter().map(|a| a.0).collect();
         prop_assert_eq!(&active, &shown);

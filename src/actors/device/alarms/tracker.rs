@@ -219,6 +219,14 @@ pub(super) struct Shown {
     pub(super) acknowledged: bool,
     pub(super) reannounced: bool,
     pub(super) escalated: bool,
+    /// False while a non-high alarm raised during a pause waits for the
+    /// pause to end (it is announced then).
+    #[serde(default = "yes")]
+    pub(super) announced: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What should be shown now, before diffing against what is shown.

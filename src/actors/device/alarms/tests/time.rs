@@ -104,6 +104,49 @@ fn a_blood_pressure_cuff_reading_every_few_minutes_is_never_silent() {
 }
 
 #[test]
+fn an_alarm_a_pause_kept_quiet_is_announced_when_the_pause_ends() {
+    // Ended by time: the tick at the pause's end announces it.
+    let mut e = engine();
+    let until = T0 + 5 * 60 * S;
+    e.pause(T0, until).unwrap();
+    let c = feed(&mut e, hr_run(T0, T0 + 61 * S, 130.0));
+    assert!(matches!(
+        c[..],
+        [AlarmChange::Raised {
+            announce: false,
+            priority: Priority::Medium,
+            ..
+        }]
+    ));
+    feed(&mut e, hr_run(T0 + 61 * S, until + S, 130.0));
+    assert_eq!(e.next_deadline(), Some(until));
+    assert_eq!(
+        e.tick(until),
+        vec![AlarmChange::Announced {
+            key: key(AlarmKind::Tachycardia, Some(Signal::EcgHeartRate)),
+            priority: Priority::Medium,
+            at_ms: until,
+        }]
+    );
+    assert!(e.tick(until + S).is_empty(), "announced once");
+    // Ended by a clinician: resume announces it at once.
+    let mut e = engine();
+    e.pause(T0, until).unwrap();
+    feed(&mut e, hr_run(T0, T0 + 61 * S, 130.0));
+    assert!(matches!(
+        e.resume(T0 + 70 * S)[..],
+        [AlarmChange::Announced { at_ms, .. }] if at_ms == T0 + 70 * S
+    ));
+    // An alarm that ended during the pause is not announced afterwards.
+    let mut e = engine();
+    e.pause(T0, until).unwrap();
+    feed(&mut e, hr_run(T0, T0 + 61 * S, 130.0));
+    feed(&mut e, hr_run(T0 + 61 * S, T0 + 120 * S, 80.0));
+    assert!(e.active().is_empty());
+    assert!(e.resume(T0 + 130 * S).is_empty());
+}
+
+#[test]
 fn an_unacknowledged_high_alarm_is_reannounced_at_60_s_and_escalated_at_120_s_once_each() {
     let mut e = engine();
     let k = key(AlarmKind::Asystole, None);
@@ -204,7 +247,7 @@ fn audio_pause_silences_non_high_alarms_only_and_is_bounded() {
     // resume() ends it early.
     let mut e = engine();
     e.pause(T0, T0 + 10 * 60 * S).unwrap();
-    e.resume();
+    assert!(e.resume(T0).is_empty(), "nothing was kept quiet");
     let c = feed(&mut e, hr_run(T0, T0 + 61 * S, 130.0));
     assert!(matches!(
         c[..],
