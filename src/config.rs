@@ -506,10 +506,17 @@ impl Config {
             });
         }
         if c.idle_timeout.as_millis() as u64 <= c.alarms.no_data_ms {
-            // A passivated stream has no timer: it could not tell of silence.
+            // A stream passivates once its device has been silent this long:
+            // it must have told of the silence by then.
             return Err(ConfigError::Invalid {
                 source_name: env_name("idle_timeout"),
                 message: "must be longer than the no-data alarm time (CARDIO_ALERT_NO_DATA)".into(),
+            });
+        }
+        if !(1_000..=3_600_000).contains(&c.alarms.tachycardia.sustain_ms) {
+            return Err(ConfigError::Invalid {
+                source_name: env_name("alert_sustain"),
+                message: "from 1s to 1h".into(),
             });
         }
         if c.lease < c.heartbeat * 3 {

@@ -360,6 +360,7 @@ async fn register_kinds(
     let settings = StreamSettings {
         alarms: config.alarms.clone(),
         rhythm: config.rhythm,
+        keepalive: config.idle_timeout / 2,
         ..StreamSettings::default()
     };
     let ev = events.clone();

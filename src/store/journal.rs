@@ -82,11 +82,11 @@ const LAST_SQLITE: &str = "SELECT COALESCE(MAX(seq), 0) AS seq FROM journal WHER
 const SNAPSHOT_PG: &str =
     "INSERT INTO snapshots (actor_id, seq, payload, at_ms) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (actor_id) DO UPDATE SET seq = excluded.seq, payload = excluded.payload, \
-     at_ms = excluded.at_ms WHERE snapshots.seq < excluded.seq";
+     at_ms = excluded.at_ms WHERE snapshots.seq <= excluded.seq";
 const SNAPSHOT_SQLITE: &str =
     "INSERT INTO snapshots (actor_id, seq, payload, at_ms) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (actor_id) DO UPDATE SET seq = excluded.seq, payload = excluded.payload, \
-     at_ms = excluded.at_ms WHERE snapshots.seq < excluded.seq";
+     at_ms = excluded.at_ms WHERE snapshots.seq <= excluded.seq";
 const LOAD_SNAPSHOT_PG: &str = "SELECT seq, payload FROM snapshots WHERE actor_id = $1";
 const LOAD_SNAPSHOT_SQLITE: &str = "SELECT seq, payload FROM snapshots WHERE actor_id = ?1";
 
@@ -257,7 +257,9 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Stores `actor`'s snapshot at `seq`, unless a newer one is stored.
+    /// Stores `actor`'s snapshot at `seq`, unless a newer one is stored (one at
+    /// the same sequence is replaced: state that timers changed since, such as
+    /// a device's alarms, is not in the journal).
     pub async fn save_snapshot(
         &self,
         actor: &str,

@@ -48,11 +48,16 @@ const SAVE_CHUNK_PG: &str = "INSERT INTO ecg_chunks (device_id, start_ms, end_ms
 const SAVE_CHUNK_SQLITE: &str =
     "INSERT INTO ecg_chunks (device_id, start_ms, end_ms, hz, seq, beats) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id, start_ms) DO NOTHING";
-// Chunks that overlap [from, to).
+// Chunks that overlap [from, to): a chunk starts at most its longest length
+// before `from` ($5), which keeps the scan on the primary key's range.
 const CHUNKS_PG: &str = "SELECT start_ms, end_ms, hz, seq, beats FROM ecg_chunks \
-     WHERE device_id = $1 AND end_ms > $2 AND start_ms < $3 ORDER BY start_ms LIMIT $4";
+     WHERE device_id = $1 AND end_ms > $2 AND start_ms < $3 AND start_ms >= $5 ORDER BY start_ms LIMIT $4";
 const CHUNKS_SQLITE: &str = "SELECT start_ms, end_ms, hz, seq, beats FROM ecg_chunks \
-     WHERE device_id = ?1 AND end_ms > ?2 AND start_ms < ?3 ORDER BY start_ms LIMIT ?4";
+     WHERE device_id = ?1 AND end_ms > ?2 AND start_ms < ?3 AND start_ms >= ?5 ORDER BY start_ms LIMIT ?4";
+
+/// The longest an ECG chunk lasts: the validator's 30,000 samples at its
+/// lowest rate, 250 Hz.
+const LONGEST_CHUNK_MS: u64 = 30_000 * 1000 / 250;
 const PRUNE_CHUNKS_PG: &str = "DELETE FROM ecg_chunks WHERE end_ms < $1";
 const PRUNE_CHUNKS_SQLITE: &str = "DELETE FROM ecg_chunks WHERE end_ms < ?1";
 const ENTRY_PG: &str = "SELECT payload FROM journal WHERE actor_id = $1 AND seq = $2";
@@ -133,6 +138,7 @@ impl Store {
             .bind(from_ms.min(i64::MAX as u64) as i64)
             .bind(to_ms.min(i64::MAX as u64) as i64)
             .bind(i64::from(limit))
+            .bind(from_ms.saturating_sub(LONGEST_CHUNK_MS).min(i64::MAX as u64) as i64)
             .fetch_all(pool)
             .await
             .and_then(|rows| rows.iter().map(|r| Ok(EcgChunkRow {
@@ -172,5 +178,15 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_valid_ecg_chunk_is_longer_than_the_index_looks_back() {
+        let l = crate::actors::device::sample::Limits::default();
+        let longest = l.ecg_max_samples as u64 * 1000 / u64::from(l.ecg_hz.0);
+        assert!(longest <= super::LONGEST_CHUNK_MS, "{longest} ms");
     }
 }

@@ -90,8 +90,8 @@ const REANNOUNCED_PG: &str =
     "UPDATE alerts SET reannounced_ms = $2 WHERE id = $1 AND reannounced_ms IS NULL";
 const REANNOUNCED_SQLITE: &str =
     "UPDATE alerts SET reannounced_ms = ?2 WHERE id = ?1 AND reannounced_ms IS NULL";
-const ANNOUNCED_PG: &str = "UPDATE alerts SET announced = 1 WHERE id = $1";
-const ANNOUNCED_SQLITE: &str = "UPDATE alerts SET announced = 1 WHERE id = ?1";
+const ANNOUNCED_PG: &str = "UPDATE alerts SET announced = 1 WHERE id = $1 AND announced = 0";
+const ANNOUNCED_SQLITE: &str = "UPDATE alerts SET announced = 1 WHERE id = ?1 AND announced = 0";
 const ESCALATED_PG: &str =
     "UPDATE alerts SET escalated_ms = $2 WHERE id = $1 AND escalated_ms IS NULL";
 const ESCALATED_SQLITE: &str =
@@ -231,11 +231,12 @@ impl Store {
             .collect()
     }
 
-    /// Records a raised alert (once per episode).
+    /// Records a raised alert (once per episode); true if this recorded it
+    /// (false: it was recorded before, e.g. before a crash).
     #[tracing::instrument(name = "alerts.raise", skip_all)]
-    pub async fn raise_alert(&self, alert: &AlertRecord) -> Result<(), StoreError> {
+    pub async fn raise_alert(&self, alert: &AlertRecord) -> Result<bool, StoreError> {
         let sql = self.dialect(RAISE_PG, RAISE_SQLITE);
-        with_pool!(self, pool => sqlx::query(sql)
+        let fresh = with_pool!(self, pool => sqlx::query(sql)
             .bind(&alert.id)
             .bind(&alert.device_id)
             .bind(alert.kind.as_str())
@@ -249,55 +250,62 @@ impl Store {
             .bind(i64::from(alert.announced))
             .execute(pool)
             .await
-            .map(|_| ()))?;
-        Ok(())
+            .map(|r| r.rows_affected() == 1))?;
+        Ok(fresh)
     }
 
-    /// Marks an alert episode resolved (the first time only), and why.
+    /// Marks an alert episode resolved (the first time only), and why; true
+    /// if this resolved it.
     pub async fn resolve_alert(
         &self,
         id: &str,
         resolved_ms: u64,
         reason: ResolveReason,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sql = self.dialect(RESOLVE_PG, RESOLVE_SQLITE);
-        with_pool!(self, pool => sqlx::query(sql)
+        let fresh = with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(resolved_ms as i64)
             .bind(reason.as_str())
             .execute(pool)
             .await
-            .map(|_| ()))?;
-        Ok(())
+            .map(|r| r.rows_affected() == 1))?;
+        Ok(fresh)
     }
 
     /// Records that an unacknowledged alert was announced again (`escalated`
-    /// false) or escalated to the rest of the care team (the first time only).
+    /// false) or escalated to the rest of the care team (the first time
+    /// only); true if this recorded it.
     pub async fn mark_alert(
         &self,
         id: &str,
         escalated: bool,
         at_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sql = if escalated {
             self.dialect(ESCALATED_PG, ESCALATED_SQLITE)
         } else {
             self.dialect(REANNOUNCED_PG, REANNOUNCED_SQLITE)
         };
-        with_pool!(self, pool => sqlx::query(sql)
+        let fresh = with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(at_ms as i64)
             .execute(pool)
             .await
-            .map(|_| ()))?;
-        Ok(())
+            .map(|r| r.rows_affected() == 1))?;
+        Ok(fresh)
     }
 
-    /// Records that an alert a pause kept quiet has been announced.
-    pub async fn mark_announced(&self, id: &str) -> Result<(), StoreError> {
+    /// Records that an alert a pause kept quiet has been announced; true if
+    /// this recorded it.
+    pub async fn mark_announced(&self, id: &str) -> Result<bool, StoreError> {
         let sql = self.dialect(ANNOUNCED_PG, ANNOUNCED_SQLITE);
-        with_pool!(self, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|_| ()))?;
-        Ok(())
+        let fresh = with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1))?;
+        Ok(fresh)
     }
 
     /// `device`'s alerts, oldest first.

@@ -418,6 +418,50 @@ on_both!(
     chunks_stamped_with_a_jittery_device_clock_continue_one_lead
 );
 
+async fn an_alert_left_open_without_the_streams_knowledge_is_reset_on_start(store: &Store) {
+    use cardio::actors::device::alarms::Category;
+    // An open row the stream's state does not know (a timer's change lost
+    // with a crash before the next snapshot, or a row of an older version).
+    let t0 = now_ms() - 60_000;
+    let stale = cardio::store::AlertRecord {
+        id: format!("d-stale:no_data:{t0}"),
+        device_id: "d-stale".into(),
+        kind: AlarmKind::NoData,
+        source: None,
+        priority: Priority::Medium,
+        since_ms: t0,
+        raised_ms: t0 + 30_000,
+        resolved_ms: None,
+        reading: None,
+        threshold: None,
+        announced: true,
+        resolve_reason: None,
+        reannounced_ms: None,
+        escalated_ms: None,
+    };
+    assert_eq!(stale.category(), Category::Technical);
+    assert!(store.raise_alert(&stale).await.unwrap());
+    let kind = devices(store).await;
+    push(
+        &kind,
+        "d-stale",
+        "s-1",
+        vec![Sample::Spo2 {
+            at_ms: now_ms() - 1_000,
+            percent: 97.0,
+        }],
+    )
+    .await;
+    let alerts = store.alerts("d-stale").await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].resolve_reason, Some(ResolveReason::Reset));
+    assert!(alerts[0].resolved_ms.is_some_and(|r| r >= stale.raised_ms));
+}
+on_both!(
+    stale_alert,
+    an_alert_left_open_without_the_streams_knowledge_is_reset_on_start
+);
+
 async fn asystole_raises_a_high_alarm_within_six_seconds_of_the_last_beat(store: &Store) {
     use synthetic::ecg::{generate, EcgScenario};
     let kind = devices(store).await;

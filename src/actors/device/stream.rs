@@ -21,7 +21,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Rollups, Series};
-use super::alarms::{AlarmChange, AlarmEngine, AlarmKey, AlarmSettings, Observation, Signal};
+use super::alarms::{
+    AlarmChange, AlarmEngine, AlarmKey, AlarmSettings, Observation, ResolveReason, Signal,
+};
 use super::ecg::{BeatKind, EcgAnalyzer, EcgOutput, RhythmSettings, RhythmState};
 use super::sample::{Limits, Rejection, Sample, Validator};
 use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler};
@@ -49,13 +51,27 @@ struct DeviceSnapshot {
 }
 
 /// Settings of every device stream.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StreamSettings {
     pub limits: Limits,
     /// The node's alarm settings: a patient's own, set by a clinician,
     /// replace them for that patient's devices.
     pub alarms: AlarmSettings,
     pub rhythm: RhythmSettings,
+    /// Longest a stream with an alarm deadline ahead sleeps: shorter than
+    /// the idle timeout, so that it does not passivate before the deadline.
+    pub keepalive: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            alarms: AlarmSettings::default(),
+            rhythm: RhythmSettings::default(),
+            keepalive: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The ECG lead being followed: its analysis and where its samples sit in time.
@@ -198,6 +214,13 @@ fn alert_id(device: &str, key: AlarmKey, since_ms: u64) -> String {
     }
 }
 
+/// What recording a change did: the stored alert it is about, and whether
+/// this was its first write.
+struct Recorded {
+    alert: String,
+    fresh: bool,
+}
+
 /// A beat as stored in the chunk index: `[at_ms, rr_ms or null, kind]`.
 type StoredBeat = (u64, Option<u64>, BeatKind);
 
@@ -334,16 +357,23 @@ impl DeviceStream {
     }
 
     /// Writes what the changes, chunks and closed buckets imply (idempotent).
+    /// Returns, per change, the stored alert it is about and whether this
+    /// write was its first (a replay rewrites what was written before a
+    /// crash: only what is new there is announced).
     async fn record(
         &mut self,
         changes: &[AlarmChange],
         chunks: &[EcgChunkRow],
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<Vec<Recorded>, crate::store::StoreError> {
         for chunk in chunks {
             self.store.save_ecg_chunk(&self.id, chunk).await?;
         }
+        let mut recorded = Vec::with_capacity(changes.len());
         for change in changes {
-            match *change {
+            let key = change.key();
+            // In order: a change resolving an alarm raised earlier in the
+            // same list names that alarm.
+            let (alert, fresh) = match *change {
                 AlarmChange::Raised {
                     key,
                     priority,
@@ -354,7 +384,8 @@ impl DeviceStream {
                     announce,
                 } => {
                     let id = alert_id(&self.id, key, since_ms);
-                    self.store
+                    let fresh = self
+                        .store
                         .raise_alert(&AlertRecord {
                             id: id.clone(),
                             device_id: self.id.clone(),
@@ -372,50 +403,47 @@ impl DeviceStream {
                             escalated_ms: None,
                         })
                         .await?;
-                    self.open_alerts.insert(key, id);
+                    self.open_alerts.insert(key, id.clone());
+                    (id, fresh)
                 }
-                AlarmChange::Resolved { key, at_ms, reason } => {
-                    if let Some(id) = self.open_alerts.remove(&key) {
-                        self.store.resolve_alert(&id, at_ms, reason).await?;
+                AlarmChange::Resolved { at_ms, reason, .. } => {
+                    match self.open_alerts.remove(&key) {
+                        Some(id) => {
+                            let fresh = self.store.resolve_alert(&id, at_ms, reason).await?;
+                            (id, fresh)
+                        }
+                        None => (String::new(), false),
                     }
                 }
-                AlarmChange::Reannounced { key, at_ms } | AlarmChange::Escalated { key, at_ms } => {
-                    if let Some(id) = self.open_alerts.get(&key) {
-                        let escalated = matches!(change, AlarmChange::Escalated { .. });
-                        self.store.mark_alert(id, escalated, at_ms).await?;
+                AlarmChange::Reannounced { at_ms, .. } | AlarmChange::Escalated { at_ms, .. } => {
+                    match self.open_alerts.get(&key) {
+                        Some(id) => {
+                            let escalated = matches!(change, AlarmChange::Escalated { .. });
+                            let fresh = self.store.mark_alert(id, escalated, at_ms).await?;
+                            (id.clone(), fresh)
+                        }
+                        None => (String::new(), false),
                     }
                 }
-                AlarmChange::Announced { key, .. } => {
-                    if let Some(id) = self.open_alerts.get(&key) {
-                        self.store.mark_announced(id).await?;
-                    }
-                }
-            }
+                AlarmChange::Announced { .. } => match self.open_alerts.get(&key) {
+                    Some(id) => (id.clone(), self.store.mark_announced(id).await?),
+                    None => (String::new(), false),
+                },
+            };
+            recorded.push(Recorded { alert, fresh });
         }
         let closed = self.rollups.take_closed();
-        self.store.save_aggregates(&self.id, &closed).await
+        self.store.save_aggregates(&self.id, &closed).await?;
+        Ok(recorded)
     }
 
-    /// The stored ids the changes are about (taken before [`Self::record`],
-    /// which forgets the ids of resolved alarms).
-    fn ids_of(&self, changes: &[AlarmChange]) -> Vec<String> {
-        changes
-            .iter()
-            .map(|change| match change {
-                AlarmChange::Raised { key, since_ms, .. } => alert_id(&self.id, *key, *since_ms),
-                other => self
-                    .open_alerts
-                    .get(&other.key())
-                    .cloned()
-                    .unwrap_or_default(),
-            })
-            .collect()
-    }
-
-    /// Publishes the changes on `alerts.<device>`; `ids` from [`Self::ids_of`].
-    fn announce(&self, changes: &[AlarmChange], ids: Vec<String>, accepted_ms: u64) {
+    /// Publishes on `alerts.<device>` the changes whose record was new.
+    fn announce(&self, changes: &[AlarmChange], recorded: Vec<Recorded>, accepted_ms: u64) {
         let topic = format!("alerts.{}", crate::bus::events::topic_word(&self.id));
-        for (change, alert) in changes.iter().zip(ids) {
+        for (change, Recorded { alert, fresh }) in changes.iter().zip(recorded) {
+            if !fresh {
+                continue;
+            }
             if let AlarmChange::Raised {
                 key,
                 priority,
@@ -423,7 +451,6 @@ impl DeviceStream {
                 ..
             } = change
             {
-                // Here, not in record(): a replay re-records old alerts.
                 crate::metrics::alert_raised(key.kind.as_str(), priority.as_str());
                 if !announce {
                     // Paused: recorded, not announced.
@@ -498,7 +525,11 @@ impl DeviceStream {
         let (Some(deadline), Some(now)) = (self.engine.next_deadline(), self.device_now()) else {
             return;
         };
-        let delay = Duration::from_millis(deadline.saturating_sub(now));
+        // A timer message is activity: waking at least every `keepalive`
+        // keeps a stream with a deadline ahead (a pause's end, an
+        // escalation) from passivating, which would kill its timer.
+        let delay =
+            Duration::from_millis(deadline.saturating_sub(now)).min(self.settings.keepalive);
         let fires = tokio::time::Instant::now() + delay;
         if self.armed_for.is_some_and(|armed| armed <= fires) {
             return;
@@ -508,23 +539,98 @@ impl DeviceStream {
     }
 
     /// Applies a patient's stored settings (or the node's) and pause; what
-    /// a pause ending announces is returned.
+    /// a pause ending announces is returned. The pause's end is a time on the
+    /// node's clock; the engine judges on the device's.
     fn apply(
         &mut self,
         settings: Option<AlarmSettings>,
         paused_until_ms: Option<u64>,
-    ) -> Vec<AlarmChange> {
+    ) -> Result<Vec<AlarmChange>, String> {
         self.engine
             .set_settings(settings.unwrap_or_else(|| self.settings.alarms.clone()));
-        let now = self.device_now().unwrap_or_else(unix_ms);
+        let wall = unix_ms();
+        let device = self.device_now().unwrap_or(wall);
         match paused_until_ms {
-            Some(until) if until > now => {
-                if let Err(e) = self.engine.pause(now, until) {
-                    tracing::warn!(actor = %self.key, error = %e, "stored alarm pause not applied");
-                }
+            Some(until) if until > wall => {
+                let until = device + (until - wall);
+                self.engine
+                    .pause(device, until)
+                    .map_err(|e| format!("pause not applied: {e}"))?;
+                Ok(Vec::new())
+            }
+            _ => Ok(self.engine.resume(device)),
+        }
+    }
+
+    /// Resolves the device's alerts the store holds open but this stream's
+    /// state does not (their changes, made by timers since the last snapshot,
+    /// were lost with a crash; or they predate this version): judged anew,
+    /// they are raised again if their condition still holds.
+    async fn forget_stale_alerts(&mut self) {
+        let stored = or_crash(
+            self.store.alerts(&self.id).await,
+            "alerts unreadable",
+            &self.key,
+        );
+        let known: std::collections::HashSet<&String> = self.open_alerts.values().collect();
+        let stale: Vec<_> = stored
+            .into_iter()
+            .filter(|a| a.resolved_ms.is_none() && !known.contains(&a.id))
+            .collect();
+        let now = self.device_now().unwrap_or_else(unix_ms);
+        for a in stale {
+            let at = now.max(a.raised_ms);
+            let fresh = or_crash(
+                self.store
+                    .resolve_alert(&a.id, at, ResolveReason::Reset)
+                    .await,
+                "alerts not writable",
+                &self.key,
+            );
+            if fresh {
+                let key = AlarmKey::new(a.kind, a.source);
+                let change = AlarmChange::Resolved {
+                    key,
+                    at_ms: at,
+                    reason: ResolveReason::Reset,
+                };
+                let recorded = vec![Recorded { alert: a.id, fresh }];
+                self.announce(&[change], recorded, 0);
+            }
+        }
+    }
+
+    /// The patient's stored alarm settings, or the node's (read on every
+    /// start); what a pause that ended meanwhile announces is returned.
+    async fn load_patient_settings(&mut self) -> Vec<AlarmChange> {
+        let device = or_crash(
+            self.store.device(&self.id).await,
+            "device unreadable",
+            &self.key,
+        );
+        let stored = match device {
+            Some(device) => or_crash(
+                self.store.alarm_settings(&device.patient_id).await,
+                "alarm settings unreadable",
+                &self.key,
+            ),
+            None => None,
+        };
+        let (settings, paused_until_ms) = match stored {
+            Some(stored) => (
+                stored.settings.as_deref().and_then(|json| {
+                    decode::<AlarmSettings>(json.as_bytes(), "alarm settings", &self.key)
+                }),
+                stored.paused_until_ms,
+            ),
+            None => (None, None),
+        };
+        match self.apply(settings, paused_until_ms) {
+            Ok(announced) => announced,
+            Err(e) => {
+                tracing::warn!(actor = %self.key, error = %e, "stored alarm pause not applied");
                 Vec::new()
             }
-            _ => self.engine.resume(now),
         }
     }
 
@@ -534,37 +640,16 @@ impl DeviceStream {
         if changes.is_empty() {
             return;
         }
-        let ids = self.ids_of(&changes);
-        if let Err(e) = self.record(&changes, &[]).await {
-            tracing::warn!(actor = %self.key, error = %e, "alarm changes not written");
-            panic!("alarm changes not writable; recovering");
-        }
-        self.announce(&changes, ids, 0);
-    }
-
-    /// The patient's stored alarm settings, if any (read on every start);
-    /// what a pause that ended meanwhile announces is returned.
-    async fn load_patient_settings(&mut self) -> Vec<AlarmChange> {
-        let device = or_crash(
-            self.store.device(&self.id).await,
-            "device unreadable",
-            &self.key,
-        );
-        let Some(device) = device else {
-            return Vec::new();
+        let recorded = match self.record(&changes, &[]).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::warn!(actor = %self.key, error = %e, "alarm changes not written");
+                panic!("alarm changes not writable; recovering");
+            }
         };
-        let stored = or_crash(
-            self.store.alarm_settings(&device.patient_id).await,
-            "alarm settings unreadable",
-            &self.key,
-        );
-        if let Some(stored) = stored {
-            let settings = stored.settings.as_deref().and_then(|json| {
-                decode::<AlarmSettings>(json.as_bytes(), "alarm settings", &self.key)
-            });
-            return self.apply(settings, stored.paused_until_ms);
-        }
-        Vec::new()
+        self.announce(&changes, recorded, 0);
+        // These changes are in no journal: keep them in the snapshot.
+        self.snapshot().await;
     }
 }
 
@@ -586,7 +671,6 @@ impl Actor for DeviceStream {
                 .newest_data_ms
                 .map(|ms| (ms, tokio::time::Instant::now()));
         }
-        let announced = self.load_patient_settings().await;
         self.last_seq = recovered.snapshot_seq;
         for e in recovered.tail {
             if let Some(samples) = decode::<Vec<Sample>>(&e.payload, "journal entry", &self.key) {
@@ -600,11 +684,14 @@ impl Actor for DeviceStream {
                     self.received = Some((newest, tokio::time::Instant::now()));
                 }
                 let key = self.key.clone();
-                or_crash(
+                let recorded = or_crash(
                     self.record(&changes, &chunks).await,
                     "derived vitals not writable",
                     &key,
                 );
+                // What a crash kept from being recorded was never announced
+                // either: announce it now.
+                self.announce(&changes, recorded, 0);
             }
             self.last_seq = e.seq;
             self.remember(e.message_id);
@@ -620,6 +707,11 @@ impl Actor for DeviceStream {
                 self.engine.acknowledge(key, 0);
             }
         }
+        self.forget_stale_alerts().await;
+        // The patient's settings (or the node's, which may have changed),
+        // after the replay: what a pause that ended meanwhile announces names
+        // the alarms as they are now.
+        let announced = self.load_patient_settings().await;
         self.settle(announced).await;
         // Timers die with an incarnation: set this one's.
         self.arm(ctx);
@@ -694,13 +786,15 @@ impl Handler<Push> for DeviceStream {
                 self.received = Some((newest, tokio::time::Instant::now()));
             }
         }
-        let ids = self.ids_of(&changes);
-        if let Err(e) = self.record(&changes, &chunks).await {
-            // The samples are durable; crash, so that the restart re-derives
-            // the alerts and aggregates from the journal.
-            tracing::warn!(actor = %self.key, error = %e, "derived vitals not written");
-            panic!("derived vitals not writable; recovering from the journal");
-        }
+        let recorded = match self.record(&changes, &chunks).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // The samples are durable; crash, so that the restart
+                // re-derives the alerts and aggregates from the journal.
+                tracing::warn!(actor = %self.key, error = %e, "derived vitals not written");
+                panic!("derived vitals not writable; recovering from the journal");
+            }
+        };
         let word = crate::bus::events::topic_word(&self.id);
         let had_ecg = !chunks.is_empty();
         self.events.emit(
@@ -722,7 +816,7 @@ impl Handler<Push> for DeviceStream {
                 },
             },
         );
-        self.announce(&changes, ids, accepted_ms);
+        self.announce(&changes, recorded, accepted_ms);
         if self.last_seq % SNAPSHOT_EVERY == 0 {
             // Only after the derived rows are written: a replay from this
             // snapshot must not need to re-derive what came before it.
@@ -769,7 +863,7 @@ impl Handler<Reconfigure> for DeviceStream {
         if let Some(s) = &r.settings {
             s.validate()?;
         }
-        let announced = self.apply(r.settings, r.paused_until_ms);
+        let announced = self.apply(r.settings, r.paused_until_ms)?;
         self.settle(announced).await;
         self.arm(ctx);
         Ok(())

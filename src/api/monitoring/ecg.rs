@@ -88,7 +88,9 @@ impl EcgQuery {
     ) -> async_graphql::Result<Vec<BeatGql>> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&patient_id, "patientId")?;
-        if !(from.is_finite() && to.is_finite() && from >= 0.0 && to > from) {
+        // Whole milliseconds a float holds exactly, far beyond any date.
+        const LATEST: f64 = 9_007_199_254_740_992.0;
+        if !(from.is_finite() && to.is_finite() && from >= 0.0 && to > from && to <= LATEST) {
             return Err(coded("BAD_INPUT", "from and to: times with from < to"));
         }
         let (from, to) = (from as u64, to as u64);
@@ -106,7 +108,12 @@ impl EcgQuery {
             // A chunk's beats may lie up to a detection delay before it.
             let chunks = d
                 .store
-                .ecg_chunks(&dev.id, from.saturating_sub(2_000), to + 2_000, 2_000)
+                .ecg_chunks(
+                    &dev.id,
+                    from.saturating_sub(2_000),
+                    to.saturating_add(2_000),
+                    2_000,
+                )
                 .await
                 .map_err(|_| unavailable())?;
             for chunk in chunks {
@@ -138,6 +145,7 @@ impl EcgQuery {
         seconds: Option<i32>,
     ) -> async_graphql::Result<EcgStrip> {
         let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&alert_id, "alertId")?;
         let seconds = seconds.unwrap_or(10);
         if !(1..=MAX_STRIP_SECONDS).contains(&seconds) {
             return Err(coded("BAD_INPUT", "seconds: 1–30"));
@@ -193,7 +201,8 @@ impl EcgQuery {
                 }
                 let hz64 = u64::from(*hz);
                 let first = (from.saturating_sub(*at_ms) * hz64).div_ceil(1000) as usize;
-                let last = ((to.saturating_sub(*at_ms)) * hz64 / 1000) as usize;
+                // Samples at + i·1000/hz with from <= t < to.
+                let last = (to.saturating_sub(*at_ms) * hz64).div_ceil(1000) as usize;
                 let (first, last) = (first.min(millivolts.len()), last.min(millivolts.len()));
                 if first >= last {
                     continue;

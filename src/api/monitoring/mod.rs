@@ -110,6 +110,9 @@ pub enum ResolveReason {
     NoData,
     /// A more severe alarm of the same condition took over.
     Superseded,
+    /// The device's stream restarted without it: judged anew (raised again
+    /// if the condition still holds).
+    Reset,
 }
 
 /// A detected beat's type.

@@ -307,6 +307,10 @@ pub enum ResolveReason {
     NoData,
     /// A more severe alarm of the same family (or a lethal rhythm) took over.
     Superseded,
+    /// Not the engine's: the device stream restarted without this alarm in
+    /// its state (state kept by timers since its last snapshot was lost), so
+    /// the condition is judged anew, and raised again if it still holds.
+    Reset,
 }
 
 /// A change in the alarm state, in the order it happened.
@@ -616,6 +620,7 @@ impl ResolveReason {
             ResolveReason::Cleared => "cleared",
             ResolveReason::NoData => "no_data",
             ResolveReason::Superseded => "superseded",
+            ResolveReason::Reset => "reset",
         }
     }
 }
@@ -646,6 +651,7 @@ mod names {
             ResolveReason::Cleared,
             ResolveReason::NoData,
             ResolveReason::Superseded,
+            ResolveReason::Reset,
         ] {
             assert_eq!(json(serde_json::to_value(r).unwrap()), r.as_str());
         }
