@@ -8,26 +8,29 @@
 //! or denied, before answering. A denial is `FORBIDDEN` whether or not the
 //! record exists. Errors carry a code in `extensions.code` and never PHI.
 //!
-//! Actor operations go through the bus ([`Requester`]), so they reach the
-//! actor on whichever node owns its shard.
+//! Actor operations go through the bus ([`crate::bus::client::Requester`]),
+//! so they reach the actor on whichever node owns its shard. What resolvers
+//! share (dependencies, errors, authorization and audit; subscriptions'
+//! plumbing) is in [`super::access`] and `live.rs`, below this module and
+//! [`super::monitoring`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{
-    Context, Enum, ErrorExtensions, Object, Schema, SimpleObject, Subscription, ID,
-};
+use async_graphql::{Context, Enum, Object, Schema, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 use serde_json::Value;
 
+use super::access::{
+    audit, audit_admin, audit_denied, deps, device_patient, device_topics, forbidden, guard,
+    principal, require_role, unavailable, valid,
+};
+pub use super::access::{coded, Deps};
+use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
+pub use super::live::{Expiry, MAX_SUBSCRIPTIONS};
 use crate::actors::consult::state::{Command, Party};
 use crate::actors::consult::{Act, View};
-use crate::bus::client::Requester;
-use crate::bus::Bus;
 use crate::principal::{Principal, Role};
 use crate::registry::ActorId;
-use crate::store::audit::AuditEntry;
-use crate::store::Store;
 use crate::supervisors::tree::unix_ms;
 
 /// Where `restartActor` asks every node to restart an actor it hosts.
@@ -35,67 +38,6 @@ pub const RESTART_TOPIC: &str = "control.restart";
 
 /// The schema type.
 pub type CardioSchema = Schema<Query, Mutation, SubscriptionRoot>;
-
-/// What resolvers need, shared by every request.
-#[derive(Clone)]
-pub struct Deps {
-    pub store: Store,
-    pub bus: Arc<dyn Bus>,
-    pub requester: Arc<Requester>,
-    pub cluster: crate::cluster::Cluster,
-    pub node_id: String,
-    pub tree: crate::supervisors::Tree,
-    /// The per-principal budget, charged for every access to a patient's
-    /// records too (so aliases, batches and WebSocket operations count).
-    pub limiter: Arc<super::RateLimiter>,
-    /// Live subscriptions per principal.
-    pub subscriptions: Arc<dashmap::DashMap<String, usize>>,
-    /// The node's alarm settings: a patient's start from them.
-    pub alarms: crate::actors::device::alarms::AlarmSettings,
-}
-
-/// Most live subscriptions one principal may hold.
-pub const MAX_SUBSCRIPTIONS: usize = 32;
-
-/// Counts a live subscription of `who` until dropped.
-pub struct SubscriptionSlot {
-    map: Arc<dashmap::DashMap<String, usize>>,
-    who: String,
-    field: &'static str,
-}
-
-impl SubscriptionSlot {
-    pub(super) fn take(
-        d: &Deps,
-        who: &Principal,
-        field: &'static str,
-    ) -> async_graphql::Result<SubscriptionSlot> {
-        let mut n = d.subscriptions.entry(who.subject.clone()).or_insert(0);
-        if *n >= MAX_SUBSCRIPTIONS {
-            return Err(coded(
-                "RATE_LIMITED",
-                format!("at most {MAX_SUBSCRIPTIONS} live subscriptions"),
-            ));
-        }
-        *n += 1;
-        crate::metrics::subscriptions(field, 1.0);
-        Ok(SubscriptionSlot {
-            map: Arc::clone(&d.subscriptions),
-            who: who.subject.clone(),
-            field,
-        })
-    }
-}
-
-impl Drop for SubscriptionSlot {
-    fn drop(&mut self) {
-        crate::metrics::subscriptions(self.field, -1.0);
-        self.map.remove_if_mut(&self.who, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
-    }
-}
 
 /// Builds the schema with its limits; introspection only in dev mode (the
 /// SDL is published as `schema.graphql` instead).
@@ -126,139 +68,6 @@ pub fn sdl() -> String {
     )
     .finish()
     .sdl()
-}
-
-/// A coded error; the message is safe to show (no PHI, no internals).
-pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
-    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
-}
-
-pub(super) fn forbidden() -> async_graphql::Error {
-    coded("FORBIDDEN", "not allowed")
-}
-
-pub(super) fn unavailable() -> async_graphql::Error {
-    coded("UNAVAILABLE", "the service cannot answer now; try again")
-}
-
-pub(super) fn principal<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Principal> {
-    ctx.data_opt::<Principal>()
-        .ok_or_else(|| coded("UNAUTHENTICATED", "no bearer token"))
-}
-
-pub(super) fn deps<'a>(ctx: &'a Context<'_>) -> &'a Deps {
-    ctx.data_unchecked::<Deps>()
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Patient => "patient",
-        Role::Clinician => "clinician",
-        Role::Ops => "ops",
-        Role::Admin => "admin",
-        Role::System => "system",
-    }
-}
-
-/// Whether `who` may reach `patient`'s records (PHI).
-async fn may_reach(deps: &Deps, who: &Principal, patient: &str) -> async_graphql::Result<bool> {
-    Ok(match who.role {
-        Role::Patient => who.subject == patient,
-        Role::Clinician => deps
-            .store
-            .on_care_team(patient, &who.subject)
-            .await
-            .map_err(|_| unavailable())?,
-        Role::Ops | Role::Admin | Role::System => false,
-    })
-}
-
-/// Authorizes `who` for `patient` and audits the attempt either way; the
-/// audit entry is durable before the answer.
-pub(super) async fn guard(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    patient: &str,
-    fields: &str,
-) -> async_graphql::Result<()> {
-    if deps.limiter.check_key(&who.subject).is_err() {
-        return Err(coded("RATE_LIMITED", "too many requests; slow down"));
-    }
-    let allowed = may_reach(deps, who, patient).await?;
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: Some(patient.into()),
-        fields: fields.into(),
-        outcome: if allowed { "allowed" } else { "denied" }.into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
-    if allowed {
-        Ok(())
-    } else {
-        Err(forbidden())
-    }
-}
-
-/// Appends one audit entry.
-pub(super) async fn audit(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    patient: Option<&str>,
-    fields: &str,
-    allowed: bool,
-) -> async_graphql::Result<()> {
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: patient.map(str::to_owned),
-        fields: fields.into(),
-        outcome: if allowed { "allowed" } else { "denied" }.into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
-    Ok(())
-}
-
-/// Audits an administrative act (no patient records read).
-pub(super) async fn audit_admin(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    patient: Option<&str>,
-) -> async_graphql::Result<()> {
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: patient.map(str::to_owned),
-        fields: "registration".into(),
-        outcome: "allowed".into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
-    Ok(())
-}
-
-pub(super) fn require_role(who: &Principal, roles: &[Role]) -> async_graphql::Result<()> {
-    if roles.contains(&who.role) {
-        Ok(())
-    } else {
-        Err(forbidden())
-    }
-}
-
-pub(super) fn valid(id: &str, what: &str) -> async_graphql::Result<()> {
-    if crate::registry::id::valid_id(id) {
-        Ok(())
-    } else {
-        Err(coded("BAD_INPUT", format!("{what} is not a valid id")))
-    }
 }
 
 /// Sends a command to a consult actor, retrying with the same request id
@@ -644,14 +453,6 @@ pub struct PushResultGql {
     pub duplicate: bool,
 }
 
-/// The patient a device belongs to, or FORBIDDEN.
-pub(super) async fn device_patient(d: &Deps, device: &str) -> async_graphql::Result<String> {
-    match d.store.device(device).await.map_err(|_| unavailable())? {
-        Some(dev) => Ok(dev.patient_id),
-        None => Err(forbidden()),
-    }
-}
-
 /// One node of a supervision tree, flattened (`parent` names its parent).
 #[derive(SimpleObject, Clone)]
 pub struct TreeNode {
@@ -703,32 +504,6 @@ pub struct SupervisionEventGql {
     /// `started`, `crashed`, `restarted`, `stopped`, `escalated`, …
     pub event: String,
     pub reason: Option<String>,
-}
-
-/// When the token of a WebSocket connection expires (Unix seconds): its
-/// subscriptions end then.
-#[derive(Clone, Copy)]
-pub struct Expiry(pub u64);
-
-/// `stream`, ended when the connection's token expires.
-pub(super) fn until_expiry<S>(
-    ctx: &Context<'_>,
-    stream: S,
-) -> impl Stream<Item = S::Item> + Send + 'static
-where
-    S: Stream + Send + 'static,
-    S::Item: Send,
-{
-    use futures_util::StreamExt;
-    let exp = ctx.data_opt::<Expiry>().map(|e| e.0);
-    let left = exp.map(|e| Duration::from_millis((e * 1000).saturating_sub(unix_ms())));
-    let end = async move {
-        match left {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    stream.take_until(Box::pin(end))
 }
 
 /// The bearer token of the request, to ask other nodes on the caller's behalf.
@@ -1003,46 +778,8 @@ impl CoreQuery {
     }
 }
 
-pub(super) async fn audit_denied(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    fields: &str,
-) -> async_graphql::Result<()> {
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: None,
-        fields: fields.into(),
-        outcome: "denied".into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
-    Ok(())
-}
-
 #[derive(Default)]
 pub struct CoreMutation;
-
-/// Topics of `patients`' devices (as registered now), with each device's patient.
-pub(super) async fn device_topics(
-    d: &Deps,
-    prefix: &str,
-    patients: &[String],
-) -> async_graphql::Result<Vec<(String, String, String)>> {
-    let mut out = Vec::new();
-    for p in patients {
-        for dev in d.store.devices_of(p).await.map_err(|_| unavailable())? {
-            out.push((
-                format!("{prefix}.{}", crate::bus::events::topic_word(&dev.id)),
-                p.clone(),
-                dev.id.clone(),
-            ));
-        }
-    }
-    Ok(out)
-}
 
 fn party(who: &Principal) -> async_graphql::Result<Party> {
     match who.role {
@@ -1392,53 +1129,6 @@ pub struct SampleGql {
     pub diastolic: Option<f64>,
 }
 
-/// Merges the bus subscriptions of `topics` into one stream of
-/// (payload, patient) for events of `msg_prefix`.
-/// The bus subscriptions of a live GraphQL subscription: they end with it.
-pub(super) struct Watch {
-    pub(super) rx: tokio::sync::mpsc::Receiver<(String, Value, String)>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-pub(super) async fn watch(
-    d: &Deps,
-    topics: Vec<(String, String, String)>,
-) -> async_graphql::Result<Watch> {
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let mut tasks = Vec::new();
-    for (topic, patient, device) in topics {
-        let mut sub = d
-            .bus
-            .subscribe(&topic, 256)
-            .await
-            .map_err(|_| unavailable())?;
-        let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some((env, v)) = sub.next_event::<Value>().await {
-                if v["device"].as_str() != Some(device.as_str()) {
-                    continue;
-                }
-                if tx
-                    .send((env.msg_type.clone(), v, patient.clone()))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }));
-    }
-    Ok(Watch { rx, tasks })
-}
-
 #[derive(Default)]
 pub struct CoreSubscription;
 
@@ -1591,28 +1281,6 @@ impl CoreSubscription {
             }),
         ))
     }
-}
-
-/// A stream fed by a task: `body` gets a sender; the stream ends when it
-/// returns or the subscriber goes away.
-pub(super) fn async_stream_lite<T, F, Fut>(body: F) -> impl Stream<Item = T>
-where
-    T: Send + 'static,
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let task = tokio::spawn(body(tx));
-    struct Guard(tokio::task::JoinHandle<()>);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let guard = Guard(task);
-    futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        rx.recv().await.map(|item| (item, (rx, guard)))
-    })
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+pub mod access;
 pub mod graphql;
+mod live;
 pub mod monitoring;
 mod observe;
 

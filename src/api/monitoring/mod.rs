@@ -19,10 +19,11 @@ use std::time::Duration;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use super::graphql::{
-    async_stream_lite, audit, audit_denied, coded, deps, device_patient, device_topics, forbidden,
-    guard, principal, unavailable, until_expiry, valid, watch, Deps, SubscriptionSlot,
+use super::access::{
+    audit, audit_denied, coded, deps, device_patient, device_topics, forbidden, guard, principal,
+    unavailable, valid, Deps,
 };
+use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 use crate::actors::device::alarms as engine;
 use crate::actors::device::alarms::AlarmSettings;
 use crate::actors::device::sample::Sample;
