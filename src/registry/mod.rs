@@ -28,10 +28,10 @@ pub use id::{ActorId, ActorIdError};
 pub use route::DeliverError;
 pub(crate) use route::{describe_json_error, Route};
 
-use crate::actors::{Actor, Handler};
 use crate::supervisors::cell::{Cell, CellInit, CellShared, Factory, Index};
 use crate::supervisors::message::{Pending, Reply};
 use crate::supervisors::tree::{NodeInfo, NodeKind};
+use crate::supervisors::{Actor, Handler};
 use crate::supervisors::{
     ActorRef, ArbiterPool, Backoff, CellLimits, ChildSpec, Intensity, RestartPolicy, SendError,
     Shutdown, SupervisorRef, SupervisorSpec, Tree,

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::Kind;
-use crate::actors::Handler;
+use crate::supervisors::Handler;
 use crate::supervisors::SendError;
 
 /// Why a delivery did not produce a reply. The inbox decides from it whether to
@@ -40,7 +40,7 @@ pub(crate) trait Route: Send + Sync {
     ) -> BoxFuture<'static, Result<Box<RawValue>, DeliverError>>;
 }
 
-struct Typed<A: crate::actors::Actor, M> {
+struct Typed<A: crate::supervisors::Actor, M> {
     kind: Kind<A>,
     _message: PhantomData<fn() -> M>,
 }

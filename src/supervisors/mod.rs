@@ -13,6 +13,7 @@
 //!
 //! Supervisors know nothing of the bus, the store or HTTP.
 
+pub mod actor;
 pub mod backoff;
 pub mod cell;
 pub mod message;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use actix::{Addr, ArbiterHandle, Recipient, WeakAddr};
 
+pub use actor::{Actor, Ctx, Handler};
 pub use backoff::Backoff;
 pub use cell::{ActorRef, CellLimits};
 pub use message::{ExitReason, SendError};
@@ -46,7 +48,7 @@ pub(crate) trait ControlSink: Send + Sync {
     fn do_send(&self, msg: Control);
 }
 
-impl<A: crate::actors::Actor> ControlSink for WeakAddr<cell::Cell<A>> {
+impl<A: actor::Actor> ControlSink for WeakAddr<cell::Cell<A>> {
     fn do_send(&self, msg: Control) {
         // A gone cell drops `msg`, and with it any `done` sender: the waiting
         // supervisor then sees the child as stopped.
