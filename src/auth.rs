@@ -17,9 +17,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::principal::{Principal, Role};
-use crate::supervisors::tree::unix_ms;
 
 const ISSUER: &str = "cardio";
 const AUDIENCE: &str = "cardio";

@@ -6,10 +6,11 @@
 //! environment. Secrets (passwords inside URLs) never print.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use crate::redact::{Secret, SecretUrl};
 
 /// A source of environment variables.
 pub trait Env {
@@ -28,81 +29,6 @@ impl Env for ProcessEnv {
 impl Env for BTreeMap<String, String> {
     fn get(&self, key: &str) -> Option<String> {
         BTreeMap::get(self, key).cloned()
-    }
-}
-
-/// A URL that may hold a password; `Display` and `Debug` hide it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(String);
-
-impl SecretUrl {
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The real URL, for the one place that connects with it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn scheme(&self) -> &str {
-        self.0.split_once(':').map_or("", |(s, _)| s)
-    }
-
-    fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        let (authority, tail) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                format!("{scheme}://{user}:***@{host}{tail}")
-            }
-            None => self.0.clone(),
-        }
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretUrl({})", self.redacted())
-    }
-}
-
-/// A secret (a key); `Display` and `Debug` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The real value, for the one place that uses it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
     }
 }
 

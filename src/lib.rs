@@ -16,7 +16,10 @@
 //! - [`simulate`]: the load generator (`cardio simulate`);
 //! - [`synthetic`]: deterministic vital series and ECG with ground truth;
 //!   [`dsp`]: the filter section the ECG analysis and generator share;
-//! - [`config`], [`cli`]: configuration, command line.
+//! - [`config`], [`cli`]: configuration, command line;
+//! - the ground floor, leaves that import nothing of cardio: [`clock`] (Unix
+//!   milliseconds), [`redact`] (secrets and parse errors that never print),
+//!   [`shards`] (shard arithmetic and the [`shards::Fence`] of held shards).
 #![forbid(unsafe_code)]
 
 pub mod actors;
@@ -24,13 +27,16 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 mod dsp;
 pub mod metrics;
 pub mod node;
 pub mod principal;
+pub mod redact;
 pub mod registry;
+pub mod shards;
 pub mod simulate;
 pub mod store;
 pub mod supervisors;

@@ -434,8 +434,7 @@ async fn prune_samples(store: Store, retention: Duration) {
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every_hour.tick().await;
-        let cutoff =
-            crate::supervisors::tree::unix_ms().saturating_sub(retention.as_millis() as u64);
+        let cutoff = crate::clock::unix_ms().saturating_sub(retention.as_millis() as u64);
         match store.prune_journal("device/", cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(chunks = n, "raw samples past retention deleted"),

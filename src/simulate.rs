@@ -339,7 +339,7 @@ fn short(s: &str) -> String {
 }
 
 fn now_ms() -> f64 {
-    crate::supervisors::tree::unix_ms() as f64
+    crate::clock::unix_ms() as f64
 }
 
 fn elapsed_us(since: Instant) -> u32 {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{decode, or_crash, Actor, Ctx, Handler};
+use crate::clock::unix_ms;
 use crate::store::{Appended, Store};
-use crate::supervisors::tree::unix_ms;
 
 /// Durable facts of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use crate::bus::client::Requester;
 use crate::bus::Bus;
+use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
 use crate::store::audit::AuditEntry;
 use crate::store::Store;
-use crate::supervisors::tree::unix_ms;
 
 /// What resolvers need, shared by every request.
 #[derive(Clone)]

@@ -29,9 +29,9 @@ use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 pub use super::live::{Expiry, MAX_SUBSCRIPTIONS};
 use crate::actors::consult::state::{Command, Party};
 use crate::actors::consult::{Act, View};
+use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
 use crate::registry::ActorId;
-use crate::supervisors::tree::unix_ms;
 
 /// Where `restartActor` asks every node to restart an actor it hosts.
 pub const RESTART_TOPIC: &str = "control.restart";

@@ -10,8 +10,8 @@ use futures_util::Stream;
 use serde_json::Value;
 
 use super::access::{coded, unavailable, Deps};
+use crate::clock::unix_ms;
 use crate::principal::Principal;
-use crate::supervisors::tree::unix_ms;
 
 /// Most live subscriptions one principal may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 32;

@@ -138,7 +138,7 @@ async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         return HttpResponse::NotFound().body("metrics are not enabled in this process\n");
     };
     let view = state.cluster.view().await;
-    let now = crate::supervisors::tree::unix_ms();
+    let now = crate::clock::unix_ms();
     let (in_use, idle, max) = state.store.pool_stats();
     let ready = state.ready.load(Ordering::Acquire) && state.cluster.joined();
     crate::metrics::refresh(&crate::metrics::Snapshot {
@@ -356,7 +356,7 @@ async fn graphql_ws(
                 continue;
             }
             // A moment after the subscriptions completed (at `exp`).
-            let left = (exp * 1000 + 250).saturating_sub(crate::supervisors::tree::unix_ms());
+            let left = (exp * 1000 + 250).saturating_sub(crate::clock::unix_ms());
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(left)) => return,
                 // Moved earlier (the session logged off): look again.

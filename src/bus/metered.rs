@@ -131,7 +131,7 @@ fn sent_at(body: &[u8]) -> Option<u64> {
 }
 
 fn lag_since(sent_at_ms: u64) -> Duration {
-    Duration::from_millis(crate::supervisors::tree::unix_ms().saturating_sub(sent_at_ms))
+    Duration::from_millis(crate::clock::unix_ms().saturating_sub(sent_at_ms))
 }
 
 struct MeteredAcker {

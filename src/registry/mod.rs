@@ -24,9 +24,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
+pub(crate) use crate::redact::describe_json_error;
 pub use id::{ActorId, ActorIdError};
 pub use route::DeliverError;
-pub(crate) use route::{describe_json_error, Route};
+pub(crate) use route::Route;
 
 use crate::supervisors::cell::{Cell, CellInit, CellShared, Factory, Index};
 use crate::supervisors::message::{Pending, Reply};

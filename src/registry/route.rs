@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::Kind;
+use crate::redact::describe_json_error;
 use crate::supervisors::Handler;
 use crate::supervisors::SendError;
 
@@ -55,18 +56,6 @@ where
         kind,
         _message: PhantomData,
     })
-}
-
-/// A serde error without the input it quotes (which may be PHI).
-pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let what = match e.classify() {
-        Category::Io => "unreadable input",
-        Category::Syntax => "invalid JSON",
-        Category::Data => "JSON of the wrong shape",
-        Category::Eof => "truncated JSON",
-    };
-    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 impl<A, M> Route for Typed<A, M>

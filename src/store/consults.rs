@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::{with_pool, Store, StoreError};
 use crate::actors::consult::state::{ChatLine, Party, Status};
-use crate::supervisors::tree::unix_ms;
+use crate::clock::unix_ms;
 
 /// A consult as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use sqlx::Row;
 
 use super::{with_pool, Store, StoreError};
-use crate::supervisors::tree::unix_ms;
+use crate::clock::unix_ms;
 
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,7 +70,7 @@ pub struct Store {
     db: std::sync::Arc<Db>,
     /// Set on cluster nodes: journal writes are conditional on the epoch of
     /// the writer's shard.
-    fence: Option<std::sync::Arc<crate::cluster::Fence>>,
+    fence: Option<std::sync::Arc<crate::shards::Fence>>,
     /// Audit entries waiting for the next group commit.
     audit_queue: std::sync::Arc<audit::Queue>,
 }
@@ -155,7 +155,7 @@ impl Store {
 
     /// This store with journal writes fenced by `fence`: an append succeeds
     /// only while this node holds the actor's shard at the epoch it claimed.
-    pub fn fenced(&self, fence: std::sync::Arc<crate::cluster::Fence>) -> Store {
+    pub fn fenced(&self, fence: std::sync::Arc<crate::shards::Fence>) -> Store {
         Store {
             db: std::sync::Arc::clone(&self.db),
             fence: Some(fence),

@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{with_pool, Store, StoreError};
-use crate::supervisors::tree::unix_ms;
+use crate::clock::unix_ms;
 
 /// Why a registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,6 @@
 //!
 //! Supervisors know nothing of the bus, the store or HTTP.
 
-pub mod actor;
 pub mod backoff;
 pub mod cell;
 pub mod message;
@@ -27,8 +26,9 @@ use std::sync::Arc;
 
 use actix::{Addr, ArbiterHandle, Recipient, WeakAddr};
 
-pub use actor::{Actor, Ctx, Handler};
 pub use backoff::Backoff;
+pub use cell::actor;
+pub use cell::actor::{Actor, Ctx, Handler};
 pub use cell::{ActorRef, CellLimits};
 pub use message::{ExitReason, SendError};
 pub use policy::{Intensity, RestartPolicy, Shutdown, Strategy};
@@ -48,7 +48,7 @@ pub(crate) trait ControlSink: Send + Sync {
     fn do_send(&self, msg: Control);
 }
 
-impl<A: actor::Actor> ControlSink for WeakAddr<cell::Cell<A>> {
+impl<A: Actor> ControlSink for WeakAddr<cell::Cell<A>> {
     fn do_send(&self, msg: Control) {
         // A gone cell drops `msg`, and with it any `done` sender: the waiting
         // supervisor then sees the child as stopped.

@@ -14,12 +14,12 @@ use actix::{
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::actor::Actor;
 use super::backoff::Backoff;
 use super::cell::{ActorRef, Cell, CellInit, CellLimits, CellShared};
 use super::message::{ChildNotice, Control, ExitReason};
 use super::policy::{Intensity, RestartPolicy, RestartWindow, Shutdown, Strategy};
 use super::tree::{EventKind, Kill, NodeInfo, NodeKind, Status, Tree};
+use super::Actor;
 use super::{ArbiterPool, ChildHandle, ControlSink, Notices};
 
 /// After a kill, how long to wait for the child to confirm it is gone.

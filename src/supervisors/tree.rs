@@ -7,7 +7,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clock::unix_ms;
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -97,13 +98,6 @@ impl std::fmt::Debug for NodeInfo {
             .field("status", &self.status())
             .finish()
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl NodeInfo {

@@ -31,6 +31,7 @@ mod cluster;
 mod consult;
 mod deploy;
 mod device;
+mod layers;
 mod monitoring;
 mod ops;
 mod registry;

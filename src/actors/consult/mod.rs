@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{decode, recover, Actor, Ctx, Handler};
+use crate::clock::unix_ms;
 use crate::store::{Appended, Store};
-use crate::supervisors::tree::unix_ms;
 use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
 
 /// A consult actor. Its state is rebuilt from the journal on every start.

@@ -28,10 +28,10 @@ use crate::actors::device::alarms as engine;
 use crate::actors::device::alarms::AlarmSettings;
 use crate::actors::device::sample::Sample;
 use crate::actors::device::stream::{AlertEvent, Reconfigure};
+use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
 use crate::registry::ActorId;
 use crate::store::monitoring::StoredAlarmSettings;
-use crate::supervisors::tree::unix_ms;
 
 pub use ecg::EcgStateGql;
 

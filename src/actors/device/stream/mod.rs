@@ -27,9 +27,9 @@ use super::alarms::{
 use super::ecg::{BeatKind, EcgAnalyzer, EcgOutput, RhythmSettings, RhythmState};
 use super::sample::{Limits, Rejection, Sample, Validator};
 use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler};
+use crate::clock::unix_ms;
 use crate::store::monitoring::EcgChunkRow;
 use crate::store::{AlertRecord, Appended, Store};
-use crate::supervisors::tree::unix_ms;
 
 mod alarms;
 

@@ -27,7 +27,8 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::actor::{Actor, Ctx, Handler};
+pub mod actor;
+
 use super::message::{
     panic_reason, Answer, Call, ChildNotice, Control, ExitReason, Pending, Refusal, Reply,
     SendError,
@@ -35,6 +36,7 @@ use super::message::{
 use super::policy::{RestartPolicy, Shutdown};
 use super::tree::{EventKind, Kill, NodeInfo, Status, Tree};
 use super::{ChildHandle, Notices};
+use actor::{Actor, Ctx, Handler};
 
 /// What the registry offers a cell so that the cell can leave it.
 pub(crate) trait Index: Send + Sync {

@@ -1,6 +1,6 @@
 //! The actor model cardio's entities are written in: an [`Actor`] kind, a
 //! [`Handler`] per message type and the [`Ctx`] a handler may ask of the
-//! runtime. The runtime (this module's [`super::cell`]) hosts each actor, runs
+//! runtime. The runtime (the [`super::Cell`] this module belongs to) hosts each actor, runs
 //! one handler at a time, catches panics and reports them to the supervisor.
 
 use std::future::Future;
@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use actix::WeakAddr;
 
-use super::cell::Cell;
-use super::message::Call;
-use super::tree::NodeInfo;
+use super::Cell;
+use crate::supervisors::message::Call;
+use crate::supervisors::tree::NodeInfo;
 
 /// An actor kind. `KIND` is the first half of its logical address (`consult/42`).
 pub trait Actor: Sized + 'static {
