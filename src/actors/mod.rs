@@ -84,3 +84,41 @@ pub(crate) async fn recover<S: serde::de::DeserializeOwned>(
         tail,
     }
 }
+
+/// What a journal append means to the actor that made it.
+pub(crate) enum Journaled {
+    /// Written, durably, at this sequence.
+    Written { seq: u64 },
+    /// This message id was applied before (the caller decides what that
+    /// means for it: a retry, or a journal ahead of its state).
+    Duplicate,
+    /// The store cannot take it now (logged here); nothing was applied.
+    Unavailable,
+}
+
+/// Reads an append's result for `actor`'s `kind`. Two outcomes are crashes,
+/// by design: the shard moved to another node (`Fenced`: the message goes
+/// back to the bus and reaches the owner) or the journal moved on under
+/// another writer (`Conflict`: the restart replays it); the caller gets
+/// `Crashed` and may retry, and nothing is applied twice.
+pub(crate) fn journaled(
+    result: Result<crate::store::Appended, crate::store::StoreError>,
+    kind: &'static str,
+    actor: &str,
+) -> Journaled {
+    use crate::store::{Appended, StoreError};
+    match result {
+        Ok(Appended::Written { seq }) => Journaled::Written { seq },
+        Ok(Appended::Duplicate { .. }) => Journaled::Duplicate,
+        Err(StoreError::Fenced { .. }) => {
+            panic!("{kind} shard moved to another node; handing the message back")
+        }
+        Err(StoreError::Conflict { .. }) => {
+            panic!("{kind} journal moved on under another writer; recovering")
+        }
+        Err(e) => {
+            tracing::warn!(%actor, error = %e, "{kind} event not journaled");
+            Journaled::Unavailable
+        }
+    }
+}

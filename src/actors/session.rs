@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{decode, or_crash, Actor, Ctx, Handler};
+use crate::actors::{decode, or_crash, Actor, Ctx, Handler, Journaled};
 use crate::clock::unix_ms;
-use crate::store::{Appended, Store};
+use crate::store::Store;
 
 /// Durable facts of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,33 +99,22 @@ impl PatientSession {
             return Ok(());
         }
         let payload = serde_json::to_vec(&event).expect("events serialise");
-        match self
+        let appended = self
             .store
             .append(&self.key, self.last_seq, request_id, 0, &payload)
-            .await
-        {
-            Ok(Appended::Written { seq }) => {
+            .await;
+        match crate::actors::journaled(appended, "session", &self.key) {
+            Journaled::Written { seq } => {
                 self.last_seq = seq;
                 self.apply(&event);
                 self.applied.insert(request_id.to_owned());
                 Ok(())
             }
             // The journal knows what this state does not: recover from it.
-            Ok(Appended::Duplicate { .. }) => {
+            Journaled::Duplicate => {
                 panic!("session journal holds an event this state lacks; recovering")
             }
-            // The shard moved to another node: this node must not answer for it.
-            // Crash, so that the message goes back to the bus and reaches the owner.
-            Err(crate::store::StoreError::Fenced { .. }) => {
-                panic!("session shard moved to another node; handing the message back");
-            }
-            Err(crate::store::StoreError::Conflict { .. }) => {
-                panic!("session journal moved on under another writer; recovering")
-            }
-            Err(e) => {
-                tracing::warn!(actor = %self.key, error = %e, "session event not journaled");
-                Err(SessionError::Unavailable)
-            }
+            Journaled::Unavailable => Err(SessionError::Unavailable),
         }
     }
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{decode, recover, Actor, Ctx, Handler};
+use crate::actors::{decode, recover, Actor, Ctx, Handler, Journaled};
 use crate::clock::unix_ms;
-use crate::store::{Appended, Store};
+use crate::store::Store;
 use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
 
 /// A consult actor. Its state is rebuilt from the journal on every start.
@@ -174,12 +174,12 @@ impl Handler<Act> for ConsultActor {
                 format!("{}#{i}", act.request_id)
             };
             let payload = serde_json::to_vec(event).expect("events serialise");
-            match self
+            let appended = self
                 .store
                 .append(&self.key, self.last_seq, &message_id, 0, &payload)
-                .await
-            {
-                Ok(Appended::Written { seq }) => {
+                .await;
+            match crate::actors::journaled(appended, "consult", &self.key) {
+                Journaled::Written { seq } => {
                     self.last_seq = seq;
                     self.state.apply(event);
                     self.applied.insert(message_id);
@@ -195,28 +195,14 @@ impl Handler<Act> for ConsultActor {
                     );
                 }
                 // This request id was used before for another command.
-                Ok(Appended::Duplicate { .. }) if self.applied.contains(&message_id) => {
+                Journaled::Duplicate if self.applied.contains(&message_id) => {
                     return Err(ConsultError::RequestIdReused);
                 }
                 // The journal knows an event this state lacks: recover from it.
-                Ok(Appended::Duplicate { .. }) => {
+                Journaled::Duplicate => {
                     panic!("consult journal holds an event this state lacks; recovering");
                 }
-                // Someone else wrote this consult's journal: this state is stale.
-                // Crash, so that the restart replays the journal (the command is
-                // answered `Crashed` and may be retried).
-                // The shard moved to another node: this node must not answer for it.
-                // Crash, so that the message goes back to the bus and reaches the owner.
-                Err(crate::store::StoreError::Fenced { .. }) => {
-                    panic!("consult shard moved to another node; handing the message back");
-                }
-                Err(crate::store::StoreError::Conflict { .. }) => {
-                    panic!("consult journal moved on under another writer; recovering");
-                }
-                Err(e) => {
-                    tracing::warn!(actor = %self.key, error = %e, "consult event not journaled");
-                    return Err(ConsultError::Unavailable);
-                }
+                Journaled::Unavailable => return Err(ConsultError::Unavailable),
             }
         }
         if !events.is_empty() {

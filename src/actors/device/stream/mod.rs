@@ -26,10 +26,10 @@ use super::alarms::{
 };
 use super::ecg::{BeatKind, EcgAnalyzer, EcgOutput, RhythmSettings, RhythmState};
 use super::sample::{Limits, Rejection, Sample, Validator};
-use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler};
+use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler, Journaled};
 use crate::clock::unix_ms;
 use crate::store::monitoring::EcgChunkRow;
-use crate::store::{AlertRecord, Appended, Store};
+use crate::store::{AlertRecord, Store};
 
 mod alarms;
 
@@ -479,30 +479,19 @@ impl Handler<Push> for DeviceStream {
             });
         }
         let payload = serde_json::to_vec(&verdict.accepted).expect("samples serialise");
-        match self
+        let appended = self
             .store
             .append(&self.key, self.last_seq, &push.request_id, 0, &payload)
-            .await
-        {
-            Ok(Appended::Written { seq }) => self.last_seq = seq,
+            .await;
+        match crate::actors::journaled(appended, "device", &self.key) {
+            Journaled::Written { seq } => self.last_seq = seq,
             // The journal holds a batch (or a writer) this state has not seen:
             // crash, so that the restart replays the journal (the caller gets
             // `Crashed` and may retry; nothing is applied twice).
-            Ok(Appended::Duplicate { .. }) => {
+            Journaled::Duplicate => {
                 panic!("device journal holds a batch this state lacks; recovering")
             }
-            // The shard moved to another node: this node must not answer for it.
-            // Crash, so that the message goes back to the bus and reaches the owner.
-            Err(crate::store::StoreError::Fenced { .. }) => {
-                panic!("device shard moved to another node; handing the message back");
-            }
-            Err(crate::store::StoreError::Conflict { .. }) => {
-                panic!("device journal moved on under another writer; recovering")
-            }
-            Err(e) => {
-                tracing::warn!(actor = %self.key, error = %e, "samples not stored");
-                return Err(PushError::Unavailable);
-            }
+            Journaled::Unavailable => return Err(PushError::Unavailable),
         }
         let accepted_ms = unix_ms();
         crate::metrics::samples(verdict.accepted.len(), &rejected);
