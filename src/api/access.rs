@@ -89,16 +89,7 @@ pub(crate) async fn guard(
         return Err(coded("RATE_LIMITED", "too many requests; slow down"));
     }
     let allowed = may_reach(deps, who, patient).await?;
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: Some(patient.into()),
-        fields: fields.into(),
-        outcome: if allowed { "allowed" } else { "denied" }.into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
+    audit(deps, who, action, Some(patient), fields, allowed).await?;
     if allowed {
         Ok(())
     } else {
@@ -135,17 +126,7 @@ pub(crate) async fn audit_admin(
     action: &str,
     patient: Option<&str>,
 ) -> async_graphql::Result<()> {
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: patient.map(str::to_owned),
-        fields: "registration".into(),
-        outcome: "allowed".into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
-    Ok(())
+    audit(deps, who, action, patient, "registration", true).await
 }
 
 pub(crate) fn require_role(who: &Principal, roles: &[Role]) -> async_graphql::Result<()> {
@@ -164,23 +145,15 @@ pub(crate) fn valid(id: &str, what: &str) -> async_graphql::Result<()> {
     }
 }
 
+/// Audits a refusal that names no patient (the record is unknown, so no
+/// patient can be named).
 pub(crate) async fn audit_denied(
     deps: &Deps,
     who: &Principal,
     action: &str,
     fields: &str,
 ) -> async_graphql::Result<()> {
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: None,
-        fields: fields.into(),
-        outcome: "denied".into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
-    Ok(())
+    audit(deps, who, action, None, fields, false).await
 }
 
 /// Topics of `patients`' devices (as registered now), with each device's patient.

@@ -40,6 +40,18 @@ async fn devices_with(
     serve_kind(spec, Duration::from_secs(20)).await.2
 }
 
+/// How many values `device`'s open hour buckets of `series` hold (beats,
+/// for heart rate from ECG).
+async fn open_hour_count(kind: &Kind<DeviceStream>, device: &str, series: Series) -> u64 {
+    kind.send(device, OpenAggregates(series))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.span == Span::Hour)
+        .map(|a| a.count)
+        .sum()
+}
+
 /// Each change as (kind, what, since or 0, at).
 fn summary(changes: &[AlarmChange]) -> Vec<(AlarmKind, &'static str, u64, u64)> {
     changes
@@ -399,14 +411,7 @@ async fn chunks_stamped_with_a_jittery_device_clock_continue_one_lead(store: &St
     let changes = push_ecg(&kind, "d-jitter", &chunks, "j").await;
     assert!(changes.is_empty(), "{changes:?}");
     // Every beat after the first seconds is found: one lead, not 120.
-    let beats: u64 = kind
-        .send("d-jitter", OpenAggregates(Series::EcgHeartRate))
-        .await
-        .unwrap()
-        .iter()
-        .filter(|a| a.span == Span::Hour)
-        .map(|a| a.count)
-        .sum();
+    let beats = open_hour_count(&kind, "d-jitter", Series::EcgHeartRate).await;
     let truth = ecg.beats_between(2.5, 120.0) as u64;
     assert!(
         beats.abs_diff(truth) <= 3,
@@ -750,14 +755,7 @@ async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
     )
     .await;
     assert!(more.is_empty(), "still active, not raised again: {more:?}");
-    let open: u64 = kind
-        .send("d-5", OpenAggregates(Series::HeartRate))
-        .await
-        .unwrap()
-        .iter()
-        .filter(|a| a.span == Span::Hour)
-        .map(|a| a.count)
-        .sum();
+    let open = open_hour_count(&kind, "d-5", Series::HeartRate).await;
     assert_eq!(open, 80, "the hour bucket kept its 70 samples and added 10");
     assert_eq!(store.alerts("d-5").await.unwrap().len(), 1);
 }
