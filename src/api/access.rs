@@ -182,3 +182,24 @@ pub(crate) async fn device_patient(d: &Deps, device: &str) -> async_graphql::Res
         None => Err(forbidden()),
     }
 }
+
+/// The pause before retry `attempt` (0-based) of a request the cluster could
+/// not answer yet (an actor's shard moving, the database away): the project's
+/// one [`crate::supervisors::Backoff`], from 20 ms doubling to 500 ms,
+/// jittered, so a refusal that comes back at once is not asked again in a
+/// tight loop.
+pub(crate) fn retry_pause(attempt: u32) -> std::time::Duration {
+    use std::sync::LazyLock;
+    use std::time::Duration;
+    static PAUSE: LazyLock<crate::supervisors::Backoff> = LazyLock::new(|| {
+        crate::supervisors::Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(500),
+            2.0,
+            0.5,
+            Duration::from_secs(10),
+        )
+        .expect("a valid backoff")
+    });
+    PAUSE.delay(attempt, fastrand::f64())
+}

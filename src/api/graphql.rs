@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::access::{
     audit, audit_admin, audit_denied, deps, device_patient, device_topics, forbidden, guard,
-    principal, require_role, unavailable, valid,
+    principal, require_role, retry_pause, unavailable, valid,
 };
 pub use super::access::{coded, Deps};
 use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
@@ -105,8 +105,8 @@ async fn ask<T: serde::Serialize>(
 ) -> async_graphql::Result<Result<Value, Value>> {
     // `ConsultError::Unavailable` is tagged by code, `PushError::Unavailable` by name.
     let unavailable_now = |e: &Value| e["code"] == "unavailable" || *e == "Unavailable";
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for attempt in 0.. {
         match deps
             .requester
             .request::<_, Value>(to, msg_type, msg, Duration::from_secs(3))
@@ -114,10 +114,14 @@ async fn ask<T: serde::Serialize>(
         {
             Ok(v) if v.get("Ok").is_some() => return Ok(Ok(v["Ok"].clone())),
             Ok(v) if !unavailable_now(&v["Err"]) => return Ok(Err(v["Err"].clone())),
-            _ if std::time::Instant::now() < deadline => continue,
-            _ => return Err(unavailable()),
+            _ if tokio::time::Instant::now() < deadline => {
+                let left = deadline - tokio::time::Instant::now();
+                tokio::time::sleep(retry_pause(attempt).min(left)).await;
+            }
+            _ => break,
         }
     }
+    Err(unavailable())
 }
 
 /// The consult's view (status, patient, lines after `after`).

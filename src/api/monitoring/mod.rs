@@ -21,7 +21,7 @@ use futures_util::Stream;
 
 use super::access::{
     audit, audit_denied, coded, deps, device_patient, device_topics, forbidden, guard, principal,
-    unavailable, valid, Deps,
+    retry_pause, unavailable, valid, Deps,
 };
 use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 use crate::actors::device::alarms as engine;
@@ -169,7 +169,7 @@ async fn ask_device<R: serde::de::DeserializeOwned>(
     msg: &impl serde::Serialize,
 ) -> async_graphql::Result<R> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    for attempt in 0.. {
         match d
             .requester
             .request::<_, R>(to, msg_type, msg, Duration::from_secs(3))
@@ -178,9 +178,13 @@ async fn ask_device<R: serde::de::DeserializeOwned>(
             Ok(r) => return Ok(r),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 tracing::warn!(msg_type, error = %e, "device stream did not answer");
-                return Err(unavailable());
+                break;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => {
+                let left = deadline - tokio::time::Instant::now();
+                tokio::time::sleep(retry_pause(attempt).min(left)).await;
+            }
         }
     }
+    Err(unavailable())
 }
