@@ -85,6 +85,20 @@ pub(crate) async fn recover<S: serde::de::DeserializeOwned>(
     }
 }
 
+/// Saves `key`'s snapshot at `seq`. A snapshot that cannot be saved is
+/// logged, not fatal: recovery replays more of the journal instead.
+pub(crate) async fn save_snapshot<S: serde::Serialize>(
+    store: &crate::store::Store,
+    key: &str,
+    seq: u64,
+    state: &S,
+) {
+    let payload = serde_json::to_vec(state).expect("snapshots serialise");
+    if let Err(e) = store.save_snapshot(key, seq, &payload).await {
+        tracing::warn!(actor = %key, error = %e, "snapshot not saved");
+    }
+}
+
 /// What a journal append means to the actor that made it.
 pub(crate) enum Journaled {
     /// Written, durably, at this sequence.

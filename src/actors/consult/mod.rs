@@ -122,14 +122,7 @@ impl Actor for ConsultActor {
             state: self.state.clone(),
             applied: self.applied.clone(),
         };
-        let payload = serde_json::to_vec(&saved).expect("snapshots serialise");
-        if let Err(e) = self
-            .store
-            .save_snapshot(&self.key, self.last_seq, &payload)
-            .await
-        {
-            tracing::warn!(actor = %self.key, error = %e, "snapshot not saved");
-        }
+        crate::actors::save_snapshot(&self.store, &self.key, self.last_seq, &saved).await;
     }
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) {

@@ -206,21 +206,7 @@ impl AlertsMutation {
             audit_denied(d, who, "write", "alerts").await?;
             return Err(forbidden());
         }
-        let alert = d.store.alert(&id).await.map_err(|_| unavailable())?;
-        let (patient, alert) = match alert {
-            Some(a) => match device_patient(d, &a.device_id).await {
-                Ok(p) => (p, a),
-                Err(e) => {
-                    audit_denied(d, who, "write", "alerts").await?;
-                    return Err(e);
-                }
-            },
-            None => {
-                audit_denied(d, who, "write", "alerts").await?;
-                return Err(forbidden());
-            }
-        };
-        guard(d, who, "write", &patient, "alerts").await?;
+        let alert = authorized_alert(d, who, &id, "write", "alerts").await?;
         d.store
             .acknowledge_alert(&id, &who.subject, unix_ms(), note.as_deref())
             .await

@@ -150,19 +150,7 @@ impl EcgQuery {
         if !(1..=MAX_STRIP_SECONDS).contains(&seconds) {
             return Err(coded("BAD_INPUT", "seconds: 1–30"));
         }
-        let alert = d.store.alert(&alert_id).await.map_err(|_| unavailable())?;
-        let Some(alert) = alert else {
-            audit_denied(d, who, "read", "ecg_strip").await?;
-            return Err(forbidden());
-        };
-        let patient = match device_patient(d, &alert.device_id).await {
-            Ok(p) => p,
-            Err(e) => {
-                audit_denied(d, who, "read", "ecg_strip").await?;
-                return Err(e);
-            }
-        };
-        guard(d, who, "read", &patient, "ecg_strip").await?;
+        let alert = authorized_alert(d, who, &alert_id, "read", "ecg_strip").await?;
         let half = seconds as u64 * 1000;
         let (from, to) = (alert.raised_ms.saturating_sub(half), alert.raised_ms + half);
         let chunks = d

@@ -188,3 +188,29 @@ async fn ask_device<R: serde::de::DeserializeOwned>(
     }
     Err(unavailable())
 }
+
+/// An alert and its patient, once `who` is authorized for that patient's
+/// `fields` (`guard`: audited either way). An unknown alert, or one whose
+/// device is gone, is refused alike and audited without a patient.
+async fn authorized_alert(
+    d: &Deps,
+    who: &Principal,
+    id: &str,
+    action: &str,
+    fields: &str,
+) -> async_graphql::Result<crate::store::AlertRecord> {
+    let alert = d.store.alert(id).await.map_err(|_| unavailable())?;
+    let Some(alert) = alert else {
+        audit_denied(d, who, action, fields).await?;
+        return Err(forbidden());
+    };
+    let patient = match device_patient(d, &alert.device_id).await {
+        Ok(p) => p,
+        Err(e) => {
+            audit_denied(d, who, action, fields).await?;
+            return Err(e);
+        }
+    };
+    guard(d, who, action, &patient, fields).await?;
+    Ok(alert)
+}

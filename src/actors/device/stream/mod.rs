@@ -352,14 +352,7 @@ impl DeviceStream {
             lead: self.lead.clone(),
             newest_data_ms: self.received.map(|(ms, _)| ms),
         };
-        let payload = serde_json::to_vec(&saved).expect("snapshots serialise");
-        if let Err(e) = self
-            .store
-            .save_snapshot(&self.key, self.last_seq, &payload)
-            .await
-        {
-            tracing::warn!(actor = %self.key, error = %e, "snapshot not saved");
-        }
+        crate::actors::save_snapshot(&self.store, &self.key, self.last_seq, &saved).await;
     }
 
     fn remember(&mut self, request_id: String) {
