@@ -233,7 +233,7 @@ impl Authenticator {
         if c.role == Role::System {
             return Err(AuthError::Malformed("the system role has no tokens".into()));
         }
-        if !crate::registry::id::valid_id(&c.sub) {
+        if !crate::address::valid_id(&c.sub) {
             return Err(AuthError::Malformed("the subject is not a valid id".into()));
         }
         Ok((

@@ -285,7 +285,7 @@ fn token(role: &str, sub: &str, ttl: &str, file: Option<PathBuf>) -> ExitCode {
             ))
         }
     };
-    if !crate::registry::id::valid_id(sub) {
+    if !crate::address::valid_id(sub) {
         return fail("--sub: an id of letters, digits and - _ . : @ (at most 128)");
     }
     let ttl = match humantime::parse_duration(ttl) {

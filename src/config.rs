@@ -76,9 +76,9 @@ pub struct Config {
     pub sample_retention: Duration,
     /// The alarm engine's thresholds, windows and priorities (a patient's
     /// own, set by a clinician, replace them for that patient).
-    pub alarms: crate::actors::device::alarms::AlarmSettings,
+    pub alarms: crate::domain::alarm::AlarmSettings,
     /// ECG rhythm analysis: asystole and pause times.
-    pub rhythm: crate::actors::device::ecg::RhythmSettings,
+    pub rhythm: crate::domain::rhythm::RhythmSettings,
     /// Shard queues actor messages are spread over.
     pub shards: u16,
     /// Deliveries after which a failing message is dead-lettered.
@@ -125,8 +125,8 @@ impl Default for Config {
             no_show_after: Duration::from_secs(900),
             session_logoff: Duration::from_secs(900),
             sample_retention: Duration::from_secs(30 * 24 * 3600),
-            alarms: crate::actors::device::alarms::AlarmSettings::default(),
-            rhythm: crate::actors::device::ecg::RhythmSettings::default(),
+            alarms: crate::domain::alarm::AlarmSettings::default(),
+            rhythm: crate::domain::rhythm::RhythmSettings::default(),
             shards: 64,
             delivery_limit: 5,
             prefetch: 32,
@@ -266,7 +266,7 @@ impl Config {
             };
             match key {
                 "node_id" => {
-                    if !crate::registry::id::valid_id(raw) {
+                    if !crate::address::valid_id(raw) {
                         return Err(bad(format!("{raw:?} is not a valid node id (letters, digits, '-', '_', '.', ':'; at most 128)")));
                     }
                     c.node_id = raw.to_owned();
@@ -478,7 +478,7 @@ fn millis(raw: &str) -> Result<u64, String> {
 }
 
 /// Moves a level rule's raise limit to `to`, its resolve limit along with it.
-fn shift(rule: &mut crate::actors::device::alarms::LevelRule, to: f64) {
+fn shift(rule: &mut crate::domain::alarm::LevelRule, to: f64) {
     rule.resolve += to - rule.raise;
     rule.raise = to;
 }

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod address;
 pub mod api;
 pub mod auth;
 pub mod bus;
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod domain;
 mod dsp;
 pub mod metrics;
 pub mod node;

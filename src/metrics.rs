@@ -188,9 +188,27 @@ fn describe() {
     counter!("cardio_samples_accepted_total").absolute(0);
 }
 
+/// What [`restarted`] reads of a restarted child (the supervision tree's
+/// node implements it; metrics sit below the runtime and do not import it).
+pub trait RestartedChild {
+    /// The child's kind (`consult`, `device`, `supervisor`, …).
+    fn kind_name(&self) -> &'static str;
+    /// Its last failure, if it failed.
+    fn last_failure(&self) -> Option<String>;
+}
+
+impl<T: RestartedChild + ?Sized> RestartedChild for std::sync::Arc<T> {
+    fn kind_name(&self) -> &'static str {
+        (**self).kind_name()
+    }
+    fn last_failure(&self) -> Option<String> {
+        (**self).last_failure()
+    }
+}
+
 /// A child was restarted (after its own crash, its last failure, or with
 /// crashed siblings).
-pub fn restarted(node: &crate::supervisors::tree::NodeInfo) {
+pub fn restarted(node: &impl RestartedChild) {
     let reason = node.last_failure().unwrap_or_default();
     counter!(
         "cardio_supervisor_restarts_total",

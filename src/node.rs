@@ -326,12 +326,12 @@ async fn register_kinds(
             .idle_timeout(Some(session_idle)),
         )
         .await?;
-    registry.route_for::<PatientSession, session::Connect>(&sessions, "session.connect");
-    registry.route_for::<PatientSession, session::Disconnect>(&sessions, "session.disconnect");
-    registry.route_for::<PatientSession, session::Activity>(&sessions, "session.activity");
-    registry.route_for::<PatientSession, session::SetConsult>(&sessions, "session.set_consult");
-    registry.route_for::<PatientSession, session::AddDevice>(&sessions, "session.add_device");
-    registry.route_for::<PatientSession, session::ViewSession>(&sessions, "session.view");
+    registry.route::<PatientSession, session::Connect>(&sessions);
+    registry.route::<PatientSession, session::Disconnect>(&sessions);
+    registry.route::<PatientSession, session::Activity>(&sessions);
+    registry.route::<PatientSession, session::SetConsult>(&sessions);
+    registry.route::<PatientSession, session::AddDevice>(&sessions);
+    registry.route::<PatientSession, session::ViewSession>(&sessions);
 
     let (s, no_show, ev) = (store.clone(), config.no_show_after, events.clone());
     let consults = registry
@@ -342,8 +342,8 @@ async fn register_kinds(
             }),
         )
         .await?;
-    registry.route_for::<ConsultActor, consult::Act>(&consults, "consult.act");
-    registry.route_for::<ConsultActor, consult::View>(&consults, "consult.view");
+    registry.route::<ConsultActor, consult::Act>(&consults);
+    registry.route::<ConsultActor, consult::View>(&consults);
     // Open consults' no-show checks live in memory: start them again.
     let (s, open) = (store.clone(), consults.clone());
     actix_rt::spawn(async move {
@@ -372,10 +372,10 @@ async fn register_kinds(
             }),
         )
         .await?;
-    registry.route_for::<DeviceStream, stream::Push>(&devices, "device.push");
-    registry.route_for::<DeviceStream, stream::OpenAggregates>(&devices, "device.open_aggregates");
-    registry.route_for::<DeviceStream, stream::Acknowledge>(&devices, "device.acknowledge");
-    registry.route_for::<DeviceStream, stream::Reconfigure>(&devices, "device.reconfigure");
+    registry.route::<DeviceStream, stream::Push>(&devices);
+    registry.route::<DeviceStream, stream::OpenAggregates>(&devices);
+    registry.route::<DeviceStream, stream::Acknowledge>(&devices);
+    registry.route::<DeviceStream, stream::Reconfigure>(&devices);
     Ok(())
 }
 
@@ -391,11 +391,13 @@ fn forward_supervision_events(tree: &Tree, events: &crate::bus::events::Events, 
     actix_rt::spawn(async move {
         loop {
             match rx.recv().await {
-                Ok(event) => {
-                    let mut v = serde_json::to_value(&event).unwrap_or_default();
-                    v["node"] = serde_json::Value::String(node.clone());
-                    events.emit(&topic, "supervision.event", &v)
-                }
+                Ok(event) => events.publish(
+                    &topic,
+                    &crate::bus::events::NodeSupervisionEvent {
+                        node: node.clone(),
+                        event,
+                    },
+                ),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "supervision events dropped before publishing")
                 }
@@ -415,14 +417,14 @@ async fn obey_restarts(bus: &Arc<dyn Bus>, registry: &Registry) -> anyhow::Resul
         .context("cannot subscribe to restart requests")?;
     let registry = registry.clone();
     actix_rt::spawn(async move {
-        while let Some((env, v)) = sub.next_event::<serde_json::Value>().await {
-            if let Some(actor) = v["actor"].as_str() {
-                let n = registry
-                    .passivate_where(|key| key == actor, Duration::from_secs(10))
-                    .await;
-                if n > 0 {
-                    tracing::info!(%actor, by = ?env.principal.map(|p| p.subject), "actor restarted on request");
-                }
+        use crate::api::graphql::ops::RestartRequest;
+        while let Some((env, request)) = sub.next_of::<RestartRequest>().await {
+            let actor = request.actor.as_str();
+            let n = registry
+                .passivate_where(|key| key == actor, Duration::from_secs(10))
+                .await;
+            if n > 0 {
+                tracing::info!(%actor, by = ?env.principal.map(|p| p.subject), "actor restarted on request");
             }
         }
     });

@@ -27,7 +27,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     match serde_json::from_slice(bytes) {
         Ok(v) => Some(v),
         Err(e) => {
-            let reason = crate::registry::describe_json_error(&e);
+            let reason = crate::redact::describe_json_error(&e);
             tracing::error!(%actor, what, %reason, "stored state does not decode; skipped");
             None
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{decode, or_crash, Actor, Ctx, Handler, Journaled};
+use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
 use crate::store::Store;
 
@@ -60,6 +61,10 @@ pub struct PatientSession {
 pub struct LoggedOff {
     pub patient: String,
     pub connections: Vec<String>,
+}
+
+impl BusEvent for LoggedOff {
+    const TYPE: &'static str = "session.logged_off";
 }
 
 impl PatientSession {
@@ -162,6 +167,12 @@ pub struct Connect {
     pub app: String,
 }
 
+impl BusMessage for Connect {
+    const TYPE: &'static str = "session.connect";
+    const KIND: &'static str = "session";
+    type Reply = SessionView;
+}
+
 impl Handler<Connect> for PatientSession {
     async fn handle(&mut self, c: Connect, ctx: &mut Ctx<Self>) -> SessionView {
         self.view.logged_off = false;
@@ -184,6 +195,12 @@ pub struct Disconnect {
     pub connection: String,
 }
 
+impl BusMessage for Disconnect {
+    const TYPE: &'static str = "session.disconnect";
+    const KIND: &'static str = "session";
+    type Reply = SessionView;
+}
+
 impl Handler<Disconnect> for PatientSession {
     async fn handle(&mut self, d: Disconnect, _: &mut Ctx<Self>) -> SessionView {
         self.view.connections.remove(&d.connection);
@@ -195,6 +212,12 @@ impl Handler<Disconnect> for PatientSession {
 #[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
 #[rtype(result = "()")]
 pub struct Activity;
+
+impl BusMessage for Activity {
+    const TYPE: &'static str = "session.activity";
+    const KIND: &'static str = "session";
+    type Reply = ();
+}
 
 impl Handler<Activity> for PatientSession {
     async fn handle(&mut self, _: Activity, ctx: &mut Ctx<Self>) {
@@ -208,6 +231,15 @@ impl Handler<Activity> for PatientSession {
 pub struct SetConsult {
     pub request_id: String,
     pub consult: Option<String>,
+}
+
+impl BusMessage for SetConsult {
+    const TYPE: &'static str = "session.set_consult";
+    const KIND: &'static str = "session";
+    type Reply = Result<(), SessionError>;
+    fn unavailable(reply: &Self::Reply) -> bool {
+        matches!(reply, Err(SessionError::Unavailable))
+    }
 }
 
 impl Handler<SetConsult> for PatientSession {
@@ -229,6 +261,15 @@ pub struct AddDevice {
     pub device: String,
 }
 
+impl BusMessage for AddDevice {
+    const TYPE: &'static str = "session.add_device";
+    const KIND: &'static str = "session";
+    type Reply = Result<(), SessionError>;
+    fn unavailable(reply: &Self::Reply) -> bool {
+        matches!(reply, Err(SessionError::Unavailable))
+    }
+}
+
 impl Handler<AddDevice> for PatientSession {
     async fn handle(&mut self, a: AddDevice, _: &mut Ctx<Self>) -> Result<(), SessionError> {
         if self.view.devices.contains(&a.device) {
@@ -246,6 +287,12 @@ impl Handler<AddDevice> for PatientSession {
 #[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
 #[rtype(result = "SessionView")]
 pub struct ViewSession;
+
+impl BusMessage for ViewSession {
+    const TYPE: &'static str = "session.view";
+    const KIND: &'static str = "session";
+    type Reply = SessionView;
+}
 
 impl Handler<ViewSession> for PatientSession {
     async fn handle(&mut self, _: ViewSession, _: &mut Ctx<Self>) -> SessionView {
@@ -269,9 +316,8 @@ impl Handler<IdleCheck> for PatientSession {
                 .collect();
             self.view.logged_off = true;
             let patient = self.key.trim_start_matches("session/").to_owned();
-            self.events.emit(
+            self.events.publish(
                 &format!("session.{}", crate::bus::events::topic_word(&patient)),
-                "session.logged_off",
                 &LoggedOff {
                     patient,
                     connections,

@@ -1,11 +1,12 @@
 //! Who may do what, and the trail of it: the dependencies every resolver
-//! shares, the coded errors, authorization of a principal for a patient's
-//! records with its audit entry (durable before the answer), and the small
-//! lookups authorization needs (a device's patient, a patient's devices).
+//! shares, [`Access`] (authorization of a principal for a patient's records,
+//! with its audit entry durable before the answer), and the small lookups
+//! authorization needs (a device's patient, a patient's devices).
 
-use async_graphql::{Context, ErrorExtensions};
+use async_graphql::Context;
 use std::sync::Arc;
 
+use super::error::ApiError;
 use crate::bus::client::Requester;
 use crate::bus::Bus;
 use crate::clock::unix_ms;
@@ -28,25 +29,12 @@ pub struct Deps {
     /// Live subscriptions per principal.
     pub subscriptions: Arc<dashmap::DashMap<String, usize>>,
     /// The node's alarm settings: a patient's start from them.
-    pub alarms: crate::actors::device::alarms::AlarmSettings,
+    pub alarms: crate::domain::alarm::AlarmSettings,
 }
 
-/// A coded error; the message is safe to show (no PHI, no internals).
-pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
-    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
-}
-
-pub(crate) fn forbidden() -> async_graphql::Error {
-    coded("FORBIDDEN", "not allowed")
-}
-
-pub(crate) fn unavailable() -> async_graphql::Error {
-    coded("UNAVAILABLE", "the service cannot answer now; try again")
-}
-
-pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Principal> {
+pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, ApiError> {
     ctx.data_opt::<Principal>()
-        .ok_or_else(|| coded("UNAUTHENTICATED", "no bearer token"))
+        .ok_or_else(|| ApiError::Unauthenticated("no bearer token".into()))
 }
 
 pub(crate) fn deps<'a>(ctx: &'a Context<'_>) -> &'a Deps {
@@ -64,96 +52,120 @@ fn role_name(role: Role) -> &'static str {
 }
 
 /// Whether `who` may reach `patient`'s records (PHI).
-async fn may_reach(deps: &Deps, who: &Principal, patient: &str) -> async_graphql::Result<bool> {
+async fn may_reach(deps: &Deps, who: &Principal, patient: &str) -> Result<bool, ApiError> {
     Ok(match who.role {
         Role::Patient => who.subject == patient,
         Role::Clinician => deps
             .store
             .on_care_team(patient, &who.subject)
             .await
-            .map_err(|_| unavailable())?,
+            .map_err(ApiError::unavailable)?,
         Role::Ops | Role::Admin | Role::System => false,
     })
 }
 
-/// Authorizes `who` for `patient` and audits the attempt either way; the
-/// audit entry is durable before the answer.
-pub(crate) async fn guard(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    patient: &str,
-    fields: &str,
-) -> async_graphql::Result<()> {
-    if deps.limiter.check_key(&who.subject).is_err() {
-        return Err(coded("RATE_LIMITED", "too many requests; slow down"));
+/// The one authorization-and-audit check: `who` wants to `action` (`read`,
+/// `write`, `register device`, …) the `fields` of someone's records. Every
+/// way it ends appends one audit entry, durable before the answer: allowed
+/// for the patient ([`Self::patient`]), refused for a record that names no
+/// patient ([`Self::refuse_unknown`]) or for a patient the role may not
+/// touch ([`Self::refuse`]), or an administrative act ([`Self::admin`]).
+pub(crate) struct Access<'a> {
+    deps: &'a Deps,
+    who: &'a Principal,
+    action: &'a str,
+    fields: &'a str,
+}
+
+impl<'a> Access<'a> {
+    pub(crate) fn new(
+        deps: &'a Deps,
+        who: &'a Principal,
+        action: &'a str,
+        fields: &'a str,
+    ) -> Self {
+        Self {
+            deps,
+            who,
+            action,
+            fields,
+        }
     }
-    let allowed = may_reach(deps, who, patient).await?;
-    audit(deps, who, action, Some(patient), fields, allowed).await?;
-    if allowed {
-        Ok(())
-    } else {
-        Err(forbidden())
+
+    /// Authorizes the access to `patient`'s records (charging the
+    /// principal's budget) and audits it either way.
+    pub(crate) async fn patient(&self, patient: &str) -> Result<(), ApiError> {
+        if self.deps.limiter.check_key(&self.who.subject).is_err() {
+            return Err(ApiError::RateLimited);
+        }
+        let allowed = may_reach(self.deps, self.who, patient).await?;
+        self.record(Some(patient), self.fields, allowed).await?;
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    /// Refuses an access to a record that is not there (so no patient can
+    /// be named), audited as denied: the caller sees `FORBIDDEN`, as for a
+    /// record it may not reach.
+    pub(crate) async fn refuse_unknown(&self) -> ApiError {
+        self.refuse(None).await
+    }
+
+    /// Refuses an access to `patient`'s records that the role may not make,
+    /// audited as denied.
+    pub(crate) async fn refuse(&self, patient: Option<&str>) -> ApiError {
+        match self.record(patient, self.fields, false).await {
+            Ok(()) => ApiError::Forbidden,
+            Err(e) => e,
+        }
+    }
+
+    /// Records an administrative act (no patient records read).
+    pub(crate) async fn admin(&self, patient: Option<&str>) -> Result<(), ApiError> {
+        self.record(patient, "registration", true).await
+    }
+
+    async fn record(
+        &self,
+        patient: Option<&str>,
+        fields: &str,
+        allowed: bool,
+    ) -> Result<(), ApiError> {
+        let entry = AuditEntry {
+            at_ms: unix_ms(),
+            subject: self.who.subject.clone(),
+            role: role_name(self.who.role).into(),
+            action: self.action.into(),
+            patient_id: patient.map(str::to_owned),
+            fields: fields.into(),
+            outcome: if allowed { "allowed" } else { "denied" }.into(),
+        };
+        self.deps
+            .store
+            .audit(&entry)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::unavailable)
     }
 }
 
-/// Appends one audit entry.
-pub(crate) async fn audit(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    patient: Option<&str>,
-    fields: &str,
-    allowed: bool,
-) -> async_graphql::Result<()> {
-    let entry = AuditEntry {
-        at_ms: unix_ms(),
-        subject: who.subject.clone(),
-        role: role_name(who.role).into(),
-        action: action.into(),
-        patient_id: patient.map(str::to_owned),
-        fields: fields.into(),
-        outcome: if allowed { "allowed" } else { "denied" }.into(),
-    };
-    deps.store.audit(&entry).await.map_err(|_| unavailable())?;
-    Ok(())
-}
-
-/// Audits an administrative act (no patient records read).
-pub(crate) async fn audit_admin(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    patient: Option<&str>,
-) -> async_graphql::Result<()> {
-    audit(deps, who, action, patient, "registration", true).await
-}
-
-pub(crate) fn require_role(who: &Principal, roles: &[Role]) -> async_graphql::Result<()> {
+pub(crate) fn require_role(who: &Principal, roles: &[Role]) -> Result<(), ApiError> {
     if roles.contains(&who.role) {
         Ok(())
     } else {
-        Err(forbidden())
+        Err(ApiError::Forbidden)
     }
 }
 
-pub(crate) fn valid(id: &str, what: &str) -> async_graphql::Result<()> {
-    if crate::registry::id::valid_id(id) {
+pub(crate) fn valid(id: &str, what: &str) -> Result<(), ApiError> {
+    if crate::address::valid_id(id) {
         Ok(())
     } else {
-        Err(coded("BAD_INPUT", format!("{what} is not a valid id")))
+        Err(ApiError::bad_input(format!("{what} is not a valid id")))
     }
-}
-
-/// Audits a refusal that names no patient (the record is unknown, so no
-/// patient can be named).
-pub(crate) async fn audit_denied(
-    deps: &Deps,
-    who: &Principal,
-    action: &str,
-    fields: &str,
-) -> async_graphql::Result<()> {
-    audit(deps, who, action, None, fields, false).await
 }
 
 /// Topics of `patients`' devices (as registered now), with each device's patient.
@@ -161,10 +173,10 @@ pub(crate) async fn device_topics(
     d: &Deps,
     prefix: &str,
     patients: &[String],
-) -> async_graphql::Result<Vec<(String, String, String)>> {
+) -> Result<Vec<(String, String, String)>, ApiError> {
     let mut out = Vec::new();
     for p in patients {
-        for dev in d.store.devices_of(p).await.map_err(|_| unavailable())? {
+        for dev in d.store.devices_of(p).await.map_err(ApiError::unavailable)? {
             out.push((
                 format!("{prefix}.{}", crate::bus::events::topic_word(&dev.id)),
                 p.clone(),
@@ -175,31 +187,12 @@ pub(crate) async fn device_topics(
     Ok(out)
 }
 
-/// The patient a device belongs to, or FORBIDDEN.
-pub(crate) async fn device_patient(d: &Deps, device: &str) -> async_graphql::Result<String> {
-    match d.store.device(device).await.map_err(|_| unavailable())? {
-        Some(dev) => Ok(dev.patient_id),
-        None => Err(forbidden()),
-    }
-}
-
-/// The pause before retry `attempt` (0-based) of a request the cluster could
-/// not answer yet (an actor's shard moving, the database away): the project's
-/// one [`crate::supervisors::Backoff`], from 20 ms doubling to 500 ms,
-/// jittered, so a refusal that comes back at once is not asked again in a
-/// tight loop.
-pub(crate) fn retry_pause(attempt: u32) -> std::time::Duration {
-    use std::sync::LazyLock;
-    use std::time::Duration;
-    static PAUSE: LazyLock<crate::supervisors::Backoff> = LazyLock::new(|| {
-        crate::supervisors::Backoff::new(
-            Duration::from_millis(20),
-            Duration::from_millis(500),
-            2.0,
-            0.5,
-            Duration::from_secs(10),
-        )
-        .expect("a valid backoff")
-    });
-    PAUSE.delay(attempt, fastrand::f64())
+/// The patient a device belongs to, if the device is registered.
+pub(crate) async fn device_patient(d: &Deps, device: &str) -> Result<Option<String>, ApiError> {
+    let dev = d
+        .store
+        .device(device)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(dev.map(|dev| dev.patient_id))
 }

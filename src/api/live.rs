@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use async_graphql::Context;
 use futures_util::Stream;
-use serde_json::Value;
 
-use super::access::{coded, unavailable, Deps};
+use super::access::Deps;
+use super::error::ApiError;
+use crate::actors::device::stream::{AlertEvent, VitalsEvent};
+use crate::bus::BusEvent;
 use crate::clock::unix_ms;
 use crate::principal::Principal;
 
@@ -28,13 +30,10 @@ impl SubscriptionSlot {
         d: &Deps,
         who: &Principal,
         field: &'static str,
-    ) -> async_graphql::Result<SubscriptionSlot> {
+    ) -> Result<SubscriptionSlot, ApiError> {
         let mut n = d.subscriptions.entry(who.subject.clone()).or_insert(0);
         if *n >= MAX_SUBSCRIPTIONS {
-            return Err(coded(
-                "RATE_LIMITED",
-                format!("at most {MAX_SUBSCRIPTIONS} live subscriptions"),
-            ));
+            return Err(ApiError::RateLimited);
         }
         *n += 1;
         crate::metrics::subscriptions(field, 1.0);
@@ -82,13 +81,31 @@ where
     stream.take_until(Box::pin(end))
 }
 
+/// An event about one device (published on `<prefix>.<device>`).
+pub(crate) trait DeviceEvent: BusEvent {
+    fn device(&self) -> &str;
+}
+
+impl DeviceEvent for VitalsEvent {
+    fn device(&self) -> &str {
+        &self.device
+    }
+}
+
+impl DeviceEvent for AlertEvent {
+    fn device(&self) -> &str {
+        &self.device
+    }
+}
+
 /// The bus subscriptions of a live GraphQL subscription: they end with it.
-pub(crate) struct Watch {
-    pub(crate) rx: tokio::sync::mpsc::Receiver<(String, Value, String)>,
+/// Each event comes with its device's patient.
+pub(crate) struct Watch<E> {
+    pub(crate) rx: tokio::sync::mpsc::Receiver<(E, String)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for Watch {
+impl<E> Drop for Watch<E> {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -96,10 +113,11 @@ impl Drop for Watch {
     }
 }
 
-pub(crate) async fn watch(
+/// Watches events `E` of the devices `topics` name (topic, patient, device).
+pub(crate) async fn watch<E: DeviceEvent>(
     d: &Deps,
     topics: Vec<(String, String, String)>,
-) -> async_graphql::Result<Watch> {
+) -> Result<Watch<E>, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let mut tasks = Vec::new();
     for (topic, patient, device) in topics {
@@ -107,18 +125,14 @@ pub(crate) async fn watch(
             .bus
             .subscribe(&topic, 256)
             .await
-            .map_err(|_| unavailable())?;
+            .map_err(ApiError::unavailable)?;
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some((env, v)) = sub.next_event::<Value>().await {
-                if v["device"].as_str() != Some(device.as_str()) {
+            while let Some((_, event)) = sub.next_of::<E>().await {
+                if event.device() != device {
                     continue;
                 }
-                if tx
-                    .send((env.msg_type.clone(), v, patient.clone()))
-                    .await
-                    .is_err()
-                {
+                if tx.send((event, patient.clone())).await.is_err() {
                     break;
                 }
             }

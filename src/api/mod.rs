@@ -18,10 +18,13 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 pub mod access;
+mod ask;
+pub mod error;
 pub mod graphql;
 mod live;
 pub mod monitoring;
 mod observe;
+mod ws;
 
 use crate::auth::Authenticator;
 use crate::bus::Bus;
@@ -104,7 +107,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/graphql")
                 .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
                 .route(web::post().to(graphql_post))
-                .route(web::get().to(graphql_ws)),
+                .route(web::get().to(ws::graphql_ws)),
         )
         .route("/graphiql", web::get().to(graphiql));
 }
@@ -264,8 +267,12 @@ async fn graphql_post(
         .filter(|p| p.role == crate::principal::Role::Patient)
     {
         // The patient is active: their session's idle clock starts over.
-        if let Ok(to) = crate::registry::ActorId::new("session", &p.subject) {
-            if let Ok(env) = crate::bus::Envelope::new("session.activity", &()) {
+        use crate::bus::BusMessage;
+        if let Ok(to) = crate::address::ActorId::new("session", &p.subject) {
+            let activity = crate::actors::session::Activity;
+            if let Ok(env) =
+                crate::bus::Envelope::new(crate::actors::session::Activity::TYPE, &activity)
+            {
                 let bus = Arc::clone(&state.bus);
                 actix_rt::spawn(async move {
                     let _ = bus.send(&env.to(to)).await;
@@ -276,7 +283,7 @@ async fn graphql_post(
     let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
-            let why = crate::registry::describe_json_error(&e);
+            let why = crate::redact::describe_json_error(&e);
             return gql_error(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
@@ -330,159 +337,6 @@ async fn graphql_post(
         }
     }
     HttpResponse::Ok().json(body)
-}
-
-/// `GET /graphql` upgraded to a WebSocket: subscriptions (graphql-transport-ws).
-/// The token comes in `connection_init`'s payload (`authorization` or
-/// `Authorization`: `Bearer …`, or `token`).
-async fn graphql_ws(
-    state: web::Data<ApiState>,
-    req: actix_web::HttpRequest,
-    payload: web::Payload,
-) -> actix_web::Result<HttpResponse> {
-    use futures_util::StreamExt;
-    let auth = state.auth.clone();
-    // The connection closes when its token expires: the token's expiry,
-    // known once `connection_init` verified it, ends the inbound stream, and
-    // the socket with it.
-    let expiry = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let known = Arc::new(tokio::sync::Notify::new());
-    let (exp_in, known_in) = (Arc::clone(&expiry), Arc::clone(&known));
-    let expired = async move {
-        loop {
-            let exp = exp_in.load(Ordering::Acquire);
-            if exp == 0 {
-                known_in.notified().await;
-                continue;
-            }
-            // A moment after the subscriptions completed (at `exp`).
-            let left = (exp * 1000 + 250).saturating_sub(crate::clock::unix_ms());
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(left)) => return,
-                // Moved earlier (the session logged off): look again.
-                _ = known_in.notified() => continue,
-            }
-        }
-    };
-    // A patient's connection is one of their session's apps: it closes when
-    // the session logs off, and leaves the session when it closes.
-    let connection = uuid::Uuid::new_v4().simple().to_string();
-    let patient: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let watcher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
-    let on_close = OnClose(Some(Box::new({
-        let (patient, watcher, requester, connection) = (
-            Arc::clone(&patient),
-            Arc::clone(&watcher),
-            Arc::clone(&state.requester),
-            connection.clone(),
-        );
-        move || {
-            if let Some(w) = watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                w.abort();
-            }
-            let who = patient.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(to) = who.and_then(|p| crate::registry::ActorId::new("session", &p).ok()) {
-                actix_rt::spawn(async move {
-                    let _ = requester
-                        .request::<_, serde_json::Value>(
-                            &to,
-                            "session.disconnect",
-                            &crate::actors::session::Disconnect { connection },
-                            std::time::Duration::from_secs(5),
-                        )
-                        .await;
-                });
-            }
-        }
-    })));
-    let payload = payload.take_until(Box::pin(expired)).map(move |item| {
-        let _keep = &on_close;
-        item
-    });
-    let (bus, requester) = (Arc::clone(&state.bus), Arc::clone(&state.requester));
-    async_graphql_actix_web::GraphQLSubscription::new(state.graphql.clone())
-        .on_connection_init(move |value: serde_json::Value| async move {
-            let auth = auth.ok_or_else(|| {
-                graphql::coded("UNAUTHENTICATED", "no key configured to verify tokens")
-            })?;
-            let header = value
-                .get("authorization")
-                .or_else(|| value.get("Authorization"))
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .or_else(|| {
-                    value
-                        .get("token")
-                        .and_then(|v| v.as_str())
-                        .map(|t| format!("Bearer {t}"))
-                });
-            let (principal, exp) = auth
-                .verify_header_until(header.as_deref())
-                .map_err(|e| graphql::coded("UNAUTHENTICATED", e.to_string()))?;
-            if principal.role == crate::principal::Role::Patient {
-                let p = principal.subject.clone();
-                let app = value
-                    .get("app")
-                    .and_then(|v| v.as_str())
-                    .filter(|a| !a.is_empty() && a.len() <= 32)
-                    .unwrap_or("app")
-                    .to_owned();
-                let topic = format!("session.{}", crate::bus::events::topic_word(&p));
-                let mut sub = bus
-                    .subscribe(&topic, 16)
-                    .await
-                    .map_err(|_| graphql::coded("UNAVAILABLE", "try again"))?;
-                let to = crate::registry::ActorId::new("session", &p)
-                    .map_err(|_| graphql::coded("UNAUTHENTICATED", "bad subject"))?;
-                requester
-                    .request::<_, serde_json::Value>(
-                        &to,
-                        "session.connect",
-                        &crate::actors::session::Connect {
-                            connection: connection.clone(),
-                            app,
-                        },
-                        std::time::Duration::from_secs(5),
-                    )
-                    .await
-                    .map_err(|_| graphql::coded("UNAVAILABLE", "try again"))?;
-                *patient.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
-                let (expiry, known, connection) =
-                    (Arc::clone(&expiry), Arc::clone(&known), connection.clone());
-                let task = tokio::spawn(async move {
-                    while let Some((_, off)) =
-                        sub.next_event::<crate::actors::session::LoggedOff>().await
-                    {
-                        if off.connections.contains(&connection) {
-                            // Logged off: end the connection now.
-                            expiry.store(1, Ordering::Release);
-                            known.notify_one();
-                            break;
-                        }
-                    }
-                });
-                *watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
-            }
-            let mut data = async_graphql::Data::default();
-            data.insert(principal);
-            // Subscriptions of this connection end when its token expires.
-            data.insert(graphql::Expiry(exp));
-            expiry.store(exp.max(1), Ordering::Release);
-            known.notify_one();
-            Ok(data)
-        })
-        .start(&req, payload)
-}
-
-/// Runs its function when dropped (a WebSocket connection's end).
-struct OnClose(Option<Box<dyn FnOnce()>>);
-
-impl Drop for OnClose {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
 }
 
 /// GraphiQL, in dev mode only.

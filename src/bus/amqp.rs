@@ -45,7 +45,7 @@ use super::{
     Acker, Bus, BusError, BusOptions, DeadLetterInfo, Delivery, DeliveryInfo, Envelope, Nacked,
     Source, Subscription,
 };
-use crate::cluster::shard_of;
+use crate::address::shard_of;
 
 const SHARDS_EXCHANGE: &str = "cardio.shards";
 const EVENTS_EXCHANGE: &str = "cardio.events";
@@ -134,7 +134,7 @@ impl AmqpBus {
             .map_err(broker_err)?;
         let inner = Arc::new(Inner {
             url: url.to_owned(),
-            described: crate::config::SecretUrl::new(url).to_string(),
+            described: crate::redact::SecretUrl::new(url).to_string(),
             options,
             retry_for: Duration::from_secs(60),
             runtime: BusRuntime(Some(runtime)),

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::address::ActorId;
 use crate::principal::Principal;
-use crate::registry::ActorId;
 
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u16 = 1;
@@ -170,7 +170,7 @@ impl Envelope {
     /// A message of `msg_type` carrying `payload`, in a new trace.
     pub fn new<T: Serialize>(msg_type: &str, payload: &T) -> Result<Self, EnvelopeError> {
         let payload = serde_json::value::to_raw_value(payload)
-            .map_err(|e| EnvelopeError::Payload(crate::registry::describe_json_error(&e)))?;
+            .map_err(|e| EnvelopeError::Payload(crate::redact::describe_json_error(&e)))?;
         Ok(Self::raw(msg_type, payload))
     }
 
@@ -253,12 +253,12 @@ impl Envelope {
             v: u16,
         }
         let version: Version = serde_json::from_slice(bytes)
-            .map_err(|e| EnvelopeError::Malformed(crate::registry::describe_json_error(&e)))?;
+            .map_err(|e| EnvelopeError::Malformed(crate::redact::describe_json_error(&e)))?;
         if version.v != ENVELOPE_VERSION {
             return Err(EnvelopeError::UnsupportedVersion(version.v));
         }
         serde_json::from_slice(bytes)
-            .map_err(|e| EnvelopeError::Malformed(crate::registry::describe_json_error(&e)))
+            .map_err(|e| EnvelopeError::Malformed(crate::redact::describe_json_error(&e)))
     }
 
     /// Time left before the deadline (`None`: no deadline); zero when past.

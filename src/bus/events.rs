@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Bus, Envelope};
+use super::{Bus, BusEvent, Envelope};
+use crate::supervisors::tree::SupervisionEvent;
 
 /// Events queued before new ones are dropped (with a warning): a slow broker
 /// must not stall actors.
@@ -41,6 +42,19 @@ mod tests {
             );
         }
     }
+}
+
+/// One node's supervision event, as published on `supervision.<node>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSupervisionEvent {
+    /// The node whose tree it happened in.
+    pub node: String,
+    #[serde(flatten)]
+    pub event: SupervisionEvent,
+}
+
+impl BusEvent for NodeSupervisionEvent {
+    const TYPE: &'static str = "supervision.event";
 }
 
 /// A cheap handle actors publish events through. Cloning shares the queue.
@@ -73,7 +87,12 @@ impl Events {
         Events { tx: Some(tx) }
     }
 
-    /// Queues `payload` as a `msg_type` event on `topic`.
+    /// Queues `event` on `topic`, under its wire name.
+    pub fn publish<E: BusEvent>(&self, topic: &str, event: &E) {
+        self.emit(topic, event.msg_type(), event)
+    }
+
+    /// Queues `payload` as a `msg_type` event on `topic` (prefer [`Self::publish`]).
     pub fn emit<T: Serialize>(&self, topic: &str, msg_type: &str, payload: &T) {
         let Some(tx) = &self.tx else { return };
         let env = match Envelope::new(msg_type, payload) {

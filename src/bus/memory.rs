@@ -20,7 +20,7 @@ use super::{
     Acker, Bus, BusError, BusOptions, DeadLetterInfo, Delivery, DeliveryInfo, Envelope, Nacked,
     Source, Subscription,
 };
-use crate::cluster::shard_of;
+use crate::address::shard_of;
 
 /// Name of the dead-letter queue.
 pub const DEAD_LETTER_QUEUE: &str = "cardio.dead-letters";

@@ -23,6 +23,7 @@ pub mod envelope;
 pub mod events;
 pub mod memory;
 mod metered;
+pub mod protocol;
 mod topic;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use envelope::{Envelope, EnvelopeError, MessageId, TraceContext};
+pub use protocol::{BusEvent, BusMessage};
 
 /// Errors of the bus. Messages never carry payloads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +202,30 @@ impl Subscription {
 
     pub async fn next(&mut self) -> Option<Delivery> {
         self.source.next().await
+    }
+
+    /// The next event of type `E`, with its envelope. Events of other types
+    /// are skipped; an `E` whose payload does not decode (a peer of another
+    /// version) is skipped with a warning naming the type, never mis-read.
+    /// `None` once the subscription is closed.
+    pub async fn next_of<E: BusEvent>(&mut self) -> Option<(Envelope, E)> {
+        while let Some(delivery) = self.next().await {
+            let env = delivery.envelope();
+            let _ = delivery.ack().await;
+            let Ok(env) = env else { continue };
+            if !E::carried_by(&env.msg_type) {
+                continue;
+            }
+            match serde_json::from_str(env.payload.get()) {
+                Ok(event) => return Some((env, event)),
+                Err(e) => tracing::warn!(
+                    msg_type = %env.msg_type,
+                    error = %crate::redact::describe_json_error(&e),
+                    "event skipped: its payload does not decode"
+                ),
+            }
+        }
+        None
     }
 
     /// The next event whose payload decodes as `T`, with its envelope.

@@ -21,8 +21,6 @@
 //!
 //! docs/cluster.md tells the whole story, including network partitions.
 
-mod placement;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,7 +30,7 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use placement::shard_of;
+pub use crate::address::shard_of;
 
 use crate::bus::{Bus, Subscription};
 use crate::clock::unix_ms;
@@ -667,7 +665,7 @@ mod tests {
 
     #[test]
     fn journal_keys_and_addresses_map_to_the_same_shard() {
-        let a: crate::registry::ActorId = "consult/c-1".parse().unwrap();
+        let a: crate::address::ActorId = "consult/c-1".parse().unwrap();
         assert_eq!(shard_of_key("consult/c-1", 64), shard_of(&a, 64));
     }
 

@@ -131,7 +131,7 @@ async fn deliver_envelope(
     let Some(to) = env.to.clone() else {
         return bury(delivery, "actor message without a recipient".into()).await;
     };
-    let Some(route) = registry.route(to.kind(), &env.msg_type) else {
+    let Some(route) = registry.route_of(to.kind(), &env.msg_type) else {
         let reason = format!(
             "no handler for message type {:?} on actor kind {:?}",
             shorten(&env.msg_type),

@@ -10,7 +10,6 @@
 //! The registry knows actors and supervisors, never the bus backend or SQL;
 //! [`inbox`] bridges bus deliveries to it.
 
-pub mod id;
 pub mod inbox;
 mod route;
 
@@ -24,11 +23,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-pub(crate) use crate::redact::describe_json_error;
-pub use id::{ActorId, ActorIdError};
+/// Addresses live in [`crate::address`]; re-exported for callers of the registry.
+pub use crate::address::{ActorId, ActorIdError};
 pub use route::DeliverError;
 pub(crate) use route::Route;
 
+use crate::bus::BusMessage;
 use crate::supervisors::cell::{Cell, CellInit, CellShared, Factory, Index};
 use crate::supervisors::message::{Pending, Reply};
 use crate::supervisors::tree::{NodeInfo, NodeKind};
@@ -258,7 +258,7 @@ impl Registry {
             .and_then(|k| k.downcast_ref::<Kind<A>>().cloned())
     }
 
-    pub(crate) fn route(&self, kind: &str, msg_type: &str) -> Option<Arc<dyn Route>> {
+    pub(crate) fn route_of(&self, kind: &str, msg_type: &str) -> Option<Arc<dyn Route>> {
         self.inner
             .routes
             .get(&(kind.to_owned(), msg_type.to_owned()))
@@ -274,7 +274,30 @@ impl Registry {
         self.inner.default_timeout
     }
 
-    /// Makes `M` deliverable to kind `A` from the bus under the name `msg_type`.
+    /// Makes the bus message `M` deliverable to kind `A` under its wire name
+    /// ([`BusMessage::TYPE`]); the handler's answer is `M`'s reply.
+    ///
+    /// # Panics
+    /// If `M` is for another kind of actor than `A` (a wiring mistake, seen
+    /// when the node starts).
+    pub fn route<A, M>(&self, kind: &Kind<A>)
+    where
+        A: Handler<M>,
+        M: BusMessage + actix::Message<Result = M::Reply>,
+    {
+        assert_eq!(
+            A::KIND,
+            M::KIND,
+            "{} is a message for {} actors",
+            M::TYPE,
+            M::KIND
+        );
+        self.route_for::<A, M>(kind, M::TYPE);
+    }
+
+    /// Makes `M` deliverable to kind `A` from the bus under the name
+    /// `msg_type`, for messages that have no [`BusMessage`] type (tests of
+    /// the delivery path); prefer [`Self::route`].
     pub fn route_for<A, M>(&self, kind: &Kind<A>, msg_type: &str)
     where
         A: Handler<M>,
@@ -388,7 +411,7 @@ impl<A: Actor> Kind<A> {
         M: actix::Message + Send + 'static,
         M::Result: Send,
     {
-        if !id::valid_id(id) {
+        if !crate::address::valid_id(id) {
             return Err(SendError::InvalidId(msg));
         }
         let mut msg = msg;

@@ -4,8 +4,8 @@
 use sqlx::Row;
 
 use super::{with_pool, Store, StoreError};
-use crate::actors::consult::state::{ChatLine, Party, Status};
 use crate::clock::unix_ms;
+use crate::domain::consult::{ChatLine, Party, Status};
 
 /// A consult as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,17 +15,6 @@ pub struct ConsultRow {
     pub clinician_id: Option<String>,
     pub status: Status,
     pub requested_ms: u64,
-}
-
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Requested => "requested",
-        Status::Waiting => "waiting",
-        Status::InProgress => "in_progress",
-        Status::Ended => "ended",
-        Status::Cancelled => "cancelled",
-        Status::NoShow => "no_show",
-    }
 }
 
 fn parse_status(s: &str) -> Result<Status, StoreError> {
@@ -67,7 +56,7 @@ impl Store {
             .bind(&row.id)
             .bind(&row.patient_id)
             .bind(&row.clinician_id)
-            .bind(status_name(row.status))
+            .bind(Status::as_str(row.status))
             .bind(row.requested_ms as i64)
             .bind(unix_ms() as i64)
             .bind(journal_seq as i64)

@@ -5,8 +5,8 @@
 use sqlx::Row;
 
 use super::{with_pool, Store, StoreError};
-use crate::actors::device::aggregate::{Aggregate, Series, Span};
-use crate::actors::device::alarms::{AlarmKind, Category, Priority, ResolveReason, Signal};
+use crate::domain::alarm::{AlarmKind, Category, Priority, ResolveReason, Signal};
+use crate::domain::vitals::{Aggregate, Series, Span};
 
 /// A stored alert episode.
 #[derive(Debug, Clone, PartialEq)]

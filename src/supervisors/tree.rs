@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::clock::unix_ms;
 
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
 
 /// Lifecycle state of a tree node, as ops see it.
@@ -221,7 +221,7 @@ impl Kill {
 }
 
 /// One event in the life of the tree.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SupervisionEvent {
     /// Unix milliseconds.
     pub at_ms: u64,
@@ -230,7 +230,7 @@ pub struct SupervisionEvent {
     pub what: EventKind,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     Started,
@@ -458,4 +458,13 @@ pub fn nest(flat: Vec<NodeSnapshot>) -> Vec<TreeView> {
     }
     let roots = children.remove(&None).unwrap_or_default();
     roots.into_iter().map(|r| build(r, &mut children)).collect()
+}
+
+impl crate::metrics::RestartedChild for NodeInfo {
+    fn kind_name(&self) -> &'static str {
+        NodeInfo::kind_name(self)
+    }
+    fn last_failure(&self) -> Option<String> {
+        NodeInfo::last_failure(self)
+    }
 }

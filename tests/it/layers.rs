@@ -5,6 +5,11 @@
 //! its children, a child uses its parent's items), so edges between them do
 //! not count; every other edge does. Test code at the end of a file
 //! (`#[cfg(test)] mod tests { … }`) is left out.
+//!
+//! Two checks: no cycle between modules, and the layers of ARCHITECTURE.md:
+//! a top-level module (`crate::bus`, `crate::clock`, …) imports only modules
+//! of its own layer or of the layers below it. Test-only modules (a `tests`
+//! path segment) may reach anywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -269,4 +274,96 @@ fn the_check_sees_a_cycle_through_use_trees_and_super_paths() {
         ]],
         "a -> c -> b::inner -> a; d and its child are one room"
     );
+}
+
+/// The layers of ARCHITECTURE.md, from the ground up: top-level modules of
+/// `src/` (`crate` is lib.rs and main.rs). A module imports only its own
+/// layer and the ones below (and no cycle within a layer, by the other check).
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "ground floor: the vocabulary",
+        &[
+            "clock",
+            "redact",
+            "shards",
+            "address",
+            "principal",
+            "domain",
+            "dsp",
+        ],
+    ),
+    (
+        "settings and observability",
+        &["config", "telemetry", "metrics"],
+    ),
+    ("the actor runtime", &["supervisors"]),
+    ("transport, state, identity", &["bus", "store", "auth"]),
+    ("routing to actors", &["registry"]),
+    (
+        "cluster, domain actors, generated data",
+        &["cluster", "actors", "synthetic"],
+    ),
+    ("the faces", &["api", "simulate"]),
+    ("the process", &["node", "cli", "crate"]),
+];
+
+/// The layer of a module (by its top-level module), or `None` if no layer names it.
+fn layer_of(module: &str) -> Option<usize> {
+    let top = module.split("::").nth(1).unwrap_or("crate");
+    LAYERS.iter().position(|(_, units)| units.contains(&top))
+}
+
+/// Imports that run from a lower layer up to a higher one.
+fn upward(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (a, bs) in edges {
+        if a.split("::").any(|seg| seg == "tests") {
+            continue;
+        }
+        for b in bs {
+            let (la, lb) = (layer_of(a), layer_of(b));
+            if let (Some(la), Some(lb)) = (la, lb) {
+                if lb > la {
+                    out.push(format!("{a} ({}) -> {b} ({})", LAYERS[la].0, LAYERS[lb].0));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_module_of_src_has_a_layer_and_imports_only_downwards() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mods = modules(&src);
+    let unlayered: BTreeSet<&str> = mods
+        .keys()
+        .filter(|m| layer_of(m).is_none())
+        .map(|m| m.split("::").nth(1).unwrap_or("crate"))
+        .collect();
+    assert!(
+        unlayered.is_empty(),
+        "top-level modules without a layer (add them to LAYERS and to ARCHITECTURE.md): {unlayered:?}"
+    );
+    let up = upward(&edges(&mods));
+    assert!(up.is_empty(), "imports up the layers: {up:#?}");
+}
+
+#[test]
+fn the_layer_check_sees_an_import_up_the_layers() {
+    let mods: BTreeMap<String, String> = [
+        (
+            "crate::store::journal",
+            "use crate::actors::consult::Event;",
+        ),
+        ("crate::actors::consult", "use crate::store::Store;"),
+        ("crate::actors::consult::tests", "use crate::api::x;"),
+        ("crate::api", "use crate::actors::consult;"),
+    ]
+    .into_iter()
+    .map(|(m, c)| (m.to_owned(), c.to_owned()))
+    .collect();
+    let up = upward(&edges(&mods));
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert!(up[0].starts_with("crate::store::journal"), "{up:?}");
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{decode, recover, Actor, Ctx, Handler, Journaled};
+use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
 use crate::store::Store;
 use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
@@ -40,6 +41,10 @@ pub struct ConsultEvent {
     pub consult: String,
     pub seq: u64,
     pub event: Event,
+}
+
+impl BusEvent for ConsultEvent {
+    const TYPE: &'static str = "consult.event";
 }
 
 impl ConsultActor {
@@ -153,6 +158,15 @@ pub struct Act {
     pub command: Command,
 }
 
+impl BusMessage for Act {
+    const TYPE: &'static str = "consult.act";
+    const KIND: &'static str = "consult";
+    type Reply = Result<Outcome, ConsultError>;
+    fn unavailable(reply: &Self::Reply) -> bool {
+        matches!(reply, Err(ConsultError::Unavailable))
+    }
+}
+
 impl Handler<Act> for ConsultActor {
     async fn handle(&mut self, act: Act, ctx: &mut Ctx<Self>) -> Result<Outcome, ConsultError> {
         if self.applied.contains(&act.request_id) && !matches!(act.command, Command::Chat { .. }) {
@@ -177,9 +191,8 @@ impl Handler<Act> for ConsultActor {
                     self.state.apply(event);
                     self.applied.insert(message_id);
                     let id = self.key.trim_start_matches("consult/");
-                    self.events.emit(
+                    self.events.publish(
                         &format!("consult.{}", crate::bus::events::topic_word(id)),
-                        "consult.event",
                         &ConsultEvent {
                             consult: id.to_owned(),
                             seq,
@@ -232,6 +245,12 @@ pub struct ConsultView {
 #[rtype(result = "ConsultView")]
 pub struct View {
     pub after: u64,
+}
+
+impl BusMessage for View {
+    const TYPE: &'static str = "consult.view";
+    const KIND: &'static str = "consult";
+    type Reply = ConsultView;
 }
 
 impl Handler<View> for ConsultActor {

@@ -6,46 +6,12 @@
 //! requested → waiting (patient in the waiting room) → in_progress (clinician
 //! joined) → ended | cancelled | no_show.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-/// Where a consult is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Requested,
-    Waiting,
-    InProgress,
-    Ended,
-    Cancelled,
-    NoShow,
-}
-
-impl Status {
-    pub fn is_over(self) -> bool {
-        matches!(self, Status::Ended | Status::Cancelled | Status::NoShow)
-    }
-}
-
-/// Who acts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "role", content = "id", rename_all = "snake_case")]
-pub enum Party {
-    Patient(String),
-    Clinician(String),
-}
-
-/// One chat line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatLine {
-    /// Per-consult sequence, from 1, without gaps.
-    pub seq: u64,
-    pub author: Party,
-    pub client_message_id: String,
-    pub text: String,
-    pub at_ms: u64,
-}
+pub use crate::domain::consult::{ChatLine, Party, Status};
 
 /// What a participant asks of a consult.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,7 +76,7 @@ pub enum Event {
 }
 
 /// Why a command is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum ConsultError {
     #[error("no such consult")]
@@ -121,7 +87,7 @@ pub enum ConsultError {
     NotParticipant,
     #[error("cannot {action} a consult that is {status:?}")]
     WrongState {
-        action: &'static str,
+        action: Cow<'static, str>,
         status: Status,
     },
     #[error("another clinician is already in this consult")]
@@ -134,6 +100,38 @@ pub enum ConsultError {
     Unavailable,
     #[error("this request id was already used for another command")]
     RequestIdReused,
+}
+
+impl Event {
+    /// The event's name, as serialised in `event` (`requested`, `chatted`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Requested { .. } => "requested",
+            Event::Joined { .. } => "joined",
+            Event::Left { .. } => "left",
+            Event::Chatted { .. } => "chatted",
+            Event::Ended { .. } => "ended",
+            Event::Cancelled { .. } => "cancelled",
+            Event::NoShow { .. } => "no_show",
+        }
+    }
+}
+
+impl ConsultError {
+    /// The refusal's code, as serialised in `code` (`over`, `wrong_state`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConsultError::NotFound => "not_found",
+            ConsultError::AlreadyRequested => "already_requested",
+            ConsultError::NotParticipant => "not_participant",
+            ConsultError::WrongState { .. } => "wrong_state",
+            ConsultError::TakenByAnotherClinician => "taken_by_another_clinician",
+            ConsultError::Over => "over",
+            ConsultError::BadText { .. } => "bad_text",
+            ConsultError::Unavailable => "unavailable",
+            ConsultError::RequestIdReused => "request_id_reused",
+        }
+    }
 }
 
 /// Client message ids are the client's: two authors may use the same one.
@@ -206,7 +204,10 @@ impl Consult {
             (Some(_), Command::Request { .. }) => return Err(ConsultError::AlreadyRequested),
             (Some(s), _) => s,
         };
-        let wrong = |action| ConsultError::WrongState { action, status };
+        let wrong = |action: &'static str| ConsultError::WrongState {
+            action: action.into(),
+            status,
+        };
         // Acting on a consult that is over, or not yet where the act belongs.
         let refuse = |action| {
             if status.is_over() {
@@ -405,6 +406,70 @@ impl Consult {
 mod tests {
     use super::*;
 
+    #[test]
+    fn event_names_match_their_serialised_form() {
+        let who = Party::Patient("p".into());
+        let all = [
+            Event::Requested {
+                patient: "p".into(),
+                reason: String::new(),
+                at_ms: 0,
+            },
+            Event::Joined {
+                who: who.clone(),
+                at_ms: 0,
+            },
+            Event::Left {
+                who: who.clone(),
+                at_ms: 0,
+            },
+            Event::Chatted {
+                line: ChatLine {
+                    seq: 1,
+                    author: who.clone(),
+                    client_message_id: "m".into(),
+                    text: "t".into(),
+                    at_ms: 0,
+                },
+            },
+            Event::Ended {
+                notes: String::new(),
+                at_ms: 0,
+            },
+            Event::Cancelled { by: who, at_ms: 0 },
+            Event::NoShow { at_ms: 0 },
+        ];
+        for e in all {
+            assert_eq!(
+                serde_json::to_value(&e).unwrap()["event"],
+                e.name(),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusal_codes_match_their_serialised_form() {
+        let all = [
+            ConsultError::NotFound,
+            ConsultError::AlreadyRequested,
+            ConsultError::NotParticipant,
+            ConsultError::WrongState {
+                action: "join".into(),
+                status: Status::Ended,
+            },
+            ConsultError::TakenByAnotherClinician,
+            ConsultError::Over,
+            ConsultError::BadText { max: 1 },
+            ConsultError::Unavailable,
+            ConsultError::RequestIdReused,
+        ];
+        for e in all {
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(v["code"], e.code(), "{e:?}");
+        }
+    }
+
     fn patient() -> Party {
         Party::Patient("p-1".into())
     }
@@ -513,14 +578,14 @@ mod tests {
             (
                 Command::Join { who: doctor() },
                 WrongState {
-                    action: "join as clinician",
+                    action: "join as clinician".into(),
                     status: Status::Requested,
                 },
             ),
             (
                 chat(patient(), "a", "early"),
                 WrongState {
-                    action: "chat in",
+                    action: "chat in".into(),
                     status: Status::Requested,
                 },
             ),
@@ -567,7 +632,7 @@ mod tests {
             (
                 Command::Cancel { who: patient() },
                 WrongState {
-                    action: "cancel",
+                    action: "cancel".into(),
                     status: Status::InProgress,
                 },
             ),

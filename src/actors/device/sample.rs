@@ -3,6 +3,7 @@
 //! Reasons name the rule, never the rejected vital value (vitals are PHI);
 //! they may state device facts (a sample rate, a clock offset).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
@@ -63,17 +64,17 @@ impl Sample {
 }
 
 /// Why a sample was rejected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Rejection {
     #[error("value is not a finite number")]
     NotFinite,
     #[error("{what} outside {min}–{max} {unit}")]
     OutOfRange {
-        what: &'static str,
+        what: Cow<'static, str>,
         min: f64,
         max: f64,
-        unit: &'static str,
+        unit: Cow<'static, str>,
     },
     #[error("systolic pressure not above diastolic")]
     SystolicNotAboveDiastolic,
@@ -164,10 +165,10 @@ fn range(
         Err(Rejection::NotFinite)
     } else if v < min || v > max {
         Err(Rejection::OutOfRange {
-            what,
+            what: what.into(),
             min,
             max,
-            unit,
+            unit: unit.into(),
         })
     } else {
         Ok(())

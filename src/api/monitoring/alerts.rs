@@ -42,7 +42,7 @@ async fn alert_gql(
         .store
         .alert_acknowledgement(&a.id)
         .await
-        .map_err(|_| unavailable())?;
+        .map_err(ApiError::unavailable)?;
     let ms = |v: Option<u64>| v.map(|v| v as f64);
     Ok(AlertGql {
         category: a.category().into(),
@@ -156,16 +156,23 @@ impl AlertsQuery {
     ) -> async_graphql::Result<Vec<AlertGql>> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&patient_id, "patientId")?;
-        guard(d, who, "read", &patient_id, "alerts").await?;
+        Access::new(d, who, "read", "alerts")
+            .patient(&patient_id)
+            .await?;
         let status = status.unwrap_or(AlertStatus::Open);
         let mut out = Vec::new();
         for dev in d
             .store
             .devices_of(&patient_id)
             .await
-            .map_err(|_| unavailable())?
+            .map_err(ApiError::unavailable)?
         {
-            for a in d.store.alerts(&dev.id).await.map_err(|_| unavailable())? {
+            for a in d
+                .store
+                .alerts(&dev.id)
+                .await
+                .map_err(ApiError::unavailable)?
+            {
                 let keep = match status {
                     AlertStatus::Open => a.resolved_ms.is_none(),
                     AlertStatus::Resolved => a.resolved_ms.is_some(),
@@ -200,23 +207,24 @@ impl AlertsMutation {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
         if note.as_ref().is_some_and(|n| n.len() > MAX_NOTE) {
-            return Err(coded("BAD_INPUT", "note: at most 1000 bytes"));
+            return Err(ApiError::bad_input("note: at most 1000 bytes").into());
         }
         if who.role != Role::Clinician {
-            audit_denied(d, who, "write", "alerts").await?;
-            return Err(forbidden());
+            return Err(Access::new(d, who, "write", "alerts")
+                .refuse_unknown()
+                .await
+                .into());
         }
         let alert = authorized_alert(d, who, &id, "write", "alerts").await?;
         d.store
             .acknowledge_alert(&id, &who.subject, unix_ms(), note.as_deref())
             .await
-            .map_err(|_| unavailable())?;
+            .map_err(ApiError::unavailable)?;
         if alert.resolved_ms.is_none() {
-            let to = ActorId::new("device", &alert.device_id).map_err(|_| unavailable())?;
             let msg = crate::actors::device::stream::Acknowledge {
                 alert: id.to_string(),
             };
-            ask_device::<bool>(d, &to, "device.acknowledge", &msg).await?;
+            ask(d, &alert.device_id, &msg).await?;
         }
         Ok(true)
     }
@@ -241,7 +249,7 @@ impl AlertsSubscription {
         let patients = match &patient_id {
             Some(p) => {
                 valid(p, "patientId")?;
-                guard(&d, &who, "read", p, "alerts").await?;
+                Access::new(&d, &who, "read", "alerts").patient(p).await?;
                 vec![p.to_string()]
             }
             None => {
@@ -251,32 +259,30 @@ impl AlertsSubscription {
                         .store
                         .patients_of(&who.subject)
                         .await
-                        .map_err(|_| unavailable())?,
+                        .map_err(ApiError::unavailable)?,
                     _ => {
-                        audit_denied(&d, &who, "read", "alerts").await?;
-                        return Err(forbidden());
+                        return Err(Access::new(&d, &who, "read", "alerts")
+                            .refuse_unknown()
+                            .await
+                            .into());
                     }
                 };
                 for p in &mine {
-                    guard(&d, &who, "read", p, "alerts").await?;
+                    Access::new(&d, &who, "read", "alerts").patient(p).await?;
                 }
                 mine
             }
         };
         let escalated_only = escalated_only.unwrap_or(false);
         let topics = device_topics(&d, "alerts", &patients).await?;
-        let mut w = watch(&d, topics).await?;
+        let mut w = watch::<AlertEvent>(&d, topics).await?;
         let slot = SubscriptionSlot::take(&d, &who, "alerts")?;
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
                 let _slot = slot;
-                while let Some((_, v, patient)) = w.rx.recv().await {
-                    let Ok(event) = serde_json::from_value::<AlertEvent>(v) else {
-                        // Another version's shape: skipped, never misread.
-                        tracing::warn!("alert event of an unknown shape skipped");
-                        continue;
-                    };
+                // Another version's shape is skipped by the watch, never misread.
+                while let Some((event, patient)) = w.rx.recv().await {
                     let accepted = event.accepted_ms;
                     let event = AlertEventGql::from_event(event, patient);
                     if escalated_only && event.change != AlertChange::Escalated {

@@ -91,19 +91,21 @@ impl EcgQuery {
         // Whole milliseconds a float holds exactly, far beyond any date.
         const LATEST: f64 = 9_007_199_254_740_992.0;
         if !(from.is_finite() && to.is_finite() && from >= 0.0 && to > from && to <= LATEST) {
-            return Err(coded("BAD_INPUT", "from and to: times with from < to"));
+            return Err(ApiError::bad_input("from and to: times with from < to").into());
         }
         let (from, to) = (from as u64, to as u64);
         if to - from > MAX_BEATS_SPAN_MS {
-            return Err(coded("BAD_INPUT", "at most 10 minutes of beats at a time"));
+            return Err(ApiError::bad_input("at most 10 minutes of beats at a time").into());
         }
-        guard(d, who, "read", &patient_id, "ecg_beats").await?;
+        Access::new(d, who, "read", "ecg_beats")
+            .patient(&patient_id)
+            .await?;
         let mut out = Vec::new();
         for dev in d
             .store
             .devices_of(&patient_id)
             .await
-            .map_err(|_| unavailable())?
+            .map_err(ApiError::unavailable)?
         {
             // A chunk's beats may lie up to a detection delay before it.
             let chunks = d
@@ -115,10 +117,10 @@ impl EcgQuery {
                     2_000,
                 )
                 .await
-                .map_err(|_| unavailable())?;
+                .map_err(ApiError::unavailable)?;
             for chunk in chunks {
                 let beats: Vec<(u64, Option<u64>, crate::actors::device::ecg::BeatKind)> =
-                    serde_json::from_str(&chunk.beats).map_err(|_| unavailable())?;
+                    serde_json::from_str(&chunk.beats).map_err(ApiError::unavailable)?;
                 out.extend(
                     beats
                         .into_iter()
@@ -148,7 +150,7 @@ impl EcgQuery {
         valid(&alert_id, "alertId")?;
         let seconds = seconds.unwrap_or(10);
         if !(1..=MAX_STRIP_SECONDS).contains(&seconds) {
-            return Err(coded("BAD_INPUT", "seconds: 1–30"));
+            return Err(ApiError::bad_input("seconds: 1–30").into());
         }
         let alert = authorized_alert(d, who, &alert_id, "read", "ecg_strip").await?;
         let half = seconds as u64 * 1000;
@@ -157,7 +159,7 @@ impl EcgQuery {
             .store
             .ecg_chunks(&alert.device_id, from, to, 1_000)
             .await
-            .map_err(|_| unavailable())?;
+            .map_err(ApiError::unavailable)?;
         let journal = format!("device/{}", alert.device_id);
         let mut segments: Vec<EcgSegment> = Vec::new();
         let mut last_seq = None;
@@ -168,7 +170,7 @@ impl EcgQuery {
                     .store
                     .journal_entry(&journal, chunk.seq)
                     .await
-                    .map_err(|_| unavailable())?;
+                    .map_err(ApiError::unavailable)?;
                 // Pruned after the raw sample retention: nothing to show.
                 entry = payload
                     .and_then(|p| serde_json::from_slice(&p).ok())

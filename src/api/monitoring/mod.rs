@@ -8,7 +8,7 @@
 //! device stream decides (settings, pause, acknowledgement) are stored, then
 //! handed to the device's actor through the bus, since the alarm engine lives
 //! there. Every access is authorized and audited like the rest of the API
-//! ([`super::graphql`]'s `guard`), and no error names a value or an id.
+//! ([`super::access::Access`]), and no error names a value or an id.
 
 mod alerts;
 mod ecg;
@@ -19,10 +19,9 @@ use std::time::Duration;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use super::access::{
-    audit, audit_denied, coded, deps, device_patient, device_topics, forbidden, guard, principal,
-    retry_pause, unavailable, valid, Deps,
-};
+use super::access::{deps, device_patient, device_topics, principal, valid, Access, Deps};
+use super::ask::ask;
+use super::error::ApiError;
 use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 use crate::actors::device::alarms as engine;
 use crate::actors::device::alarms::AlarmSettings;
@@ -30,7 +29,6 @@ use crate::actors::device::sample::Sample;
 use crate::actors::device::stream::{AlertEvent, Reconfigure};
 use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
-use crate::registry::ActorId;
 use crate::store::monitoring::StoredAlarmSettings;
 
 pub use ecg::EcgStateGql;
@@ -160,57 +158,23 @@ pub enum AlertChange {
     Escalated,
 }
 
-/// Asks a device stream, retrying (the messages are idempotent) while its
-/// shard moves, with a pause between tries, for up to 10 s.
-async fn ask_device<R: serde::de::DeserializeOwned>(
-    d: &Deps,
-    to: &ActorId,
-    msg_type: &str,
-    msg: &impl serde::Serialize,
-) -> async_graphql::Result<R> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for attempt in 0.. {
-        match d
-            .requester
-            .request::<_, R>(to, msg_type, msg, Duration::from_secs(3))
-            .await
-        {
-            Ok(r) => return Ok(r),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                tracing::warn!(msg_type, error = %e, "device stream did not answer");
-                break;
-            }
-            Err(_) => {
-                let left = deadline - tokio::time::Instant::now();
-                tokio::time::sleep(retry_pause(attempt).min(left)).await;
-            }
-        }
-    }
-    Err(unavailable())
-}
-
-/// An alert and its patient, once `who` is authorized for that patient's
-/// `fields` (`guard`: audited either way). An unknown alert, or one whose
-/// device is gone, is refused alike and audited without a patient.
+/// An alert, once `who` is authorized for its patient's `fields` (audited
+/// either way). An unknown alert, or one whose device is gone, is refused
+/// alike and audited without a patient.
 async fn authorized_alert(
     d: &Deps,
     who: &Principal,
     id: &str,
     action: &str,
     fields: &str,
-) -> async_graphql::Result<crate::store::AlertRecord> {
-    let alert = d.store.alert(id).await.map_err(|_| unavailable())?;
-    let Some(alert) = alert else {
-        audit_denied(d, who, action, fields).await?;
-        return Err(forbidden());
+) -> Result<crate::store::AlertRecord, ApiError> {
+    let access = Access::new(d, who, action, fields);
+    let Some(alert) = d.store.alert(id).await.map_err(ApiError::unavailable)? else {
+        return Err(access.refuse_unknown().await);
     };
-    let patient = match device_patient(d, &alert.device_id).await {
-        Ok(p) => p,
-        Err(e) => {
-            audit_denied(d, who, action, fields).await?;
-            return Err(e);
-        }
+    let Some(patient) = device_patient(d, &alert.device_id).await? else {
+        return Err(access.refuse_unknown().await);
     };
-    guard(d, who, action, &patient, fields).await?;
+    access.patient(&patient).await?;
     Ok(alert)
 }

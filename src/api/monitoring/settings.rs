@@ -130,7 +130,7 @@ async fn settings_of(
         .store
         .alarm_settings(patient)
         .await
-        .map_err(|_| unavailable())?;
+        .map_err(ApiError::unavailable)?;
     let settings = stored
         .as_ref()
         .and_then(|s| s.settings.as_deref())
@@ -165,12 +165,12 @@ async fn clinician_guard(
     who: &Principal,
     patient: &str,
     fields: &str,
-) -> async_graphql::Result<()> {
+) -> Result<(), ApiError> {
+    let access = Access::new(d, who, "write", fields);
     if who.role != Role::Clinician {
-        audit(d, who, "write", Some(patient), fields, false).await?;
-        return Err(forbidden());
+        return Err(access.refuse(Some(patient)).await);
     }
-    guard(d, who, "write", patient, fields).await
+    access.patient(patient).await
 }
 
 /// Stores `saved` and hands it to each of the patient's device streams.
@@ -182,7 +182,7 @@ async fn save_and_apply(
     d.store
         .save_alarm_settings(patient, &saved)
         .await
-        .map_err(|_| unavailable())?;
+        .map_err(ApiError::unavailable)?;
     let settings = saved
         .settings
         .as_deref()
@@ -195,14 +195,12 @@ async fn save_and_apply(
         .store
         .devices_of(patient)
         .await
-        .map_err(|_| unavailable())?
+        .map_err(ApiError::unavailable)?
     {
-        let to = ActorId::new("device", &dev.id).map_err(|_| unavailable())?;
-        if let Err(e) = ask_device::<Result<(), String>>(d, &to, "device.reconfigure", &msg).await?
-        {
+        if let Err(e) = ask(d, &dev.id, &msg).await? {
             // Validated above: a device stream refusing them is a bug, not input.
             tracing::error!(error = %e, "a device stream refused alarm settings");
-            return Err(unavailable());
+            return Err(ApiError::unavailable("a device stream refused alarm settings").into());
         }
     }
     let effective = settings.unwrap_or_else(|| d.alarms.clone());
@@ -223,7 +221,9 @@ impl SettingsQuery {
     ) -> async_graphql::Result<AlarmSettingsGql> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&patient_id, "patientId")?;
-        guard(d, who, "read", &patient_id, "alarm_settings").await?;
+        Access::new(d, who, "read", "alarm_settings")
+            .patient(&patient_id)
+            .await?;
         let (settings, stored) = settings_of(d, &patient_id).await?;
         Ok(settings_gql(&patient_id, &settings, stored.as_ref()))
     }
@@ -278,8 +278,8 @@ impl SettingsMutation {
             &patient_id,
             "alarm_settings",
             |mut settings, stored| {
-                change_thresholds(&mut settings, &thresholds).map_err(|e| coded("BAD_INPUT", e))?;
-                let json = serde_json::to_string(&settings).map_err(|_| unavailable())?;
+                change_thresholds(&mut settings, &thresholds).map_err(ApiError::bad_input)?;
+                let json = serde_json::to_string(&settings).map_err(ApiError::unavailable)?;
                 Ok((Some(json), stored.and_then(|s| s.paused_until_ms)))
             },
         )
@@ -312,7 +312,7 @@ impl SettingsMutation {
         update(d, who, &patient_id, "alarm_pause", |settings, stored| {
             let most = (settings.max_pause_ms / 60_000) as i32;
             if !(1..=most).contains(&minutes) {
-                return Err(coded("BAD_INPUT", format!("minutes: 1–{most}")));
+                return Err(ApiError::bad_input(format!("minutes: 1–{most}")).into());
             }
             let until = unix_ms() + minutes as u64 * 60_000;
             Ok((stored.and_then(|s| s.settings), Some(until)))

@@ -133,16 +133,8 @@ impl DeviceStream {
                     continue;
                 }
             }
-            let msg_type = match change {
-                AlarmChange::Raised { .. } => "alert.raised",
-                AlarmChange::Resolved { .. } => "alert.resolved",
-                AlarmChange::Reannounced { .. } => "alert.reannounced",
-                AlarmChange::Escalated { .. } => "alert.escalated",
-                AlarmChange::Announced { .. } => "alert.announced",
-            };
-            self.events.emit(
+            self.events.publish(
                 &topic,
-                msg_type,
                 &AlertEvent {
                     device: self.id.clone(),
                     alert,

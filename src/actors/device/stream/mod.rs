@@ -27,6 +27,7 @@ use super::alarms::{
 use super::ecg::{BeatKind, EcgAnalyzer, EcgOutput, RhythmSettings, RhythmState};
 use super::sample::{Limits, Rejection, Sample, Validator};
 use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler, Journaled};
+use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
 use crate::store::monitoring::EcgChunkRow;
 use crate::store::{AlertRecord, Store};
@@ -154,7 +155,7 @@ pub struct AlertEvent {
 const RECENT_REQUESTS: usize = 32;
 
 /// What a push did.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct PushResult {
     /// Samples accepted (durable when this is answered).
     pub accepted: u32,
@@ -179,6 +180,57 @@ pub enum PushError {
 pub struct Push {
     pub request_id: String,
     pub samples: Vec<Sample>,
+}
+
+impl BusMessage for Push {
+    const TYPE: &'static str = "device.push";
+    const KIND: &'static str = "device";
+    type Reply = Result<PushResult, PushError>;
+    fn unavailable(reply: &Self::Reply) -> bool {
+        matches!(reply, Err(PushError::Unavailable))
+    }
+}
+
+impl BusMessage for Acknowledge {
+    const TYPE: &'static str = "device.acknowledge";
+    const KIND: &'static str = "device";
+    type Reply = bool;
+}
+
+impl BusMessage for Reconfigure {
+    const TYPE: &'static str = "device.reconfigure";
+    const KIND: &'static str = "device";
+    type Reply = Result<(), String>;
+}
+
+impl BusMessage for OpenAggregates {
+    const TYPE: &'static str = "device.open_aggregates";
+    const KIND: &'static str = "device";
+    type Reply = Vec<super::aggregate::Aggregate>;
+}
+
+impl BusEvent for VitalsEvent {
+    const TYPE: &'static str = "vitals.accepted";
+}
+
+impl BusEvent for AlertEvent {
+    /// The family: `alert.raised`, `alert.resolved`, `alert.reannounced`,
+    /// `alert.escalated`, `alert.announced` (the change says which).
+    const TYPE: &'static str = "alert";
+
+    fn msg_type(&self) -> &'static str {
+        match self.change {
+            AlarmChange::Raised { .. } => "alert.raised",
+            AlarmChange::Resolved { .. } => "alert.resolved",
+            AlarmChange::Reannounced { .. } => "alert.reannounced",
+            AlarmChange::Escalated { .. } => "alert.escalated",
+            AlarmChange::Announced { .. } => "alert.announced",
+        }
+    }
+
+    fn carried_by(msg_type: &str) -> bool {
+        msg_type.starts_with("alert.")
+    }
 }
 
 /// The stream's own timer: silence and unacknowledged alarms.
@@ -508,9 +560,8 @@ impl Handler<Push> for DeviceStream {
         };
         let word = crate::bus::events::topic_word(&self.id);
         let had_ecg = !chunks.is_empty();
-        self.events.emit(
+        self.events.publish(
             &format!("vitals.{word}"),
-            "vitals.accepted",
             &VitalsEvent {
                 device: self.id.clone(),
                 accepted: verdict.accepted.len() as u32,

@@ -1,0 +1,70 @@
+//! How resolvers reach actors: typed asks over the bus
+//! ([`crate::bus::client::Requester::ask`]) within the API's deadline, their
+//! failures as [`ApiError`]s (the cause logged once), and the consult
+//! lookups authorization needs. Commands carry their idempotency key, so an
+//! ask that is repeated while a shard moves is applied once.
+
+use std::time::Duration;
+
+use super::access::{Access, Deps};
+use super::error::ApiError;
+use crate::actors::consult::state::{Command, Outcome};
+use crate::actors::consult::{Act, ConsultView, View};
+use crate::address::ActorId;
+use crate::bus::BusMessage;
+
+/// How long a resolver waits for an actor, every retry included.
+pub(crate) const ASK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Asks actor `id` (of `M`'s kind) with `msg`; see the module docs.
+pub(crate) async fn ask<M: BusMessage>(d: &Deps, id: &str, msg: &M) -> Result<M::Reply, ApiError> {
+    let to = ActorId::new(M::KIND, id)
+        .map_err(|_| ApiError::bad_input(format!("{} id is not a valid id", M::KIND)))?;
+    let deadline = tokio::time::Instant::now() + ASK_DEADLINE;
+    d.requester
+        .ask(&to, msg, deadline)
+        .await
+        .map_err(|e| ApiError::unavailable(format_args!("{}: {e}", M::TYPE)))
+}
+
+/// Sends `command` to consult `consult` with its idempotency key; a refusal
+/// comes back as `CONSULT_REFUSED` with the refusal's code.
+pub(crate) async fn act(
+    d: &Deps,
+    consult: &str,
+    request_id: String,
+    command: Command,
+) -> Result<Outcome, ApiError> {
+    let msg = Act {
+        request_id,
+        command,
+    };
+    ask(d, consult, &msg)
+        .await?
+        .map_err(|refused| ApiError::ConsultRefused(refused.code().to_owned()))
+}
+
+/// The consult's view (status, people, chat lines after `after`).
+pub(crate) async fn consult_view(
+    d: &Deps,
+    consult: &str,
+    after: u64,
+) -> Result<ConsultView, ApiError> {
+    ask(d, consult, &View { after }).await
+}
+
+/// The patient of consult `consult` and its view (without chat lines),
+/// once `access` allows it for that patient (audited either way). A consult
+/// that is not there is refused alike, audited without a patient.
+pub(crate) async fn authorized_consult(
+    d: &Deps,
+    access: &Access<'_>,
+    consult: &str,
+) -> Result<(String, ConsultView), ApiError> {
+    let view = consult_view(d, consult, u64::MAX).await?;
+    let Some(patient) = view.patient.clone() else {
+        return Err(access.refuse_unknown().await);
+    };
+    access.patient(&patient).await?;
+    Ok((patient, view))
+}

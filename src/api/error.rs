@@ -1,0 +1,123 @@
+//! The API's errors: one enum, each variant with the code clients branch on
+//! (`extensions.code`) and a message safe to show: no PHI, no id, no value,
+//! no internals. The cause of an `UNAVAILABLE` (a database or bus error, an
+//! actor that did not answer) is logged once, when the error becomes the
+//! GraphQL answer, and never shown.
+//!
+//! `ApiError` deliberately has no `Display`: async-graphql turns anything
+//! that displays into an error without a code, so a `?` on a displayable
+//! error would lose it. `From<ApiError>` is the only way out, and it sets the
+//! code.
+
+use async_graphql::ErrorExtensions;
+
+/// See the module docs.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No valid bearer token (the message says why, without the token).
+    Unauthenticated(String),
+    /// Not allowed, or no such record: the two are not told apart.
+    Forbidden,
+    /// An argument is out of bounds; the message names the argument.
+    BadInput(String),
+    /// The thing named does not exist (only where existence is not PHI).
+    NotFound(String),
+    /// The principal's request budget is spent.
+    RateLimited,
+    /// A consult refused the command; the code says why (`over`,
+    /// `not_participant`, `wrong_state`, …).
+    ConsultRefused(String),
+    /// The service cannot answer now; asking again may work. `cause` is
+    /// logged, never shown.
+    Unavailable { cause: String },
+}
+
+impl ApiError {
+    /// `UNAVAILABLE` because of `cause` (logged once, never shown).
+    pub fn unavailable(cause: impl std::fmt::Display) -> ApiError {
+        ApiError::Unavailable {
+            cause: cause.to_string(),
+        }
+    }
+
+    /// `BAD_INPUT` with a message naming the argument.
+    pub fn bad_input(message: impl Into<String>) -> ApiError {
+        ApiError::BadInput(message.into())
+    }
+
+    /// The code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+            ApiError::Forbidden => "FORBIDDEN",
+            ApiError::BadInput(_) => "BAD_INPUT",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::ConsultRefused(_) => "CONSULT_REFUSED",
+            ApiError::Unavailable { .. } => "UNAVAILABLE",
+        }
+    }
+
+    /// The message shown.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated(why) => why.clone(),
+            ApiError::Forbidden => "not allowed".into(),
+            ApiError::BadInput(m) | ApiError::NotFound(m) | ApiError::ConsultRefused(m) => {
+                m.clone()
+            }
+            ApiError::RateLimited => "too many requests; slow down".into(),
+            ApiError::Unavailable { .. } => "the service cannot answer now; try again".into(),
+        }
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(e: ApiError) -> Self {
+        if let ApiError::Unavailable { cause } = &e {
+            tracing::warn!(%cause, "request not answered");
+        }
+        coded(e.code(), e.message())
+    }
+}
+
+/// A coded GraphQL error, for the few answers made outside a resolver
+/// (HTTP and WebSocket set-up); resolvers return [`ApiError`].
+pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(e: &async_graphql::Error) -> Option<String> {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .map(|c| c.to_string().trim_matches('"').to_owned())
+    }
+
+    #[test]
+    fn every_error_keeps_its_code_and_an_unavailable_never_shows_its_cause() {
+        let cause = "database error: connection to 10.0.0.7 refused";
+        let e: async_graphql::Error = ApiError::unavailable(cause).into();
+        assert_eq!(code_of(&e).as_deref(), Some("UNAVAILABLE"));
+        assert!(!e.message.contains("10.0.0.7"), "{}", e.message);
+        let e: async_graphql::Error = ApiError::Forbidden.into();
+        assert_eq!(code_of(&e).as_deref(), Some("FORBIDDEN"));
+        let e: async_graphql::Error = ApiError::ConsultRefused("over".into()).into();
+        assert_eq!(code_of(&e).as_deref(), Some("CONSULT_REFUSED"));
+        assert_eq!(e.message, "over");
+    }
+
+    #[test]
+    fn a_question_mark_on_an_api_error_keeps_the_code() {
+        fn resolver() -> async_graphql::Result<()> {
+            Err(ApiError::bad_input("id is not a valid id"))?;
+            Ok(())
+        }
+        let e = resolver().unwrap_err();
+        assert_eq!(code_of(&e).as_deref(), Some("BAD_INPUT"));
+    }
+}

@@ -1,0 +1,310 @@
+//! Live consults: reading one (status, people, chat), the lifecycle
+//! commands (request, join, chat, end, cancel) and the live event stream.
+//!
+//! Everything here goes through the consult's actor over the bus (its view
+//! for reads, `consult.act` for writes): the actor is the one writer of a
+//! consult's journal and of its chat projection, and it answers only once
+//! the command is journaled.
+
+use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
+use futures_util::Stream;
+
+use crate::actors::consult::state::{ChatLine, Command, Outcome, Party};
+use crate::actors::consult::{ConsultEvent, ConsultView};
+use crate::api::access::{deps, principal, valid, Access, Deps};
+use crate::api::ask::{act, authorized_consult, consult_view};
+use crate::api::error::ApiError;
+use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
+use crate::clock::unix_ms;
+use crate::principal::{Principal, Role};
+
+#[derive(SimpleObject, Clone)]
+pub struct Message {
+    pub seq: i32,
+    pub author_role: String,
+    pub author_id: ID,
+    pub client_message_id: String,
+    pub text: String,
+    pub at: f64,
+}
+
+impl From<&ChatLine> for Message {
+    fn from(line: &ChatLine) -> Self {
+        let (role, id) = match &line.author {
+            Party::Patient(id) => ("patient", id),
+            Party::Clinician(id) => ("clinician", id),
+        };
+        Message {
+            seq: line.seq as i32,
+            author_role: role.into(),
+            author_id: ID(id.clone()),
+            client_message_id: line.client_message_id.clone(),
+            text: line.text.clone(),
+            at: line.at_ms as f64,
+        }
+    }
+}
+
+/// A consult as its participants see it.
+pub struct ConsultGql {
+    id: String,
+    view: ConsultView,
+}
+
+#[Object(name = "Consult")]
+impl ConsultGql {
+    async fn id(&self) -> ID {
+        ID(self.id.clone())
+    }
+
+    async fn status(&self) -> String {
+        self.view
+            .status
+            .map_or("unknown", |s| s.as_str())
+            .to_owned()
+    }
+
+    async fn patient_id(&self) -> Option<ID> {
+        self.view.patient.clone().map(ID)
+    }
+
+    async fn clinician_id(&self) -> Option<ID> {
+        self.view.clinician.clone().map(ID)
+    }
+
+    /// Chat messages after sequence `after` (0: all), in order.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<i32>,
+    ) -> async_graphql::Result<Vec<Message>> {
+        let after = after.unwrap_or(0).max(0) as u64;
+        let view = consult_view(deps(ctx), &self.id, after).await?;
+        Ok(view.lines.iter().map(Message::from).collect())
+    }
+}
+
+/// What happened in a consult, as subscribers see it.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "ConsultEvent")]
+pub struct ConsultEventGql {
+    /// The journal sequence of the event.
+    pub seq: f64,
+    /// `requested`, `joined`, `left`, `chatted`, `ended`, `cancelled`, `no_show`…
+    pub kind: String,
+    pub message: Option<Message>,
+}
+
+fn party(who: &Principal) -> Result<Party, ApiError> {
+    match who.role {
+        Role::Patient => Ok(Party::Patient(who.subject.clone())),
+        Role::Clinician => Ok(Party::Clinician(who.subject.clone())),
+        _ => Err(ApiError::Forbidden),
+    }
+}
+
+/// Authorizes `who` to write `fields` of consult `id` and gives the party
+/// they act as.
+async fn writer(d: &Deps, who: &Principal, id: &str, fields: &str) -> Result<Party, ApiError> {
+    authorized_consult(d, &Access::new(d, who, "write", fields), id).await?;
+    party(who)
+}
+
+#[derive(Default)]
+pub struct ConsultQuery;
+
+#[Object]
+impl ConsultQuery {
+    /// A consult and its chat (PHI).
+    async fn consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ConsultGql> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&id, "id")?;
+        // The view that names the patient is the one answered (once authorized).
+        let access = Access::new(d, who, "read", "consult,chat");
+        let (_, view) = authorized_consult(d, &access, &id).await?;
+        Ok(ConsultGql {
+            id: id.to_string(),
+            view,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct ConsultMutation;
+
+#[Object]
+impl ConsultMutation {
+    /// A new consult for `patientId` (the patient, or a clinician of theirs).
+    async fn request_consult(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        reason: String,
+    ) -> async_graphql::Result<ID> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&patient_id, "patientId")?;
+        if reason.len() > 2_000 {
+            return Err(ApiError::bad_input("reason: at most 2000 bytes").into());
+        }
+        Access::new(d, who, "write", "consult")
+            .patient(&patient_id)
+            .await?;
+        let exists = d
+            .store
+            .patient_exists(&patient_id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        if !exists {
+            return Err(ApiError::NotFound("no such patient".into()).into());
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let command = Command::Request {
+            patient: patient_id.to_string(),
+            reason,
+        };
+        act(d, &id, format!("{id}-request"), command).await?;
+        Ok(ID(id))
+    }
+
+    async fn join_consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&id, "id")?;
+        let p = writer(d, who, &id, "consult").await?;
+        let request_id = format!("join-{}-{}", who.subject, unix_ms());
+        act(d, &id, request_id, Command::Join { who: p }).await?;
+        Ok(true)
+    }
+
+    /// Sends a chat line; `clientMessageId` makes retries safe. Returns its sequence.
+    async fn send_message(
+        &self,
+        ctx: &Context<'_>,
+        consult_id: ID,
+        client_message_id: String,
+        text: String,
+    ) -> async_graphql::Result<i32> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&consult_id, "consultId")?;
+        if client_message_id.is_empty()
+            || client_message_id.len() > 128
+            || text.is_empty()
+            || text.chars().count() > 4_000
+        {
+            return Err(
+                ApiError::bad_input("clientMessageId 1–128 bytes, text 1–4000 characters").into(),
+            );
+        }
+        let p = writer(d, who, &consult_id, "chat").await?;
+        let request_id = format!("chat-{}-{client_message_id}", who.subject);
+        let command = Command::Chat {
+            who: p,
+            client_message_id,
+            text,
+        };
+        match act(d, &consult_id, request_id, command).await? {
+            Outcome::Line { seq, .. } => Ok(seq as i32),
+            Outcome::Done => {
+                Err(ApiError::unavailable("a chat line was answered without its sequence").into())
+            }
+        }
+    }
+
+    async fn end_consult(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        notes: String,
+    ) -> async_graphql::Result<bool> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&id, "id")?;
+        if notes.chars().count() > 20_000 {
+            return Err(ApiError::bad_input("notes: at most 20000 characters").into());
+        }
+        let p = writer(d, who, &id, "consult,notes").await?;
+        let request_id = format!("end-{}", id.as_str());
+        act(d, &id, request_id, Command::End { who: p, notes }).await?;
+        Ok(true)
+    }
+
+    async fn cancel_consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&id, "id")?;
+        let p = writer(d, who, &id, "consult").await?;
+        let request_id = format!("cancel-{}", id.as_str());
+        act(d, &id, request_id, Command::Cancel { who: p }).await?;
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+pub struct ConsultSubscription;
+
+#[Subscription]
+impl ConsultSubscription {
+    /// A consult's events from now on; with `afterMessage`, the chat messages
+    /// after that sequence first (resuming after a reconnect).
+    async fn consult_events(
+        &self,
+        ctx: &Context<'_>,
+        consult_id: ID,
+        after_message: Option<i32>,
+    ) -> async_graphql::Result<impl Stream<Item = ConsultEventGql>> {
+        let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
+        valid(&consult_id, "consultId")?;
+        let access = Access::new(&d, &who, "read", "consult,chat");
+        authorized_consult(&d, &access, &consult_id).await?;
+        let topic = format!("consult.{}", crate::bus::events::topic_word(&consult_id));
+        let slot = SubscriptionSlot::take(&d, &who, "consultEvents")?;
+        let mut sub = d
+            .bus
+            .subscribe(&topic, 256)
+            .await
+            .map_err(ApiError::unavailable)?;
+        let backlog = match after_message {
+            Some(after) => {
+                consult_view(&d, &consult_id, after.max(0) as u64)
+                    .await?
+                    .lines
+            }
+            None => Vec::new(),
+        };
+        let last_backlog = backlog.last().map_or(0, |l| l.seq);
+        let id = consult_id.to_string();
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                let _slot = slot;
+                for line in &backlog {
+                    let event = ConsultEventGql {
+                        seq: line.seq as f64,
+                        kind: "chatted".into(),
+                        message: Some(line.into()),
+                    };
+                    let _ = tx.send(event).await;
+                }
+                while let Some((_, e)) = sub.next_of::<ConsultEvent>().await {
+                    if e.consult != id {
+                        continue;
+                    }
+                    let message = match &e.event {
+                        crate::actors::consult::state::Event::Chatted { line } => {
+                            if line.seq <= last_backlog {
+                                continue;
+                            }
+                            Some(Message::from(line))
+                        }
+                        _ => None,
+                    };
+                    let event = ConsultEventGql {
+                        seq: e.seq as f64,
+                        kind: e.event.name().into(),
+                        message,
+                    };
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
+                }
+            }),
+        ))
+    }
+}

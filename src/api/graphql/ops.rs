@@ -1,0 +1,335 @@
+//! What ops and admins see and do: supervision trees of every node,
+//! supervision events, the cluster's nodes and shards, the audit trail, and
+//! restarting an actor. No PHI: actor ids of patients' actors are masked.
+//!
+//! Trees come from each node's own runtime (this node's directly, the
+//! others' over HTTP with the caller's token); the cluster view and the
+//! audit trail from SQL; a restart is an event every node hears.
+
+use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use super::Bearer;
+use crate::address::ActorId;
+use crate::api::access::{deps, principal, require_role};
+use crate::api::error::ApiError;
+use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
+use crate::bus::events::NodeSupervisionEvent;
+use crate::bus::BusEvent;
+use crate::principal::Role;
+
+/// Where `restartActor` asks every node to restart an actor it hosts.
+pub const RESTART_TOPIC: &str = "control.restart";
+
+/// Restart actor `actor` (`kind/id`) wherever it runs (`restartActor`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartRequest {
+    pub actor: String,
+}
+
+impl BusEvent for RestartRequest {
+    const TYPE: &'static str = "actor.restart";
+}
+
+/// One node of a supervision tree, flattened (`parent` names its parent).
+#[derive(SimpleObject, Clone)]
+pub struct TreeNode {
+    pub node: ID,
+    pub path: String,
+    pub parent: Option<String>,
+    /// `supervisor` or the actor kind.
+    pub kind: String,
+    pub id: String,
+    pub status: String,
+    pub restarts: i32,
+    pub last_failure: Option<String>,
+    pub mailbox_depth: i32,
+}
+
+fn flatten(
+    node: &str,
+    v: &crate::supervisors::TreeView,
+    parent: Option<&str>,
+    out: &mut Vec<TreeNode>,
+) {
+    let masked = v.path != crate::api::mask_path(&v.path);
+    out.push(TreeNode {
+        node: ID(node.into()),
+        path: crate::api::mask_path(&v.path),
+        parent: parent.map(str::to_owned),
+        kind: v.kind.clone(),
+        id: if masked {
+            crate::api::mask_id(&v.id)
+        } else {
+            v.id.clone()
+        },
+        status: v.status.clone(),
+        restarts: v.restarts as i32,
+        last_failure: v.last_failure.clone(),
+        mailbox_depth: v.mailbox_depth as i32,
+    });
+    for c in &v.children {
+        flatten(node, c, Some(&v.path), out);
+    }
+}
+
+/// A supervision event of any node.
+#[derive(SimpleObject, Clone)]
+pub struct SupervisionEventGql {
+    pub node: ID,
+    pub at: f64,
+    pub path: String,
+    /// `started`, `crashed`, `restarted`, `stopped`, `escalated`, …
+    pub event: String,
+    pub reason: Option<String>,
+}
+
+impl From<NodeSupervisionEvent> for SupervisionEventGql {
+    fn from(e: NodeSupervisionEvent) -> Self {
+        use crate::supervisors::tree::EventKind;
+        let (event, reason) = match e.event.what {
+            EventKind::Started => ("started", None),
+            EventKind::Stopped { reason } => ("stopped", Some(reason)),
+            EventKind::Crashed { reason } => ("crashed", Some(reason)),
+            EventKind::Restarted { .. } => ("restarted", None),
+            EventKind::Escalated { reason } => ("escalated", Some(reason)),
+            EventKind::DeadLettered { reason } => ("dead_lettered", Some(reason)),
+        };
+        SupervisionEventGql {
+            node: ID(e.node),
+            at: e.event.at_ms as f64,
+            path: crate::api::mask_path(&e.event.path),
+            event: event.into(),
+            reason,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Node")]
+pub struct NodeGql {
+    pub id: ID,
+    pub addr: String,
+    pub status: String,
+    pub last_seen: f64,
+    pub shards: i32,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Shard")]
+pub struct ShardGql {
+    pub id: i32,
+    pub owner: Option<ID>,
+    pub epoch: f64,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Cluster")]
+pub struct ClusterGql {
+    pub node: ID,
+    pub nodes: Vec<NodeGql>,
+    pub shards: Vec<ShardGql>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "AuditEntry")]
+pub struct AuditEntryGql {
+    pub seq: f64,
+    pub at: f64,
+    pub subject: ID,
+    pub role: String,
+    pub action: String,
+    pub patient_id: Option<ID>,
+    pub fields: String,
+    pub outcome: String,
+}
+
+/// Fetches node `addr`'s supervision tree over HTTP on the caller's behalf.
+async fn remote_tree(addr: &str, bearer: Option<String>) -> Option<crate::supervisors::TreeView> {
+    // awc lives on this worker's thread: fetch there.
+    let url = format!("http://{addr}/debug/tree");
+    let fetched = actix_rt::spawn(async move {
+        let mut req = awc::Client::new().get(url);
+        if let Some(b) = &bearer {
+            req = req.insert_header(("authorization", format!("Bearer {b}")));
+        }
+        match req.send().await {
+            Ok(mut r) if r.status().is_success() => r
+                .json::<crate::supervisors::TreeView>()
+                .limit(64 << 20)
+                .await
+                .ok(),
+            _ => None,
+        }
+    })
+    .await;
+    fetched.ok().flatten()
+}
+
+#[derive(Default)]
+pub struct OpsQuery;
+
+#[Object]
+impl OpsQuery {
+    /// Supervision trees, flattened: this node's, or `node`'s, or (with
+    /// `node: "*"`) every live node's (ops and admin).
+    async fn supervision_tree(
+        &self,
+        ctx: &Context<'_>,
+        node: Option<ID>,
+    ) -> async_graphql::Result<Vec<TreeNode>> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Ops, Role::Admin])?;
+        let d = deps(ctx);
+        let wanted = node.map(|n| n.0).unwrap_or_else(|| d.node_id.clone());
+        let mut out = Vec::new();
+        if wanted == d.node_id || wanted == "*" {
+            for root in d.tree.view() {
+                flatten(&d.node_id, &root, None, &mut out);
+            }
+        }
+        if wanted != d.node_id {
+            let view = d.cluster.view().await;
+            let bearer = ctx.data_opt::<Bearer>().map(|b| b.0.clone());
+            for n in view.nodes.iter().filter(|n| {
+                n.id != d.node_id && (wanted == "*" || n.id == wanted) && n.status == "up"
+            }) {
+                match remote_tree(&n.addr, bearer.clone()).await {
+                    Some(t) => flatten(&n.id, &t, None, &mut out),
+                    None => {
+                        let cause = format!("node {} did not answer with its tree", n.id);
+                        return Err(ApiError::unavailable(cause).into());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Nodes and shards with their owners (ops and admin).
+    async fn cluster(&self, ctx: &Context<'_>) -> async_graphql::Result<ClusterGql> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Ops, Role::Admin])?;
+        let v = deps(ctx).cluster.view().await;
+        Ok(ClusterGql {
+            node: ID(v.node),
+            nodes: v
+                .nodes
+                .into_iter()
+                .map(|n| NodeGql {
+                    id: ID(n.id),
+                    addr: n.addr,
+                    status: n.status,
+                    last_seen: n.last_seen as f64,
+                    shards: n.shards as i32,
+                })
+                .collect(),
+            shards: v
+                .shards
+                .into_iter()
+                .map(|s| ShardGql {
+                    id: i32::from(s.id),
+                    owner: s.owner.map(ID),
+                    epoch: s.epoch as f64,
+                })
+                .collect(),
+        })
+    }
+
+    /// The PHI audit trail, optionally of one patient (admin only).
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<f64>,
+    ) -> async_graphql::Result<Vec<AuditEntryGql>> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Admin])?;
+        let rows = deps(ctx)
+            .store
+            .audit_log(
+                patient_id.as_ref().map(|p| p.as_str()),
+                after.unwrap_or(0.0).max(0.0) as u64,
+                first.unwrap_or(100).clamp(1, 1000) as u32,
+            )
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntryGql {
+                seq: r.seq as f64,
+                at: r.entry.at_ms as f64,
+                subject: ID(r.entry.subject),
+                role: r.entry.role,
+                action: r.entry.action,
+                patient_id: r.entry.patient_id.map(ID),
+                fields: r.entry.fields,
+                outcome: r.entry.outcome,
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct OpsMutation;
+
+#[Object]
+impl OpsMutation {
+    /// Restarts an entity actor (`/cardio/entities/<kind>/<id>`) wherever it
+    /// runs in the cluster: its current incarnation stops (its stop hook
+    /// flushes state) and it starts again from its journal on its next
+    /// message (ops and admin).
+    async fn restart_actor(&self, ctx: &Context<'_>, path: String) -> async_graphql::Result<bool> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Ops, Role::Admin])?;
+        let d = deps(ctx);
+        let key = path
+            .strip_prefix("/cardio/entities/")
+            .filter(|k| k.parse::<ActorId>().is_ok())
+            .ok_or_else(|| ApiError::bad_input("path: /cardio/entities/<kind>/<id>"))?;
+        let request = RestartRequest { actor: key.into() };
+        let env = crate::bus::Envelope::new(RestartRequest::TYPE, &request)
+            .map_err(ApiError::unavailable)?
+            .principal(who.clone());
+        d.bus
+            .publish(RESTART_TOPIC, &env)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+pub struct OpsSubscription;
+
+#[Subscription]
+impl OpsSubscription {
+    /// Supervision events of every node (ops and admin).
+    async fn supervision_events(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = SupervisionEventGql>> {
+        let who = principal(ctx)?;
+        require_role(who, &[Role::Ops, Role::Admin])?;
+        let d = deps(ctx).clone();
+        let slot = SubscriptionSlot::take(&d, who, "supervisionEvents")?;
+        let mut sub = d
+            .bus
+            .subscribe("supervision.*", 1024)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                let _slot = slot;
+                while let Some((_, e)) = sub.next_of::<NodeSupervisionEvent>().await {
+                    if tx.send(e.into()).await.is_err() {
+                        break;
+                    }
+                }
+            }),
+        ))
+    }
+}

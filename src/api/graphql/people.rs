@@ -1,0 +1,213 @@
+//! People and their devices: who the token names (`me`), a patient's profile
+//! (`patient`), and the registrations an admin (or a patient, for their own
+//! devices) makes.
+//!
+//! Reads and writes here go to SQL directly: registrations (patients,
+//! clinicians, care teams, devices) are reference data no actor owns, and a
+//! patient's profile is read from the projections the actors keep
+//! (consults) and from those registrations. Every access is audited.
+
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+
+use crate::api::access::{deps, principal, require_role, valid, Access};
+use crate::api::error::ApiError;
+use crate::principal::Role;
+
+#[derive(SimpleObject)]
+pub struct Me {
+    pub subject: ID,
+    pub role: RoleGql,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "Role")]
+pub enum RoleGql {
+    Patient,
+    Clinician,
+    Ops,
+    Admin,
+}
+
+impl From<Role> for RoleGql {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Patient => RoleGql::Patient,
+            Role::Clinician => RoleGql::Clinician,
+            Role::Ops => RoleGql::Ops,
+            Role::Admin | Role::System => RoleGql::Admin,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Device")]
+pub struct DeviceGql {
+    pub id: ID,
+    pub kind: String,
+}
+
+#[derive(SimpleObject)]
+pub struct ConsultSummary {
+    pub id: ID,
+    pub status: String,
+    pub clinician_id: Option<ID>,
+    pub requested_at: f64,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "Patient")]
+pub struct PatientGql {
+    pub id: ID,
+    pub devices: Vec<DeviceGql>,
+    pub care_team: Vec<ID>,
+    pub consults: Vec<ConsultSummary>,
+}
+
+#[derive(Default)]
+pub struct PeopleQuery;
+
+#[Object]
+impl PeopleQuery {
+    /// Who the bearer token names.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let who = principal(ctx)?;
+        Ok(Me {
+            subject: ID(who.subject.clone()),
+            role: who.role.into(),
+        })
+    }
+
+    /// A patient's profile: devices, care team, consults (PHI).
+    async fn patient(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PatientGql> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&id, "id")?;
+        Access::new(d, who, "read", "profile,devices,care_team,consults")
+            .patient(&id)
+            .await?;
+        let devices = d
+            .store
+            .devices_of(&id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        let team = d
+            .store
+            .care_team(&id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        let consults = d
+            .store
+            .consults_of(&id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(PatientGql {
+            id: id.clone(),
+            devices: devices
+                .into_iter()
+                .map(|dev| DeviceGql {
+                    id: ID(dev.id),
+                    kind: dev.kind,
+                })
+                .collect(),
+            care_team: team.into_iter().map(ID).collect(),
+            consults: consults
+                .into_iter()
+                .map(|c| ConsultSummary {
+                    id: ID(c.id),
+                    status: c.status.as_str().to_owned(),
+                    clinician_id: c.clinician_id.map(ID),
+                    requested_at: c.requested_ms as f64,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct PeopleMutation;
+
+#[Object]
+impl PeopleMutation {
+    async fn register_patient(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        require_role(who, &[Role::Admin])?;
+        valid(&id, "id")?;
+        Access::new(d, who, "register patient", "registration")
+            .admin(Some(&id))
+            .await?;
+        d.store
+            .register_patient(&id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(id)
+    }
+
+    async fn register_clinician(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        require_role(who, &[Role::Admin])?;
+        valid(&id, "id")?;
+        Access::new(d, who, "register clinician", "registration")
+            .admin(None)
+            .await?;
+        d.store
+            .register_clinician(&id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(id)
+    }
+
+    async fn assign_clinician(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        clinician_id: ID,
+    ) -> async_graphql::Result<bool> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        require_role(who, &[Role::Admin])?;
+        valid(&patient_id, "patientId")?;
+        valid(&clinician_id, "clinicianId")?;
+        Access::new(d, who, "assign clinician", "registration")
+            .admin(Some(&patient_id))
+            .await?;
+        match d.store.assign_clinician(&patient_id, &clinician_id).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => Err(ApiError::NotFound(e.to_string()).into()),
+            Err(e) => Err(ApiError::unavailable(e).into()),
+        }
+    }
+
+    /// Registers a device of `patientId` (admin, or the patient themself).
+    async fn register_device(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        kind: String,
+    ) -> async_graphql::Result<ID> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&patient_id, "patientId")?;
+        if kind.is_empty() || kind.len() > 64 {
+            return Err(ApiError::bad_input("kind: 1–64 bytes").into());
+        }
+        match who.role {
+            Role::Admin => {
+                Access::new(d, who, "register device", "registration")
+                    .admin(Some(&patient_id))
+                    .await?
+            }
+            Role::Patient => {
+                Access::new(d, who, "write", "devices")
+                    .patient(&patient_id)
+                    .await?
+            }
+            _ => {
+                let access = Access::new(d, who, "write", "devices");
+                return Err(access.refuse(Some(&patient_id)).await.into());
+            }
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        match d.store.register_device(&id, &patient_id, &kind).await {
+            Ok(Ok(())) => Ok(ID(id)),
+            Ok(Err(e)) => Err(ApiError::NotFound(e.to_string()).into()),
+            Err(e) => Err(ApiError::unavailable(e).into()),
+        }
+    }
+}

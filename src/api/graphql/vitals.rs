@@ -1,0 +1,371 @@
+//! Device readings: pushing samples (`pushSamples`), reading aggregates of
+//! a vital sign (`vitals`), and the live stream of stored readings.
+//!
+//! A push goes to the device's actor over the bus (`device.push`): it judges
+//! every sample, journals the accepted ones and answers once they are
+//! durable. Aggregates are read from the SQL projection the actor keeps,
+//! plus the buckets still open in the actor (`device.open_aggregates`).
+
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
+use futures_util::Stream;
+
+use crate::actors::device::sample::Sample;
+use crate::actors::device::stream::{OpenAggregates, Push, VitalsEvent};
+use crate::api::access::{deps, device_patient, device_topics, principal, valid, Access};
+use crate::api::ask::ask;
+use crate::api::error::ApiError;
+use crate::api::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
+use crate::domain::vitals::{Series, Span};
+use crate::principal::Role;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum VitalMetric {
+    /// Heart rate reported by the device (PPG pulse rate).
+    HeartRate,
+    /// Heart rate counted from the beats cardio detects in the ECG: `mean`
+    /// is beats per minute of good signal, `count` the beats, `min` and `max`
+    /// the slowest and fastest beat-to-beat rates.
+    EcgHeartRate,
+    #[graphql(name = "SPO2")]
+    Spo2,
+    Systolic,
+    Diastolic,
+}
+
+impl From<VitalMetric> for Series {
+    fn from(m: VitalMetric) -> Self {
+        match m {
+            VitalMetric::HeartRate => Series::HeartRate,
+            VitalMetric::EcgHeartRate => Series::EcgHeartRate,
+            VitalMetric::Spo2 => Series::Spo2,
+            VitalMetric::Systolic => Series::Systolic,
+            VitalMetric::Diastolic => Series::Diastolic,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Resolution {
+    Minute,
+    Hour,
+}
+
+/// One aggregate bucket of a vital sign.
+#[derive(SimpleObject)]
+pub struct VitalPoint {
+    pub device_id: ID,
+    /// Bucket start, Unix milliseconds.
+    pub start: f64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub count: i32,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum SampleMetric {
+    HeartRate,
+    #[graphql(name = "SPO2")]
+    Spo2,
+    BloodPressure,
+    Ecg,
+}
+
+/// One reading. `at` is Unix milliseconds; the other fields by metric:
+/// `value` (bpm, %), `systolic` + `diastolic` (mmHg), `hz` + `millivolts` (ECG).
+#[derive(async_graphql::InputObject)]
+pub struct SampleInput {
+    pub metric: SampleMetric,
+    pub at: f64,
+    pub value: Option<f64>,
+    pub systolic: Option<f64>,
+    pub diastolic: Option<f64>,
+    pub hz: Option<i32>,
+    pub millivolts: Option<Vec<f64>>,
+}
+
+impl SampleInput {
+    fn sample(&self) -> Option<Sample> {
+        if !(self.at.is_finite() && self.at >= 0.0) {
+            return None;
+        }
+        let at_ms = self.at as u64;
+        Some(match self.metric {
+            SampleMetric::HeartRate => Sample::HeartRate {
+                at_ms,
+                bpm: self.value?,
+            },
+            SampleMetric::Spo2 => Sample::Spo2 {
+                at_ms,
+                percent: self.value?,
+            },
+            SampleMetric::BloodPressure => Sample::BloodPressure {
+                at_ms,
+                systolic: self.systolic?,
+                diastolic: self.diastolic?,
+            },
+            SampleMetric::Ecg => Sample::Ecg {
+                at_ms,
+                hz: u32::try_from(self.hz?).ok()?,
+                millivolts: self
+                    .millivolts
+                    .as_ref()?
+                    .iter()
+                    .map(|v| *v as f32)
+                    .collect(),
+            },
+        })
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Rejection {
+    /// Index in the pushed list.
+    pub index: i32,
+    /// `out_of_range`, `not_finite`, `in_future`, `out_of_order`, `duplicate`,
+    /// `incomplete`, …
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(SimpleObject)]
+pub struct PushResultGql {
+    pub accepted: i32,
+    pub rejections: Vec<Rejection>,
+    /// The same request id was pushed before; nothing was done again.
+    pub duplicate: bool,
+}
+
+/// Readings a device pushed (raw ECG left out).
+#[derive(SimpleObject, Clone)]
+pub struct VitalsEventGql {
+    pub device_id: ID,
+    pub patient_id: ID,
+    pub accepted: i32,
+    pub samples: Vec<SampleGql>,
+    /// The ECG analysis after the batch, if it held ECG.
+    pub ecg: Option<crate::api::monitoring::EcgStateGql>,
+}
+
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Sample")]
+pub struct SampleGql {
+    /// `heart_rate`, `spo2`, `blood_pressure`.
+    pub metric: String,
+    pub at: f64,
+    pub value: Option<f64>,
+    pub systolic: Option<f64>,
+    pub diastolic: Option<f64>,
+}
+
+impl From<&Sample> for SampleGql {
+    fn from(s: &Sample) -> Self {
+        let (metric, value, pressure) = match s {
+            Sample::HeartRate { bpm, .. } => ("heart_rate", Some(*bpm), None),
+            Sample::Spo2 { percent, .. } => ("spo2", Some(*percent), None),
+            Sample::BloodPressure {
+                systolic,
+                diastolic,
+                ..
+            } => ("blood_pressure", None, Some((*systolic, *diastolic))),
+            Sample::Ecg { .. } => ("ecg", None, None),
+        };
+        SampleGql {
+            metric: metric.into(),
+            at: s.at_ms() as f64,
+            value,
+            systolic: pressure.map(|p| p.0),
+            diastolic: pressure.map(|p| p.1),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct VitalsQuery;
+
+#[Object]
+impl VitalsQuery {
+    /// Aggregates of one vital sign of a patient's devices between `from`
+    /// and `to` (Unix ms).
+    async fn vitals(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        metric: VitalMetric,
+        from: f64,
+        to: f64,
+        resolution: Option<Resolution>,
+    ) -> async_graphql::Result<Vec<VitalPoint>> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&patient_id, "patientId")?;
+        Access::new(d, who, "read", "vitals")
+            .patient(&patient_id)
+            .await?;
+        let span = match resolution.unwrap_or(Resolution::Minute) {
+            Resolution::Minute => Span::Minute,
+            Resolution::Hour => Span::Hour,
+        };
+        let (from, to) = (from.max(0.0) as u64, to.max(0.0) as u64);
+        let mut points = Vec::new();
+        let devices = d
+            .store
+            .devices_of(&patient_id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        for dev in devices {
+            let mut aggs = d
+                .store
+                .aggregates(&dev.id, metric.into(), span, from, to)
+                .await
+                .map_err(ApiError::unavailable)?;
+            // The buckets still filling live in the device's actor.
+            let open = ask(d, &dev.id, &OpenAggregates(metric.into())).await?;
+            for o in open {
+                if o.span == span && o.start_ms >= from && o.start_ms < to {
+                    aggs.retain(|a| a.start_ms != o.start_ms);
+                    aggs.push(o);
+                }
+            }
+            // A bucket with no value (ECG without good signal) is no point:
+            // an unknown rate is not shown as a number.
+            points.extend(aggs.into_iter().filter_map(|a| {
+                let mean = a.rate()?;
+                let (min, max) = if a.min <= a.max {
+                    (a.min, a.max)
+                } else {
+                    (mean, mean)
+                };
+                Some(VitalPoint {
+                    device_id: ID(dev.id.clone()),
+                    start: a.start_ms as f64,
+                    min,
+                    max,
+                    mean,
+                    count: a.count as i32,
+                })
+            }));
+        }
+        points.sort_by(|a, b| a.start.total_cmp(&b.start));
+        Ok(points)
+    }
+}
+
+#[derive(Default)]
+pub struct VitalsMutation;
+
+#[Object]
+impl VitalsMutation {
+    /// Pushes a device's readings (its patient's token). Each invalid sample
+    /// is rejected with its reason; the valid ones are stored. `requestId`
+    /// makes a retry safe.
+    async fn push_samples(
+        &self,
+        ctx: &Context<'_>,
+        device_id: ID,
+        samples: Vec<SampleInput>,
+        request_id: Option<String>,
+    ) -> async_graphql::Result<PushResultGql> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        valid(&device_id, "deviceId")?;
+        if samples.is_empty() || samples.len() > 5_000 {
+            return Err(ApiError::bad_input("1–5000 samples per push").into());
+        }
+        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        if request_id.is_empty() || request_id.len() > 128 {
+            return Err(ApiError::bad_input("requestId: 1–128 bytes").into());
+        }
+        // Only the device's patient pushes (a clinician of theirs may read).
+        let access = Access::new(d, who, "write", "vitals");
+        let Some(patient) = device_patient(d, &device_id).await? else {
+            return Err(access.refuse_unknown().await.into());
+        };
+        if who.role != Role::Patient {
+            return Err(access.refuse(Some(&patient)).await.into());
+        }
+        access.patient(&patient).await?;
+        let mut rejections = Vec::new();
+        let mut forwarded = Vec::new();
+        let mut index_of = Vec::new();
+        for (i, s) in samples.iter().enumerate() {
+            match s.sample() {
+                Some(sample) => {
+                    forwarded.push(sample);
+                    index_of.push(i);
+                }
+                None => rejections.push(Rejection {
+                    index: i as i32,
+                    reason: "incomplete".into(),
+                    message: "a field this metric needs is missing or invalid".into(),
+                }),
+            }
+        }
+        let mut accepted = 0;
+        let mut duplicate = false;
+        if !forwarded.is_empty() {
+            let push = Push {
+                request_id,
+                samples: forwarded,
+            };
+            // `PushError` has no refusal but `Unavailable`, which `ask` asks
+            // again until its deadline.
+            let result = ask(d, &device_id, &push)
+                .await?
+                .map_err(ApiError::unavailable)?;
+            accepted = result.accepted as i32;
+            duplicate = result.duplicate;
+            for (i, r) in result.rejected {
+                rejections.push(Rejection {
+                    index: index_of.get(i).copied().unwrap_or(i) as i32,
+                    reason: r.code().into(),
+                    message: r.to_string(),
+                });
+            }
+        }
+        rejections.sort_by_key(|r| r.index);
+        Ok(PushResultGql {
+            accepted,
+            rejections,
+            duplicate,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct VitalsSubscription;
+
+#[Subscription]
+impl VitalsSubscription {
+    /// Readings of a patient's devices as they are stored.
+    async fn vitals(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = VitalsEventGql>> {
+        let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
+        valid(&patient_id, "patientId")?;
+        Access::new(&d, &who, "read", "vitals")
+            .patient(&patient_id)
+            .await?;
+        let topics = device_topics(&d, "vitals", std::slice::from_ref(&patient_id.0)).await?;
+        let mut w = watch::<VitalsEvent>(&d, topics).await?;
+        let slot = SubscriptionSlot::take(&d, &who, "vitals")?;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                let _slot = slot;
+                while let Some((e, patient)) = w.rx.recv().await {
+                    let event = VitalsEventGql {
+                        device_id: ID(e.device.clone()),
+                        patient_id: ID(patient),
+                        accepted: e.accepted as i32,
+                        samples: e.samples.iter().map(SampleGql::from).collect(),
+                        ecg: e.ecg.map(Into::into),
+                    };
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
+                }
+            }),
+        ))
+    }
+}
