@@ -17,9 +17,15 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use super::topology::declare_topology;
 use super::{broker_err, s, BusRuntime, Inner, Live};
 use crate::bus::BusError;
+use crate::supervisors::backoff::Backoff;
 
 /// Longest wait for a connection with its topology declared.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pauses between tries while the broker is away: 50 ms doubling to 2 s,
+/// up to half taken off at random so that nodes cut off together do not
+/// reconnect in lock-step.
+const RECONNECT: Backoff =
+    Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2), 0.5);
 
 impl Inner {
     /// The current connection, opening a new one if it is gone.
@@ -149,7 +155,7 @@ impl Inner {
         Fut: std::future::Future<Output = Result<T, Attempt>>,
     {
         let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut pause = Duration::from_millis(50);
+        let mut attempt = 0;
         loop {
             let err = match self.open().await {
                 Ok(live) => {
@@ -165,13 +171,14 @@ impl Inner {
                 }
                 Err(e) => e,
             };
-            if tokio::time::Instant::now() + pause > deadline {
+            // Given up when the next full pause would pass the deadline.
+            if tokio::time::Instant::now() + RECONNECT.delay(attempt, 0.0) > deadline {
                 tracing::warn!(error = %err, what, "broker unreachable; giving up");
                 return Err(err);
             }
             tracing::debug!(error = %err, what, "broker unreachable; retrying");
-            tokio::time::sleep(jitter(pause)).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(RECONNECT.delay(attempt, fastrand::f64())).await;
+            attempt = attempt.saturating_add(1);
         }
     }
 }
@@ -197,8 +204,4 @@ fn close_later(runtime: &BusRuntime, conn: Arc<Connection>) {
     runtime.handle().spawn(async move {
         let _ = conn.close(320, s("reconnecting")).await;
     });
-}
-
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64())
 }

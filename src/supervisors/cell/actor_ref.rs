@@ -13,8 +13,13 @@ use tokio::time::Instant;
 
 use super::actor::{Actor, Handler};
 use super::Cell;
+use crate::supervisors::backoff::Backoff;
 use crate::supervisors::message::{Call, Pending, Reply, SendError};
 use crate::supervisors::tree::{NodeInfo, Status};
+
+/// Pauses before sending again to a full mailbox: 1 ms doubling to 50 ms.
+pub(crate) const MAILBOX_RETRY: Backoff =
+    Backoff::doubling(Duration::from_millis(1), Duration::from_millis(50), 0.0);
 
 /// A typed handle to one running actor. Cheap to clone.
 pub struct ActorRef<A: Actor> {
@@ -77,7 +82,7 @@ impl<A: Actor> ActorRef<A> {
         M::Result: Send,
     {
         let mut msg = msg;
-        let mut pause = Duration::from_millis(1);
+        let mut attempt = 0;
         loop {
             match self.enqueue(msg, deadline) {
                 Ok(pending) => {
@@ -85,10 +90,12 @@ impl<A: Actor> ActorRef<A> {
                         .wait(|| self.node.status() == Status::Restarting)
                         .await
                 }
-                Err(SendError::MailboxFull(back)) if Instant::now() + pause < deadline => {
+                Err(SendError::MailboxFull(back))
+                    if Instant::now() + MAILBOX_RETRY.delay(attempt, 0.0) < deadline =>
+                {
                     msg = back;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
+                    tokio::time::sleep(MAILBOX_RETRY.delay(attempt, 0.0)).await;
+                    attempt = attempt.saturating_add(1);
                 }
                 Err(other) => return Err(other),
             }

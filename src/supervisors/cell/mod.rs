@@ -41,6 +41,7 @@ use actor::{Actor, Ctx};
 use stash::Stashed;
 
 pub use actor_ref::ActorRef;
+pub(crate) use actor_ref::MAILBOX_RETRY;
 pub(crate) use passivation::Index;
 
 /// Bounds of a cell.
