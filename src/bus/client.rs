@@ -65,17 +65,8 @@ impl AskError {
 /// jittered, so a refusal that comes back at once is not asked again in a
 /// tight loop while a shard moves.
 pub fn retry_pause(attempt: u32) -> Duration {
-    use std::sync::LazyLock;
-    static PAUSE: LazyLock<Backoff> = LazyLock::new(|| {
-        Backoff::new(
-            Duration::from_millis(20),
-            Duration::from_millis(500),
-            2.0,
-            0.5,
-            Duration::from_secs(10),
-        )
-        .expect("a valid backoff")
-    });
+    const PAUSE: Backoff =
+        Backoff::doubling(Duration::from_millis(20), Duration::from_millis(500), 0.5);
     PAUSE.delay(attempt, fastrand::f64())
 }
 

@@ -521,14 +521,20 @@ impl Inner {
                             }
                             // Hold the delivery (not re-queue it: every return
                             // counts against its delivery limit) until the
-                            // shard is ours.
-                            let mut pause = Duration::from_millis(100);
+                            // shard is ours, asking 100 ms doubling to 2 s apart.
+                            const CLAIM_RETRY: crate::supervisors::backoff::Backoff =
+                                crate::supervisors::backoff::Backoff::doubling(
+                                    Duration::from_millis(100),
+                                    Duration::from_secs(2),
+                                    0.0,
+                                );
+                            let mut attempt = 0;
                             while !me.take_on_delivery(shard).await {
                                 tokio::select! {
                                     _ = stopped.changed() => return Some(sub),
-                                    _ = tokio::time::sleep(pause) => {}
+                                    _ = tokio::time::sleep(CLAIM_RETRY.delay(attempt, 0.0)) => {}
                                 }
-                                pause = (pause * 2).min(Duration::from_secs(2));
+                                attempt = attempt.saturating_add(1);
                             }
                             let fence = Arc::clone(&me.fence);
                             deliver_unless_moved(&me.registry, me.bus.as_ref(), delivery, || {

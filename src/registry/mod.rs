@@ -29,7 +29,7 @@ pub use route::DeliverError;
 pub(crate) use route::Route;
 
 use crate::bus::BusMessage;
-use crate::supervisors::cell::{Cell, CellInit, CellShared, Factory, Index};
+use crate::supervisors::cell::{Cell, CellInit, CellShared, Factory, Index, MAILBOX_RETRY};
 use crate::supervisors::message::{Pending, Reply};
 use crate::supervisors::tree::{NodeInfo, NodeKind};
 use crate::supervisors::{Actor, Handler};
@@ -415,8 +415,14 @@ impl<A: Actor> Kind<A> {
             return Err(SendError::InvalidId(msg));
         }
         let mut msg = msg;
-        let mut pause = Duration::ZERO;
+        let mut retries: u32 = 0;
         loop {
+            // The first retry goes at once (a cell that just passivated is
+            // activated again); later ones pause as for a full mailbox.
+            let pause = match retries.checked_sub(1) {
+                None => Duration::ZERO,
+                Some(n) => MAILBOX_RETRY.delay(n, 0.0),
+            };
             let reply = match self.enqueue(id, msg, deadline) {
                 Ok(pending) => pending.wait(|| self.is_restarting(id)).await,
                 Err(e) => Err(e),
@@ -429,7 +435,7 @@ impl<A: Actor> Kind<A> {
                     if !pause.is_zero() {
                         tokio::time::sleep(pause).await;
                     }
-                    pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_millis(50));
+                    retries = retries.saturating_add(1);
                 }
                 other => return other,
             }

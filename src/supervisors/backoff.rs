@@ -63,6 +63,28 @@ impl Backoff {
         })
     }
 
+    /// A backoff for a retry loop that counts its own attempts (a reconnect, a
+    /// claim, a full mailbox): `initial` doubling to `max`, shortened by up to
+    /// `jitter`, never reset by time (the loop's series ends when it succeeds).
+    /// `const`, so a bad constant fails the build instead of a retry.
+    pub const fn doubling(initial: Duration, max: Duration, jitter: f64) -> Self {
+        assert!(
+            initial.as_nanos() <= max.as_nanos(),
+            "backoff initial delay is longer than its cap"
+        );
+        assert!(
+            jitter >= 0.0 && jitter <= 1.0,
+            "backoff jitter must be within 0..=1"
+        );
+        Self {
+            initial,
+            max,
+            multiplier: 2.0,
+            jitter,
+            reset_after: Duration::MAX,
+        }
+    }
+
     /// Restart at once, every time (plain OTP behaviour).
     pub const fn none() -> Self {
         Self {
@@ -173,6 +195,21 @@ mod tests {
         assert_eq!(
             Backoff::new(ms(1), ms(2), 2.0, 1.5, ms(1)),
             Err(BackoffError::Jitter(1.5))
+        );
+    }
+
+    #[test]
+    fn a_doubling_backoff_is_a_validated_one_with_multiplier_two_and_no_reset() {
+        const B: Backoff =
+            Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2), 0.5);
+        assert_eq!(
+            Ok(B),
+            Backoff::new(ms(50), ms(2000), 2.0, 0.5, Duration::MAX)
+        );
+        let got: Vec<_> = (0..8).map(|n| B.delay(n, 0.0)).collect();
+        assert_eq!(
+            got,
+            [50, 100, 200, 400, 800, 1600, 2000, 2000].map(ms).to_vec()
         );
     }
 

@@ -1,0 +1,207 @@
+//! The connection: opened on first use, repaired after an error (a fresh
+//! publisher channel when only that closed, else a new connection with the
+//! topology declared again), and [`Inner::with_retry`], which runs an
+//! operation on a live connection, reconnecting with backoff, for at most
+//! the bus's `retry_for`.
+//!
+//! It must not wait without a bound: every connect is bounded by
+//! `OPEN_TIMEOUT`, every retry loop by `retry_for`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+use super::topology::declare_topology;
+use super::{broker_err, s, BusRuntime, Inner, Live};
+use crate::bus::BusError;
+use crate::supervisors::backoff::Backoff;
+
+/// Longest wait for a connection with its topology declared.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pauses between tries while the broker is away: 50 ms doubling to 2 s,
+/// up to half taken off at random so that nodes cut off together do not
+/// reconnect in lock-step.
+const RECONNECT: Backoff =
+    Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2), 0.5);
+
+impl Inner {
+    /// The current connection, opening a new one if it is gone.
+    pub(super) async fn open(&self) -> Result<Live, BusError> {
+        if let Some(live) = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if live.conn.status().connected() && live.publisher.status().connected() {
+                return Ok(live.clone());
+            }
+        }
+        let mut guard = self.live.lock().await;
+        let live = self.open_locked(&mut guard).await;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = guard.clone();
+        live
+    }
+
+    async fn open_locked(&self, guard: &mut Option<Live>) -> Result<Live, BusError> {
+        if let Some(live) = guard.as_mut() {
+            if live.conn.status().connected() {
+                if live.publisher.status().connected() {
+                    return Ok(live.clone());
+                }
+                // Only the publishing channel closed (a refused publish, say).
+                if let Ok(Ok(publisher)) =
+                    tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
+                {
+                    live.publisher = publisher;
+                    return Ok(live.clone());
+                }
+            }
+        }
+        self.connected.store(false, Ordering::Release);
+        if let Some(old) = guard.take() {
+            close_later(&self.runtime, old.conn);
+        }
+        // Bounded: a broker that drops packets must not hold every caller
+        // (and the node's heartbeat) for a TCP timeout.
+        let (conn, publisher) = tokio::time::timeout(OPEN_TIMEOUT, self.connect())
+            .await
+            .map_err(|_| BusError::Broker(format!("no connection within {OPEN_TIMEOUT:?}")))??;
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if generation > 1 {
+            tracing::info!(
+                bus = %self.described,
+                generation,
+                "reconnected to the broker"
+            );
+        }
+        let live = Live {
+            generation,
+            conn,
+            publisher,
+        };
+        *guard = Some(live.clone());
+        self.connected.store(true, Ordering::Release);
+        Ok(live)
+    }
+
+    async fn connect(&self) -> Result<(Arc<Connection>, Channel), BusError> {
+        let conn = Connection::connect_with_runtime(
+            &self.url,
+            ConnectionProperties::default(),
+            async_rs::Runtime::tokio_with_handle(self.runtime.handle()),
+        )
+        .await
+        .map_err(broker_err)?;
+        let topology = conn.create_channel().await.map_err(broker_err)?;
+        declare_topology(&topology, &self.options).await?;
+        let _ = topology.close(200, s("topology declared")).await;
+        let publisher = new_publisher(&conn).await?;
+        Ok((Arc::new(conn), publisher))
+    }
+
+    /// After an error on connection `generation`: a fresh publisher channel
+    /// if the connection still stands (a refused or unconfirmed publish must
+    /// not take every consumer down with it), else forget the connection.
+    async fn broken(&self, generation: u64) {
+        let mut guard = self.live.lock().await;
+        let Some(live) = guard.as_mut().filter(|l| l.generation == generation) else {
+            return;
+        };
+        if live.conn.status().connected() {
+            if let Ok(Ok(publisher)) =
+                tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
+            {
+                let old = std::mem::replace(&mut live.publisher, publisher);
+                self.runtime.handle().spawn(async move {
+                    let _ = old.close(200, s("replaced")).await;
+                });
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = guard.clone();
+                return;
+            }
+        }
+        if let Some(old) = guard.take() {
+            close_later(&self.runtime, old.conn);
+        }
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.connected.store(false, Ordering::Release);
+    }
+
+    /// Whether the connection stands, without waiting; when it does not, a
+    /// reconnection starts in the background (readiness recovers by itself).
+    pub(super) fn connected_now(self: &Arc<Self>) -> bool {
+        let up = self.connected.load(Ordering::Acquire)
+            && self.live.try_lock().map_or(true, |g| {
+                g.as_ref().is_some_and(|l| l.conn.status().connected())
+            });
+        if !up && !self.reconnecting.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            self.runtime.handle().spawn(async move {
+                let _ = me.open().await;
+                me.reconnecting.store(false, Ordering::Release);
+            });
+        }
+        up
+    }
+
+    /// Runs `op` on a live connection, reconnecting with jittered backoff on
+    /// failure, for at most `retry_for`.
+    pub(super) async fn with_retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, BusError>
+    where
+        F: FnMut(Live) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut attempt = 0;
+        loop {
+            let err = match self.open().await {
+                Ok(live) => {
+                    let generation = live.generation;
+                    match op(live).await {
+                        Ok(v) => return Ok(v),
+                        Err(Attempt::Fatal(e)) => return Err(e),
+                        Err(Attempt::Retry(e)) => {
+                            self.broken(generation).await;
+                            e
+                        }
+                    }
+                }
+                Err(e) => e,
+            };
+            // Given up when the next full pause would pass the deadline.
+            if tokio::time::Instant::now() + RECONNECT.delay(attempt, 0.0) > deadline {
+                tracing::warn!(error = %err, what, "broker unreachable; giving up");
+                return Err(err);
+            }
+            tracing::debug!(error = %err, what, "broker unreachable; retrying");
+            tokio::time::sleep(RECONNECT.delay(attempt, fastrand::f64())).await;
+            attempt = attempt.saturating_add(1);
+        }
+    }
+}
+
+pub(super) enum Attempt {
+    /// Try again on a fresh connection.
+    Retry(BusError),
+    /// Trying again cannot help.
+    Fatal(BusError),
+}
+
+async fn new_publisher(conn: &Connection) -> Result<Channel, BusError> {
+    let publisher = conn.create_channel().await.map_err(broker_err)?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(broker_err)?;
+    Ok(publisher)
+}
+
+/// Closes a connection without making the caller wait for the broker.
+fn close_later(runtime: &BusRuntime, conn: Arc<Connection>) {
+    runtime.handle().spawn(async move {
+        let _ = conn.close(320, s("reconnecting")).await;
+    });
+}

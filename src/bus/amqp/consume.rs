@@ -1,0 +1,211 @@
+//! Consuming: a [`Source`] over a shard queue, an event subscription (an
+//! exclusive queue bound to a pattern) or the dead-letter queue, with a
+//! bounded prefetch and manual acks; it consumes again after a lost channel
+//! or a cancel, and reads cardio's delivery counts from the headers.
+//!
+//! It must not settle deliveries itself (that is [`super::ack`]'s) nor
+//! print payloads.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::Channel;
+
+use super::ack::AmqpAcker;
+use super::connection::Attempt;
+use super::topology::{shard_queue, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE};
+use super::{broker_err, s, Inner};
+use crate::bus::{BusError, DeadLetterInfo, Delivery, DeliveryInfo, Source, Subscription};
+
+#[derive(Clone)]
+pub(super) enum Consumes {
+    Shard(u16),
+    Events(String),
+    DeadLetters,
+}
+
+pub(super) struct AmqpSource {
+    inner: Arc<Inner>,
+    what: Consumes,
+    prefetch: u16,
+    consumer: Option<(Channel, lapin::Consumer, String)>,
+}
+
+impl AmqpSource {
+    pub(super) async fn start(
+        inner: Arc<Inner>,
+        what: Consumes,
+        prefetch: u16,
+    ) -> Result<Subscription, BusError> {
+        let mut source = AmqpSource {
+            inner,
+            what,
+            prefetch: prefetch.max(1),
+            consumer: None,
+        };
+        source.attach().await?;
+        Ok(Subscription::new(Box::new(source)))
+    }
+
+    /// Opens a channel and consumes (again), retrying while the broker is away.
+    async fn attach(&mut self) -> Result<(), BusError> {
+        let (what, prefetch) = (self.what.clone(), self.prefetch);
+        let attached = self
+            .inner
+            .with_retry("consume", |live| {
+                let what = what.clone();
+                async move {
+                    let retry = |e: lapin::Error| Attempt::Retry(broker_err(e));
+                    let ch = live.conn.create_channel().await.map_err(retry)?;
+                    let queue = match &what {
+                        Consumes::Shard(n) => shard_queue(*n),
+                        Consumes::DeadLetters => DEAD_LETTER_QUEUE.to_owned(),
+                        Consumes::Events(pattern) => {
+                            let q = ch
+                                .queue_declare(
+                                    s(""),
+                                    QueueDeclareOptions {
+                                        exclusive: true,
+                                        auto_delete: true,
+                                        ..QueueDeclareOptions::default()
+                                    },
+                                    FieldTable::default(),
+                                )
+                                .await
+                                .map_err(retry)?;
+                            let name = q.name().as_str().to_owned();
+                            ch.queue_bind(
+                                s(&name),
+                                s(EVENTS_EXCHANGE),
+                                s(pattern),
+                                QueueBindOptions::default(),
+                                FieldTable::default(),
+                            )
+                            .await
+                            .map_err(retry)?;
+                            name
+                        }
+                    };
+                    ch.basic_qos(prefetch, BasicQosOptions::default())
+                        .await
+                        .map_err(retry)?;
+                    let consumer = ch
+                        .basic_consume(
+                            s(&queue),
+                            s(""),
+                            BasicConsumeOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .map_err(retry)?;
+                    Ok((ch, consumer, queue))
+                }
+            })
+            .await?;
+        self.consumer = Some(attached);
+        Ok(())
+    }
+
+    fn wrap(&self, d: lapin::message::Delivery, queue: &str, channel: &Channel) -> Delivery {
+        let headers = d.properties.headers().clone().unwrap_or_default();
+        let header = |k: &str| headers.inner().get(k).cloned();
+        let number = |k: &str| match header(k) {
+            Some(AMQPValue::LongLongInt(n)) => Some(n.max(0) as u32),
+            Some(AMQPValue::LongInt(n)) => Some(n.max(0) as u32),
+            Some(AMQPValue::LongUInt(n)) => Some(n),
+            Some(AMQPValue::ShortInt(n)) => Some(n.max(0) as u32),
+            _ => None,
+        };
+        // Returns of this copy (quorum queues count them), plus the
+        // deliveries of the copies before it (a failed message is published
+        // again with its count), plus this one.
+        let returns = number("x-delivery-count").unwrap_or(u32::from(d.redelivered));
+        let prior = number("x-cardio-deliveries").unwrap_or(0) + returns;
+        let failures = number("x-cardio-failures").unwrap_or(0);
+        let text = |k: &str| match header(k) {
+            Some(AMQPValue::LongString(v)) => Some(v.to_string()),
+            Some(AMQPValue::ShortString(v)) => Some(v.as_str().to_owned()),
+            _ => None,
+        };
+        let dead_letter = match self.what {
+            Consumes::DeadLetters => Some(DeadLetterInfo {
+                reason: text("x-cardio-reason")
+                    .or_else(|| text("x-first-death-reason").map(|r| format!("broker: {r}")))
+                    .unwrap_or_else(|| "unknown".into()),
+                from_queue: text("x-cardio-from-queue")
+                    .or_else(|| text("x-first-death-queue"))
+                    .unwrap_or_default(),
+                deliveries: number("x-cardio-dead-after").unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let info = DeliveryInfo {
+            queue: queue.to_owned(),
+            redelivered: d.redelivered || prior > 0,
+            delivery_count: prior + 1,
+            dead_letter,
+        };
+        let body = Bytes::from(d.data);
+        let acker = AmqpAcker {
+            inner: Arc::clone(&self.inner),
+            acker: d.acker,
+            _channel: channel.clone(),
+            body: body.clone(),
+            queue: queue.to_owned(),
+            deliveries: info.delivery_count,
+            failures,
+            shard: match self.what {
+                Consumes::Shard(n) => Some(n),
+                _ => None,
+            },
+            limit: if matches!(self.what, Consumes::DeadLetters) {
+                u32::MAX
+            } else {
+                self.inner.options.delivery_limit.max(1)
+            },
+        };
+        Delivery::new(body, info, Box::new(acker))
+    }
+}
+
+#[async_trait]
+impl Source for AmqpSource {
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            if self.consumer.is_none() && self.attach().await.is_err() {
+                return None;
+            }
+            let (ch, consumer, queue) = self.consumer.as_mut().expect("attached");
+            match consumer.next().await {
+                Some(Ok(d)) => {
+                    let (ch, queue) = (ch.clone(), queue.clone());
+                    return Some(self.wrap(d, &queue, &ch));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, queue = %queue, "consumer lost its channel; consuming again");
+                    self.consumer = None;
+                }
+                None => {
+                    tracing::warn!(queue = %queue, "consumer cancelled by the broker; consuming again");
+                    self.consumer = None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AmqpSource {
+    fn drop(&mut self) {
+        // Closing the channel hands every unacknowledged delivery back to the
+        // broker at once (and lets it activate a standby consumer).
+        if let Some((ch, _, _)) = self.consumer.take() {
+            self.inner.runtime.handle().spawn(async move {
+                let _ = ch.close(200, s("unsubscribed")).await;
+            });
+        }
+    }
+}

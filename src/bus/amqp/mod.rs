@@ -1,0 +1,210 @@
+//! `amqp://`: the RabbitMQ backend (lapin), for clusters.
+//!
+//! Topology, declared idempotently on every (re)connection:
+//! - `cardio.shards` (direct) → one durable **quorum** queue per shard,
+//!   `cardio.shard.<n>`, bound with routing key `<n>`, declared with
+//!   `x-single-active-consumer`: the broker delivers a shard to one consumer at
+//!   a time and activates a standby the moment the active one's connection
+//!   dies, re-queueing what it had not acknowledged;
+//! - `cardio.events` (topic) → one exclusive, auto-deleted queue per
+//!   subscription, bound with the subscription's pattern;
+//! - `cardio.dlx` (fanout) → `cardio.dead-letters` (quorum), where cardio puts
+//!   messages it gives up on, with the reason in headers. Shard queues also name
+//!   `cardio.dlx` as their dead-letter exchange with a broker-side delivery
+//!   limit well above cardio's, as a safety net.
+//!
+//! Publishing waits for the broker's confirm (so `send` returns once the
+//! message is on disk in a quorum queue) and is `mandatory`, so a message no
+//! queue takes is an error, not a silent loss. Consumers use manual acks and a
+//! bounded prefetch.
+//!
+//! Reconnection is cardio's own rather than lapin's opt-in auto-recovery: on
+//! any connection error the next user reconnects with jittered exponential
+//! backoff, declares the topology again and consumers subscribe again. Acks of
+//! deliveries from before the loss fail; the broker redelivers those messages,
+//! which handlers tolerate (they de-duplicate by message id).
+//!
+//! lapin's I/O runs on a small tokio runtime of the bus's own, so it never
+//! waits behind actors on an arbiter thread.
+//!
+//! This file holds the bus's state and the [`Bus`] impl; [`topology`]
+//! declares exchanges and queues, [`connection`] opens, repairs and retries
+//! the connection, [`publish`] publishes with confirms, [`consume`] consumes
+//! shard, event and dead-letter queues, [`ack`] settles deliveries.
+//! Nothing outside `bus/` may see lapin types.
+
+mod ack;
+mod connection;
+mod consume;
+mod publish;
+mod topology;
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Connection};
+
+use super::{Bus, BusError, BusOptions, Envelope, Subscription};
+use crate::address::shard_of;
+use consume::{AmqpSource, Consumes};
+use publish::persistent;
+use topology::{EVENTS_EXCHANGE, SHARDS_EXCHANGE};
+
+pub use topology::{shard_queue, DEAD_LETTER_QUEUE};
+
+/// See the module docs.
+pub struct AmqpBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    described: String,
+    options: BusOptions,
+    /// How long `send`/`publish` keep trying while the broker is away.
+    retry_for: Duration,
+    runtime: BusRuntime,
+    live: tokio::sync::Mutex<Option<Live>>,
+    /// A copy of `live` for the fast path: every publish reads it without
+    /// queueing behind the (async) lock that reconnection holds.
+    current: std::sync::RwLock<Option<Live>>,
+    generation: AtomicU64,
+    connected: AtomicBool,
+    /// A background reconnection is under way.
+    reconnecting: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Live {
+    generation: u64,
+    conn: Arc<Connection>,
+    publisher: Channel,
+}
+
+/// The runtime lapin's I/O runs on; shut down without blocking when dropped
+/// (the bus may be dropped inside async code).
+struct BusRuntime(Option<tokio::runtime::Runtime>);
+
+impl BusRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("runtime until drop")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for BusRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn broker_err(e: impl std::fmt::Display) -> BusError {
+    BusError::Broker(e.to_string())
+}
+
+fn s(v: &str) -> ShortString {
+    v.into()
+}
+
+impl AmqpBus {
+    /// Connects to the broker at `url` and declares the topology.
+    pub async fn connect(url: &str, options: BusOptions) -> Result<AmqpBus, BusError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cardio-amqp")
+            .enable_all()
+            .build()
+            .map_err(broker_err)?;
+        let inner = Arc::new(Inner {
+            url: url.to_owned(),
+            described: crate::redact::SecretUrl::new(url).to_string(),
+            options,
+            retry_for: Duration::from_secs(60),
+            runtime: BusRuntime(Some(runtime)),
+            live: tokio::sync::Mutex::new(None),
+            current: std::sync::RwLock::new(None),
+            generation: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            reconnecting: AtomicBool::new(false),
+        });
+        // The first connection must work: a node with a wrong URL fails at start.
+        inner.open().await?;
+        Ok(AmqpBus { inner })
+    }
+
+    /// A bus that keeps trying `send`/`publish` for at most `retry_for` while
+    /// the broker is unreachable (default 60 s).
+    pub fn with_retry_for(mut self, retry_for: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.retry_for = retry_for;
+        }
+        self
+    }
+}
+
+#[async_trait]
+impl Bus for AmqpBus {
+    fn describe(&self) -> String {
+        self.inner.described.clone()
+    }
+
+    fn shards(&self) -> u16 {
+        self.inner.options.shards
+    }
+
+    async fn send(&self, env: &Envelope) -> Result<(), BusError> {
+        let to = env.to.as_ref().ok_or(BusError::NoRecipient)?;
+        let shard = shard_of(to, self.inner.options.shards);
+        let body = env.encode();
+        self.inner
+            .publish_confirmed(
+                SHARDS_EXCHANGE,
+                &shard.to_string(),
+                &body,
+                persistent(&env.id.to_string()),
+                true,
+            )
+            .await
+    }
+
+    async fn publish(&self, topic: &str, env: &Envelope) -> Result<(), BusError> {
+        super::topic::check_topic(topic)?;
+        let body = env.encode();
+        let props = BasicProperties::default()
+            .with_message_id(s(&env.id.to_string()))
+            .with_content_type(s("application/json"));
+        self.inner
+            .publish_confirmed(EVENTS_EXCHANGE, topic, &body, props, false)
+            .await
+    }
+
+    async fn subscribe(&self, pattern: &str, prefetch: u16) -> Result<Subscription, BusError> {
+        super::topic::parse_pattern(pattern)?;
+        let what = Consumes::Events(pattern.to_owned());
+        AmqpSource::start(Arc::clone(&self.inner), what, prefetch).await
+    }
+
+    async fn consume_shard(&self, shard: u16, prefetch: u16) -> Result<Subscription, BusError> {
+        let shards = self.inner.options.shards;
+        if shard >= shards {
+            return Err(BusError::NoSuchShard { shard, shards });
+        }
+        AmqpSource::start(Arc::clone(&self.inner), Consumes::Shard(shard), prefetch).await
+    }
+
+    async fn consume_dead_letters(&self, prefetch: u16) -> Result<Subscription, BusError> {
+        AmqpSource::start(Arc::clone(&self.inner), Consumes::DeadLetters, prefetch).await
+    }
+
+    async fn healthy(&self) -> bool {
+        self.inner.connected_now()
+    }
+}
