@@ -34,6 +34,7 @@ mod device;
 mod layers;
 mod monitoring;
 mod ops;
+mod protocol;
 mod registry;
 mod session;
 mod spawn;
