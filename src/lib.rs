@@ -1,25 +1,31 @@
 //! cardio: a supervised, clustered actor runtime for a telemedicine cardiology
 //! platform.
 //!
-//! Map of the crate:
-//! - [`actors`]: the actor model entities are written in (`Actor`, `Handler`, `Ctx`);
-//! - [`supervisors`]: OTP-style supervision trees over actix, introspection;
-//! - [`registry`]: logical addressing (`kind/id`), activation and passivation,
-//!   and the bridge from bus deliveries to actors;
+//! Map of the crate, in layers from the top (ARCHITECTURE.md;
+//! `tests/it/layers.rs` checks them):
+//! - [`node`], [`cli`]: one cardio process (start-up order, serving,
+//!   draining) and the command line;
+//! - [`api`]: HTTP endpoints (GraphQL in one room per area, health, metrics,
+//!   debug views); [`simulate`]: the load generator (`cardio simulate`);
+//! - [`cluster`]: membership, shard ownership, fencing; [`actors`]: the
+//!   domain actors (sessions, consults, device streams with ECG analysis and
+//!   alarms); [`synthetic`]: deterministic vital series and ECG with ground
+//!   truth;
+//! - [`registry`]: activation and passivation by address, bus routes, and
+//!   the inbox from bus deliveries to actors;
 //! - [`bus`]: the message-bus shim (trait, `memory://` and `amqp://`
-//!   backends, metrics around them) and the envelope;
-//! - [`cluster`]: membership, placement (shards), ownership, fencing;
-//! - [`store`]: the only SQL: event journal and snapshots (SQLite or PostgreSQL);
-//! - [`api`]: HTTP endpoints (GraphQL, health, metrics, debug views);
-//! - [`node`]: one cardio process: start-up order, serving, draining;
-//! - [`metrics`], [`telemetry`]: Prometheus series; logs and traces;
-//! - [`simulate`]: the load generator (`cardio simulate`);
-//! - [`synthetic`]: deterministic vital series and ECG with ground truth;
-//!   [`dsp`]: the filter section the ECG analysis and generator share;
-//! - [`config`], [`cli`]: configuration, command line;
-//! - the ground floor, leaves that import nothing of cardio: [`clock`] (Unix
+//!   backends), the envelope and the typed protocol; [`store`]: the only SQL
+//!   (journal, snapshots, projections; SQLite or PostgreSQL); [`auth`]: tokens;
+//! - [`supervisors`]: the actor model (`Actor`, `Handler`, `Ctx`) and
+//!   OTP-style supervision trees over actix, introspection;
+//! - [`config`], [`telemetry`], [`metrics`]: configuration; logs and traces;
+//!   Prometheus series;
+//! - the ground floor, leaves that import nothing above them: [`clock`] (Unix
 //!   milliseconds), [`redact`] (secrets and parse errors that never print),
-//!   [`shards`] (shard arithmetic and the [`shards::Fence`] of held shards).
+//!   [`shards`] (shard arithmetic and the [`shards::Fence`] of held shards),
+//!   [`address`] (actor addresses and their shard), [`principal`] (who
+//!   calls), [`domain`] (plain values the layers above share), `dsp` (the
+//!   filter section the ECG analysis and generator share).
 #![forbid(unsafe_code)]
 
 pub mod actors;
