@@ -12,7 +12,7 @@ pub fn shard_of_key(key: &str, shards: u16) -> u16 {
 }
 
 /// The shards this node holds, with the epoch it took each one at. Shared
-/// with the [`Store`], which makes every journal write conditional on it.
+/// with the store (`crate::store::Store`), which makes every journal write conditional on it.
 pub struct Fence {
     shards: u16,
     held: DashMap<u16, u64>,

@@ -1,5 +1,5 @@
 //! Who may do what, and the trail of it: the dependencies every resolver
-//! shares, [`Access`] (authorization of a principal for a patient's records,
+//! shares, `Access` (authorization of a principal for a patient's records,
 //! with its audit entry durable before the answer), and the small lookups
 //! authorization needs (a device's patient, a patient's devices).
 

@@ -7,8 +7,8 @@
 //! consults), [`vitals`] (device readings), [`ops`] (supervision trees, the
 //! cluster, the audit trail) and [`super::monitoring`] (alerts, ECG, alarm
 //! settings). What they share sits below them: [`super::access`] (the one
-//! authorization-and-audit check), [`super::ask`] (typed asks to actors),
-//! [`super::error`] (coded errors) and [`super::live`] (subscriptions).
+//! authorization-and-audit check), `api::ask` (typed asks to actors),
+//! [`super::error`] (coded errors) and `api::live` (subscriptions).
 //!
 //! Every resolver that touches a patient's records first authorizes the
 //! principal (a patient: their own; a clinician: patients on their care team;

@@ -8,7 +8,7 @@
 //! device stream decides (settings, pause, acknowledgement) are stored, then
 //! handed to the device's actor through the bus, since the alarm engine lives
 //! there. Every access is authorized and audited like the rest of the API
-//! ([`super::access::Access`]), and no error names a value or an id.
+//! (`access::Access`), and no error names a value or an id.
 
 mod alerts;
 mod ecg;

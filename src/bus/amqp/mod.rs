@@ -27,10 +27,10 @@
 //! lapin's I/O runs on a small tokio runtime of the bus's own, so it never
 //! waits behind actors on an arbiter thread.
 //!
-//! This file holds the bus's state and the [`Bus`] impl; [`topology`]
-//! declares exchanges and queues, [`connection`] opens, repairs and retries
-//! the connection, [`publish`] publishes with confirms, [`consume`] consumes
-//! shard, event and dead-letter queues, [`ack`] settles deliveries.
+//! This file holds the bus's state and the [`Bus`] impl; `topology`
+//! declares exchanges and queues, `connection` opens, repairs and retries
+//! the connection, `publish` publishes with confirms, `consume` consumes
+//! shard, event and dead-letter queues, `ack` settles deliveries.
 //! Nothing outside `bus/` may see lapin types.
 
 mod ack;

@@ -9,10 +9,10 @@
 //! `async` handler.
 //!
 //! This file holds the cell's state and its spawn; the rest is split by
-//! responsibility: [`dispatch`] runs one call's handler, [`stash`] holds calls
-//! while the actor restarts, [`lifecycle`] boots, crashes, retires and stops
-//! incarnations and answers the supervisor's `Control`, [`passivation`] lets
-//! an idle cell leave its registry, [`guard`] turns a user future's panic,
+//! responsibility: `dispatch` runs one call's handler, `stash` holds calls
+//! while the actor restarts, `lifecycle` boots, crashes, retires and stops
+//! incarnations and answers the supervisor's `Control`, `passivation` lets
+//! an idle cell leave its registry, `guard` turns a user future's panic,
 //! kill or overrun into an outcome, and [`ActorRef`] sends to a cell.
 //!
 //! A cell never decides about restarts: that is its supervisor's job.
