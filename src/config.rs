@@ -3,10 +3,10 @@
 //! `CARDIO_*` environment variables, which win. [`Config::validate`] checks
 //! it once, at start.
 //!
-//! Each setting is written once, as a field of [`Config`]: its key in the
-//! file is the field's name and its variable is `CARDIO_` and the name in
-//! capitals (`http_addr`, `CARDIO_HTTP_ADDR`). No list or match repeats the
-//! names: serde reads the fields (an unknown key in the file is a typo and is
+//! Each setting is a field of [`Config`] (its default in `Default`, its
+//! range in `validate`): its key in the file is the field's name and its
+//! variable is `CARDIO_` and the name in capitals (`http_addr`,
+//! `CARDIO_HTTP_ADDR`). No list or match repeats the names: serde reads the fields (an unknown key in the file is a typo and is
 //! refused), and the variables looked for are the fields' names
 //! ([`setting_names`]), so other `CARDIO_*` variables (`CARDIO_URL`,
 //! `CARDIO_TOKEN`, of other commands) are left alone.
