@@ -48,7 +48,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Print the effective configuration (secrets hidden) and exit.
+    /// Print the effective configuration as TOML (secrets shown as
+    /// <redacted>) and exit; it can be fed back with --config.
     Config {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -160,10 +161,13 @@ pub fn run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Config { config } => match Config::load(config.as_deref(), &ProcessEnv) {
-            Ok(c) => {
-                println!("{c:#?}");
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match c.to_toml() {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("cannot print the configuration: {e}")),
+            },
             Err(e) => fail(&format!("invalid configuration: {e}")),
         },
     }
@@ -182,7 +186,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
     let telemetry = crate::telemetry::init(
         config.log_format,
         &config.log_filter,
-        config.otlp_endpoint.as_deref(),
+        config.otlp_endpoint.as_ref(),
         &config.node_id,
     );
     let system = actix_rt::System::new();

@@ -1,15 +1,41 @@
-//! The node's configuration: one typed [`Config`], read from an optional TOML
-//! file and then from `CARDIO_*` environment variables (which win), validated
-//! at start with a message that names the offending setting.
+//! The node's configuration: one typed [`Config`], in layers: its defaults,
+//! then an optional TOML file (`--config FILE`, or `CARDIO_CONFIG`), then
+//! `CARDIO_*` environment variables, which win. [`Config::validate`] checks
+//! it once, at start.
 //!
-//! The environment is read through [`Env`], so tests never touch the process
-//! environment. Secrets (passwords inside URLs) never print.
+//! Each setting is a field of [`Config`] (its default in `Default`, its
+//! range in `validate`): its key in the file is the field's name and its
+//! variable is `CARDIO_` and the name in capitals (`http_addr`,
+//! `CARDIO_HTTP_ADDR`). No list or match repeats the names: serde reads the fields (an unknown key in the file is a typo and is
+//! refused), and the variables looked for are the fields' names
+//! ([`setting_names`]), so other `CARDIO_*` variables (`CARDIO_URL`,
+//! `CARDIO_TOKEN`, of other commands) are left alone.
+//!
+//! figment layers the sources and remembers which one gave each value, so an
+//! error names the setting and where its value came from: the variable, or
+//! the key and the file's path. The two sources are providers of this module
+//! rather than figment's own `Env` and `Toml`: the environment is read through
+//! [`Env`], so tests never touch the process environment, and a TOML syntax
+//! error is reported without the line it quotes (which may hold a secret).
+//!
+//! Secrets ([`Secret`], [`SecretUrl`]) never print, in `Debug`, in errors or
+//! in `cardio config`, which prints [`Config::to_toml`]: a file that loads
+//! back, with `<redacted>` in place of each secret, which a load refuses
+//! rather than take for the password.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use figment::error::{Actual, Kind};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::{Error as _, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::domain::alarm::{AlarmSettings, LevelRule};
+use crate::domain::rhythm::RhythmSettings;
 pub use crate::redact::{Secret, SecretUrl};
 
 /// A source of environment variables.
@@ -33,24 +59,29 @@ impl Env for BTreeMap<String, String> {
 }
 
 /// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
+    #[serde(alias = "text")]
     Pretty,
     /// One JSON object per line (for ELK and friends).
     Json,
 }
 
 /// Everything a node needs to start.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// This node's name in the cluster and in logs.
     pub node_id: String,
     /// Where the HTTP API listens.
+    #[serde(deserialize_with = "socket_addr")]
     pub http_addr: SocketAddr,
     /// The `host:port` other nodes reach this node's HTTP API at (they
     /// forward ops views to it); `None`: the bound address (fine on one
     /// host; in Kubernetes set it to the pod IP: `$(POD_IP):8080`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_addr: Option<String>,
     /// `memory://` (embedded) or `amqp://...` (cluster).
     pub bus_url: SecretUrl,
@@ -61,24 +92,72 @@ pub struct Config {
     /// A tracing filter (`info`, `cardio=debug,info`).
     pub log_filter: String,
     /// Longest time a SIGTERM/SIGINT drain may take before the process exits anyway.
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Arbiter threads actors run on; 0 means one per core.
     pub arbiters: usize,
     /// Deadline of a message sent without one.
+    #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Entity actors idle this long are passivated.
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// A waiting consult whose patient is absent this long is a no-show.
+    #[serde(with = "humantime_serde")]
     pub no_show_after: Duration,
     /// A patient's apps are logged off after this long without activity.
+    #[serde(with = "humantime_serde")]
     pub session_logoff: Duration,
     /// Raw device samples are kept this long (aggregates and alerts longer).
+    #[serde(with = "humantime_serde")]
     pub sample_retention: Duration,
-    /// The alarm engine's thresholds, windows and priorities (a patient's
-    /// own, set by a clinician, replace them for that patient).
-    pub alarms: crate::domain::alarm::AlarmSettings,
-    /// ECG rhythm analysis: asystole and pause times.
-    pub rhythm: crate::domain::rhythm::RhythmSettings,
+    // The alarm engine's settings an operator may change; the rest of
+    // [`AlarmSettings`] stays at its defaults. A patient's own limits, set
+    // by a clinician, replace these for that patient. [`Config::alarms`]
+    // builds the engine's settings from them.
+    /// Heart rate above which tachycardia is raised (its resolve limit
+    /// moves along, keeping the hysteresis' width).
+    #[serde(deserialize_with = "real")]
+    pub alert_tachycardia_bpm: f64,
+    /// Heart rate below which bradycardia is raised (resolve limit along).
+    #[serde(deserialize_with = "real")]
+    pub alert_bradycardia_bpm: f64,
+    /// SpO2 below which low SpO2 is raised (resolve limit along).
+    #[serde(deserialize_with = "real")]
+    pub alert_low_spo2_percent: f64,
+    /// Systolic pressure at which a hypertensive crisis is raised.
+    #[serde(deserialize_with = "real")]
+    pub alert_crisis_systolic: f64,
+    /// Diastolic pressure at which a hypertensive crisis is raised.
+    #[serde(deserialize_with = "real")]
+    pub alert_crisis_diastolic: f64,
+    /// How long tachycardia, bradycardia and low SpO2 must hold.
+    #[serde(with = "humantime_serde")]
+    pub alert_sustain: Duration,
+    /// The largest gap between readings that still covers a window.
+    #[serde(with = "humantime_serde")]
+    pub alert_max_gap: Duration,
+    /// A streaming device silent this long raises a "no data" alarm.
+    #[serde(with = "humantime_serde")]
+    pub alert_no_data: Duration,
+    /// An unacknowledged high alarm is announced again after this …
+    #[serde(with = "humantime_serde")]
+    pub alert_reannounce: Duration,
+    /// … and escalated to the rest of the care team after this.
+    #[serde(with = "humantime_serde")]
+    pub alert_escalate: Duration,
+    /// Longest pause of a patient's non-high alarms.
+    #[serde(with = "humantime_serde")]
+    pub alert_max_pause: Duration,
+    /// How long atrial fibrillation must last before its alarm.
+    #[serde(with = "humantime_serde")]
+    pub alert_af_sustain: Duration,
+    /// ECG rhythm analysis: no QRS this long (with good signal) is asystole.
+    #[serde(with = "humantime_serde")]
+    pub ecg_asystole: Duration,
+    /// ECG rhythm analysis: an RR interval this long is a pause.
+    #[serde(with = "humantime_serde")]
+    pub ecg_pause: Duration,
     /// Shard queues actor messages are spread over.
     pub shards: u16,
     /// Deliveries after which a failing message is dead-lettered.
@@ -86,16 +165,22 @@ pub struct Config {
     /// Unsettled deliveries per shard consumer.
     pub prefetch: u16,
     /// How often a node renews its cluster lease and re-reads the membership.
+    #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
     /// How long a lease lasts: a node silent this long is dead to the others.
+    #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// Key of HS256 bearer tokens (`CARDIO_JWT_SECRET`, at least 32 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_secret: Option<Secret>,
     /// PEM file of the RSA public key of RS256 bearer tokens, instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_public_key: Option<PathBuf>,
     /// PEM file of the RSA private key, to mint RS256 tokens (`cardio token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_private_key: Option<PathBuf>,
     /// JWKS file of RS256 public keys (an identity provider's), by `kid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_jwks: Option<PathBuf>,
     /// Development mode: GraphiQL at `/graphiql`.
     pub dev: bool,
@@ -104,12 +189,17 @@ pub struct Config {
     pub rate_limit: u32,
     /// OTLP/HTTP collector (or Jaeger) base URL traces are exported to,
     /// e.g. `http://otel-collector:4318` (`/v1/traces` is appended);
-    /// `None`: no export.
-    pub otlp_endpoint: Option<String>,
+    /// `None`: no export. A secret: it may carry credentials (a user and
+    /// password, an `api_key` parameter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<SecretUrl>,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let alarms = AlarmSettings::default();
+        let rhythm = RhythmSettings::default();
+        let ms = Duration::from_millis;
         Self {
             node_id: "cardio-1".into(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -125,8 +215,20 @@ impl Default for Config {
             no_show_after: Duration::from_secs(900),
             session_logoff: Duration::from_secs(900),
             sample_retention: Duration::from_secs(30 * 24 * 3600),
-            alarms: crate::domain::alarm::AlarmSettings::default(),
-            rhythm: crate::domain::rhythm::RhythmSettings::default(),
+            alert_tachycardia_bpm: alarms.tachycardia.raise,
+            alert_bradycardia_bpm: alarms.bradycardia.raise,
+            alert_low_spo2_percent: alarms.low_spo2.raise,
+            alert_crisis_systolic: alarms.hypertensive_crisis.systolic_raise,
+            alert_crisis_diastolic: alarms.hypertensive_crisis.diastolic_raise,
+            alert_sustain: ms(alarms.tachycardia.sustain_ms),
+            alert_max_gap: ms(alarms.max_gap_ms),
+            alert_no_data: ms(alarms.no_data_ms),
+            alert_reannounce: ms(alarms.reannounce_ms),
+            alert_escalate: ms(alarms.escalate_ms),
+            alert_max_pause: ms(alarms.max_pause_ms),
+            alert_af_sustain: ms(alarms.atrial_fibrillation.sustain_ms),
+            ecg_asystole: ms(rhythm.asystole_ms),
+            ecg_pause: ms(rhythm.pause_ms),
             shards: 64,
             delivery_limit: 5,
             prefetch: 32,
@@ -143,7 +245,7 @@ impl Default for Config {
     }
 }
 
-/// A setting that could not be used.
+/// A configuration that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
@@ -156,305 +258,303 @@ pub enum ConfigError {
     },
     #[error("{source_name}: {message}")]
     Invalid {
-        /// `CARDIO_HTTP_ADDR` or `http_addr in cardio.toml`.
+        /// `CARDIO_HTTP_ADDR`, `http_addr in cardio.toml`, or
+        /// `lease (default)` when a default clashes with another setting.
         source_name: String,
         message: String,
     },
 }
 
-const KEYS: &[&str] = &[
-    "node_id",
-    "http_addr",
-    "advertise_addr",
-    "bus_url",
-    "database_url",
-    "log_format",
-    "log_filter",
-    "shutdown_grace",
-    "arbiters",
-    "request_timeout",
-    "idle_timeout",
-    "no_show_after",
-    "session_logoff",
-    "sample_retention",
-    "alert_tachycardia_bpm",
-    "alert_bradycardia_bpm",
-    "alert_low_spo2_percent",
-    "alert_crisis_systolic",
-    "alert_crisis_diastolic",
-    "alert_sustain",
-    "alert_max_gap",
-    "alert_no_data",
-    "alert_reannounce",
-    "alert_escalate",
-    "alert_max_pause",
-    "alert_af_sustain",
-    "ecg_asystole",
-    "ecg_pause",
-    "shards",
-    "delivery_limit",
-    "prefetch",
-    "heartbeat",
-    "lease",
-    "jwt_secret",
-    "jwt_public_key",
-    "jwt_private_key",
-    "jwt_jwks",
-    "dev",
-    "rate_limit",
-    "otlp_endpoint",
-];
+/// A setting [`Config::validate`] refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct InvalidSetting {
+    /// The setting's name (a field of [`Config`]), or `alert settings` for
+    /// a combination of alarm limits.
+    pub setting: &'static str,
+    pub message: String,
+}
 
 /// The variable that sets `key`.
 pub fn env_name(key: &str) -> String {
     format!("CARDIO_{}", key.to_ascii_uppercase())
 }
 
+/// Every setting's name: the fields serde reads into a [`Config`], asked of
+/// its derived `Deserialize` (which hands them to the deserializer), so that
+/// no list repeats them.
+pub fn setting_names() -> &'static [&'static str] {
+    /// A deserializer that only notes the fields it is asked for.
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("only the fields were wanted"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = Config::deserialize(Probe(&mut fields));
+    fields
+}
+
 impl Config {
-    /// Defaults, then `file` (or `CARDIO_CONFIG`), then `CARDIO_*` variables.
+    /// Defaults, then `file` (or `CARDIO_CONFIG`), then `CARDIO_*` variables;
+    /// then [`Config::validate`].
     pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
-        let mut values: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| env.get("CARDIO_CONFIG").map(PathBuf::from));
+        let mut layers = Figment::new();
         if let Some(path) = &file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let table: toml::Table =
-                text.parse()
-                    .map_err(|e: toml::de::Error| ConfigError::File {
-                        path: path.clone(),
-                        reason: e.message().to_owned(),
-                    })?;
-            for (key, value) in table {
-                let Some(known) = KEYS.iter().find(|k| **k == key) else {
-                    return Err(ConfigError::UnknownKey {
-                        path: path.clone(),
-                        key,
-                        known: KEYS.join(", "),
-                    });
-                };
-                let text = match value {
-                    toml::Value::String(s) => s,
-                    toml::Value::Integer(n) => n.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    _ => {
-                        return Err(ConfigError::Invalid {
-                            source_name: format!("{known} in {}", path.display()),
-                            message: "must be a string or a number".into(),
-                        })
-                    }
-                };
-                values.insert(known, (text, format!("{known} in {}", path.display())));
+            layers = layers.merge(FileSettings::read(path)?);
+        }
+        let layers = layers.merge(EnvSettings::read(env));
+        // Lossy: a variable is text, and "16" or "true" is read as the
+        // number or the flag its setting wants (a file may quote them too).
+        let config: Config = layers
+            .extract_lossy()
+            .map_err(|e| refused(e, &layers, file.as_deref()))?;
+        config.validate().map_err(|e| ConfigError::Invalid {
+            source_name: source_of(&layers, e.setting),
+            message: e.message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every setting's range and the settings that depend on each
+    /// other; the error names the setting to change.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let refuse = |setting, message: String| Err(InvalidSetting { setting, message });
+        let shown = |d: Duration| humantime::format_duration(d).to_string();
+        if !crate::address::valid_id(&self.node_id) {
+            let why = "letters, digits, '-', '_', '.', ':'; at most 128";
+            return refuse(
+                "node_id",
+                format!("{:?} is not a valid node id ({why})", self.node_id),
+            );
+        }
+        if let Some(addr) = &self.advertise_addr {
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok || addr.contains('/') {
+                return refuse("advertise_addr", "expected host:port (no scheme)".into());
             }
         }
-        for key in KEYS {
-            let name = env_name(key);
-            if let Some(v) = env.get(&name) {
-                values.insert(key, (v, name));
+        if !matches!(self.bus_url.scheme(), "memory" | "amqp" | "amqps") {
+            let why = format!("{} must start with memory:// or amqp://", self.bus_url);
+            return refuse("bus_url", why);
+        }
+        if !matches!(
+            self.database_url.scheme(),
+            "sqlite" | "postgres" | "postgresql"
+        ) {
+            let why = format!(
+                "{} must start with sqlite:// or postgres://",
+                self.database_url
+            );
+            return refuse("database_url", why);
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            return refuse("log_filter", format!("invalid log filter: {e}"));
+        }
+        let counts = [
+            ("arbiters", self.arbiters as u64, 0, 1024),
+            ("shards", self.shards.into(), 1, 4096),
+            ("delivery_limit", self.delivery_limit.into(), 1, 1000),
+            ("prefetch", self.prefetch.into(), 1, 10_000),
+            ("rate_limit", self.rate_limit.into(), 1, 1_000_000),
+        ];
+        for (setting, n, min, max) in counts {
+            if !(min..=max).contains(&n) {
+                return refuse(
+                    setting,
+                    format!("{n} is not a whole number from {min} to {max}"),
+                );
             }
         }
-        let mut c = Config::default();
-        for (key, (raw, source)) in values {
-            let raw = raw.trim();
-            let bad = |message: String| ConfigError::Invalid {
-                source_name: source.clone(),
-                message,
-            };
-            match key {
-                "node_id" => {
-                    if !crate::address::valid_id(raw) {
-                        return Err(bad(format!("{raw:?} is not a valid node id (letters, digits, '-', '_', '.', ':'; at most 128)")));
-                    }
-                    c.node_id = raw.to_owned();
-                }
-                "http_addr" => {
-                    c.http_addr = raw.parse().map_err(|_| {
-                        bad(format!(
-                            "{raw:?} is not a socket address like 127.0.0.1:8080"
-                        ))
-                    })?
-                }
-                "bus_url" => {
-                    let url = SecretUrl::new(raw);
-                    if !matches!(url.scheme(), "memory" | "amqp" | "amqps") {
-                        return Err(bad(format!("{url} must start with memory:// or amqp://")));
-                    }
-                    c.bus_url = url;
-                }
-                "database_url" => {
-                    let url = SecretUrl::new(raw);
-                    if !matches!(url.scheme(), "sqlite" | "postgres" | "postgresql") {
-                        return Err(bad(format!(
-                            "{url} must start with sqlite:// or postgres://"
-                        )));
-                    }
-                    c.database_url = url;
-                }
-                "log_format" => {
-                    c.log_format = match raw {
-                        "pretty" | "text" => LogFormat::Pretty,
-                        "json" => LogFormat::Json,
-                        other => return Err(bad(format!("{other:?} is not pretty or json"))),
-                    }
-                }
-                "log_filter" => {
-                    tracing_subscriber::EnvFilter::try_new(raw)
-                        .map_err(|e| bad(format!("invalid log filter: {e}")))?;
-                    c.log_filter = raw.to_owned();
-                }
-                "shutdown_grace" => c.shutdown_grace = duration(raw).map_err(bad)?,
-                "request_timeout" => {
-                    c.request_timeout = positive(duration(raw).map_err(bad)?).map_err(bad)?
-                }
-                "idle_timeout" => {
-                    c.idle_timeout = positive(duration(raw).map_err(bad)?).map_err(bad)?
-                }
-                "no_show_after" => {
-                    c.no_show_after = positive(duration(raw).map_err(bad)?).map_err(bad)?
-                }
-                "session_logoff" => {
-                    c.session_logoff = positive(duration(raw).map_err(bad)?).map_err(bad)?
-                }
-                // A raise limit moves its resolve limit along (the
-                // hysteresis keeps its width).
-                "alert_tachycardia_bpm" => shift(
-                    &mut c.alarms.tachycardia,
-                    real(raw, 60.0, 250.0).map_err(bad)?,
-                ),
-                "alert_bradycardia_bpm" => shift(
-                    &mut c.alarms.bradycardia,
-                    real(raw, 20.0, 80.0).map_err(bad)?,
-                ),
-                "alert_low_spo2_percent" => {
-                    shift(&mut c.alarms.low_spo2, real(raw, 70.0, 99.0).map_err(bad)?)
-                }
-                "alert_crisis_systolic" => {
-                    let crisis = &mut c.alarms.hypertensive_crisis;
-                    let v = real(raw, 120.0, 300.0).map_err(bad)?;
-                    crisis.systolic_resolve += v - crisis.systolic_raise;
-                    crisis.systolic_raise = v;
-                }
-                "alert_crisis_diastolic" => {
-                    let crisis = &mut c.alarms.hypertensive_crisis;
-                    let v = real(raw, 70.0, 200.0).map_err(bad)?;
-                    crisis.diastolic_resolve += v - crisis.diastolic_raise;
-                    crisis.diastolic_raise = v;
-                }
-                "alert_sustain" => {
-                    let ms = millis(raw).map_err(bad)?;
-                    for rule in [
-                        &mut c.alarms.tachycardia,
-                        &mut c.alarms.bradycardia,
-                        &mut c.alarms.low_spo2,
-                    ] {
-                        rule.sustain_ms = ms;
-                    }
-                }
-                "alert_max_gap" => c.alarms.max_gap_ms = millis(raw).map_err(bad)?,
-                "alert_no_data" => c.alarms.no_data_ms = millis(raw).map_err(bad)?,
-                "alert_reannounce" => c.alarms.reannounce_ms = millis(raw).map_err(bad)?,
-                "alert_escalate" => c.alarms.escalate_ms = millis(raw).map_err(bad)?,
-                "alert_max_pause" => c.alarms.max_pause_ms = millis(raw).map_err(bad)?,
-                "alert_af_sustain" => {
-                    c.alarms.atrial_fibrillation.sustain_ms = millis(raw).map_err(bad)?
-                }
-                "ecg_asystole" => c.rhythm.asystole_ms = millis(raw).map_err(bad)?,
-                "ecg_pause" => c.rhythm.pause_ms = millis(raw).map_err(bad)?,
-                "sample_retention" => {
-                    let d = duration(raw).map_err(bad)?;
-                    if d < Duration::from_secs(2 * 3600) {
-                        // Shorter would cut into the hour buckets still being filled.
-                        return Err(bad(format!("{raw:?} is shorter than 2h")));
-                    }
-                    c.sample_retention = d;
-                }
-                "arbiters" => c.arbiters = number(raw, 0, 1024).map_err(bad)? as usize,
-                "shards" => c.shards = number(raw, 1, 4096).map_err(bad)? as u16,
-                "delivery_limit" => c.delivery_limit = number(raw, 1, 1000).map_err(bad)? as u32,
-                "prefetch" => c.prefetch = number(raw, 1, 10_000).map_err(bad)? as u16,
-                "heartbeat" => c.heartbeat = duration(raw).map_err(bad)?,
-                "lease" => c.lease = duration(raw).map_err(bad)?,
-                "jwt_secret" => {
-                    if raw.len() < 32 {
-                        return Err(bad("must be at least 32 bytes (a random key)".into()));
-                    }
-                    c.jwt_secret = Some(Secret::new(raw));
-                }
-                "jwt_public_key" => c.jwt_public_key = Some(PathBuf::from(raw)),
-                "jwt_private_key" => c.jwt_private_key = Some(PathBuf::from(raw)),
-                "jwt_jwks" => c.jwt_jwks = Some(PathBuf::from(raw)),
-                "advertise_addr" => {
-                    let port_ok = raw.rsplit_once(':').is_some_and(|(host, port)| {
-                        !host.is_empty() && port.parse::<u16>().is_ok()
-                    });
-                    if !port_ok || raw.contains('/') {
-                        return Err(bad("expected host:port (no scheme)".into()));
-                    }
-                    c.advertise_addr = Some(raw.to_owned())
-                }
-                "otlp_endpoint" => {
-                    // No TLS stack is built in for the exporter: a collector
-                    // next to the node (sidecar, DaemonSet) over plain HTTP.
-                    if !raw.starts_with("http://") {
-                        return Err(bad(
-                            "expected an http:// URL (OTLP over HTTP; TLS is not built in)".into(),
-                        ));
-                    }
-                    c.otlp_endpoint = Some(raw.to_owned())
-                }
-                "rate_limit" => c.rate_limit = number(raw, 1, 1_000_000).map_err(bad)? as u32,
-                "dev" => {
-                    c.dev = match raw {
-                        "true" | "1" | "yes" => true,
-                        "false" | "0" | "no" => false,
-                        _ => return Err(bad("expected true or false".into())),
-                    }
-                }
-                _ => unreachable!("keys come from KEYS"),
+        #[rustfmt::skip] // A table reads best as one.
+        let limits = [
+            ("alert_tachycardia_bpm", self.alert_tachycardia_bpm, 60.0, 250.0),
+            ("alert_bradycardia_bpm", self.alert_bradycardia_bpm, 20.0, 80.0),
+            ("alert_low_spo2_percent", self.alert_low_spo2_percent, 70.0, 99.0),
+            ("alert_crisis_systolic", self.alert_crisis_systolic, 120.0, 300.0),
+            ("alert_crisis_diastolic", self.alert_crisis_diastolic, 70.0, 200.0),
+        ];
+        for (setting, v, min, max) in limits {
+            if !(min..=max).contains(&v) {
+                return refuse(setting, format!("{v} is not a number from {min} to {max}"));
             }
         }
-        if let Err(message) = c.alarms.validate() {
-            return Err(ConfigError::Invalid {
-                source_name: "alert settings".into(),
-                message,
-            });
+        let times = [
+            ("request_timeout", self.request_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("no_show_after", self.no_show_after),
+            ("session_logoff", self.session_logoff),
+            ("alert_max_gap", self.alert_max_gap),
+            ("alert_reannounce", self.alert_reannounce),
+            ("alert_max_pause", self.alert_max_pause),
+            ("heartbeat", self.heartbeat),
+        ];
+        if let Some((setting, _)) = times.into_iter().find(|(_, d)| d.is_zero()) {
+            return refuse(setting, "must be longer than zero".into());
         }
-        if !(2_000..=10_000).contains(&c.rhythm.asystole_ms)
-            || !(1_500..=c.rhythm.asystole_ms).contains(&c.rhythm.pause_ms)
+        // Shorter would cut into the hour buckets still being filled.
+        if self.sample_retention < Duration::from_secs(2 * 3600) {
+            let why = format!("{} is shorter than 2h", shown(self.sample_retention));
+            return refuse("sample_retention", why);
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.alert_sustain) {
+            return refuse("alert_sustain", "from 1s to 1h".into());
+        }
+        if self.alert_no_data <= self.alert_max_gap {
+            let why = format!(
+                "must be longer than alert_max_gap ({})",
+                shown(self.alert_max_gap)
+            );
+            return refuse("alert_no_data", why);
+        }
+        if self.alert_escalate < self.alert_reannounce {
+            let why = format!(
+                "must not be shorter than alert_reannounce ({})",
+                shown(self.alert_reannounce)
+            );
+            return refuse("alert_escalate", why);
+        }
+        // The remaining combinations of limits (tachycardia above
+        // bradycardia, the ordinary limits inside the extreme ones).
+        if let Err(why) = self.alarms().validate() {
+            return refuse("alert settings", why);
+        }
+        if !(Duration::from_secs(2)..=Duration::from_secs(10)).contains(&self.ecg_asystole) {
+            return refuse("ecg_asystole", "from 2s to 10s".into());
+        }
+        if !(Duration::from_millis(1500)..=self.ecg_asystole).contains(&self.ecg_pause) {
+            let why = format!(
+                "from 1.5s up to ecg_asystole ({})",
+                shown(self.ecg_asystole)
+            );
+            return refuse("ecg_pause", why);
+        }
+        // A stream passivates once its device has been silent this long: it
+        // must have told of the silence by then.
+        if self.idle_timeout <= self.alert_no_data {
+            let why = format!(
+                "must be longer than alert_no_data ({})",
+                shown(self.alert_no_data)
+            );
+            return refuse("idle_timeout", why);
+        }
+        if self.lease < self.heartbeat * 3 {
+            let (lease, heartbeat) = (shown(self.lease), shown(self.heartbeat));
+            let why = format!("{lease} must be at least three heartbeats ({heartbeat}) so one late heartbeat does not look like a dead node");
+            return refuse("lease", why);
+        }
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 32)
         {
-            return Err(ConfigError::Invalid {
-                source_name: env_name("ecg_asystole"),
-                message: "asystole 2s–10s, and a pause from 1.5s up to the asystole time".into(),
-            });
+            return refuse(
+                "jwt_secret",
+                "must be at least 32 bytes (a random key)".into(),
+            );
         }
-        if c.idle_timeout.as_millis() as u64 <= c.alarms.no_data_ms {
-            // A stream passivates once its device has been silent this long:
-            // it must have told of the silence by then.
-            return Err(ConfigError::Invalid {
-                source_name: env_name("idle_timeout"),
-                message: "must be longer than the no-data alarm time (CARDIO_ALERT_NO_DATA)".into(),
-            });
+        // No TLS stack is built in for the exporter: a collector next to the
+        // node (sidecar, DaemonSet) over plain HTTP.
+        if self
+            .otlp_endpoint
+            .as_ref()
+            .is_some_and(|u| u.scheme() != "http")
+        {
+            let why = "expected an http:// URL (OTLP over HTTP; TLS is not built in)";
+            return refuse("otlp_endpoint", why.into());
         }
-        if !(1_000..=3_600_000).contains(&c.alarms.tachycardia.sustain_ms) {
-            return Err(ConfigError::Invalid {
-                source_name: env_name("alert_sustain"),
-                message: "from 1s to 1h".into(),
-            });
+        Ok(())
+    }
+
+    /// The alarm engine's settings: its defaults with this configuration's
+    /// limits and times. A raise limit moves its resolve limit along, so the
+    /// hysteresis keeps its width.
+    pub fn alarms(&self) -> AlarmSettings {
+        fn shift(rule: &mut LevelRule, to: f64) {
+            rule.resolve += to - rule.raise;
+            rule.raise = to;
         }
-        if c.lease < c.heartbeat * 3 {
-            return Err(ConfigError::Invalid {
-                source_name: env_name("lease"),
-                message: format!(
-                    "{:?} must be at least three heartbeats ({:?}) so one late heartbeat does not look like a dead node",
-                    c.lease, c.heartbeat
-                ),
-            });
+        let ms = |d: Duration| d.as_millis() as u64;
+        let mut a = AlarmSettings::default();
+        shift(&mut a.tachycardia, self.alert_tachycardia_bpm);
+        shift(&mut a.bradycardia, self.alert_bradycardia_bpm);
+        shift(&mut a.low_spo2, self.alert_low_spo2_percent);
+        let crisis = &mut a.hypertensive_crisis;
+        crisis.systolic_resolve += self.alert_crisis_systolic - crisis.systolic_raise;
+        crisis.systolic_raise = self.alert_crisis_systolic;
+        crisis.diastolic_resolve += self.alert_crisis_diastolic - crisis.diastolic_raise;
+        crisis.diastolic_raise = self.alert_crisis_diastolic;
+        for rule in [&mut a.tachycardia, &mut a.bradycardia, &mut a.low_spo2] {
+            rule.sustain_ms = ms(self.alert_sustain);
         }
-        Ok(c)
+        a.max_gap_ms = ms(self.alert_max_gap);
+        a.no_data_ms = ms(self.alert_no_data);
+        a.reannounce_ms = ms(self.alert_reannounce);
+        a.escalate_ms = ms(self.alert_escalate);
+        a.max_pause_ms = ms(self.alert_max_pause);
+        a.atrial_fibrillation.sustain_ms = ms(self.alert_af_sustain);
+        a
+    }
+
+    /// ECG rhythm analysis: its defaults with this configuration's times.
+    pub fn rhythm(&self) -> RhythmSettings {
+        RhythmSettings {
+            asystole_ms: self.ecg_asystole.as_millis() as u64,
+            pause_ms: self.ecg_pause.as_millis() as u64,
+            ..RhythmSettings::default()
+        }
+    }
+
+    /// The configuration as a TOML file that loads back to it (what
+    /// `cardio config` prints). Each secret shows as `<redacted>` (in a URL,
+    /// only the password or the credential parameters); a file that feeds
+    /// one back is refused, not used as the password.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        let body = toml::to_string(self)?;
+        // Settings with no value (TOML has no null) are named, so that the
+        // printout lists every setting.
+        let set = toml::Table::try_from(self)?;
+        let unset: Vec<&str> = setting_names()
+            .iter()
+            .copied()
+            .filter(|name| !set.contains_key(*name))
+            .collect();
+        let unset = if unset.is_empty() {
+            String::new()
+        } else {
+            format!("# Not set: {}.\n", unset.join(", "))
+        };
+        Ok(format!(
+            "# cardio's effective configuration: defaults, then the file, then CARDIO_* variables.\n\
+             # Secrets show as <redacted>; loading this file with one left in is refused.\n\
+             {body}{unset}"
+        ))
     }
 
     /// Arbiter threads to start.
@@ -467,183 +567,174 @@ impl Config {
     }
 }
 
-fn duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw)
-        .map_err(|e| format!("{raw:?} is not a duration like 30s or 15m ({e})"))
+/// The settings of a TOML file.
+struct FileSettings {
+    path: PathBuf,
+    values: Dict,
 }
 
-/// A duration in whole milliseconds.
-fn millis(raw: &str) -> Result<u64, String> {
-    Ok(duration(raw)?.as_millis() as u64)
+impl FileSettings {
+    fn read(path: &Path) -> Result<FileSettings, ConfigError> {
+        let failed = |reason: String| ConfigError::File {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+        // Not toml's `Display`: it quotes the offending line.
+        let values: Dict = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => failed(format!("line {line}: {}", e.message())),
+                None => failed(e.message().to_owned()),
+            }
+        })?;
+        Ok(FileSettings {
+            path: path.to_owned(),
+            values,
+        })
+    }
 }
 
-/// Moves a level rule's raise limit to `to`, its resolve limit along with it.
-fn shift(rule: &mut crate::domain::alarm::LevelRule, to: f64) {
-    rule.resolve += to - rule.raise;
-    rule.raise = to;
+impl Provider for FileSettings {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("config file", self.path.as_path())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
 }
 
-fn positive(d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err("must be longer than zero".into())
+/// The `CARDIO_*` variables that name a setting.
+struct EnvSettings(Dict);
+
+impl EnvSettings {
+    fn read(env: &dyn Env) -> EnvSettings {
+        let values = setting_names()
+            .iter()
+            .filter_map(|key| {
+                let value = env.get(&env_name(key))?;
+                Some((key.to_string(), Value::from(value.trim().to_owned())))
+            })
+            .collect();
+        EnvSettings(values)
+    }
+}
+
+impl Provider for EnvSettings {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable")
+            .interpolater(|_: &Profile, keys: &[&str]| env_name(&keys.join("_")))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
+    }
+}
+
+/// Where the value of `setting` came from: its variable (`CARDIO_SHARDS`),
+/// its key in the file (`shards in /etc/cardio.toml`), or its default.
+fn source_of(layers: &Figment, setting: &str) -> String {
+    if !setting_names().contains(&setting) {
+        return setting.to_owned();
+    }
+    match layers.find_metadata(setting) {
+        Some(md) => match md.source.as_ref().and_then(|s| s.file_path()) {
+            Some(path) => format!("{setting} in {}", path.display()),
+            None => md.interpolate(&Profile::Default, &[setting]),
+        },
+        None => format!("{setting} (default)"),
+    }
+}
+
+/// A value serde would not take, as a [`ConfigError`] naming its source.
+/// Secrets' own `Deserialize` never quotes them, so what serde says about a
+/// value may be shown.
+fn refused(e: figment::Error, layers: &Figment, file: Option<&Path>) -> ConfigError {
+    if let Kind::UnknownField(key, known) = &e.kind {
+        // Variables are read by name, so only the file has unknown keys.
+        return ConfigError::UnknownKey {
+            path: file.map(Path::to_path_buf).unwrap_or_default(),
+            key: key.clone(),
+            known: known.join(", "),
+        };
+    }
+    let setting = e.path.join(".");
+    let source_name = if setting.is_empty() {
+        "configuration".to_owned()
     } else {
-        Ok(d)
+        source_of(layers, &setting)
+    };
+    let whole = |expected: &str| matches!(expected, "u8" | "u16" | "u32" | "u64" | "usize");
+    let message = match &e.kind {
+        Kind::InvalidValue(actual, expected) if whole(expected) => {
+            format!("{} is out of range", shown(actual))
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            let expected = match expected.as_str() {
+                e if whole(e) => "a whole number",
+                "a boolean" => "true or false",
+                "a duration" => "a duration like 30s or 15m",
+                e => e,
+            };
+            format!("{} is not {expected}", shown(actual))
+        }
+        Kind::UnknownVariant(found, expected) => match expected.split_last() {
+            Some((last, rest)) if !rest.is_empty() => {
+                format!("{found:?} is not {} or {last}", rest.join(", "))
+            }
+            _ => format!("{found:?} is not one of {expected:?}"),
+        },
+        other => other.to_string(),
+    };
+    ConfigError::Invalid {
+        source_name,
+        message,
     }
 }
 
-fn real(raw: &str, min: f64, max: f64) -> Result<f64, String> {
-    match raw.parse::<f64>() {
-        Ok(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(format!("{raw:?} is not a number from {min} to {max}")),
+/// A value serde quotes: text in quotes, a number as it is.
+fn shown(actual: &Actual) -> String {
+    match actual {
+        Actual::Str(s) => format!("{s:?}"),
+        Actual::Bool(b) => b.to_string(),
+        Actual::Unsigned(n) => n.to_string(),
+        Actual::Signed(n) => n.to_string(),
+        Actual::Float(f) => f.to_string(),
+        other => format!("a {other}"),
     }
 }
 
-fn number(raw: &str, min: u64, max: u64) -> Result<u64, String> {
-    match raw.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{raw:?} is not a whole number from {min} to {max}")),
+/// A socket address, refused with an example.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map_err(|_| {
+        D::Error::custom(format!(
+            "{text:?} is not a socket address like 127.0.0.1:8080"
+        ))
+    })
+}
+
+/// A number, also from a variable's text. (figment reads text as a number
+/// through `f32` when it is short: `92.3` would become 92.30000305.)
+fn real<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Real {
+        Number(f64),
+        Text(String),
+    }
+    match Real::deserialize(d) {
+        Ok(Real::Number(v)) => Ok(v),
+        Ok(Real::Text(text)) => text
+            .trim()
+            .parse()
+            .map_err(|_| D::Error::custom(format!("{text:?} is not a number"))),
+        Err(_) => Err(D::Error::custom("expected a number")),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_run_a_single_embedded_node() {
-        let c = Config::load(None, &env(&[])).unwrap();
-        assert_eq!(c, Config::default());
-        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.bus_url.expose(), "memory://");
-        assert_eq!(c.database_url.expose(), "sqlite://data/cardio.db");
-    }
-
-    #[test]
-    fn environment_overrides_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cardio.toml");
-        std::fs::write(
-            &path,
-            "node_id = \"from-file\"\nshards = 16\nshutdown_grace = \"3s\"\n",
-        )
-        .unwrap();
-        let c = Config::load(
-            Some(&path),
-            &env(&[
-                ("CARDIO_NODE_ID", "from-env"),
-                ("CARDIO_HTTP_ADDR", "127.0.0.1:0"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.node_id, "from-env");
-        assert_eq!(c.shards, 16);
-        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
-        assert_eq!(c.http_addr.port(), 0);
-    }
-
-    #[test]
-    fn ops_settings_are_checked() {
-        let c = Config::load(
-            None,
-            &env(&[
-                ("CARDIO_ADVERTISE_ADDR", "10.0.0.7:8080"),
-                ("CARDIO_OTLP_ENDPOINT", "http://otel-collector:4318"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.advertise_addr.as_deref(), Some("10.0.0.7:8080"));
-        assert_eq!(
-            c.otlp_endpoint.as_deref(),
-            Some("http://otel-collector:4318")
-        );
-        for (key, value) in [
-            ("CARDIO_ADVERTISE_ADDR", "http://10.0.0.7:8080"),
-            ("CARDIO_ADVERTISE_ADDR", "10.0.0.7"),
-            ("CARDIO_OTLP_ENDPOINT", "otel-collector:4318"),
-            ("CARDIO_OTLP_ENDPOINT", "https://otel-collector:4318"),
-        ] {
-            let err = Config::load(None, &env(&[(key, value)])).unwrap_err();
-            assert!(err.to_string().contains(key), "{err}");
-        }
-    }
-
-    #[test]
-    fn the_config_file_can_be_named_by_the_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "prefetch = 7\n").unwrap();
-        let c = Config::load(None, &env(&[("CARDIO_CONFIG", path.to_str().unwrap())])).unwrap();
-        assert_eq!(c.prefetch, 7);
-    }
-
-    #[test]
-    fn invalid_values_name_the_setting_and_why() {
-        let err = Config::load(None, &env(&[("CARDIO_HTTP_ADDR", "localhost")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "CARDIO_HTTP_ADDR: \"localhost\" is not a socket address like 127.0.0.1:8080"
-        );
-        let err = Config::load(None, &env(&[("CARDIO_BUS_URL", "kafka://x")])).unwrap_err();
-        assert!(err.to_string().starts_with("CARDIO_BUS_URL:"), "{err}");
-        let err = Config::load(None, &env(&[("CARDIO_SHARDS", "0")])).unwrap_err();
-        assert!(err.to_string().contains("from 1 to 4096"), "{err}");
-        let err = Config::load(None, &env(&[("CARDIO_SHUTDOWN_GRACE", "soon")])).unwrap_err();
-        assert!(err.to_string().contains("not a duration"), "{err}");
-        let err = Config::load(None, &env(&[("CARDIO_DATABASE_URL", "mysql://x")])).unwrap_err();
-        assert!(err.to_string().starts_with("CARDIO_DATABASE_URL:"), "{err}");
-        let err = Config::load(None, &env(&[("CARDIO_ALERT_TACHYCARDIA_BPM", "NaN")])).unwrap_err();
-        assert!(err.to_string().contains("from 60 to 250"), "{err}");
-        let c = Config::load(
-            None,
-            &env(&[
-                ("CARDIO_ALERT_TACHYCARDIA_BPM", "110"),
-                ("CARDIO_ALERT_SUSTAIN", "30s"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(
-            (
-                c.alarms.tachycardia.raise,
-                c.alarms.tachycardia.resolve,
-                c.alarms.tachycardia.sustain_ms,
-                c.alarms.low_spo2.sustain_ms
-            ),
-            (110.0, 105.0, 30_000, 30_000)
-        );
-        let err = Config::load(None, &env(&[("CARDIO_ALERT_NO_DATA", "5s")])).unwrap_err();
-        assert!(err.to_string().starts_with("alert settings:"), "{err}");
-        let err = Config::load(None, &env(&[("CARDIO_ECG_ASYSTOLE", "30s")])).unwrap_err();
-        assert!(err.to_string().starts_with("CARDIO_ECG_ASYSTOLE:"), "{err}");
-        let err = Config::load(None, &env(&[("CARDIO_LOG_FORMAT", "xml")])).unwrap_err();
-        assert!(err.to_string().contains("pretty or json"), "{err}");
-    }
-
-    #[test]
-    fn unknown_file_settings_are_typos_and_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cardio.toml");
-        std::fs::write(&path, "http_adr = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load(Some(&path), &env(&[])).unwrap_err();
-        assert!(
-            matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "http_adr"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn passwords_in_urls_never_print() {
-        let url = SecretUrl::new("amqp://guest:s3cret@127.0.0.1:5672/%2f");
-        assert_eq!(url.to_string(), "amqp://guest:***@127.0.0.1:5672/%2f");
-        assert!(!format!("{url:?}").contains("s3cret"));
-        let c = Config::load(None, &env(&[("CARDIO_BUS_URL", "amqp://u:s3cret@h/")])).unwrap();
-        assert!(!format!("{c:?}").contains("s3cret"));
-        assert_eq!(c.bus_url.expose(), "amqp://u:s3cret@h/");
-    }
-}
+mod tests;

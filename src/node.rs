@@ -175,7 +175,7 @@ impl Node {
                 tree: tree.clone(),
                 limiter: Arc::clone(&limiter),
                 subscriptions: Arc::default(),
-                alarms: config.alarms.clone(),
+                alarms: config.alarms(),
             },
             config.dev,
         );
@@ -358,8 +358,8 @@ async fn register_kinds(
 
     let s = store.clone();
     let settings = StreamSettings {
-        alarms: config.alarms.clone(),
-        rhythm: config.rhythm,
+        alarms: config.alarms(),
+        rhythm: config.rhythm(),
         keepalive: config.idle_timeout / 2,
         ..StreamSettings::default()
     };

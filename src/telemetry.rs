@@ -29,7 +29,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, SecretUrl};
 
 /// What [`init`] set up; [`Telemetry::shutdown`] flushes spans not yet exported.
 #[must_use = "call shutdown() before exiting, or the last spans are lost"]
@@ -63,10 +63,10 @@ pub fn tracing_on() -> bool {
 /// Installs the global subscriber; a second call installs nothing.
 ///
 /// `otlp`: the collector's base URL (`/v1/traces` is appended unless the path
-/// already ends so). The protocol is OTLP/HTTP with protobuf, or JSON when
+/// already ends so); it may carry credentials, so it is never printed whole. The protocol is OTLP/HTTP with protobuf, or JSON when
 /// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`; batching follows the standard
 /// `OTEL_BSP_*` variables.
-pub fn init(format: LogFormat, filter: &str, otlp: Option<&str>, node: &str) -> Telemetry {
+pub fn init(format: LogFormat, filter: &str, otlp: Option<&SecretUrl>, node: &str) -> Telemetry {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans only, and cardio's own at info and above, whatever the log
     // filter: log events stay out of traces (their fields may name ids).
@@ -149,9 +149,9 @@ fn local_provider(node: &str) -> SdkTracerProvider {
         .build()
 }
 
-fn exporting_provider(url: &str, node: &str) -> Result<SdkTracerProvider, String> {
+fn exporting_provider(url: &SecretUrl, node: &str) -> Result<SdkTracerProvider, String> {
     use opentelemetry_otlp::WithExportConfig;
-    let base = url.trim_end_matches('/');
+    let base = url.expose().trim_end_matches('/');
     let endpoint = if base.ends_with("/v1/traces") {
         base.to_owned()
     } else {
@@ -159,9 +159,13 @@ fn exporting_provider(url: &str, node: &str) -> Result<SdkTracerProvider, String
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_endpoint(endpoint)
+        .with_endpoint(endpoint.clone())
         .build()
-        .map_err(|e| e.to_string())?;
+        // The exporter's error quotes the endpoint, credentials and all.
+        .map_err(|e| {
+            e.to_string()
+                .replace(&endpoint, &SecretUrl::new(endpoint.as_str()).to_string())
+        })?;
     Ok(SdkTracerProvider::builder()
         .with_resource(resource(node))
         .with_batch_exporter(exporter)

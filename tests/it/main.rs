@@ -28,6 +28,7 @@ mod binary;
 mod broker;
 mod bus;
 mod cluster;
+mod config;
 mod consult;
 mod deploy;
 mod device;
