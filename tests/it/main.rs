@@ -36,7 +36,6 @@ mod monitoring;
 mod ops;
 mod registry;
 mod session;
-mod spawn;
 mod store;
 mod supervision;
 mod support;
