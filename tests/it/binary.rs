@@ -183,6 +183,7 @@ fn a_node_without_its_database_refuses_to_start_and_hides_the_password() {
 
 #[actix_rt::test]
 async fn a_node_runs_on_postgresql() {
+    needs!(Postgres);
     let db = crate::store::TestDb::postgres_empty().await;
     let node = serve(&[("CARDIO_DATABASE_URL", db.url())]);
     let (status, ready) = get(&format!("{}/readyz", node.url())).await;

@@ -448,6 +448,7 @@ async fn verify(db_url: &str, req: &Requester, acked: &Acked) {
 
 #[actix_rt::test]
 async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let mut nodes = vec![
@@ -632,6 +633,7 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
 
 #[actix_rt::test]
 async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing() {
+    needs!(Cluster);
     // Restarting the broker disturbs every test using it: this one runs alone.
     let _broker = crate::broker::exclusive().await;
     let (cluster, db) = Cluster::new().await;
@@ -672,6 +674,7 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
 
 #[actix_rt::test]
 async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keeps_serving() {
+    needs!(Cluster);
     use lapin::options::BasicPublishOptions;
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
@@ -792,6 +795,7 @@ async fn status_of(p: &TestNode, id: &str) -> Option<String> {
 
 #[actix_rt::test]
 async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let proxy = crate::broker::Proxy::start().await;
@@ -841,6 +845,7 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
 
 #[actix_rt::test]
 async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let ids = ["s1", "s2", "s3"];
@@ -881,6 +886,7 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
 
 #[actix_rt::test]
 async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let ids = ["g1", "g2", "g3"];
@@ -927,6 +933,7 @@ async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
 
 #[actix_rt::test]
 async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused() {
+    needs!(Cluster);
     use crate::api::{device_of, hr, maybe_event, now_ms, ok, people, send, socket, token, PUSH};
     use cardio::principal::Role;
     use serde_json::json;
@@ -1083,6 +1090,7 @@ fn attribute<'a>(span: &'a ExportedSpan, key: &str) -> Option<&'a str> {
 
 #[actix_rt::test]
 async fn one_trace_follows_a_push_from_the_api_node_to_the_alert_on_the_devices_node() {
+    needs!(Cluster);
     use crate::api::{device_of, hr, now_ms, ok, people, token, PUSH};
     use cardio::principal::Role;
     use serde_json::json;

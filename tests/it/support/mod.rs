@@ -1,8 +1,10 @@
 //! Test actors and helpers shared by the integration tests: a real node
-//! ([`node`]) and waiting for something asynchronous ([`poll`]).
+//! ([`node`]), waiting for something asynchronous ([`poll`]), and which
+//! services a run may use ([`services`]).
 
 pub mod node;
 pub mod poll;
+pub mod services;
 
 pub use poll::poll_until;
 
