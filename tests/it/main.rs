@@ -14,7 +14,6 @@ macro_rules! needs {
         inventory::submit! {
             $crate::support::services::Gated {
                 tier: $crate::support::services::Tier::$tier,
-                site: concat!(module_path!(), ":", line!()),
             }
         }
         if !$crate::support::services::runs($crate::support::services::Tier::$tier) {

@@ -2,7 +2,7 @@
 //! where a plain `cargo test` shows it (and, under nextest, in this test's
 //! output, which `.config/nextest.toml` shows).
 
-use crate::support::services::{announce, census, Gated};
+use crate::support::services::{announce, census};
 
 #[test]
 fn a_run_says_how_many_tests_its_services_tiers_leave_out() {
@@ -10,10 +10,6 @@ fn a_run_says_how_many_tests_its_services_tiers_leave_out() {
     // registers, and the count would lie.
     for (tier, n) in census() {
         assert!(n > 0, "no test of the tier {} is registered", tier.name());
-    }
-    // What the census counts (shown with --nocapture).
-    for gated in inventory::iter::<Gated> {
-        eprintln!("{}: {}", gated.tier.name(), gated.site);
     }
     announce();
 }

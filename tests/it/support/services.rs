@@ -76,7 +76,6 @@ impl Tier {
 /// any runs, in each process (nextest runs a process per test).
 pub struct Gated {
     pub tier: Tier,
-    pub site: &'static str,
 }
 
 inventory::collect!(Gated);
