@@ -6,12 +6,12 @@
 //! bus declares fixed names (`cardio.shards`, `cardio.shard.<n>` with
 //! per-test delivery limits and lengths, `cardio.dead-letters`), which no
 //! setting prefixes, and a cluster's nodes consume every shard queue of
-//! their vhost. What costs is `rabbitmqctl` (each call starts an Erlang VM),
-//! so scripts/test makes the run's vhosts up front in one call and names
-//! them in `CARDIO_TEST_VHOSTS`; a test takes the first one no other test
-//! took, and scripts/test deletes them all, in one call, when the run ends.
-//! Without that pool (a `cargo test` of its own) a test makes its vhost with
-//! one call and deletes it when done.
+//! their vhost. What costs is `rabbitmqctl` (each call starts an Erlang VM):
+//! a test makes its vhost with one call (vhost and permissions in one
+//! definitions import) and deletes it with another when done. Not a pool
+//! made up front: vhosts kept for the whole run exhaust the broker's file
+//! handles (each has message stores; the cluster tests' have 33 quorum
+//! queues) and slow its recovery after the broker-restart test.
 //!
 //! Tests that use the broker hold [`shared`]; the one that restarts the broker
 //! holds [`exclusive`], so it runs alone.
@@ -63,32 +63,21 @@ impl Drop for StoppedBroker {
     }
 }
 
-/// A virtual host no other test uses.
+/// A virtual host of this test's own, deleted (with its queues) when
+/// dropped.
 pub struct Vhost {
     pub name: String,
-    /// Made by this test, so deleted (with its queues) when dropped; one of
-    /// the run's pool is deleted by scripts/test when the run ends.
-    made_here: bool,
 }
 
 impl Vhost {
     pub fn new() -> Vhost {
         services::assert_enabled(&[Tier::Rabbitmq, Tier::Cluster], "RabbitMQ");
-        if let Some(name) = claim_from_pool() {
-            return Vhost {
-                name,
-                made_here: false,
-            };
-        }
         // Named after this process: scripts/test deletes those whose process
-        // is gone.
+        // is gone (a run that was killed).
         let uuid = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("cardio-test-{}-{}", std::process::id(), &uuid[..12]);
         make_vhost(&name);
-        Vhost {
-            name,
-            made_here: true,
-        }
+        Vhost { name }
     }
 
     pub fn url(&self) -> String {
@@ -110,33 +99,10 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        if self.made_here {
-            let _ = Command::new("rabbitmqctl")
-                .args(["delete_vhost", &self.name])
-                .output();
-        }
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
     }
-}
-
-/// The first vhost of the run's pool (`CARDIO_TEST_VHOSTS`, made by
-/// scripts/test) that no test of the run took yet. A claim is a file made
-/// with `create_new`, so tests in other processes (nextest runs a process
-/// per test) never get the same one.
-fn claim_from_pool() -> Option<String> {
-    let pool = std::env::var("CARDIO_TEST_VHOSTS").ok()?;
-    let claims = std::env::temp_dir().join("cardio-vhost-claims");
-    std::fs::create_dir_all(&claims).unwrap();
-    let name = pool.split_whitespace().find(|name| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(claims.join(name))
-            .is_ok()
-    });
-    if name.is_none() {
-        eprintln!("the run's {} vhosts are all taken: this test makes its own (scripts/test: raise VHOSTS)", pool.split_whitespace().count());
-    }
-    name.map(str::to_owned)
 }
 
 /// Makes `name`, open to the broker user of `CARDIO_TEST_AMQP_URL`, with one

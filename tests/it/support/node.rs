@@ -67,7 +67,7 @@ impl NodeSpec {
     }
 
     /// Starts the node and waits until it listens. Every line it writes
-    /// (stdout, then JSON logs, and stderr) is kept in [`TestNode::log`];
+    /// (its JSON log on stdout, and stderr) is kept in [`TestNode::log`];
     /// stderr is also echoed to the test's own (shown when the test fails),
     /// stdout too when `CARDIO_TEST_LOGS` is set.
     pub fn start(mut self) -> TestNode {
