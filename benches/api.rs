@@ -15,7 +15,7 @@
 //! Needs RabbitMQ (with `rabbitmqctl`) and PostgreSQL for the cluster part.
 //! Run: `cargo bench --bench api`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use awc::ws;
@@ -24,45 +24,27 @@ use cardio::principal::{Principal, Role};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-#[path = "../tests/it/spawn.rs"]
-mod spawn;
+#[path = "../tests/it/support/node.rs"]
+#[allow(dead_code)]
+mod node;
+use node::TestNode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 const SECRET: &str = "bench-secret-of-at-least-32-bytes-long!";
 const REQUESTS: usize = 2_000;
 const IN_FLIGHT: usize = 16;
 const ALERTS: usize = 60;
 
-struct Proc {
-    child: Child,
-    addr: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(envs: &[(&str, String)], dir: Option<tempfile::TempDir>) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .env_clear()
-        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
-        .env("CARDIO_LOG_FORMAT", "json")
+/// A node on the embedded defaults (SQLite in a folder of its own) unless
+/// `envs` say otherwise.
+fn start(envs: &[(&str, String)]) -> TestNode {
+    TestNode::serve()
+        .ready_within(Duration::from_secs(60))
+        .lifetime(Duration::from_secs(3600))
         .env("CARDIO_LOG_FILTER", "warn,cardio::node=info")
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_RATE_LIMIT", "1000000")
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stderr(Stdio::null());
-    let (child, addr) = spawn::serve(cmd, Duration::from_secs(60), |_| {});
-    Proc {
-        child,
-        addr,
-        _dir: dir,
-    }
+        .start()
 }
 
 fn token(role: Role, sub: &str) -> String {
@@ -271,9 +253,7 @@ fn rabbitmqctl(args: &[&str]) {
 fn main() {
     actix_rt::System::new().block_on(async {
         // (g) and (h) on one node, embedded defaults.
-        let dir = tempfile::tempdir().unwrap();
-        let db = format!("sqlite://{}/cardio.db", dir.path().display());
-        let node = start(&[("CARDIO_DATABASE_URL", db)], Some(dir));
+        let node = start(&[]);
         let a = node.addr.clone();
         let device = people(&a).await;
         let patient = token(Role::Patient, "p-1");
@@ -343,7 +323,7 @@ fn main() {
         admin_db.execute_admin(&format!("CREATE DATABASE {dbname}")).await.unwrap();
         let bus = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
         let pg = format!("postgres://postgres@127.0.0.1:5432/{dbname}");
-        let nodes: Vec<Proc> = ["b1", "b2", "b3"]
+        let nodes: Vec<TestNode> = ["b1", "b2", "b3"]
             .iter()
             .map(|id| {
                 start(
@@ -355,7 +335,6 @@ fn main() {
                         ("CARDIO_HEARTBEAT", "200ms".into()),
                         ("CARDIO_LEASE", "1500ms".into()),
                     ],
-                    None,
                 )
             })
             .collect();

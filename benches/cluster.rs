@@ -17,7 +17,7 @@
 //! PostgreSQL at 127.0.0.1:5432. Run: `cargo bench --bench cluster`.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +32,11 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 
-#[path = "../tests/it/spawn.rs"]
-mod spawn;
+#[path = "../tests/it/support/node.rs"]
+#[allow(dead_code)]
+mod node;
+use node::TestNode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 const SHARDS: u16 = 32;
 const LEASE_MS: u64 = 1500;
 const HEARTBEAT_MS: u64 = 200;
@@ -221,38 +222,23 @@ async fn cardio_bus(url: &str) -> f64 {
 
 // ---- (e), (f) processes ---------------------------------------------------
 
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(id: &str, bus: &str, db: &str) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .env_clear()
+fn start(id: &str, bus: &str, db: &str) -> TestNode {
+    TestNode::serve()
+        .name(id)
+        .ready_within(Duration::from_secs(60))
+        .lifetime(Duration::from_secs(3600))
         .env("CARDIO_NODE_ID", id)
         .env("CARDIO_BUS_URL", bus)
         .env("CARDIO_DATABASE_URL", db)
-        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
-        .env("CARDIO_LOG_FORMAT", "json")
         .env("CARDIO_LOG_FILTER", "warn,cardio::node=info")
         .env("CARDIO_SHARDS", SHARDS.to_string())
         .env("CARDIO_HEARTBEAT", format!("{HEARTBEAT_MS}ms"))
         .env("CARDIO_LEASE", format!("{LEASE_MS}ms"))
-        .stderr(Stdio::null());
-    let (child, addr) = spawn::serve(cmd, Duration::from_secs(60), |_| {});
-    Proc { child, addr }
+        .start()
 }
 
 /// Shard → owner once every shard sits on its first-ranked node among `alive`.
-async fn settled(p: &Proc, alive: &[&str]) -> Option<BTreeMap<u16, String>> {
+async fn settled(p: &TestNode, alive: &[&str]) -> Option<BTreeMap<u16, String>> {
     let mut res = awc::Client::new()
         .get(format!("http://{}/debug/cluster", p.addr))
         .send()
@@ -275,7 +261,7 @@ async fn settled(p: &Proc, alive: &[&str]) -> Option<BTreeMap<u16, String>> {
     Some(owners)
 }
 
-async fn wait_settled(p: &Proc, alive: &[&str], limit: Duration) -> BTreeMap<u16, String> {
+async fn wait_settled(p: &TestNode, alive: &[&str], limit: Duration) -> BTreeMap<u16, String> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(o) = settled(p, alive).await {
@@ -302,7 +288,7 @@ async fn act(req: &Requester, consult: &str, request_id: String, command: Consul
 async fn failover_round(round: usize) -> Vec<Duration> {
     let (vhost, db) = (Vhost::new(), Db::new().await);
     let ids = ["f1", "f2", "f3"];
-    let mut nodes: Vec<Proc> = ids
+    let mut nodes: Vec<TestNode> = ids
         .iter()
         .map(|i| start(i, &vhost.url(), &db.url()))
         .collect();
@@ -386,7 +372,7 @@ async fn failover_round(round: usize) -> Vec<Duration> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idx = ids.iter().position(|i| *i == victim).unwrap();
-    let pid = nodes[idx].child.id().to_string();
+    let pid = nodes[idx].pid().to_string();
     *kill_at.lock().unwrap() = Some(Instant::now());
     Command::new("kill").args(["-KILL", &pid]).status().unwrap();
     let mut times = Vec::new();
@@ -404,7 +390,7 @@ async fn failover_round(round: usize) -> Vec<Duration> {
 async fn join_time() -> (Duration, usize) {
     let (vhost, db) = (Vhost::new(), Db::new().await);
     let three = ["j1", "j2", "j3"];
-    let nodes: Vec<Proc> = three
+    let nodes: Vec<TestNode> = three
         .iter()
         .map(|i| start(i, &vhost.url(), &db.url()))
         .collect();

@@ -1,8 +1,7 @@
 //! The GraphQL API end to end: the real `cardio serve`, HTTP requests and a
 //! real WebSocket client speaking graphql-transport-ws.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use awc::ws;
@@ -11,63 +10,27 @@ use cardio::principal::{Principal, Role};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
+use crate::support::node::TestNode;
+use crate::support::poll::poll_until;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 pub(crate) const SECRET: &str = "api-test-secret-of-at-least-32-bytes!!";
 
-pub(crate) struct Served {
-    child: Child,
-    pub(crate) addr: String,
-    /// Everything the node logged (JSON lines on stdout, anything on stderr).
-    pub(crate) log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    pub(crate) data: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn serve() -> Served {
+/// A node for the API tests: the embedded defaults, a token key, dev mode,
+/// a 5 s alert sustain, debug logs.
+pub(crate) fn serve() -> TestNode {
     serve_with(&[])
 }
 
-pub(crate) fn serve_with(envs: &[(&str, &str)]) -> Served {
-    let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .env_clear()
-        .env(
-            "CARDIO_DATABASE_URL",
-            format!("sqlite://{}/cardio.db", data.path().display()),
-        )
-        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
-        .env("CARDIO_LOG_FORMAT", "json")
+/// [`serve`] with settings of its own on top.
+pub(crate) fn serve_with(envs: &[(&str, &str)]) -> TestNode {
+    TestNode::serve()
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_DEV", "true")
         .env("CARDIO_ALERT_SUSTAIN", "5s")
         .env("CARDIO_LOG_FILTER", "info,cardio=debug")
         .envs(envs.iter().copied())
-        .stderr(Stdio::piped());
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let l = std::sync::Arc::clone(&log);
-    let (mut child, addr) = crate::spawn::serve(cmd, Duration::from_secs(30), move |line| {
-        l.lock().unwrap().push(line.to_owned())
-    });
-    let stderr = child.stderr.take().unwrap();
-    let l = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            l.lock().unwrap().push(line);
-        }
-    });
-    Served {
-        child,
-        addr,
-        log,
-        data,
-    }
+        .start()
 }
 
 pub(crate) fn token(role: Role, sub: &str) -> String {
@@ -390,7 +353,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     );
 
     // No PHI in the logs of the whole scenario (debug level included).
-    let log = node.log.lock().unwrap().join("\n");
+    let log = node.log();
     assert!(log.contains("listening"), "the log was captured");
     for phi in [
         "palpitations at night",
@@ -637,13 +600,17 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
     send(&mut ws, json!({"id": "a", "type": "subscribe", "payload": {"query": "subscription { alerts { deviceId patientId change kind priority } }"}})).await;
     // Readings arrive live (pushed until the subscription has bound).
     let mut at = t0 + 10_000.0;
-    let vitals = loop {
-        ok(a, &patient, PUSH, json!({"d": device, "s": [hr(at, 75.0)]})).await;
-        at += 1_000.0;
-        if let Some(v) = maybe_event(&mut ws, "v", Duration::from_millis(500)).await {
-            break v;
-        }
-    };
+    let vitals = poll_until(
+        "a vitals event",
+        Duration::from_secs(60),
+        Duration::ZERO,
+        async || {
+            ok(a, &patient, PUSH, json!({"d": device, "s": [hr(at, 75.0)]})).await;
+            at += 1_000.0;
+            maybe_event(&mut ws, "v", Duration::from_millis(500)).await
+        },
+    )
+    .await;
     let v = &vitals["data"]["vitals"];
     assert_eq!(
         (v["deviceId"].as_str(), v["patientId"].as_str()),
@@ -837,36 +804,33 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
     send(&mut ws, json!({"id": "e", "type": "subscribe", "payload": {"query": "subscription { supervisionEvents { node path event reason } }"}})).await;
     // Restart until the subscription (bound asynchronously) sees it.
     let restart = "mutation($p: String!) { restartActor(path: $p) }";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let event = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no supervision event for the restart"
-        );
-        assert_eq!(
-            ok(a, &ops, restart, json!({"p": path})).await["restartActor"],
-            true
-        );
-        // Wake the actor again so that there is something to restart.
-        ok(
-            a,
-            &patient,
-            "query($c: ID!) { consult(id: $c) { status } }",
-            json!({"c": id}),
-        )
-        .await;
-        let mut found = None;
-        while let Some(e) = maybe_event(&mut ws, "e", Duration::from_millis(500)).await {
-            let e = e["data"]["supervisionEvents"].clone();
-            if e["path"] == path.as_str() && e["event"] == "stopped" {
-                found = Some(e);
-                break;
+    let event = poll_until(
+        "a supervision event for the restart",
+        Duration::from_secs(30),
+        Duration::ZERO,
+        async || {
+            assert_eq!(
+                ok(a, &ops, restart, json!({"p": path})).await["restartActor"],
+                true
+            );
+            // Wake the actor again so that there is something to restart.
+            ok(
+                a,
+                &patient,
+                "query($c: ID!) { consult(id: $c) { status } }",
+                json!({"c": id}),
+            )
+            .await;
+            while let Some(e) = maybe_event(&mut ws, "e", Duration::from_millis(500)).await {
+                let e = e["data"]["supervisionEvents"].clone();
+                if e["path"] == path.as_str() && e["event"] == "stopped" {
+                    return Some(e);
+                }
             }
-        }
-        if let Some(e) = found {
-            break e;
-        }
-    };
+            None
+        },
+    )
+    .await;
     assert_eq!(event["node"], "cardio-1");
     // It came back from its journal.
     let back = ok(

@@ -1,81 +1,32 @@
 //! The real `cardio` binary: start, probes, `cardio tree`, drain on signals.
 
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::node::TestNode;
+use crate::support::poll::poll_until_blocking;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 
-/// A `cardio serve` process that is killed if the test ends early.
-struct Served {
-    child: Child,
-    addr: String,
-    lines: mpsc::Receiver<String>,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(envs: &[(&str, &str)]) -> Served {
-    let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .env_clear()
-        .env(
-            "CARDIO_DATABASE_URL",
-            format!("sqlite://{}/cardio.db", data.path().display()),
-        )
-        .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
-        .env("CARDIO_LOG_FORMAT", "json")
+/// A `cardio serve` on the embedded defaults that drains within 10 s.
+fn serve(envs: &[(&str, &str)]) -> TestNode {
+    let node = TestNode::serve()
         .env("CARDIO_SHUTDOWN_GRACE", "10s")
-        .stderr(Stdio::inherit());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let (tx, lines) = mpsc::channel();
-    let (child, addr) = crate::spawn::serve(cmd, Duration::from_secs(30), move |line| {
-        let _ = tx.send(line.to_owned());
-    });
+        .envs(envs.iter().copied())
+        .start();
     // Everything up to `listening` is already here: JSON, line by line.
-    let early: Vec<String> = lines.try_iter().collect();
-    for line in &early {
-        serde_json::from_str::<serde_json::Value>(line).expect("JSON log lines");
+    for line in node.stdout_lines() {
+        serde_json::from_str::<serde_json::Value>(&line).expect("JSON log lines");
     }
-    Served {
-        child,
-        addr,
-        lines,
-        _data: data,
-    }
+    node
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
-fn wait_exit(served: &mut Served, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            return status.code().expect("exited, not killed by a signal");
-        }
-        assert!(Instant::now() < deadline, "did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn rest_of_log(served: &Served) -> Vec<String> {
-    served.lines.try_iter().collect()
+/// The exit code of `node`, which must exit within `limit`.
+fn wait_exit(node: &TestNode, limit: Duration) -> i32 {
+    let status = poll_until_blocking("the node to exit", limit, Duration::from_millis(20), || {
+        node.exited()
+    });
+    status.code().expect("exited, not killed by a signal")
 }
 
 async fn get(url: &str) -> (u16, serde_json::Value) {
@@ -91,8 +42,8 @@ fn cardio(args: &[&str]) -> Output {
 
 #[actix_rt::test]
 async fn serve_answers_probes_and_shows_its_tree_then_drains_on_sigterm() {
-    let mut node = serve(&[("CARDIO_NODE_ID", "node-a")]);
-    let base = format!("http://{}", node.addr);
+    let node = serve(&[("CARDIO_NODE_ID", "node-a")]);
+    let base = node.url();
 
     let (status, health) = get(&format!("{base}/healthz")).await;
     assert_eq!((status, health["node"].as_str()), (200, Some("node-a")));
@@ -132,20 +83,20 @@ async fn serve_answers_probes_and_shows_its_tree_then_drains_on_sigterm() {
         "{text}"
     );
 
-    signal(&node.child, "-TERM");
-    assert_eq!(wait_exit(&mut node, Duration::from_secs(20)), 0);
-    let log = rest_of_log(&node).join("\n");
+    node.signal("-TERM");
+    assert_eq!(wait_exit(&node, Duration::from_secs(20)), 0);
+    let log = node.stdout_lines().join("\n");
     assert!(log.contains("\"draining\""), "{log}");
     assert!(log.contains("\"drained\""), "{log}");
 }
 
 #[actix_rt::test]
 async fn sigint_drains_too() {
-    let mut node = serve(&[]);
-    let (status, _) = get(&format!("http://{}/healthz", node.addr)).await;
+    let node = serve(&[]);
+    let (status, _) = get(&format!("{}/healthz", node.url())).await;
     assert_eq!(status, 200);
-    signal(&node.child, "-INT");
-    assert_eq!(wait_exit(&mut node, Duration::from_secs(20)), 0);
+    node.signal("-INT");
+    assert_eq!(wait_exit(&node, Duration::from_secs(20)), 0);
 }
 
 #[test]
@@ -232,13 +183,14 @@ fn a_node_without_its_database_refuses_to_start_and_hides_the_password() {
 
 #[actix_rt::test]
 async fn a_node_runs_on_postgresql() {
+    needs!(Postgres);
     let db = crate::store::TestDb::postgres_empty().await;
-    let mut node = serve(&[("CARDIO_DATABASE_URL", db.url())]);
-    let (status, ready) = get(&format!("http://{}/readyz", node.addr)).await;
+    let node = serve(&[("CARDIO_DATABASE_URL", db.url())]);
+    let (status, ready) = get(&format!("{}/readyz", node.url())).await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["checks"]["database"], true);
-    signal(&node.child, "-TERM");
-    assert_eq!(wait_exit(&mut node, Duration::from_secs(20)), 0);
+    node.signal("-TERM");
+    assert_eq!(wait_exit(&node, Duration::from_secs(20)), 0);
     let migrated = db.store.last_seq("any/actor").await;
     assert!(
         migrated.is_ok(),

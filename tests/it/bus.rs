@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::support::*;
 
-/// Runs a contract check on the memory backend and on RabbitMQ (a virtual
-/// host of its own).
+/// Runs a contract check on the memory backend and on RabbitMQ (tier
+/// `rabbitmq`; a virtual host of its own).
 macro_rules! on_both_buses {
     ($name:ident, $limit:expr) => {
         mod $name {
@@ -23,6 +23,7 @@ macro_rules! on_both_buses {
 
             #[actix_rt::test]
             async fn amqp() {
+                needs!(Rabbitmq);
                 let _broker = crate::broker::shared().await;
                 let vhost = crate::broker::Vhost::new();
                 let bus = vhost.bus(super::options($limit)).await;

@@ -1,9 +1,10 @@
 //! Real `cardio serve` processes forming a cluster over the machine's
-//! RabbitMQ (a virtual host per test) and PostgreSQL (a database per test):
-//! failover after SIGKILL, rejoin, broker restart, poison messages.
+//! RabbitMQ (a virtual host per test) and PostgreSQL (a database per test),
+//! tier `cluster`: failover after SIGKILL, rejoin, broker restart, poison
+//! messages.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,22 +20,17 @@ use serde_json::Value;
 
 use crate::broker::Vhost;
 use crate::store::TestDb;
+use crate::support::node::TestNode;
+use crate::support::poll::poll_until;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 const SHARDS: u16 = 32;
-
-/// A `cardio serve` process, killed when dropped.
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// How often the tests look at the cluster while they wait for it.
+const EVERY: Duration = Duration::from_millis(100);
+/// How long a request is retried (while shards move, a node is away, the
+/// broker restarts), and how often.
+const RETRY_FOR: Duration = Duration::from_secs(90);
+const RETRY_EVERY: Duration = Duration::from_millis(50);
 
 struct Cluster {
     vhost: Vhost,
@@ -66,25 +62,23 @@ impl Cluster {
         (bus, Arc::new(req))
     }
 
-    fn start(&self, id: &str) -> Proc {
+    fn start(&self, id: &str) -> TestNode {
         self.start_on(id, &self.vhost.url())
     }
 
     /// A node reaching the broker at `bus_url` (through a proxy, say).
-    fn start_on(&self, id: &str, bus_url: &str) -> Proc {
+    fn start_on(&self, id: &str, bus_url: &str) -> TestNode {
         self.start_with(id, bus_url, &[])
     }
 
     /// A node with settings of its own on top of the test cluster's.
-    fn start_with(&self, id: &str, bus_url: &str, envs: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .env_clear()
+    fn start_with(&self, id: &str, bus_url: &str, envs: &[(&str, &str)]) -> TestNode {
+        TestNode::serve()
+            .name(id)
+            .ready_within(Duration::from_secs(60))
             .env("CARDIO_NODE_ID", id)
             .env("CARDIO_BUS_URL", bus_url)
             .env("CARDIO_DATABASE_URL", &self.db_url)
-            .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
-            .env("CARDIO_LOG_FORMAT", "json")
             .env("CARDIO_LOG_FILTER", "warn,cardio=info")
             .env("CARDIO_SHARDS", SHARDS.to_string())
             .env("CARDIO_HEARTBEAT", "200ms")
@@ -93,14 +87,7 @@ impl Cluster {
             .env("CARDIO_JWT_SECRET", crate::api::SECRET)
             .env("CARDIO_SHUTDOWN_GRACE", "10s")
             .envs(envs.iter().copied())
-            .stderr(Stdio::inherit());
-        let name = id.to_owned();
-        let (child, addr) = crate::spawn::serve(cmd, Duration::from_secs(60), move |line| {
-            if std::env::var_os("CARDIO_TEST_LOGS").is_some() {
-                eprintln!("[{name}] {line}");
-            }
-        });
-        Proc { child, addr }
+            .start()
     }
 }
 
@@ -116,42 +103,13 @@ async fn get(url: &str) -> Option<Value> {
     res.json::<Value>().limit(1 << 20).await.ok()
 }
 
-async fn cluster_view(p: &Proc) -> Option<Value> {
+async fn cluster_view(p: &TestNode) -> Option<Value> {
     get(&format!("http://{}/debug/cluster", p.addr)).await
-}
-
-/// Polls `what` every 100 ms until it yields a value, for at most `limit`.
-async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls `what` every 100 ms until it holds, for at most `limit`.
-async fn until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Owner of each shard as `p` sees it, once every shard is owned by the live
 /// node among `alive` that ranks first for it (the balanced placement).
-async fn settled(p: &Proc, alive: &[&str]) -> Option<BTreeMap<u64, String>> {
+async fn settled(p: &TestNode, alive: &[&str]) -> Option<BTreeMap<u64, String>> {
     let v = cluster_view(p).await?;
     let shards = v["shards"].as_array()?;
     if shards.len() != SHARDS as usize {
@@ -176,8 +134,8 @@ async fn settled(p: &Proc, alive: &[&str]) -> Option<BTreeMap<u64, String>> {
 
 /// Waits (30 s at most, then fails naming `what`) until `watcher` sees
 /// every shard on its first-ranked node among `alive`; the placement.
-async fn settle(watcher: &Proc, alive: &[&str], what: &str) -> BTreeMap<u64, String> {
-    poll(Duration::from_secs(30), what, || async {
+async fn settle(watcher: &TestNode, alive: &[&str], what: &str) -> BTreeMap<u64, String> {
+    poll_until(what, Duration::from_secs(30), EVERY, async || {
         settled(watcher, alive).await
     })
     .await
@@ -192,37 +150,20 @@ struct Acked {
     samples: HashMap<String, BTreeSet<u64>>,
 }
 
-async fn retry<F, Fut>(what: &str, mut op: F) -> Value
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Value, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match op().await {
-            Ok(v) => return v,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{what}: no success in 90 s: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 async fn act(req: &Requester, consult: &str, request_id: &str, command: ConsultCommand) -> Value {
     let to = ActorId::new("consult", consult).unwrap();
     let msg = Act {
         request_id: request_id.to_owned(),
         command,
     };
-    retry(request_id, || async {
+    poll_until(request_id, RETRY_FOR, RETRY_EVERY, async || {
         let v: Value = req
             .request(&to, "consult.act", &msg, Duration::from_secs(3))
             .await
             .map_err(|e| e.to_string())?;
         match &v {
             Value::Object(m) if m.contains_key("Ok") => Ok(v["Ok"].clone()),
-            _ if v["Err"]["code"] == "unavailable" => Err("unavailable".into()),
+            _ if v["Err"]["code"] == "unavailable" => Err("unavailable".to_owned()),
             _ => panic!("{request_id}: refused: {v}"),
         }
     })
@@ -319,7 +260,7 @@ async fn drive_device(
             request_id: format!("{device}-b{b}"),
             samples,
         };
-        let reply = retry(&push.request_id, || async {
+        let reply = poll_until(&push.request_id, RETRY_FOR, RETRY_EVERY, async || {
             let v: Value = req
                 .request(&to, "device.push", &push, Duration::from_secs(3))
                 .await
@@ -368,7 +309,7 @@ fn cardio_now() -> u64 {
 async fn check_exactly_once(store: &Store, req: &Requester, acked: &Acked) {
     for (consult, sent) in &acked.chat {
         let to = ActorId::new("consult", consult).unwrap();
-        let view: Value = retry("view", || async {
+        let view: Value = poll_until("view", RETRY_FOR, RETRY_EVERY, async || {
             req.request(
                 &to,
                 "consult.view",
@@ -478,7 +419,7 @@ impl Load {
 
     /// Waits until `lines` chat lines in all were acknowledged.
     async fn until_chat(&self, lines: usize, what: &str) {
-        until(Duration::from_secs(60), what, || async {
+        poll_until(what, Duration::from_secs(60), EVERY, async || {
             let a = self.acked.lock().unwrap();
             a.chat.values().map(BTreeSet::len).sum::<usize>() >= lines
         })
@@ -507,6 +448,7 @@ async fn verify(db_url: &str, req: &Requester, acked: &Acked) {
 
 #[actix_rt::test]
 async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let mut nodes = vec![
@@ -552,20 +494,16 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     // Mid-load: kill the node owning the most shards.
     load.until_chat(80, "a third of the load").await;
     let killed_at = Instant::now();
-    let ok = Command::new("kill")
-        .args(["-KILL", &nodes[victim_idx].child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let _ = nodes[victim_idx].child.wait();
+    nodes[victim_idx].signal("-KILL");
+    nodes[victim_idx].wait();
     let survivors: Vec<&str> = ids.iter().copied().filter(|i| *i != victim).collect();
     let watcher = if victim_idx == 0 { 1 } else { 0 };
     let acked = load.finish().await;
-    let after = poll(
-        Duration::from_secs(20),
+    let after = poll_until(
         "every shard owned by a survivor",
-        || async { settled(&nodes[watcher], &survivors).await },
+        Duration::from_secs(20),
+        EVERY,
+        async || settled(&nodes[watcher], &survivors).await,
     )
     .await;
     eprintln!(
@@ -695,6 +633,7 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
 
 #[actix_rt::test]
 async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing() {
+    needs!(Cluster);
     // Restarting the broker disturbs every test using it: this one runs alone.
     let _broker = crate::broker::exclusive().await;
     let (cluster, db) = Cluster::new().await;
@@ -714,11 +653,16 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
     eprintln!("broker away for {:?}", stopped.elapsed());
     let acked = load.finish().await;
     for n in &nodes {
-        until(Duration::from_secs(30), "the node ready again", || async {
-            get(&format!("http://{}/readyz", n.addr))
-                .await
-                .is_some_and(|v| v["ready"] == true)
-        })
+        poll_until(
+            "the node ready again",
+            Duration::from_secs(30),
+            EVERY,
+            async || {
+                get(&format!("http://{}/readyz", n.addr))
+                    .await
+                    .is_some_and(|v| v["ready"] == true)
+            },
+        )
         .await;
     }
     settle(&nodes[0], &ids, "the shards settled again").await;
@@ -730,6 +674,7 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
 
 #[actix_rt::test]
 async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keeps_serving() {
+    needs!(Cluster);
     use lapin::options::BasicPublishOptions;
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
@@ -839,7 +784,7 @@ async fn poison_messages_through_the_broker_are_dead_lettered_and_the_actor_keep
 }
 
 /// Status of node `id` in `p`'s view.
-async fn status_of(p: &Proc, id: &str) -> Option<String> {
+async fn status_of(p: &TestNode, id: &str) -> Option<String> {
     let v = cluster_view(p).await?;
     v["nodes"]
         .as_array()?
@@ -850,6 +795,7 @@ async fn status_of(p: &Proc, id: &str) -> Option<String> {
 
 #[actix_rt::test]
 async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let proxy = crate::broker::Proxy::start().await;
@@ -865,14 +811,15 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
     load.until_chat(40, "some load before the cut").await;
     proxy.cut();
     // x3 still renews its lease, as `degraded`; the others take its shards.
-    until(Duration::from_secs(20), "x3 degraded", || async {
+    poll_until("x3 degraded", Duration::from_secs(20), EVERY, async || {
         status_of(&nodes[0], "x3").await.as_deref() == Some("degraded")
     })
     .await;
-    poll(
-        Duration::from_secs(20),
+    poll_until(
         "x3's shards on x1 and x2",
-        || async { settled(&nodes[0], &["x1", "x2"]).await },
+        Duration::from_secs(20),
+        EVERY,
+        async || settled(&nodes[0], &["x1", "x2"]).await,
     )
     .await;
     let ready = get(&format!("http://{}/readyz", nodes[2].addr))
@@ -882,10 +829,11 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
     assert_eq!(ready["checks"]["bus"], false, "{ready}");
     proxy.restore();
     let acked = load.finish().await;
-    let back = poll(
-        Duration::from_secs(60),
+    let back = poll_until(
         "x3 back with its shards",
-        || async { settled(&nodes[0], &ids).await },
+        Duration::from_secs(60),
+        EVERY,
+        async || settled(&nodes[0], &ids).await,
     )
     .await;
     assert_eq!(back, before);
@@ -897,6 +845,7 @@ async fn a_node_cut_off_from_the_broker_loses_its_shards_and_takes_them_back() {
 
 #[actix_rt::test]
 async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let ids = ["s1", "s2", "s3"];
@@ -911,29 +860,22 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
     let (_client, req) = cluster.client().await;
     let load = Load::start(&req, "s", 4, 40, 30);
     load.until_chat(40, "some load before the stall").await;
-    let pid = nodes[2].child.id().to_string();
-    let signal = |sig: &str| {
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
-    signal("-STOP");
+    nodes[2].signal("-STOP");
     let stopped = Instant::now();
     settle(&nodes[0], &["s1", "s2"], "s3's shards on s1 and s2").await;
     eprintln!(
         "a stalled node's shards moved after {:?}",
         stopped.elapsed()
     );
-    signal("-CONT");
+    nodes[2].signal("-CONT");
     let acked = load.finish().await;
     // The woken node finds its shards taken (its writes are fenced), then
     // rejoins and takes its share back.
-    poll(
-        Duration::from_secs(60),
+    poll_until(
         "s3 back with its shards",
-        || async { settled(&nodes[0], &ids).await },
+        Duration::from_secs(60),
+        EVERY,
+        async || settled(&nodes[0], &ids).await,
     )
     .await;
     verify(db.url(), &req, &acked).await;
@@ -944,6 +886,7 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
 
 #[actix_rt::test]
 async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
+    needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
     let ids = ["g1", "g2", "g3"];
@@ -959,25 +902,21 @@ async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
     // SIGTERM: g3 drains: each shard's message in hand is finished, its
     // actors passivated and the shard released, then the process exits 0.
     let left_at = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &nodes[2].child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = nodes[2].child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "g3 did not drain within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(code, Some(0), "a drained node exits 0");
+    nodes[2].signal("-TERM");
+    let status = poll_until(
+        "g3 to drain and exit",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || nodes[2].exited(),
+    )
+    .await;
+    assert_eq!(status.code(), Some(0), "a drained node exits 0");
     // Released shards are taken at once, not after a lease.
-    poll(
-        Duration::from_secs(10),
+    poll_until(
         "g3's shards on g1 and g2",
-        || async { settled(&nodes[0], &["g1", "g2"]).await },
+        Duration::from_secs(10),
+        EVERY,
+        async || settled(&nodes[0], &["g1", "g2"]).await,
     )
     .await;
     eprintln!(
@@ -994,6 +933,7 @@ async fn a_node_leaving_gracefully_hands_its_shards_over_and_loses_nothing() {
 
 #[actix_rt::test]
 async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused() {
+    needs!(Cluster);
     use crate::api::{device_of, hr, maybe_event, now_ms, ok, people, send, socket, token, PUSH};
     use cardio::principal::Role;
     use serde_json::json;
@@ -1150,6 +1090,7 @@ fn attribute<'a>(span: &'a ExportedSpan, key: &str) -> Option<&'a str> {
 
 #[actix_rt::test]
 async fn one_trace_follows_a_push_from_the_api_node_to_the_alert_on_the_devices_node() {
+    needs!(Cluster);
     use crate::api::{device_of, hr, now_ms, ok, people, token, PUSH};
     use cardio::principal::Role;
     use serde_json::json;
@@ -1188,34 +1129,33 @@ async fn one_trace_follows_a_push_from_the_api_node_to_the_alert_on_the_devices_
     // The push's trace: its GraphQL span on t1, and on t2 the delivery, the
     // device's handler, the journal write and the alert it raised, each a
     // child of the one before.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (trace, spans) = loop {
-        let all = collector.spans();
-        let push = all
-            .iter()
-            .find(|s| s.node == "t1" && attribute(s, "operation") == Some("pushSamples"));
-        if let Some(push) = push {
-            let trace: Vec<ExportedSpan> = all
+    let (trace, spans) = poll_until(
+        "a trace from t1's pushSamples to t2's alert",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            let all = collector.spans();
+            let push = all
                 .iter()
-                .filter(|s| s.trace == push.trace)
-                .cloned()
-                .collect();
-            if trace
-                .iter()
-                .any(|s| s.node == "t2" && s.name == "alerts.raise")
-            {
-                break (push.trace.clone(), trace);
+                .find(|s| s.node == "t1" && attribute(s, "operation") == Some("pushSamples"));
+            if let Some(push) = push {
+                let trace: Vec<ExportedSpan> = all
+                    .iter()
+                    .filter(|s| s.trace == push.trace)
+                    .cloned()
+                    .collect();
+                if trace
+                    .iter()
+                    .any(|s| s.node == "t2" && s.name == "alerts.raise")
+                {
+                    return Ok((push.trace.clone(), trace));
+                }
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no trace from t1's pushSamples to t2's alert; exported: {:#?}",
-            all.iter()
-                .map(|s| (&s.node, &s.name, &s.trace))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            let exported: Vec<_> = all.iter().map(|s| (&s.node, &s.name, &s.trace)).collect();
+            Err(format!("exported: {exported:#?}"))
+        },
+    )
+    .await;
     assert_eq!(trace.len(), 32, "a W3C trace id: {trace}");
     let one = |node: &str, pick: &dyn Fn(&ExportedSpan) -> bool, what: &str| {
         spans

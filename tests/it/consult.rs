@@ -10,7 +10,8 @@ use cardio::registry::{Kind, KindSpec};
 use cardio::store::Store;
 
 use crate::store::TestDb;
-use crate::support::{eventually, serve_kind};
+use crate::support::poll::poll_until;
+use crate::support::serve_kind;
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -143,7 +144,10 @@ async fn nothing_acknowledged_is_lost_across_passivation_and_node_restart(store:
     chat(&kind, patient(), "m1", "one").await.unwrap();
     chat(&kind, doctor(), "m2", "two").await.unwrap();
     // Passivation: the actor leaves memory, then comes back from the journal.
-    eventually(LONG, "passivated", || kind.live() == 0).await;
+    poll_until("passivated", LONG, Duration::from_millis(5), async || {
+        kind.live() == 0
+    })
+    .await;
     let snapshot = store
         .snapshot("consult/c-1")
         .await
@@ -216,19 +220,14 @@ async fn an_absent_patient_makes_a_no_show(store: &Store) {
     )
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
+    poll_until("a no-show", LONG, Duration::from_millis(20), async || {
         let view = kind.send("c-7", View { after: 0 }).await.unwrap();
-        if view.status == Some(Status::NoShow) {
-            break;
+        match view.status {
+            Some(Status::NoShow) => Ok(()),
+            other => Err(format!("status {other:?}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no no-show: {:?}",
-            view.status
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 on_both!(no_show, an_absent_patient_makes_a_no_show);
 
@@ -351,18 +350,19 @@ async fn no_show_checks_survive_a_node_restart(store: &Store) {
         cardio::actors::consult::reactivate_open_consults(store, &second).await,
         1
     );
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let rows = store.consults_of("p-1").await.unwrap();
-        if rows
-            .iter()
-            .any(|r| r.id == "c-8" && r.status == Status::NoShow)
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        "c-8 a no-show",
+        LONG,
+        Duration::from_millis(20),
+        async || {
+            let rows = store.consults_of("p-1").await.unwrap();
+            let no_show = rows
+                .iter()
+                .any(|r| r.id == "c-8" && r.status == Status::NoShow);
+            no_show.then_some(()).ok_or(format!("{rows:?}"))
+        },
+    )
+    .await;
     assert_eq!(
         cardio::actors::consult::reactivate_open_consults(store, &second).await,
         0

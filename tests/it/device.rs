@@ -16,7 +16,7 @@ use cardio::registry::{Kind, KindSpec};
 use cardio::store::Store;
 use cardio::synthetic;
 
-use crate::support::serve_kind;
+use crate::support::{poll_until, serve_kind};
 
 async fn devices(store: &Store) -> Kind<DeviceStream> {
     devices_idle(store, Duration::from_secs(600)).await
@@ -600,18 +600,20 @@ async fn a_silent_device_raises_no_data_and_its_open_alarm_ends(store: &Store) {
     );
     // Then nothing: within a bound, the stream tells of the silence, and the
     // SpO2 alarm ends as no longer current.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let alerts = loop {
-        let alerts = store.alerts("d-silent").await.unwrap();
-        if alerts.iter().any(|a| a.kind == AlarmKind::NoData) {
-            break alerts;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no 'no data' alarm: {alerts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let alerts = poll_until(
+        "a 'no data' alarm",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || {
+            let alerts = store.alerts("d-silent").await.unwrap();
+            if alerts.iter().any(|a| a.kind == AlarmKind::NoData) {
+                Ok(alerts)
+            } else {
+                Err(format!("{alerts:?}"))
+            }
+        },
+    )
+    .await;
     let spo2 = alerts
         .iter()
         .find(|a| a.kind == AlarmKind::SevereLowSpo2)
@@ -668,18 +670,20 @@ async fn an_unacknowledged_high_alarm_is_announced_again_then_escalated(store: &
         .collect();
     let r = push(&kind, "d-esc", "e-1", samples).await;
     assert_eq!(r.alerts.len(), 1, "{:?}", r.alerts);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let alert = loop {
-        let alerts = store.alerts("d-esc").await.unwrap();
-        if alerts[0].escalated_ms.is_some() {
-            break alerts[0].clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not escalated: {alerts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let alert = poll_until(
+        "the alert escalated",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || {
+            let alerts = store.alerts("d-esc").await.unwrap();
+            if alerts[0].escalated_ms.is_some() {
+                Ok(alerts[0].clone())
+            } else {
+                Err(format!("{alerts:?}"))
+            }
+        },
+    )
+    .await;
     let (raised, again, escalated) = (
         alert.raised_ms,
         alert.reannounced_ms.expect("announced again first"),
@@ -719,11 +723,13 @@ async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
         ),
         "{changes:?}"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while kind.live() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "not passivated");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        "passivated",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || kind.live() == 0,
+    )
+    .await;
     let snapshot = store
         .snapshot("device/d-5")
         .await

@@ -2,12 +2,13 @@
 //! dashboard and the alerting rules use is one the node exports.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cardio::principal::Role;
 use serde_json::json;
 
 use crate::api::{code, device_of, hr, now_ms, ok, people, send, socket, token, until_alert, PUSH};
+use crate::support::poll::poll_until;
 
 /// One scrape of `/metrics`: every sample by its series (`name{labels}`),
 /// and the metric families its `# TYPE` lines declare.
@@ -65,15 +66,16 @@ pub(crate) async fn scrape(addr: &str) -> Scrape {
 
 /// Scrapes until `check` holds (metrics of asynchronous effects).
 async fn scrape_until(addr: &str, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = scrape(addr).await;
-        if check(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "metrics never showed {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        &format!("metrics showing {what}"),
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || {
+            let s = scrape(addr).await;
+            check(&s).then_some(s)
+        },
+    )
+    .await
 }
 
 /// Every `cardio_*` metric name the files under `dir` mention.
@@ -207,12 +209,10 @@ async fn metrics_follow_a_scenario_and_cover_what_dashboards_and_alert_rules_use
     // Its snapshots become unreadable (a database fault): the device crashes
     // on activation, its supervisor restarts it, and once the table is back
     // it serves again.
-    let db = cardio::store::Store::connect(&format!(
-        "sqlite://{}/cardio.db",
-        node.data.path().display()
-    ))
-    .await
-    .unwrap();
+    let db =
+        cardio::store::Store::connect(&format!("sqlite://{}/cardio.db", node.data_dir().display()))
+            .await
+            .unwrap();
     db.execute_admin("ALTER TABLE snapshots RENAME TO snapshots_away")
         .await
         .unwrap();
@@ -231,15 +231,16 @@ async fn metrics_follow_a_scenario_and_cover_what_dashboards_and_alert_rules_use
         .await
         .unwrap();
     db.close().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = crate::api::gql(a, &patient, PUSH, later.clone()).await;
-        if v.get("errors").is_none() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the device never recovered: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(
+        "the device to recover",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            let v = crate::api::gql(a, &patient, PUSH, later.clone()).await;
+            v.get("errors").is_none().then_some(()).ok_or(v)
+        },
+    )
+    .await;
 
     // The subscription closes: the gauge follows.
     send(&mut ws, json!({"id": "a", "type": "complete"})).await;
@@ -273,12 +274,10 @@ async fn metrics_follow_a_scenario_and_cover_what_dashboards_and_alert_rules_use
     assert!(missing.is_empty(), "not exported by the node: {missing:?}");
     // JSON log lines written within a request carry its trace id.
     let traced: Vec<String> = node
-        .log
-        .lock()
-        .unwrap()
-        .iter()
+        .log()
+        .lines()
         .filter(|l| l.contains("\"graphql request\"") && l.contains("pushSamples"))
-        .cloned()
+        .map(str::to_owned)
         .collect();
     assert!(!traced.is_empty(), "no request log lines");
     for line in &traced {

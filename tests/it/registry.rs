@@ -66,7 +66,10 @@ async fn idle_actors_passivate_and_come_back_on_their_next_message() {
         "still live after 30 s"
     );
     tokio::time::sleep(Duration::from_secs(61)).await;
-    eventually(LONG, "passivated", || kind.live() == 0).await;
+    poll_until("passivated", LONG, Duration::from_millis(5), async || {
+        kind.live() == 0
+    })
+    .await;
     assert!(
         status_of(&tree, "/root/probe/p-1").is_none(),
         "left the tree"
@@ -264,9 +267,12 @@ async fn a_passivating_actor_finishes_flushing_before_its_successor_starts() {
         .unwrap();
     assert_eq!(kind.send("f-1", Ping).await.unwrap(), 0);
     // Wait until the flush is under way, then send.
-    eventually(Duration::from_secs(60), "flush began", || {
-        journal.contains("flush-begin:0")
-    })
+    poll_until(
+        "flush began",
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        async || journal.contains("flush-begin:0"),
+    )
     .await;
     assert_eq!(
         kind.send("f-1", Ping).await.unwrap(),
@@ -299,9 +305,12 @@ async fn a_kind_keeps_serving_after_its_supervisor_gave_up_and_was_restarted() {
         })
     })
     .await;
-    eventually(LONG, "kind supervisor running", || {
-        status_of(&tree, "/root/probe").as_deref() == Some("running")
-    })
+    poll_until(
+        "kind supervisor running",
+        LONG,
+        Duration::from_millis(5),
+        async || status_of(&tree, "/root/probe").as_deref() == Some("running"),
+    )
     .await;
     assert_eq!(
         kind.send("p-1", Ping).await.unwrap(),
@@ -382,7 +391,13 @@ async fn under_churn_every_message_is_answered() {
         "the churn was real: {crashes} crashes, {reactivations} re-activations"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    eventually(LONG, "all passivated", || kind.live() == 0).await;
+    poll_until(
+        "all passivated",
+        LONG,
+        Duration::from_millis(5),
+        async || kind.live() == 0,
+    )
+    .await;
     assert_eq!(tree.len(), 2, "only the supervisors are left");
 }
 

@@ -11,7 +11,7 @@ use cardio::store::Store;
 
 use crate::store::TestDb;
 
-use crate::support::serve_kind;
+use crate::support::{poll_until, serve_kind};
 
 async fn sessions(store: &Store, logoff_after: Duration) -> Kind<PatientSession> {
     let store = store.clone();
@@ -64,16 +64,17 @@ async fn a_quiet_session_is_logged_off_and_activity_keeps_it_alive() {
         !view.logged_off && view.connections.len() == 1,
         "active for 600 s with a 300 s timeout"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1000);
-    loop {
-        let view = kind.send("p-1", ViewSession).await.unwrap();
-        if view.logged_off {
-            assert!(view.connections.is_empty());
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not logged off");
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    }
+    let view = poll_until(
+        "logged off",
+        Duration::from_secs(1000),
+        Duration::from_secs(10),
+        async || {
+            let view = kind.send("p-1", ViewSession).await.unwrap();
+            view.logged_off.then_some(view)
+        },
+    )
+    .await;
+    assert!(view.connections.is_empty());
     let view = kind.send("p-1", connect("ws-2", "phone")).await.unwrap();
     assert!(!view.logged_off, "a new connection starts a new session");
     db.done().await;

@@ -1,7 +1,10 @@
 //! The journal contract, on both databases: the embedded SQLite file and the
-//! machine's PostgreSQL (127.0.0.1:5432, a fresh database per test).
+//! machine's PostgreSQL (tier `postgres`: `CARDIO_TEST_DATABASE_URL`, a fresh
+//! database per test).
 
 use cardio::store::{Appended, Store, StoreError};
+
+use crate::support::services::{self, Tier};
 
 /// A migrated store on a database of its own, removed by `done`.
 pub struct TestDb {
@@ -10,8 +13,6 @@ pub struct TestDb {
     pg_name: Option<String>,
     url: String,
 }
-
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
@@ -33,18 +34,23 @@ impl TestDb {
         db
     }
 
-    /// A fresh, empty (not migrated) PostgreSQL database.
+    /// A fresh, empty (not migrated) PostgreSQL database, named after this
+    /// process (`cardio_test_<pid>_<uuid>`: scripts/test drops those whose
+    /// process is gone).
     pub async fn postgres_empty() -> TestDb {
-        let name = format!("cardio_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = Store::connect(PG_ADMIN)
-            .await
-            .expect("PostgreSQL at 127.0.0.1:5432 (.ci/run starts it)");
+        services::assert_enabled(&[Tier::Postgres, Tier::Cluster], "PostgreSQL");
+        let name = format!(
+            "cardio_test_{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let admin = admin().await;
         admin
             .execute_admin(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
         admin.close().await;
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let url = services::with_path(&services::database_url(), &name);
         let store = Store::connect(&url).await.unwrap();
         TestDb {
             store,
@@ -61,7 +67,7 @@ impl TestDb {
     pub async fn done(self) {
         self.store.close().await;
         if let Some(name) = self.pg_name {
-            let admin = Store::connect(PG_ADMIN).await.unwrap();
+            let admin = admin().await;
             admin
                 .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .await
@@ -69,6 +75,17 @@ impl TestDb {
             admin.close().await;
         }
     }
+}
+
+/// The PostgreSQL server's database the tests create theirs from.
+async fn admin() -> Store {
+    let url = services::database_url();
+    Store::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL at {} (CARDIO_TEST_DATABASE_URL): {e}",
+            services::host_port(&url)
+        )
+    })
 }
 
 async fn appends_are_ordered_and_idempotent_by_message_id(store: &Store) {

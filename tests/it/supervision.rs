@@ -153,7 +153,7 @@ async fn exceeding_intensity_stops_children_in_reverse_order_and_escalates() {
     for round in 0..3 {
         let a = inner.worker::<Probe>("a").await.unwrap();
         // Wait until a is back up before crashing it again.
-        eventually(LONG, "a running", || {
+        poll_until("a running", LONG, Duration::from_millis(5), async || {
             status_of(&tree, "/outer/inner/a").as_deref() == Some("running")
         })
         .await;
@@ -183,11 +183,16 @@ async fn exceeding_intensity_stops_children_in_reverse_order_and_escalates() {
         vec!["/outer/inner/c", "/outer/inner/b", "/outer/inner/a"]
     );
     // The parent restarted the failed subtree: fresh children again.
-    eventually(LONG, "inner children back", || {
-        ["a", "b", "c"]
-            .iter()
-            .all(|n| status_of(&tree, &format!("/outer/inner/{n}")).as_deref() == Some("running"))
-    })
+    poll_until(
+        "inner children back",
+        LONG,
+        Duration::from_millis(5),
+        async || {
+            ["a", "b", "c"].iter().all(|n| {
+                status_of(&tree, &format!("/outer/inner/{n}")).as_deref() == Some("running")
+            })
+        },
+    )
     .await;
     let hooks = journal.take();
     let stops: Vec<_> = hooks
@@ -226,7 +231,7 @@ async fn a_root_that_gives_up_reports_its_failure() {
         .unwrap()
         .unwrap();
     assert!(reason.contains("restart intensity exceeded"), "{reason}");
-    eventually(LONG, "root failed", || {
+    poll_until("root failed", LONG, Duration::from_millis(5), async || {
         status_of(&tree, "/root").as_deref() == Some("failed")
     })
     .await;
@@ -509,7 +514,7 @@ async fn a_child_awaiting_re_creation_survives_its_supervisors_restart() {
     b.send(Quit, LONG).await.unwrap(); // b ends; inner re-creates it in 1 s
     let x = root.worker::<Probe>("x").await.unwrap();
     let _ = x.send(Boom, LONG).await; // meanwhile outer restarts everything
-    eventually(LONG, "b back", || {
+    poll_until("b back", LONG, Duration::from_millis(5), async || {
         status_of(&tree, "/outer/inner/b").as_deref() == Some("running")
     })
     .await;
@@ -532,11 +537,16 @@ async fn a_child_awaiting_re_creation_survives_its_supervisors_restart() {
 
 /// Waits until /sup/a, b and c all run.
 async fn all_running(tree: &Tree) {
-    eventually(LONG, "a, b and c running", || {
-        ["a", "b", "c"]
-            .iter()
-            .all(|n| status_of(tree, &format!("/sup/{n}")).as_deref() == Some("running"))
-    })
+    poll_until(
+        "a, b and c running",
+        LONG,
+        Duration::from_millis(5),
+        async || {
+            ["a", "b", "c"]
+                .iter()
+                .all(|n| status_of(tree, &format!("/sup/{n}")).as_deref() == Some("running"))
+        },
+    )
     .await;
 }
 

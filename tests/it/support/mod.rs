@@ -1,4 +1,12 @@
-//! Test actors and helpers shared by the integration tests.
+//! Test actors and helpers shared by the integration tests: a real node
+//! ([`node`]), waiting for something asynchronous ([`poll`]), and which
+//! services a run may use ([`services`]).
+
+pub mod node;
+pub mod poll;
+pub mod services;
+
+pub use poll::poll_until;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,17 +162,6 @@ pub async fn events_until(
         }
     }
     seen
-}
-
-/// Polls `cond` until it holds, or panics after `limit`.
-pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !cond() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("not reached within {limit:?}: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 pub fn status_of(tree: &Tree, path: &str) -> Option<String> {
