@@ -31,6 +31,7 @@ const PLAIN_PARAMETERS: &[&str] = &[
     "heartbeat",
     "host",
     "mode",
+    "namespace",
     "port",
     "sslmode",
     "sslrootcert",
