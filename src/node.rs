@@ -424,7 +424,12 @@ async fn obey_restarts(bus: &Arc<dyn Bus>, registry: &Registry) -> anyhow::Resul
                 .passivate_where(|key| key == actor, Duration::from_secs(10))
                 .await;
             if n > 0 {
-                tracing::info!(%actor, by = ?env.principal.map(|p| p.subject), "actor restarted on request");
+                // The actor's kind at info level; its id (a patient's, for
+                // sessions) only at debug.
+                let kind = actor.split('/').next().unwrap_or("");
+                let by = env.principal.map(|p| p.subject);
+                tracing::info!(kind, ?by, "actor restarted on request");
+                tracing::debug!(%actor, "actor restarted on request");
             }
         }
     });

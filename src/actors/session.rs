@@ -310,7 +310,12 @@ struct IdleCheck {
 impl Handler<IdleCheck> for PatientSession {
     async fn handle(&mut self, check: IdleCheck, _: &mut Ctx<Self>) {
         if check.activity == self.activity && !self.view.connections.is_empty() {
-            tracing::info!(actor = %self.key, apps = self.view.connections.len(), "automatic logoff after inactivity");
+            // The patient's id only at debug level: info lines carry no patient identifier.
+            tracing::info!(
+                apps = self.view.connections.len(),
+                "automatic logoff after inactivity"
+            );
+            tracing::debug!(actor = %self.key, "automatic logoff after inactivity");
             let connections: Vec<String> = std::mem::take(&mut self.view.connections)
                 .into_keys()
                 .collect();

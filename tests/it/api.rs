@@ -849,6 +849,18 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
         code(a, &patient, restart, json!({"p": path})).await,
         "FORBIDDEN"
     );
+    // The restart is logged by kind at info level, without the actor's id.
+    let log = node.log();
+    let info: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains(r#""level":"DEBUG""#) && !l.contains(r#""level":"TRACE""#))
+        .collect();
+    assert!(
+        info.iter()
+            .any(|l| l.contains("actor restarted on request")),
+        "{info:#?}"
+    );
+    assert!(!info.iter().any(|l| l.contains(id.as_str())), "{info:#?}");
     drop(node);
 }
 
@@ -1174,6 +1186,18 @@ async fn a_patients_connection_closes_when_their_session_logs_off() {
         "the connection outlived the session"
     );
     assert!(!closes_within(&mut c_ws, Duration::from_millis(300)).await);
+    // The logoff is logged without the patient's id at info level (the
+    // test node also logs debug lines, which may name it).
+    let log = node.log();
+    assert!(log.contains("automatic logoff after inactivity"), "{log}");
+    let info: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains(r#""level":"DEBUG""#) && !l.contains(r#""level":"TRACE""#))
+        .collect();
+    assert!(
+        !info.iter().any(|l| l.contains("p-1")),
+        "a patient id at info level or above: {info:#?}"
+    );
     drop(node);
 }
 
