@@ -92,6 +92,12 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// The same access to other fields (an unknown record is audited with
+    /// the fields that name it, not those the caller wanted from it).
+    pub(crate) fn on(&self, fields: &'a str) -> Access<'a> {
+        Access { fields, ..*self }
+    }
+
     /// Authorizes the access to `patient`'s records (charging the
     /// principal's budget) and audits it either way.
     pub(crate) async fn patient(&self, patient: &str) -> Result<(), ApiError> {

@@ -24,7 +24,7 @@ pub(crate) async fn ask<M: BusMessage>(d: &Deps, id: &str, msg: &M) -> Result<M:
     d.requester
         .ask(&to, msg, deadline)
         .await
-        .map_err(|e| ApiError::unavailable(format_args!("{}: {e}", M::TYPE)))
+        .map_err(|e| ApiError::ask_failed(M::TYPE, &e))
 }
 
 /// Sends `command` to consult `consult` with its idempotency key; a refusal
@@ -63,7 +63,8 @@ pub(crate) async fn authorized_consult(
 ) -> Result<(String, ConsultView), ApiError> {
     let view = consult_view(d, consult, u64::MAX).await?;
     let Some(patient) = view.patient.clone() else {
-        return Err(access.refuse_unknown().await);
+        // Audited as an attempt on "consult", whatever was asked of it.
+        return Err(access.on("consult").refuse_unknown().await);
     };
     access.patient(&patient).await?;
     Ok((patient, view))

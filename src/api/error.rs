@@ -32,11 +32,100 @@ pub enum ApiError {
     Unavailable { cause: String },
 }
 
+/// What made a request unanswerable, described for the log without
+/// anything it may quote: a database error by its class and SQLSTATE, not
+/// its text (PostgreSQL's can quote values); a bus error by its kind, not
+/// its topic (topics carry ids); a JSON error by its position, not the
+/// value it met.
+pub trait Cause {
+    fn describe(&self) -> String;
+}
+
+impl Cause for &'static str {
+    fn describe(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl Cause for crate::store::StoreError {
+    fn describe(&self) -> String {
+        use crate::store::StoreError as E;
+        match self {
+            E::Database(sqlx::Error::Database(db)) => match db.code() {
+                Some(code) => format!("database error (SQLSTATE {code})"),
+                None => "database error".into(),
+            },
+            E::Database(e) => format!("database: {}", sqlx_class(e)),
+            E::Unsupported(_) | E::Folder { .. } => "database not configured".into(),
+            E::Migration(_) => "migration failed".into(),
+            E::Conflict { .. } => "journal conflict".into(),
+            E::Fenced { shard, .. } => format!("shard {shard} fenced off"),
+            E::Audit(_) => "audit entry not written".into(),
+        }
+    }
+}
+
+fn sqlx_class(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::PoolTimedOut => "pool timed out",
+        sqlx::Error::PoolClosed => "pool closed",
+        sqlx::Error::Io(_) => "i/o error",
+        sqlx::Error::Tls(_) => "tls error",
+        sqlx::Error::Protocol(_) => "protocol error",
+        sqlx::Error::RowNotFound => "row not found",
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "a row does not decode",
+        _ => "other error",
+    }
+}
+
+impl Cause for crate::bus::BusError {
+    fn describe(&self) -> String {
+        use crate::bus::BusError as E;
+        match self {
+            E::UnsupportedScheme(_) | E::BadUrl(_) => "bus not configured",
+            E::NoRecipient => "no recipient",
+            E::BadTopic(_) => "bad topic",
+            E::NoSuchShard { .. } => "no such shard",
+            E::QueueFull(_) => "queue full",
+            E::Closed => "bus closed",
+            E::Broker(_) => "broker error",
+            E::Unroutable(_) => "unroutable",
+        }
+        .into()
+    }
+}
+
+impl Cause for crate::bus::EnvelopeError {
+    fn describe(&self) -> String {
+        // Its messages never quote the input.
+        self.to_string()
+    }
+}
+
+impl Cause for serde_json::Error {
+    fn describe(&self) -> String {
+        crate::redact::describe_json_error(self)
+    }
+}
+
 impl ApiError {
     /// `UNAVAILABLE` because of `cause` (logged once, never shown).
-    pub fn unavailable(cause: impl std::fmt::Display) -> ApiError {
+    pub fn unavailable(cause: impl Cause) -> ApiError {
         ApiError::Unavailable {
-            cause: cause.to_string(),
+            cause: cause.describe(),
+        }
+    }
+
+    /// `UNAVAILABLE` because an ask of `msg_type` failed.
+    pub fn ask_failed(msg_type: &'static str, e: &crate::bus::client::AskError) -> ApiError {
+        use crate::bus::client::AskError as E;
+        let why = match e {
+            E::Bus(b) => b.describe(),
+            // The rest never quote ids or values.
+            other => other.to_string(),
+        };
+        ApiError::Unavailable {
+            cause: format!("{msg_type}: {why}"),
         }
     }
 
@@ -100,10 +189,20 @@ mod tests {
 
     #[test]
     fn every_error_keeps_its_code_and_an_unavailable_never_shows_its_cause() {
-        let cause = "database error: connection to 10.0.0.7 refused";
-        let e: async_graphql::Error = ApiError::unavailable(cause).into();
+        let cause = crate::bus::BusError::BadTopic("session.p-1@x".into());
+        let api = ApiError::unavailable(cause);
+        let ApiError::Unavailable { cause: logged } = &api else {
+            panic!("{api:?}")
+        };
+        assert_eq!(logged, "bad topic", "the logged cause quotes no id");
+        let e: async_graphql::Error = api.into();
         assert_eq!(code_of(&e).as_deref(), Some("UNAVAILABLE"));
-        assert!(!e.message.contains("10.0.0.7"), "{}", e.message);
+        assert!(!e.message.contains("p-1"), "{}", e.message);
+        let bad: serde_json::Error = serde_json::from_str::<u32>("\"812.5 Jane\"").unwrap_err();
+        let ApiError::Unavailable { cause: logged } = ApiError::unavailable(bad) else {
+            panic!()
+        };
+        assert!(!logged.contains("Jane"), "{logged}");
         let e: async_graphql::Error = ApiError::Forbidden.into();
         assert_eq!(code_of(&e).as_deref(), Some("FORBIDDEN"));
         let e: async_graphql::Error = ApiError::ConsultRefused("over".into()).into();

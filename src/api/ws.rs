@@ -122,7 +122,7 @@ pub(super) async fn graphql_ws(
                 requester
                     .ask(&to, &hello, deadline())
                     .await
-                    .map_err(ApiError::unavailable)?;
+                    .map_err(|e| ApiError::ask_failed("session.connect", &e))?;
                 *patient.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
                 let (expiry, known, connection) =
                     (Arc::clone(&expiry), Arc::clone(&known), connection.clone());

@@ -24,6 +24,9 @@ use crate::supervisors::Backoff;
 
 /// Longest wait for one try's answer; a later try may still answer in time.
 const TRY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Least time a try is worth sending with (a request, its handling and its
+/// reply).
+const MIN_TRY: Duration = Duration::from_millis(100);
 
 /// Why [`Requester::ask`] got no answer. Transient errors were asked again
 /// until the deadline; permanent ones were not (asking again cannot help).
@@ -144,11 +147,15 @@ impl Requester {
                 Err(RequestError::Bus(e)) => AskError::Bus(e),
                 Err(RequestError::Reply(why)) => return Err(AskError::Protocol(why)),
             };
+            // A try with almost no time left could not be answered: it would
+            // only reach the actor after its deadline (and be dead-lettered
+            // as late). The last failure is the answer.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
+            let pause = retry_pause(attempt);
+            if left < pause + MIN_TRY {
                 return Err(failure);
             }
-            tokio::time::sleep(retry_pause(attempt).min(left)).await;
+            tokio::time::sleep(pause).await;
             attempt += 1;
         }
     }

@@ -298,6 +298,28 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
             "FORBIDDEN"
         );
     }
+    // A consult that is not there is audited as a refused attempt on
+    // "consult" (whatever was asked of it), naming no patient.
+    let all = ok(
+        a,
+        &admin,
+        "{ auditLog(first: 1000) { subject outcome fields patientId } }",
+        json!({}),
+    )
+    .await;
+    let unknown: Vec<&serde_json::Value> = all["auditLog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"] == "dr-2" && e["patientId"].is_null())
+        .collect();
+    assert!(!unknown.is_empty(), "{all}");
+    assert!(
+        unknown
+            .iter()
+            .all(|e| e["outcome"] == "denied" && e["fields"] == "consult"),
+        "{unknown:?}"
+    );
     assert_eq!(
         code(
             a,

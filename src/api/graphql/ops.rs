@@ -198,7 +198,8 @@ impl OpsQuery {
                 match remote_tree(&n.addr, bearer.clone()).await {
                     Some(t) => flatten(&n.id, &t, None, &mut out),
                     None => {
-                        let cause = format!("node {} did not answer with its tree", n.id);
+                        tracing::warn!(node = %n.id, "a node did not answer with its tree");
+                        let cause = "a node did not answer with its tree";
                         return Err(ApiError::unavailable(cause).into());
                     }
                 }

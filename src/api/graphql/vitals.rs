@@ -310,7 +310,7 @@ impl VitalsMutation {
             // again until its deadline.
             let result = ask(d, &device_id, &push)
                 .await?
-                .map_err(ApiError::unavailable)?;
+                .map_err(|_| ApiError::unavailable("device.push: samples not stored"))?;
             accepted = result.accepted as i32;
             duplicate = result.duplicate;
             for (i, r) in result.rejected {
