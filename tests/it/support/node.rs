@@ -270,5 +270,25 @@ impl Drop for TestNode {
         let mut child = self.child.lock().unwrap();
         let _ = child.kill();
         let _ = child.wait();
+        drop(child);
+        // A failing test shows what its nodes warned about (the log is
+        // otherwise only read by the test itself).
+        if std::thread::panicking() {
+            let log = self.log();
+            let loud: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+                .collect();
+            let from = loud.len().saturating_sub(100);
+            eprintln!(
+                "--- node at {} (pid {}): its last {} warnings and errors",
+                self.addr,
+                self.pid,
+                loud.len() - from
+            );
+            for l in &loud[from..] {
+                eprintln!("{l}");
+            }
+        }
     }
 }
