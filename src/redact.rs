@@ -31,7 +31,6 @@ const PLAIN_PARAMETERS: &[&str] = &[
     "heartbeat",
     "host",
     "mode",
-    "namespace",
     "port",
     "sslmode",
     "sslrootcert",

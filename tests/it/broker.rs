@@ -1,15 +1,17 @@
 //! The machine's RabbitMQ, for tests (tiers `rabbitmq` and `cluster`;
-//! `CARDIO_TEST_AMQP_URL`): one virtual host per test run, and in it a
-//! namespace per test (the bus URL's `namespace` parameter prefixes every
-//! exchange and queue the bus declares), so that tests run in parallel
-//! without seeing each other's queues, and a cluster's nodes consume only
-//! their own test's shard queues.
+//! `CARDIO_TEST_AMQP_URL`): a virtual host of its own per test, so that
+//! tests run in parallel without seeing each other's queues.
 //!
-//! `scripts/test` makes the run's vhost with one `rabbitmqctl` call (each
-//! call starts an Erlang VM) and deletes it at the end; a test process run
-//! another way makes one of its own on first use. A test's queues and
-//! exchanges are deleted over AMQP when it ends, so the run's vhost does not
-//! pile up quorum queues (which hold file handles) while the run goes on.
+//! A vhost per test, because every broker test relies on an empty one: the
+//! bus declares fixed names (`cardio.shards`, `cardio.shard.<n>` with
+//! per-test delivery limits and lengths, `cardio.dead-letters`), which no
+//! setting prefixes, and a cluster's nodes consume every shard queue of
+//! their vhost. What costs is `rabbitmqctl` (each call starts an Erlang VM):
+//! a test makes its vhost with one call (vhost and permissions in one
+//! definitions import) and deletes it with another when done. Not a pool
+//! made up front: vhosts kept for the whole run exhaust the broker's file
+//! handles (each has message stores; the cluster tests' have 33 quorum
+//! queues) and slow its recovery after the broker-restart test.
 //!
 //! Tests that use the broker hold [`shared`]; the one that restarts the broker
 //! holds [`exclusive`], so it runs alone.
@@ -17,7 +19,6 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use cardio::bus::{amqp::AmqpBus, BusOptions};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -64,47 +65,23 @@ impl Drop for StoppedBroker {
 
 /// A virtual host of this test's own, deleted (with its queues) when
 /// dropped.
-/// A test's own corner of RabbitMQ: the run's virtual host (one per test
-/// run), under a namespace of its own (`?namespace=` in the bus URL), so its
-/// exchanges and queues are its alone. Dropping it deletes them.
 pub struct Vhost {
     pub name: String,
-    pub namespace: String,
 }
-
-/// The run's virtual host: the one `scripts/test` made
-/// (`CARDIO_TEST_AMQP_VHOST`), or one this test process makes on first use
-/// (`cardio-test-<pid>-run`; `scripts/test` deletes it once the process is
-/// gone).
-fn run_vhost() -> &'static str {
-    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    RUN.get_or_init(|| match std::env::var("CARDIO_TEST_AMQP_VHOST") {
-        Ok(name) if !name.is_empty() => name,
-        _ => {
-            let name = format!("cardio-test-{}-run", std::process::id());
-            make_vhost(&name);
-            name
-        }
-    })
-}
-
-/// Most shard queues a test's cluster declares (the cleanup deletes up to it).
-const MAX_SHARDS: u16 = 256;
 
 impl Vhost {
     pub fn new() -> Vhost {
         services::assert_enabled(&[Tier::Rabbitmq, Tier::Cluster], "RabbitMQ");
+        // Named after this process: scripts/test deletes those whose process
+        // is gone (a run that was killed).
         let uuid = uuid::Uuid::new_v4().simple().to_string();
-        Vhost {
-            name: run_vhost().to_owned(),
-            namespace: format!("t{}", &uuid[..16]),
-        }
+        let name = format!("cardio-test-{}-{}", std::process::id(), &uuid[..12]);
+        make_vhost(&name);
+        Vhost { name }
     }
 
     pub fn url(&self) -> String {
-        let url = services::with_path(&services::amqp_url(), &self.name);
-        let join = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{join}namespace={}", self.namespace)
+        services::with_path(&services::amqp_url(), &self.name)
     }
 
     pub async fn bus(&self, options: BusOptions) -> AmqpBus {
@@ -121,52 +98,15 @@ impl Vhost {
 }
 
 impl Drop for Vhost {
-    /// Deletes the namespace's queues and exchanges (RabbitMQ deletes what
-    /// is not there without complaint), on a thread of its own: the test's
-    /// runtime may be gone or busy.
     fn drop(&mut self) {
-        let (url, ns) = (self.url(), self.namespace.clone());
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-                let connect =
-                    lapin::Connection::connect(&url, lapin::ConnectionProperties::default());
-                let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(10), connect).await
-                else {
-                    return; // the broker is away: scripts/test deletes the run's vhost
-                };
-                let Ok(ch) = conn.create_channel().await else {
-                    return;
-                };
-                let queues = (0..MAX_SHARDS)
-                    .map(|n| format!("{ns}.shard.{n}"))
-                    .chain([format!("{ns}.dead-letters")]);
-                let deletes = queues.map(|q| {
-                    let ch = ch.clone();
-                    async move {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                });
-                futures_util::future::join_all(deletes).await;
-                for x in ["shards", "events", "dlx"] {
-                    let name = format!("{ns}.{x}");
-                    let _ = ch
-                        .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                        .await;
-                }
-                let _ = conn.close(0, "test done".into()).await;
-            });
-        });
-        let _ = cleanup.join();
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
     }
 }
 
+/// Makes `name`, open to the broker user of `CARDIO_TEST_AMQP_URL`, with one
+/// `rabbitmqctl` call (a definitions import: vhost and permissions at once).
 fn make_vhost(name: &str) {
     let url = services::amqp_url();
     let user = services::user(&url).unwrap_or("guest");
@@ -250,10 +190,7 @@ impl Proxy {
     pub fn url(&self, vhost: &Vhost) -> String {
         let url = services::amqp_url();
         let user = services::user_info(&url).map_or(String::new(), |u| format!("{u}@"));
-        format!(
-            "amqp://{user}127.0.0.1:{}/{}?namespace={}",
-            self.port, vhost.name, vhost.namespace
-        )
+        format!("amqp://{user}127.0.0.1:{}/{}", self.port, vhost.name)
     }
 
     /// Closes every connection through the proxy and refuses new ones.

@@ -14,6 +14,7 @@ use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 
+use super::topology::{DLX, SHARDS_EXCHANGE};
 use super::{broker_err, s, Inner};
 use crate::bus::{Acker, BusError, Nacked};
 
@@ -83,13 +84,7 @@ impl Acker for AmqpAcker {
                 .with_delivery_mode(2)
                 .with_headers(headers);
             self.inner
-                .publish_confirmed(
-                    &self.inner.names.shards_exchange(),
-                    &shard.to_string(),
-                    &self.body,
-                    props,
-                    true,
-                )
+                .publish_confirmed(SHARDS_EXCHANGE, &shard.to_string(), &self.body, props, true)
                 .await?;
             settled(self.acker.ack(BasicAckOptions::default()).await)?;
             return Ok(Nacked::Requeued);
@@ -122,7 +117,7 @@ impl Acker for AmqpAcker {
         // Set aside durably first; only then take it off its queue. A failure
         // in between redelivers it (and it is dead-lettered again: harmless).
         self.inner
-            .publish_confirmed(&self.inner.names.dlx(), "", &self.body, props, true)
+            .publish_confirmed(DLX, "", &self.body, props, true)
             .await?;
         settled(self.acker.ack(BasicAckOptions::default()).await)
     }

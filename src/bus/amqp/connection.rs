@@ -97,7 +97,7 @@ impl Inner {
         .await
         .map_err(broker_err)?;
         let topology = conn.create_channel().await.map_err(broker_err)?;
-        declare_topology(&topology, &self.names, &self.options).await?;
+        declare_topology(&topology, &self.options).await?;
         let _ = topology.close(200, s("topology declared")).await;
         let publisher = new_publisher(&conn).await?;
         Ok((Arc::new(conn), publisher))

@@ -17,6 +17,7 @@ use lapin::Channel;
 
 use super::ack::AmqpAcker;
 use super::connection::Attempt;
+use super::topology::{shard_queue, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE};
 use super::{broker_err, s, Inner};
 use crate::bus::{BusError, DeadLetterInfo, Delivery, DeliveryInfo, Source, Subscription};
 
@@ -53,17 +54,16 @@ impl AmqpSource {
     /// Opens a channel and consumes (again), retrying while the broker is away.
     async fn attach(&mut self) -> Result<(), BusError> {
         let (what, prefetch) = (self.what.clone(), self.prefetch);
-        let names = self.inner.names.clone();
         let attached = self
             .inner
             .with_retry("consume", |live| {
-                let (what, names) = (what.clone(), names.clone());
+                let what = what.clone();
                 async move {
                     let retry = |e: lapin::Error| Attempt::Retry(broker_err(e));
                     let ch = live.conn.create_channel().await.map_err(retry)?;
                     let queue = match &what {
-                        Consumes::Shard(n) => names.shard_queue(*n),
-                        Consumes::DeadLetters => names.dead_letters(),
+                        Consumes::Shard(n) => shard_queue(*n),
+                        Consumes::DeadLetters => DEAD_LETTER_QUEUE.to_owned(),
                         Consumes::Events(pattern) => {
                             let q = ch
                                 .queue_declare(
@@ -80,7 +80,7 @@ impl AmqpSource {
                             let name = q.name().as_str().to_owned();
                             ch.queue_bind(
                                 s(&name),
-                                s(&names.events_exchange()),
+                                s(EVENTS_EXCHANGE),
                                 s(pattern),
                                 QueueBindOptions::default(),
                                 FieldTable::default(),

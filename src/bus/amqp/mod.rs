@@ -51,8 +51,9 @@ use super::{Bus, BusError, BusOptions, Envelope, Subscription};
 use crate::address::shard_of;
 use consume::{AmqpSource, Consumes};
 use publish::persistent;
+use topology::{EVENTS_EXCHANGE, SHARDS_EXCHANGE};
 
-pub use topology::{Names, DEFAULT_NAMESPACE};
+pub use topology::{shard_queue, DEAD_LETTER_QUEUE};
 
 /// See the module docs.
 pub struct AmqpBus {
@@ -61,8 +62,6 @@ pub struct AmqpBus {
 
 struct Inner {
     url: String,
-    /// Exchange and queue names, under the URL's namespace.
-    names: Names,
     described: String,
     options: BusOptions,
     /// How long `send`/`publish` keep trying while the broker is away.
@@ -118,8 +117,6 @@ fn s(v: &str) -> ShortString {
 impl AmqpBus {
     /// Connects to the broker at `url` and declares the topology.
     pub async fn connect(url: &str, options: BusOptions) -> Result<AmqpBus, BusError> {
-        // Before the runtime exists: dropping one inside async code panics.
-        let names = Names::of_url(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cardio-amqp")
@@ -128,7 +125,6 @@ impl AmqpBus {
             .map_err(broker_err)?;
         let inner = Arc::new(Inner {
             url: url.to_owned(),
-            names,
             described: crate::redact::SecretUrl::new(url).to_string(),
             options,
             retry_for: Duration::from_secs(60),
@@ -170,7 +166,7 @@ impl Bus for AmqpBus {
         let body = env.encode();
         self.inner
             .publish_confirmed(
-                &self.inner.names.shards_exchange(),
+                SHARDS_EXCHANGE,
                 &shard.to_string(),
                 &body,
                 persistent(&env.id.to_string()),
@@ -186,13 +182,7 @@ impl Bus for AmqpBus {
             .with_message_id(s(&env.id.to_string()))
             .with_content_type(s("application/json"));
         self.inner
-            .publish_confirmed(
-                &self.inner.names.events_exchange(),
-                topic,
-                &body,
-                props,
-                false,
-            )
+            .publish_confirmed(EVENTS_EXCHANGE, topic, &body, props, false)
             .await
     }
 
