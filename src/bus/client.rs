@@ -102,7 +102,7 @@ impl Requester {
         let waiting: Waiting = Arc::new(DashMap::new());
         let w = Arc::clone(&waiting);
         let task = tokio::spawn(async move {
-            while let Some((env, _)) = sub.next_event::<serde::de::IgnoredAny>().await {
+            while let Some(env) = sub.next_envelope().await {
                 if let Some((_, tx)) = env.correlation_id.and_then(|id| w.remove(&id)) {
                     let _ = tx.send(env);
                 }

@@ -89,13 +89,9 @@ impl Events {
 
     /// Queues `event` on `topic`, under its wire name.
     pub fn publish<E: BusEvent>(&self, topic: &str, event: &E) {
-        self.emit(topic, event.msg_type(), event)
-    }
-
-    /// Queues `payload` as a `msg_type` event on `topic` (prefer [`Self::publish`]).
-    pub fn emit<T: Serialize>(&self, topic: &str, msg_type: &str, payload: &T) {
         let Some(tx) = &self.tx else { return };
-        let env = match Envelope::new(msg_type, payload) {
+        let msg_type = event.msg_type();
+        let env = match Envelope::new(msg_type, event) {
             Ok(env) => env,
             Err(e) => {
                 tracing::warn!(error = %e, msg_type, "event not encodable");

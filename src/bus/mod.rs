@@ -209,10 +209,7 @@ impl Subscription {
     /// version) is skipped with a warning naming the type, never mis-read.
     /// `None` once the subscription is closed.
     pub async fn next_of<E: BusEvent>(&mut self) -> Option<(Envelope, E)> {
-        while let Some(delivery) = self.next().await {
-            let env = delivery.envelope();
-            let _ = delivery.ack().await;
-            let Ok(env) = env else { continue };
+        while let Some(env) = self.next_envelope().await {
             if !E::carried_by(&env.msg_type) {
                 continue;
             }
@@ -228,17 +225,15 @@ impl Subscription {
         None
     }
 
-    /// The next event whose payload decodes as `T`, with its envelope.
-    /// Events are best effort, so each delivery is acknowledged on receipt;
-    /// one that is not an envelope, or whose payload is not a `T`, is
-    /// skipped. `None` once the subscription is closed.
-    pub async fn next_event<T: serde::de::DeserializeOwned>(&mut self) -> Option<(Envelope, T)> {
+    /// The next event's envelope, whatever its type. Events are best
+    /// effort, so each delivery is acknowledged on receipt; one that is not
+    /// an envelope is skipped. `None` once the subscription is closed.
+    pub async fn next_envelope(&mut self) -> Option<Envelope> {
         while let Some(delivery) = self.next().await {
             let env = delivery.envelope();
             let _ = delivery.ack().await;
-            let Ok(env) = env else { continue };
-            if let Ok(payload) = serde_json::from_str(env.payload.get()) {
-                return Some((env, payload));
+            if let Ok(env) = env {
+                return Some(env);
             }
         }
         None

@@ -873,10 +873,7 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
     );
     // The restart is logged by kind at info level, without the actor's id.
     let log = node.log();
-    let info: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.contains(r#""level":"DEBUG""#) && !l.contains(r#""level":"TRACE""#))
-        .collect();
+    let info = info_and_above(&log);
     assert!(
         info.iter()
             .any(|l| l.contains("actor restarted on request")),
@@ -884,6 +881,14 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
     );
     assert!(!info.iter().any(|l| l.contains(id.as_str())), "{info:#?}");
     drop(node);
+}
+
+/// The lines of a node's JSON log at info level or above (test nodes also
+/// log debug lines, which may name ids).
+fn info_and_above(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| !l.contains(r#""level":"DEBUG""#) && !l.contains(r#""level":"TRACE""#))
+        .collect()
 }
 
 #[actix_rt::test]
@@ -1212,10 +1217,7 @@ async fn a_patients_connection_closes_when_their_session_logs_off() {
     // test node also logs debug lines, which may name it).
     let log = node.log();
     assert!(log.contains("automatic logoff after inactivity"), "{log}");
-    let info: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.contains(r#""level":"DEBUG""#) && !l.contains(r#""level":"TRACE""#))
-        .collect();
+    let info = info_and_above(&log);
     assert!(
         !info.iter().any(|l| l.contains("p-1")),
         "a patient id at info level or above: {info:#?}"
