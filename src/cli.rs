@@ -140,6 +140,8 @@ enum AuditCommand {
 
 /// Runs the command line; returns the process exit code.
 pub fn run() -> ExitCode {
+    // One TLS stack: ring, for every library that asks rustls for its default.
+    crate::tls::install_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
@@ -187,8 +189,13 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         config.log_format,
         &config.log_filter,
         config.otlp_endpoint.as_ref(),
+        config.otlp_ca_file.as_deref(),
         &config.node_id,
     );
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("invalid configuration: otlp_endpoint: {e}")),
+    };
     let system = actix_rt::System::new();
     let exit = system.block_on(async move {
         match Node::build(config).await {

@@ -86,8 +86,40 @@ pub struct Config {
     /// `memory://` (embedded) or `amqp://...` (cluster).
     pub bus_url: SecretUrl,
     /// `sqlite://data/cardio.db` (embedded, created on first run) or
-    /// `postgres://...` (production).
+    /// `postgres://...` (production). TLS to PostgreSQL is set in the URL,
+    /// with libpq's parameters: `sslmode=verify-full&sslrootcert=ca.pem`
+    /// (and `sslcert=`/`sslkey=` for a client certificate); checked at start.
     pub database_url: SecretUrl,
+    // TLS (issue 13, item 1). Files are PEM; each is read and checked at
+    // start, and a setting that asks for TLS that cannot be honoured is
+    // refused (exit code 2), never downgraded.
+    /// The certificate chain the HTTP API (and WebSocket) serves HTTPS with,
+    /// with `tls_key_file`; `None`: plain HTTP. Re-read on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA bundle other nodes' certificates are verified with when this
+    /// node (serving HTTPS) forwards a request to them; `None`: the public
+    /// roots. A peer's certificate must name its `advertise_addr` host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_peer_ca_file: Option<PathBuf>,
+    /// With `amqps://`: the CA bundle the broker's certificate is verified
+    /// against; `None`: the public roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_ca_file: Option<PathBuf>,
+    /// With `amqps://`: a client certificate for the broker (with
+    /// `bus_client_key_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_client_cert_file: Option<PathBuf>,
+    /// The private key of `bus_client_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_client_key_file: Option<PathBuf>,
+    /// With an `https://` `otlp_endpoint`: the CA bundle the collector's
+    /// certificate is verified against; `None`: the public roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_ca_file: Option<PathBuf>,
     pub log_format: LogFormat,
     /// A tracing filter (`info`, `cardio=debug,info`).
     pub log_filter: String,
@@ -206,6 +238,13 @@ impl Default for Config {
             advertise_addr: None,
             bus_url: SecretUrl::new("memory://"),
             database_url: SecretUrl::new("sqlite://data/cardio.db"),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_peer_ca_file: None,
+            bus_ca_file: None,
+            bus_client_cert_file: None,
+            bus_client_key_file: None,
+            otlp_ca_file: None,
             log_format: LogFormat::Pretty,
             log_filter: "info".into(),
             shutdown_grace: Duration::from_secs(20),
@@ -361,7 +400,10 @@ impl Config {
             }
         }
         if !matches!(self.bus_url.scheme(), "memory" | "amqp" | "amqps") {
-            let why = format!("{} must start with memory:// or amqp://", self.bus_url);
+            let why = format!(
+                "{} must start with memory://, amqp:// or amqps://",
+                self.bus_url
+            );
             return refuse("bus_url", why);
         }
         if !matches!(
@@ -479,15 +521,84 @@ impl Config {
                 "must be at least 32 bytes (a random key)".into(),
             );
         }
-        // No TLS stack is built in for the exporter: a collector next to the
-        // node (sidecar, DaemonSet) over plain HTTP.
         if self
             .otlp_endpoint
             .as_ref()
-            .is_some_and(|u| u.scheme() != "http")
+            .is_some_and(|u| !matches!(u.scheme(), "http" | "https"))
         {
-            let why = "expected an http:// URL (OTLP over HTTP; TLS is not built in)";
+            let why = "expected an http:// or https:// URL (OTLP over HTTP)";
             return refuse("otlp_endpoint", why.into());
+        }
+        // TLS (issue 13, item 1): every file a TLS setting names loads, and
+        // no setting asks for TLS on a hop that would not use it.
+        if let Err((setting, why)) = self.check_tls() {
+            return refuse(setting, why);
+        }
+        Ok(())
+    }
+
+    /// The TLS settings' checks (see [`Config::validate`]).
+    fn check_tls(&self) -> Result<(), (&'static str, String)> {
+        use crate::tls;
+        let pair = tls::pair(
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            ("tls_cert_file", "tls_key_file"),
+        )
+        .map_err(|e| ("tls_cert_file", e))?;
+        if let Some((cert, key)) = pair {
+            tls::certified_key(cert, key).map_err(|e| ("tls_cert_file", e.to_string()))?;
+        }
+        if let Some(ca) = &self.tls_peer_ca_file {
+            if pair.is_none() {
+                let why = "is set but this node does not serve HTTPS (no tls_cert_file)";
+                return Err(("tls_peer_ca_file", why.into()));
+            }
+            tls::load_roots(ca).map_err(|e| ("tls_peer_ca_file", e.to_string()))?;
+        }
+        let amqps = self.bus_url.scheme() == "amqps";
+        let bus_identity = tls::pair(
+            self.bus_client_cert_file.as_deref(),
+            self.bus_client_key_file.as_deref(),
+            ("bus_client_cert_file", "bus_client_key_file"),
+        )
+        .map_err(|e| ("bus_client_cert_file", e))?;
+        let bus_tls_set = self.bus_ca_file.is_some() || bus_identity.is_some();
+        if bus_tls_set && !amqps {
+            let why = format!(
+                "bus TLS files are set but bus_url is {}: use amqps://",
+                self.bus_url
+            );
+            return Err(("bus_url", why));
+        }
+        if amqps {
+            tls::client_config(self.bus_ca_file.as_deref(), bus_identity).map_err(|e| {
+                let setting = match &e {
+                    tls::TlsError::Read { path, .. }
+                    | tls::TlsError::NoCertificate { path }
+                    | tls::TlsError::Invalid { path, .. }
+                        if Some(path) == self.bus_ca_file.as_ref() =>
+                    {
+                        "bus_ca_file"
+                    }
+                    _ => "bus_client_cert_file",
+                };
+                (setting, e.to_string())
+            })?;
+        }
+        if matches!(self.database_url.scheme(), "postgres" | "postgresql") {
+            tls::check_postgres_url(self.database_url.expose()).map_err(|e| ("database_url", e))?;
+        }
+        let https_otlp = self
+            .otlp_endpoint
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
+        if let Some(ca) = &self.otlp_ca_file {
+            if !https_otlp {
+                let why = "is set but otlp_endpoint is not an https:// URL";
+                return Err(("otlp_ca_file", why.into()));
+            }
+            tls::load_roots(ca).map_err(|e| ("otlp_ca_file", e.to_string()))?;
         }
         Ok(())
     }

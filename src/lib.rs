@@ -50,3 +50,4 @@ pub mod store;
 pub mod supervisors;
 pub mod synthetic;
 pub mod telemetry;
+pub mod tls;

@@ -65,8 +65,17 @@ pub fn tracing_on() -> bool {
 /// `otlp`: the collector's base URL (`/v1/traces` is appended unless the path
 /// already ends so); it may carry credentials, so it is never printed whole. The protocol is OTLP/HTTP with protobuf, or JSON when
 /// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`; batching follows the standard
-/// `OTEL_BSP_*` variables.
-pub fn init(format: LogFormat, filter: &str, otlp: Option<&SecretUrl>, node: &str) -> Telemetry {
+/// `OTEL_BSP_*` variables. An `https://` collector is verified against
+/// `otlp_ca` (a PEM CA file) or the public roots, over rustls with ring; if
+/// that cannot be set up this fails (the node must not start), where a plain
+/// exporter that fails to build only means traces are not exported.
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    otlp: Option<&SecretUrl>,
+    otlp_ca: Option<&std::path::Path>,
+    node: &str,
+) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans only, and cardio's own at info and above, whatever the log
     // filter: log events stay out of traces (their fields may name ids).
@@ -75,8 +84,11 @@ pub fn init(format: LogFormat, filter: &str, otlp: Option<&SecretUrl>, node: &st
     });
     // Spans get OpenTelemetry ids when they are exported or logged as JSON.
     let provider = match (otlp, format) {
-        (Some(url), _) => match exporting_provider(url, node) {
+        (Some(url), _) => match exporting_provider(url, otlp_ca, node) {
             Ok(p) => Some(p),
+            Err(e) if url.scheme() == "https" => {
+                return Err(format!("cannot export traces over https: {e}"))
+            }
             Err(e) => {
                 eprintln!("cardio: traces will not be exported: {e}");
                 Some(local_provider(node))
@@ -122,9 +134,9 @@ pub fn init(format: LogFormat, filter: &str, otlp: Option<&SecretUrl>, node: &st
         let _ = DISPATCH.set(weak);
         TRACING.store(traced, std::sync::atomic::Ordering::Relaxed);
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        Telemetry { provider }
+        Ok(Telemetry { provider })
     } else {
-        Telemetry { provider: None }
+        Ok(Telemetry { provider: None })
     }
 }
 
@@ -149,17 +161,42 @@ fn local_provider(node: &str) -> SdkTracerProvider {
         .build()
 }
 
-fn exporting_provider(url: &SecretUrl, node: &str) -> Result<SdkTracerProvider, String> {
-    use opentelemetry_otlp::WithExportConfig;
+/// opentelemetry-otlp's blocking reqwest client, on rustls with ring and
+/// `ca` (or the public roots): reqwest's own rustls would bring aws-lc-rs.
+fn https_client(ca: Option<&std::path::Path>) -> Result<reqwest::blocking::Client, String> {
+    let tls = crate::tls::client_config(ca, None).map_err(|e| e.to_string())?;
+    // A blocking client starts a runtime of its own: build it off any runtime.
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .build()
+            .map_err(|e| format!("cannot build the https client: {e}"))
+    })
+    .join()
+    .map_err(|_| "building the https client panicked".to_owned())?
+}
+
+fn exporting_provider(
+    url: &SecretUrl,
+    ca: Option<&std::path::Path>,
+    node: &str,
+) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let base = url.expose().trim_end_matches('/');
     let endpoint = if base.ends_with("/v1/traces") {
         base.to_owned()
     } else {
         format!("{base}/v1/traces")
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_endpoint(endpoint.clone())
+        .with_endpoint(endpoint.clone());
+    if url.scheme() == "https" {
+        builder = builder.with_http_client(https_client(ca)?);
+    }
+    let exporter = builder
         .build()
         // The exporter's error quotes the endpoint, credentials and all.
         .map_err(|e| {

@@ -30,6 +30,9 @@ pub struct Deps {
     pub subscriptions: Arc<dashmap::DashMap<String, usize>>,
     /// The node's alarm settings: a patient's start from them.
     pub alarms: crate::domain::alarm::AlarmSettings,
+    /// When this node serves HTTPS: the TLS client configuration requests
+    /// forwarded to other nodes use (https, peers verified); `None`: http.
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, ApiError> {

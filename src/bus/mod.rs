@@ -289,8 +289,29 @@ impl Default for BusOptions {
     }
 }
 
+/// TLS for an `amqps://` bus: the CA bundle the broker is verified against
+/// (besides the public roots) and an optional client certificate, all PEM.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BusTls {
+    /// PEM CA certificates; `None`: the public roots only.
+    pub ca_pem: Option<String>,
+    /// PEM certificate chain and PEM private key of a client certificate.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Opens the bus named by `url`.
 pub async fn connect(url: &str, options: BusOptions) -> Result<Arc<dyn Bus>, BusError> {
+    connect_with_tls(url, options, BusTls::default()).await
+}
+
+/// Opens the bus named by `url`; an `amqps://` URL verifies the broker with
+/// `tls` (an `amqp://` URL ignores it: configuration refuses TLS settings
+/// with a plain URL).
+pub async fn connect_with_tls(
+    url: &str,
+    options: BusOptions,
+    tls: BusTls,
+) -> Result<Arc<dyn Bus>, BusError> {
     let scheme = url
         .split_once("://")
         .map(|(s, _)| s)
@@ -298,7 +319,7 @@ pub async fn connect(url: &str, options: BusOptions) -> Result<Arc<dyn Bus>, Bus
     let (inner, backend): (Arc<dyn Bus>, &'static str) = match scheme {
         "memory" => (Arc::new(memory::MemoryBus::new(options)), "memory"),
         "amqp" | "amqps" => (
-            Arc::new(amqp::AmqpBus::connect(url, options).await?),
+            Arc::new(amqp::AmqpBus::connect_with_tls(url, options, tls).await?),
             "amqp",
         ),
         other => return Err(BusError::UnsupportedScheme(other.to_owned())),

@@ -199,7 +199,7 @@ fn ops_settings_are_checked() {
         ("CARDIO_ADVERTISE_ADDR", "http://10.0.0.7:8080"),
         ("CARDIO_ADVERTISE_ADDR", "10.0.0.7"),
         ("CARDIO_OTLP_ENDPOINT", "otel-collector:4318"),
-        ("CARDIO_OTLP_ENDPOINT", "https://otel-collector:4318"),
+        ("CARDIO_OTLP_ENDPOINT", "ftp://otel-collector:4318"),
     ] {
         let err = Config::load(None, &env(&[(key, value)])).unwrap_err();
         assert!(err.to_string().contains(key), "{err}");
@@ -397,7 +397,7 @@ fn errors_about_a_secret_never_quote_it() {
         ("CARDIO_BUS_URL", "kafka://u:Pw0rd@h/vhost", "Pw0rd"),
         (
             "CARDIO_OTLP_ENDPOINT",
-            "https://user:otlp-t0ken@collector:4318",
+            "ftp://user:otlp-t0ken@collector:4318",
             "otlp-t0ken",
         ),
         (
@@ -470,4 +470,84 @@ fn a_redacted_secret_fed_back_is_refused_not_used() {
     )
     .unwrap();
     assert_eq!(again, c);
+}
+
+/// TLS settings (issue 13, item 1): a setting that asks for TLS that cannot
+/// be honoured is refused, naming the setting.
+#[test]
+fn tls_settings_that_cannot_be_honoured_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let junk = junk.to_str().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("CARDIO_TLS_CERT_FILE", "/nonexistent/cert.pem")],
+            "CARDIO_TLS_CERT_FILE",
+        ),
+        (
+            &[
+                ("CARDIO_TLS_CERT_FILE", junk),
+                ("CARDIO_TLS_KEY_FILE", junk),
+            ],
+            "CARDIO_TLS_CERT_FILE",
+        ),
+        (
+            &[("CARDIO_TLS_PEER_CA_FILE", junk)],
+            "CARDIO_TLS_PEER_CA_FILE",
+        ),
+        (
+            &[
+                ("CARDIO_BUS_URL", "amqps://h/%2f"),
+                ("CARDIO_BUS_CA_FILE", junk),
+            ],
+            "CARDIO_BUS_CA_FILE",
+        ),
+        (
+            &[
+                ("CARDIO_BUS_URL", "amqp://h/%2f"),
+                ("CARDIO_BUS_CA_FILE", junk),
+            ],
+            "CARDIO_BUS_URL",
+        ),
+        (
+            &[
+                ("CARDIO_BUS_URL", "amqps://h/%2f"),
+                ("CARDIO_BUS_CLIENT_CERT_FILE", junk),
+            ],
+            "CARDIO_BUS_CLIENT_CERT_FILE",
+        ),
+        (
+            &[("CARDIO_DATABASE_URL", "postgres://h/db?sslmode=verify-full")],
+            "CARDIO_DATABASE_URL",
+        ),
+        (
+            &[
+                ("CARDIO_OTLP_ENDPOINT", "http://c:4318"),
+                ("CARDIO_OTLP_CA_FILE", junk),
+            ],
+            "CARDIO_OTLP_CA_FILE",
+        ),
+        (
+            &[
+                ("CARDIO_OTLP_ENDPOINT", "https://c:4318"),
+                ("CARDIO_OTLP_CA_FILE", junk),
+            ],
+            "CARDIO_OTLP_CA_FILE",
+        ),
+    ];
+    for (pairs, named) in cases {
+        let err = Config::load(None, &env(pairs)).unwrap_err().to_string();
+        assert!(err.starts_with(named), "{pairs:?}: {err}");
+    }
+    // amqps with the public roots and https OTLP without a CA file are fine.
+    let c = Config::load(
+        None,
+        &env(&[
+            ("CARDIO_BUS_URL", "amqps://h/%2f"),
+            ("CARDIO_OTLP_ENDPOINT", "https://c:4318"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.bus_url.scheme(), "amqps");
 }

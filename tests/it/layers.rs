@@ -322,7 +322,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "settings and observability",
-        &["config", "telemetry", "metrics"],
+        &["config", "telemetry", "metrics", "tls"],
     ),
     ("the actor runtime", &["supervisors"]),
     ("transport, state, identity", &["bus", "store", "auth"]),

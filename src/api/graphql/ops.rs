@@ -146,11 +146,24 @@ pub struct AuditEntryGql {
 }
 
 /// Fetches node `addr`'s supervision tree over HTTP on the caller's behalf.
-async fn remote_tree(addr: &str, bearer: Option<String>) -> Option<crate::supervisors::TreeView> {
+/// Over https (peers verified with `tls`) when this node serves HTTPS: the
+/// caller's bearer token never crosses the network in clear.
+async fn remote_tree(
+    addr: &str,
+    bearer: Option<String>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Option<crate::supervisors::TreeView> {
     // awc lives on this worker's thread: fetch there.
-    let url = format!("http://{addr}/debug/tree");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/debug/tree");
     let fetched = actix_rt::spawn(async move {
-        let mut req = awc::Client::new().get(url);
+        let client = match tls {
+            Some(tls) => awc::Client::builder()
+                .connector(awc::Connector::new().rustls_0_23(tls))
+                .finish(),
+            None => awc::Client::new(),
+        };
+        let mut req = client.get(url);
         if let Some(b) = &bearer {
             req = req.insert_header(("authorization", format!("Bearer {b}")));
         }
@@ -195,7 +208,7 @@ impl OpsQuery {
             for n in view.nodes.iter().filter(|n| {
                 n.id != d.node_id && (wanted == "*" || n.id == wanted) && n.status == "up"
             }) {
-                match remote_tree(&n.addr, bearer.clone()).await {
+                match remote_tree(&n.addr, bearer.clone(), d.peer_tls.clone()).await {
                     Some(t) => flatten(&n.id, &t, None, &mut out),
                     None => {
                         tracing::warn!(node = %n.id, "a node did not answer with its tree");

@@ -89,9 +89,10 @@ impl Inner {
     }
 
     async fn connect(&self) -> Result<(Arc<Connection>, Channel), BusError> {
-        let conn = Connection::connect_with_runtime(
+        let conn = Connection::connect_with_config(
             &self.url,
             ConnectionProperties::default(),
+            self.tls.clone(),
             async_rs::Runtime::tokio_with_handle(self.runtime.handle()),
         )
         .await

@@ -62,6 +62,8 @@ pub struct AmqpBus {
 
 struct Inner {
     url: String,
+    /// amqps: the CA and client certificate (unused with amqp://).
+    tls: lapin::tcp::OwnedTLSConfig,
     described: String,
     options: BusOptions,
     /// How long `send`/`publish` keep trying while the broker is away.
@@ -117,6 +119,15 @@ fn s(v: &str) -> ShortString {
 impl AmqpBus {
     /// Connects to the broker at `url` and declares the topology.
     pub async fn connect(url: &str, options: BusOptions) -> Result<AmqpBus, BusError> {
+        Self::connect_with_tls(url, options, super::BusTls::default()).await
+    }
+
+    /// [`AmqpBus::connect`], verifying an `amqps://` broker with `tls`.
+    pub async fn connect_with_tls(
+        url: &str,
+        options: BusOptions,
+        tls: super::BusTls,
+    ) -> Result<AmqpBus, BusError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cardio-amqp")
@@ -125,6 +136,12 @@ impl AmqpBus {
             .map_err(broker_err)?;
         let inner = Arc::new(Inner {
             url: url.to_owned(),
+            tls: lapin::tcp::OwnedTLSConfig {
+                identity: tls
+                    .identity
+                    .map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 { pem, key }),
+                cert_chain: tls.ca_pem,
+            },
             described: crate::redact::SecretUrl::new(url).to_string(),
             options,
             retry_for: Duration::from_secs(60),
