@@ -203,9 +203,10 @@ pub fn pair<'a>(
 /// an `sslrootcert` that loads, a root or client certificate with
 /// `sslmode=disable`, or files that do not load are refused.
 pub fn check_postgres_url(url: &str) -> Result<PgTls, String> {
-    let parsed = url::Url::parse(url).map_err(|_| "not a valid URL".to_owned())?;
+    // Only the query: the rest (which may not even parse) is sqlx's to read.
+    let query = url.split_once('?').map_or("", |(_, q)| q);
     let mut tls = PgTls::default();
-    for (k, v) in parsed.query_pairs() {
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "sslmode" | "ssl-mode" => tls.mode = Some(v.into_owned()),
             "sslrootcert" | "ssl-root-cert" => tls.root = Some(PathBuf::from(v.as_ref())),

@@ -73,10 +73,23 @@ fn defaults_run_a_single_embedded_node() {
     assert_eq!(c.validate(), Ok(()));
 }
 
+/// The TLS settings (issue 13, item 1): files, checked when loaded
+/// (`tls_settings_that_cannot_be_honoured_are_refused`).
+const TLS_SETTINGS: &[&str] = &[
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_peer_ca_file",
+    "bus_ca_file",
+    "bus_client_cert_file",
+    "bus_client_key_file",
+    "otlp_ca_file",
+];
+
 #[test]
 fn the_settings_are_exactly_the_keys_and_variables_there_always_were() {
     let mut names: Vec<&str> = setting_names().to_vec();
     let mut old: Vec<&str> = OLD_SETTINGS.iter().map(|(k, _)| *k).collect();
+    old.extend(TLS_SETTINGS);
     names.sort_unstable();
     old.sort_unstable();
     assert_eq!(names, old);

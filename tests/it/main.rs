@@ -65,3 +65,4 @@ mod store;
 mod supervision;
 mod support;
 mod tiers;
+mod tls;
