@@ -42,7 +42,11 @@ ENV CARDIO_HTTP_ADDR=0.0.0.0:8080 \
     CARDIO_LOG_FORMAT=json
 EXPOSE 8080
 USER 10001:10001
-# No HEALTHCHECK: the image has no shell or curl to run one, and Kubernetes
-# uses its own probes (GET /healthz, GET /readyz on 8080).
+# The image has no shell or curl: the binary probes itself (`cardio probe`:
+# GET /healthz on 127.0.0.1 at CARDIO_HTTP_ADDR's port, https when
+# CARDIO_TLS_CERT_FILE is set, verified with CARDIO_TLS_PEER_CA_FILE).
+# Kubernetes ignores HEALTHCHECK and uses its own probes (k8s/).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["/usr/local/bin/cardio", "probe"]
 ENTRYPOINT ["/usr/local/bin/cardio"]
 CMD ["serve"]

@@ -74,6 +74,17 @@ enum Command {
     /// devices streaming vitals, live consults, clinicians watching alerts.
     /// Mints tokens with the nodes' key (CARDIO_JWT_SECRET or RS256 settings).
     Simulate(SimulateArgs),
+    /// Ask this host's node whether it is healthy (the image's HEALTHCHECK):
+    /// GET /healthz on 127.0.0.1 at the port of `http_addr`, over https
+    /// (verified with `tls_peer_ca_file`, as the `advertise_addr` host or
+    /// `localhost`) when the node serves TLS. Exit 0 on 200, else 1.
+    Probe {
+        /// The path to ask (`/readyz` for readiness).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// The PHI audit trail.
     Audit {
         #[command(subcommand)]
@@ -158,6 +169,7 @@ pub fn run() -> ExitCode {
             command: AuditCommand::Verify { config },
         } => audit_verify(config),
         Command::Simulate(args) => simulate(args),
+        Command::Probe { path, config } => probe(&path, config),
         Command::Schema => {
             print!("{}", crate::api::graphql::sdl());
             ExitCode::SUCCESS
@@ -209,6 +221,63 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "node failed to start");
             fail(&format!("{e:#}"))
+        }
+    }
+}
+
+fn probe(path: &str, file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let port = config.http_addr.port();
+    let ip = match config.http_addr.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let tls = match &config.tls_cert_file {
+        Some(_) => match crate::tls::client_config(config.tls_peer_ca_file.as_deref(), None) {
+            Ok(c) => Some(std::sync::Arc::new(c)),
+            Err(e) => return fail(&format!("tls_peer_ca_file: {e}")),
+        },
+        None => None,
+    };
+    // The name the certificate must carry: the advertised host, or localhost.
+    let host = config
+        .advertise_addr
+        .as_deref()
+        .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_owned()))
+        .filter(|_| tls.is_some())
+        .unwrap_or_else(|| "localhost".into());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{port}{path}");
+    let outcome = actix_rt::System::new().block_on(async move {
+        let client = match tls {
+            Some(tls) => awc::Client::builder()
+                .connector(awc::Connector::new().rustls_0_23(tls))
+                .timeout(std::time::Duration::from_secs(5))
+                .finish(),
+            None => awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .finish(),
+        };
+        match client
+            .get(&url)
+            .address(std::net::SocketAddr::new(ip, port))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{url} answered {}", r.status())),
+            Err(e) => Err(format!("cannot reach {url}: {e}")),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cardio: unhealthy: {e}");
+            ExitCode::from(1)
         }
     }
 }

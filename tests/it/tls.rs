@@ -106,11 +106,16 @@ fn presented_certificate(port: u16, ca: &Path) -> Vec<u8> {
 async fn the_api_and_websocket_are_served_over_https_and_the_certificate_reloads_on_sighup() {
     let pki = make_pki("cardio test CA");
     let node = https_node(&pki);
-    let line = node
-        .stdout_lines()
-        .into_iter()
-        .find(|l| l.contains("\"listening\""))
-        .unwrap();
+    let line = poll_until_blocking(
+        "the listening line in the log",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || {
+            node.stdout_lines()
+                .into_iter()
+                .find(|l| l.contains("\"listening\""))
+        },
+    );
     assert!(line.contains("\"scheme\":\"https\""), "{line}");
     let base = format!("https://localhost:{}", port(&node));
 
@@ -172,6 +177,24 @@ async fn the_api_and_websocket_are_served_over_https_and_the_certificate_reloads
     assert_eq!(next["type"], "next", "{next}");
     assert_eq!(next["payload"]["data"]["__typename"], "Query", "{next}");
     let _ = socket.send(ws::Message::Close(None)).await;
+
+    // `cardio probe` (the image's HEALTHCHECK) speaks https to it, verified
+    // with the peer CA; without the CA it fails.
+    let probe = |ca: &Path| {
+        Command::new(BIN)
+            .arg("probe")
+            .env_clear()
+            .env("CARDIO_HTTP_ADDR", format!("0.0.0.0:{}", port(&node)))
+            .env("CARDIO_TLS_CERT_FILE", &pki.cert)
+            .env("CARDIO_TLS_KEY_FILE", &pki.key)
+            .env("CARDIO_TLS_PEER_CA_FILE", ca)
+            .output()
+            .unwrap()
+    };
+    let out = probe(&pki.ca);
+    assert!(out.status.success(), "{out:?}");
+    let out = probe(&other.ca);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 
     // SIGHUP: a renewed certificate (another CA here, to tell them apart)
     // is served from the next handshake on; a broken pair keeps the old.
@@ -304,6 +327,24 @@ fn settings_asking_for_tls_that_cannot_be_honoured_stop_the_start_with_exit_code
         assert!(err.contains(named), "{envs:?} must name {named}: {err}");
         assert!(!err.contains("guest:guest"), "no password in: {err}");
     }
+}
+
+#[test]
+fn probe_answers_for_a_plain_node_and_fails_where_none_listens() {
+    let node = TestNode::serve().start();
+    let probe = |addr: &str| {
+        Command::new(BIN)
+            .args(["probe", "--path", "/readyz"])
+            .env_clear()
+            .env("CARDIO_HTTP_ADDR", addr)
+            .output()
+            .unwrap()
+    };
+    let out = probe(&node.addr);
+    assert!(out.status.success(), "{out:?}");
+    drop(node);
+    let out = probe(&format!("127.0.0.1:{}", free_port()));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[test]
