@@ -586,3 +586,91 @@ async fn amqps_verifies_the_broker_and_refuses_another_ca_and_a_plaintext_broker
     }
     drop(broker);
 }
+
+// ---- Calls between nodes (tier cluster): a node serving HTTPS forwards
+// ops views to its peers over https, verifying them with its peer CA.
+
+async fn graphql_https(client: &awc::Client, addr: &str, query: &str) -> serde_json::Value {
+    let port = addr.rsplit_once(':').unwrap().1;
+    let mut res = client
+        .post(format!("https://localhost:{port}/graphql"))
+        .insert_header((
+            "authorization",
+            format!("Bearer {}", token(Role::Ops, "ops-1")),
+        ))
+        .send_json(&json!({ "query": query }))
+        .await
+        .unwrap();
+    res.json().limit(16 << 20).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn nodes_serving_https_call_their_peers_over_https_verified_with_the_peer_ca() {
+    needs!(Cluster);
+    let pki = make_pki("cluster CA");
+    let other = make_pki("not the cluster's CA");
+    let db = crate::store::TestDb::postgres_empty().await;
+    let vhost = crate::broker::Vhost::new();
+    let node = |id: &str, peer_ca: &Path| {
+        TestNode::serve()
+            .name(id)
+            .ready_within(Duration::from_secs(60))
+            .env("CARDIO_NODE_ID", id)
+            .env("CARDIO_BUS_URL", vhost.url())
+            .env("CARDIO_DATABASE_URL", db.url())
+            .env("CARDIO_SHARDS", "4")
+            .env("CARDIO_HEARTBEAT", "200ms")
+            .env("CARDIO_LEASE", "1500ms")
+            .env("CARDIO_JWT_SECRET", SECRET)
+            .env("CARDIO_TLS_CERT_FILE", &pki.cert)
+            .env("CARDIO_TLS_KEY_FILE", &pki.key)
+            .env("CARDIO_TLS_PEER_CA_FILE", peer_ca)
+            .start()
+    };
+    // a trusts the cluster's CA; b trusts another one.
+    let (a, b) = (node("a", &pki.ca), node("b", &other.ca));
+    let client = https_client(&pki.ca);
+    crate::support::poll::poll_until(
+        "both nodes up in a's view",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || {
+            let v = graphql_https(&client, &a.addr, "{ cluster { nodes { id status } } }").await;
+            let up = v["data"]["cluster"]["nodes"]
+                .as_array()
+                .map_or(0, |n| n.iter().filter(|n| n["status"] == "up").count());
+            (up == 2).then_some(())
+        },
+    )
+    .await;
+    // a → b over https (b serves nothing else): b's tree comes back.
+    let v = graphql_https(
+        &client,
+        &a.addr,
+        r#"{ supervisionTree(node: "b") { node path } }"#,
+    )
+    .await;
+    let nodes = v["data"]["supervisionTree"].as_array().expect("b's tree");
+    assert!(
+        !nodes.is_empty() && nodes.iter().all(|n| n["node"] == "b"),
+        "{v}"
+    );
+    // b → a: a's certificate is not from the CA b trusts, so no tree (and
+    // no bearer token sent to an unverified server).
+    let v = graphql_https(
+        &client,
+        &b.addr,
+        r#"{ supervisionTree(node: "a") { node path } }"#,
+    )
+    .await;
+    assert!(v["errors"].is_array(), "{v}");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{v}");
+    poll_until_blocking(
+        "b to log why a did not answer",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || b.log().contains("UnknownIssuer").then_some(()),
+    );
+    drop((a, b));
+    db.done().await;
+}

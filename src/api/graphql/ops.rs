@@ -156,6 +156,7 @@ async fn remote_tree(
     // awc lives on this worker's thread: fetch there.
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}/debug/tree");
+    let addr = addr.to_owned();
     let fetched = actix_rt::spawn(async move {
         let client = match tls {
             Some(tls) => awc::Client::builder()
@@ -173,7 +174,15 @@ async fn remote_tree(
                 .limit(64 << 20)
                 .await
                 .ok(),
-            _ => None,
+            Ok(r) => {
+                tracing::warn!(peer = %addr, status = %r.status(), "a peer refused the tree request");
+                None
+            }
+            Err(e) => {
+                // A TLS failure (a peer not verified by tls_peer_ca_file) shows here.
+                tracing::warn!(peer = %addr, error = ?e, "cannot reach a peer for its tree");
+                None
+            }
         }
     })
     .await;
