@@ -22,12 +22,16 @@ use cardio::principal::Role;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 
-/// A CA and a certificate it signed, as PEM files in a folder of their own.
+/// A CA, a server certificate and a client certificate it signed, as PEM
+/// files in a folder of their own.
 struct Pki {
     dir: tempfile::TempDir,
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// A client certificate the CA signed.
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 /// A fresh CA (`cn`) and a server certificate for localhost and 127.0.0.1.
@@ -47,6 +51,12 @@ fn make_pki(cn: &str) -> Pki {
         .push(DnType::CommonName, format!("{cn} server"));
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{cn} client"));
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -56,6 +66,8 @@ fn make_pki(cn: &str) -> Pki {
         ca: write("ca.pem", &ca_cert.pem()),
         cert: write("server.pem", &cert.pem()),
         key: write("server.key", &key.serialize_pem()),
+        client_cert: write("client.pem", &client_cert.pem()),
+        client_key: write("client.key", &client_key.serialize_pem()),
         dir,
     }
 }
@@ -468,8 +480,8 @@ impl TlsBroker {
                  ssl_options.cacertfile = {}\n\
                  ssl_options.certfile = {}\n\
                  ssl_options.keyfile = {}\n\
-                 ssl_options.verify = verify_none\n\
-                 ssl_options.fail_if_no_peer_cert = false\n",
+                 ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = true\n",
                 s(&ca),
                 s(&cert),
                 s(&key)
@@ -525,10 +537,16 @@ impl Drop for TlsBroker {
     }
 }
 
-async fn amqps(url: &str, ca: Option<&Path>) -> Result<(), String> {
+/// Connects with `ca` and, if given, the client certificate of `client`.
+async fn amqps(url: &str, ca: Option<&Path>, client: Option<&Pki>) -> Result<(), String> {
     let tls = cardio::bus::BusTls {
         ca_pem: ca.map(|p| std::fs::read_to_string(p).unwrap()),
-        identity: None,
+        identity: client.map(|p| {
+            (
+                std::fs::read(&p.client_cert).unwrap(),
+                std::fs::read(&p.client_key).unwrap(),
+            )
+        }),
     };
     let options = cardio::bus::BusOptions {
         shards: 2,
@@ -541,34 +559,43 @@ async fn amqps(url: &str, ca: Option<&Path>) -> Result<(), String> {
 }
 
 #[actix_rt::test]
-async fn amqps_verifies_the_broker_and_refuses_another_ca_and_a_plaintext_broker() {
+async fn amqps_verifies_the_broker_with_a_client_certificate_and_refuses_another_ca_and_a_plaintext_broker(
+) {
     needs!(Rabbitmq);
     let pki = make_pki("broker CA");
     let broker = TlsBroker::start(&pki);
     let url = broker.url("localhost");
-    amqps(&url, Some(&pki.ca)).await.expect("amqps with the CA");
-
+    amqps(&url, Some(&pki.ca), Some(&pki))
+        .await
+        .expect("amqps with the CA and a client certificate");
+    // The broker requires a client certificate (verify_peer,
+    // fail_if_no_peer_cert): without one, or with one of another CA, no.
     let other = make_pki("not the broker's CA");
-    let err = amqps(&url, Some(&other.ca)).await.unwrap_err();
+    assert!(amqps(&url, Some(&pki.ca), None).await.is_err());
+    assert!(amqps(&url, Some(&pki.ca), Some(&other)).await.is_err());
+
+    let err = amqps(&url, Some(&other.ca), Some(&pki)).await.unwrap_err();
     assert!(
         err.contains("certificate") || err.contains("UnknownIssuer"),
         "a clear error: {err}"
     );
     // The public roots alone do not trust a private CA either.
-    assert!(amqps(&url, None).await.is_err());
+    assert!(amqps(&url, None, Some(&pki)).await.is_err());
     // The shared broker's plaintext port behind an amqps:// URL: refused,
     // never a plaintext connection.
     let plain = format!(
         "amqps://guest:guest@{}/%2f",
         crate::support::services::host_port(&crate::support::services::amqp_url())
     );
-    assert!(amqps(&plain, Some(&pki.ca)).await.is_err());
+    assert!(amqps(&plain, Some(&pki.ca), Some(&pki)).await.is_err());
 
     // The real binary: starts on amqps with the CA, exits 2 on another CA
     // and on the plaintext broker.
     let node = TestNode::serve()
         .env("CARDIO_BUS_URL", &url)
         .env("CARDIO_BUS_CA_FILE", &pki.ca)
+        .env("CARDIO_BUS_CLIENT_CERT_FILE", &pki.client_cert)
+        .env("CARDIO_BUS_CLIENT_KEY_FILE", &pki.client_key)
         .env("CARDIO_SHARDS", "2")
         .start();
     assert!(node.exited().is_none());
@@ -577,6 +604,8 @@ async fn amqps_verifies_the_broker_and_refuses_another_ca_and_a_plaintext_broker
         let (code, err) = serve_exit(&[
             ("CARDIO_BUS_URL", bus.as_str()),
             ("CARDIO_BUS_CA_FILE", s(ca)),
+            ("CARDIO_BUS_CLIENT_CERT_FILE", s(&pki.client_cert)),
+            ("CARDIO_BUS_CLIENT_KEY_FILE", s(&pki.client_key)),
             ("CARDIO_SHARDS", "2"),
         ]);
         eprintln!("refused as it should be: {err}");
