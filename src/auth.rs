@@ -170,7 +170,16 @@ impl Policy {
             role_map: parse_role_map(config.oidc_role_map.as_deref().unwrap_or(""))
                 .map_err(AuthError::BadKey)?,
             mfa_acr: list(&config.oidc_mfa_acr),
-            mfa_amr: list(&config.oidc_mfa_amr),
+            mfa_amr: match (
+                &config.oidc_jwks_url,
+                &config.oidc_mfa_acr,
+                &config.oidc_mfa_amr,
+            ) {
+                // An identity provider without a stated requirement: RFC
+                // 8176's `mfa` (never no requirement at all).
+                (Some(_), None, None) => vec!["mfa".into()],
+                _ => list(&config.oidc_mfa_amr),
+            },
         })
     }
 

@@ -129,8 +129,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub audit_auth_failures_every: Duration,
     /// An identity provider's JWKS endpoint (OIDC); takes precedence over
-    /// the other key settings. Needs an MFA requirement (`oidc_mfa_acr` or
-    /// `oidc_mfa_amr`).
+    /// the other key settings. With it, clinicians and admins need MFA:
+    /// `oidc_mfa_acr`/`oidc_mfa_amr`, or by default `amr` holding `mfa`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc_jwks_url: Option<String>,
     /// The `iss` tokens must carry (default `cardio`).
@@ -563,10 +563,6 @@ impl Config {
         if let Some(url) = &self.oidc_jwks_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return refuse("oidc_jwks_url", "expected an http(s):// URL".into());
-            }
-            if self.oidc_mfa_acr.is_none() && self.oidc_mfa_amr.is_none() {
-                let why = "an identity provider needs an MFA requirement for clinicians and admins: set oidc_mfa_acr or oidc_mfa_amr";
-                return refuse("oidc_jwks_url", why.into());
             }
         }
         if let Err(why) = access::parse_role_map(self.oidc_role_map.as_deref().unwrap_or("")) {
