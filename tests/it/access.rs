@@ -730,3 +730,113 @@ async fn an_identity_providers_tokens_are_checked_for_issuer_audience_role_and_m
     assert_eq!(status, 401);
     drop(node);
 }
+
+/// The access state's SQL on both databases: activity only moves forward,
+/// ended sessions only move forward, deactivation, revoked ids until their
+/// expiry, break-glass grants until theirs, and care-team removal.
+async fn the_access_state_is_kept_in_the_database(store: &cardio::store::Store) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(store.account_state("dr-1", now).await.unwrap(), None);
+    store.touch_account("dr-1", "clinician", now).await.unwrap();
+    store
+        .touch_account("dr-1", "clinician", now - 5000)
+        .await
+        .unwrap();
+    let s = store.account_state("dr-1", now).await.unwrap().unwrap();
+    assert_eq!(
+        (s.role.as_str(), s.last_active_ms, s.disabled),
+        ("clinician", now, false)
+    );
+    store.end_sessions("dr-1", 200).await.unwrap();
+    store.end_sessions("dr-1", 100).await.unwrap();
+    assert_eq!(
+        store
+            .account_state("dr-1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .not_before_s,
+        200
+    );
+    store.set_disabled("dr-1", true).await.unwrap();
+    assert!(
+        store
+            .account_state("dr-1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    store.set_disabled("dr-1", false).await.unwrap();
+    assert!(
+        !store
+            .account_state("dr-1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    // A subject never seen: ending its sessions creates its row.
+    store.end_sessions("p-9", 300).await.unwrap();
+    assert_eq!(
+        store
+            .account_state("p-9", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .not_before_s,
+        300
+    );
+    store
+        .revoke_token("t-1", "dr-2", now + 60_000)
+        .await
+        .unwrap();
+    store
+        .revoke_token("t-1", "dr-2", now + 60_000)
+        .await
+        .unwrap();
+    store.revoke_token("t-old", "dr-2", now - 1).await.unwrap();
+    let s = store.account_state("dr-2", now).await.unwrap().unwrap();
+    assert_eq!(s.revoked, vec!["t-1".to_owned()]);
+    // Break-glass.
+    store.register_patient("p-1").await.unwrap();
+    store.register_clinician("dr-1").await.unwrap();
+    assert!(store
+        .grant_break_glass("g-0", "dr-1", "p-404", "r", now, now + 1000)
+        .await
+        .unwrap()
+        .is_err());
+    store
+        .grant_break_glass("g-1", "dr-1", "p-1", "reason", now, now + 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.break_glass_until("p-1", "dr-1", now).await.unwrap(),
+        Some(now + 1000)
+    );
+    assert_eq!(
+        store
+            .break_glass_until("p-1", "dr-1", now + 1000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.break_glass_until("p-1", "dr-2", now).await.unwrap(),
+        None
+    );
+    // Care team.
+    store
+        .assign_clinician("p-1", "dr-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.remove_clinician("p-1", "dr-1").await.unwrap());
+    assert!(!store.remove_clinician("p-1", "dr-1").await.unwrap());
+    assert!(!store.on_care_team("p-1", "dr-1").await.unwrap());
+}
+on_both!(access_state, the_access_state_is_kept_in_the_database);
