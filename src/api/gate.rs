@@ -15,7 +15,9 @@
 //! [`ACCESS_TOPIC`]): every node knows of a change within a second, and
 //! without the bus within [`CACHE_MS`]. The same events, forwarded to the
 //! node's own listeners ([`Gate::changes`]), close WebSocket connections and
-//! end subscriptions.
+//! end subscriptions. Each node also ends its own subscriptions opened under
+//! a break-glass grant when the grant ends (it hears of grants on
+//! [`BREAK_GLASS_TOPIC`]).
 //!
 //! Authentication failures are audited as summaries (one row per source
 //! address and reason per period, with a count), never one row per request
@@ -201,6 +203,25 @@ impl Gate {
                 let _ = gate.changes.send(change);
             }
             tracing::warn!("the access-change subscription ended");
+        });
+        // Each node ends its own subscriptions opened under a break-glass
+        // grant when the grant ends, whichever node granted it.
+        let mut grants = self.bus.subscribe(BREAK_GLASS_TOPIC, 256).await?;
+        let gate = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some((_, g)) = grants.next_of::<BreakGlassGranted>().await {
+                let gate = Arc::clone(&gate);
+                tokio::spawn(async move {
+                    let left = g.expires_ms.saturating_sub(unix_ms());
+                    tokio::time::sleep(Duration::from_millis(left)).await;
+                    gate.cache.remove(&g.clinician);
+                    let _ = gate.changes.send(AccessChanged {
+                        subject: g.clinician,
+                        jti: None,
+                        change: Change::BreakGlassEnded,
+                    });
+                });
+            }
         });
         let gate = Arc::clone(self);
         tokio::spawn(async move {

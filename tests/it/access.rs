@@ -385,6 +385,7 @@ async fn a_break_glass_read_is_allowed_audited_announced_to_admins_and_expires()
     let node = serve_with(&[("CARDIO_BREAK_GLASS_DURATION", "3s")]);
     let a = &node.addr;
     people(a, &["p-1"], &["dr-1", "dr-2"], &[("p-1", "dr-1")]).await;
+    device_of(a, "p-1", "ecg").await;
     let admin = token(Role::Admin, "admin-1");
     let mut admin_ws = socket(a, &admin).await;
     let q = "subscription { breakGlassEvents { id clinicianId patientId expiresAt } }";
@@ -411,8 +412,10 @@ async fn a_break_glass_read_is_allowed_audited_announced_to_admins_and_expires()
     let m = crate::api::next_event(&mut admin_ws, "bg").await;
     assert_eq!(m["data"]["breakGlassEvents"]["clinicianId"], "dr-2", "{m}");
     assert_eq!(m["data"]["breakGlassEvents"]["patientId"], "p-1", "{m}");
-    // The read is allowed and audited as break-glass.
+    // The read is allowed and audited as break-glass, a subscription too.
     ok(a, &dr2, PATIENT_Q, json!({"p": "p-1"})).await;
+    let mut dr2_ws = socket(a, &dr2).await;
+    watch_alerts(&mut dr2_ws, "a1", "p-1").await;
     let rows = audit(a).await;
     assert!(
         has_row(&rows, "dr-2", "break_glass", "allowed"),
@@ -840,3 +843,74 @@ async fn the_access_state_is_kept_in_the_database(store: &cardio::store::Store) 
     assert!(!store.on_care_team("p-1", "dr-1").await.unwrap());
 }
 on_both!(access_state, the_access_state_is_kept_in_the_database);
+
+/// Two nodes on one PostgreSQL and one RabbitMQ vhost, each with its own
+/// settings on top.
+fn cluster_node(id: &str, bus: &str, db: &str) -> TestNode {
+    TestNode::serve()
+        .name(id)
+        .ready_within(Duration::from_secs(60))
+        .env("CARDIO_NODE_ID", id)
+        .env("CARDIO_BUS_URL", bus)
+        .env("CARDIO_DATABASE_URL", db)
+        .env("CARDIO_LOG_FILTER", "warn,cardio=info")
+        .env("CARDIO_SHARDS", "8")
+        .env("CARDIO_HEARTBEAT", "200ms")
+        .env("CARDIO_LEASE", "1500ms")
+        .env("CARDIO_JWT_SECRET", crate::api::SECRET)
+        .start()
+}
+
+#[actix_rt::test]
+async fn a_removal_and_a_revocation_on_one_node_end_access_on_another_within_a_second() {
+    needs!(Cluster);
+    let db = crate::store::TestDb::postgres_empty().await;
+    let vhost = crate::broker::Vhost::new();
+    let a = cluster_node("access-a", &vhost.url(), db.url());
+    let b = cluster_node("access-b", &vhost.url(), db.url());
+    people(&a.addr, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
+    device_of(&a.addr, "p-1", "ecg").await;
+    let dr = token(Role::Clinician, "dr-1");
+    let mut ws = socket(&b.addr, &dr).await;
+    watch_alerts(&mut ws, "a1", "p-1").await;
+    ok(&b.addr, &dr, PATIENT_Q, json!({"p": "p-1"})).await;
+
+    // Removed on node A: node B's subscription ends, its requests are refused.
+    let admin = token(Role::Admin, "admin-1");
+    let q = "mutation { removeClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }";
+    ok(&a.addr, &admin, q, json!({})).await;
+    assert!(
+        ends_within(&mut ws, "a1", WITHIN).await,
+        "node B's subscription outlived a removal on node A"
+    );
+    assert_eq!(
+        code_of(&b.addr, &dr, PATIENT_Q, json!({"p": "p-1"}))
+            .await
+            .as_deref(),
+        Some("FORBIDDEN")
+    );
+    // Sessions ended on node A: node B closes the socket and refuses the token.
+    let q = "mutation { revokeSessions(subject: \"dr-1\") }";
+    ok(&a.addr, &admin, q, json!({})).await;
+    let ended = Instant::now();
+    assert!(
+        closes_within(&mut ws, WITHIN).await,
+        "node B kept a socket of ended sessions open"
+    );
+    poll_until(
+        "node B to refuse the token",
+        WITHIN,
+        Duration::from_millis(50),
+        async || {
+            code_of(&b.addr, &dr, "{ me { subject } }", json!({}))
+                .await
+                .as_deref()
+                == Some("UNAUTHENTICATED")
+        },
+    )
+    .await;
+    assert!(ended.elapsed() < WITHIN * 2);
+    drop((a, b));
+    drop(vhost);
+    db.done().await;
+}

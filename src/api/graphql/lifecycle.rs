@@ -259,26 +259,13 @@ impl LifecycleMutation {
         }
         let env = Envelope::new(BreakGlassGranted::TYPE, &grant).map_err(ApiError::unavailable)?;
         if let Err(e) = d.bus.publish(BREAK_GLASS_TOPIC, &env).await {
+            // The emergency comes first: the grant stands (it is audited;
+            // the admins' review reads the trail).
             tracing::warn!(error = %e, "a break-glass grant was not announced to admins");
         }
-        // At its end, the clinician's subscriptions opened under it end too
-        // (the check on every access needs no timer: it reads the expiry).
-        let (gate, clinician, left) = (
-            std::sync::Arc::clone(&d.gate),
-            grant.clinician.clone(),
-            d.break_glass,
-        );
-        tokio::spawn(async move {
-            tokio::time::sleep(left).await;
-            let change = AccessChanged {
-                subject: clinician,
-                jti: None,
-                change: Change::BreakGlassEnded,
-            };
-            if let Err(e) = gate.announce(change).await {
-                tracing::warn!(error = %e, "the end of a break-glass grant was not announced");
-            }
-        });
+        // At its end, every node ends the clinician's subscriptions (the
+        // gate times it from this announcement); the check on every access
+        // needs no timer: it reads the expiry.
         Ok(grant.into())
     }
 }
