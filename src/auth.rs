@@ -19,7 +19,8 @@
 //! leeway), not by trusting `iat`.
 //!
 //! Every failure is one typed [`AuthError`] whose code is `UNAUTHENTICATED`
-//! and whose message never quotes the token.
+//! (`UNAVAILABLE` when the access state cannot be read) and whose message
+//! never quotes the token.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -60,12 +61,19 @@ pub enum AuthError {
     MfaRequired,
     #[error("the token was revoked or its session ended")]
     Revoked,
+    /// The access state could not be read or written (the database away):
+    /// not the caller's fault, so `UNAVAILABLE`.
+    #[error("the access state is unavailable; try again")]
+    Unavailable,
 }
 
 impl AuthError {
     /// The code clients see.
     pub fn code(&self) -> &'static str {
-        "UNAUTHENTICATED"
+        match self {
+            AuthError::Unavailable => "UNAVAILABLE",
+            _ => "UNAUTHENTICATED",
+        }
     }
 
     /// A short reason without any detail, for the audit trail's summaries.
@@ -79,6 +87,7 @@ impl AuthError {
             AuthError::BadKey(_) => "bad_key",
             AuthError::MfaRequired => "mfa_required",
             AuthError::Revoked => "revoked",
+            AuthError::Unavailable => "unavailable",
         }
     }
 }

@@ -264,11 +264,10 @@ impl Gate {
                 }
             }
         }
-        let state = self
-            .store
-            .account_state(subject, now)
-            .await
-            .map_err(|_| AuthError::BadKey("the access state cannot be read".into()))?;
+        let state = self.store.account_state(subject, now).await.map_err(|e| {
+            tracing::warn!(error = %e, "the access state cannot be read");
+            AuthError::Unavailable
+        })?;
         let written_ms = self.cache.get(subject).map_or(0, |c| c.written_ms);
         let c = Cached {
             fetched_ms: now,
@@ -333,7 +332,10 @@ impl Gate {
         self.store
             .touch_account(subject, role_name(v.principal.role), now)
             .await
-            .map_err(|_| AuthError::BadKey("the access state cannot be written".into()))?;
+            .map_err(|e| {
+                tracing::warn!(error = %e, "the access state cannot be written");
+                AuthError::Unavailable
+            })?;
         if let Some(mut c) = self.cache.get_mut(subject) {
             c.written_ms = now;
             let s = c.state.get_or_insert_with(AccountState::default);

@@ -79,8 +79,9 @@ pub(crate) async fn authenticate(
             Err(e) => Err(e),
         },
     };
-    if let Err(e) = &result {
-        state.gate.failed(&source_of(req), e);
+    match &result {
+        Err(crate::auth::AuthError::Unavailable) | Ok(_) => {}
+        Err(e) => state.gate.failed(&source_of(req), e),
     }
     result
 }
@@ -271,6 +272,10 @@ async fn graphql_post(
         None => None,
         Some(value) => match authenticate(&state, &req, value.to_str().ok(), true).await {
             Ok(v) => Some(v),
+            Err(crate::auth::AuthError::Unavailable) => {
+                let e = crate::auth::AuthError::Unavailable;
+                return gql_error(StatusCode::SERVICE_UNAVAILABLE, e.code(), &e.to_string());
+            }
             Err(e) => return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
         },
     };

@@ -113,8 +113,10 @@ pub(super) async fn graphql_ws(
                 }
             };
             if let Err(e) = gate.admit(&verified, true).await {
-                gate.failed(&source, &e);
-                return Err(graphql::coded("UNAUTHENTICATED", e.to_string()));
+                if e != crate::auth::AuthError::Unavailable {
+                    gate.failed(&source, &e);
+                }
+                return Err(graphql::coded(e.code(), e.to_string()));
             }
             let (principal, exp) = (verified.principal.clone(), verified.exp);
             {
@@ -131,7 +133,7 @@ pub(super) async fn graphql_ws(
                                 Ok(c) if c.closes(&subject, v.jti.as_deref()) => break,
                                 Ok(_) => {}
                                 Err(RecvError::Lagged(_)) => {
-                                    if gate.admit(&v, false).await.is_err() {
+                                    if refused(gate.admit(&v, false).await) {
                                         break;
                                     }
                                 }
@@ -139,7 +141,7 @@ pub(super) async fn graphql_ws(
                             },
                             // Idle too long, or a change the bus did not bring.
                             _ = tick.tick() => {
-                                if gate.admit(&v, false).await.is_err() {
+                                if refused(gate.admit(&v, false).await) {
                                     break;
                                 }
                             }
@@ -198,6 +200,12 @@ pub(super) async fn graphql_ws(
             Ok(data)
         })
         .start(&req, payload)
+}
+
+/// Whether the gate refused (a database away is no refusal: an open
+/// connection stays through it, and changes still come over the bus).
+fn refused(admitted: Result<(), crate::auth::AuthError>) -> bool {
+    matches!(admitted, Err(e) if e != crate::auth::AuthError::Unavailable)
 }
 
 /// Runs its function when dropped (a WebSocket connection's end).
