@@ -141,6 +141,13 @@ impl Logoff {
         }
     }
 
+    /// How often a subject's activity is written to the database: a
+    /// quarter of its role's logoff, at most 5 s (so a logoff comes at most
+    /// that late).
+    pub fn write_every(&self, role: Role) -> Duration {
+        (self.of(role) / 4).min(Duration::from_secs(5))
+    }
+
     /// How often open connections are checked: a quarter of the shortest
     /// logoff, from 250 ms to 5 s.
     pub fn tick(&self) -> Duration {
@@ -314,7 +321,10 @@ impl Gate {
             return Verdict::Refused;
         }
         let last = s.last_active_ms.max(v.iat * 1000);
-        let limit = self.logoff.of(v.principal.role).as_millis() as u64;
+        // Activity is written at most every `write_every`: the stored time
+        // may be that much behind, so the logoff waits that much longer.
+        let role = v.principal.role;
+        let limit = (self.logoff.of(role) + self.logoff.write_every(role)).as_millis() as u64;
         if now.saturating_sub(last) > limit {
             Verdict::Idle
         } else {
@@ -324,8 +334,16 @@ impl Gate {
 
     async fn touch(&self, v: &Verified, now: u64) -> Result<(), AuthError> {
         let subject = &v.principal.subject;
-        let every = (self.logoff.of(v.principal.role) / 4).min(Duration::from_secs(5));
-        let written = self.cache.get(subject).map_or(0, |c| c.written_ms);
+        let every = self.logoff.write_every(v.principal.role);
+        let written = match self.cache.get_mut(subject) {
+            Some(mut c) => {
+                // This node knows at once; the database within `every`.
+                let s = c.state.get_or_insert_with(AccountState::default);
+                s.last_active_ms = s.last_active_ms.max(now);
+                c.written_ms
+            }
+            None => 0,
+        };
         if now.saturating_sub(written) < every.as_millis() as u64 {
             return Ok(());
         }

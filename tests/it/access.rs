@@ -350,6 +350,17 @@ async fn an_idle_clinician_is_logged_off_and_its_token_stops_working_even_after_
             .as_deref(),
         Some("UNAUTHENTICATED")
     );
+    // Over HTTP alone too: dr-2's first request after its idle time is
+    // refused, and so is every later one.
+    let dr2 = token(Role::Clinician, "dr-2");
+    ok(a, &dr2, "{ me { subject } }", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            code_of(a, &dr2, "{ me { subject } }", json!({})).await.as_deref(),
+            Some("UNAUTHENTICATED")
+        );
+    }
     // Other roles keep their own (default 15 min) logoff.
     assert!(!closes_within(&mut ops_ws, Duration::from_millis(300)).await);
     let rows = audit(a).await;
