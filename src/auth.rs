@@ -329,8 +329,15 @@ pub struct Authenticator {
     by_kid: Arc<RwLock<Vec<(String, DecodingKey)>>>,
     /// Where the JWKS came from, if from a URL.
     jwks_url: Option<String>,
+    /// When the JWKS was last fetched again for an unknown `kid` (Unix ms):
+    /// at most once per [`JWKS_MIN_REFETCH`], so forged kids cannot make the
+    /// node hammer the provider.
+    refetched_ms: Arc<std::sync::atomic::AtomicU64>,
     policy: Policy,
 }
+
+/// Shortest time between two fetches of the JWKS for unknown `kid`s.
+pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
 
 impl Authenticator {
     /// HS256 with a shared secret.
@@ -341,6 +348,7 @@ impl Authenticator {
             encoding: Some(EncodingKey::from_secret(secret)),
             by_kid: Arc::default(),
             jwks_url: None,
+            refetched_ms: Arc::default(),
             policy: Policy::default(),
         }
     }
@@ -354,6 +362,7 @@ impl Authenticator {
             encoding: None,
             by_kid: Arc::new(RwLock::new(keys)),
             jwks_url: None,
+            refetched_ms: Arc::default(),
             policy: Policy::default(),
         })
     }
@@ -403,6 +412,7 @@ impl Authenticator {
                 .map_err(bad)?,
             by_kid: Arc::default(),
             jwks_url: None,
+            refetched_ms: Arc::default(),
             policy: Policy::default(),
         })
     }
@@ -576,6 +586,43 @@ impl Authenticator {
             .map(|v| (v.principal, v.exp))
     }
 
+    /// [`Self::verify_header_token`]; a token naming a `kid` the JWKS (from a
+    /// URL) does not have makes the node fetch the JWKS again first (the
+    /// provider rotated its keys), at most once per [`JWKS_MIN_REFETCH`].
+    pub async fn verify_header_fetching(
+        &self,
+        header: Option<&str>,
+    ) -> Result<Verified, AuthError> {
+        let first = self.verify_header_token(header);
+        if first != Err(AuthError::BadSignature) || self.jwks_url.is_none() {
+            return first;
+        }
+        let kid = header
+            .and_then(|h| h.trim().split_once(' ').map(|(_, t)| t.trim().to_owned()))
+            .and_then(|t| jsonwebtoken::decode_header(&t).ok())
+            .and_then(|h| h.kid);
+        let known = kid.as_ref().is_some_and(|kid| {
+            self.by_kid
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|(k, _)| k == kid)
+        });
+        let now = unix_ms();
+        let last = self.refetched_ms.load(std::sync::atomic::Ordering::Acquire);
+        if known || kid.is_none() || now.saturating_sub(last) < JWKS_MIN_REFETCH.as_millis() as u64
+        {
+            return first;
+        }
+        self.refetched_ms
+            .store(now, std::sync::atomic::Ordering::Release);
+        if let Err(e) = self.refresh_jwks().await {
+            tracing::warn!(error = %e, "the JWKS was not fetched again for an unknown key id");
+            return first;
+        }
+        self.verify_header_token(header)
+    }
+
     /// [`Self::verify_header`], with everything the token says.
     pub fn verify_header_token(&self, header: Option<&str>) -> Result<Verified, AuthError> {
         let value = header.ok_or(AuthError::Missing)?.trim();
@@ -707,6 +754,7 @@ mod tests {
             encoding: None,
             by_kid: Arc::default(),
             jwks_url: None,
+            refetched_ms: Arc::default(),
             policy: Policy::default(),
         };
         assert_eq!(rs.verify(&token), Err(AuthError::BadSignature));

@@ -74,7 +74,7 @@ pub(crate) async fn authenticate(
 ) -> Result<crate::auth::Verified, crate::auth::AuthError> {
     let result = match &state.auth {
         None => Err(crate::auth::AuthError::NoKey("verify")),
-        Some(auth) => match auth.verify_header_token(header) {
+        Some(auth) => match auth.verify_header_fetching(header).await {
             Ok(v) => state.gate.admit(&v, active).await.map(|()| v),
             Err(e) => Err(e),
         },

@@ -105,7 +105,7 @@ pub(super) async fn graphql_ws(
                         .and_then(|v| v.as_str())
                         .map(|t| format!("Bearer {t}"))
                 });
-            let verified = match auth.verify_header_token(header.as_deref()) {
+            let verified = match auth.verify_header_fetching(header.as_deref()).await {
                 Ok(v) => v,
                 Err(e) => {
                     gate.failed(&source, &e);

@@ -357,7 +357,9 @@ async fn an_idle_clinician_is_logged_off_and_its_token_stops_working_even_after_
     tokio::time::sleep(Duration::from_millis(1600)).await;
     for _ in 0..2 {
         assert_eq!(
-            code_of(a, &dr2, "{ me { subject } }", json!({})).await.as_deref(),
+            code_of(a, &dr2, "{ me { subject } }", json!({}))
+                .await
+                .as_deref(),
             Some("UNAUTHENTICATED")
         );
     }
@@ -608,9 +610,9 @@ async fn refusals_ops_acts_audit_reads_and_authentication_failures_leave_audit_r
     drop(node);
 }
 
-/// A one-route HTTP server on 127.0.0.1 answering every request with
-/// `body` (the identity provider's JWKS endpoint); its URL.
-fn serve_jwks(body: String) -> String {
+/// A one-route HTTP server on 127.0.0.1 answering every request with the
+/// current `body` (the identity provider's JWKS endpoint); its URL.
+fn serve_jwks(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -619,6 +621,7 @@ fn serve_jwks(body: String) -> String {
             let mut buf = [0u8; 4096];
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = s.read(&mut buf);
+            let body = body.lock().unwrap().clone();
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
@@ -632,10 +635,15 @@ fn serve_jwks(body: String) -> String {
 
 /// A token as the identity provider signs it (RS256, kid `test-only-1`).
 fn idp(claims: Value) -> String {
+    idp_with("test-only-1", claims)
+}
+
+/// A token signed by the identity provider's key named `kid`.
+fn idp_with(kid: &str, claims: Value) -> String {
     let dir = env!("CARGO_MANIFEST_DIR");
     let pem = std::fs::read(format!("{dir}/tests/fixtures/test-only-rs256.key")).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("test-only-1".into());
+    header.kid = Some(kid.into());
     jsonwebtoken::encode(
         &header,
         &claims,
@@ -645,11 +653,12 @@ fn idp(claims: Value) -> String {
 }
 
 #[actix_rt::test]
-async fn an_identity_providers_tokens_are_checked_for_issuer_audience_role_and_mfa() {
+async fn an_identity_providers_tokens_are_checked_for_issuer_audience_role_mfa_and_key_rotation() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let jwks =
         std::fs::read_to_string(format!("{dir}/tests/fixtures/test-only-jwks.json")).unwrap();
-    let url = serve_jwks(jwks);
+    let body = std::sync::Arc::new(std::sync::Mutex::new(jwks.clone()));
+    let url = serve_jwks(std::sync::Arc::clone(&body));
     let node = serve_with(&[
         ("CARDIO_OIDC_JWKS_URL", url.as_str()),
         ("CARDIO_OIDC_ISSUER", "https://idp.test/realms/h"),
@@ -735,6 +744,17 @@ async fn an_identity_providers_tokens_are_checked_for_issuer_audience_role_and_m
     }
     // The node's own HS256 tokens are not the identity provider's.
     let (status, _) = post_raw(a, Some(&token(Role::Clinician, "dr-5")), me).await;
+    assert_eq!(status, 401);
+    // The provider rotates its keys: a token naming a kid the node has not
+    // seen makes it fetch the JWKS again.
+    let mut rotated: Value = serde_json::from_str(&jwks).unwrap();
+    let mut second = rotated["keys"][0].clone();
+    second["kid"] = json!("test-only-2");
+    rotated["keys"].as_array_mut().unwrap().push(second);
+    *body.lock().unwrap() = rotated.to_string();
+    let (status, v) = post_raw(a, Some(&idp_with("test-only-2", good.clone())), me).await;
+    assert_eq!(status, 200, "a rotated key was not fetched: {v}");
+    let (status, _) = post_raw(a, Some(&idp_with("test-only-3", good.clone())), me).await;
     assert_eq!(status, 401);
     // A revoked IdP token (by its jti) is refused too.
     let t = idp(good);
