@@ -213,9 +213,13 @@ async fn ops_only(state: &ApiState, req: &actix_web::HttpRequest) -> Option<Http
         Ok(_) => Some(
             HttpResponse::Forbidden().json(json!({"error": "not allowed", "code": "FORBIDDEN"})),
         ),
-        Err(e) => Some(
-            HttpResponse::Unauthorized().json(json!({"error": e.to_string(), "code": e.code()})),
-        ),
+        Err(e) => {
+            let mut answer = match e {
+                crate::auth::AuthError::Unavailable => HttpResponse::ServiceUnavailable(),
+                _ => HttpResponse::Unauthorized(),
+            };
+            Some(answer.json(json!({"error": e.to_string(), "code": e.code()})))
+        }
     }
 }
 
