@@ -140,6 +140,51 @@ pub struct Config {
     /// A patient's apps are logged off after this long without activity.
     #[serde(with = "humantime_serde")]
     pub session_logoff: Duration,
+    // Access lifecycle (issue 13, items 4 and 5: logoff, break-glass, OIDC).
+    // `session_logoff` above is the patient's inactivity logoff; these are
+    // the other roles'. Every logoff ends the subject's session in the
+    // database: its tokens stop working.
+    /// A clinician is logged off after this long without activity.
+    #[serde(with = "humantime_serde")]
+    pub logoff_clinician: Duration,
+    /// An ops user is logged off after this long without activity.
+    #[serde(with = "humantime_serde")]
+    pub logoff_ops: Duration,
+    /// An admin is logged off after this long without activity.
+    #[serde(with = "humantime_serde")]
+    pub logoff_admin: Duration,
+    /// How long a break-glass grant (emergency access) lasts.
+    #[serde(with = "humantime_serde")]
+    pub break_glass_duration: Duration,
+    /// Authentication failures are audited as one summary row per source
+    /// and reason per this period.
+    #[serde(with = "humantime_serde")]
+    pub audit_auth_failures_every: Duration,
+    /// An identity provider's JWKS endpoint (OIDC); takes precedence over
+    /// the other key settings. With it, clinicians and admins need MFA:
+    /// `oidc_mfa_acr`/`oidc_mfa_amr`, or by default `amr` holding `mfa`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_jwks_url: Option<String>,
+    /// The `iss` tokens must carry (default `cardio`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_issuer: Option<String>,
+    /// The `aud` tokens must carry (default `cardio`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_audience: Option<String>,
+    /// The claim naming the role (`a.b` reaches into objects; a string or
+    /// an array of strings).
+    pub oidc_role_claim: String,
+    /// `value=role,…`: the role claim's values and the roles they mean;
+    /// unset: the values are the roles' names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_role_map: Option<String>,
+    /// `acr` values (comma-separated) that count as multi-factor; a
+    /// clinician's or admin's token needs one of these or of `oidc_mfa_amr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_mfa_acr: Option<String>,
+    /// `amr` values (comma-separated) any of which counts as multi-factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_mfa_amr: Option<String>,
     /// Raw device samples are kept this long (aggregates and alerts longer).
     #[serde(with = "humantime_serde")]
     pub sample_retention: Duration,
@@ -253,6 +298,18 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(600),
             no_show_after: Duration::from_secs(900),
             session_logoff: Duration::from_secs(900),
+            logoff_clinician: Duration::from_secs(900),
+            logoff_ops: Duration::from_secs(900),
+            logoff_admin: Duration::from_secs(900),
+            break_glass_duration: Duration::from_secs(3600),
+            audit_auth_failures_every: Duration::from_secs(60),
+            oidc_jwks_url: None,
+            oidc_issuer: None,
+            oidc_audience: None,
+            oidc_role_claim: "role".into(),
+            oidc_role_map: None,
+            oidc_mfa_acr: None,
+            oidc_mfa_amr: None,
             sample_retention: Duration::from_secs(30 * 24 * 3600),
             alert_tachycardia_bpm: alarms.tachycardia.raise,
             alert_bradycardia_bpm: alarms.bradycardia.raise,
@@ -528,6 +585,31 @@ impl Config {
         {
             let why = "expected an http:// or https:// URL (OTLP over HTTP)";
             return refuse("otlp_endpoint", why.into());
+        }
+        // Access lifecycle (issue 13, items 4 and 5).
+        let access_times = [
+            ("logoff_clinician", self.logoff_clinician),
+            ("logoff_ops", self.logoff_ops),
+            ("logoff_admin", self.logoff_admin),
+            ("break_glass_duration", self.break_glass_duration),
+            ("audit_auth_failures_every", self.audit_auth_failures_every),
+        ];
+        if let Some((setting, _)) = access_times.into_iter().find(|(_, d)| d.is_zero()) {
+            return refuse(setting, "must be longer than zero".into());
+        }
+        if self.break_glass_duration > Duration::from_secs(24 * 3600) {
+            return refuse("break_glass_duration", "at most 24h".into());
+        }
+        if let Some(url) = &self.oidc_jwks_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return refuse("oidc_jwks_url", "expected an http(s):// URL".into());
+            }
+        }
+        if let Err(why) = access::parse_role_map(self.oidc_role_map.as_deref().unwrap_or("")) {
+            return refuse("oidc_role_map", why);
+        }
+        if self.oidc_role_claim.is_empty() {
+            return refuse("oidc_role_claim", "must name a claim".into());
         }
         // TLS (issue 13, item 1): every file a TLS setting names loads, and
         // no setting asks for TLS on a hop that would not use it.
@@ -846,6 +928,8 @@ fn real<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Err(_) => Err(D::Error::custom("expected a number")),
     }
 }
+
+pub mod access;
 
 #[cfg(test)]
 mod tests;

@@ -154,8 +154,28 @@ impl Node {
         .await
         .context("cannot join the cluster")?;
 
-        let auth = crate::auth::Authenticator::from_config(&config)
+        let auth = crate::auth::Authenticator::from_config_async(&config)
+            .await
             .map_err(|e| anyhow::anyhow!("cannot use the token key: {e}"))?;
+        if let Some(a) = auth.as_ref().filter(|a| a.fetches_keys()).cloned() {
+            // The identity provider rotates its keys: fetch them again.
+            actix_rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(crate::auth::JWKS_REFRESH).await;
+                    if let Err(e) = a.refresh_jwks().await {
+                        tracing::warn!(error = %e, "the JWKS was not refreshed; the keys in use stay");
+                    }
+                }
+            });
+        }
+        let gate = crate::api::gate::Gate::new(
+            store.clone(),
+            Arc::clone(&bus),
+            crate::api::gate::Logoff::from_config(&config),
+        );
+        gate.start(config.audit_auth_failures_every)
+            .await
+            .context("cannot subscribe to access changes")?;
         if auth.is_none() {
             tracing::warn!(
                 "no CARDIO_JWT_SECRET nor RS256 key: the GraphQL API refuses every request"
@@ -179,6 +199,8 @@ impl Node {
                 subscriptions: Arc::default(),
                 alarms: config.alarms(),
                 peer_tls: peer_tls(&config)?,
+                gate: Arc::clone(&gate),
+                break_glass: config.break_glass_duration,
             },
             config.dev,
         );
@@ -195,6 +217,7 @@ impl Node {
             dev: config.dev,
             limiter,
             requester,
+            gate,
         };
         let grace = config.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {

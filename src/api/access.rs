@@ -33,6 +33,10 @@ pub struct Deps {
     /// When this node serves HTTPS: the TLS client configuration requests
     /// forwarded to other nodes use (https, peers verified); `None`: http.
     pub peer_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Revocation, deactivation and logoff (shared with the HTTP layer).
+    pub gate: Arc<super::gate::Gate>,
+    /// How long a break-glass grant lasts.
+    pub break_glass: std::time::Duration,
 }
 
 pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, ApiError> {
@@ -54,17 +58,60 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// How `who` reaches a patient's records, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Their own, or a patient of their care team.
+    Yes,
+    /// Under a break-glass grant in force (a clinician off the care team).
+    BreakGlass,
+    No,
+}
+
 /// Whether `who` may reach `patient`'s records (PHI).
-async fn may_reach(deps: &Deps, who: &Principal, patient: &str) -> Result<bool, ApiError> {
+async fn may_reach(deps: &Deps, who: &Principal, patient: &str) -> Result<Reach, ApiError> {
     Ok(match who.role {
-        Role::Patient => who.subject == patient,
-        Role::Clinician => deps
-            .store
-            .on_care_team(patient, &who.subject)
-            .await
-            .map_err(ApiError::unavailable)?,
-        Role::Ops | Role::Admin | Role::System => false,
+        Role::Patient if who.subject == patient => Reach::Yes,
+        Role::Clinician => {
+            let store = &deps.store;
+            if store
+                .on_care_team(patient, &who.subject)
+                .await
+                .map_err(ApiError::unavailable)?
+            {
+                Reach::Yes
+            } else if store
+                .break_glass_until(patient, &who.subject, unix_ms())
+                .await
+                .map_err(ApiError::unavailable)?
+                .is_some()
+            {
+                Reach::BreakGlass
+            } else {
+                Reach::No
+            }
+        }
+        _ => Reach::No,
     })
+}
+
+/// What became of an audited act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allowed,
+    Refused,
+    /// Allowed, then failed (a second row after the `allowed` one).
+    Failed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
 }
 
 /// The one authorization-and-audit check: `who` wants to `action` (`read`,
@@ -107,13 +154,45 @@ impl<'a> Access<'a> {
         if self.deps.limiter.check_key(&self.who.subject).is_err() {
             return Err(ApiError::RateLimited);
         }
-        let allowed = may_reach(self.deps, self.who, patient).await?;
-        self.record(Some(patient), self.fields, allowed).await?;
-        if allowed {
-            Ok(())
-        } else {
+        let reach = may_reach(self.deps, self.who, patient).await?;
+        let (action, outcome) = match reach {
+            Reach::Yes => (self.action.to_owned(), Outcome::Allowed),
+            // Reads and writes under a grant are marked as such.
+            Reach::BreakGlass => (format!("break_glass:{}", self.action), Outcome::Allowed),
+            Reach::No => (self.action.to_owned(), Outcome::Refused),
+        };
+        self.record_as(&action, Some(patient), self.fields, outcome)
+            .await?;
+        if reach == Reach::No {
             Err(ApiError::Forbidden)
+        } else {
+            Ok(())
         }
+    }
+
+    /// Authorizes by role alone (ops views, administrative acts): a refusal
+    /// is audited (`refused`) and answered `FORBIDDEN`.
+    pub(crate) async fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.who.role) {
+            return Ok(());
+        }
+        Err(self.refuse(None).await)
+    }
+
+    /// Records that an act audited as allowed then failed.
+    pub(crate) async fn failed(&self, patient: Option<&str>) {
+        if let Err(e) = self
+            .record_as(self.action, patient, self.fields, Outcome::Failed)
+            .await
+        {
+            tracing::warn!(error = %e.message(), "a failed act was not audited");
+        }
+    }
+
+    /// Records an allowed act on `fields` (not `registration`).
+    pub(crate) async fn allowed(&self, patient: Option<&str>) -> Result<(), ApiError> {
+        self.record_as(self.action, patient, self.fields, Outcome::Allowed)
+            .await
     }
 
     /// Refuses an access to a record that is not there (so no patient can
@@ -126,7 +205,10 @@ impl<'a> Access<'a> {
     /// Refuses an access to `patient`'s records that the role may not make,
     /// audited as denied.
     pub(crate) async fn refuse(&self, patient: Option<&str>) -> ApiError {
-        match self.record(patient, self.fields, false).await {
+        match self
+            .record_as(self.action, patient, self.fields, Outcome::Refused)
+            .await
+        {
             Ok(()) => ApiError::Forbidden,
             Err(e) => e,
         }
@@ -134,23 +216,25 @@ impl<'a> Access<'a> {
 
     /// Records an administrative act (no patient records read).
     pub(crate) async fn admin(&self, patient: Option<&str>) -> Result<(), ApiError> {
-        self.record(patient, "registration", true).await
+        self.record_as(self.action, patient, self.fields, Outcome::Allowed)
+            .await
     }
 
-    async fn record(
+    async fn record_as(
         &self,
+        action: &str,
         patient: Option<&str>,
         fields: &str,
-        allowed: bool,
+        outcome: Outcome,
     ) -> Result<(), ApiError> {
         let entry = AuditEntry {
             at_ms: unix_ms(),
             subject: self.who.subject.clone(),
             role: role_name(self.who.role).into(),
-            action: self.action.into(),
+            action: action.into(),
             patient_id: patient.map(str::to_owned),
             fields: fields.into(),
-            outcome: if allowed { "allowed" } else { "denied" }.into(),
+            outcome: outcome.as_str().into(),
         };
         self.deps
             .store
@@ -158,14 +242,6 @@ impl<'a> Access<'a> {
             .await
             .map(|_| ())
             .map_err(ApiError::unavailable)
-    }
-}
-
-pub(crate) fn require_role(who: &Principal, roles: &[Role]) -> Result<(), ApiError> {
-    if roles.contains(&who.role) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
     }
 }
 

@@ -72,10 +72,47 @@ where
     use futures_util::StreamExt;
     let exp = ctx.data_opt::<Expiry>().map(|e| e.0);
     let left = exp.map(|e| Duration::from_millis((e * 1000).saturating_sub(unix_ms())));
-    let end = async move {
+    let expired = async move {
         match left {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
+        }
+    };
+    // Ended too when the principal's access changes (revoked, deactivated,
+    // logged off, taken off a care team, a break-glass grant over): opened
+    // again, it is authorized again.
+    let d = ctx.data_unchecked::<Deps>();
+    let mut changes = d.gate.changes();
+    let who = ctx.data_opt::<Principal>().map(|p| p.subject.clone());
+    let verified = ctx.data_opt::<crate::auth::Verified>().cloned();
+    let jti = verified.as_ref().and_then(|v| v.jti.clone());
+    if let Some(v) = verified {
+        // Opening a subscription is the subject's activity.
+        let gate = std::sync::Arc::clone(&d.gate);
+        tokio::spawn(async move {
+            let _ = gate.admit(&v, true).await;
+        });
+    }
+    let revoked = async move {
+        let Some(who) = who else {
+            return std::future::pending().await;
+        };
+        loop {
+            match changes.recv().await {
+                Ok(c) if c.ends_subscriptions(&who, jti.as_deref()) => return,
+                Ok(_) => {}
+                // Missed changes: end, to be safe (the client subscribes again).
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    };
+    let end = async move {
+        tokio::select! {
+            _ = expired => {}
+            _ = revoked => {}
         }
     };
     stream.take_until(Box::pin(end))

@@ -20,6 +20,7 @@ use serde_json::json;
 pub mod access;
 mod ask;
 pub mod error;
+pub mod gate;
 pub mod graphql;
 mod live;
 pub mod monitoring;
@@ -50,6 +51,39 @@ pub struct ApiState {
     pub limiter: Arc<RateLimiter>,
     /// Request–reply with actors (sessions), wherever they live.
     pub requester: Arc<crate::bus::client::Requester>,
+    /// Revocation, deactivation and inactivity logoff of verified tokens.
+    pub gate: Arc<gate::Gate>,
+}
+
+/// The address a request comes from, for the authentication-failure
+/// summaries.
+fn source_of(req: &actix_web::HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Verifies the request's bearer token and admits it through the gate
+/// (`active`: the request counts as the subject's activity); a failure is
+/// counted for the audit summaries.
+pub(crate) async fn authenticate(
+    state: &ApiState,
+    req: &actix_web::HttpRequest,
+    header: Option<&str>,
+    active: bool,
+) -> Result<crate::auth::Verified, crate::auth::AuthError> {
+    let result = match &state.auth {
+        None => Err(crate::auth::AuthError::NoKey("verify")),
+        Some(auth) => match auth.verify_header_fetching(header).await {
+            Ok(v) => state.gate.admit(&v, active).await.map(|()| v),
+            Err(e) => Err(e),
+        },
+    };
+    match &result {
+        Err(crate::auth::AuthError::Unavailable) | Ok(_) => {}
+        Err(e) => state.gate.failed(&source_of(req), e),
+    }
+    result
 }
 
 /// Requests per second per principal (subject), with bursts.
@@ -167,26 +201,30 @@ async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
 /// The `/debug/*` views show no PHI but the machinery: with a token key
 /// configured they need an ops or admin token; without one (the embedded
 /// single node) they are open like the probes.
-fn ops_only(state: &ApiState, req: &actix_web::HttpRequest) -> Option<HttpResponse> {
+async fn ops_only(state: &ApiState, req: &actix_web::HttpRequest) -> Option<HttpResponse> {
     use crate::principal::Role;
-    let auth = state.auth.as_ref()?;
+    state.auth.as_ref()?;
     let header = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    match auth.verify_header(header) {
-        Ok(p) if matches!(p.role, Role::Ops | Role::Admin) => None,
+    match authenticate(state, req, header, true).await {
+        Ok(v) if matches!(v.principal.role, Role::Ops | Role::Admin) => None,
         Ok(_) => Some(
             HttpResponse::Forbidden().json(json!({"error": "not allowed", "code": "FORBIDDEN"})),
         ),
-        Err(e) => Some(
-            HttpResponse::Unauthorized().json(json!({"error": e.to_string(), "code": e.code()})),
-        ),
+        Err(e) => {
+            let mut answer = match e {
+                crate::auth::AuthError::Unavailable => HttpResponse::ServiceUnavailable(),
+                _ => HttpResponse::Unauthorized(),
+            };
+            Some(answer.json(json!({"error": e.to_string(), "code": e.code()})))
+        }
     }
 }
 
 async fn tree(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {
-    if let Some(refused) = ops_only(&state, &req) {
+    if let Some(refused) = ops_only(&state, &req).await {
         return refused;
     }
     let mut roots = state.tree.view();
@@ -205,7 +243,7 @@ async fn tree(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpRe
 }
 
 async fn cluster(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {
-    if let Some(refused) = ops_only(&state, &req) {
+    if let Some(refused) = ops_only(&state, &req).await {
         return refused;
     }
     HttpResponse::Ok()
@@ -234,17 +272,18 @@ async fn graphql_post(
     body: web::Bytes,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let principal = match (&state.auth, req.headers().get("authorization")) {
-        (_, None) => None,
-        (None, Some(_)) => {
-            let e = crate::auth::AuthError::NoKey("verify");
-            return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
-        }
-        (Some(auth), Some(value)) => match auth.verify_header(value.to_str().ok()) {
-            Ok(p) => Some(p),
+    let verified = match req.headers().get("authorization") {
+        None => None,
+        Some(value) => match authenticate(&state, &req, value.to_str().ok(), true).await {
+            Ok(v) => Some(v),
+            Err(crate::auth::AuthError::Unavailable) => {
+                let e = crate::auth::AuthError::Unavailable;
+                return gql_error(StatusCode::SERVICE_UNAVAILABLE, e.code(), &e.to_string());
+            }
             Err(e) => return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
         },
     };
+    let principal = verified.as_ref().map(|v| v.principal.clone());
     // Each principal has a budget; requests without one share their address's.
     let key = match &principal {
         Some(p) => p.subject.clone(),
@@ -309,6 +348,10 @@ async fn graphql_post(
         .map(|t| graphql::Bearer(t.trim().to_owned()));
     let batch = match principal {
         Some(p) => batch.data(p),
+        None => batch,
+    };
+    let batch = match verified {
+        Some(v) => batch.data(v),
         None => batch,
     };
     let batch = match bearer {

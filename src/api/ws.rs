@@ -54,16 +54,23 @@ pub(super) async fn graphql_ws(
     let connection = uuid::Uuid::new_v4().simple().to_string();
     let patient: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let watcher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
+    // Every connection: closed when its token is revoked, its account
+    // deactivated, or its subject logged off (here or on another node).
+    let gatekeeper: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
     let on_close = OnClose(Some(Box::new({
-        let (patient, watcher, requester, connection) = (
+        let (patient, watcher, gatekeeper, requester, connection) = (
             Arc::clone(&patient),
             Arc::clone(&watcher),
+            Arc::clone(&gatekeeper),
             Arc::clone(&state.requester),
             connection.clone(),
         );
         move || {
             if let Some(w) = watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 w.abort();
+            }
+            if let Some(g) = gatekeeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                g.abort();
             }
             let who = patient.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(to) = who.and_then(|p| crate::address::ActorId::new("session", &p).ok()) {
@@ -81,6 +88,7 @@ pub(super) async fn graphql_ws(
         item
     });
     let (bus, requester) = (Arc::clone(&state.bus), Arc::clone(&state.requester));
+    let (gate, source) = (Arc::clone(&state.gate), super::source_of(&req));
     async_graphql_actix_web::GraphQLSubscription::new(state.graphql.clone())
         .on_connection_init(move |value: serde_json::Value| async move {
             let auth = auth.ok_or_else(|| {
@@ -97,9 +105,53 @@ pub(super) async fn graphql_ws(
                         .and_then(|v| v.as_str())
                         .map(|t| format!("Bearer {t}"))
                 });
-            let (principal, exp) = auth
-                .verify_header_until(header.as_deref())
-                .map_err(|e| graphql::coded("UNAUTHENTICATED", e.to_string()))?;
+            let verified = match auth.verify_header_fetching(header.as_deref()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    gate.failed(&source, &e);
+                    return Err(graphql::coded("UNAUTHENTICATED", e.to_string()));
+                }
+            };
+            if let Err(e) = gate.admit(&verified, true).await {
+                if e != crate::auth::AuthError::Unavailable {
+                    gate.failed(&source, &e);
+                }
+                return Err(graphql::coded(e.code(), e.to_string()));
+            }
+            let (principal, exp) = (verified.principal.clone(), verified.exp);
+            {
+                let (gate, v) = (Arc::clone(&gate), verified.clone());
+                let (expiry, known) = (Arc::clone(&expiry), Arc::clone(&known));
+                let task = tokio::spawn(async move {
+                    use tokio::sync::broadcast::error::RecvError;
+                    let mut changes = gate.changes();
+                    let mut tick = tokio::time::interval(gate.logoff().tick());
+                    let subject = v.principal.subject.clone();
+                    loop {
+                        tokio::select! {
+                            c = changes.recv() => match c {
+                                Ok(c) if c.closes(&subject, v.jti.as_deref()) => break,
+                                Ok(_) => {}
+                                Err(RecvError::Lagged(_)) => {
+                                    if refused(gate.admit(&v, false).await) {
+                                        break;
+                                    }
+                                }
+                                Err(RecvError::Closed) => return,
+                            },
+                            // Idle too long, or a change the bus did not bring.
+                            _ = tick.tick() => {
+                                if refused(gate.admit(&v, false).await) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    expiry.store(1, Ordering::Release);
+                    known.notify_one();
+                });
+                *gatekeeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+            }
             if principal.role == crate::principal::Role::Patient {
                 let p = principal.subject.clone();
                 let app = value
@@ -140,6 +192,7 @@ pub(super) async fn graphql_ws(
             }
             let mut data = async_graphql::Data::default();
             data.insert(principal);
+            data.insert(verified);
             // Subscriptions of this connection end when its token expires.
             data.insert(graphql::Expiry(exp));
             expiry.store(exp.max(1), Ordering::Release);
@@ -147,6 +200,12 @@ pub(super) async fn graphql_ws(
             Ok(data)
         })
         .start(&req, payload)
+}
+
+/// Whether the gate refused (a database away is no refusal: an open
+/// connection stays through it, and changes still come over the bus).
+fn refused(admitted: Result<(), crate::auth::AuthError>) -> bool {
+    matches!(admitted, Err(e) if e != crate::auth::AuthError::Unavailable)
 }
 
 /// Runs its function when dropped (a WebSocket connection's end).

@@ -10,6 +10,7 @@
 //! Errors never carry payloads; payloads are opaque bytes here. Ids sort
 //! bytewise on both databases (`COLLATE "C"` on PostgreSQL, SQLite's default).
 
+pub mod access;
 pub mod audit;
 pub mod cluster;
 pub mod consults;

@@ -317,7 +317,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     assert!(
         unknown
             .iter()
-            .all(|e| e["outcome"] == "denied" && e["fields"] == "consult"),
+            .all(|e| e["outcome"] == "refused" && e["fields"] == "consult"),
         "{unknown:?}"
     );
     assert_eq!(
@@ -368,7 +368,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
             .any(|e| e["subject"] == sub && e["outcome"] == outcome)
     };
     assert!(has("p-1", "allowed") && has("dr-1", "allowed"));
-    assert!(has("dr-2", "denied") && has("p-2", "denied") && has("ops-1", "denied"));
+    assert!(has("dr-2", "refused") && has("p-2", "refused") && has("ops-1", "refused"));
     assert_eq!(
         code(a, &clinician, "{ auditLog { seq } }", json!({})).await,
         "FORBIDDEN"
@@ -1092,9 +1092,9 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     };
     for (sub, n) in &expected_denials {
         assert!(
-            count(sub, "denied") >= *n,
-            "{sub}: {} denied entries, {n} denials",
-            count(sub, "denied")
+            count(sub, "refused") >= *n,
+            "{sub}: {} refused entries, {n} refusals",
+            count(sub, "refused")
         );
     }
     for (sub, n) in &expected_allowed {

@@ -45,6 +45,7 @@ macro_rules! on_both {
     };
 }
 
+mod access;
 mod api;
 mod audit;
 mod binary;

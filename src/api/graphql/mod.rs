@@ -3,7 +3,8 @@
 //! in dev mode. The SDL is committed as `schema.graphql`.
 //!
 //! One room per area, each with its queries, mutations and subscriptions:
-//! [`people`] (who I am, patients, registrations), [`consult`] (live
+//! [`people`] (who I am, patients, registrations, care teams),
+//! [`lifecycle`] (accounts, revocation, break-glass), [`consult`] (live
 //! consults), [`vitals`] (device readings), [`ops`] (supervision trees, the
 //! cluster, the audit trail) and [`super::monitoring`] (alerts, ECG, alarm
 //! settings). What they share sits below them: [`super::access`] (the one
@@ -17,6 +18,7 @@
 //! record exists. Errors carry a code in `extensions.code` and never PHI.
 
 pub mod consult;
+pub mod lifecycle;
 pub mod ops;
 pub mod people;
 pub mod vitals;
@@ -48,6 +50,7 @@ pub struct Mutation(
     vitals::VitalsMutation,
     ops::OpsMutation,
     super::monitoring::MonitoringMutation,
+    lifecycle::LifecycleMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]
@@ -57,6 +60,7 @@ pub struct SubscriptionRoot(
     vitals::VitalsSubscription,
     consult::ConsultSubscription,
     super::monitoring::MonitoringSubscription,
+    lifecycle::LifecycleSubscription,
 );
 
 /// The bearer token of the request, to ask other nodes on the caller's behalf.

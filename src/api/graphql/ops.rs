@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Bearer;
 use crate::address::ActorId;
-use crate::api::access::{deps, principal, require_role};
+use crate::api::access::{deps, principal, Access};
 use crate::api::error::ApiError;
 use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::bus::events::NodeSupervisionEvent;
@@ -201,9 +201,10 @@ impl OpsQuery {
         ctx: &Context<'_>,
         node: Option<ID>,
     ) -> async_graphql::Result<Vec<TreeNode>> {
-        let who = principal(ctx)?;
-        require_role(who, &[Role::Ops, Role::Admin])?;
-        let d = deps(ctx);
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        Access::new(d, who, "read supervision tree", "ops")
+            .require(&[Role::Ops, Role::Admin])
+            .await?;
         let wanted = node.map(|n| n.0).unwrap_or_else(|| d.node_id.clone());
         let mut out = Vec::new();
         if wanted == d.node_id || wanted == "*" {
@@ -232,9 +233,11 @@ impl OpsQuery {
 
     /// Nodes and shards with their owners (ops and admin).
     async fn cluster(&self, ctx: &Context<'_>) -> async_graphql::Result<ClusterGql> {
-        let who = principal(ctx)?;
-        require_role(who, &[Role::Ops, Role::Admin])?;
-        let v = deps(ctx).cluster.view().await;
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        Access::new(d, who, "read cluster", "ops")
+            .require(&[Role::Ops, Role::Admin])
+            .await?;
+        let v = d.cluster.view().await;
         Ok(ClusterGql {
             node: ID(v.node),
             nodes: v
@@ -268,9 +271,17 @@ impl OpsQuery {
         first: Option<i32>,
         after: Option<f64>,
     ) -> async_graphql::Result<Vec<AuditEntryGql>> {
-        let who = principal(ctx)?;
-        require_role(who, &[Role::Admin])?;
-        let rows = deps(ctx)
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        if let Some(p) = &patient_id {
+            crate::api::access::valid(p, "patientId")?;
+        }
+        // Reading the trail is itself audited (with the patient it filters on).
+        let access = Access::new(d, who, "read audit log", "audit_log");
+        access.require(&[Role::Admin]).await?;
+        access
+            .allowed(patient_id.as_ref().map(|p| p.as_str()))
+            .await?;
+        let rows = d
             .store
             .audit_log(
                 patient_id.as_ref().map(|p| p.as_str()),
@@ -305,21 +316,24 @@ impl OpsMutation {
     /// flushes state) and it starts again from its journal on its next
     /// message (ops and admin).
     async fn restart_actor(&self, ctx: &Context<'_>, path: String) -> async_graphql::Result<bool> {
-        let who = principal(ctx)?;
-        require_role(who, &[Role::Ops, Role::Admin])?;
-        let d = deps(ctx);
+        let (who, d) = (principal(ctx)?, deps(ctx));
         let key = path
             .strip_prefix("/cardio/entities/")
             .filter(|k| k.parse::<ActorId>().is_ok())
             .ok_or_else(|| ApiError::bad_input("path: /cardio/entities/<kind>/<id>"))?;
+        // The actor as ops see it: a session's patient id is masked.
+        let masked = crate::api::mask_path(&path);
+        let access = Access::new(d, who, "restart actor", &masked);
+        access.require(&[Role::Ops, Role::Admin]).await?;
+        access.allowed(None).await?;
         let request = RestartRequest { actor: key.into() };
         let env = crate::bus::Envelope::new(RestartRequest::TYPE, &request)
             .map_err(ApiError::unavailable)?
             .principal(who.clone());
-        d.bus
-            .publish(RESTART_TOPIC, &env)
-            .await
-            .map_err(ApiError::unavailable)?;
+        if let Err(e) = d.bus.publish(RESTART_TOPIC, &env).await {
+            access.failed(None).await;
+            return Err(ApiError::unavailable(e).into());
+        }
         Ok(true)
     }
 }
@@ -334,9 +348,10 @@ impl OpsSubscription {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = SupervisionEventGql>> {
-        let who = principal(ctx)?;
-        require_role(who, &[Role::Ops, Role::Admin])?;
-        let d = deps(ctx).clone();
+        let (who, d) = (principal(ctx)?, deps(ctx).clone());
+        Access::new(&d, who, "read supervision events", "ops")
+            .require(&[Role::Ops, Role::Admin])
+            .await?;
         let slot = SubscriptionSlot::take(&d, who, "supervisionEvents")?;
         let mut sub = d
             .bus

@@ -9,8 +9,9 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 
-use crate::api::access::{deps, principal, require_role, valid, Access};
+use crate::api::access::{deps, principal, valid, Access};
 use crate::api::error::ApiError;
+use crate::api::gate::{AccessChanged, Change};
 use crate::principal::Role;
 
 #[derive(SimpleObject)]
@@ -129,29 +130,27 @@ pub struct PeopleMutation;
 impl PeopleMutation {
     async fn register_patient(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let (who, d) = (principal(ctx)?, deps(ctx));
-        require_role(who, &[Role::Admin])?;
+        let access = Access::new(d, who, "register patient", "registration");
+        access.require(&[Role::Admin]).await?;
         valid(&id, "id")?;
-        Access::new(d, who, "register patient", "registration")
-            .admin(Some(&id))
-            .await?;
-        d.store
-            .register_patient(&id)
-            .await
-            .map_err(ApiError::unavailable)?;
+        access.admin(Some(&id)).await?;
+        if let Err(e) = d.store.register_patient(&id).await {
+            access.failed(Some(&id)).await;
+            return Err(ApiError::unavailable(e).into());
+        }
         Ok(id)
     }
 
     async fn register_clinician(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let (who, d) = (principal(ctx)?, deps(ctx));
-        require_role(who, &[Role::Admin])?;
+        let access = Access::new(d, who, "register clinician", "registration");
+        access.require(&[Role::Admin]).await?;
         valid(&id, "id")?;
-        Access::new(d, who, "register clinician", "registration")
-            .admin(None)
-            .await?;
-        d.store
-            .register_clinician(&id)
-            .await
-            .map_err(ApiError::unavailable)?;
+        access.admin(None).await?;
+        if let Err(e) = d.store.register_clinician(&id).await {
+            access.failed(None).await;
+            return Err(ApiError::unavailable(e).into());
+        }
         Ok(id)
     }
 
@@ -162,17 +161,65 @@ impl PeopleMutation {
         clinician_id: ID,
     ) -> async_graphql::Result<bool> {
         let (who, d) = (principal(ctx)?, deps(ctx));
-        require_role(who, &[Role::Admin])?;
+        let access = Access::new(d, who, "assign clinician", "care_team");
+        access.require(&[Role::Admin]).await?;
         valid(&patient_id, "patientId")?;
         valid(&clinician_id, "clinicianId")?;
-        Access::new(d, who, "assign clinician", "registration")
-            .admin(Some(&patient_id))
-            .await?;
-        match d.store.assign_clinician(&patient_id, &clinician_id).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => Err(ApiError::NotFound(e.to_string()).into()),
-            Err(e) => Err(ApiError::unavailable(e).into()),
+        // Separation of duties: an admin does not put itself (nor a subject
+        // known as an admin or ops) on a care team.
+        let seen_as = d
+            .store
+            .account_state(&clinician_id, crate::clock::unix_ms())
+            .await
+            .map_err(ApiError::unavailable)?
+            .map(|s| s.role)
+            .unwrap_or_default();
+        if clinician_id.as_str() == who.subject || matches!(seen_as.as_str(), "admin" | "ops") {
+            return Err(access.refuse(Some(&patient_id)).await.into());
         }
+        access.admin(Some(&patient_id)).await?;
+        let result = match d.store.assign_clinician(&patient_id, &clinician_id).await {
+            Ok(Ok(())) => return Ok(true),
+            Ok(Err(e)) => ApiError::NotFound(e.to_string()),
+            Err(e) => ApiError::unavailable(e),
+        };
+        access.failed(Some(&patient_id)).await;
+        Err(result.into())
+    }
+
+    /// Takes a clinician off a patient's care team (admin): its access ends
+    /// at once, its open subscriptions within a second. Whether it was on it.
+    async fn remove_clinician(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        clinician_id: ID,
+    ) -> async_graphql::Result<bool> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        let access = Access::new(d, who, "remove clinician", "care_team");
+        access.require(&[Role::Admin]).await?;
+        valid(&patient_id, "patientId")?;
+        valid(&clinician_id, "clinicianId")?;
+        access.admin(Some(&patient_id)).await?;
+        let was = match d.store.remove_clinician(&patient_id, &clinician_id).await {
+            Ok(was) => was,
+            Err(e) => {
+                access.failed(Some(&patient_id)).await;
+                return Err(ApiError::unavailable(e).into());
+            }
+        };
+        let change = AccessChanged {
+            subject: clinician_id.to_string(),
+            jti: None,
+            change: Change::CareTeamChanged,
+        };
+        if let Err(e) = d.gate.announce(change).await {
+            // The database already refuses; only other nodes' open
+            // subscriptions would outlive the removal.
+            tracing::warn!(error = %e, "a care-team removal was not announced");
+            return Err(ApiError::unavailable("the removal was stored but not announced").into());
+        }
+        Ok(was)
     }
 
     /// Registers a device of `patientId` (admin, or the patient themself).

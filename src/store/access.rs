@@ -1,0 +1,220 @@
+//! The access lifecycle's state, shared by every node: accounts (deactivated,
+//! sessions ended before a time, last activity), revoked tokens by id,
+//! break-glass grants, and care-team removal.
+//!
+//! The API decides with it; this module only reads and writes rows. A
+//! break-glass reason may hold PHI: it is stored, never logged.
+
+use sqlx::Row;
+
+use super::people::PeopleError;
+use super::{with_pool, Store, StoreError};
+
+/// What the database says about a subject's access.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountState {
+    /// The role the subject last authenticated with (`""`: never).
+    pub role: String,
+    pub disabled: bool,
+    /// Tokens issued before this (Unix seconds) are dead.
+    pub not_before_s: u64,
+    pub last_active_ms: u64,
+    /// Ids of the subject's revoked tokens that have not expired yet.
+    pub revoked: Vec<String>,
+}
+
+macro_rules! sql {
+    ($pg:literal, $sqlite:literal) => {
+        ($pg, $sqlite)
+    };
+}
+
+const ACCOUNT: (&str, &str) = sql!(
+    "SELECT role, disabled, not_before_s, last_active_ms FROM accounts WHERE subject = $1",
+    "SELECT role, disabled, not_before_s, last_active_ms FROM accounts WHERE subject = ?1"
+);
+const REVOKED_OF: (&str, &str) = sql!(
+    "SELECT jti FROM revoked_tokens WHERE subject = $1 AND expires_ms > $2",
+    "SELECT jti FROM revoked_tokens WHERE subject = ?1 AND expires_ms > ?2"
+);
+const TOUCH: (&str, &str) = sql!(
+    "INSERT INTO accounts (subject, role, last_active_ms, updated_ms) VALUES ($1, $2, $3, $3) \
+     ON CONFLICT (subject) DO UPDATE SET role = excluded.role, \
+     last_active_ms = GREATEST(accounts.last_active_ms, excluded.last_active_ms), updated_ms = excluded.updated_ms",
+    "INSERT INTO accounts (subject, role, last_active_ms, updated_ms) VALUES (?1, ?2, ?3, ?3) \
+     ON CONFLICT (subject) DO UPDATE SET role = excluded.role, \
+     last_active_ms = MAX(accounts.last_active_ms, excluded.last_active_ms), updated_ms = excluded.updated_ms"
+);
+const END_SESSIONS: (&str, &str) = sql!(
+    "INSERT INTO accounts (subject, not_before_s, last_active_ms, updated_ms) VALUES ($1, $2, 0, $3) \
+     ON CONFLICT (subject) DO UPDATE SET \
+     not_before_s = GREATEST(accounts.not_before_s, excluded.not_before_s), updated_ms = excluded.updated_ms",
+    "INSERT INTO accounts (subject, not_before_s, last_active_ms, updated_ms) VALUES (?1, ?2, 0, ?3) \
+     ON CONFLICT (subject) DO UPDATE SET \
+     not_before_s = MAX(accounts.not_before_s, excluded.not_before_s), updated_ms = excluded.updated_ms"
+);
+const SET_DISABLED: (&str, &str) = sql!(
+    "INSERT INTO accounts (subject, disabled, last_active_ms, updated_ms) VALUES ($1, $2, 0, $3) \
+     ON CONFLICT (subject) DO UPDATE SET disabled = excluded.disabled, updated_ms = excluded.updated_ms",
+    "INSERT INTO accounts (subject, disabled, last_active_ms, updated_ms) VALUES (?1, ?2, 0, ?3) \
+     ON CONFLICT (subject) DO UPDATE SET disabled = excluded.disabled, updated_ms = excluded.updated_ms"
+);
+const REVOKE: (&str, &str) = sql!(
+    "INSERT INTO revoked_tokens (jti, subject, expires_ms, revoked_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (jti) DO NOTHING",
+    "INSERT INTO revoked_tokens (jti, subject, expires_ms, revoked_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (jti) DO NOTHING"
+);
+const GRANT: (&str, &str) = sql!(
+    "INSERT INTO break_glass (id, clinician_id, patient_id, reason, granted_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+    "INSERT INTO break_glass (id, clinician_id, patient_id, reason, granted_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+);
+const GRANT_UNTIL: (&str, &str) = sql!(
+    "SELECT MAX(expires_ms) AS until FROM break_glass WHERE patient_id = $1 AND clinician_id = $2 AND expires_ms > $3",
+    "SELECT MAX(expires_ms) AS until FROM break_glass WHERE patient_id = ?1 AND clinician_id = ?2 AND expires_ms > ?3"
+);
+const UNASSIGN: (&str, &str) = sql!(
+    "DELETE FROM care_team WHERE patient_id = $1 AND clinician_id = $2",
+    "DELETE FROM care_team WHERE patient_id = ?1 AND clinician_id = ?2"
+);
+
+impl Store {
+    fn pick_access(&self, (pg, sqlite): (&'static str, &'static str)) -> &'static str {
+        self.dialect(pg, sqlite)
+    }
+
+    /// `subject`'s access state now (`None`: never seen nor changed).
+    pub async fn account_state(
+        &self,
+        subject: &str,
+        now_ms: u64,
+    ) -> Result<Option<AccountState>, StoreError> {
+        let sql = self.pick_access(ACCOUNT);
+        let row = with_pool!(self, pool => sqlx::query(sql)
+            .bind(subject)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| Ok(AccountState {
+                role: r.try_get("role")?,
+                disabled: r.try_get::<i64, _>("disabled")? != 0,
+                not_before_s: r.try_get::<i64, _>("not_before_s")?.max(0) as u64,
+                last_active_ms: r.try_get::<i64, _>("last_active_ms")?.max(0) as u64,
+                revoked: Vec::new(),
+            })).transpose()))?;
+        let sql = self.pick_access(REVOKED_OF);
+        let revoked = with_pool!(self, pool => sqlx::query(sql)
+            .bind(subject)
+            .bind(now_ms as i64)
+            .fetch_all(pool)
+            .await
+            .and_then(|rows| rows.iter().map(|r| r.try_get::<String, _>("jti")).collect::<Result<Vec<_>, _>>()))?;
+        Ok(match (row, revoked.is_empty()) {
+            (Some(mut s), _) => {
+                s.revoked = revoked;
+                Some(s)
+            }
+            (None, true) => None,
+            (None, false) => Some(AccountState {
+                revoked,
+                ..AccountState::default()
+            }),
+        })
+    }
+
+    /// Records activity of `subject` (with `role`) at `at_ms`.
+    pub async fn touch_account(
+        &self,
+        subject: &str,
+        role: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let sql = self.pick_access(TOUCH);
+        with_pool!(self, pool => sqlx::query(sql).bind(subject).bind(role).bind(at_ms as i64).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Ends every session of `subject` whose token was issued before
+    /// `not_before_s` (a logoff, a revocation of all its sessions).
+    pub async fn end_sessions(&self, subject: &str, not_before_s: u64) -> Result<(), StoreError> {
+        let sql = self.pick_access(END_SESSIONS);
+        let now = crate::clock::unix_ms() as i64;
+        with_pool!(self, pool => sqlx::query(sql).bind(subject).bind(not_before_s as i64).bind(now).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deactivates (or reactivates) `subject`'s account.
+    pub async fn set_disabled(&self, subject: &str, disabled: bool) -> Result<(), StoreError> {
+        let sql = self.pick_access(SET_DISABLED);
+        let now = crate::clock::unix_ms() as i64;
+        with_pool!(self, pool => sqlx::query(sql).bind(subject).bind(i64::from(disabled)).bind(now).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Revokes the token `jti` of `subject` (kept until it expires).
+    pub async fn revoke_token(
+        &self,
+        jti: &str,
+        subject: &str,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        let sql = self.pick_access(REVOKE);
+        let now = crate::clock::unix_ms() as i64;
+        with_pool!(self, pool => sqlx::query(sql).bind(jti).bind(subject).bind(expires_ms as i64).bind(now).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Grants `clinician` break-glass access to `patient` until `expires_ms`.
+    pub async fn grant_break_glass(
+        &self,
+        id: &str,
+        clinician: &str,
+        patient: &str,
+        reason: &str,
+        granted_ms: u64,
+        expires_ms: u64,
+    ) -> Result<Result<(), PeopleError>, StoreError> {
+        if !self.patient_exists(patient).await? {
+            return Ok(Err(PeopleError::UnknownPatient));
+        }
+        let sql = self.pick_access(GRANT);
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(clinician)
+            .bind(patient)
+            .bind(reason)
+            .bind(granted_ms as i64)
+            .bind(expires_ms as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(Ok(()))
+    }
+
+    /// Until when `clinician` holds a break-glass grant to `patient` (Unix
+    /// ms), if one is in force at `now_ms`.
+    pub async fn break_glass_until(
+        &self,
+        patient: &str,
+        clinician: &str,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let sql = self.pick_access(GRANT_UNTIL);
+        let until = with_pool!(self, pool => sqlx::query(sql)
+            .bind(patient)
+            .bind(clinician)
+            .bind(now_ms as i64)
+            .fetch_one(pool)
+            .await
+            .and_then(|r| r.try_get::<Option<i64>, _>("until")))?;
+        Ok(until.map(|u| u.max(0) as u64))
+    }
+
+    /// Takes `clinician` off `patient`'s care team; whether it was on it.
+    pub async fn remove_clinician(
+        &self,
+        patient: &str,
+        clinician: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = self.pick_access(UNASSIGN);
+        let n = with_pool!(self, pool => sqlx::query(sql).bind(patient).bind(clinician).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+}
