@@ -82,6 +82,12 @@ impl Node {
             .await
             .context("cannot migrate the database")?;
         tracing::info!(database = store.backend(), "database ready");
+        // Pseudonyms in logs and ops views, under the cluster's key (issue 13).
+        let pseudonym_key = store
+            .cluster_secret("pseudonym", crate::redact::pseudonym::random_key())
+            .await
+            .context("cannot read the cluster's pseudonym key")?;
+        crate::redact::pseudonym::set_key(pseudonym_key);
 
         let bus = bus::connect(
             config.bus_url.expose(),
@@ -165,6 +171,7 @@ impl Node {
                 .context("cannot subscribe to replies")?,
         );
         let limiter = crate::api::rate_limiter(config.rate_limit);
+        let limits = crate::api::limits::Limits::from_config(&config);
         let graphql = crate::api::graphql::schema(
             crate::api::graphql::Deps {
                 store: store.clone(),
@@ -176,6 +183,7 @@ impl Node {
                 limiter: Arc::clone(&limiter),
                 subscriptions: Arc::default(),
                 alarms: config.alarms(),
+                limits: Arc::clone(&limits),
             },
             config.dev,
         );
@@ -192,6 +200,7 @@ impl Node {
             dev: config.dev,
             limiter,
             requester,
+            limits,
         };
         let grace = config.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
@@ -200,6 +209,8 @@ impl Node {
                 .configure(api::routes)
         })
         .workers(2)
+        // A request's head must arrive within this too (its body: api::limits).
+        .client_request_timeout(config.body_read_timeout)
         .disable_signals()
         .shutdown_timeout(grace)
         .listen(listener)?

@@ -30,6 +30,8 @@ pub struct Deps {
     pub subscriptions: Arc<dashmap::DashMap<String, usize>>,
     /// The node's alarm settings: a patient's start from them.
     pub alarms: crate::domain::alarm::AlarmSettings,
+    /// The node's limits (errors per response; issue 13).
+    pub limits: Arc<super::limits::Limits>,
 }
 
 pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, ApiError> {
@@ -114,9 +116,18 @@ impl<'a> Access<'a> {
     }
 
     /// Refuses an access to a record that is not there (so no patient can
-    /// be named), audited as denied: the caller sees `FORBIDDEN`, as for a
-    /// record it may not reach.
+    /// be named): the caller sees `FORBIDDEN`, as for a record it may not
+    /// reach. It costs the caller's budget, and is audited as denied once a
+    /// minute per principal (a summary: a request of thousands of aliased
+    /// random ids writes one entry, not thousands).
     pub(crate) async fn refuse_unknown(&self) -> ApiError {
+        if self.deps.limiter.check_key(&self.who.subject).is_err() {
+            return ApiError::RateLimited;
+        }
+        crate::metrics::limited("unknown_record");
+        if !self.deps.limits.audit_unknown_now(&self.who.subject) {
+            return ApiError::Forbidden;
+        }
         self.refuse(None).await
     }
 

@@ -56,6 +56,7 @@ mod consult;
 mod deploy;
 mod device;
 mod layers;
+mod limits;
 mod monitoring;
 mod ops;
 mod protocol;
