@@ -31,6 +31,8 @@ pub struct Limits {
     pub http_per_principal: Gate,
     /// When each principal's last refusal of an unknown record was audited.
     unknown_audited: dashmap::DashMap<String, u64>,
+    /// Requests seen, to prune the rate limiter's keys now and then.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 /// Refusals of unknown records are audited once per principal in this window.
@@ -48,7 +50,22 @@ impl Limits {
             http_per_ip: Gate::new(c.max_http_per_ip),
             http_per_principal: Gate::new(c.max_http_per_principal),
             unknown_audited: dashmap::DashMap::new(),
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Counts a request; every 4,096th forgets the budgets of keys (client
+    /// addresses, principals) that have been quiet long enough to be full
+    /// again, so a flood from many addresses does not grow the limiter for
+    /// good.
+    pub fn tick(&self, limiter: &super::RateLimiter) {
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 4096 == 4095 {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 
     /// Whether a refusal of an unknown record by `subject` is to be audited

@@ -242,6 +242,7 @@ async fn graphql_post(
     payload: web::Payload,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
+    state.limits.tick(&state.limiter);
     let addr = limits::client_addr(&req);
     let Some(_addr_slot) = state.limits.http_per_ip.take(&addr) else {
         crate::metrics::limited("http_per_ip");

@@ -286,6 +286,41 @@ async fn a_slow_body_is_timed_out() {
 }
 
 #[actix_rt::test]
+async fn an_address_holds_a_bounded_number_of_requests_in_flight() {
+    let node = serve_with(&[
+        ("CARDIO_MAX_HTTP_PER_IP", "2"),
+        ("CARDIO_BODY_READ_TIMEOUT", "1s"),
+    ]);
+    let a = node.addr.clone();
+    let me = "{\"query\": \"{ me { subject } }\"}";
+    let t = token(Role::Ops, "ops-1");
+    // Two requests whose bodies never come hold the address's two places.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&a).await.unwrap();
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    let every = Duration::from_millis(50);
+    poll_until(
+        "the third request refused",
+        Duration::from_secs(5),
+        every,
+        async || post_raw(&a, Some(&t), me).await.0 == 429,
+    )
+    .await;
+    // Once their bodies time out, the places are free again.
+    for s in &mut held {
+        assert!(closed_within(s, Duration::from_secs(10)).await);
+    }
+    let (status, v) = post_raw(&a, Some(&t), me).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[actix_rt::test]
 async fn thousands_of_directives_or_bad_fields_get_a_small_capped_error_list() {
     let node = serve_with(&[]);
     let (a, pid) = (node.addr.clone(), node.pid());
