@@ -208,7 +208,8 @@ pub struct Config {
     pub max_http_per_ip: usize,
     /// `POST /graphql` requests in flight per principal.
     pub max_http_per_principal: usize,
-    /// How long a request may take to send its head, and its body.
+    /// How long a request may take to send its whole body (its head: 5 s,
+    /// or this if shorter).
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
     /// Most errors in one GraphQL response (then one `TOO_MANY_ERRORS`).

@@ -209,8 +209,9 @@ impl Node {
                 .configure(api::routes)
         })
         .workers(2)
-        // A request's head must arrive within this too (its body: api::limits).
-        .client_request_timeout(config.body_read_timeout)
+        // A request's head within 5 s (actix's default) or the body's
+        // deadline if shorter; the body's: api::limits.
+        .client_request_timeout(config.body_read_timeout.min(Duration::from_secs(5)))
         .disable_signals()
         .shutdown_timeout(grace)
         .listen(listener)?

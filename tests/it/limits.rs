@@ -282,6 +282,15 @@ async fn a_slow_body_is_timed_out() {
     );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+    // A head that never ends is cut off too.
+    let mut s = TcpStream::connect(&a).await.unwrap();
+    s.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(15)).await,
+        "an unfinished request head held its connection"
+    );
     assert!(alive(&a).await);
 }
 
