@@ -8,8 +8,11 @@
 //! frame (64 KiB), not a message. So this guard reads the frame headers
 //! (only the headers: the payload bytes pass through uncopied) and ends the
 //! inbound stream, which makes the actor stop and the socket close, when
-//! - a message, its fragments together, grows past the largest allowed, or
-//! - `connection_init` has not arrived within its deadline.
+//! - a message, its fragments together, grows past the largest allowed,
+//! - `connection_init` has not arrived within its deadline, or
+//! - the client sends messages faster than [`MESSAGES_PER_SECOND`] (with
+//!   bursts of twice that): each one is parsed and answered, and answers to
+//!   a client that does not read them would pile up in the node.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,10 +24,20 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use futures_util::Stream;
 
-/// Reads frame headers across chunk boundaries and adds up each message's
-/// length (RFC 6455 §5.2).
+/// Messages a second a client may send on one WebSocket (subscribe,
+/// complete, ping: a few in a connection's life).
+pub(crate) const MESSAGES_PER_SECOND: f64 = 100.0;
+
+/// Reads frame headers across chunk boundaries, adds up each message's
+/// length (RFC 6455 §5.2) and counts messages against a budget.
 #[derive(Debug)]
 pub(crate) struct FrameScan {
+    /// Messages the client may still send now (refilled with time).
+    budget: f64,
+    /// When the budget was last refilled.
+    refilled: Option<tokio::time::Instant>,
+    /// The time of the bytes being read.
+    now: Option<tokio::time::Instant>,
     max_message: u64,
     header: [u8; 14],
     have: usize,
@@ -35,13 +48,21 @@ pub(crate) struct FrameScan {
     message: u64,
 }
 
-/// A message longer than allowed.
+/// Why a client's bytes end its socket.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct TooLarge;
+pub(crate) enum Refused {
+    /// A message longer than allowed.
+    TooLarge,
+    /// Messages faster than allowed.
+    TooFast,
+}
 
 impl FrameScan {
     pub(crate) fn new(max_message: usize) -> FrameScan {
         FrameScan {
+            budget: 2.0 * MESSAGES_PER_SECOND,
+            refilled: None,
+            now: None,
             max_message: max_message as u64,
             header: [0; 14],
             have: 0,
@@ -51,8 +72,18 @@ impl FrameScan {
         }
     }
 
+    /// Takes the next bytes the client sent, at `now`.
+    pub(crate) fn feed_at(
+        &mut self,
+        data: &[u8],
+        now: tokio::time::Instant,
+    ) -> Result<(), Refused> {
+        self.now = Some(now);
+        self.feed(data)
+    }
+
     /// Takes the next bytes the client sent.
-    pub(crate) fn feed(&mut self, mut data: &[u8]) -> Result<(), TooLarge> {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> Result<(), Refused> {
         while !data.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(data.len() as u64);
@@ -82,7 +113,24 @@ impl FrameScan {
         Ok(())
     }
 
-    fn frame(&mut self) -> Result<(), TooLarge> {
+    /// One more message: from the budget, refilled for the time passed.
+    fn spend(&mut self) -> Result<(), Refused> {
+        if let Some(now) = self.now {
+            if let Some(then) = self.refilled {
+                let passed = now.saturating_duration_since(then).as_secs_f64();
+                self.budget =
+                    (self.budget + passed * MESSAGES_PER_SECOND).min(2.0 * MESSAGES_PER_SECOND);
+            }
+            self.refilled = Some(now);
+        }
+        if self.budget < 1.0 {
+            return Err(Refused::TooFast);
+        }
+        self.budget -= 1.0;
+        Ok(())
+    }
+
+    fn frame(&mut self) -> Result<(), Refused> {
         let h = &self.header;
         let fin = h[0] & 0x80 != 0;
         let opcode = h[0] & 0x0f;
@@ -96,10 +144,11 @@ impl FrameScan {
             if opcode != 0 {
                 // Text or binary: a new message.
                 self.message = 0;
+                self.spend()?;
             }
             self.message = self.message.saturating_add(len);
             if self.message > self.max_message {
-                return Err(TooLarge);
+                return Err(Refused::TooLarge);
             }
             if fin {
                 self.message = 0;
@@ -156,10 +205,16 @@ where
         }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
-                if this.scan.feed(&bytes).is_err() {
-                    this.done = true;
-                    crate::metrics::limited("ws_message_too_large");
-                    return Poll::Ready(None);
+                match this.scan.feed_at(&bytes, tokio::time::Instant::now()) {
+                    Ok(()) => {}
+                    Err(why) => {
+                        this.done = true;
+                        crate::metrics::limited(match why {
+                            Refused::TooLarge => "ws_message_too_large",
+                            Refused::TooFast => "ws_messages_too_fast",
+                        });
+                        return Poll::Ready(None);
+                    }
                 }
                 Poll::Ready(Some(Ok(bytes)))
             }
@@ -211,10 +266,13 @@ mod tests {
         let mut scan = FrameScan::new(10_000);
         scan.feed(&frame(false, 1, 4_000)).unwrap();
         scan.feed(&frame(false, 0, 4_000)).unwrap();
-        assert_eq!(scan.feed(&frame(false, 0, 4_000)), Err(TooLarge));
+        assert_eq!(scan.feed(&frame(false, 0, 4_000)), Err(Refused::TooLarge));
         // One big frame, announced by its header alone.
         let mut scan = FrameScan::new(10_000);
-        assert_eq!(scan.feed(&frame(true, 2, 20_000)[..14]), Err(TooLarge));
+        assert_eq!(
+            scan.feed(&frame(true, 2, 20_000)[..14]),
+            Err(Refused::TooLarge)
+        );
     }
 
     #[test]
@@ -223,6 +281,26 @@ mod tests {
         for _ in 0..10 {
             scan.feed(&frame(false, 1, 4_000)).unwrap();
             scan.feed(&frame(true, 0, 4_000)).unwrap();
+        }
+    }
+
+    #[test]
+    fn messages_faster_than_the_budget_are_refused_and_time_refills_it() {
+        let t0 = tokio::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let burst = (2.0 * MESSAGES_PER_SECOND) as usize;
+        let mut scan = FrameScan::new(10_000);
+        for _ in 0..burst {
+            scan.feed_at(&frame(true, 1, 10), t0).unwrap();
+        }
+        // Control frames cost nothing.
+        scan.feed_at(&frame(true, 9, 4), t0).unwrap();
+        assert_eq!(scan.feed_at(&frame(true, 1, 10), t0), Err(Refused::TooFast));
+        // A steady rate under the budget goes on for ever.
+        let mut scan = FrameScan::new(10_000);
+        for i in 0..10_000u64 {
+            let at = t0 + ms(i * 1000 / (MESSAGES_PER_SECOND as u64) + 1);
+            scan.feed_at(&frame(true, 1, 10), at).unwrap();
         }
     }
 }

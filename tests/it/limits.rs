@@ -221,6 +221,27 @@ async fn a_socket_that_sends_connection_init_in_time_stays_open() {
 }
 
 #[actix_rt::test]
+async fn a_socket_flooded_with_small_messages_is_closed() {
+    let node = serve_with(&[]);
+    let mut ws = socket(&node.addr, &token(Role::Clinician, "dr-1")).await;
+    use futures_util::{SinkExt, StreamExt};
+    // 1,000 pings at once, their pongs unread.
+    for _ in 0..1_000 {
+        let ping = awc::ws::Message::Text(json!({"type": "ping"}).to_string().into());
+        if ws.send(ping).await.is_err() {
+            break;
+        }
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the flooded socket stayed open");
+    assert!(counter(&node.addr, "cardio_limited_total", "ws_messages_too_fast").await >= 1.0);
+    assert!(alive(&node.addr).await);
+}
+
+#[actix_rt::test]
 async fn a_principal_holds_a_bounded_number_of_sockets() {
     let node = serve_with(&[("CARDIO_MAX_WS_PER_PRINCIPAL", "2")]);
     let t = token(Role::Clinician, "dr-1");
