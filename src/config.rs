@@ -270,6 +270,27 @@ pub struct Config {
     /// password, an `api_key` parameter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<SecretUrl>,
+    // --- Limits (issue 13, part 6): docs/security.md, "Availability". ---
+    /// How long a WebSocket may stay open without sending `connection_init`.
+    #[serde(with = "humantime_serde")]
+    pub ws_init_timeout: Duration,
+    /// Largest WebSocket message in bytes, all its fragments together.
+    pub ws_max_message: usize,
+    /// Open WebSockets per client address (the peer: behind a proxy, the
+    /// proxy's; set it to the proxy's share then).
+    pub max_ws_per_ip: usize,
+    /// Open WebSockets per principal.
+    pub max_ws_per_principal: usize,
+    /// `POST /graphql` requests in flight per client address.
+    pub max_http_per_ip: usize,
+    /// `POST /graphql` requests in flight per principal.
+    pub max_http_per_principal: usize,
+    /// How long a request may take to send its whole body (its head: 5 s,
+    /// or this if shorter).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most errors in one GraphQL response (then one `TOO_MANY_ERRORS`).
+    pub max_errors: usize,
 }
 
 impl Default for Config {
@@ -337,6 +358,14 @@ impl Default for Config {
             dev: false,
             rate_limit: 200,
             otlp_endpoint: None,
+            ws_init_timeout: Duration::from_secs(5),
+            ws_max_message: 256 * 1024,
+            max_ws_per_ip: 256,
+            max_ws_per_principal: 16,
+            max_http_per_ip: 64,
+            max_http_per_principal: 16,
+            body_read_timeout: Duration::from_secs(10),
+            max_errors: 20,
         }
     }
 }
@@ -610,6 +639,33 @@ impl Config {
         }
         if self.oidc_role_claim.is_empty() {
             return refuse("oidc_role_claim", "must name a claim".into());
+        }
+        // Limits (issue 13, part 6).
+        #[rustfmt::skip] // A table reads best as one.
+        let limits = [
+            ("ws_max_message", self.ws_max_message, 1024, 16 << 20),
+            ("max_ws_per_ip", self.max_ws_per_ip, 1, 1_000_000),
+            ("max_ws_per_principal", self.max_ws_per_principal, 1, 10_000),
+            ("max_http_per_ip", self.max_http_per_ip, 1, 1_000_000),
+            ("max_http_per_principal", self.max_http_per_principal, 1, 10_000),
+            ("max_errors", self.max_errors, 1, 10_000),
+        ];
+        for (setting, n, min, max) in limits {
+            if !(min..=max).contains(&n) {
+                return refuse(
+                    setting,
+                    format!("{n} is not a whole number from {min} to {max}"),
+                );
+            }
+        }
+        let bounded = [
+            ("ws_init_timeout", self.ws_init_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ];
+        for (setting, d) in bounded {
+            if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&d) {
+                return refuse(setting, "from 100ms to 10m".into());
+            }
         }
         // TLS (issue 13, item 1): every file a TLS setting names loads, and
         // no setting asks for TLS on a hop that would not use it.

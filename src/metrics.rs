@@ -138,6 +138,7 @@ fn describe() {
         ("cardio_alerts_raised_total", "Clinical alerts raised, by rule and priority."),
         ("cardio_samples_accepted_total", "Device samples accepted."),
         ("cardio_samples_rejected_total", "Device samples rejected, by reason."),
+        ("cardio_limited_total", "Requests and connections a limit refused or ended, by limit (issue 13)."),
     ] {
         describe_counter!(name, Count, help);
     }
@@ -263,6 +264,12 @@ pub fn announce_supervisor(name: &str) {
         "reason" => "intensity"
     )
     .absolute(0);
+}
+
+/// A request or connection a limit refused or ended (`ws_init_timeout`,
+/// `ws_message_too_large`, `ws_per_ip`, `http_per_ip`, `body_timeout`, …).
+pub fn limited(limit: &'static str) {
+    counter!("cardio_limited_total", "limit" => limit).increment(1);
 }
 
 pub fn activated(kind: &'static str) {

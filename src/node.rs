@@ -82,6 +82,12 @@ impl Node {
             .await
             .context("cannot migrate the database")?;
         tracing::info!(database = store.backend(), "database ready");
+        // Pseudonyms in logs and ops views, under the cluster's key (issue 13).
+        let pseudonym_key = store
+            .cluster_secret("pseudonym", crate::redact::pseudonym::random_key())
+            .await
+            .context("cannot read the cluster's pseudonym key")?;
+        crate::redact::pseudonym::set_key(pseudonym_key);
 
         warn_unverified_database(&config);
         let bus = bus::connect_with_tls(
@@ -187,6 +193,7 @@ impl Node {
                 .context("cannot subscribe to replies")?,
         );
         let limiter = crate::api::rate_limiter(config.rate_limit);
+        let limits = crate::api::limits::Limits::from_config(&config);
         let graphql = crate::api::graphql::schema(
             crate::api::graphql::Deps {
                 store: store.clone(),
@@ -201,6 +208,7 @@ impl Node {
                 peer_tls: peer_tls(&config)?,
                 gate: Arc::clone(&gate),
                 break_glass: config.break_glass_duration,
+                limits: Arc::clone(&limits),
             },
             config.dev,
         );
@@ -218,6 +226,7 @@ impl Node {
             limiter,
             requester,
             gate,
+            limits,
         };
         let grace = config.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
@@ -226,6 +235,9 @@ impl Node {
                 .configure(api::routes)
         })
         .workers(2)
+        // A request's head within 5 s (actix's default) or the body's
+        // deadline if shorter; the body's: api::limits.
+        .client_request_timeout(config.body_read_timeout.min(Duration::from_secs(5)))
         .disable_signals()
         .shutdown_timeout(grace);
         let (server, scheme) = match server_cert(&config)? {

@@ -8,6 +8,8 @@
 //! the secret: deserialising refuses any text holding [`REDACTED`], and it
 //! never quotes the text it refuses.
 
+pub mod pseudonym;
+
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -28,7 +28,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         Ok(v) => Some(v),
         Err(e) => {
             let reason = crate::redact::describe_json_error(&e);
-            tracing::error!(%actor, what, %reason, "stored state does not decode; skipped");
+            tracing::error!(actor = %crate::redact::pseudonym::actor_key(actor), what, %reason, "stored state does not decode; skipped");
             None
         }
     }
@@ -44,7 +44,7 @@ pub(crate) fn or_crash<T>(
     match result {
         Ok(v) => v,
         Err(e) => {
-            tracing::error!(%actor, error = %e, "{what}");
+            tracing::error!(actor = %crate::redact::pseudonym::actor_key(actor), error = %e, "{what}");
             panic!("{what}");
         }
     }
@@ -95,7 +95,7 @@ pub(crate) async fn save_snapshot<S: serde::Serialize>(
 ) {
     let payload = serde_json::to_vec(state).expect("snapshots serialise");
     if let Err(e) = store.save_snapshot(key, seq, &payload).await {
-        tracing::warn!(actor = %key, error = %e, "snapshot not saved");
+        tracing::warn!(actor = %crate::redact::pseudonym::actor_key(key), error = %e, "snapshot not saved");
     }
 }
 
@@ -131,7 +131,7 @@ pub(crate) fn journaled(
             panic!("{kind} journal moved on under another writer; recovering")
         }
         Err(e) => {
-            tracing::warn!(%actor, error = %e, "{kind} event not journaled");
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(actor), error = %e, "{kind} event not journaled");
             Journaled::Unavailable
         }
     }

@@ -37,6 +37,8 @@ pub struct Deps {
     pub gate: Arc<super::gate::Gate>,
     /// How long a break-glass grant lasts.
     pub break_glass: std::time::Duration,
+    /// The node's limits (errors per response; issue 13).
+    pub limits: Arc<super::limits::Limits>,
 }
 
 pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, ApiError> {
@@ -196,9 +198,18 @@ impl<'a> Access<'a> {
     }
 
     /// Refuses an access to a record that is not there (so no patient can
-    /// be named), audited as denied: the caller sees `FORBIDDEN`, as for a
-    /// record it may not reach.
+    /// be named): the caller sees `FORBIDDEN`, as for a record it may not
+    /// reach. It costs the caller's budget, and is audited as denied once a
+    /// minute per principal (a summary: a request of thousands of aliased
+    /// random ids writes one entry, not thousands).
     pub(crate) async fn refuse_unknown(&self) -> ApiError {
+        if self.deps.limiter.check_key(&self.who.subject).is_err() {
+            return ApiError::RateLimited;
+        }
+        crate::metrics::limited("unknown_record");
+        if !self.deps.limits.audit_unknown_now(&self.who.subject) {
+            return ApiError::Forbidden;
+        }
         self.refuse(None).await
     }
 

@@ -54,13 +54,26 @@ pub(crate) async fn consult_view(
 }
 
 /// The patient of consult `consult` and its view (without chat lines),
-/// once `access` allows it for that patient (audited either way). A consult
-/// that is not there is refused alike, audited without a patient.
+/// once `access` allows it for that patient (audited either way).
+///
+/// A consult that is not there is refused alike (`FORBIDDEN`, as for one the
+/// caller may not see: no answer tells an id that exists from one that does
+/// not), looked up in the store without starting its actor (a request of
+/// thousands of aliased random ids would otherwise start thousands of
+/// actors); see [`Access::refuse_unknown`] for its cost and its audit.
 pub(crate) async fn authorized_consult(
     d: &Deps,
     access: &Access<'_>,
     consult: &str,
 ) -> Result<(String, ConsultView), ApiError> {
+    let exists = d
+        .store
+        .consult_exists(consult)
+        .await
+        .map_err(ApiError::unavailable)?;
+    if !exists {
+        return Err(access.on("consult").refuse_unknown().await);
+    }
     let view = consult_view(d, consult, u64::MAX).await?;
     let Some(patient) = view.patient.clone() else {
         // Audited as an attempt on "consult", whatever was asked of it.

@@ -22,10 +22,12 @@ mod ask;
 pub mod error;
 pub mod gate;
 pub mod graphql;
+pub mod limits;
 mod live;
 pub mod monitoring;
 mod observe;
 mod ws;
+mod ws_limits;
 
 use crate::auth::Authenticator;
 use crate::bus::Bus;
@@ -51,6 +53,8 @@ pub struct ApiState {
     pub limiter: Arc<RateLimiter>,
     /// Request–reply with actors (sessions), wherever they live.
     pub requester: Arc<crate::bus::client::Requester>,
+    /// Connections, bodies and errors (issue 13).
+    pub limits: Arc<limits::Limits>,
     /// Revocation, deactivation and inactivity logoff of verified tokens.
     pub gate: Arc<gate::Gate>,
 }
@@ -99,8 +103,9 @@ pub fn rate_limiter(per_second: u32) -> Arc<RateLimiter> {
 }
 
 /// An actor path as ops may see it: a session actor is named by its
-/// patient's id, so that id is replaced by a short hash (ops see the
-/// machinery, not who is online).
+/// patient's id, so that id is replaced by its keyed pseudonym (ops see the
+/// machinery, not who is online; without the cluster's key nobody can hash
+/// a known patient id to look for it).
 pub fn mask_path(path: &str) -> String {
     const SESSIONS: &str = "/cardio/entities/session/";
     match path.strip_prefix(SESSIONS) {
@@ -111,12 +116,10 @@ pub fn mask_path(path: &str) -> String {
     }
 }
 
-/// A short, stable stand-in for an id.
+/// A short, stable stand-in for an id: its keyed pseudonym
+/// ([`crate::redact::pseudonym`]).
 pub fn mask_id(id: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(id.as_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("#{hex}")
+    crate::redact::pseudonym::id(id)
 }
 
 fn mask_tree(v: &mut crate::supervisors::TreeView) {
@@ -139,7 +142,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/debug/cluster", web::get().to(cluster))
         .service(
             web::resource("/graphql")
-                .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
                 .route(web::post().to(graphql_post))
                 .route(web::get().to(ws::graphql_ws)),
         )
@@ -266,12 +268,37 @@ fn gql_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> 
 }
 
 /// `POST /graphql`: one operation or a batch of at most [`MAX_BATCH`].
+///
+/// Every request is charged to a budget, whatever becomes of it: its
+/// principal's, or its address's when it has none or its token is refused
+/// (so a flood of bad tokens is slowed down like any other). A client
+/// address and a principal have a bounded number of requests in flight, and
+/// a body must arrive within `body_read_timeout`.
 async fn graphql_post(
     state: web::Data<ApiState>,
     req: actix_web::HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
+    state.limits.tick(&state.limiter);
+    let addr = limits::client_addr(&req);
+    let Some(_addr_slot) = state.limits.http_per_ip.take(&addr) else {
+        crate::metrics::limited("http_per_ip");
+        return gql_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests in flight from this address",
+        );
+    };
+    let addr_key = format!("addr:{addr}");
+    let over_budget = |key: &str| state.limiter.check_key(&key.to_owned()).is_err();
+    let rate_limited = || {
+        gql_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests; slow down",
+        )
+    };
     let verified = match req.headers().get("authorization") {
         None => None,
         Some(value) => match authenticate(&state, &req, value.to_str().ok(), true).await {
@@ -280,27 +307,68 @@ async fn graphql_post(
                 let e = crate::auth::AuthError::Unavailable;
                 return gql_error(StatusCode::SERVICE_UNAVAILABLE, e.code(), &e.to_string());
             }
-            Err(e) => return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
+            Err(e) => {
+                // Refused tokens cost their address's budget.
+                if over_budget(&addr_key) {
+                    return rate_limited();
+                }
+                return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+            }
         },
     };
     let principal = verified.as_ref().map(|v| v.principal.clone());
     // Each principal has a budget; requests without one share their address's.
     let key = match &principal {
         Some(p) => p.subject.clone(),
-        None => format!(
-            "addr:{}",
-            req.peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default()
-        ),
+        None => addr_key,
     };
-    if state.limiter.check_key(&key).is_err() {
-        return gql_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            "too many requests; slow down",
-        );
+    if over_budget(&key) {
+        return rate_limited();
     }
+    let _principal_slot = match &principal {
+        Some(p) => match state.limits.http_per_principal.take(&p.subject) {
+            Some(slot) => Some(slot),
+            None => {
+                crate::metrics::limited("http_per_principal");
+                return gql_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "too many requests in flight for this principal",
+                );
+            }
+        },
+        None => None,
+    };
+    let body =
+        match limits::read_body(payload, MAX_REQUEST_BYTES, state.limits.body_read_timeout).await {
+            Ok(body) => body,
+            Err(limits::BodyError::TooLarge) => {
+                return gql_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "the request body is larger than 1 MiB",
+                )
+            }
+            Err(limits::BodyError::TimedOut) => {
+                crate::metrics::limited("body_timeout");
+                let mut res = gql_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    "the request body did not arrive in time",
+                );
+                // The rest of the body is not read: the connection cannot be reused.
+                res.head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                return res;
+            }
+            Err(limits::BodyError::Broken) => {
+                return gql_error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "the request body broke off",
+                )
+            }
+        };
     if let Some(p) = principal
         .as_ref()
         .filter(|p| p.role == crate::principal::Role::Patient)

@@ -26,6 +26,16 @@ pub(super) async fn graphql_ws(
     payload: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
     use futures_util::StreamExt;
+    // Limits (issue 13; see `ws_limits`): sockets per address and per
+    // principal, `connection_init` in time, messages of bounded size.
+    let addr = super::limits::client_addr(&req);
+    let Some(addr_slot) = state.limits.ws_per_ip.take(&addr) else {
+        crate::metrics::limited("ws_per_ip");
+        return Ok(HttpResponse::TooManyRequests().finish());
+    };
+    let init_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let principal_slot: Arc<std::sync::Mutex<Option<super::limits::Slot>>> = Arc::default();
+    let (limits, limiter) = (Arc::clone(&state.limits), Arc::clone(&state.limiter));
     let auth = state.auth.clone();
     // The connection closes when its token expires: the token's expiry,
     // known once `connection_init` verified it, ends the inbound stream, and
@@ -83,14 +93,22 @@ pub(super) async fn graphql_ws(
             }
         }
     })));
+    let held = (addr_slot, Arc::clone(&principal_slot));
+    let payload = super::ws_limits::guard(
+        payload,
+        limits.ws_max_message,
+        limits.ws_init_timeout,
+        Arc::clone(&init_seen),
+    );
     let payload = payload.take_until(Box::pin(expired)).map(move |item| {
-        let _keep = &on_close;
+        let _keep = (&on_close, &held);
         item
     });
     let (bus, requester) = (Arc::clone(&state.bus), Arc::clone(&state.requester));
     let (gate, source) = (Arc::clone(&state.gate), super::source_of(&req));
     async_graphql_actix_web::GraphQLSubscription::new(state.graphql.clone())
         .on_connection_init(move |value: serde_json::Value| async move {
+            init_seen.store(true, Ordering::Release);
             let auth = auth.ok_or_else(|| {
                 graphql::coded("UNAUTHENTICATED", "no key configured to verify tokens")
             })?;
@@ -109,6 +127,13 @@ pub(super) async fn graphql_ws(
                 Ok(v) => v,
                 Err(e) => {
                     gate.failed(&source, &e);
+                    // Refused tokens cost their address's budget.
+                    if limiter.check_key(&format!("addr:{addr}")).is_err() {
+                        return Err(graphql::coded(
+                            "RATE_LIMITED",
+                            "too many requests; slow down",
+                        ));
+                    }
                     return Err(graphql::coded("UNAUTHENTICATED", e.to_string()));
                 }
             };
@@ -119,6 +144,14 @@ pub(super) async fn graphql_ws(
                 return Err(graphql::coded(e.code(), e.to_string()));
             }
             let (principal, exp) = (verified.principal.clone(), verified.exp);
+            let Some(slot) = limits.ws_per_principal.take(&principal.subject) else {
+                crate::metrics::limited("ws_per_principal");
+                return Err(graphql::coded(
+                    "RATE_LIMITED",
+                    "too many connections for this principal",
+                ));
+            };
+            *principal_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
             {
                 let (gate, v) = (Arc::clone(&gate), verified.clone());
                 let (expiry, known) = (Arc::clone(&expiry), Arc::clone(&known));

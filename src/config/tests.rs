@@ -71,6 +71,15 @@ const OLD_SETTINGS: &[(&str, &str)] = &[
     ("dev", "true"),
     ("rate_limit", "50"),
     ("otlp_endpoint", "http://otel-collector:4318"),
+    // Limits (issue 13, part 6).
+    ("ws_init_timeout", "2s"),
+    ("ws_max_message", "65536"),
+    ("max_ws_per_ip", "32"),
+    ("max_ws_per_principal", "4"),
+    ("max_http_per_ip", "8"),
+    ("max_http_per_principal", "4"),
+    ("body_read_timeout", "3s"),
+    ("max_errors", "5"),
 ];
 
 #[test]

@@ -167,7 +167,7 @@ async fn deliver_envelope(
             }
             match delivery.nack(&reason).await {
                 Ok(Nacked::DeadLettered) => {
-                    tracing::warn!(actor = %to, %reason, "message dead-lettered after repeated failures");
+                    tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&to.to_string()), %reason, "message dead-lettered after repeated failures");
                     registry.tree().emit_path(
                         route.actor_path(to.id()),
                         EventKind::DeadLettered {

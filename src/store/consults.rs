@@ -136,6 +136,19 @@ impl Store {
         Ok(ids)
     }
 
+    /// Whether consult `id` was ever requested: its projected row, or (the
+    /// projection is written after the journal and may lag behind a failure)
+    /// its journal. Lets the API refuse an unknown id without starting an
+    /// actor for it.
+    pub async fn consult_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let sql = self.dialect(
+            "SELECT 1 AS yes FROM consults WHERE id = $1",
+            "SELECT 1 AS yes FROM consults WHERE id = ?1",
+        );
+        let projected = with_pool!(self, pool => sqlx::query(sql).bind(id).fetch_optional(pool).await.map(|r| r.is_some()))?;
+        Ok(projected || self.last_seq(&format!("consult/{id}")).await? > 0)
+    }
+
     /// A consult's chat lines after `after`, in order.
     pub async fn chat_lines(&self, consult: &str, after: u64) -> Result<Vec<ChatLine>, StoreError> {
         let sql = self.dialect(

@@ -17,6 +17,7 @@ pub mod consults;
 pub mod journal;
 pub mod monitoring;
 pub mod people;
+pub mod secrets;
 pub mod vitals;
 
 use std::path::Path;
@@ -48,7 +49,10 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     /// Another writer appended to this actor first (or this writer's view of
     /// the actor is stale): its journal moved past `expected`.
-    #[error("journal of {actor} moved on: sequence {expected} is taken")]
+    #[error(
+        "journal of {} moved on: sequence {expected} is taken",
+        crate::redact::pseudonym::actor_key(actor)
+    )]
     Conflict { actor: String, expected: u64 },
     /// This node does not hold the actor's shard (any more): another node
     /// took it, so this one must not write.

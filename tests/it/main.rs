@@ -57,6 +57,7 @@ mod consult;
 mod deploy;
 mod device;
 mod layers;
+mod limits;
 mod monitoring;
 mod ops;
 mod protocol;

@@ -88,7 +88,7 @@ impl ConsultActor {
             result = self.store.project_chat(id, line).await;
         }
         if let Err(e) = result {
-            tracing::warn!(actor = %self.key, error = %e, "consult projection not written yet");
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "consult projection not written yet");
         }
     }
 

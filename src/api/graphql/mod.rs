@@ -67,9 +67,13 @@ pub struct SubscriptionRoot(
 #[derive(Clone)]
 pub struct Bearer(pub String);
 
+/// Most directives on one field.
+pub const MAX_DIRECTIVES: usize = 8;
+
 /// Builds the schema with its limits; introspection only in dev mode (the
 /// SDL is published as `schema.graphql` instead).
 pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
+    let max_errors = deps.limits.max_errors;
     let builder = Schema::build(
         Query::default(),
         Mutation::default(),
@@ -79,7 +83,10 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
     .limit_depth(12)
     .limit_complexity(1_000)
     .limit_recursive_depth(32)
-    .extension(super::observe::Observe);
+    // Checked before validation: a field of 60,000 directives is one error.
+    .limit_directives(MAX_DIRECTIVES)
+    .extension(super::observe::Observe)
+    .extension(super::limits::RequestLimits { max_errors });
     if dev {
         builder.finish()
     } else {

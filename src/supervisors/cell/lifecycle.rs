@@ -122,10 +122,10 @@ impl<A: Actor> Cell<A> {
                 reason: reason.clone(),
             },
         );
-        tracing::warn!(path = %self.node.path, %reason, "actor crashed");
+        tracing::warn!(path = %crate::redact::pseudonym::actor_path(&self.node.path), %reason, "actor crashed");
         if !self.shared.parent.connected() {
             // No supervisor to restart it: end rather than wait forever.
-            tracing::error!(path = %self.node.path, "crashed actor has no supervisor; stopping it");
+            tracing::error!(path = %crate::redact::pseudonym::actor_path(&self.node.path), "crashed actor has no supervisor; stopping it");
             self.exiting().reason = Some(ExitReason::Crashed(reason));
             actx.stop();
             return;
@@ -151,7 +151,7 @@ impl<A: Actor> Cell<A> {
                     let node = Arc::clone(ctx_node(&ctx));
                     let stopping = guarded(state.stopping(&mut ctx), node, Kill::RUN);
                     if let Outcome::Panicked(reason) = bounded(limit, stopping).await {
-                        tracing::warn!(path = %ctx.path(), %reason, "stop hook failed");
+                        tracing::warn!(path = %crate::redact::pseudonym::actor_path(ctx.path()), %reason, "stop hook failed");
                     }
                     drop(state);
                     ctx
@@ -202,7 +202,7 @@ impl<A: Actor> Cell<A> {
             crate::metrics::passivated(self.node.kind_name());
         }
         if reason.is_abnormal() {
-            tracing::error!(path = %self.node.path, %reason, "actor ended abnormally");
+            tracing::error!(path = %crate::redact::pseudonym::actor_path(&self.node.path), %reason, "actor ended abnormally");
         }
         self.shared.tree.emit(
             &self.node,
@@ -225,7 +225,7 @@ impl<A: Actor> ActixActor for Cell<A> {
 
     fn started(&mut self, actx: &mut Context<Self>) {
         if !self.shared.parent.connected() {
-            tracing::warn!(path = %self.node.path, "supervisor gone before the actor started");
+            tracing::warn!(path = %crate::redact::pseudonym::actor_path(&self.node.path), "supervisor gone before the actor started");
             self.exiting().reason = Some(ExitReason::Shutdown);
             actx.stop();
             return;

@@ -164,7 +164,7 @@ impl Supervisor {
                     "gave up after more than {} restarts within {:?}",
                     limit.max_restarts, limit.within
                 );
-                tracing::warn!(path = %child.handle.node.path, reason = %why, "stopping a crash-looping child");
+                tracing::warn!(path = %crate::redact::pseudonym::actor_path(&child.handle.node.path), reason = %why, "stopping a crash-looping child");
                 child.handle.node.set_failure(&why);
                 self.remove_child(key, ExitReason::Crashed(why));
                 return;
@@ -315,7 +315,7 @@ impl Supervisor {
                 reason: reason.clone(),
             },
         );
-        tracing::error!(path = %self.node.path, %reason, "supervisor gives up");
+        tracing::error!(path = %crate::redact::pseudonym::actor_path(&self.node.path), %reason, "supervisor gives up");
         let stopping = self.suspend_children();
         actx.wait(stopping.into_actor(self).map(move |(), sup, _| {
             sup.node.set_status(Status::Failed);
@@ -345,7 +345,7 @@ impl Supervisor {
         };
         if !again || child.spec.is_none() {
             if again {
-                tracing::warn!(path = %child.handle.node.path, %reason, "adopted child ended; it returns when next needed");
+                tracing::warn!(path = %crate::redact::pseudonym::actor_path(&child.handle.node.path), %reason, "adopted child ended; it returns when next needed");
             }
             self.forget(key);
             return;

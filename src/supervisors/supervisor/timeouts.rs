@@ -31,7 +31,7 @@ pub(super) async fn await_start(
             match tokio::time::timeout(limit, &mut rx).await {
                 Ok(r) => r.ok(),
                 Err(_) => {
-                    tracing::warn!(path = %node.path, ?limit, "child did not start in time; killing its start");
+                    tracing::warn!(path = %crate::redact::pseudonym::actor_path(&node.path), ?limit, "child did not start in time; killing its start");
                     node.kill(Kill::START);
                     tokio::time::timeout(KILL_GRACE, rx)
                         .await
@@ -42,7 +42,7 @@ pub(super) async fn await_start(
         }
     };
     if let Some(Err(reason)) = result {
-        tracing::warn!(path = %node.path, %reason, "child failed to start");
+        tracing::warn!(path = %crate::redact::pseudonym::actor_path(&node.path), %reason, "child failed to start");
     }
 }
 
@@ -85,9 +85,9 @@ pub(super) async fn stop_child(
     if tokio::time::timeout(limit, &mut rx).await.is_ok() {
         return;
     }
-    tracing::warn!(path = %node.path, ?limit, "child did not stop in time; killing it");
+    tracing::warn!(path = %crate::redact::pseudonym::actor_path(&node.path), ?limit, "child did not stop in time; killing it");
     node.kill(Kill::RUN);
     if tokio::time::timeout(KILL_GRACE, &mut rx).await.is_err() {
-        tracing::error!(path = %node.path, "child did not stop after being killed");
+        tracing::error!(path = %crate::redact::pseudonym::actor_path(&node.path), "child did not stop after being killed");
     }
 }

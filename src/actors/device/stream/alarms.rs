@@ -254,7 +254,7 @@ impl DeviceStream {
         match self.apply(settings, paused_until_ms) {
             Ok(announced) => announced,
             Err(e) => {
-                tracing::warn!(actor = %self.key, error = %e, "stored alarm pause not applied");
+                tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "stored alarm pause not applied");
                 Vec::new()
             }
         }
@@ -269,7 +269,7 @@ impl DeviceStream {
         let recorded = match self.record(&changes, &[]).await {
             Ok(recorded) => recorded,
             Err(e) => {
-                tracing::warn!(actor = %self.key, error = %e, "alarm changes not written");
+                tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "alarm changes not written");
                 panic!("alarm changes not writable; recovering");
             }
         };

@@ -496,7 +496,7 @@ impl Actor for DeviceStream {
         // and snapshot, so the next start replays little.
         let open = self.open_aggregates();
         if let Err(e) = self.store.save_aggregates(&self.id, &open).await {
-            tracing::warn!(actor = %self.key, error = %e, "open aggregates not flushed");
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "open aggregates not flushed");
         }
         self.snapshot().await;
     }
@@ -554,7 +554,7 @@ impl Handler<Push> for DeviceStream {
             Err(e) => {
                 // The samples are durable; crash, so that the restart
                 // re-derives the alerts and aggregates from the journal.
-                tracing::warn!(actor = %self.key, error = %e, "derived vitals not written");
+                tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "derived vitals not written");
                 panic!("derived vitals not writable; recovering from the journal");
             }
         };
