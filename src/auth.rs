@@ -258,15 +258,24 @@ pub struct Verified {
     pub jti: Option<String>,
 }
 
-/// Fetches a JWKS document over HTTP(S). The one place keys are fetched
-/// from the network: the TLS set-up plugs in here.
+/// Fetches a JWKS document over HTTP(S) (an https URL is verified against
+/// the public roots). The one place keys are fetched from the network.
 pub async fn fetch_jwks(url: &str) -> Result<Vec<u8>, AuthError> {
     let url = url.to_owned();
     // awc lives on the current thread: fetch there.
     let fetched = actix_rt::spawn(async move {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .finish();
+        let builder = awc::Client::builder().timeout(Duration::from_secs(10));
+        let client = if url.starts_with("https://") {
+            // The provider is verified against the public roots; a failure
+            // is an error, never a fall-back to plain HTTP.
+            let tls = crate::tls::client_config(None, None)
+                .map_err(|e| AuthError::BadKey(format!("cannot set up TLS: {e}")))?;
+            builder
+                .connector(awc::Connector::new().rustls_0_23(Arc::new(tls)))
+                .finish()
+        } else {
+            builder.finish()
+        };
         let mut res = client
             .get(&url)
             .send()
