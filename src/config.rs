@@ -111,6 +111,19 @@ pub struct Config {
     /// Raw device samples are kept this long (aggregates and alerts longer).
     #[serde(with = "humantime_serde")]
     pub sample_retention: Duration,
+    // Encryption at rest and the keyed audit trail (issue 13; src/crypto/,
+    // src/config/at_rest.rs for the defaults derived from database_url).
+    /// The key file (KEKs and the audit key, JSON, 0600). Unset on SQLite:
+    /// `<database file>.key` beside it, created on first start. Required on
+    /// PostgreSQL: every node must read the same file (a Kubernetes Secret).
+    pub key_file: Option<PathBuf>,
+    /// Where signed audit checkpoints are appended (outside the database).
+    /// Unset on SQLite: `<database file>.checkpoints`; on PostgreSQL: none
+    /// are written (truncation of the audit log is then not detected).
+    pub audit_checkpoint_file: Option<PathBuf>,
+    /// How often a node writes an audit checkpoint (and once at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub audit_checkpoint_every: Duration,
     // The alarm engine's settings an operator may change; the rest of
     // [`AlarmSettings`] stays at its defaults. A patient's own limits, set
     // by a clinician, replace these for that patient. [`Config::alarms`]
@@ -215,6 +228,9 @@ impl Default for Config {
             no_show_after: Duration::from_secs(900),
             session_logoff: Duration::from_secs(900),
             sample_retention: Duration::from_secs(30 * 24 * 3600),
+            key_file: None,
+            audit_checkpoint_file: None,
+            audit_checkpoint_every: Duration::from_secs(60),
             alert_tachycardia_bpm: alarms.tachycardia.raise,
             alert_bradycardia_bpm: alarms.bradycardia.raise,
             alert_low_spo2_percent: alarms.low_spo2.raise,
@@ -489,6 +505,14 @@ impl Config {
             let why = "expected an http:// URL (OTLP over HTTP; TLS is not built in)";
             return refuse("otlp_endpoint", why.into());
         }
+        // Encryption at rest and the keyed audit trail (issue 13).
+        // (key_file: required unless the database is an SQLite file; the
+        // node refuses to start without it, see node::key_provider.)
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&self.audit_checkpoint_every)
+        {
+            return refuse("audit_checkpoint_every", "from 1s to 1h".into());
+        }
         Ok(())
     }
 
@@ -736,5 +760,6 @@ fn real<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     }
 }
 
+mod at_rest;
 #[cfg(test)]
 mod tests;

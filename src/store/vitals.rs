@@ -361,6 +361,7 @@ impl Store {
         note: Option<&str>,
     ) -> Result<bool, StoreError> {
         let sql = self.dialect(ACK_PG, ACK_SQLITE);
+        let note = note.map(|n| self.seal_text(&super::sealed::ad("alert_acks", id, None), n));
         let recorded = with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(by)
@@ -387,6 +388,15 @@ impl Store {
                 at_ms: r.try_get::<i64, _>("at_ms")? as u64,
                 note: r.try_get("note")?,
             })).transpose()))?;
-        Ok(row)
+        match row {
+            Some(mut a) => {
+                if let Some(note) = a.note.take() {
+                    let ad = super::sealed::ad("alert_acks", id, None);
+                    a.note = Some(self.open_text(&ad, note).await?);
+                }
+                Ok(Some(a))
+            }
+            None => Ok(None),
+        }
     }
 }
