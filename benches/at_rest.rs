@@ -269,10 +269,7 @@ async fn audit_path(backend: &str, keyed: bool) -> f64 {
     });
     futures_util::future::join_all(writers).await;
     let rate = (WRITERS * EACH) as f64 / t.elapsed().as_secs_f64();
-    assert_eq!(
-        f.store.verify_audit().await.unwrap(),
-        Ok(WRITERS * EACH)
-    );
+    assert_eq!(f.store.verify_audit().await.unwrap(), Ok(WRITERS * EACH));
     done(f).await;
     rate
 }

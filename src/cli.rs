@@ -88,6 +88,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
+    /// Create the key file at the configured key_file (0600) unless one is
+    /// there: for a cluster, create it once and give every node the same file.
+    Init {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Make a new key-encryption key current and re-wrap every data key
     /// under it (nodes keep running; they read the key file again when they
     /// meet the new key). Audited as `key_rotation`.
@@ -184,6 +190,9 @@ pub fn run() -> ExitCode {
                     checkpoints,
                 },
         } => audit_verify(config, checkpoints),
+        Command::Keys {
+            command: KeysCommand::Init { config },
+        } => keys_init(config),
         Command::Keys {
             command: KeysCommand::Rotate { config },
         } => keys(config, true),
@@ -411,6 +420,27 @@ fn audit_verify(file: Option<PathBuf>, checkpoints: Option<PathBuf>) -> ExitCode
             ExitCode::from(1)
         }
         Err(e) => fail(&format!("cannot read the audit log: {e:#}")),
+    }
+}
+
+fn keys_init(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let Some(path) = config.key_file() else {
+        return fail("no key_file (CARDIO_KEY_FILE) is set");
+    };
+    match crate::crypto::FileKeyProvider::open_or_create(&path, true) {
+        Ok((_, true)) => {
+            println!("created the key file {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok((_, false)) => {
+            println!("a key file is already at {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -74,16 +74,24 @@ impl FileKeyProvider {
                 audit: b64().encode(random_key()),
             };
             let text = serde_json::to_vec_pretty(&contents).expect("JSON of strings");
-            match std::fs::OpenOptions::new()
+            // Written aside, then linked into place: a process starting at
+            // the same time reads either no file or the whole of one.
+            let tmp = path.with_extension(format!("new-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            let written = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    f.write_all(&text)
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| failed(format!("cannot write: {e}")))?;
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(failed(format!("cannot create: {e}")));
+            }
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
                     return Ok((
                         FileKeyProvider {
                             path: path.to_owned(),

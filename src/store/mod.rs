@@ -138,6 +138,9 @@ impl Store {
                     // FULL: a commit is on disk before it is acknowledged.
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
+                    // Freed space is zeroed: a value sealed in place (legacy
+                    // plaintext) leaves no readable copy in the file.
+                    .pragma("secure_delete", "ON")
                     .busy_timeout(Duration::from_secs(5));
                 if let Some(folder) = options.get_filename().parent() {
                     if !folder.as_os_str().is_empty() && !Path::new(folder).exists() {

@@ -46,6 +46,7 @@ macro_rules! on_both {
 }
 
 mod api;
+mod at_rest;
 mod audit;
 mod binary;
 mod broker;
