@@ -137,6 +137,17 @@ async fn keyed(url: &str, key_file: &Path) -> Store {
 }
 
 fn stop(node: &TestNode) {
+    // One request answered first: the node is past start-up and handles
+    // SIGTERM (it is logged 'listening' just before its handler is set).
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(&node.addr).unwrap();
+    http.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    http.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
     node.signal("-TERM");
     let status = poll_until_blocking(
         "the node to exit",
@@ -144,7 +155,7 @@ fn stop(node: &TestNode) {
         Duration::from_millis(20),
         || node.exited(),
     );
-    assert_eq!(status.code(), Some(0), "{}", node.log());
+    assert_eq!(status.code(), Some(0), "{status:?}: {}", node.log());
 }
 
 #[actix_rt::test]
