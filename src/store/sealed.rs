@@ -5,7 +5,9 @@
 //! Sealed columns ([`SEALED`]): journal and snapshot payloads (every event:
 //! chat text, consult reasons, end notes, raw ECG and vitals samples), chat
 //! text, alert acknowledgement notes, the beats found in ECG chunks and
-//! per-patient alarm settings. Ids, roles, statuses and times stay clear (the
+//! per-patient alarm settings; and the vitals values of aggregates (min, max,
+//! sum) and alerts (reading, threshold), sealed together into their row's
+//! `sealed` column. Ids, roles, statuses and times stay clear (the
 //! indexes and retention need them).
 
 use std::sync::Arc;
@@ -255,7 +257,77 @@ impl Store {
         for c in SEALED {
             sealed += self.seal_column(c).await?;
         }
+        sealed += self.seal_vitals().await?;
         Ok(sealed)
+    }
+
+    /// Seals the numeric vitals values written in the clear before: an
+    /// aggregate's min, max and sum, an alert's reading and threshold (into
+    /// `sealed`; the numeric columns become 0 / NULL).
+    async fn seal_vitals(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let (page, update) = (
+            "SELECT device_id, series, span, start_ms, min, max, sum FROM vitals_aggregates \
+             WHERE sealed IS NULL LIMIT 500",
+            self.dialect(
+                "UPDATE vitals_aggregates SET sealed = $1, min = 0, max = 0, sum = 0 \
+                 WHERE device_id = $2 AND series = $3 AND span = $4 AND start_ms = $5 AND sealed IS NULL",
+                "UPDATE vitals_aggregates SET sealed = ?1, min = 0, max = 0, sum = 0 \
+                 WHERE device_id = ?2 AND series = ?3 AND span = ?4 AND start_ms = ?5 AND sealed IS NULL",
+            ),
+        );
+        loop {
+            type Raw = (String, String, String, i64, f64, f64, f64);
+            let rows: Vec<Raw> = with_pool!(self, pool => sqlx::query(page)
+                .fetch_all(pool)
+                .await
+                .and_then(|rows| rows.iter().map(|r| Ok((
+                    r.try_get("device_id")?, r.try_get("series")?, r.try_get("span")?,
+                    r.try_get("start_ms")?, r.try_get("min")?, r.try_get("max")?, r.try_get("sum")?,
+                ))).collect()))?;
+            if rows.is_empty() {
+                break;
+            }
+            for (device, series, span, start, min, max, sum) in rows {
+                let ad = ad(
+                    "vitals_aggregates",
+                    &format!("{device}\u{0}{series}\u{0}{span}"),
+                    Some(start),
+                );
+                let json = serde_json::to_vec(&[min, max, sum]).map_err(sealing)?;
+                let sealed = self.seal_blob(&ad, &json);
+                n += with_pool!(self, pool => sqlx::query(update)
+                    .bind(&sealed).bind(&device).bind(&series).bind(&span).bind(start)
+                    .execute(pool).await.map(|r| r.rows_affected()))?;
+            }
+        }
+        let (page, update) = (
+            "SELECT id, reading, threshold FROM alerts WHERE sealed IS NULL LIMIT 500",
+            self.dialect(
+                "UPDATE alerts SET sealed = $1, reading = NULL, threshold = NULL WHERE id = $2 AND sealed IS NULL",
+                "UPDATE alerts SET sealed = ?1, reading = NULL, threshold = NULL WHERE id = ?2 AND sealed IS NULL",
+            ),
+        );
+        loop {
+            type Raw = (String, Option<f64>, Option<f64>);
+            let rows: Vec<Raw> = with_pool!(self, pool => sqlx::query(page)
+                .fetch_all(pool)
+                .await
+                .and_then(|rows| rows.iter().map(|r| Ok((
+                    r.try_get("id")?, r.try_get("reading")?, r.try_get("threshold")?,
+                ))).collect()))?;
+            if rows.is_empty() {
+                break;
+            }
+            for (id, reading, threshold) in rows {
+                let json = serde_json::to_vec(&[reading, threshold]).map_err(sealing)?;
+                let sealed = self.seal_blob(&ad("alerts", &id, None), &json);
+                n += with_pool!(self, pool => sqlx::query(update)
+                    .bind(&sealed).bind(&id)
+                    .execute(pool).await.map(|r| r.rows_affected()))?;
+            }
+        }
+        Ok(n)
     }
 
     async fn seal_column(&self, c: &SealedColumn) -> Result<u64, StoreError> {

@@ -13,9 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cardio::crypto::{AuditKey, CheckpointSink, FileKeyProvider, FileSink, KeyProvider};
+use cardio::domain::alarm::{AlarmKind, Priority};
 use cardio::domain::consult::{ChatLine, Party};
+use cardio::domain::vitals::{Aggregate, Series, Span};
 use cardio::principal::Role;
 use cardio::store::audit::{chain_hash, AuditEntry};
+use cardio::store::AlertRecord;
 use cardio::store::Store;
 use serde_json::json;
 
@@ -299,6 +302,36 @@ async fn rows_written_in_the_clear_before_are_sealed_at_start_and_still_read() {
     old.save_snapshot("consult/c-old", 1, NOTES.as_bytes())
         .await
         .unwrap();
+    let aggregate = Aggregate {
+        series: Series::HeartRate,
+        span: Span::Minute,
+        start_ms: 60_000,
+        min: 61.5,
+        max: 142.25,
+        sum: 5000.0,
+        count: 50,
+        covered_ms: None,
+    };
+    old.save_aggregates("d-1", std::slice::from_ref(&aggregate))
+        .await
+        .unwrap();
+    let alert = AlertRecord {
+        id: "d-1:extreme_tachycardia:1".into(),
+        device_id: "d-1".into(),
+        kind: AlarmKind::ExtremeTachycardia,
+        source: None,
+        priority: Priority::High,
+        since_ms: 1,
+        raised_ms: 2,
+        resolved_ms: None,
+        reading: Some(181.5),
+        threshold: Some(180.0),
+        announced: true,
+        resolve_reason: None,
+        reannounced_ms: None,
+        escalated_ms: None,
+    };
+    old.raise_alert(&alert).await.unwrap();
     old.close().await;
     assert_eq!(markers_in_files(&db).len(), 3, "the old rows are plaintext");
 
@@ -324,9 +357,26 @@ async fn rows_written_in_the_clear_before_are_sealed_at_start_and_still_read() {
             .payload,
         NOTES.as_bytes()
     );
+    assert_eq!(
+        store
+            .aggregates("d-1", Series::HeartRate, Span::Minute, 0, u64::MAX)
+            .await
+            .unwrap(),
+        vec![aggregate]
+    );
+    assert_eq!(store.alerts("d-1").await.unwrap(), vec![alert]);
     // Sealing again finds nothing left to seal.
     assert_eq!(store.seal_existing().await.unwrap(), 0);
     store.close().await;
+    // Without the keys, neither the values nor the vitals read.
+    let bare = Store::connect(&url).await.unwrap();
+    assert!(bare.chat_lines("c-old", 0).await.is_err());
+    assert!(bare
+        .aggregates("d-1", Series::HeartRate, Span::Minute, 0, u64::MAX)
+        .await
+        .is_err());
+    assert!(bare.alerts("d-1").await.is_err());
+    bare.close().await;
 }
 
 #[actix_rt::test]
