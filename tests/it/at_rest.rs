@@ -666,3 +666,20 @@ async fn every_tampering_is_reported_by_cardio_audit_verify_on_postgres() {
     needs!(Postgres);
     every_tampering_is_reported_by_cardio_audit_verify(true).await;
 }
+
+#[actix_rt::test]
+async fn a_node_on_postgresql_without_a_key_file_does_not_start() {
+    needs!(Postgres);
+    let db = TestDb::postgres_empty().await;
+    let out = cardio(
+        &["serve"],
+        &[
+            ("CARDIO_DATABASE_URL", db.url()),
+            ("CARDIO_HTTP_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("CARDIO_KEY_FILE"), "{err}");
+    db.done().await;
+}
