@@ -524,6 +524,19 @@ async fn at_rest(config: &Config, store: &Store) -> anyhow::Result<Store> {
             "sealed values written in the clear before encryption at rest"
         );
     }
+    // An audit chain of an earlier version (unkeyed): checked, then keyed.
+    let checkpoints_exist = config
+        .audit_checkpoint_file()
+        .is_some_and(|p| crate::crypto::FileSink::read(&p).is_ok_and(|c| !c.is_empty()));
+    match store.key_audit_chain(checkpoints_exist).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            entries = n,
+            "audit chain of an earlier version re-hashed with the audit key"
+        ),
+        // Left as it is: `cardio audit verify` reports it; the node serves.
+        Err(e) => tracing::error!(error = %e, "audit chain not keyed"),
+    }
     Ok(store)
 }
 

@@ -78,6 +78,33 @@ pub fn chain_hash(key: &AuditKey, prev_hash: &str, seq: u64, e: &AuditEntry) -> 
     ]))
 }
 
+/// The unkeyed SHA-256 hash of earlier versions (only to check a chain
+/// before it is re-hashed with the key: [`Store::key_audit_chain`]).
+fn legacy_chain_hash(prev_hash: &str, seq: u64, e: &AuditEntry) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(prev_hash.as_bytes());
+    field(&seq.to_be_bytes());
+    field(&e.at_ms.to_be_bytes());
+    field(e.subject.as_bytes());
+    field(e.role.as_bytes());
+    field(e.action.as_bytes());
+    match &e.patient_id {
+        Some(p) => {
+            field(b"1");
+            field(p.as_bytes());
+        }
+        None => field(b"0"),
+    }
+    field(e.fields.as_bytes());
+    field(e.outcome.as_bytes());
+    crate::crypto::hex(&h.finalize())
+}
+
 /// Moves the head past a batch of `$1` entries: the last one's sequence, and
 /// the hash before the batch.
 const HEAD_PG: &str = "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
@@ -286,6 +313,87 @@ impl Store {
             .await
             .and_then(|r| Ok((r.try_get("seq")?, r.try_get("hash")?))))?;
         Ok((seq as u64, hash))
+    }
+
+    /// Re-hashes a chain written by an earlier version (unkeyed SHA-256)
+    /// with the audit key, once, after checking it link by link; `Ok(n)`:
+    /// how many entries were re-hashed (0: it was keyed already). Refused
+    /// when `checkpoints_exist` (a keyed chain existed: an unkeyed one now is
+    /// tampering, which `cardio audit verify` reports) or the old chain is
+    /// broken. Appends wait meanwhile (the head row is locked).
+    pub async fn key_audit_chain(&self, checkpoints_exist: bool) -> Result<u64, StoreError> {
+        let keyed: i64 = with_pool!(self, pool => sqlx::query("SELECT keyed FROM audit_head WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .and_then(|r| r.try_get("keyed")))?;
+        if keyed == 1 {
+            return Ok(0);
+        }
+        if checkpoints_exist {
+            return Err(StoreError::Audit(
+                "the audit chain is marked unkeyed but checkpoints of a keyed chain exist: not re-hashing it (run cardio audit verify)".into(),
+            ));
+        }
+        let lock = self.dialect(
+            "UPDATE audit_head SET keyed = 1 WHERE id = 1 AND keyed = 0 RETURNING seq, hash",
+            "UPDATE audit_head SET keyed = 1 WHERE id = 1 AND keyed = 0 RETURNING seq, hash",
+        );
+        let (page, rehash, set_head) = (
+            self.dialect(PAGE_PG, PAGE_SQLITE),
+            self.dialect(
+                "UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3",
+                "UPDATE audit_log SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            ),
+            self.dialect(SET_HEAD_PG, SET_HEAD_SQLITE),
+        );
+        let key = self.audit_key.clone();
+        let n = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let Some(row) = sqlx::query(lock).fetch_optional(&mut *tx).await? else {
+                return Ok::<_, sqlx::Error>(Err(0)); // another node did it
+            };
+            let (seq, head): (i64, String) = (row.try_get("seq")?, row.try_get("hash")?);
+            let (mut old_prev, mut new_prev, mut expected) = (GENESIS.to_owned(), GENESIS.to_owned(), 1u64);
+            loop {
+                let rows = sqlx::query(page)
+                    .bind(expected as i64 - 1)
+                    .bind(None::<String>)
+                    .bind(1000i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    break;
+                }
+                for r in rows.iter().map(record) {
+                    let r = r?;
+                    if r.seq != expected || r.prev_hash != old_prev
+                        || legacy_chain_hash(&old_prev, r.seq, &r.entry) != r.hash
+                    {
+                        return Ok(Err(r.seq));
+                    }
+                    let hash = chain_hash(&key, &new_prev, r.seq, &r.entry);
+                    sqlx::query(rehash).bind(&new_prev).bind(&hash).bind(r.seq as i64)
+                        .execute(&mut *tx).await?;
+                    old_prev = r.hash;
+                    new_prev = hash;
+                    expected += 1;
+                }
+            }
+            if seq as u64 != expected - 1 || head != old_prev {
+                return Ok(Err(expected));
+            }
+            sqlx::query(set_head).bind(&new_prev).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Ok(expected - 1))
+        }
+        .await)?;
+        match n {
+            Ok(n) => Ok(n),
+            Err(0) => Ok(0),
+            Err(seq) => Err(StoreError::Audit(format!(
+                "the unkeyed audit chain of an earlier version is broken at entry {seq}: not re-hashing it"
+            ))),
+        }
     }
 
     /// A checkpoint of the chain's head now, signed with the audit key.

@@ -683,3 +683,106 @@ async fn a_node_on_postgresql_without_a_key_file_does_not_start() {
     assert!(err.contains("CARDIO_KEY_FILE"), "{err}");
     db.done().await;
 }
+
+/// The unkeyed hash of the versions before the keyed chain.
+fn legacy_hash(prev: &str, seq: u64, e: &AuditEntry) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(prev.as_bytes());
+    field(&seq.to_be_bytes());
+    field(&e.at_ms.to_be_bytes());
+    field(e.subject.as_bytes());
+    field(e.role.as_bytes());
+    field(e.action.as_bytes());
+    match &e.patient_id {
+        Some(p) => {
+            field(b"1");
+            field(p.as_bytes());
+        }
+        None => field(b"0"),
+    }
+    field(e.fields.as_bytes());
+    field(e.outcome.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A database whose audit log an earlier version wrote (unkeyed), three
+/// entries; `break_at`: that entry's outcome altered afterwards.
+async fn legacy_chain(postgres: bool, break_at: Option<u64>) -> (TestDb, Store) {
+    let db = if postgres {
+        TestDb::postgres().await
+    } else {
+        TestDb::sqlite().await
+    };
+    let mut prev = cardio::store::audit::GENESIS.to_owned();
+    let mut sql = Vec::new();
+    for i in 1..=3 {
+        let e = entry(i);
+        let hash = legacy_hash(&prev, i, &e);
+        let outcome = if break_at == Some(i) {
+            "denied"
+        } else {
+            "allowed"
+        };
+        sql.push(format!(
+            "INSERT INTO audit_log (seq, at_ms, subject, role, action, patient_id, fields, outcome, prev_hash, hash) \
+             VALUES ({i}, {}, '{}', 'clinician', 'read', 'p-1', 'vitals', '{outcome}', '{prev}', '{hash}')",
+            e.at_ms, e.subject
+        ));
+        prev = hash;
+    }
+    sql.push(format!(
+        "UPDATE audit_head SET seq = 3, hash = '{prev}', keyed = 0 WHERE id = 1"
+    ));
+    for s in &sql {
+        db.store.execute_admin(s).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (provider, _) = FileKeyProvider::open_or_create(&dir.path().join("k"), true).unwrap();
+    let store = db
+        .store
+        .with_keys(Arc::new(provider), "test")
+        .await
+        .unwrap();
+    (db, store)
+}
+
+async fn an_unkeyed_chain_of_an_earlier_version_is_checked_then_keyed_once(postgres: bool) {
+    let (db, store) = legacy_chain(postgres, None).await;
+    assert!(
+        store.verify_audit().await.unwrap().is_err(),
+        "not keyed yet"
+    );
+    // Not while checkpoints say a keyed chain existed.
+    assert!(store.key_audit_chain(true).await.is_err());
+    assert_eq!(store.key_audit_chain(false).await.unwrap(), 3);
+    assert_eq!(store.verify_audit().await.unwrap(), Ok(3));
+    assert_eq!(store.key_audit_chain(false).await.unwrap(), 0, "once");
+    store.audit(&entry(4)).await.unwrap();
+    assert_eq!(store.verify_audit().await.unwrap(), Ok(4));
+    store.close().await;
+    db.done().await;
+
+    // A broken old chain is not re-hashed (that would launder it).
+    let (db, store) = legacy_chain(postgres, Some(2)).await;
+    let err = store.key_audit_chain(false).await.unwrap_err().to_string();
+    assert!(err.contains("broken at entry 2"), "{err}");
+    assert!(store.verify_audit().await.unwrap().is_err());
+    store.close().await;
+    db.done().await;
+}
+
+#[actix_rt::test]
+async fn an_unkeyed_chain_of_an_earlier_version_is_checked_then_keyed_once_on_sqlite() {
+    an_unkeyed_chain_of_an_earlier_version_is_checked_then_keyed_once(false).await;
+}
+
+#[actix_rt::test]
+async fn an_unkeyed_chain_of_an_earlier_version_is_checked_then_keyed_once_on_postgres() {
+    needs!(Postgres);
+    an_unkeyed_chain_of_an_earlier_version_is_checked_then_keyed_once(true).await;
+}
