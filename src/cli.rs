@@ -90,6 +90,34 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The keys of encryption at rest (the key file, data keys).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the key file at the configured key_file (0600) unless one is
+    /// there: for a cluster, create it once and give every node the same file.
+    Init {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Make a new key-encryption key current and re-wrap every data key
+    /// under it (nodes keep running; they read the key file again when they
+    /// meet the new key). Audited as `key_rotation`.
+    Rotate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Seal every PHI value still stored in the clear (rows written before
+    /// encryption at rest; a node also does this at start).
+    EncryptExisting {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -146,6 +174,9 @@ enum AuditCommand {
     Verify {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The checkpoint file (default: the configured audit_checkpoint_file).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
     },
 }
 
@@ -166,8 +197,21 @@ pub fn run() -> ExitCode {
             config,
         } => token(&role, &sub, &ttl, config),
         Command::Audit {
-            command: AuditCommand::Verify { config },
-        } => audit_verify(config),
+            command:
+                AuditCommand::Verify {
+                    config,
+                    checkpoints,
+                },
+        } => audit_verify(config, checkpoints),
+        Command::Keys {
+            command: KeysCommand::Init { config },
+        } => keys_init(config),
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => keys(config, true),
+        Command::Keys {
+            command: KeysCommand::EncryptExisting { config },
+        } => keys(config, false),
         Command::Simulate(args) => simulate(args),
         Command::Probe { path, config } => probe(&path, config),
         Command::Schema => {
@@ -394,28 +438,124 @@ fn token(role: &str, sub: &str, ttl: &str, file: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn audit_verify(file: Option<PathBuf>) -> ExitCode {
+/// The database with the configured keys (the key file must exist).
+async fn keyed_store(config: &Config, who: &str) -> anyhow::Result<crate::store::Store> {
+    let (provider, _) = crate::node::key_provider(config, false)?;
+    let store = crate::store::Store::connect(config.database_url.expose()).await?;
+    store.migrate().await?;
+    Ok(store.with_keys(provider, who).await?)
+}
+
+fn audit_verify(file: Option<PathBuf>, checkpoints: Option<PathBuf>) -> ExitCode {
     let config = match Config::load(file.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => return fail(&format!("invalid configuration: {e}")),
     };
+    let path = checkpoints.or_else(|| config.audit_checkpoint_file());
+    let read = match &path {
+        Some(p) => match crate::crypto::FileSink::read(p) {
+            Ok(read) => read,
+            Err(e) => {
+                return fail(&format!(
+                    "cannot read the checkpoints at {}: {e}",
+                    p.display()
+                ))
+            }
+        },
+        None => Vec::new(),
+    };
+    let mut marks = Vec::with_capacity(read.len());
+    for c in read {
+        match c {
+            Ok(c) => marks.push(c),
+            Err(line) => {
+                eprintln!("cardio: audit checkpoints broken: line {line} is not a checkpoint");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let checked = actix_rt::System::new().block_on(async {
-        let store = crate::store::Store::connect(config.database_url.expose()).await?;
-        store.migrate().await?;
-        let checked = store.verify_audit().await;
+        let store = keyed_store(&config, "audit-verify").await?;
+        let checked = store.verify_audit_with(&marks).await;
         store.close().await;
-        checked
+        Ok::<_, anyhow::Error>(checked?)
     });
     match checked {
         Ok(Ok(n)) => {
-            println!("audit chain intact: {n} entries");
+            println!(
+                "audit chain intact: {n} entries, {} checkpoints agree",
+                marks.len()
+            );
+            if path.is_none() {
+                println!("no checkpoint file: deletions at the end cannot be detected");
+            }
             ExitCode::SUCCESS
         }
         Ok(Err(broken)) => {
             eprintln!("cardio: {broken}");
             ExitCode::from(1)
         }
-        Err(e) => fail(&format!("cannot read the audit log: {e}")),
+        Err(e) => fail(&format!("cannot read the audit log: {e:#}")),
+    }
+}
+
+fn keys_init(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let Some(path) = config.key_file() else {
+        return fail("no key_file (CARDIO_KEY_FILE) is set");
+    };
+    match crate::crypto::FileKeyProvider::open_or_create(&path, true) {
+        Ok((_, true)) => {
+            println!("created the key file {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok((_, false)) => {
+            println!("a key file is already at {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// `cardio keys rotate` (`rotate`) or `cardio keys encrypt-existing`.
+fn keys(file: Option<PathBuf>, rotate: bool) -> ExitCode {
+    let config = match Config::load(file.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid configuration: {e}")),
+    };
+    let done = actix_rt::System::new().block_on(async {
+        let store = keyed_store(&config, "cli").await?;
+        let said = if rotate {
+            let (kek, n) = store.rotate_keys().await?;
+            let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            store
+                .audit(&crate::store::audit::AuditEntry {
+                    at_ms: crate::clock::unix_ms(),
+                    subject: format!("cli:{operator}"),
+                    role: "admin".into(),
+                    action: "key_rotation".into(),
+                    patient_id: None,
+                    fields: format!("kek={kek},data_keys={n}"),
+                    outcome: "allowed".into(),
+                })
+                .await?;
+            format!("key-encryption key {kek} is current; {n} data keys re-wrapped")
+        } else {
+            let n = store.seal_existing().await?;
+            format!("{n} values sealed")
+        };
+        store.close().await;
+        Ok::<_, anyhow::Error>(said)
+    });
+    match done {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("{e:#}")),
     }
 }
 

@@ -188,6 +188,19 @@ pub struct Config {
     /// Raw device samples are kept this long (aggregates and alerts longer).
     #[serde(with = "humantime_serde")]
     pub sample_retention: Duration,
+    // Encryption at rest and the keyed audit trail (issue 13; src/crypto/,
+    // src/config/at_rest.rs for the defaults derived from database_url).
+    /// The key file (KEKs and the audit key, JSON, 0600). Unset on SQLite:
+    /// `<database file>.key` beside it, created on first start. Required on
+    /// PostgreSQL: every node must read the same file (a Kubernetes Secret).
+    pub key_file: Option<PathBuf>,
+    /// Where signed audit checkpoints are appended (outside the database).
+    /// Unset on SQLite: `<database file>.checkpoints`; on PostgreSQL: none
+    /// are written (truncation of the audit log is then not detected).
+    pub audit_checkpoint_file: Option<PathBuf>,
+    /// How often a node writes an audit checkpoint (and once at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub audit_checkpoint_every: Duration,
     // The alarm engine's settings an operator may change; the rest of
     // [`AlarmSettings`] stays at its defaults. A patient's own limits, set
     // by a clinician, replace these for that patient. [`Config::alarms`]
@@ -332,6 +345,9 @@ impl Default for Config {
             oidc_mfa_acr: None,
             oidc_mfa_amr: None,
             sample_retention: Duration::from_secs(30 * 24 * 3600),
+            key_file: None,
+            audit_checkpoint_file: None,
+            audit_checkpoint_every: Duration::from_secs(60),
             alert_tachycardia_bpm: alarms.tachycardia.raise,
             alert_bradycardia_bpm: alarms.bradycardia.raise,
             alert_low_spo2_percent: alarms.low_spo2.raise,
@@ -667,6 +683,14 @@ impl Config {
                 return refuse(setting, "from 100ms to 10m".into());
             }
         }
+        // Encryption at rest and the keyed audit trail (issue 13).
+        // (key_file: required unless the database is an SQLite file; the
+        // node refuses to start without it, see node::key_provider.)
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&self.audit_checkpoint_every)
+        {
+            return refuse("audit_checkpoint_every", "from 1s to 1h".into());
+        }
         // TLS (issue 13, item 1): every file a TLS setting names loads, and
         // no setting asks for TLS on a hop that would not use it.
         if let Err((setting, why)) = self.check_tls() {
@@ -987,5 +1011,6 @@ fn real<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 pub mod access;
 
+mod at_rest;
 #[cfg(test)]
 mod tests;

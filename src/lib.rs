@@ -37,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 mod dsp;
 pub mod metrics;

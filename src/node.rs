@@ -67,6 +67,9 @@ pub struct Node {
     root_failed: mpsc::UnboundedReceiver<String>,
     ready: Arc<AtomicBool>,
     retention: tokio::task::JoinHandle<()>,
+    /// Signed audit checkpoints (issue 13): where, and the periodic writer.
+    checkpoints: Option<Arc<crate::crypto::FileSink>>,
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -82,6 +85,7 @@ impl Node {
             .await
             .context("cannot migrate the database")?;
         tracing::info!(database = store.backend(), "database ready");
+        let store = at_rest(&config, &store).await?;
         // Pseudonyms in logs and ops views, under the cluster's key (issue 13).
         let pseudonym_key = store
             .cluster_secret("pseudonym", crate::redact::pseudonym::random_key())
@@ -135,6 +139,20 @@ impl Node {
         forward_supervision_events(&tree, &events, &config.node_id);
         register_kinds(&registry, &entities, &fenced, &events, &config).await?;
         let retention = actix_rt::spawn(prune_samples(store.clone(), config.sample_retention));
+        let checkpoints = config
+            .audit_checkpoint_file()
+            .map(|path| Arc::new(crate::crypto::FileSink::new(&path)));
+        let checkpointer = checkpoints.as_ref().map(|sink| {
+            actix_rt::spawn(write_checkpoints(
+                store.clone(),
+                Arc::clone(sink),
+                config.audit_checkpoint_every,
+                config.node_id.clone(),
+            ))
+        });
+        if checkpoints.is_none() {
+            tracing::warn!("no audit_checkpoint_file: deletions at the end of the audit log will not be detected");
+        }
 
         let listener = std::net::TcpListener::bind(config.http_addr)
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -269,6 +287,8 @@ impl Node {
             root_failed,
             ready,
             retention,
+            checkpoints,
+            checkpointer,
         })
     }
 
@@ -337,6 +357,13 @@ impl Node {
             }
         };
         self.retention.abort();
+        if let Some(task) = &self.checkpointer {
+            task.abort();
+        }
+        if let Some(sink) = self.checkpoints.clone() {
+            // The last checkpoint: what this node saw the chain reach.
+            checkpoint_once(&self.store, sink, &self.config.node_id, &mut 0).await;
+        }
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -584,6 +611,105 @@ fn warn_unverified_database(config: &Config) {
                 "PostgreSQL's certificate is not verified: use sslmode=verify-full with sslrootcert"
             );
         }
+    }
+}
+
+/// The key provider of `config` (the key file). `create`: a missing file
+/// may be created (the embedded default); the flag returned: it was.
+pub fn key_provider(
+    config: &Config,
+    create: bool,
+) -> anyhow::Result<(Arc<dyn crate::crypto::KeyProvider>, bool)> {
+    let path = config
+        .key_file()
+        .context("no key_file (CARDIO_KEY_FILE) is set: it is required unless the database is an SQLite file, and every node must read the same one")?;
+    let (provider, created) = crate::crypto::FileKeyProvider::open_or_create(&path, create)?;
+    if provider.too_open() {
+        tracing::warn!(path = %path.display(), "the key file can be read by group or others: chmod 600 it");
+    }
+    Ok((Arc::new(provider), created))
+}
+
+/// Encryption at rest for this node: opens (on first start of an embedded
+/// node, creates) the key file, seals under a fresh data key, and seals the
+/// rows written in the clear before (legacy data).
+async fn at_rest(config: &Config, store: &Store) -> anyhow::Result<Store> {
+    let (provider, created) = key_provider(config, config.may_create_key_file())?;
+    if created {
+        tracing::info!(
+            path = %config.key_file().unwrap_or_default().display(),
+            "created the key file for encryption at rest: back it up apart from the database (without it the PHI in the database cannot be read)"
+        );
+    }
+    let store = store
+        .with_keys(provider, &config.node_id)
+        .await
+        .context("cannot set up encryption at rest")?;
+    let sealed = store
+        .seal_existing()
+        .await
+        .context("cannot seal the rows written before encryption at rest")?;
+    if sealed > 0 {
+        tracing::info!(
+            values = sealed,
+            "sealed values written in the clear before encryption at rest"
+        );
+    }
+    // An audit chain of an earlier version (unkeyed): checked, then keyed.
+    let checkpoints_exist = config
+        .audit_checkpoint_file()
+        .is_some_and(|p| crate::crypto::FileSink::read(&p).is_ok_and(|c| !c.is_empty()));
+    match store.key_audit_chain(checkpoints_exist).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            entries = n,
+            "audit chain of an earlier version re-hashed with the audit key"
+        ),
+        // Left as it is: `cardio audit verify` reports it; the node serves.
+        Err(e) => tracing::error!(error = %e, "audit chain not keyed"),
+    }
+    Ok(store)
+}
+
+/// Writes a signed checkpoint of the audit chain every `every` (when it moved).
+async fn write_checkpoints(
+    store: Store,
+    sink: Arc<crate::crypto::FileSink>,
+    every: Duration,
+    node: String,
+) {
+    let mut tick = tokio::time::interval(every);
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        checkpoint_once(&store, Arc::clone(&sink), &node, &mut last).await;
+    }
+}
+
+/// One checkpoint, if the chain moved past `last` (which it updates).
+async fn checkpoint_once(
+    store: &Store,
+    sink: Arc<crate::crypto::FileSink>,
+    node: &str,
+    last: &mut u64,
+) {
+    use crate::crypto::CheckpointSink as _;
+    let c = match store.audit_checkpoint(node).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the audit head for a checkpoint");
+            return;
+        }
+    };
+    if c.seq == 0 || c.seq <= *last {
+        return;
+    }
+    let seq = c.seq;
+    let written = tokio::task::spawn_blocking(move || sink.append(&c)).await;
+    match written {
+        Ok(Ok(())) => *last = seq,
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot write an audit checkpoint"),
+        Err(e) => tracing::error!(error = %e, "the audit checkpoint writer failed"),
     }
 }
 

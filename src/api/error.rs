@@ -61,6 +61,7 @@ impl Cause for crate::store::StoreError {
             E::Conflict { .. } => "journal conflict".into(),
             E::Fenced { shard, .. } => format!("shard {shard} fenced off"),
             E::Audit(_) => "audit entry not written".into(),
+            E::Sealing(_) => "encryption at rest failed".into(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! break-glass grants, and care-team removal.
 //!
 //! The API decides with it; this module only reads and writes rows. A
-//! break-glass reason may hold PHI: it is stored, never logged.
+//! break-glass reason may hold PHI: it is stored sealed, never logged.
 
 use sqlx::Row;
 
@@ -174,12 +174,14 @@ impl Store {
         if !self.patient_exists(patient).await? {
             return Ok(Err(PeopleError::UnknownPatient));
         }
+        // The reason may hold PHI: sealed at rest, bound to its grant.
+        let sealed_reason = self.seal_text(&super::sealed::ad("break_glass", id, None), reason);
         let sql = self.pick_access(GRANT);
         with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(clinician)
             .bind(patient)
-            .bind(reason)
+            .bind(&sealed_reason)
             .bind(granted_ms as i64)
             .bind(expires_ms as i64)
             .execute(pool)

@@ -1,11 +1,16 @@
 //! The PHI audit trail: an append-only, hash-chained log of who read or wrote
 //! which patient's records, allowed or denied.
 //!
-//! Entry `n`'s hash is SHA-256 over entry `n-1`'s hash and entry `n`'s fields,
-//! each length-prefixed (so no two different entries encode alike). Appends
+//! Entry `n`'s hash is HMAC-SHA-256, under the audit key (held by the key
+//! provider, outside the database: [`crate::crypto`]), over entry `n-1`'s
+//! hash, `n` and every field of entry `n` (its JSON: a field added to
+//! [`AuditEntry`] is covered without touching [`chain_hash`]). Without the key
+//! no one can rewrite an entry and recompute the chain after it. Appends
 //! run in one transaction that first moves the chain's head row, which
 //! serialises them: the chain has no forks and no gaps. [`Store::verify_audit`]
-//! recomputes the chain and names the first entry that does not fit.
+//! recomputes the chain, checks it against signed checkpoints kept outside
+//! the database ([`crate::crypto::checkpoint`]: truncation and wipes) and
+//! names the first entry that does not fit.
 //!
 //! Group commit: entries that arrive while a transaction is under way wait
 //! for the next one, which appends all of them (up to [`MAX_BATCH`]) after a
@@ -17,10 +22,10 @@
 //! Entries name records and fields (`profile`, `vitals`), never their values:
 //! the audit log holds no PHI itself.
 
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{with_pool, Store, StoreError};
+use crate::crypto::{AuditKey, Checkpoint};
 
 /// What an entry records.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -60,8 +65,23 @@ pub struct BrokenLink {
 /// The hash of the chain before its first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash of entry `seq` following `prev_hash`.
-pub fn chain_hash(prev_hash: &str, seq: u64, e: &AuditEntry) -> String {
+/// The hash of entry `seq` following `prev_hash`: HMAC-SHA-256 under `key`
+/// over the previous hash, the sequence and the entry's JSON (every field,
+/// in declaration order), each length-prefixed.
+pub fn chain_hash(key: &AuditKey, prev_hash: &str, seq: u64, e: &AuditEntry) -> String {
+    let fields = serde_json::to_vec(e).expect("an audit entry is plain JSON");
+    crate::crypto::hex(&key.mac(&[
+        b"cardio audit chain v2",
+        prev_hash.as_bytes(),
+        &seq.to_be_bytes(),
+        &fields,
+    ]))
+}
+
+/// The unkeyed SHA-256 hash of earlier versions (only to check a chain
+/// before it is re-hashed with the key: [`Store::key_audit_chain`]).
+fn legacy_chain_hash(prev_hash: &str, seq: u64, e: &AuditEntry) -> String {
+    use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let mut field = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_be_bytes());
@@ -82,7 +102,7 @@ pub fn chain_hash(prev_hash: &str, seq: u64, e: &AuditEntry) -> String {
     }
     field(e.fields.as_bytes());
     field(e.outcome.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::crypto::hex(&h.finalize())
 }
 
 /// Moves the head past a batch of `$1` entries: the last one's sequence, and
@@ -242,7 +262,7 @@ impl Store {
             let mut rows = Vec::with_capacity(entries.len());
             for (i, entry) in entries.iter().enumerate() {
                 let seq = first + i as u64;
-                let hash = chain_hash(&prev, seq, entry);
+                let hash = chain_hash(&self.audit_key, &prev, seq, entry);
                 rows.push((seq, *entry, std::mem::replace(&mut prev, hash.clone()), hash));
             }
             let mut insert = sqlx::QueryBuilder::new(INSERT_ROWS);
@@ -285,9 +305,126 @@ impl Store {
         Ok(rows)
     }
 
+    /// The chain's head: how many entries it has and the last one's hash.
+    pub async fn audit_head(&self) -> Result<(u64, String), StoreError> {
+        let head = "SELECT seq, hash FROM audit_head WHERE id = 1";
+        let (seq, hash): (i64, String) = with_pool!(self, pool => sqlx::query(head)
+            .fetch_one(pool)
+            .await
+            .and_then(|r| Ok((r.try_get("seq")?, r.try_get("hash")?))))?;
+        Ok((seq as u64, hash))
+    }
+
+    /// Re-hashes a chain written by an earlier version (unkeyed SHA-256)
+    /// with the audit key, once, after checking it link by link; `Ok(n)`:
+    /// how many entries were re-hashed (0: it was keyed already). Refused
+    /// when `checkpoints_exist` (a keyed chain existed: an unkeyed one now is
+    /// tampering, which `cardio audit verify` reports) or the old chain is
+    /// broken. Appends wait meanwhile (the head row is locked).
+    pub async fn key_audit_chain(&self, checkpoints_exist: bool) -> Result<u64, StoreError> {
+        let keyed: i64 = with_pool!(self, pool => sqlx::query("SELECT keyed FROM audit_head WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .and_then(|r| r.try_get("keyed")))?;
+        if keyed == 1 {
+            return Ok(0);
+        }
+        if checkpoints_exist {
+            return Err(StoreError::Audit(
+                "the audit chain is marked unkeyed but checkpoints of a keyed chain exist: not re-hashing it (run cardio audit verify)".into(),
+            ));
+        }
+        let lock = self.dialect(
+            "UPDATE audit_head SET keyed = 1 WHERE id = 1 AND keyed = 0 RETURNING seq, hash",
+            "UPDATE audit_head SET keyed = 1 WHERE id = 1 AND keyed = 0 RETURNING seq, hash",
+        );
+        let (page, rehash, set_head) = (
+            self.dialect(PAGE_PG, PAGE_SQLITE),
+            self.dialect(
+                "UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3",
+                "UPDATE audit_log SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            ),
+            self.dialect(SET_HEAD_PG, SET_HEAD_SQLITE),
+        );
+        let key = self.audit_key.clone();
+        let n = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let Some(row) = sqlx::query(lock).fetch_optional(&mut *tx).await? else {
+                return Ok::<_, sqlx::Error>(Err(0)); // another node did it
+            };
+            let (seq, head): (i64, String) = (row.try_get("seq")?, row.try_get("hash")?);
+            let (mut old_prev, mut new_prev, mut expected) = (GENESIS.to_owned(), GENESIS.to_owned(), 1u64);
+            loop {
+                let rows = sqlx::query(page)
+                    .bind(expected as i64 - 1)
+                    .bind(None::<String>)
+                    .bind(1000i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    break;
+                }
+                for r in rows.iter().map(record) {
+                    let r = r?;
+                    if r.seq != expected || r.prev_hash != old_prev
+                        || legacy_chain_hash(&old_prev, r.seq, &r.entry) != r.hash
+                    {
+                        return Ok(Err(r.seq));
+                    }
+                    let hash = chain_hash(&key, &new_prev, r.seq, &r.entry);
+                    sqlx::query(rehash).bind(&new_prev).bind(&hash).bind(r.seq as i64)
+                        .execute(&mut *tx).await?;
+                    old_prev = r.hash;
+                    new_prev = hash;
+                    expected += 1;
+                }
+            }
+            if seq as u64 != expected - 1 || head != old_prev {
+                return Ok(Err(expected));
+            }
+            sqlx::query(set_head).bind(&new_prev).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Ok(expected - 1))
+        }
+        .await)?;
+        match n {
+            Ok(n) => Ok(n),
+            Err(0) => Ok(0),
+            Err(seq) => Err(StoreError::Audit(format!(
+                "the unkeyed audit chain of an earlier version is broken at entry {seq}: not re-hashing it"
+            ))),
+        }
+    }
+
+    /// A checkpoint of the chain's head now, signed with the audit key.
+    pub async fn audit_checkpoint(&self, node: &str) -> Result<Checkpoint, StoreError> {
+        let (seq, head) = self.audit_head().await?;
+        Ok(Checkpoint::sign(&self.audit_key, seq, &head, node))
+    }
+
     /// Recomputes the whole chain. `Ok(n)`: `n` entries, every link holds;
     /// `Err(Ok(link))`: the first entry that does not fit and why.
     pub async fn verify_audit(&self) -> Result<Result<u64, BrokenLink>, StoreError> {
+        self.verify_audit_with(&[]).await
+    }
+
+    /// [`Self::verify_audit`], and the chain agrees with every checkpoint:
+    /// each is signed with the audit key, and the chain reaches its entry
+    /// with the same hash (a checkpoint past the chain's end: entries were
+    /// cut off, or all wiped, even if the head was moved back).
+    pub async fn verify_audit_with(
+        &self,
+        checkpoints: &[Checkpoint],
+    ) -> Result<Result<u64, BrokenLink>, StoreError> {
+        for c in checkpoints {
+            if !c.genuine(&self.audit_key) {
+                return Ok(Err(BrokenLink {
+                    seq: c.seq,
+                    reason: "a checkpoint is not signed with the audit key (forged, altered, or another key)".into(),
+                }));
+            }
+        }
+        let at = |seq: u64| checkpoints.iter().filter(move |c| c.seq == seq);
         let mut prev = GENESIS.to_owned();
         let mut expected = 1u64;
         loop {
@@ -303,29 +440,48 @@ impl Store {
                 if r.prev_hash != prev {
                     return broken("it does not link to the entry before it".into());
                 }
-                if chain_hash(&prev, r.seq, &r.entry) != r.hash {
-                    return broken("its contents do not match its hash".into());
+                if chain_hash(&self.audit_key, &prev, r.seq, &r.entry) != r.hash {
+                    return broken(
+                        "its contents do not match its hash (altered, renumbered or forged without the audit key)".into(),
+                    );
+                }
+                if at(r.seq).any(|c| c.head != r.hash) {
+                    return broken(
+                        "it differs from the checkpoint taken at it (the chain was rewritten)"
+                            .into(),
+                    );
                 }
                 prev = r.hash;
                 expected += 1;
             }
         }
-        // Entries cut off at the end: the head remembers how far the chain went.
-        let head = "SELECT seq, hash FROM audit_head WHERE id = 1";
-        let (seq, hash): (i64, String) = with_pool!(self, pool => sqlx::query(head)
-            .fetch_one(pool)
-            .await
-            .and_then(|r| Ok((r.try_get("seq")?, r.try_get("hash")?))))?;
-        if seq as u64 != expected - 1 || hash != prev {
+        let last = expected - 1;
+        // Entries cut off at the end: the checkpoints, kept outside the
+        // database, and the head remember how far the chain went.
+        if let Some(c) = checkpoints
+            .iter()
+            .filter(|c| c.seq > last)
+            .max_by_key(|c| c.seq)
+        {
             return Ok(Err(BrokenLink {
-                seq: expected,
+                seq: last + 1,
                 reason: format!(
-                    "the chain ends at entry {} but its head says {seq}",
-                    expected - 1
+                    "the chain ends at entry {last} but a checkpoint of {} (at {} ms) saw {} entries: entries were deleted from the end{}",
+                    c.node,
+                    c.at_ms,
+                    c.seq,
+                    if last == 0 { " (the log was wiped)" } else { "" }
                 ),
             }));
         }
-        Ok(Ok(expected - 1))
+        let (seq, hash) = self.audit_head().await?;
+        if seq != last || hash != prev {
+            return Ok(Err(BrokenLink {
+                seq: expected,
+                reason: format!("the chain ends at entry {last} but its head says {seq}"),
+            }));
+        }
+        Ok(Ok(last))
     }
 }
 
@@ -345,9 +501,17 @@ mod tests {
         }
     }
 
+    fn chain_hash(prev: &str, seq: u64, e: &AuditEntry) -> String {
+        super::chain_hash(&AuditKey::new([5; 32]), prev, seq, e)
+    }
+
     #[test]
     fn every_field_and_the_previous_hash_count() {
         let base = chain_hash(GENESIS, 1, &entry());
+        assert_ne!(
+            base,
+            super::chain_hash(&AuditKey::unkeyed(), GENESIS, 1, &entry())
+        );
         assert_eq!(base.len(), 64);
         assert_eq!(base, chain_hash(GENESIS, 1, &entry()));
         assert_ne!(base, chain_hash(&base, 1, &entry()));

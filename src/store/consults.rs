@@ -78,13 +78,17 @@ impl Store {
             Party::Patient(id) => ("patient", id),
             Party::Clinician(id) => ("clinician", id),
         };
+        let text = self.seal_text(
+            &super::sealed::ad("chat_messages", consult, Some(line.seq as i64)),
+            &line.text,
+        );
         with_pool!(self, pool => sqlx::query(sql)
             .bind(consult)
             .bind(line.seq as i64)
             .bind(role)
             .bind(author)
             .bind(&line.client_message_id)
-            .bind(&line.text)
+            .bind(&text)
             .bind(line.at_ms as i64)
             .execute(pool)
             .await
@@ -167,21 +171,21 @@ impl Store {
                 r.try_get("seq")?, r.try_get("author_role")?, r.try_get("author_id")?,
                 r.try_get("client_message_id")?, r.try_get("text")?, r.try_get("at_ms")?,
             ))).collect()))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(seq, role, author, client_message_id, text, at)| ChatLine {
-                    seq: seq as u64,
-                    author: if role == "clinician" {
-                        Party::Clinician(author)
-                    } else {
-                        Party::Patient(author)
-                    },
-                    client_message_id,
-                    text,
-                    at_ms: at as u64,
+        let mut lines = Vec::with_capacity(rows.len());
+        for (seq, role, author, client_message_id, text, at) in rows {
+            let ad = super::sealed::ad("chat_messages", consult, Some(seq));
+            lines.push(ChatLine {
+                seq: seq as u64,
+                author: if role == "clinician" {
+                    Party::Clinician(author)
+                } else {
+                    Party::Patient(author)
                 },
-            )
-            .collect())
+                client_message_id,
+                text: self.open_text(&ad, text).await?,
+                at_ms: at as u64,
+            });
+        }
+        Ok(lines)
     }
 }

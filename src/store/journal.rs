@@ -129,6 +129,11 @@ impl Store {
             ),
             None => (self.dialect(INSERT_PG, INSERT_SQLITE), epoch, 0),
         };
+        let stored = self.seal_blob(
+            &super::sealed::ad("journal", actor, Some(seq as i64)),
+            payload,
+        );
+        let payload = &stored[..];
         let started = std::time::Instant::now();
         let inserted = with_pool!(self, pool => {
             let q = sqlx::query(insert)
@@ -209,7 +214,13 @@ impl Store {
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
         }))?;
-        Ok(events)
+        let mut opened = Vec::with_capacity(events.len());
+        for mut e in events {
+            let ad = super::sealed::ad("journal", actor, Some(e.seq as i64));
+            e.payload = self.open_blob(&ad, e.payload).await?;
+            opened.push(e);
+        }
+        Ok(opened)
     }
 
     /// The last sequence in `actor`'s journal (0 when empty).
@@ -267,6 +278,7 @@ impl Store {
         payload: &[u8],
     ) -> Result<(), StoreError> {
         let save = self.dialect(SNAPSHOT_PG, SNAPSHOT_SQLITE);
+        let payload = self.seal_blob(&super::sealed::ad("snapshots", actor, None), payload);
         with_pool!(self, pool => sqlx::query(save)
             .bind(actor)
             .bind(seq as i64)
@@ -294,6 +306,13 @@ impl Store {
             })
             .transpose()
         }))?;
-        Ok(snapshot)
+        match snapshot {
+            Some(mut s) => {
+                let ad = super::sealed::ad("snapshots", actor, None);
+                s.payload = self.open_blob(&ad, s.payload).await?;
+                Ok(Some(s))
+            }
+            None => Ok(None),
+        }
     }
 }

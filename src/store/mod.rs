@@ -17,9 +17,11 @@ pub mod consults;
 pub mod journal;
 pub mod monitoring;
 pub mod people;
+pub mod sealed;
 pub mod secrets;
 pub mod vitals;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -62,6 +64,10 @@ pub enum StoreError {
     /// stopped): the entry is not in the log.
     #[error("audit entry not written: {0}")]
     Audit(String),
+    /// Sealing or opening a PHI value, or a data key, failed (never names
+    /// the value).
+    #[error("encryption at rest: {0}")]
+    Sealing(String),
 }
 
 pub(crate) enum Db {
@@ -78,6 +84,39 @@ pub struct Store {
     fence: Option<std::sync::Arc<crate::shards::Fence>>,
     /// Audit entries waiting for the next group commit.
     audit_queue: std::sync::Arc<audit::Queue>,
+    /// The data keys PHI is sealed with (none: written in the clear, for
+    /// tests and tools; a node always has keys).
+    keyring: Option<std::sync::Arc<crate::crypto::Keyring>>,
+    /// The key of the audit chain ([`crate::crypto::AuditKey::unkeyed`]
+    /// without a key provider).
+    audit_key: crate::crypto::AuditKey,
+}
+
+/// Creates the SQLite file 0600 if missing (SQLite creates its -wal and
+/// -shm files with the database file's mode), and takes group and other
+/// access away from an existing one and its -wal and -shm.
+fn private_files(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if db.as_os_str().is_empty() || db.to_string_lossy().starts_with(":memory:") {
+        return Ok(());
+    }
+    if !db.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either database.
@@ -104,15 +143,27 @@ impl Store {
                     // FULL: a commit is on disk before it is acknowledged.
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
+                    // Freed space is zeroed: a value sealed in place (legacy
+                    // plaintext) leaves no readable copy in the file.
+                    .pragma("secure_delete", "ON")
                     .busy_timeout(Duration::from_secs(5));
                 if let Some(folder) = options.get_filename().parent() {
                     if !folder.as_os_str().is_empty() && !Path::new(folder).exists() {
-                        std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
-                            path: folder.display().to_string(),
-                            source,
-                        })?;
+                        // 0700: the database and its key file are the node's alone.
+                        std::fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o700)
+                            .create(folder)
+                            .map_err(|source| StoreError::Folder {
+                                path: folder.display().to_string(),
+                                source,
+                            })?;
                     }
                 }
+                private_files(options.get_filename()).map_err(|source| StoreError::Folder {
+                    path: options.get_filename().display().to_string(),
+                    source,
+                })?;
                 Db::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(4)
@@ -134,6 +185,8 @@ impl Store {
             db: std::sync::Arc::new(db),
             fence: None,
             audit_queue: std::sync::Arc::default(),
+            keyring: None,
+            audit_key: crate::crypto::AuditKey::unkeyed(),
         })
     }
 
@@ -165,6 +218,8 @@ impl Store {
             db: std::sync::Arc::clone(&self.db),
             fence: Some(fence),
             audit_queue: std::sync::Arc::clone(&self.audit_queue),
+            keyring: self.keyring.clone(),
+            audit_key: self.audit_key.clone(),
         }
     }
 

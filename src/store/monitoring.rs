@@ -80,7 +80,16 @@ impl Store {
                 updated_by: r.try_get("updated_by")?,
                 updated_ms: r.try_get::<i64, _>("updated_ms")? as u64,
             })).transpose()))?;
-        Ok(row)
+        match row {
+            Some(mut saved) => {
+                if let Some(settings) = saved.settings.take() {
+                    let ad = super::sealed::ad("alarm_settings", patient, None);
+                    saved.settings = Some(self.open_text(&ad, settings).await?);
+                }
+                Ok(Some(saved))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Replaces `patient`'s alarm settings.
@@ -90,9 +99,11 @@ impl Store {
         saved: &StoredAlarmSettings,
     ) -> Result<(), StoreError> {
         let sql = self.dialect(SAVE_SETTINGS_PG, SAVE_SETTINGS_SQLITE);
+        let ad = super::sealed::ad("alarm_settings", patient, None);
+        let settings = saved.settings.as_deref().map(|s| self.seal_text(&ad, s));
         with_pool!(self, pool => sqlx::query(sql)
             .bind(patient)
-            .bind(saved.settings.as_deref())
+            .bind(settings)
             .bind(saved.paused_until_ms.map(|v| v as i64))
             .bind(&saved.updated_by)
             .bind(saved.updated_ms as i64)
@@ -116,7 +127,10 @@ impl Store {
             .bind(chunk.end_ms as i64)
             .bind(chunk.hz as i64)
             .bind(chunk.seq as i64)
-            .bind(&chunk.beats)
+            .bind(self.seal_text(
+                &super::sealed::ad("ecg_chunks", device, Some(chunk.start_ms as i64)),
+                &chunk.beats,
+            ))
             .execute(pool)
             .await
             .map(|_| ()))?;
@@ -148,7 +162,13 @@ impl Store {
                 seq: r.try_get::<i64, _>("seq")? as u64,
                 beats: r.try_get("beats")?,
             })).collect::<Result<Vec<_>, sqlx::Error>>()))?;
-        Ok(rows)
+        let mut opened = Vec::with_capacity(rows.len());
+        for mut chunk in rows {
+            let ad = super::sealed::ad("ecg_chunks", device, Some(chunk.start_ms as i64));
+            chunk.beats = self.open_text(&ad, chunk.beats).await?;
+            opened.push(chunk);
+        }
+        Ok(opened)
     }
 
     /// The payload of `actor`'s journal entry `seq`; `None` once pruned.
@@ -164,7 +184,13 @@ impl Store {
             .fetch_optional(pool)
             .await
             .and_then(|r| r.map(|r| r.try_get::<Vec<u8>, _>("payload")).transpose()))?;
-        Ok(row)
+        match row {
+            Some(payload) => {
+                let ad = super::sealed::ad("journal", actor, Some(seq as i64));
+                Ok(Some(self.open_blob(&ad, payload).await?))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Deletes the index rows of ECG chunks that ended before `before_ms`

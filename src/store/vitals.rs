@@ -63,25 +63,25 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 // A bucket only grows as samples arrive: a smaller one (a stalled former
 // owner's, derived from fewer samples) never replaces a larger one.
 // (For heart rate from ECG, neither the beats nor the signal time covered may shrink.)
-const UPSERT_AGG_PG: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count, covered_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (device_id, series, span, start_ms) \
-     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count, covered_ms = excluded.covered_ms \
+const UPSERT_AGG_PG: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count, covered_ms, sealed) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (device_id, series, span, start_ms) \
+     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count, covered_ms = excluded.covered_ms, sealed = excluded.sealed \
      WHERE vitals_aggregates.count <= excluded.count AND COALESCE(vitals_aggregates.covered_ms, 0) <= COALESCE(excluded.covered_ms, 0)";
-const UPSERT_AGG_SQLITE: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count, covered_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (device_id, series, span, start_ms) \
-     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count, covered_ms = excluded.covered_ms \
+const UPSERT_AGG_SQLITE: &str = "INSERT INTO vitals_aggregates (device_id, series, span, start_ms, min, max, sum, count, covered_ms, sealed) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (device_id, series, span, start_ms) \
+     DO UPDATE SET min = excluded.min, max = excluded.max, sum = excluded.sum, count = excluded.count, covered_ms = excluded.covered_ms, sealed = excluded.sealed \
      WHERE vitals_aggregates.count <= excluded.count AND COALESCE(vitals_aggregates.covered_ms, 0) <= COALESCE(excluded.covered_ms, 0)";
-const AGG_PG: &str = "SELECT series, span, start_ms, min, max, sum, count, covered_ms FROM vitals_aggregates \
+const AGG_PG: &str = "SELECT series, span, start_ms, min, max, sum, count, covered_ms, sealed FROM vitals_aggregates \
      WHERE device_id = $1 AND series = $2 AND span = $3 AND start_ms >= $4 AND start_ms < $5 ORDER BY start_ms";
-const AGG_SQLITE: &str = "SELECT series, span, start_ms, min, max, sum, count, covered_ms FROM vitals_aggregates \
+const AGG_SQLITE: &str = "SELECT series, span, start_ms, min, max, sum, count, covered_ms, sealed FROM vitals_aggregates \
      WHERE device_id = ?1 AND series = ?2 AND span = ?3 AND start_ms >= ?4 AND start_ms < ?5 ORDER BY start_ms";
 const ALERT_COLUMNS: &str =
     "id, device_id, kind, source, priority, since_ms, raised_ms, resolved_ms, \
-     reading, threshold, announced, resolve_reason, reannounced_ms, escalated_ms";
-const RAISE_PG: &str = "INSERT INTO alerts (id, device_id, kind, source, category, priority, since_ms, raised_ms, reading, threshold, announced) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING";
-const RAISE_SQLITE: &str = "INSERT INTO alerts (id, device_id, kind, source, category, priority, since_ms, raised_ms, reading, threshold, announced) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING";
+     reading, threshold, announced, resolve_reason, reannounced_ms, escalated_ms, sealed";
+const RAISE_PG: &str = "INSERT INTO alerts (id, device_id, kind, source, category, priority, since_ms, raised_ms, reading, threshold, announced, sealed) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING";
+const RAISE_SQLITE: &str = "INSERT INTO alerts (id, device_id, kind, source, category, priority, since_ms, raised_ms, reading, threshold, announced, sealed) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING";
 const RESOLVE_PG: &str =
     "UPDATE alerts SET resolved_ms = $2, resolve_reason = $3 WHERE id = $1 AND resolved_ms IS NULL";
 const RESOLVE_SQLITE: &str =
@@ -113,6 +113,8 @@ struct RawAlert {
     resolve_reason: Option<String>,
     reannounced_ms: Option<i64>,
     escalated_ms: Option<i64>,
+    /// `[reading, threshold]` sealed (a keyed node's rows).
+    sealed: Option<Vec<u8>>,
 }
 
 /// Reads [`ALERT_COLUMNS`] off a row of either database.
@@ -134,8 +136,25 @@ macro_rules! raw_alert {
             resolve_reason: r.try_get("resolve_reason")?,
             reannounced_ms: r.try_get("reannounced_ms")?,
             escalated_ms: r.try_get("escalated_ms")?,
+            sealed: r.try_get("sealed")?,
         })
     }};
+}
+
+impl Store {
+    /// An alert row as read, its sealed values opened, typed.
+    async fn alert_opened(&self, mut raw: RawAlert) -> Result<AlertRecord, StoreError> {
+        if let Some(sealed) = raw.sealed.take() {
+            let ad = super::sealed::ad("alerts", &raw.id, None);
+            let json = self.open_blob(&ad, sealed).await?;
+            let [reading, threshold]: [Option<f64>; 2] =
+                serde_json::from_slice(&json).map_err(|_| {
+                    StoreError::Sealing("a sealed alert reading is not 2 numbers".into())
+                })?;
+            (raw.reading, raw.threshold) = (reading, threshold);
+        }
+        alert_record(raw)
+    }
 }
 
 /// An alert row as read, typed.
@@ -158,7 +177,26 @@ fn alert_record(raw: RawAlert) -> Result<AlertRecord, StoreError> {
         escalated_ms: ms(raw.escalated_ms),
     })
 }
-type RawAggregate = (String, String, i64, f64, f64, f64, i64, Option<i64>);
+type RawAggregate = (
+    String,
+    String,
+    i64,
+    f64,
+    f64,
+    f64,
+    i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+);
+
+/// The associated data of an aggregate's sealed values.
+fn aggregate_ad(device: &str, series: &str, span: &str, start_ms: i64) -> Vec<u8> {
+    super::sealed::ad(
+        "vitals_aggregates",
+        &format!("{device}\u{0}{series}\u{0}{span}"),
+        Some(start_ms),
+    )
+}
 
 impl Store {
     /// Stores (or replaces) aggregates of `device`.
@@ -174,16 +212,26 @@ impl Store {
         with_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             for a in aggregates {
+                let (series, span) = (name(&a.series), name(&a.span));
+                // Keyed: the values sealed, the numeric columns 0.
+                let (values, sealed) = if self.seals() {
+                    let ad = aggregate_ad(device, &series, &span, a.start_ms as i64);
+                    let json = serde_json::to_vec(&[a.min, a.max, a.sum]).unwrap_or_default();
+                    ((0.0, 0.0, 0.0), Some(self.seal_blob(&ad, &json)))
+                } else {
+                    ((a.min, a.max, a.sum), None)
+                };
                 sqlx::query(sql)
                     .bind(device)
-                    .bind(name(&a.series))
-                    .bind(name(&a.span))
+                    .bind(&series)
+                    .bind(&span)
                     .bind(a.start_ms as i64)
-                    .bind(a.min)
-                    .bind(a.max)
-                    .bind(a.sum)
+                    .bind(values.0)
+                    .bind(values.1)
+                    .bind(values.2)
                     .bind(a.count as i64)
                     .bind(a.covered_ms.map(|c| c as i64))
+                    .bind(sealed)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -213,9 +261,26 @@ impl Store {
             .and_then(|rows| rows.iter().map(|r| Ok((
                 r.try_get("series")?, r.try_get("span")?, r.try_get("start_ms")?,
                 r.try_get("min")?, r.try_get("max")?, r.try_get("sum")?, r.try_get("count")?,
-                r.try_get("covered_ms")?,
+                r.try_get("covered_ms")?, r.try_get("sealed")?,
             ))).collect()))?;
-        rows.into_iter()
+        let mut opened = Vec::with_capacity(rows.len());
+        for (series, span, start, min, max, sum, count, covered, sealed) in rows {
+            let (min, max, sum) = match sealed {
+                Some(sealed) => {
+                    let ad = aggregate_ad(device, &series, &span, start);
+                    let json = self.open_blob(&ad, sealed).await?;
+                    let [min, max, sum]: [f64; 3] =
+                        serde_json::from_slice(&json).map_err(|_| {
+                            super::StoreError::Sealing("a sealed aggregate is not 3 numbers".into())
+                        })?;
+                    (min, max, sum)
+                }
+                None => (min, max, sum),
+            };
+            opened.push((series, span, start, min, max, sum, count, covered));
+        }
+        opened
+            .into_iter()
             .map(|(series, span, start, min, max, sum, count, covered)| {
                 Ok(Aggregate {
                     series: parse(&series)?,
@@ -236,6 +301,11 @@ impl Store {
     #[tracing::instrument(name = "alerts.raise", skip_all)]
     pub async fn raise_alert(&self, alert: &AlertRecord) -> Result<bool, StoreError> {
         let sql = self.dialect(RAISE_PG, RAISE_SQLITE);
+        // Keyed: reading and threshold sealed, their columns NULL.
+        let sealed = self.seals().then(|| {
+            let json = serde_json::to_vec(&[alert.reading, alert.threshold]).unwrap_or_default();
+            self.seal_blob(&super::sealed::ad("alerts", &alert.id, None), &json)
+        });
         let fresh = with_pool!(self, pool => sqlx::query(sql)
             .bind(&alert.id)
             .bind(&alert.device_id)
@@ -245,9 +315,10 @@ impl Store {
             .bind(alert.priority.as_str())
             .bind(alert.since_ms as i64)
             .bind(alert.raised_ms as i64)
-            .bind(alert.reading)
-            .bind(alert.threshold)
+            .bind(if sealed.is_some() { None } else { alert.reading })
+            .bind(if sealed.is_some() { None } else { alert.threshold })
             .bind(i64::from(alert.announced))
+            .bind(&sealed)
             .execute(pool)
             .await
             .map(|r| r.rows_affected() == 1))?;
@@ -323,7 +394,11 @@ impl Store {
             .fetch_all(pool)
             .await
             .and_then(|rows| rows.iter().map(|r| raw_alert!(r)).collect()))?;
-        rows.into_iter().map(alert_record).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for raw in rows {
+            out.push(self.alert_opened(raw).await?);
+        }
+        Ok(out)
     }
 }
 
@@ -348,7 +423,10 @@ impl Store {
             .fetch_optional(pool)
             .await
             .and_then(|r| r.map(|r| raw_alert!(&r)).transpose()))?;
-        row.map(alert_record).transpose()
+        match row {
+            Some(raw) => Ok(Some(self.alert_opened(raw).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Records `by`'s acknowledgement of alert `id`, with an optional note
@@ -361,6 +439,7 @@ impl Store {
         note: Option<&str>,
     ) -> Result<bool, StoreError> {
         let sql = self.dialect(ACK_PG, ACK_SQLITE);
+        let note = note.map(|n| self.seal_text(&super::sealed::ad("alert_acks", id, None), n));
         let recorded = with_pool!(self, pool => sqlx::query(sql)
             .bind(id)
             .bind(by)
@@ -387,6 +466,15 @@ impl Store {
                 at_ms: r.try_get::<i64, _>("at_ms")? as u64,
                 note: r.try_get("note")?,
             })).transpose()))?;
-        Ok(row)
+        match row {
+            Some(mut a) => {
+                if let Some(note) = a.note.take() {
+                    let ad = super::sealed::ad("alert_acks", id, None);
+                    a.note = Some(self.open_text(&ad, note).await?);
+                }
+                Ok(Some(a))
+            }
+            None => Ok(None),
+        }
     }
 }

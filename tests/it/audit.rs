@@ -212,10 +212,22 @@ fn cardio_token_refuses_what_it_cannot_do_with_a_clear_message() {
 #[actix_rt::test]
 async fn cardio_audit_verify_reports_the_first_broken_entry() {
     let db = TestDb::sqlite().await;
+    // The chain is keyed: the store and the command read one key file.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("cardio.key");
+    let (provider, _) = cardio::crypto::FileKeyProvider::open_or_create(&key_file, true).unwrap();
+    let store = db
+        .store
+        .with_keys(std::sync::Arc::new(provider), "test")
+        .await
+        .unwrap();
     for i in 1..=3 {
-        db.store.audit(&entry(i, "p-1", "allowed")).await.unwrap();
+        store.audit(&entry(i, "p-1", "allowed")).await.unwrap();
     }
-    let env = [("CARDIO_DATABASE_URL", db.url())];
+    let env = [
+        ("CARDIO_DATABASE_URL", db.url()),
+        ("CARDIO_KEY_FILE", key_file.to_str().unwrap()),
+    ];
     let out = cardio(&["audit", "verify"], &env);
     assert!(
         out.status.success(),

@@ -325,7 +325,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["config", "telemetry", "metrics", "tls"],
     ),
     ("the actor runtime", &["supervisors"]),
-    ("transport, state, identity", &["bus", "store", "auth"]),
+    (
+        "transport, state, identity",
+        &["bus", "store", "auth", "crypto"],
+    ),
     ("routing to actors", &["registry"]),
     (
         "cluster, domain actors, generated data",

@@ -47,6 +47,7 @@ macro_rules! on_both {
 
 mod access;
 mod api;
+mod at_rest;
 mod audit;
 mod binary;
 mod broker;

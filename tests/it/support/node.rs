@@ -19,6 +19,27 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardio");
 
+/// The key file every test node reads (`cardio keys init` once per run).
+pub fn shared_key_file() -> std::path::PathBuf {
+    static ONCE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cardio-test-shared.key");
+        let out = Command::new(BIN)
+            .args(["keys", "init"])
+            .env_clear()
+            .env("CARDIO_KEY_FILE", &path)
+            .output()
+            .expect("cardio keys init runs");
+        assert!(
+            out.status.success(),
+            "cardio keys init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    })
+    .clone()
+}
+
 /// How to start a node: the command line and environment, and how long to
 /// wait for it.
 pub struct NodeSpec {
@@ -36,6 +57,13 @@ impl NodeSpec {
     /// Sets one variable of the node's environment (over the defaults).
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> NodeSpec {
         self.cmd.env(key, value);
+        self
+    }
+
+    /// Takes a variable out of the node's environment (one of the defaults).
+    #[allow(dead_code)] // not every user
+    pub fn env_remove(mut self, key: &str) -> NodeSpec {
+        self.cmd.env_remove(key);
         self
     }
 
@@ -205,7 +233,10 @@ impl TestNode {
                 format!("sqlite://{}/cardio.db", data.path().display()),
             )
             .env("CARDIO_HTTP_ADDR", "127.0.0.1:0")
-            .env("CARDIO_LOG_FORMAT", "json");
+            .env("CARDIO_LOG_FORMAT", "json")
+            // One key file for every node of the test run, as the nodes of a
+            // cluster share one (a node on PostgreSQL needs it).
+            .env("CARDIO_KEY_FILE", shared_key_file());
         NodeSpec {
             cmd,
             name: "cardio".to_owned(),
