@@ -438,7 +438,8 @@ impl Load {
 /// The exactly-once and fencing checks of a finished load, on the cluster's
 /// database.
 async fn verify(db_url: &str, req: &Requester, acked: &Acked) {
-    let store = Store::connect(db_url).await.unwrap();
+    // The nodes sealed what they journaled: read it with their key file.
+    let store = crate::support::node::keyed_store(db_url).await;
     check_exactly_once(&store, req, acked).await;
     let mut keys: Vec<String> = acked.chat.keys().map(|c| format!("consult/{c}")).collect();
     keys.extend(acked.samples.keys().map(|d| format!("device/{d}")));

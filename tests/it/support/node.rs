@@ -323,3 +323,13 @@ impl Drop for TestNode {
         }
     }
 }
+
+/// A store on `url` that opens what test nodes sealed (with their shared
+/// key file): for tests that read a cluster's journal themselves.
+pub async fn keyed_store(url: &str) -> cardio::store::Store {
+    let (provider, _) =
+        cardio::crypto::FileKeyProvider::open_or_create(&shared_key_file(), false).unwrap();
+    let provider: Arc<dyn cardio::crypto::KeyProvider> = Arc::new(provider);
+    let store = cardio::store::Store::connect(url).await.unwrap();
+    store.with_keys(provider, "test-reader").await.unwrap()
+}
