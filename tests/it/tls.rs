@@ -710,3 +710,17 @@ async fn nodes_serving_https_call_their_peers_over_https_verified_with_the_peer_
     drop((a, b));
     db.done().await;
 }
+
+/// An identity provider's JWKS URL over https is verified (against the
+/// public roots): keys from a server they do not vouch for are not read,
+/// nothing falls back to plain HTTP, and the node does not start.
+#[actix_rt::test]
+async fn a_jwks_url_over_https_whose_certificate_does_not_verify_stops_the_start() {
+    let pki = make_pki("a private CA");
+    let idp = https_node(&pki);
+    let url = format!("https://localhost:{}/healthz", port(&idp));
+    let (code, err) = serve_exit(&[("CARDIO_OIDC_JWKS_URL", url.as_str())]);
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}: {err}");
+    assert!(err.contains("cannot fetch the JWKS"), "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}
