@@ -191,6 +191,22 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// `result` of an act audited as allowed: on an error, the act is
+    /// recorded as failed and the caller sees `UNAVAILABLE`.
+    pub(crate) async fn unless_failed<T>(
+        &self,
+        patient: Option<&str>,
+        result: Result<T, impl super::error::Cause>,
+    ) -> Result<T, ApiError> {
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.failed(patient).await;
+                Err(ApiError::unavailable(e))
+            }
+        }
+    }
+
     /// Records an allowed act on `fields` (not `registration`).
     pub(crate) async fn allowed(&self, patient: Option<&str>) -> Result<(), ApiError> {
         self.record_as(self.action, patient, self.fields, Outcome::Allowed)

@@ -81,10 +81,7 @@ impl LifecycleMutation {
             Ok(()) => d.store.end_sessions(&subject, now_s).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = stored {
-            access.failed(None).await;
-            return Err(ApiError::unavailable(e).into());
-        }
+        access.unless_failed(None, stored).await?;
         let change = AccessChanged {
             subject: subject.to_string(),
             jti: None,
@@ -107,10 +104,8 @@ impl LifecycleMutation {
         access.require(&[Role::Admin]).await?;
         valid(&subject, "subject")?;
         access.allowed(None).await?;
-        if let Err(e) = d.store.set_disabled(&subject, false).await {
-            access.failed(None).await;
-            return Err(ApiError::unavailable(e).into());
-        }
+        let done = d.store.set_disabled(&subject, false).await;
+        access.unless_failed(None, done).await?;
         let change = AccessChanged {
             subject: subject.to_string(),
             jti: None,
@@ -156,10 +151,8 @@ impl LifecycleMutation {
             (None, _) => return Err(ApiError::bad_input("jti: which token").into()),
         };
         access.allowed(None).await?;
-        if let Err(e) = d.store.revoke_token(&jti, &subject, expires_ms).await {
-            access.failed(None).await;
-            return Err(ApiError::unavailable(e).into());
-        }
+        let done = d.store.revoke_token(&jti, &subject, expires_ms).await;
+        access.unless_failed(None, done).await?;
         let change = AccessChanged {
             subject,
             jti: Some(jti),
@@ -186,10 +179,8 @@ impl LifecycleMutation {
         }
         valid(&subject, "subject")?;
         access.allowed(None).await?;
-        if let Err(e) = d.store.end_sessions(&subject, unix_ms() / 1000 + 1).await {
-            access.failed(None).await;
-            return Err(ApiError::unavailable(e).into());
-        }
+        let done = d.store.end_sessions(&subject, unix_ms() / 1000 + 1).await;
+        access.unless_failed(None, done).await?;
         let change = AccessChanged {
             subject,
             jti: None,

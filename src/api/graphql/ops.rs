@@ -330,10 +330,8 @@ impl OpsMutation {
         let env = crate::bus::Envelope::new(RestartRequest::TYPE, &request)
             .map_err(ApiError::unavailable)?
             .principal(who.clone());
-        if let Err(e) = d.bus.publish(RESTART_TOPIC, &env).await {
-            access.failed(None).await;
-            return Err(ApiError::unavailable(e).into());
-        }
+        let done = d.bus.publish(RESTART_TOPIC, &env).await;
+        access.unless_failed(None, done).await?;
         Ok(true)
     }
 }

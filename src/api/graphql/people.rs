@@ -134,10 +134,8 @@ impl PeopleMutation {
         access.require(&[Role::Admin]).await?;
         valid(&id, "id")?;
         access.admin(Some(&id)).await?;
-        if let Err(e) = d.store.register_patient(&id).await {
-            access.failed(Some(&id)).await;
-            return Err(ApiError::unavailable(e).into());
-        }
+        let done = d.store.register_patient(&id).await;
+        access.unless_failed(Some(&id), done).await?;
         Ok(id)
     }
 
@@ -147,10 +145,8 @@ impl PeopleMutation {
         access.require(&[Role::Admin]).await?;
         valid(&id, "id")?;
         access.admin(None).await?;
-        if let Err(e) = d.store.register_clinician(&id).await {
-            access.failed(None).await;
-            return Err(ApiError::unavailable(e).into());
-        }
+        let done = d.store.register_clinician(&id).await;
+        access.unless_failed(None, done).await?;
         Ok(id)
     }
 
@@ -201,13 +197,8 @@ impl PeopleMutation {
         valid(&patient_id, "patientId")?;
         valid(&clinician_id, "clinicianId")?;
         access.admin(Some(&patient_id)).await?;
-        let was = match d.store.remove_clinician(&patient_id, &clinician_id).await {
-            Ok(was) => was,
-            Err(e) => {
-                access.failed(Some(&patient_id)).await;
-                return Err(ApiError::unavailable(e).into());
-            }
-        };
+        let was = d.store.remove_clinician(&patient_id, &clinician_id).await;
+        let was = access.unless_failed(Some(&patient_id), was).await?;
         let change = AccessChanged {
             subject: clinician_id.to_string(),
             jti: None,
