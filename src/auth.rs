@@ -486,11 +486,6 @@ impl Authenticator {
         self.verify_token(token).map(|v| v.principal)
     }
 
-    /// [`Self::verify`], with the token's expiry (Unix seconds).
-    pub fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
-        self.verify_token(token).map(|v| (v.principal, v.exp))
-    }
-
     /// [`Self::verify`], with everything the token says about itself.
     pub fn verify_token(&self, token: &str) -> Result<Verified, AuthError> {
         let token = token.trim();
@@ -587,12 +582,6 @@ impl Authenticator {
     /// [`Self::verify`] for an `Authorization` header value (`Bearer …`).
     pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         self.verify_header_token(header).map(|v| v.principal)
-    }
-
-    /// [`Self::verify_header`], with the token's expiry (Unix seconds).
-    pub fn verify_header_until(&self, header: Option<&str>) -> Result<(Principal, u64), AuthError> {
-        self.verify_header_token(header)
-            .map(|v| (v.principal, v.exp))
     }
 
     /// [`Self::verify_header_token`]; a token naming a `kid` the JWKS (from a

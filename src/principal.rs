@@ -17,6 +17,19 @@ pub enum Role {
     System,
 }
 
+impl Role {
+    /// The role's name, as tokens and audit entries spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Patient => "patient",
+            Role::Clinician => "clinician",
+            Role::Ops => "ops",
+            Role::Admin => "admin",
+            Role::System => "system",
+        }
+    }
+}
+
 /// An authenticated sender.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Principal {

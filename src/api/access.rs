@@ -50,16 +50,6 @@ pub(crate) fn deps<'a>(ctx: &'a Context<'_>) -> &'a Deps {
     ctx.data_unchecked::<Deps>()
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Patient => "patient",
-        Role::Clinician => "clinician",
-        Role::Ops => "ops",
-        Role::Admin => "admin",
-        Role::System => "system",
-    }
-}
-
 /// How `who` reaches a patient's records, if at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reach {
@@ -215,7 +205,7 @@ impl<'a> Access<'a> {
 
     /// Refuses an access to a record that is not there (so no patient can
     /// be named): the caller sees `FORBIDDEN`, as for a record it may not
-    /// reach. It costs the caller's budget, and is audited as denied once a
+    /// reach. It costs the caller's budget, and is audited as refused once a
     /// minute per principal (a summary: a request of thousands of aliased
     /// random ids writes one entry, not thousands).
     pub(crate) async fn refuse_unknown(&self) -> ApiError {
@@ -230,7 +220,7 @@ impl<'a> Access<'a> {
     }
 
     /// Refuses an access to `patient`'s records that the role may not make,
-    /// audited as denied.
+    /// audited as refused.
     pub(crate) async fn refuse(&self, patient: Option<&str>) -> ApiError {
         match self
             .record_as(self.action, patient, self.fields, Outcome::Refused)
@@ -257,7 +247,7 @@ impl<'a> Access<'a> {
         let entry = AuditEntry {
             at_ms: unix_ms(),
             subject: self.who.subject.clone(),
-            role: role_name(self.who.role).into(),
+            role: self.who.role.name().into(),
             action: action.into(),
             patient_id: patient.map(str::to_owned),
             fields: fields.into(),

@@ -177,16 +177,6 @@ pub struct Gate {
     failures: std::sync::Mutex<HashMap<(String, &'static str), u64>>,
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Patient => "patient",
-        Role::Clinician => "clinician",
-        Role::Ops => "ops",
-        Role::Admin => "admin",
-        Role::System => "system",
-    }
-}
-
 impl Gate {
     pub fn new(store: Store, bus: Arc<dyn Bus>, logoff: Logoff) -> Arc<Gate> {
         Arc::new(Gate {
@@ -348,7 +338,7 @@ impl Gate {
             return Ok(());
         }
         self.store
-            .touch_account(subject, role_name(v.principal.role), now)
+            .touch_account(subject, v.principal.role.name(), now)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "the access state cannot be written");
@@ -358,7 +348,7 @@ impl Gate {
             c.written_ms = now;
             let s = c.state.get_or_insert_with(AccountState::default);
             s.last_active_ms = s.last_active_ms.max(now);
-            s.role = role_name(v.principal.role).into();
+            s.role = v.principal.role.name().into();
         }
         Ok(())
     }
@@ -374,7 +364,7 @@ impl Gate {
         let entry = AuditEntry {
             at_ms: now,
             subject: subject.clone(),
-            role: role_name(v.principal.role).into(),
+            role: v.principal.role.name().into(),
             action: "logoff".into(),
             patient_id: None,
             fields: "inactivity".into(),
@@ -384,7 +374,7 @@ impl Gate {
             tracing::warn!(error = %e, "an automatic logoff was not audited");
         }
         tracing::info!(
-            role = role_name(v.principal.role),
+            role = v.principal.role.name(),
             "automatic logoff after inactivity (every role)"
         );
         let change = AccessChanged {

@@ -140,12 +140,12 @@ impl Drop for Slot {
     }
 }
 
-/// The client's address as the limits key it (the peer: a proxy in front
-/// is one client to them).
+/// The client's address, as the limits key it and the authentication-failure
+/// summaries name it (the peer: a proxy in front is one client to them).
 pub fn client_addr(req: &actix_web::HttpRequest) -> String {
     req.peer_addr()
         .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Why a body was not read.

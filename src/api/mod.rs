@@ -59,14 +59,6 @@ pub struct ApiState {
     pub gate: Arc<gate::Gate>,
 }
 
-/// The address a request comes from, for the authentication-failure
-/// summaries.
-fn source_of(req: &actix_web::HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Verifies the request's bearer token and admits it through the gate
 /// (`active`: the request counts as the subject's activity); a failure is
 /// counted for the audit summaries.
@@ -85,7 +77,7 @@ pub(crate) async fn authenticate(
     };
     match &result {
         Err(crate::auth::AuthError::Unavailable) | Ok(_) => {}
-        Err(e) => state.gate.failed(&source_of(req), e),
+        Err(e) => state.gate.failed(&limits::client_addr(req), e),
     }
     result
 }

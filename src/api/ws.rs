@@ -105,7 +105,7 @@ pub(super) async fn graphql_ws(
         item
     });
     let (bus, requester) = (Arc::clone(&state.bus), Arc::clone(&state.requester));
-    let (gate, source) = (Arc::clone(&state.gate), super::source_of(&req));
+    let (gate, source) = (Arc::clone(&state.gate), addr.clone());
     async_graphql_actix_web::GraphQLSubscription::new(state.graphql.clone())
         .on_connection_init(move |value: serde_json::Value| async move {
             init_seen.store(true, Ordering::Release);
