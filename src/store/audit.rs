@@ -1,5 +1,5 @@
 //! The PHI audit trail: an append-only, hash-chained log of who read or wrote
-//! which patient's records, allowed or denied.
+//! which patient's records, allowed, refused or failed.
 //!
 //! Entry `n`'s hash is HMAC-SHA-256, under the audit key (held by the key
 //! provider, outside the database: [`crate::crypto`]), over entry `n-1`'s
@@ -40,7 +40,7 @@ pub struct AuditEntry {
     pub patient_id: Option<String>,
     /// The record kind or fields touched, comma-separated.
     pub fields: String,
-    /// `allowed` or `denied`.
+    /// `allowed`, `refused` (not permitted) or `failed` (permitted, but the act did not happen).
     pub outcome: String,
 }
 
@@ -424,7 +424,12 @@ impl Store {
                 }));
             }
         }
-        let at = |seq: u64| checkpoints.iter().filter(move |c| c.seq == seq);
+        // The heads the checkpoints saw, by entry: one look-up per entry
+        // (a scan of every checkpoint per entry grew as their product).
+        let mut heads: std::collections::HashMap<u64, Vec<&str>> = Default::default();
+        for c in checkpoints {
+            heads.entry(c.seq).or_default().push(&c.head);
+        }
         let mut prev = GENESIS.to_owned();
         let mut expected = 1u64;
         loop {
@@ -445,7 +450,10 @@ impl Store {
                         "its contents do not match its hash (altered, renumbered or forged without the audit key)".into(),
                     );
                 }
-                if at(r.seq).any(|c| c.head != r.hash) {
+                if heads
+                    .get(&r.seq)
+                    .is_some_and(|seen| seen.iter().any(|h| *h != r.hash))
+                {
                     return broken(
                         "it differs from the checkpoint taken at it (the chain was rewritten)"
                             .into(),
