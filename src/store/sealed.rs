@@ -180,16 +180,7 @@ impl Store {
         if !crypto::is_sealed(&stored) {
             return Ok(stored);
         }
-        let Some(k) = &self.keyring else {
-            return Err(sealing("a sealed value, and this store has no keys"));
-        };
-        match k.open(ad, &stored) {
-            Err(OpenError::UnknownKey(id)) => {
-                self.load_data_key(k, id).await?;
-                k.open(ad, &stored).map_err(sealing)
-            }
-            opened => opened.map_err(sealing),
-        }
+        self.opened(|k| k.open(ad, &stored)).await
     }
 
     /// A TEXT column's value opened (legacy plaintext as it is).
@@ -197,13 +188,22 @@ impl Store {
         if !crypto::is_sealed_text(&stored) {
             return Ok(stored);
         }
+        self.opened(|k| k.open_text(ad, &stored)).await
+    }
+
+    /// A sealed value opened by `open`, once more after loading its data
+    /// key when it was sealed under one this store has not met yet.
+    async fn opened<T>(
+        &self,
+        open: impl Fn(&Keyring) -> Result<T, OpenError>,
+    ) -> Result<T, StoreError> {
         let Some(k) = &self.keyring else {
             return Err(sealing("a sealed value, and this store has no keys"));
         };
-        match k.open_text(ad, &stored) {
+        match open(k) {
             Err(OpenError::UnknownKey(id)) => {
                 self.load_data_key(k, id).await?;
-                k.open_text(ad, &stored).map_err(sealing)
+                open(k).map_err(sealing)
             }
             opened => opened.map_err(sealing),
         }
@@ -296,11 +296,7 @@ impl Store {
                 break;
             }
             for (device, series, span, start, min, max, sum) in rows {
-                let ad = ad(
-                    "vitals_aggregates",
-                    &format!("{device}\u{0}{series}\u{0}{span}"),
-                    Some(start),
-                );
+                let ad = super::vitals::aggregate_ad(&device, &series, &span, start);
                 let json = serde_json::to_vec(&[min, max, sum]).map_err(sealing)?;
                 let sealed = self.seal_blob(&ad, &json);
                 n += with_pool!(self, pool => sqlx::query(update)

@@ -190,7 +190,7 @@ type RawAggregate = (
 );
 
 /// The associated data of an aggregate's sealed values.
-fn aggregate_ad(device: &str, series: &str, span: &str, start_ms: i64) -> Vec<u8> {
+pub(super) fn aggregate_ad(device: &str, series: &str, span: &str, start_ms: i64) -> Vec<u8> {
     super::sealed::ad(
         "vitals_aggregates",
         &format!("{device}\u{0}{series}\u{0}{span}"),
