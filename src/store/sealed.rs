@@ -88,6 +88,15 @@ pub fn ad(table: &str, text_key: &str, int_key: Option<i64>) -> Vec<u8> {
     }
 }
 
+/// The associated data of an aggregate's sealed values (min, max, sum).
+pub(super) fn aggregate_ad(device: &str, series: &str, span: &str, start_ms: i64) -> Vec<u8> {
+    ad(
+        "vitals_aggregates",
+        &format!("{device}\u{0}{series}\u{0}{span}"),
+        Some(start_ms),
+    )
+}
+
 fn sealing(e: impl std::fmt::Display) -> StoreError {
     StoreError::Sealing(e.to_string())
 }
@@ -296,7 +305,7 @@ impl Store {
                 break;
             }
             for (device, series, span, start, min, max, sum) in rows {
-                let ad = super::vitals::aggregate_ad(&device, &series, &span, start);
+                let ad = aggregate_ad(&device, &series, &span, start);
                 let json = serde_json::to_vec(&[min, max, sum]).map_err(sealing)?;
                 let sealed = self.seal_blob(&ad, &json);
                 n += with_pool!(self, pool => sqlx::query(update)

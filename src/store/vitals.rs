@@ -189,15 +189,6 @@ type RawAggregate = (
     Option<Vec<u8>>,
 );
 
-/// The associated data of an aggregate's sealed values.
-pub(super) fn aggregate_ad(device: &str, series: &str, span: &str, start_ms: i64) -> Vec<u8> {
-    super::sealed::ad(
-        "vitals_aggregates",
-        &format!("{device}\u{0}{series}\u{0}{span}"),
-        Some(start_ms),
-    )
-}
-
 impl Store {
     /// Stores (or replaces) aggregates of `device`.
     pub async fn save_aggregates(
@@ -215,7 +206,7 @@ impl Store {
                 let (series, span) = (name(&a.series), name(&a.span));
                 // Keyed: the values sealed, the numeric columns 0.
                 let (values, sealed) = if self.seals() {
-                    let ad = aggregate_ad(device, &series, &span, a.start_ms as i64);
+                    let ad = super::sealed::aggregate_ad(device, &series, &span, a.start_ms as i64);
                     let json = serde_json::to_vec(&[a.min, a.max, a.sum]).unwrap_or_default();
                     ((0.0, 0.0, 0.0), Some(self.seal_blob(&ad, &json)))
                 } else {
@@ -267,7 +258,7 @@ impl Store {
         for (series, span, start, min, max, sum, count, covered, sealed) in rows {
             let (min, max, sum) = match sealed {
                 Some(sealed) => {
-                    let ad = aggregate_ad(device, &series, &span, start);
+                    let ad = super::sealed::aggregate_ad(device, &series, &span, start);
                     let json = self.open_blob(&ad, sealed).await?;
                     let [min, max, sum]: [f64; 3] =
                         serde_json::from_slice(&json).map_err(|_| {
