@@ -21,6 +21,7 @@ pub mod consult;
 pub mod lifecycle;
 pub mod ops;
 pub mod people;
+pub mod scalars;
 pub mod vitals;
 
 use async_graphql::Schema;
