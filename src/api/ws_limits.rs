@@ -25,7 +25,8 @@ use actix_web::web::Bytes;
 use futures_util::Stream;
 
 /// Messages a second a client may send on one WebSocket (subscribe,
-/// complete, ping: a few in a connection's life).
+/// complete, ping: a few in a connection's life). Control frames count:
+/// each ping costs the server a pong.
 pub(crate) const MESSAGES_PER_SECOND: f64 = 100.0;
 
 /// Reads frame headers across chunk boundaries, adds up each message's
@@ -105,9 +106,12 @@ impl FrameScan {
                 self.need = 2 + extended + mask;
             }
             if self.have >= 2 && self.have == self.need {
-                self.frame()?;
+                // The next header starts afresh even if this frame is
+                // refused, so a scan fed again after a refusal refuses
+                // again rather than overrunning its header.
                 self.have = 0;
                 self.need = 2;
+                self.frame()?;
             }
         }
         Ok(())
@@ -140,7 +144,11 @@ impl FrameScan {
             n => u64::from(n),
         };
         // Control frames (ping, pong, close) may come between fragments.
-        if opcode & 0x08 == 0 {
+        // Each costs a message too: every ping makes the server answer a
+        // pong, so a flood of them is work like any other message.
+        if opcode & 0x08 != 0 {
+            self.spend()?;
+        } else {
             if opcode != 0 {
                 // Text or binary: a new message.
                 self.message = 0;
@@ -293,14 +301,32 @@ mod tests {
         for _ in 0..burst {
             scan.feed_at(&frame(true, 1, 10), t0).unwrap();
         }
-        // Control frames cost nothing.
-        scan.feed_at(&frame(true, 9, 4), t0).unwrap();
         assert_eq!(scan.feed_at(&frame(true, 1, 10), t0), Err(Refused::TooFast));
+        // A ping costs a message too (each makes the server answer a pong).
+        assert_eq!(scan.feed_at(&frame(true, 9, 4), t0), Err(Refused::TooFast));
         // A steady rate under the budget goes on for ever.
         let mut scan = FrameScan::new(10_000);
         for i in 0..10_000u64 {
             let at = t0 + ms(i * 1000 / (MESSAGES_PER_SECOND as u64) + 1);
             scan.feed_at(&frame(true, 1, 10), at).unwrap();
         }
+    }
+
+    #[test]
+    fn a_flood_of_pings_is_refused_like_any_other() {
+        let t0 = tokio::time::Instant::now();
+        let burst = (2.0 * MESSAGES_PER_SECOND) as usize;
+        let mut scan = FrameScan::new(10_000);
+        for _ in 0..burst {
+            scan.feed_at(&frame(true, 9, 4), t0).unwrap();
+        }
+        assert_eq!(scan.feed_at(&frame(true, 9, 4), t0), Err(Refused::TooFast));
+        // Nor do pongs and closes slip through.
+        let mut scan = FrameScan::new(10_000);
+        for i in 0..burst {
+            let opcode = if i % 2 == 0 { 10 } else { 9 };
+            scan.feed_at(&frame(true, opcode, 0), t0).unwrap();
+        }
+        assert_eq!(scan.feed_at(&frame(true, 10, 0), t0), Err(Refused::TooFast));
     }
 }
