@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod page;
 pub mod people;
+pub mod role;
 pub mod scalars;
 pub mod vitals;
 
@@ -81,6 +82,7 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
         Mutation::default(),
         SubscriptionRoot::default(),
     )
+    .register_output_type::<super::error::RefusalReason>()
     .data(deps)
     .limit_depth(12)
     .limit_complexity(1_000)
@@ -103,6 +105,7 @@ pub fn sdl() -> String {
         Mutation::default(),
         SubscriptionRoot::default(),
     )
+    .register_output_type::<super::error::RefusalReason>()
     .finish()
     .sdl()
 }
