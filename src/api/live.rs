@@ -184,6 +184,8 @@ impl BusEvent for DeviceRegistered {
 pub(crate) struct Watch<E> {
     pub(crate) rx: tokio::sync::mpsc::Receiver<(E, String)>,
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Keeps `rx` open with nothing to watch yet (no patient, no device).
+    _open: tokio::sync::mpsc::Sender<(E, String)>,
 }
 
 impl<E> Drop for Watch<E> {
@@ -237,7 +239,11 @@ pub(crate) async fn watch<E: DeviceEvent>(
         });
         tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
-    Ok(Watch { rx, tasks })
+    Ok(Watch {
+        rx,
+        tasks,
+        _open: tx,
+    })
 }
 
 /// Starts forwarding events of `device` (of `patient`), once.
