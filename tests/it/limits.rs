@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::api::{ok, people, post_raw, serve_with, socket, token};
+use crate::api::{audit_all, ok, people, post_raw, serve_with, socket, token};
 use crate::support::node::TestNode;
 use crate::support::poll::poll_until;
 
@@ -113,7 +113,7 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
 }
 
 /// The value of counter `name` with label `label` in `/metrics` (0 if absent).
-async fn counter(addr: &str, name: &str, label: &str) -> f64 {
+pub(crate) async fn counter(addr: &str, name: &str, label: &str) -> f64 {
     let body = awc::Client::new()
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -435,7 +435,7 @@ async fn random_consult_ids_start_no_actor_and_write_at_most_one_audit_entry() {
     let id = ok(
         &a,
         &patient,
-        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\") }",
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\", requestId: \"r1\") }",
         json!({}),
     )
     .await["requestConsult"]
@@ -495,19 +495,8 @@ async fn random_consult_ids_start_no_actor_and_write_at_most_one_audit_entry() {
         })
         .count();
     assert!(consults <= 1, "{consults} consult actors in the tree");
-    let log = ok(
-        &a,
-        &token(Role::Admin, "admin-1"),
-        "{ auditLog(first: 1000) { subject outcome } }",
-        json!({}),
-    )
-    .await;
-    let probes = log["auditLog"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["subject"] == "dr-probe")
-        .count();
+    let log = audit_all(&a, &token(Role::Admin, "admin-1"), None, "subject outcome").await;
+    let probes = log.iter().filter(|e| e["subject"] == "dr-probe").count();
     assert!(
         probes <= 1,
         "{probes} audit entries for one probing request"
@@ -515,7 +504,7 @@ async fn random_consult_ids_start_no_actor_and_write_at_most_one_audit_entry() {
     // Known consults are read as before; unknown and unreachable alike are FORBIDDEN.
     let read = "query($c: ID!) { consult(id: $c) { status } }";
     let mine = ok(&a, &token(Role::Clinician, "dr-1"), read, json!({"c": id})).await;
-    assert_eq!(mine["consult"]["status"], "requested");
+    assert_eq!(mine["consult"]["status"], "REQUESTED");
     for c in [id.as_str(), "no-such-consult"] {
         let v = crate::api::gql(&a, &token(Role::Clinician, "dr-2"), read, json!({"c": c})).await;
         assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
@@ -609,7 +598,7 @@ async fn logs_name_no_patient_and_ops_see_a_keyed_pseudonym_stable_across_restar
     let consult = ok(
         &a,
         &patient,
-        &format!("mutation {{ requestConsult(patientId: \"{PATIENT}\", reason: \"r\") }}"),
+        &format!("mutation {{ requestConsult(patientId: \"{PATIENT}\", reason: \"r\", requestId: \"r1\") }}"),
         json!({}),
     )
     .await["requestConsult"]

@@ -69,3 +69,4 @@ mod supervision;
 mod support;
 mod tiers;
 mod tls;
+mod v1;

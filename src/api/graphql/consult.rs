@@ -6,81 +6,205 @@
 //! consult's journal and of its chat projection, and it answers only once
 //! the command is journaled.
 
-use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
+use async_graphql::connection::{Connection, OpaqueCursor};
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use crate::actors::consult::state::{ChatLine, Command, Outcome, Party};
-use crate::actors::consult::{ConsultEvent, ConsultView};
+use crate::actors::consult::state::{ChatLine, Command, Event, Outcome, Party, Status};
+use crate::actors::consult::ConsultEvent;
 use crate::api::access::{deps, principal, valid, Access, Deps};
 use crate::api::ask::{act, authorized_consult, consult_view};
 use crate::api::error::ApiError;
+use crate::api::graphql::page::{connection, ConsultKey, MessageKey, Page};
+use crate::api::graphql::role::RoleGql;
+use crate::api::graphql::scalars::{DateTime, Int64};
 use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
+use crate::store::consults::{ConsultRow, ConsultsOf};
 
 #[derive(SimpleObject, Clone)]
 pub struct Message {
     pub seq: i32,
-    pub author_role: String,
+    pub author_role: RoleGql,
     pub author_id: ID,
     pub client_message_id: String,
     pub text: String,
-    pub at: f64,
+    pub at: DateTime,
+}
+
+/// Where a consult is in its life.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::consult::Status")]
+pub enum ConsultStatus {
+    /// Asked for; the patient is not in the waiting room yet.
+    Requested,
+    /// The patient is in the waiting room.
+    Waiting,
+    /// A clinician joined.
+    InProgress,
+    Ended,
+    Cancelled,
+    /// The patient did not come in time.
+    NoShow,
+}
+
+/// What happened in a consult.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ConsultEventKind {
+    Requested,
+    Joined,
+    Left,
+    Chatted,
+    Ended,
+    Cancelled,
+    NoShow,
+}
+
+impl From<&Event> for ConsultEventKind {
+    fn from(e: &Event) -> Self {
+        match e {
+            Event::Requested { .. } => ConsultEventKind::Requested,
+            Event::Joined { .. } => ConsultEventKind::Joined,
+            Event::Left { .. } => ConsultEventKind::Left,
+            Event::Chatted { .. } => ConsultEventKind::Chatted,
+            Event::Ended { .. } => ConsultEventKind::Ended,
+            Event::Cancelled { .. } => ConsultEventKind::Cancelled,
+            Event::NoShow { .. } => ConsultEventKind::NoShow,
+        }
+    }
 }
 
 impl From<&ChatLine> for Message {
     fn from(line: &ChatLine) -> Self {
         let (role, id) = match &line.author {
-            Party::Patient(id) => ("patient", id),
-            Party::Clinician(id) => ("clinician", id),
+            Party::Patient(id) => (RoleGql::Patient, id),
+            Party::Clinician(id) => (RoleGql::Clinician, id),
         };
         Message {
             seq: line.seq as i32,
-            author_role: role.into(),
+            author_role: role,
             author_id: ID(id.clone()),
             client_message_id: line.client_message_id.clone(),
             text: line.text.clone(),
-            at: line.at_ms as f64,
+            at: DateTime::from_unix_ms(line.at_ms),
         }
     }
 }
 
-/// A consult as its participants see it.
+/// A consult as its participants see it: read from the projection its
+/// actor keeps, the chat from the actor itself.
 pub struct ConsultGql {
-    id: String,
-    view: ConsultView,
+    row: ConsultRow,
+}
+
+impl ConsultGql {
+    pub(crate) fn new(row: ConsultRow) -> Self {
+        ConsultGql { row }
+    }
+
+    /// The consult's patient.
+    pub(crate) fn patient(&self) -> &str {
+        &self.row.patient_id
+    }
+}
+
+/// A page of chat messages.
+pub type MessageConnection = Connection<OpaqueCursor<MessageKey>, Message>;
+/// A page of consults.
+pub type ConsultConnection = Connection<OpaqueCursor<ConsultKey>, ConsultGql>;
+
+/// One page of the consults of `whose` (authorized already), newest first.
+pub(crate) async fn consult_page(
+    d: &Deps,
+    whose: &ConsultsOf,
+    status: Option<Vec<ConsultStatus>>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<ConsultConnection> {
+    let page = Page::<ConsultKey>::of(first, after)?;
+    let statuses: Vec<Status> = status
+        .unwrap_or_default()
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let before = page.after.as_ref().map(|k| (k.c.0, k.c.1.as_str()));
+    let rows = d
+        .store
+        .consults_page(whose, &statuses, before, page.limit())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let key = ConsultKey {
+                c: (r.requested_ms, r.id.clone()),
+            };
+            (key, ConsultGql::new(r))
+        })
+        .collect();
+    Ok(connection(rows, page.first))
 }
 
 #[Object(name = "Consult")]
 impl ConsultGql {
     async fn id(&self) -> ID {
-        ID(self.id.clone())
+        ID(self.row.id.clone())
     }
 
-    async fn status(&self) -> String {
-        self.view
-            .status
-            .map_or("unknown", |s| s.as_str())
-            .to_owned()
+    async fn status(&self) -> ConsultStatus {
+        self.row.status.into()
     }
 
     async fn patient_id(&self) -> Option<ID> {
-        self.view.patient.clone().map(ID)
+        Some(ID(self.row.patient_id.clone()))
     }
 
     async fn clinician_id(&self) -> Option<ID> {
-        self.view.clinician.clone().map(ID)
+        self.row.clinician_id.clone().map(ID)
     }
 
-    /// Chat messages after sequence `after` (0: all), in order.
+    /// Why it was requested (PHI, read by whoever may read the consult).
+    async fn reason(&self) -> &str {
+        &self.row.reason
+    }
+
+    /// The clinician's notes, once ended (PHI).
+    async fn notes(&self) -> Option<&str> {
+        self.row.notes.as_deref()
+    }
+
+    async fn requested_at(&self) -> DateTime {
+        DateTime::from_unix_ms(self.row.requested_ms)
+    }
+
+    /// When a clinician joined the waiting patient.
+    async fn started_at(&self) -> Option<DateTime> {
+        self.row.started_ms.map(DateTime::from_unix_ms)
+    }
+
+    /// When it ended, was cancelled or became a no-show.
+    async fn ended_at(&self) -> Option<DateTime> {
+        self.row.ended_ms.map(DateTime::from_unix_ms)
+    }
+
+    /// The chat, oldest first (by `seq`).
     async fn messages(
         &self,
         ctx: &Context<'_>,
-        after: Option<i32>,
-    ) -> async_graphql::Result<Vec<Message>> {
-        let after = after.unwrap_or(0).max(0) as u64;
-        let view = consult_view(deps(ctx), &self.id, after).await?;
-        Ok(view.lines.iter().map(Message::from).collect())
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        let page = Page::<MessageKey>::of(first, after)?;
+        let after = page.after.map_or(0, |k| k.m);
+        let view = consult_view(deps(ctx), &self.row.id, after).await?;
+        let rows = view
+            .lines
+            .iter()
+            .take(page.first + 1)
+            .map(|l| (MessageKey { m: l.seq }, Message::from(l)))
+            .collect();
+        Ok(connection(rows, page.first))
     }
 }
 
@@ -89,9 +213,10 @@ impl ConsultGql {
 #[graphql(name = "ConsultEvent")]
 pub struct ConsultEventGql {
     /// The journal sequence of the event.
-    pub seq: f64,
-    /// `requested`, `joined`, `left`, `chatted`, `ended`, `cancelled`, `no_show`…
-    pub kind: String,
+    pub seq: Int64,
+    pub kind: ConsultEventKind,
+    pub at: DateTime,
+    /// The chat line, for `CHATTED`.
     pub message: Option<Message>,
 }
 
@@ -119,13 +244,17 @@ impl ConsultQuery {
     async fn consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ConsultGql> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        // The view that names the patient is the one answered (once authorized).
         let access = Access::new(d, who, "read", "consult,chat");
-        let (_, view) = authorized_consult(d, &access, &id).await?;
-        Ok(ConsultGql {
-            id: id.to_string(),
-            view,
-        })
+        authorized_consult(d, &access, &id).await?;
+        // The actor writes its row before it answers a command: a consult
+        // without one is a projection still failing (repaired on its start).
+        let row = d
+            .store
+            .consult_row(&id)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::unavailable("a consult not projected yet"))?;
+        Ok(ConsultGql::new(row))
     }
 }
 
@@ -135,16 +264,23 @@ pub struct ConsultMutation;
 #[Object]
 impl ConsultMutation {
     /// A new consult for `patientId` (the patient, or a clinician of theirs).
+    /// `requestId` (the caller's, 1–128 bytes) makes a retry safe: the same
+    /// caller's same id answers the same consult and makes nothing new,
+    /// across restarts.
     async fn request_consult(
         &self,
         ctx: &Context<'_>,
         patient_id: ID,
         reason: String,
+        request_id: ID,
     ) -> async_graphql::Result<ID> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&patient_id, "patientId")?;
         if reason.len() > 2_000 {
             return Err(ApiError::bad_input("reason: at most 2000 bytes").into());
+        }
+        if request_id.is_empty() || request_id.len() > 128 {
+            return Err(ApiError::bad_input("requestId: 1–128 bytes").into());
         }
         Access::new(d, who, "write", "consult")
             .patient(&patient_id)
@@ -157,7 +293,18 @@ impl ConsultMutation {
         if !exists {
             return Err(ApiError::NotFound("no such patient".into()).into());
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let (id, for_patient) = d
+            .store
+            .claim_consult_request(&who.subject, &request_id, &fresh, &patient_id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        if for_patient != patient_id.as_str() {
+            let reused = crate::api::error::RefusalReason::RequestIdReused;
+            return Err(ApiError::consult(reused).into());
+        }
+        // A retry asks again with the same command id: the consult answers
+        // it without recording anything new.
         let command = Command::Request {
             patient: patient_id.to_string(),
             reason,
@@ -220,6 +367,17 @@ impl ConsultMutation {
         if notes.chars().count() > 20_000 {
             return Err(ApiError::bad_input("notes: at most 20000 characters").into());
         }
+        if who.role == Role::Patient {
+            // Not a question of which consult: no patient ends one.
+            Access::new(d, who, "write", "consult,notes")
+                .refuse(None)
+                .await;
+            return Err(ApiError::Refused {
+                code: "FORBIDDEN",
+                reason: crate::api::error::RefusalReason::OnlyClinicianMayEnd,
+            }
+            .into());
+        }
         let p = writer(d, who, &id, "consult,notes").await?;
         let request_id = format!("end-{}", id.as_str());
         act(d, &id, request_id, Command::End { who: p, notes }).await?;
@@ -242,13 +400,15 @@ pub struct ConsultSubscription;
 #[Subscription]
 impl ConsultSubscription {
     /// A consult's events from now on; with `afterMessage`, the chat messages
-    /// after that sequence first (resuming after a reconnect).
+    /// after that sequence first (resuming after a reconnect). It completes
+    /// after delivering the end (`ENDED`, `CANCELLED`, `NO_SHOW`); opened on
+    /// a consult already over, it delivers that end and completes.
     async fn consult_events(
         &self,
         ctx: &Context<'_>,
         consult_id: ID,
         after_message: Option<i32>,
-    ) -> async_graphql::Result<impl Stream<Item = ConsultEventGql>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ConsultEventGql>>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
         valid(&consult_id, "consultId")?;
         let access = Access::new(&d, &who, "read", "consult,chat");
@@ -270,17 +430,53 @@ impl ConsultSubscription {
         };
         let last_backlog = backlog.last().map_or(0, |l| l.seq);
         let id = consult_id.to_string();
+        // Over already (looked at once the subscription is bound, so an end
+        // cannot fall in between): its end, from the projection, is the
+        // last event.
+        let now = consult_view(&d, &consult_id, u64::MAX).await?;
+        let over = match now.status.filter(|s| s.is_over()) {
+            Some(status) => {
+                let row = d
+                    .store
+                    .consult_row(&consult_id)
+                    .await
+                    .map_err(ApiError::unavailable)?;
+                let kind = match status {
+                    Status::Ended => ConsultEventKind::Ended,
+                    Status::Cancelled => ConsultEventKind::Cancelled,
+                    _ => ConsultEventKind::NoShow,
+                };
+                let at = row.and_then(|r| r.ended_ms).unwrap_or(0);
+                let seq = d
+                    .store
+                    .last_seq(&format!("consult/{}", consult_id.as_str()))
+                    .await
+                    .map_err(ApiError::unavailable)?;
+                Some(ConsultEventGql {
+                    seq: Int64(seq as i64),
+                    kind,
+                    at: DateTime::from_unix_ms(at),
+                    message: None,
+                })
+            }
+            None => None,
+        };
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
                 let _slot = slot;
                 for line in &backlog {
                     let event = ConsultEventGql {
-                        seq: line.seq as f64,
-                        kind: "chatted".into(),
+                        seq: Int64(line.seq as i64),
+                        kind: ConsultEventKind::Chatted,
+                        at: DateTime::from_unix_ms(line.at_ms),
                         message: Some(line.into()),
                     };
                     let _ = tx.send(event).await;
+                }
+                if let Some(end) = over {
+                    let _ = tx.send(end).await;
+                    return;
                 }
                 while let Some((_, e)) = sub.next_of::<ConsultEvent>().await {
                     if e.consult != id {
@@ -296,11 +492,18 @@ impl ConsultSubscription {
                         _ => None,
                     };
                     let event = ConsultEventGql {
-                        seq: e.seq as f64,
-                        kind: e.event.name().into(),
+                        seq: Int64(e.seq as i64),
+                        kind: (&e.event).into(),
+                        at: DateTime::from_unix_ms(e.event.at_ms()),
                         message,
                     };
-                    if tx.send(event).await.is_err() {
+                    let last = matches!(
+                        event.kind,
+                        ConsultEventKind::Ended
+                            | ConsultEventKind::Cancelled
+                            | ConsultEventKind::NoShow
+                    );
+                    if tx.send(event).await.is_err() || last {
                         break;
                     }
                 }

@@ -2,6 +2,8 @@
 //! live subscription (raised, resolved, announced again, escalated).
 
 use super::*;
+use crate::api::graphql::page::{connection, AlertKey, Page};
+use crate::store::vitals::AlertState;
 
 /// An alarm episode.
 #[derive(SimpleObject, Clone)]
@@ -19,17 +21,17 @@ pub struct AlertGql {
     pub reading: Option<f64>,
     /// The threshold it crossed.
     pub threshold: Option<f64>,
-    /// Start of the episode (Unix ms).
-    pub since: f64,
-    pub raised_at: f64,
-    pub resolved_at: Option<f64>,
+    /// Start of the episode.
+    pub since: DateTime,
+    pub raised_at: DateTime,
+    pub resolved_at: Option<DateTime>,
     pub resolve_reason: Option<ResolveReason>,
     /// False for a non-high alarm raised while the patient's alarms were paused.
     pub announced: bool,
-    pub reannounced_at: Option<f64>,
-    pub escalated_at: Option<f64>,
+    pub reannounced_at: Option<DateTime>,
+    pub escalated_at: Option<DateTime>,
     pub acknowledged_by: Option<ID>,
-    pub acknowledged_at: Option<f64>,
+    pub acknowledged_at: Option<DateTime>,
     pub acknowledgement_note: Option<String>,
 }
 
@@ -43,7 +45,7 @@ async fn alert_gql(
         .alert_acknowledgement(&a.id)
         .await
         .map_err(ApiError::unavailable)?;
-    let ms = |v: Option<u64>| v.map(|v| v as f64);
+    let ms = |v: Option<u64>| v.map(DateTime::from_unix_ms);
     Ok(AlertGql {
         category: a.category().into(),
         id: ID(a.id),
@@ -54,14 +56,14 @@ async fn alert_gql(
         source: a.source.map(Into::into),
         reading: a.reading,
         threshold: a.threshold,
-        since: a.since_ms as f64,
-        raised_at: a.raised_ms as f64,
+        since: DateTime::from_unix_ms(a.since_ms),
+        raised_at: DateTime::from_unix_ms(a.raised_ms),
         resolved_at: ms(a.resolved_ms),
         resolve_reason: a.resolve_reason.map(Into::into),
         announced: a.announced,
         reannounced_at: ms(a.reannounced_ms),
         escalated_at: ms(a.escalated_ms),
-        acknowledged_at: acked.as_ref().map(|k| k.at_ms as f64),
+        acknowledged_at: acked.as_ref().map(|k| DateTime::from_unix_ms(k.at_ms)),
         acknowledgement_note: acked.as_ref().and_then(|k| k.note.clone()),
         acknowledged_by: acked.map(|k| ID(k.by)),
     })
@@ -82,7 +84,7 @@ pub struct AlertEventGql {
     pub source: Option<VitalSignal>,
     pub reading: Option<f64>,
     pub threshold: Option<f64>,
-    pub at: f64,
+    pub at: DateTime,
     pub resolve_reason: Option<ResolveReason>,
 }
 
@@ -100,7 +102,7 @@ impl AlertEventGql {
             source: key.source.map(Into::into),
             reading: None,
             threshold: None,
-            at: 0.0,
+            at: DateTime::from_ms(0),
             resolve_reason: None,
         };
         match e.change {
@@ -114,20 +116,20 @@ impl AlertEventGql {
                 out.priority = Some(priority.into());
                 out.reading = reading;
                 out.threshold = threshold;
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             engine::AlarmChange::Resolved { at_ms, reason, .. } => {
                 out.change = AlertChange::Resolved;
                 out.resolve_reason = Some(reason.into());
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             engine::AlarmChange::Reannounced { at_ms, .. } => {
                 out.change = AlertChange::Reannounced;
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             engine::AlarmChange::Escalated { at_ms, .. } => {
                 out.change = AlertChange::Escalated;
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             // Kept quiet by a pause and still active when it ended: for the
             // subscriber, raised now.
@@ -135,7 +137,7 @@ impl AlertEventGql {
                 priority, at_ms, ..
             } => {
                 out.priority = Some(priority.into());
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
         }
         out
@@ -145,46 +147,132 @@ impl AlertEventGql {
 #[derive(Default)]
 pub struct AlertsQuery;
 
+/// The patients whose alerts `who` asked for: `patient`, or (without one)
+/// theirs: a clinician's care team, a patient themself. Each is authorized
+/// and audited (`fields`); another role is refused.
+pub(crate) async fn patients_asked(
+    d: &Deps,
+    who: &Principal,
+    patient: Option<&ID>,
+    fields: &str,
+) -> Result<Vec<String>, ApiError> {
+    let access = Access::new(d, who, "read", fields);
+    let patients = match patient {
+        Some(p) => {
+            valid(p, "patientId")?;
+            vec![p.to_string()]
+        }
+        None => match who.role {
+            Role::Patient => vec![who.subject.clone()],
+            Role::Clinician => d
+                .store
+                .patients_of(&who.subject)
+                .await
+                .map_err(ApiError::unavailable)?,
+            _ => return Err(access.refuse_unknown().await),
+        },
+    };
+    for p in &patients {
+        access.patient(p).await?;
+    }
+    Ok(patients)
+}
+
 #[Object]
 impl AlertsQuery {
-    /// A patient's alerts, open ones by default.
+    /// Alerts, newest raised first: of `patientId`, or without it of every
+    /// patient of the caller (a clinician's care team, a patient's own);
+    /// open ones by default, of one priority if asked.
     async fn alerts(
         &self,
         ctx: &Context<'_>,
-        patient_id: ID,
-        status: Option<AlertStatus>,
-    ) -> async_graphql::Result<Vec<AlertGql>> {
+        patient_id: Option<ID>,
+        #[graphql(default_with = "Some(AlertStatus::Open)")] status: Option<AlertStatus>,
+        priority: Option<AlarmPriority>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<AlertConnection> {
         let (who, d) = (principal(ctx)?, deps(ctx));
-        valid(&patient_id, "patientId")?;
-        Access::new(d, who, "read", "alerts")
-            .patient(&patient_id)
-            .await?;
+        let page = Page::<AlertKey>::of(first, after)?;
+        let patients = patients_asked(d, who, patient_id.as_ref(), "alerts").await?;
         let status = status.unwrap_or(AlertStatus::Open);
-        let mut out = Vec::new();
-        for dev in d
-            .store
-            .devices_of(&patient_id)
-            .await
-            .map_err(ApiError::unavailable)?
-        {
-            for a in d
-                .store
-                .alerts(&dev.id)
-                .await
-                .map_err(ApiError::unavailable)?
-            {
-                let keep = match status {
-                    AlertStatus::Open => a.resolved_ms.is_none(),
-                    AlertStatus::Resolved => a.resolved_ms.is_some(),
-                    AlertStatus::All => true,
-                };
-                if keep {
-                    out.push(alert_gql(d, a, &patient_id).await?);
-                }
-            }
-        }
-        Ok(out)
+        alert_page(d, &patients, status, priority, page).await
     }
+}
+
+/// A page of alerts, as the connection answers it.
+pub type AlertConnection = async_graphql::connection::Connection<
+    async_graphql::connection::OpaqueCursor<AlertKey>,
+    AlertGql,
+>;
+
+/// Most open alerts `Patient.openAlerts` lists.
+const MAX_OPEN: u32 = 500;
+
+/// `patient`'s open alerts, newest raised first (authorized already).
+pub async fn open_alerts(d: &Deps, patient: &str) -> async_graphql::Result<Vec<AlertGql>> {
+    let devices: Vec<String> = d
+        .store
+        .devices_of(patient)
+        .await
+        .map_err(ApiError::unavailable)?
+        .into_iter()
+        .map(|dev| dev.id)
+        .collect();
+    let rows = d
+        .store
+        .alerts_page(&devices, AlertState::Open, None, None, MAX_OPEN)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for a in rows {
+        out.push(alert_gql(d, a, patient).await?);
+    }
+    Ok(out)
+}
+
+/// One page of the alerts of `patients`' devices (authorized already).
+pub(crate) async fn alert_page(
+    d: &Deps,
+    patients: &[String],
+    status: AlertStatus,
+    priority: Option<AlarmPriority>,
+    page: Page<AlertKey>,
+) -> async_graphql::Result<AlertConnection> {
+    let mut devices = Vec::new();
+    let mut patient_of = std::collections::HashMap::new();
+    for p in patients {
+        for dev in d.store.devices_of(p).await.map_err(ApiError::unavailable)? {
+            patient_of.insert(dev.id.clone(), p.clone());
+            devices.push(dev.id);
+        }
+    }
+    let state = match status {
+        AlertStatus::Open => AlertState::Open,
+        AlertStatus::Resolved => AlertState::Resolved,
+        AlertStatus::All => AlertState::Any,
+    };
+    let before = page.after.as_ref().map(|k| (k.a.0, k.a.1.as_str()));
+    let rows = d
+        .store
+        .alerts_page(
+            &devices,
+            state,
+            priority.map(Into::into),
+            before,
+            page.limit(),
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for a in rows {
+        let key = AlertKey {
+            a: (a.raised_ms, a.id.clone()),
+        };
+        let patient = patient_of.get(&a.device_id).cloned().unwrap_or_default();
+        out.push((key, alert_gql(d, a, &patient).await?));
+    }
+    Ok(connection(out, page.first))
 }
 
 /// Longest acknowledgement note.
@@ -244,7 +332,7 @@ impl AlertsSubscription {
         ctx: &Context<'_>,
         patient_id: Option<ID>,
         escalated_only: Option<bool>,
-    ) -> async_graphql::Result<impl Stream<Item = AlertEventGql>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AlertEventGql>>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
         let patients = match &patient_id {
             Some(p) => {
@@ -274,8 +362,7 @@ impl AlertsSubscription {
             }
         };
         let escalated_only = escalated_only.unwrap_or(false);
-        let topics = device_topics(&d, "alerts", &patients).await?;
-        let mut w = watch::<AlertEvent>(&d, topics).await?;
+        let mut w = watch::<AlertEvent>(&d, "alerts", &patients).await?;
         let slot = SubscriptionSlot::take(&d, &who, "alerts")?;
         Ok(until_expiry(
             ctx,

@@ -19,9 +19,10 @@ use std::time::Duration;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use super::access::{deps, device_patient, device_topics, principal, valid, Access, Deps};
+use super::access::{deps, device_patient, principal, valid, Access, Deps};
 use super::ask::ask;
 use super::error::ApiError;
+use super::graphql::scalars::DateTime;
 use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 use crate::actors::device::alarms as engine;
 use crate::actors::device::alarms::AlarmSettings;
@@ -31,6 +32,7 @@ use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
 use crate::store::monitoring::StoredAlarmSettings;
 
+pub use alerts::{open_alerts, AlertGql};
 pub use ecg::EcgStateGql;
 
 /// Monitoring's queries: alerts, ECG beats and strips, alarm settings.
