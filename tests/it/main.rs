@@ -57,6 +57,7 @@ mod config;
 mod consult;
 mod deploy;
 mod device;
+mod first_run;
 mod layers;
 mod limits;
 mod monitoring;
