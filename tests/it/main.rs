@@ -55,6 +55,7 @@ mod bus;
 mod cluster;
 mod config;
 mod consult;
+mod demo;
 mod deploy;
 mod device;
 mod first_run;
