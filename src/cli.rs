@@ -30,6 +30,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run a node with demo data (embedded defaults only): a clinician with
+    /// six patients whose monitors stream vitals and ECG, one with an
+    /// arrhythmia that raises alarms now and then, and a waiting consult,
+    /// seeded through the API; prints sign-in links for the clinician, a
+    /// patient, ops and the admin.
+    Demo {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print a running node's supervision tree.
     Tree {
         /// The node's HTTP address.
@@ -186,7 +195,8 @@ pub fn run() -> ExitCode {
     crate::tls::install_provider();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config } => serve(config, false),
+        Command::Demo { config } => serve(config, true),
         Command::Tree { url, json, cluster } if cluster => tree_cluster(&url, json),
         Command::Tree { url, json, .. } => tree(&url, json),
         Command::Migrate { config } => migrate(config),
@@ -231,16 +241,35 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// Why there is no key to mint with, and how to get one.
+fn no_key(config: &Config) -> String {
+    let said = crate::auth::AuthError::NoKey("mint").to_string();
+    match config.local_token_key_file() {
+        Some(path) => format!(
+            "{said}; on the embedded defaults `cardio serve` creates one at {} on its first start",
+            path.display()
+        ),
+        None => said,
+    }
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("cardio: {message}");
     ExitCode::from(2)
 }
 
-fn serve(file: Option<PathBuf>) -> ExitCode {
+/// `cardio serve`, or with `demo` `cardio demo`: the node, then the demo's
+/// seed and monitors through its API.
+fn serve(file: Option<PathBuf>, demo: bool) -> ExitCode {
     let config = match Config::load(file.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => return fail(&format!("invalid configuration: {e}")),
     };
+    if demo && (!config.embedded() || config.tls_cert_file.is_some()) {
+        return fail(
+            "cardio demo writes made-up patients: it runs only on the embedded defaults (an SQLite file, the memory:// bus, plain HTTP)",
+        );
+    }
     let telemetry = crate::telemetry::init(
         config.log_format,
         &config.log_filter,
@@ -252,12 +281,29 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&format!("invalid configuration: otlp_endpoint: {e}")),
     };
+    let json = config.log_format == crate::config::LogFormat::Json;
     let system = actix_rt::System::new();
     let exit = system.block_on(async move {
-        match Node::build(config).await {
-            Ok(node) => Ok(node.run_until_stopped(shutdown_signal()).await),
-            Err(e) => Err(e),
+        let node = Node::build(config.clone()).await?;
+        if !demo {
+            print_admin_link(&node, json);
+            return Ok(node.run_until_stopped(shutdown_signal()).await);
         }
+        // The key the node verifies with (its own, made by now, or the
+        // configured secret) mints the demo's tokens.
+        let seeded = match crate::auth::Authenticator::from_config(&config) {
+            Ok(Some(auth)) => crate::demo::start(node.local_url(), auth).await,
+            Ok(None) => Err(no_key(&config)),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = seeded {
+            tracing::error!(error = %e, "the demo could not be seeded");
+            // Drained as on a signal, then the failure is the exit.
+            let _ = node.run_until_stopped(std::future::ready(())).await;
+            anyhow::bail!("the demo could not be seeded: {e}");
+        }
+        print_demo_links(&node, json);
+        Ok(node.run_until_stopped(shutdown_signal()).await)
     });
     telemetry.shutdown();
     match exit {
@@ -267,6 +313,77 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             fail(&format!("{e:#}"))
         }
     }
+}
+
+/// The demo's sign-in links (same rules as the admin's: the node's own key).
+fn print_demo_links(node: &Node, json: bool) {
+    use crate::principal::{Principal, Role};
+    let people = [
+        (crate::demo::CLINICIAN, Role::Clinician),
+        (crate::demo::PATIENT, Role::Patient),
+        (crate::demo::OPS, Role::Ops),
+        ("local-admin", Role::Admin),
+    ];
+    let links: Vec<(Principal, String)> = people
+        .into_iter()
+        .filter_map(|(subject, role)| {
+            let who = Principal {
+                subject: subject.into(),
+                role,
+            };
+            let link = node.sign_in_link(&who, LINK_TTL)?;
+            Some((who, link))
+        })
+        .collect();
+    if !links.is_empty() {
+        print_links(&links, json);
+    }
+}
+
+/// How long a sign-in link printed at start is valid.
+const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// On the embedded defaults with the node's own key: a sign-in link for the
+/// local admin, printed on stdout, never through the log (a log pipeline
+/// must not collect a token), as Jupyter does.
+fn print_admin_link(node: &Node, json: bool) {
+    let admin = crate::principal::Principal {
+        subject: "local-admin".into(),
+        role: crate::principal::Role::Admin,
+    };
+    if let Some(link) = node.sign_in_link(&admin, LINK_TTL) {
+        print_links(&[(admin, link)], json);
+    }
+}
+
+/// Prints sign-in links on stdout: a few lines for a person, or with JSON
+/// logs one JSON object a link (`{"sign_in": {"subject", "role", "url"}}`),
+/// so that stdout stays JSON lines.
+fn print_links(links: &[(crate::principal::Principal, String)], json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        for (who, url) in links {
+            let line = serde_json::json!({"sign_in": {
+                "subject": who.subject, "role": who.role.name(), "url": url,
+            }});
+            let _ = writeln!(out, "{line}");
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "\n    To sign in to the console, open a link below (valid for 1 hour; `cardio token` mints more):"
+        );
+        for (who, url) in links {
+            let _ = writeln!(
+                out,
+                "    as {} ({}):\n        {url}",
+                who.subject,
+                who.role.name()
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let _ = out.flush();
 }
 
 fn probe(path: &str, file: Option<PathBuf>) -> ExitCode {
@@ -333,7 +450,7 @@ fn simulate(a: SimulateArgs) -> ExitCode {
     };
     let auth = match crate::auth::Authenticator::from_config(&config) {
         Ok(Some(a)) => a,
-        Ok(None) => return fail(&crate::auth::AuthError::NoKey("mint").to_string()),
+        Ok(None) => return fail(&no_key(&config)),
         Err(e) => return fail(&e.to_string()),
     };
     let duration = |flag: &str, raw: &str| {
@@ -422,7 +539,7 @@ fn token(role: &str, sub: &str, ttl: &str, file: Option<PathBuf>) -> ExitCode {
     };
     let auth = match crate::auth::Authenticator::from_config(&config) {
         Ok(Some(a)) => a,
-        Ok(None) => return fail(&crate::auth::AuthError::NoKey("mint").to_string()),
+        Ok(None) => return fail(&no_key(&config)),
         Err(e) => return fail(&e.to_string()),
     };
     let principal = Principal {

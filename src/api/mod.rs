@@ -6,6 +6,7 @@
 //!   while starting, draining or cut off;
 //! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]);
 //! - `GET /debug/tree`: the supervision tree as nested JSON;
+//! - `GET /debug/series`: the node's recent metric series (`metrics`);
 //! - `GET /debug/cluster`: the membership view (nodes, shards with owner and
 //!   epoch) as this node sees it.
 //!
@@ -47,6 +48,9 @@ pub struct ApiState {
     pub graphql: graphql::CardioSchema,
     /// `None`: no key configured, so every GraphQL request is unauthenticated.
     pub auth: Option<Authenticator>,
+    /// `/debug/*` open like the probes: a node on the embedded defaults
+    /// without a configured key (none at all, or only its own key file).
+    pub open_debug: bool,
     /// GraphiQL at `/graphiql`.
     pub dev: bool,
     /// Per-principal request budget.
@@ -132,6 +136,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/debug/tree", web::get().to(tree))
         .route("/debug/cluster", web::get().to(cluster))
+        .route("/debug/series", web::get().to(series))
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql_post))
@@ -194,9 +199,13 @@ async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
 
 /// The `/debug/*` views show no PHI but the machinery: with a token key
 /// configured they need an ops or admin token; without one (the embedded
-/// single node) they are open like the probes.
+/// single node, also with the key file it made for itself) they are open
+/// like the probes.
 async fn ops_only(state: &ApiState, req: &actix_web::HttpRequest) -> Option<HttpResponse> {
     use crate::principal::Role;
+    if state.open_debug {
+        return None;
+    }
     state.auth.as_ref()?;
     let header = req
         .headers()
@@ -215,6 +224,23 @@ async fn ops_only(state: &ApiState, req: &actix_web::HttpRequest) -> Option<Http
             Some(answer.json(json!({"error": e.to_string(), "code": e.code()})))
         }
     }
+}
+
+/// The node's recent metric series (`?window=` seconds, 5 to 900): what
+/// another node fetches for `metrics(node:)`.
+async fn series(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {
+    if let Some(refused) = ops_only(&state, &req).await {
+        return refused;
+    }
+    let window =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("window").and_then(|w| w.parse::<u64>().ok()))
+            .unwrap_or(900)
+            .clamp(5, 900);
+    HttpResponse::Ok().json(graphql::insight::local_series(
+        std::time::Duration::from_secs(window),
+    ))
 }
 
 async fn tree(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {
