@@ -288,7 +288,23 @@ impl Store {
             sealed += self.seal_column(c).await?;
         }
         sealed += self.seal_vitals().await?;
+        if sealed > 0 {
+            self.fold_wal().await?;
+        }
         Ok(sealed)
+    }
+
+    /// On SQLite, folds the write-ahead log into the database file now
+    /// (`wal_checkpoint(TRUNCATE)`): the pages that held plaintext are
+    /// overwritten in the file at once, not at the next automatic
+    /// checkpoint or a clean shutdown, which a crash would skip.
+    async fn fold_wal(&self) -> Result<(), StoreError> {
+        if let crate::store::Db::Sqlite(pool) = &*self.db {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Seals the numeric vitals values written in the clear before: an
