@@ -299,3 +299,34 @@ pub(crate) async fn device_patient(d: &Deps, device: &str) -> Result<Option<Stri
         .map_err(ApiError::unavailable)?;
     Ok(dev.map(|dev| dev.patient_id))
 }
+
+/// The patients whose records (`fields`: alerts, vitals) `who` asked for:
+/// `patient`, or (without one) theirs: a clinician's care team, a patient
+/// themself. Each is authorized and audited; another role is refused.
+pub(crate) async fn patients_asked(
+    d: &Deps,
+    who: &Principal,
+    patient: Option<&async_graphql::ID>,
+    fields: &str,
+) -> Result<Vec<String>, ApiError> {
+    let access = Access::new(d, who, "read", fields);
+    let patients = match patient {
+        Some(p) => {
+            valid(p, "patientId")?;
+            vec![p.to_string()]
+        }
+        None => match who.role {
+            Role::Patient => vec![who.subject.clone()],
+            Role::Clinician => d
+                .store
+                .patients_of(&who.subject)
+                .await
+                .map_err(ApiError::unavailable)?,
+            _ => return Err(access.refuse_unknown().await),
+        },
+    };
+    for p in &patients {
+        access.patient(p).await?;
+    }
+    Ok(patients)
+}

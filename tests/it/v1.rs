@@ -948,3 +948,75 @@ async fn a_subscription_ends_with_token_expired_when_its_token_runs_out() {
         assert_eq!(crate::api::recv(&mut ws).await["type"], "complete");
     }
 }
+
+#[actix_rt::test]
+async fn one_vitals_subscription_carries_every_patient_of_a_clinician_and_no_other() {
+    use std::time::Duration;
+    let node = serve();
+    let a = &node.addr;
+    people(
+        a,
+        &["p-1", "p-2", "p-3"],
+        &["dr-1"],
+        &[("p-1", "dr-1"), ("p-2", "dr-1")],
+    )
+    .await;
+    let dr1 = token(Role::Clinician, "dr-1");
+    let mut devices = Vec::new();
+    for p in ["p-1", "p-2", "p-3"] {
+        devices.push((p, device_of(a, p, "monitor").await));
+    }
+    let mut v = subscribed(
+        a,
+        &dr1,
+        "v",
+        "subscription { vitals { deviceId patientId samples { value } } }",
+    )
+    .await;
+    crate::support::poll_until(
+        "the subscription set up",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            let n = crate::limits::counter(a, "cardio_graphql_subscriptions", "field=\"").await;
+            (n >= 1.0).then_some(())
+        },
+    )
+    .await;
+    // Each patient's device pushes its own heart rate; p-3 is not dr-1's.
+    let at = now_ms() - 60_000.0;
+    for (i, (p, d)) in devices.iter().enumerate() {
+        let s = json!([{"metric": "HEART_RATE", "at": iso(at), "value": 60.0 + i as f64}]);
+        ok(a, &token(Role::Patient, p), PUSH, json!({"d": d, "s": s})).await;
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(x) = crate::api::maybe_event(&mut v, "v", Duration::from_secs(3)).await {
+        let e = &x["data"]["vitals"];
+        seen.insert(
+            e["patientId"].as_str().unwrap().to_owned(),
+            (e["deviceId"].clone(), e["samples"][0]["value"].clone()),
+        );
+    }
+    assert_eq!(
+        seen,
+        [
+            ("p-1".to_owned(), (json!(devices[0].1), json!(60.0))),
+            ("p-2".to_owned(), (json!(devices[1].1), json!(61.0))),
+        ]
+        .into(),
+        "both of dr-1's patients on one subscription, and not p-3"
+    );
+    // Ops have no patients: refused, not an empty stream.
+    let mut ops = subscribed(
+        a,
+        &token(Role::Ops, "ops-1"),
+        "o",
+        "subscription { vitals { deviceId } }",
+    )
+    .await;
+    let refused = crate::api::recv(&mut ops).await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+}

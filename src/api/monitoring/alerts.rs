@@ -147,37 +147,6 @@ impl AlertEventGql {
 #[derive(Default)]
 pub struct AlertsQuery;
 
-/// The patients whose alerts `who` asked for: `patient`, or (without one)
-/// theirs: a clinician's care team, a patient themself. Each is authorized
-/// and audited (`fields`); another role is refused.
-pub(crate) async fn patients_asked(
-    d: &Deps,
-    who: &Principal,
-    patient: Option<&ID>,
-    fields: &str,
-) -> Result<Vec<String>, ApiError> {
-    let access = Access::new(d, who, "read", fields);
-    let patients = match patient {
-        Some(p) => {
-            valid(p, "patientId")?;
-            vec![p.to_string()]
-        }
-        None => match who.role {
-            Role::Patient => vec![who.subject.clone()],
-            Role::Clinician => d
-                .store
-                .patients_of(&who.subject)
-                .await
-                .map_err(ApiError::unavailable)?,
-            _ => return Err(access.refuse_unknown().await),
-        },
-    };
-    for p in &patients {
-        access.patient(p).await?;
-    }
-    Ok(patients)
-}
-
 #[Object]
 impl AlertsQuery {
     /// Alerts, newest raised first: of `patientId`, or without it of every
@@ -334,33 +303,7 @@ impl AlertsSubscription {
         escalated_only: Option<bool>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AlertEventGql>>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
-        let patients = match &patient_id {
-            Some(p) => {
-                valid(p, "patientId")?;
-                Access::new(&d, &who, "read", "alerts").patient(p).await?;
-                vec![p.to_string()]
-            }
-            None => {
-                let mine = match who.role {
-                    Role::Patient => vec![who.subject.clone()],
-                    Role::Clinician => d
-                        .store
-                        .patients_of(&who.subject)
-                        .await
-                        .map_err(ApiError::unavailable)?,
-                    _ => {
-                        return Err(Access::new(&d, &who, "read", "alerts")
-                            .refuse_unknown()
-                            .await
-                            .into());
-                    }
-                };
-                for p in &mine {
-                    Access::new(&d, &who, "read", "alerts").patient(p).await?;
-                }
-                mine
-            }
-        };
+        let patients = patients_asked(&d, &who, patient_id.as_ref(), "alerts").await?;
         let escalated_only = escalated_only.unwrap_or(false);
         let mut w = watch::<AlertEvent>(&d, "alerts", &patients).await?;
         let slot = SubscriptionSlot::take(&d, &who, "alerts")?;

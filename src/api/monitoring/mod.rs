@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use super::access::{deps, device_patient, principal, valid, Access, Deps};
+use super::access::{deps, device_patient, patients_asked, principal, valid, Access, Deps};
 use super::ask::ask;
 use super::error::ApiError;
 use super::graphql::scalars::DateTime;
