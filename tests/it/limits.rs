@@ -581,15 +581,18 @@ async fn logs_name_no_patient_and_ops_see_a_keyed_pseudonym_stable_across_restar
     const PATIENT: &str = "patient-marker-4711";
     let data = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/shared.db", data.path().display());
-    let start = || {
+    // The first node logs sessions off after 2 s of quiet (checked below);
+    // the second keeps the default, so a slow start on a loaded machine
+    // cannot log the session off before its pseudonym is read.
+    let start = |logoff: &str| {
         TestNode::serve()
             .env("CARDIO_JWT_SECRET", crate::api::SECRET)
             .env("CARDIO_DATABASE_URL", &db)
-            .env("CARDIO_SESSION_LOGOFF", "2s")
+            .env("CARDIO_SESSION_LOGOFF", logoff)
             .env("CARDIO_LOG_FILTER", "info,cardio=debug")
             .start()
     };
-    let node = start();
+    let node = start("2s");
     let a = node.addr.clone();
     people(&a, &[PATIENT], &["dr-1"], &[(PATIENT, "dr-1")]).await;
     let patient = token(Role::Patient, PATIENT);
@@ -648,7 +651,7 @@ async fn logs_name_no_patient_and_ops_see_a_keyed_pseudonym_stable_across_restar
     }
     drop(node);
     // Another node (a restart) on the same database shows the same pseudonym.
-    let node = start();
+    let node = start("15m");
     let _ws = socket(&node.addr, &patient).await;
     assert_eq!(session_pseudonym(&node.addr).await, first);
 }
