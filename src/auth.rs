@@ -454,10 +454,21 @@ impl Authenticator {
             return Authenticator::rs256(&read(public)?, private.as_deref())
                 .map(|a| Some(a.with_policy(policy)));
         }
-        Ok(config
-            .jwt_secret
-            .as_ref()
-            .map(|s| Authenticator::hs256(s.expose().as_bytes()).with_policy(policy)))
+        if let Some(secret) = &config.jwt_secret {
+            return Ok(Some(
+                Authenticator::hs256(secret.expose().as_bytes()).with_policy(policy),
+            ));
+        }
+        // The embedded defaults with no key configured: the node's own key
+        // file, once `cardio serve` has created it (issue 14).
+        match config.local_token_key_file() {
+            Some(path) if path.exists() => {
+                let (key, _) = crate::crypto::token_key::open_or_create(&path, false)
+                    .map_err(|e| AuthError::BadKey(e.to_string()))?;
+                Ok(Some(Authenticator::hs256(&key).with_policy(policy)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// A token for `principal`, valid for `ttl`, with a fresh `jti`.

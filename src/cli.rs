@@ -231,6 +231,18 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// Why there is no key to mint with, and how to get one.
+fn no_key(config: &Config) -> String {
+    let said = crate::auth::AuthError::NoKey("mint").to_string();
+    match config.local_token_key_file() {
+        Some(path) => format!(
+            "{said}; on the embedded defaults `cardio serve` creates one at {} on its first start",
+            path.display()
+        ),
+        None => said,
+    }
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("cardio: {message}");
     ExitCode::from(2)
@@ -252,10 +264,14 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&format!("invalid configuration: otlp_endpoint: {e}")),
     };
+    let json = config.log_format == crate::config::LogFormat::Json;
     let system = actix_rt::System::new();
     let exit = system.block_on(async move {
         match Node::build(config).await {
-            Ok(node) => Ok(node.run_until_stopped(shutdown_signal()).await),
+            Ok(node) => {
+                print_admin_link(&node, json);
+                Ok(node.run_until_stopped(shutdown_signal()).await)
+            }
             Err(e) => Err(e),
         }
     });
@@ -267,6 +283,52 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             fail(&format!("{e:#}"))
         }
     }
+}
+
+/// How long a sign-in link printed at start is valid.
+const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// On the embedded defaults with the node's own key: a sign-in link for the
+/// local admin, printed on stdout, never through the log (a log pipeline
+/// must not collect a token), as Jupyter does.
+fn print_admin_link(node: &Node, json: bool) {
+    let admin = crate::principal::Principal {
+        subject: "local-admin".into(),
+        role: crate::principal::Role::Admin,
+    };
+    if let Some(link) = node.sign_in_link(&admin, LINK_TTL) {
+        print_links(&[(admin, link)], json);
+    }
+}
+
+/// Prints sign-in links on stdout: a few lines for a person, or with JSON
+/// logs one JSON object a link (`{"sign_in": {"subject", "role", "url"}}`),
+/// so that stdout stays JSON lines.
+fn print_links(links: &[(crate::principal::Principal, String)], json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        for (who, url) in links {
+            let line = serde_json::json!({"sign_in": {
+                "subject": who.subject, "role": who.role.name(), "url": url,
+            }});
+            let _ = writeln!(out, "{line}");
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "\n    To sign in to the console, open a link below (valid for 1 hour; `cardio token` mints more):"
+        );
+        for (who, url) in links {
+            let _ = writeln!(
+                out,
+                "    as {} ({}):\n        {url}",
+                who.subject,
+                who.role.name()
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let _ = out.flush();
 }
 
 fn probe(path: &str, file: Option<PathBuf>) -> ExitCode {
@@ -333,7 +395,7 @@ fn simulate(a: SimulateArgs) -> ExitCode {
     };
     let auth = match crate::auth::Authenticator::from_config(&config) {
         Ok(Some(a)) => a,
-        Ok(None) => return fail(&crate::auth::AuthError::NoKey("mint").to_string()),
+        Ok(None) => return fail(&no_key(&config)),
         Err(e) => return fail(&e.to_string()),
     };
     let duration = |flag: &str, raw: &str| {
@@ -422,7 +484,7 @@ fn token(role: &str, sub: &str, ttl: &str, file: Option<PathBuf>) -> ExitCode {
     };
     let auth = match crate::auth::Authenticator::from_config(&config) {
         Ok(Some(a)) => a,
-        Ok(None) => return fail(&crate::auth::AuthError::NoKey("mint").to_string()),
+        Ok(None) => return fail(&no_key(&config)),
         Err(e) => return fail(&e.to_string()),
     };
     let principal = Principal {

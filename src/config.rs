@@ -1012,5 +1012,6 @@ fn real<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 pub mod access;
 
 mod at_rest;
+mod first_run;
 #[cfg(test)]
 mod tests;

@@ -70,6 +70,11 @@ pub struct Node {
     /// Signed audit checkpoints (issue 13): where, and the periodic writer.
     checkpoints: Option<Arc<crate::crypto::FileSink>>,
     checkpointer: Option<tokio::task::JoinHandle<()>>,
+    /// On the embedded defaults with no key configured: the node's own key,
+    /// to mint the local sign-in link (issue 14).
+    local_auth: Option<crate::auth::Authenticator>,
+    /// `http` or `https`, as served.
+    scheme: &'static str,
 }
 
 impl Node {
@@ -178,9 +183,12 @@ impl Node {
         .await
         .context("cannot join the cluster")?;
 
+        let local_key = local_token_key(&config)?;
         let auth = crate::auth::Authenticator::from_config_async(&config)
             .await
             .map_err(|e| anyhow::anyhow!("cannot use the token key: {e}"))?;
+        // The embedded defaults' own key: this node mints local sign-in links.
+        let local_auth = auth.clone().filter(|_| local_key);
         if let Some(a) = auth.as_ref().filter(|a| a.fetches_keys()).cloned() {
             // The identity provider rotates its keys: fetch them again.
             actix_rt::spawn(async move {
@@ -239,6 +247,7 @@ impl Node {
             ready: Arc::clone(&ready),
             cluster: cluster.clone(),
             graphql,
+            open_debug: auth.is_none() || local_key,
             auth,
             dev: config.dev,
             limiter,
@@ -273,6 +282,8 @@ impl Node {
         ready.store(true, Ordering::Release);
         tracing::info!(node = %config.node_id, addr = %http_addr, scheme, bus = %bus.describe(), "listening");
         Ok(Node {
+            local_auth,
+            scheme,
             config,
             tree,
             registry,
@@ -294,6 +305,37 @@ impl Node {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address a browser on this host opens: the bound one, or
+    /// 127.0.0.1 when bound to every interface.
+    pub fn local_url(&self) -> String {
+        let ip = match self.http_addr.ip() {
+            ip if !ip.is_unspecified() => ip,
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        };
+        let addr = SocketAddr::new(ip, self.http_addr.port());
+        format!("{}://{addr}", self.scheme)
+    }
+
+    /// A sign-in link for `principal`, valid for `ttl`, that opens the
+    /// console with a token in the URL's fragment (never sent to a server):
+    /// only on the embedded defaults with no key configured, where the node
+    /// holds its own key; `None` otherwise.
+    pub fn sign_in_link(
+        &self,
+        principal: &crate::principal::Principal,
+        ttl: Duration,
+    ) -> Option<String> {
+        let auth = self.local_auth.as_ref()?;
+        match auth.mint(principal, ttl) {
+            Ok(token) => Some(format!("{}/#token={token}", self.local_url())),
+            Err(e) => {
+                tracing::warn!(error = %e, "no sign-in link: the token was not minted");
+                None
+            }
+        }
     }
 
     pub fn tree(&self) -> &Tree {
@@ -612,6 +654,25 @@ fn warn_unverified_database(config: &Config) {
             );
         }
     }
+}
+
+/// On the embedded defaults with no token key configured, opens (on the
+/// first start, creates) the node's own token key file, so that the API
+/// works from the first run; `true` when that key is in use. Said once in
+/// the log when created, never with the key.
+fn local_token_key(config: &Config) -> anyhow::Result<bool> {
+    let Some(path) = config.local_token_key_file() else {
+        return Ok(false);
+    };
+    let (_, created) = crate::crypto::token_key::open_or_create(&path, true)
+        .context("cannot set up the node's own token key")?;
+    if created {
+        tracing::info!(
+            path = %path.display(),
+            "created a token key for this node (no token key is configured): `cardio token` and the sign-in link use it; set CARDIO_JWT_SECRET or an identity provider to use yours"
+        );
+    }
+    Ok(true)
 }
 
 /// The key provider of `config` (the key file). `create`: a missing file

@@ -45,6 +45,42 @@ fn key32(text: &str) -> Option<[u8; 32]> {
     b64().decode(text).ok()?.try_into().ok()
 }
 
+/// Creates the secret file `path` holding `bytes`: 0600, in a folder
+/// created 0700 if missing. `Ok(false)`: another process created it first
+/// (the file is left as theirs). The error is a reason without the bytes.
+pub fn create_secret_file(path: &Path, bytes: &[u8]) -> Result<bool, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create its folder: {e}"))?;
+        }
+    }
+    // Written aside, then linked into place: a process starting at the same
+    // time reads either no file or the whole of one.
+    let tmp = path.with_extension(format!("new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot create: {e}"));
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(format!("cannot create: {e}")),
+    }
+}
+
 impl FileKeyProvider {
     /// Reads the key file at `path`; if there is none and `create`, creates
     /// one (0600, in a folder created 0700). The flag: whether it was created.
@@ -57,15 +93,6 @@ impl FileKeyProvider {
             reason,
         };
         if !path.exists() && create {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.exists() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(dir)
-                        .map_err(|e| failed(format!("cannot create its folder: {e}")))?;
-                }
-            }
             let kek = new_kek_id();
             let contents = Contents {
                 version: 1,
@@ -74,35 +101,15 @@ impl FileKeyProvider {
                 audit: b64().encode(random_key()),
             };
             let text = serde_json::to_vec_pretty(&contents).expect("JSON of strings");
-            // Written aside, then linked into place: a process starting at
-            // the same time reads either no file or the whole of one.
-            let tmp = path.with_extension(format!("new-{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            let written = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(failed(format!("cannot create: {e}")));
-            }
-            let linked = std::fs::hard_link(&tmp, path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {
-                    return Ok((
-                        FileKeyProvider {
-                            path: path.to_owned(),
-                            contents: RwLock::new(contents),
-                        },
-                        true,
-                    ));
-                }
-                // Another process created it first: read theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(failed(format!("cannot create: {e}"))),
+            // Another process created it first: read theirs below.
+            if create_secret_file(path, &text).map_err(failed)? {
+                return Ok((
+                    FileKeyProvider {
+                        path: path.to_owned(),
+                        contents: RwLock::new(contents),
+                    },
+                    true,
+                ));
             }
         }
         let contents = Self::read(path)?;

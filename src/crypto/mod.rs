@@ -21,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod keyfile;
+pub mod token_key;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

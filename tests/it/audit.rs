@@ -107,8 +107,12 @@ on_both!(
 );
 
 fn cardio(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    // In a folder of its own: on the embedded defaults `cardio token` reads
+    // `data/cardio.db.token-key` from there (issue 14), and the repository's
+    // `data/` may hold one from a local `cardio serve`.
+    let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_clear();
+    cmd.args(args).env_clear().current_dir(dir.path());
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -58,6 +58,7 @@ mod console;
 mod consult;
 mod deploy;
 mod device;
+mod first_run;
 mod layers;
 mod limits;
 mod monitoring;
