@@ -132,7 +132,7 @@ async function start(token) {
   fill(main(), h('p', { class: 'muted' }, 'Signing in…'));
   let me;
   try {
-    me = (await request(token, '{ me { subject role tokenExpiresAt } }')).me;
+    me = (await request(token, '{ me { subject role } }')).me;
   } catch (e) {
     if (e.unauthenticated) {
       signedOut(e);
@@ -174,8 +174,9 @@ async function start(token) {
     },
     go,
   };
-  if (me.tokenExpiresAt) {
-    const left = Date.parse(me.tokenExpiresAt) - Date.now();
+  const exp = expiresAt(token);
+  if (exp) {
+    const left = exp - Date.now();
     if (left > 0 && left < 2 ** 31) {
       expiryTimer = setTimeout(() => signedOut({ reason: 'TOKEN_EXPIRED' }), left);
     }
@@ -197,6 +198,17 @@ async function start(token) {
   }
   history.replaceState({ view: first }, '', `#/${first}`);
   render({ view: first });
+}
+
+/** When a JWT expires (its `exp`, read without verifying: only for the timer). */
+function expiresAt(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+    return typeof claims.exp === 'number' ? claims.exp * 1000 : null;
+  } catch (e) {
+    return null;
+  }
 }
 
 /**

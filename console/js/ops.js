@@ -96,7 +96,7 @@ function clusterSection(session) {
 }
 
 /** Paths under this prefix are entity actors, which restartActor takes. */
-const ENTITIES = /^\/cardio\/entities\/[^/]+\/[^/]+$/;
+const ENTITIES = /^\/cardio\/entities\/[^/]+\/[^/#][^/]*$/;
 
 function treeSection(session) {
   const status = h('p', { role: 'status', class: 'muted' });
