@@ -194,7 +194,12 @@ async fn push_bp(
 }
 
 fn bp(at: f64, systolic: f64, diastolic: f64) -> Value {
-    json!([{"metric": "BLOOD_PRESSURE", "at": at, "systolic": systolic, "diastolic": diastolic}])
+    json!([{"metric": "BLOOD_PRESSURE", "at": iso(at), "systolic": systolic, "diastolic": diastolic}])
+}
+
+/// Unix milliseconds as the API's `DateTime`.
+fn iso(ms: f64) -> String {
+    cardio::api::graphql::scalars::DateTime::from_ms(ms.round() as i64).to_rfc3339()
 }
 
 /// Alert latencies: push a crisis (timed until the subscription has it),
@@ -292,7 +297,7 @@ fn main() {
         let push = rate(&a, &patient, |i| {
             let base = t0 + (i / IN_FLIGHT) as f64 * 10_000.0;
             let samples: Vec<Value> = (0..10)
-                .map(|k| json!({"metric": "HEART_RATE", "at": base + f64::from(k) * 1_000.0, "value": 72}))
+                .map(|k| json!({"metric": "HEART_RATE", "at": iso(base + f64::from(k) * 1_000.0), "value": 72}))
                 .collect();
             (
                 "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted } }".into(),
@@ -347,7 +352,7 @@ fn main() {
             let addr = nodes[0].addr.clone();
             async move {
                 let v = gql(c, &addr, ops, "{ cluster { nodes { id status } shards { id owner } } }", json!({})).await;
-                let up = v["cluster"]["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "up").count();
+                let up = v["cluster"]["nodes"].as_array().unwrap().iter().filter(|n| n["status"] == "UP").count();
                 let owner = v["cluster"]["shards"]
                     .as_array()
                     .unwrap()

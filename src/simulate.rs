@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
+use crate::api::graphql::scalars::DateTime;
 use crate::auth::Authenticator;
 use crate::principal::{Principal, Role};
 use crate::synthetic::Series;
@@ -123,7 +124,8 @@ pub fn batch(d: &DevicePlan, tick: u64, start_ms: f64, s: &Settings) -> (Vec<Val
     let mut invalid = 0;
     let samples = (0..s.rate as usize)
         .map(|i| {
-            let at = start_ms + (t0 + i as f64 / f64::from(s.rate.max(1))) * 1000.0;
+            let at_ms = start_ms + (t0 + i as f64 / f64::from(s.rate.max(1))) * 1000.0;
+            let at = DateTime::from_ms(at_ms.round() as i64).to_rfc3339();
             let bad = rng.f64() < s.invalid;
             invalid += u32::from(bad);
             if i % 2 == 0 {
@@ -563,9 +565,9 @@ async fn watch_alerts(
                         }
                         let device = a["deviceId"].as_str().unwrap_or("");
                         // The push that carried the sample the alert is at.
-                        let second = ((a["at"].as_f64().unwrap_or(0.0) - run.start_ms) / 1000.0)
-                            .floor()
-                            .max(0.0) as u64;
+                        let at = a["at"].as_str().and_then(|t| DateTime::parse(t).ok());
+                        let at_ms = at.map_or(0.0, |t| t.ms() as f64);
+                        let second = ((at_ms - run.start_ms) / 1000.0).floor().max(0.0) as u64;
                         let began = pushes.borrow().get(device).and_then(|recent| {
                             recent.iter().find(|(t, _)| *t == second).map(|(_, b)| *b)
                         });
@@ -735,9 +737,12 @@ mod tests {
         let (calm, _) = batch(&d, 2, 0.0, &s);
         let (fast, _) = batch(&d, 15, 0.0, &s);
         assert_eq!(calm.len(), 50);
-        let at: Vec<f64> = calm.iter().map(|x| x["at"].as_f64().unwrap()).collect();
+        let at: Vec<i64> = calm
+            .iter()
+            .map(|x| DateTime::parse(x["at"].as_str().unwrap()).unwrap().ms())
+            .collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]));
-        assert!(at[0] >= 2000.0 && at[49] < 3000.0);
+        assert!(at[0] >= 2000 && at[49] < 3000);
         let bpm = |b: &[Value]| {
             b.iter()
                 .filter(|x| x["metric"] == "HEART_RATE")

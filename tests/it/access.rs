@@ -103,8 +103,9 @@ async fn audit(addr: &str) -> Vec<Value> {
 }
 
 fn has_row(rows: &[Value], subject: &str, action: &str, outcome: &str) -> bool {
-    rows.iter()
-        .any(|r| r["subject"] == subject && r["action"] == action && r["outcome"] == outcome)
+    rows.iter().any(|r| {
+        r["subject"] == subject && r["action"] == action && r["outcome"] == outcome.to_uppercase()
+    })
 }
 
 #[actix_rt::test]
@@ -554,7 +555,7 @@ async fn refusals_ops_acts_audit_reads_and_authentication_failures_leave_audit_r
             let rows = audit(a).await;
             let counted: u64 = rows
                 .iter()
-                .filter(|r| r["action"] == "authenticate" && r["outcome"] == "refused")
+                .filter(|r| r["action"] == "authenticate" && r["outcome"] == "REFUSED")
                 .filter_map(|r| {
                     let f = r["fields"].as_str()?;
                     f.contains("reason=bad_signature")
@@ -570,7 +571,7 @@ async fn refusals_ops_acts_audit_reads_and_authentication_failures_leave_audit_r
         "{rows:#?}"
     );
     let self_assign = rows.iter().filter(|r| {
-        r["subject"] == "admin-1" && r["action"] == "assign clinician" && r["outcome"] == "refused"
+        r["subject"] == "admin-1" && r["action"] == "assign clinician" && r["outcome"] == "REFUSED"
     });
     assert_eq!(self_assign.count(), 2, "{rows:#?}");
     assert!(

@@ -10,6 +10,7 @@ use cardio::principal::{Principal, Role};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
+use crate::support::iso;
 use crate::support::node::TestNode;
 use crate::support::poll::poll_until;
 
@@ -251,14 +252,14 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
         while lines.len() < 2 {
             let e = next_event(ws, "s1").await;
             let e = &e["data"]["consultEvents"];
-            if e["kind"] == "chatted" {
+            if e["kind"] == "CHATTED" {
                 lines.push((
                     e["message"]["seq"].as_i64().unwrap(),
                     e["message"]["authorRole"].clone(),
                 ));
             }
         }
-        assert_eq!(lines, vec![(1, json!("patient")), (2, json!("clinician"))]);
+        assert_eq!(lines, vec![(1, json!("PATIENT")), (2, json!("CLINICIAN"))]);
     }
     let messages = ok(
         a,
@@ -267,7 +268,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
         json!({"c": id}),
     )
     .await;
-    assert_eq!(messages["consult"]["status"], "in_progress");
+    assert_eq!(messages["consult"]["status"], "IN_PROGRESS");
     assert_eq!(
         messages["consult"]["messages"][1]["text"],
         "let us look at your ECG"
@@ -283,7 +284,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     for ws in [&mut p_ws, &mut c_ws] {
         loop {
             let e = next_event(ws, "s1").await;
-            if e["data"]["consultEvents"]["kind"] == "ended" {
+            if e["data"]["consultEvents"]["kind"] == "ENDED" {
                 break;
             }
         }
@@ -317,7 +318,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     assert!(
         unknown
             .iter()
-            .all(|e| e["outcome"] == "refused" && e["fields"] == "consult"),
+            .all(|e| e["outcome"] == "REFUSED" && e["fields"] == "consult"),
         "{unknown:?}"
     );
     assert_eq!(
@@ -365,7 +366,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     let log = log["auditLog"].as_array().unwrap();
     let has = |sub: &str, outcome: &str| {
         log.iter()
-            .any(|e| e["subject"] == sub && e["outcome"] == outcome)
+            .any(|e| e["subject"] == sub && e["outcome"] == outcome.to_uppercase())
     };
     assert!(has("p-1", "allowed") && has("dr-1", "allowed"));
     assert!(has("dr-2", "refused") && has("p-2", "refused") && has("ops-1", "refused"));
@@ -493,7 +494,7 @@ pub(crate) fn now_ms() -> f64 {
 pub(crate) const PUSH: &str = "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted duplicate rejections { index reason message } } }";
 
 pub(crate) fn hr(at: f64, bpm: f64) -> Value {
-    json!({"metric": "HEART_RATE", "at": at, "value": bpm})
+    json!({"metric": "HEART_RATE", "at": iso(at), "value": bpm})
 }
 
 /// The next payload of subscription `id`, if one comes within `wait`.
@@ -566,9 +567,9 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
     let batch = json!([
         hr(t0, 72.0),
         hr(t0 + 1_000.0, 900.0),
-        {"metric": "HEART_RATE", "at": t0 + 2_000.0},
+        {"metric": "HEART_RATE", "at": iso(t0 + 2_000.0)},
         hr(now_ms() + 3_600_000.0, 70.0),
-        {"metric": "BLOOD_PRESSURE", "at": t0 + 3_000.0, "systolic": 80.0, "diastolic": 90.0},
+        {"metric": "BLOOD_PRESSURE", "at": iso(t0 + 3_000.0), "systolic": 80.0, "diastolic": 90.0},
         hr(t0 + 4_000.0, 74.0),
     ]);
     let r = ok(a, &patient, PUSH, json!({"d": device, "s": batch})).await["pushSamples"].clone();
@@ -587,10 +588,10 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
     assert_eq!(
         reasons,
         vec![
-            (1, "out_of_range".to_owned()),
-            (2, "incomplete".to_owned()),
-            (3, "in_future".to_owned()),
-            (4, "systolic_not_above_diastolic".to_owned()),
+            (1, "OUT_OF_RANGE".to_owned()),
+            (2, "INCOMPLETE".to_owned()),
+            (3, "IN_FUTURE".to_owned()),
+            (4, "SYSTOLIC_NOT_ABOVE_DIASTOLIC".to_owned()),
         ]
     );
     // Devices are registered by the patient or an admin, not a clinician.
@@ -638,7 +639,7 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
         (v["deviceId"].as_str(), v["patientId"].as_str()),
         (Some(device.as_str()), Some("p-1"))
     );
-    assert_eq!(v["samples"][0]["metric"], "heart_rate");
+    assert_eq!(v["samples"][0]["metric"], "HEART_RATE");
     // A sustained tachycardia (CARDIO_ALERT_SUSTAIN=5s of device time) raises one alert.
     let (alert, _) = until_alert(a, &patient, &device, &mut ws, "a", &mut at).await;
     let e = &alert["data"]["alerts"];
@@ -693,8 +694,8 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
     let points = ok(
         a,
         &clinician,
-        "query($f: Float!, $t: Float!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count max } }",
-        json!({"f": t0 - 60_000.0, "t": now_ms()}),
+        "query($f: DateTime!, $t: DateTime!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count max } }",
+        json!({"f": iso(t0 - 60_000.0), "t": iso(now_ms())}),
     )
     .await;
     let points = points["vitals"].as_array().unwrap();
@@ -845,7 +846,7 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
             .await;
             while let Some(e) = maybe_event(&mut ws, "e", Duration::from_millis(500)).await {
                 let e = e["data"]["supervisionEvents"].clone();
-                if e["path"] == path.as_str() && e["event"] == "stopped" {
+                if e["path"] == path.as_str() && e["event"] == "STOPPED" {
                     return Some(e);
                 }
             }
@@ -862,7 +863,7 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
         json!({"c": id}),
     )
     .await;
-    assert_eq!(back["consult"]["status"], "requested");
+    assert_eq!(back["consult"]["status"], "REQUESTED");
     assert_eq!(
         code(a, &ops, restart, json!({"p": "/cardio/entities"})).await,
         "BAD_INPUT"
@@ -1008,7 +1009,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     // An alert to acknowledge: a hypertensive crisis is raised at once.
     let t0 = now_ms() - 60_000.0;
     let crisis =
-        json!([{"metric": "BLOOD_PRESSURE", "at": t0, "systolic": 200.0, "diastolic": 125.0}]);
+        json!([{"metric": "BLOOD_PRESSURE", "at": iso(t0), "systolic": 200.0, "diastolic": 125.0}]);
     ok(a, &p1, PUSH, json!({"d": device, "s": crisis})).await;
     let alert = ok(
         a,
@@ -1029,19 +1030,18 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
         ("ops-1", Role::Ops),
         ("admin-1", Role::Admin),
     ];
-    let vars =
-        json!({"c": consult, "d": device, "al": alert, "f": t0 - 3_600_000.0, "t": now_ms()});
+    let vars = json!({"c": consult, "d": device, "al": alert, "f": iso(t0 - 3_600_000.0), "t": iso(now_ms())});
     // (operation, query, who may: the subjects that are not refused, PHI?)
     let operations: [(&str, &str, &[&str], bool); 18] = [
         ("patient", "query { patient(id: \"p-1\") { id } }", &["p-1", "dr-1"], true),
         ("consult", "query($c: ID!) { consult(id: $c) { status } }", &["p-1", "dr-1"], true),
-        ("vitals", "query($f: Float!, $t: Float!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }", &["p-1", "dr-1"], true),
+        ("vitals", "query($f: DateTime!, $t: DateTime!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }", &["p-1", "dr-1"], true),
         ("alerts", "query { alerts(patientId: \"p-1\") { id } }", &["p-1", "dr-1"], true),
         ("requestConsult", "mutation { requestConsult(patientId: \"p-1\", reason: \"x\") }", &["p-1", "dr-1"], true),
         ("sendMessage", "mutation($c: ID!) { sendMessage(consultId: $c, clientMessageId: \"k\", text: \"hi\") }", &["p-1", "dr-1"], true),
-        ("pushSamples", "mutation($d: ID!, $t: Float!) { pushSamples(deviceId: $d, samples: [{metric: SPO2, at: $t, value: 97}]) { accepted } }", &["p-1"], true),
+        ("pushSamples", "mutation($d: ID!, $t: DateTime!) { pushSamples(deviceId: $d, samples: [{metric: SPO2, at: $t, value: 97}]) { accepted } }", &["p-1"], true),
         ("acknowledgeAlert", "mutation($al: ID!) { acknowledgeAlert(id: $al) }", &["dr-1"], true),
-        ("beats", "query { beats(patientId: \"p-1\", from: 0, to: 60000) { at } }", &["p-1", "dr-1"], true),
+        ("beats", "query { beats(patientId: \"p-1\", from: \"1970-01-01T00:00:00Z\", to: \"1970-01-01T00:01:00Z\") { at } }", &["p-1", "dr-1"], true),
         ("ecgStrip", "query($al: ID!) { ecgStrip(alertId: $al) { from } }", &["p-1", "dr-1"], true),
         ("alarmSettings", "query { alarmSettings(patientId: \"p-1\") { custom } }", &["p-1", "dr-1"], true),
         ("setAlarmThresholds", "mutation { setAlarmThresholds(patientId: \"p-1\", thresholds: {tachycardiaBpm: 125}) { custom } }", &["dr-1"], true),
@@ -1087,7 +1087,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     let log = log["auditLog"].as_array().unwrap();
     let count = |sub: &str, outcome: &str| {
         log.iter()
-            .filter(|e| e["subject"] == sub && e["outcome"] == outcome)
+            .filter(|e| e["subject"] == sub && e["outcome"] == outcome.to_uppercase())
             .count()
     };
     for (sub, n) in &expected_denials {

@@ -118,7 +118,7 @@ async fn scenario(addr: &str) -> String {
         json!({"c": id}),
     )
     .await;
-    assert_eq!(read["consult"]["status"], "ended");
+    assert_eq!(read["consult"]["status"], "ENDED");
     assert_eq!(
         read["consult"]["messages"][0]["text"],
         format!("it hurts {CHAT}")

@@ -515,7 +515,7 @@ async fn random_consult_ids_start_no_actor_and_write_at_most_one_audit_entry() {
     // Known consults are read as before; unknown and unreachable alike are FORBIDDEN.
     let read = "query($c: ID!) { consult(id: $c) { status } }";
     let mine = ok(&a, &token(Role::Clinician, "dr-1"), read, json!({"c": id})).await;
-    assert_eq!(mine["consult"]["status"], "requested");
+    assert_eq!(mine["consult"]["status"], "REQUESTED");
     for c in [id.as_str(), "no-such-consult"] {
         let v = crate::api::gql(&a, &token(Role::Clinician, "dr-2"), read, json!({"c": c})).await;
         assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");

@@ -674,7 +674,7 @@ async fn nodes_serving_https_call_their_peers_over_https_verified_with_the_peer_
             let v = graphql_https(&client, &a.addr, "{ cluster { nodes { id status } } }").await;
             let up = v["data"]["cluster"]["nodes"]
                 .as_array()
-                .map_or(0, |n| n.iter().filter(|n| n["status"] == "up").count());
+                .map_or(0, |n| n.iter().filter(|n| n["status"] == "UP").count());
             (up == 2).then_some(())
         },
     )

@@ -103,6 +103,19 @@ pub enum ConsultError {
 }
 
 impl Event {
+    /// When it happened (Unix ms).
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            Event::Requested { at_ms, .. }
+            | Event::Joined { at_ms, .. }
+            | Event::Left { at_ms, .. }
+            | Event::Ended { at_ms, .. }
+            | Event::Cancelled { at_ms, .. }
+            | Event::NoShow { at_ms } => *at_ms,
+            Event::Chatted { line } => line.at_ms,
+        }
+    }
+
     /// The event's name, as serialised in `event` (`requested`, `chatted`, …).
     pub fn name(&self) -> &'static str {
         match self {

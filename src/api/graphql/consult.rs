@@ -6,14 +6,16 @@
 //! consult's journal and of its chat projection, and it answers only once
 //! the command is journaled.
 
-use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use crate::actors::consult::state::{ChatLine, Command, Outcome, Party};
+use crate::actors::consult::state::{ChatLine, Command, Event, Outcome, Party};
 use crate::actors::consult::{ConsultEvent, ConsultView};
 use crate::api::access::{deps, principal, valid, Access, Deps};
 use crate::api::ask::{act, authorized_consult, consult_view};
 use crate::api::error::ApiError;
+use crate::api::graphql::people::RoleGql;
+use crate::api::graphql::scalars::{DateTime, Int64};
 use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
@@ -21,26 +23,68 @@ use crate::principal::{Principal, Role};
 #[derive(SimpleObject, Clone)]
 pub struct Message {
     pub seq: i32,
-    pub author_role: String,
+    pub author_role: RoleGql,
     pub author_id: ID,
     pub client_message_id: String,
     pub text: String,
-    pub at: f64,
+    pub at: DateTime,
+}
+
+/// Where a consult is in its life.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "crate::domain::consult::Status")]
+pub enum ConsultStatus {
+    /// Asked for; the patient is not in the waiting room yet.
+    Requested,
+    /// The patient is in the waiting room.
+    Waiting,
+    /// A clinician joined.
+    InProgress,
+    Ended,
+    Cancelled,
+    /// The patient did not come in time.
+    NoShow,
+}
+
+/// What happened in a consult.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ConsultEventKind {
+    Requested,
+    Joined,
+    Left,
+    Chatted,
+    Ended,
+    Cancelled,
+    NoShow,
+}
+
+impl From<&Event> for ConsultEventKind {
+    fn from(e: &Event) -> Self {
+        match e {
+            Event::Requested { .. } => ConsultEventKind::Requested,
+            Event::Joined { .. } => ConsultEventKind::Joined,
+            Event::Left { .. } => ConsultEventKind::Left,
+            Event::Chatted { .. } => ConsultEventKind::Chatted,
+            Event::Ended { .. } => ConsultEventKind::Ended,
+            Event::Cancelled { .. } => ConsultEventKind::Cancelled,
+            Event::NoShow { .. } => ConsultEventKind::NoShow,
+        }
+    }
 }
 
 impl From<&ChatLine> for Message {
     fn from(line: &ChatLine) -> Self {
         let (role, id) = match &line.author {
-            Party::Patient(id) => ("patient", id),
-            Party::Clinician(id) => ("clinician", id),
+            Party::Patient(id) => (RoleGql::Patient, id),
+            Party::Clinician(id) => (RoleGql::Clinician, id),
         };
         Message {
             seq: line.seq as i32,
-            author_role: role.into(),
+            author_role: role,
             author_id: ID(id.clone()),
             client_message_id: line.client_message_id.clone(),
             text: line.text.clone(),
-            at: line.at_ms as f64,
+            at: DateTime::from_unix_ms(line.at_ms),
         }
     }
 }
@@ -57,11 +101,12 @@ impl ConsultGql {
         ID(self.id.clone())
     }
 
-    async fn status(&self) -> String {
+    async fn status(&self) -> async_graphql::Result<ConsultStatus> {
+        // A consult is only answered once it names its patient: requested.
         self.view
             .status
-            .map_or("unknown", |s| s.as_str())
-            .to_owned()
+            .map(Into::into)
+            .ok_or_else(|| ApiError::unavailable("a consult without a status").into())
     }
 
     async fn patient_id(&self) -> Option<ID> {
@@ -89,9 +134,10 @@ impl ConsultGql {
 #[graphql(name = "ConsultEvent")]
 pub struct ConsultEventGql {
     /// The journal sequence of the event.
-    pub seq: f64,
-    /// `requested`, `joined`, `left`, `chatted`, `ended`, `cancelled`, `no_show`…
-    pub kind: String,
+    pub seq: Int64,
+    pub kind: ConsultEventKind,
+    pub at: DateTime,
+    /// The chat line, for `CHATTED`.
     pub message: Option<Message>,
 }
 
@@ -276,8 +322,9 @@ impl ConsultSubscription {
                 let _slot = slot;
                 for line in &backlog {
                     let event = ConsultEventGql {
-                        seq: line.seq as f64,
-                        kind: "chatted".into(),
+                        seq: Int64(line.seq as i64),
+                        kind: ConsultEventKind::Chatted,
+                        at: DateTime::from_unix_ms(line.at_ms),
                         message: Some(line.into()),
                     };
                     let _ = tx.send(event).await;
@@ -296,8 +343,9 @@ impl ConsultSubscription {
                         _ => None,
                     };
                     let event = ConsultEventGql {
-                        seq: e.seq as f64,
-                        kind: e.event.name().into(),
+                        seq: Int64(e.seq as i64),
+                        kind: (&e.event).into(),
+                        at: DateTime::from_unix_ms(e.event.at_ms()),
                         message,
                     };
                     if tx.send(event).await.is_err() {

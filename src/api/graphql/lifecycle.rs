@@ -14,6 +14,7 @@ use futures_util::Stream;
 use crate::api::access::{deps, principal, valid, Access};
 use crate::api::error::ApiError;
 use crate::api::gate::{AccessChanged, BreakGlassGranted, Change, BREAK_GLASS_TOPIC};
+use crate::api::graphql::scalars::DateTime;
 use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::bus::{BusEvent, Envelope};
 use crate::clock::unix_ms;
@@ -23,15 +24,15 @@ use crate::principal::Role;
 const MAX_REASON: usize = 2000;
 
 /// A break-glass grant: a clinician's emergency access to a patient off its
-/// care team, until `expiresAt` (Unix ms).
+/// care team, until `expiresAt`.
 #[derive(SimpleObject, Clone)]
 #[graphql(name = "BreakGlassGrant")]
 pub struct BreakGlassGrantGql {
     pub id: ID,
     pub clinician_id: ID,
     pub patient_id: ID,
-    pub granted_at: f64,
-    pub expires_at: f64,
+    pub granted_at: DateTime,
+    pub expires_at: DateTime,
 }
 
 impl From<BreakGlassGranted> for BreakGlassGrantGql {
@@ -40,8 +41,8 @@ impl From<BreakGlassGranted> for BreakGlassGrantGql {
             id: ID(g.grant),
             clinician_id: ID(g.clinician),
             patient_id: ID(g.patient),
-            granted_at: g.granted_ms as f64,
-            expires_at: g.expires_ms as f64,
+            granted_at: DateTime::from_unix_ms(g.granted_ms),
+            expires_at: DateTime::from_unix_ms(g.expires_ms),
         }
     }
 }

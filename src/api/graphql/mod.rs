@@ -106,8 +106,140 @@ pub fn sdl() -> String {
     .sdl()
 }
 
+/// The schema's own rules, checked on its SDL by the tests: type names
+/// that leak Rust (`…Gql`), and times, sequences or epochs typed `Float`.
+pub mod rules {
+    use async_graphql::parser::types::{BaseType, Type, TypeKind, TypeSystemDefinition};
+
+    /// Whether a field, argument or input field named `name` holds a time:
+    /// `at`, `since`, `start`, `from`, `to`, `until`, or a name ending in
+    /// `At`, `Until` or `Seen`.
+    pub fn is_time(name: &str) -> bool {
+        matches!(name, "at" | "since" | "start" | "from" | "to" | "until")
+            || ["At", "Until", "Seen"]
+                .iter()
+                .any(|end| name.ends_with(end))
+    }
+
+    fn named(ty: &Type) -> &str {
+        match &ty.base {
+            BaseType::Named(n) => n.as_str(),
+            BaseType::List(inner) => named(inner),
+        }
+    }
+
+    /// The types of `sdl` whose name ends in `Gql`.
+    pub fn gql_names(sdl: &str) -> Vec<String> {
+        definitions(sdl)
+            .filter_map(|d| match d {
+                TypeSystemDefinition::Type(t) => Some(t.node.name.node.to_string()),
+                _ => None,
+            })
+            .filter(|n| n.ends_with("Gql"))
+            .collect()
+    }
+
+    /// Every `Type.field`, `Type.field(arg)` or `Input.field` of `sdl` that
+    /// is a time, a `seq` or an `epoch` and is typed `Float`.
+    pub fn float_times(sdl: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |place: String, name: &str, ty: &Type| {
+            if (is_time(name) || matches!(name, "seq" | "epoch")) && named(ty) == "Float" {
+                out.push(place);
+            }
+        };
+        for d in definitions(sdl) {
+            let TypeSystemDefinition::Type(t) = d else {
+                continue;
+            };
+            let owner = t.node.name.node.to_string();
+            match &t.node.kind {
+                TypeKind::Object(o) => {
+                    for f in &o.fields {
+                        let f = &f.node;
+                        check(format!("{owner}.{}", f.name.node), &f.name.node, &f.ty.node);
+                        for a in &f.arguments {
+                            let a = &a.node;
+                            let place = format!("{owner}.{}({})", f.name.node, a.name.node);
+                            check(place, &a.name.node, &a.ty.node);
+                        }
+                    }
+                }
+                TypeKind::InputObject(i) => {
+                    for f in &i.fields {
+                        let f = &f.node;
+                        check(format!("{owner}.{}", f.name.node), &f.name.node, &f.ty.node);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn definitions(sdl: &str) -> impl Iterator<Item = TypeSystemDefinition> {
+        async_graphql::parser::parse_schema(sdl)
+            .expect("the SDL parses")
+            .definitions
+            .into_iter()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::rules::{float_times, gql_names, is_time};
+
+    /// Part of the schema before API v1: what the rules must catch.
+    const OLD: &str = r#"
+        type PushResultGql { accepted: Int! }
+        type Alert { id: ID!, since: Float!, raisedAt: Float!, resolvedAt: Float }
+        type AuditEntry { seq: Float!, at: Float! }
+        type Shard { id: Int!, epoch: Float! }
+        type Node { lastSeen: Float! }
+        type VitalPoint { start: Float!, mean: Float! }
+        input SampleInput { at: Float!, value: Float }
+        type Query {
+            vitals(patientId: ID!, from: Float!, to: Float!): [VitalPoint!]!
+            auditLog(after: Float): [AuditEntry!]!
+        }
+    "#;
+
+    #[test]
+    fn the_rules_catch_the_old_schema() {
+        assert_eq!(gql_names(OLD), ["PushResultGql"]);
+        assert_eq!(
+            float_times(OLD),
+            [
+                "Alert.since",
+                "Alert.raisedAt",
+                "Alert.resolvedAt",
+                "AuditEntry.seq",
+                "AuditEntry.at",
+                "Shard.epoch",
+                "Node.lastSeen",
+                "VitalPoint.start",
+                "SampleInput.at",
+                "Query.vitals(from)",
+                "Query.vitals(to)",
+            ],
+            "(`after` is a cursor now, not a time: not caught by its name)"
+        );
+        assert!(is_time("expiresAt") && is_time("pausedUntil") && is_time("lastSeen"));
+        assert!(!is_time("mean") && !is_time("kind"));
+    }
+
+    #[test]
+    fn no_type_name_ends_in_gql() {
+        let names = gql_names(&super::sdl());
+        assert!(names.is_empty(), "types named after Rust: {names:?}");
+    }
+
+    #[test]
+    fn no_time_sequence_or_epoch_is_a_float() {
+        let floats = float_times(&super::sdl());
+        assert!(floats.is_empty(), "use DateTime or Int64: {floats:?}");
+    }
+
     #[test]
     fn the_committed_schema_is_the_one_the_code_serves() {
         let committed = include_str!("../../../schema.graphql");

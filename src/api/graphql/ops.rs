@@ -6,10 +6,12 @@
 //! others' over HTTP with the caller's token); the cluster view and the
 //! audit trail from SQL; a restart is an event every node hears.
 
-use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
+use super::people::RoleGql;
+use super::scalars::{DateTime, Int64};
 use super::Bearer;
 use crate::address::ActorId;
 use crate::api::access::{deps, principal, Access};
@@ -41,7 +43,7 @@ pub struct TreeNode {
     /// `supervisor` or the actor kind.
     pub kind: String,
     pub id: String,
-    pub status: String,
+    pub status: ActorStatus,
     pub restarts: i32,
     pub last_failure: Option<String>,
     pub mailbox_depth: i32,
@@ -64,7 +66,7 @@ fn flatten(
         } else {
             v.id.clone()
         },
-        status: v.status.clone(),
+        status: ActorStatus::parse(&v.status),
         restarts: v.restarts as i32,
         last_failure: v.last_failure.clone(),
         mailbox_depth: v.mailbox_depth as i32,
@@ -74,33 +76,75 @@ fn flatten(
     }
 }
 
+/// Where an actor is in its life.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ActorStatus {
+    Starting,
+    Running,
+    /// Crashed; its supervisor restarts it after a backoff.
+    Restarting,
+    Stopping,
+    Stopped,
+    /// Gave up on (restart intensity spent, or a failed start).
+    Failed,
+}
+
+impl ActorStatus {
+    /// From the tree's name of a status (`running`, …; a peer's tree
+    /// arrives as JSON).
+    fn parse(s: &str) -> ActorStatus {
+        match s {
+            "starting" => ActorStatus::Starting,
+            "running" => ActorStatus::Running,
+            "restarting" => ActorStatus::Restarting,
+            "stopping" => ActorStatus::Stopping,
+            "stopped" => ActorStatus::Stopped,
+            _ => ActorStatus::Failed,
+        }
+    }
+}
+
+/// What happened to a supervised actor.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum SupervisionEventKind {
+    Started,
+    Stopped,
+    Crashed,
+    Restarted,
+    /// A supervisor gave up and failed to its parent.
+    Escalated,
+    /// A message for it could not be delivered and was dead-lettered.
+    DeadLettered,
+}
+
 /// A supervision event of any node.
 #[derive(SimpleObject, Clone)]
+#[graphql(name = "SupervisionEvent")]
 pub struct SupervisionEventGql {
     pub node: ID,
-    pub at: f64,
+    pub at: DateTime,
     pub path: String,
-    /// `started`, `crashed`, `restarted`, `stopped`, `escalated`, …
-    pub event: String,
+    pub event: SupervisionEventKind,
     pub reason: Option<String>,
 }
 
 impl From<NodeSupervisionEvent> for SupervisionEventGql {
     fn from(e: NodeSupervisionEvent) -> Self {
         use crate::supervisors::tree::EventKind;
+        use SupervisionEventKind as K;
         let (event, reason) = match e.event.what {
-            EventKind::Started => ("started", None),
-            EventKind::Stopped { reason } => ("stopped", Some(reason)),
-            EventKind::Crashed { reason } => ("crashed", Some(reason)),
-            EventKind::Restarted { .. } => ("restarted", None),
-            EventKind::Escalated { reason } => ("escalated", Some(reason)),
-            EventKind::DeadLettered { reason } => ("dead_lettered", Some(reason)),
+            EventKind::Started => (K::Started, None),
+            EventKind::Stopped { reason } => (K::Stopped, Some(reason)),
+            EventKind::Crashed { reason } => (K::Crashed, Some(reason)),
+            EventKind::Restarted { .. } => (K::Restarted, None),
+            EventKind::Escalated { reason } => (K::Escalated, Some(reason)),
+            EventKind::DeadLettered { reason } => (K::DeadLettered, Some(reason)),
         };
         SupervisionEventGql {
             node: ID(e.node),
-            at: e.event.at_ms as f64,
+            at: DateTime::from_unix_ms(e.event.at_ms),
             path: crate::api::mask_path(&e.event.path),
-            event: event.into(),
+            event,
             reason,
         }
     }
@@ -111,9 +155,36 @@ impl From<NodeSupervisionEvent> for SupervisionEventGql {
 pub struct NodeGql {
     pub id: ID,
     pub addr: String,
-    pub status: String,
-    pub last_seen: f64,
+    pub status: NodeStatus,
+    pub last_seen: DateTime,
     pub shards: i32,
+}
+
+/// A node's membership status.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum NodeStatus {
+    Joining,
+    Up,
+    Leaving,
+    /// Left the cluster in order.
+    Left,
+    /// Alive but cut off from the broker: it gave its shards up.
+    Degraded,
+    /// Its lease ran out without leaving: presumed dead.
+    Down,
+}
+
+impl NodeStatus {
+    fn parse(s: &str) -> NodeStatus {
+        match s {
+            "joining" => NodeStatus::Joining,
+            "up" => NodeStatus::Up,
+            "leaving" => NodeStatus::Leaving,
+            "left" => NodeStatus::Left,
+            "degraded" => NodeStatus::Degraded,
+            _ => NodeStatus::Down,
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -121,7 +192,8 @@ pub struct NodeGql {
 pub struct ShardGql {
     pub id: i32,
     pub owner: Option<ID>,
-    pub epoch: f64,
+    /// The fencing epoch: bumped each time the shard changes hands.
+    pub epoch: Int64,
 }
 
 #[derive(SimpleObject)]
@@ -135,14 +207,29 @@ pub struct ClusterGql {
 #[derive(SimpleObject)]
 #[graphql(name = "AuditEntry")]
 pub struct AuditEntryGql {
-    pub seq: f64,
-    pub at: f64,
+    /// The entry's place in the chain.
+    pub seq: Int64,
+    pub at: DateTime,
     pub subject: ID,
-    pub role: String,
+    /// The role the subject acted in; null for the summaries of refused
+    /// sign-ins (no principal).
+    pub role: Option<RoleGql>,
+    /// What was done: `read`, `write`, `register patient`, … (an open
+    /// vocabulary); an access under a break-glass grant is
+    /// `break_glass:<action>`.
     pub action: String,
     pub patient_id: Option<ID>,
     pub fields: String,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
+}
+
+/// What became of an audited act.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AuditOutcome {
+    Allowed,
+    Refused,
+    /// Allowed, then failed (a second entry after the allowed one).
+    Failed,
 }
 
 /// Fetches node `addr`'s supervision tree over HTTP on the caller's behalf.
@@ -246,8 +333,8 @@ impl OpsQuery {
                 .map(|n| NodeGql {
                     id: ID(n.id),
                     addr: n.addr,
-                    status: n.status,
-                    last_seen: n.last_seen as f64,
+                    status: NodeStatus::parse(&n.status),
+                    last_seen: DateTime::from_unix_ms(n.last_seen),
                     shards: n.shards as i32,
                 })
                 .collect(),
@@ -257,7 +344,7 @@ impl OpsQuery {
                 .map(|s| ShardGql {
                     id: i32::from(s.id),
                     owner: s.owner.map(ID),
-                    epoch: s.epoch as f64,
+                    epoch: Int64(s.epoch as i64),
                 })
                 .collect(),
         })
@@ -269,7 +356,7 @@ impl OpsQuery {
         ctx: &Context<'_>,
         patient_id: Option<ID>,
         first: Option<i32>,
-        after: Option<f64>,
+        after: Option<Int64>,
     ) -> async_graphql::Result<Vec<AuditEntryGql>> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         if let Some(p) = &patient_id {
@@ -285,7 +372,7 @@ impl OpsQuery {
             .store
             .audit_log(
                 patient_id.as_ref().map(|p| p.as_str()),
-                after.unwrap_or(0.0).max(0.0) as u64,
+                after.map_or(0, |a| a.0.max(0) as u64),
                 first.unwrap_or(100).clamp(1, 1000) as u32,
             )
             .await
@@ -293,14 +380,18 @@ impl OpsQuery {
         Ok(rows
             .into_iter()
             .map(|r| AuditEntryGql {
-                seq: r.seq as f64,
-                at: r.entry.at_ms as f64,
+                seq: Int64(r.seq as i64),
+                at: DateTime::from_unix_ms(r.entry.at_ms),
                 subject: ID(r.entry.subject),
-                role: r.entry.role,
+                role: RoleGql::parse(&r.entry.role),
                 action: r.entry.action,
                 patient_id: r.entry.patient_id.map(ID),
                 fields: r.entry.fields,
-                outcome: r.entry.outcome,
+                outcome: match r.entry.outcome.as_str() {
+                    "allowed" => AuditOutcome::Allowed,
+                    "refused" => AuditOutcome::Refused,
+                    _ => AuditOutcome::Failed,
+                },
             })
             .collect())
     }

@@ -27,6 +27,9 @@ pub enum RoleGql {
     Clinician,
     Ops,
     Admin,
+    /// The node itself (automatic logoffs, start-up repairs), in the audit
+    /// trail only.
+    System,
 }
 
 impl From<Role> for RoleGql {
@@ -35,8 +38,26 @@ impl From<Role> for RoleGql {
             Role::Patient => RoleGql::Patient,
             Role::Clinician => RoleGql::Clinician,
             Role::Ops => RoleGql::Ops,
-            Role::Admin | Role::System => RoleGql::Admin,
+            Role::Admin => RoleGql::Admin,
+            Role::System => RoleGql::System,
         }
+    }
+}
+
+impl RoleGql {
+    /// From a role's name as the audit trail keeps it (`clinician`, …);
+    /// `None` for anything else (`none`: no principal).
+    pub fn parse(name: &str) -> Option<RoleGql> {
+        [
+            Role::Patient,
+            Role::Clinician,
+            Role::Ops,
+            Role::Admin,
+            Role::System,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+        .map(Into::into)
     }
 }
 
@@ -50,9 +71,9 @@ pub struct DeviceGql {
 #[derive(SimpleObject)]
 pub struct ConsultSummary {
     pub id: ID,
-    pub status: String,
+    pub status: super::consult::ConsultStatus,
     pub clinician_id: Option<ID>,
-    pub requested_at: f64,
+    pub requested_at: super::scalars::DateTime,
 }
 
 #[derive(SimpleObject)]
@@ -114,9 +135,9 @@ impl PeopleQuery {
                 .into_iter()
                 .map(|c| ConsultSummary {
                     id: ID(c.id),
-                    status: c.status.as_str().to_owned(),
+                    status: c.status.into(),
                     clinician_id: c.clinician_id.map(ID),
-                    requested_at: c.requested_ms as f64,
+                    requested_at: super::scalars::DateTime::from_unix_ms(c.requested_ms),
                 })
                 .collect(),
         })

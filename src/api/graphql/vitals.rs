@@ -9,11 +9,12 @@
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use crate::actors::device::sample::Sample;
+use crate::actors::device::sample::{Rejection as Reject, Sample};
 use crate::actors::device::stream::{OpenAggregates, Push, VitalsEvent};
 use crate::api::access::{deps, device_patient, device_topics, principal, valid, Access};
 use crate::api::ask::ask;
 use crate::api::error::ApiError;
+use crate::api::graphql::scalars::DateTime;
 use crate::api::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 use crate::domain::vitals::{Series, Span};
 use crate::principal::Role;
@@ -54,8 +55,8 @@ pub enum Resolution {
 #[derive(SimpleObject)]
 pub struct VitalPoint {
     pub device_id: ID,
-    /// Bucket start, Unix milliseconds.
-    pub start: f64,
+    /// Bucket start.
+    pub start: DateTime,
     pub min: f64,
     pub max: f64,
     pub mean: f64,
@@ -71,12 +72,13 @@ pub enum SampleMetric {
     Ecg,
 }
 
-/// One reading. `at` is Unix milliseconds; the other fields by metric:
-/// `value` (bpm, %), `systolic` + `diastolic` (mmHg), `hz` + `millivolts` (ECG).
+/// One reading at `at` (for ECG: the time of its first sample); the other
+/// fields by metric: `value` (bpm, %), `systolic` + `diastolic` (mmHg),
+/// `hz` + `millivolts` (ECG).
 #[derive(async_graphql::InputObject)]
 pub struct SampleInput {
     pub metric: SampleMetric,
-    pub at: f64,
+    pub at: DateTime,
     pub value: Option<f64>,
     pub systolic: Option<f64>,
     pub diastolic: Option<f64>,
@@ -86,10 +88,10 @@ pub struct SampleInput {
 
 impl SampleInput {
     fn sample(&self) -> Option<Sample> {
-        if !(self.at.is_finite() && self.at >= 0.0) {
+        if self.at.ms() < 0 {
             return None;
         }
-        let at_ms = self.at as u64;
+        let at_ms = self.at.unix_ms();
         Some(match self.metric {
             SampleMetric::HeartRate => Sample::HeartRate {
                 at_ms,
@@ -122,13 +124,48 @@ impl SampleInput {
 pub struct Rejection {
     /// Index in the pushed list.
     pub index: i32,
-    /// `out_of_range`, `not_finite`, `in_future`, `out_of_order`, `duplicate`,
-    /// `incomplete`, …
-    pub reason: String,
+    pub reason: RejectionReason,
     pub message: String,
 }
 
+/// Why a pushed sample was not stored.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum RejectionReason {
+    /// A field the metric needs is missing or invalid.
+    Incomplete,
+    /// NaN or infinite.
+    NotFinite,
+    /// Outside the physiological range.
+    OutOfRange,
+    SystolicNotAboveDiastolic,
+    /// Later than the node's clock allows.
+    InFuture,
+    /// Older than what the device already sent.
+    OutOfOrder,
+    Duplicate,
+    /// An ECG sample rate the node does not take.
+    SampleRate,
+    /// An ECG chunk too long or empty.
+    ChunkSize,
+}
+
+impl From<&Reject> for RejectionReason {
+    fn from(r: &Reject) -> Self {
+        match r {
+            Reject::NotFinite => RejectionReason::NotFinite,
+            Reject::OutOfRange { .. } => RejectionReason::OutOfRange,
+            Reject::SystolicNotAboveDiastolic => RejectionReason::SystolicNotAboveDiastolic,
+            Reject::InFuture { .. } => RejectionReason::InFuture,
+            Reject::OutOfOrder { .. } => RejectionReason::OutOfOrder,
+            Reject::Duplicate => RejectionReason::Duplicate,
+            Reject::SampleRate { .. } => RejectionReason::SampleRate,
+            Reject::ChunkSize { .. } => RejectionReason::ChunkSize,
+        }
+    }
+}
+
 #[derive(SimpleObject)]
+#[graphql(name = "PushResult")]
 pub struct PushResultGql {
     pub accepted: i32,
     pub rejections: Vec<Rejection>,
@@ -136,8 +173,9 @@ pub struct PushResultGql {
     pub duplicate: bool,
 }
 
-/// Readings a device pushed (raw ECG left out).
+/// Readings a device pushed (raw ECG left out: see the `ecg` subscription).
 #[derive(SimpleObject, Clone)]
+#[graphql(name = "VitalsEvent")]
 pub struct VitalsEventGql {
     pub device_id: ID,
     pub patient_id: ID,
@@ -150,9 +188,8 @@ pub struct VitalsEventGql {
 #[derive(SimpleObject, Clone)]
 #[graphql(name = "Sample")]
 pub struct SampleGql {
-    /// `heart_rate`, `spo2`, `blood_pressure`.
-    pub metric: String,
-    pub at: f64,
+    pub metric: SampleMetric,
+    pub at: DateTime,
     pub value: Option<f64>,
     pub systolic: Option<f64>,
     pub diastolic: Option<f64>,
@@ -161,18 +198,22 @@ pub struct SampleGql {
 impl From<&Sample> for SampleGql {
     fn from(s: &Sample) -> Self {
         let (metric, value, pressure) = match s {
-            Sample::HeartRate { bpm, .. } => ("heart_rate", Some(*bpm), None),
-            Sample::Spo2 { percent, .. } => ("spo2", Some(*percent), None),
+            Sample::HeartRate { bpm, .. } => (SampleMetric::HeartRate, Some(*bpm), None),
+            Sample::Spo2 { percent, .. } => (SampleMetric::Spo2, Some(*percent), None),
             Sample::BloodPressure {
                 systolic,
                 diastolic,
                 ..
-            } => ("blood_pressure", None, Some((*systolic, *diastolic))),
-            Sample::Ecg { .. } => ("ecg", None, None),
+            } => (
+                SampleMetric::BloodPressure,
+                None,
+                Some((*systolic, *diastolic)),
+            ),
+            Sample::Ecg { .. } => (SampleMetric::Ecg, None, None),
         };
         SampleGql {
-            metric: metric.into(),
-            at: s.at_ms() as f64,
+            metric,
+            at: DateTime::from_unix_ms(s.at_ms()),
             value,
             systolic: pressure.map(|p| p.0),
             diastolic: pressure.map(|p| p.1),
@@ -185,15 +226,15 @@ pub struct VitalsQuery;
 
 #[Object]
 impl VitalsQuery {
-    /// Aggregates of one vital sign of a patient's devices between `from`
-    /// and `to` (Unix ms).
+    /// Aggregates of one vital sign of a patient's devices, of the buckets
+    /// starting from `from` until before `to`.
     async fn vitals(
         &self,
         ctx: &Context<'_>,
         patient_id: ID,
         metric: VitalMetric,
-        from: f64,
-        to: f64,
+        from: DateTime,
+        to: DateTime,
         resolution: Option<Resolution>,
     ) -> async_graphql::Result<Vec<VitalPoint>> {
         let (who, d) = (principal(ctx)?, deps(ctx));
@@ -205,7 +246,7 @@ impl VitalsQuery {
             Resolution::Minute => Span::Minute,
             Resolution::Hour => Span::Hour,
         };
-        let (from, to) = (from.max(0.0) as u64, to.max(0.0) as u64);
+        let (from, to) = (from.unix_ms(), to.unix_ms());
         let mut points = Vec::new();
         let devices = d
             .store
@@ -237,7 +278,7 @@ impl VitalsQuery {
                 };
                 Some(VitalPoint {
                     device_id: ID(dev.id.clone()),
-                    start: a.start_ms as f64,
+                    start: DateTime::from_unix_ms(a.start_ms),
                     min,
                     max,
                     mean,
@@ -245,7 +286,7 @@ impl VitalsQuery {
                 })
             }));
         }
-        points.sort_by(|a, b| a.start.total_cmp(&b.start));
+        points.sort_by_key(|p| p.start);
         Ok(points)
     }
 }
@@ -294,7 +335,7 @@ impl VitalsMutation {
                 }
                 None => rejections.push(Rejection {
                     index: i as i32,
-                    reason: "incomplete".into(),
+                    reason: RejectionReason::Incomplete,
                     message: "a field this metric needs is missing or invalid".into(),
                 }),
             }
@@ -316,7 +357,7 @@ impl VitalsMutation {
             for (i, r) in result.rejected {
                 rejections.push(Rejection {
                     index: index_of.get(i).copied().unwrap_or(i) as i32,
-                    reason: r.code().into(),
+                    reason: (&r).into(),
                     message: r.to_string(),
                 });
             }

@@ -19,17 +19,17 @@ pub struct AlertGql {
     pub reading: Option<f64>,
     /// The threshold it crossed.
     pub threshold: Option<f64>,
-    /// Start of the episode (Unix ms).
-    pub since: f64,
-    pub raised_at: f64,
-    pub resolved_at: Option<f64>,
+    /// Start of the episode.
+    pub since: DateTime,
+    pub raised_at: DateTime,
+    pub resolved_at: Option<DateTime>,
     pub resolve_reason: Option<ResolveReason>,
     /// False for a non-high alarm raised while the patient's alarms were paused.
     pub announced: bool,
-    pub reannounced_at: Option<f64>,
-    pub escalated_at: Option<f64>,
+    pub reannounced_at: Option<DateTime>,
+    pub escalated_at: Option<DateTime>,
     pub acknowledged_by: Option<ID>,
-    pub acknowledged_at: Option<f64>,
+    pub acknowledged_at: Option<DateTime>,
     pub acknowledgement_note: Option<String>,
 }
 
@@ -43,7 +43,7 @@ async fn alert_gql(
         .alert_acknowledgement(&a.id)
         .await
         .map_err(ApiError::unavailable)?;
-    let ms = |v: Option<u64>| v.map(|v| v as f64);
+    let ms = |v: Option<u64>| v.map(DateTime::from_unix_ms);
     Ok(AlertGql {
         category: a.category().into(),
         id: ID(a.id),
@@ -54,14 +54,14 @@ async fn alert_gql(
         source: a.source.map(Into::into),
         reading: a.reading,
         threshold: a.threshold,
-        since: a.since_ms as f64,
-        raised_at: a.raised_ms as f64,
+        since: DateTime::from_unix_ms(a.since_ms),
+        raised_at: DateTime::from_unix_ms(a.raised_ms),
         resolved_at: ms(a.resolved_ms),
         resolve_reason: a.resolve_reason.map(Into::into),
         announced: a.announced,
         reannounced_at: ms(a.reannounced_ms),
         escalated_at: ms(a.escalated_ms),
-        acknowledged_at: acked.as_ref().map(|k| k.at_ms as f64),
+        acknowledged_at: acked.as_ref().map(|k| DateTime::from_unix_ms(k.at_ms)),
         acknowledgement_note: acked.as_ref().and_then(|k| k.note.clone()),
         acknowledged_by: acked.map(|k| ID(k.by)),
     })
@@ -82,7 +82,7 @@ pub struct AlertEventGql {
     pub source: Option<VitalSignal>,
     pub reading: Option<f64>,
     pub threshold: Option<f64>,
-    pub at: f64,
+    pub at: DateTime,
     pub resolve_reason: Option<ResolveReason>,
 }
 
@@ -100,7 +100,7 @@ impl AlertEventGql {
             source: key.source.map(Into::into),
             reading: None,
             threshold: None,
-            at: 0.0,
+            at: DateTime::from_ms(0),
             resolve_reason: None,
         };
         match e.change {
@@ -114,20 +114,20 @@ impl AlertEventGql {
                 out.priority = Some(priority.into());
                 out.reading = reading;
                 out.threshold = threshold;
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             engine::AlarmChange::Resolved { at_ms, reason, .. } => {
                 out.change = AlertChange::Resolved;
                 out.resolve_reason = Some(reason.into());
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             engine::AlarmChange::Reannounced { at_ms, .. } => {
                 out.change = AlertChange::Reannounced;
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             engine::AlarmChange::Escalated { at_ms, .. } => {
                 out.change = AlertChange::Escalated;
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
             // Kept quiet by a pause and still active when it ended: for the
             // subscriber, raised now.
@@ -135,7 +135,7 @@ impl AlertEventGql {
                 priority, at_ms, ..
             } => {
                 out.priority = Some(priority.into());
-                out.at = at_ms as f64;
+                out.at = DateTime::from_unix_ms(at_ms);
             }
         }
         out

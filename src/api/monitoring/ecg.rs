@@ -19,11 +19,45 @@ pub struct EcgStateGql {
     pub atrial_fibrillation: bool,
     /// Premature ventricular beats in the last minute.
     pub pvcs_per_minute: f64,
+    /// The rhythm these flags add up to.
+    pub rhythm: Rhythm,
+}
+
+/// The rhythm an ECG analysis shows, the most serious first: `UNKNOWN`
+/// when the signal is not good enough to tell (never a guess).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Rhythm {
+    Sinus,
+    AtrialFibrillation,
+    VentricularTachycardia,
+    VentricularFibrillation,
+    Asystole,
+    Unknown,
+}
+
+impl Rhythm {
+    fn of(s: &crate::actors::device::ecg::RhythmState) -> Rhythm {
+        use crate::actors::device::ecg::Quality;
+        if s.vf {
+            Rhythm::VentricularFibrillation
+        } else if s.asystole {
+            Rhythm::Asystole
+        } else if s.vt {
+            Rhythm::VentricularTachycardia
+        } else if s.af {
+            Rhythm::AtrialFibrillation
+        } else if s.quality == Quality::Good && s.hr_bpm.is_some() {
+            Rhythm::Sinus
+        } else {
+            Rhythm::Unknown
+        }
+    }
 }
 
 impl From<crate::actors::device::ecg::RhythmState> for EcgStateGql {
     fn from(s: crate::actors::device::ecg::RhythmState) -> Self {
         EcgStateGql {
+            rhythm: Rhythm::of(&s),
             heart_rate: s.hr_bpm,
             quality: s.quality.into(),
             asystole: s.asystole,
@@ -41,8 +75,8 @@ impl From<crate::actors::device::ecg::RhythmState> for EcgStateGql {
 #[graphql(name = "Beat")]
 pub struct BeatGql {
     pub device_id: ID,
-    /// The R peak, Unix ms.
-    pub at: f64,
+    /// The R peak.
+    pub at: DateTime,
     /// Milliseconds since the beat before (unknown after a gap or at the start).
     pub rr: Option<f64>,
     pub kind: BeatKind,
@@ -51,8 +85,8 @@ pub struct BeatGql {
 /// Contiguous raw ECG.
 #[derive(SimpleObject, Clone)]
 pub struct EcgSegment {
-    /// Time of the first sample, Unix ms.
-    pub start: f64,
+    /// Time of the first sample.
+    pub start: DateTime,
     pub hz: i32,
     pub millivolts: Vec<f64>,
 }
@@ -62,8 +96,8 @@ pub struct EcgSegment {
 pub struct EcgStrip {
     pub alert_id: ID,
     pub device_id: ID,
-    pub from: f64,
-    pub to: f64,
+    pub from: DateTime,
+    pub to: DateTime,
     pub segments: Vec<EcgSegment>,
 }
 
@@ -77,23 +111,21 @@ pub struct EcgQuery;
 
 #[Object]
 impl EcgQuery {
-    /// The beats found in a patient's ECG with `from <= at < to` (Unix ms, at
-    /// most 10 minutes), oldest first.
+    /// The beats found in a patient's ECG with `from <= at < to` (at most
+    /// 10 minutes), oldest first.
     async fn beats(
         &self,
         ctx: &Context<'_>,
         patient_id: ID,
-        from: f64,
-        to: f64,
+        from: DateTime,
+        to: DateTime,
     ) -> async_graphql::Result<Vec<BeatGql>> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&patient_id, "patientId")?;
-        // Whole milliseconds a float holds exactly, far beyond any date.
-        const LATEST: f64 = 9_007_199_254_740_992.0;
-        if !(from.is_finite() && to.is_finite() && from >= 0.0 && to > from && to <= LATEST) {
-            return Err(ApiError::bad_input("from and to: times with from < to").into());
+        if !(from.ms() >= 0 && to > from) {
+            return Err(ApiError::bad_input("from and to: times after 1970 with from < to").into());
         }
-        let (from, to) = (from as u64, to as u64);
+        let (from, to) = (from.unix_ms(), to.unix_ms());
         if to - from > MAX_BEATS_SPAN_MS {
             return Err(ApiError::bad_input("at most 10 minutes of beats at a time").into());
         }
@@ -127,14 +159,14 @@ impl EcgQuery {
                         .filter(|(at, _, _)| (from..to).contains(at))
                         .map(|(at, rr, kind)| BeatGql {
                             device_id: ID(dev.id.clone()),
-                            at: at as f64,
+                            at: DateTime::from_unix_ms(at),
                             rr: rr.map(|r| r as f64),
                             kind: kind.into(),
                         }),
                 );
             }
         }
-        out.sort_by(|a, b| a.at.total_cmp(&b.at));
+        out.sort_by_key(|b| b.at);
         Ok(out)
     }
 
@@ -203,14 +235,15 @@ impl EcgQuery {
                     // Contiguous with the segment before: one segment.
                     Some(seg)
                         if seg.hz == *hz as i32
-                            && (seg.start as u64 + seg.millivolts.len() as u64 * 1000 / hz64)
+                            && (seg.start.unix_ms()
+                                + seg.millivolts.len() as u64 * 1000 / hz64)
                                 .abs_diff(start)
                                 <= 1000 / hz64 + 1 =>
                     {
                         seg.millivolts.extend(values)
                     }
                     _ => segments.push(EcgSegment {
-                        start: start as f64,
+                        start: DateTime::from_unix_ms(start),
                         hz: *hz as i32,
                         millivolts: values.collect(),
                     }),
@@ -220,8 +253,8 @@ impl EcgQuery {
         Ok(EcgStrip {
             alert_id,
             device_id: ID(alert.device_id),
-            from: from as f64,
-            to: to as f64,
+            from: DateTime::from_unix_ms(from),
+            to: DateTime::from_unix_ms(to),
             segments,
         })
     }

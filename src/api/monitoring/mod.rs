@@ -22,6 +22,7 @@ use futures_util::Stream;
 use super::access::{deps, device_patient, device_topics, principal, valid, Access, Deps};
 use super::ask::ask;
 use super::error::ApiError;
+use super::graphql::scalars::DateTime;
 use super::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 use crate::actors::device::alarms as engine;
 use crate::actors::device::alarms::AlarmSettings;

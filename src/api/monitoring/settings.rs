@@ -110,15 +110,16 @@ fn change_thresholds(s: &mut AlarmSettings, input: &AlarmThresholdsInput) -> Res
 
 /// A patient's alarm settings.
 #[derive(SimpleObject, Clone)]
+#[graphql(name = "AlarmSettings")]
 pub struct AlarmSettingsGql {
     pub patient_id: ID,
     /// False: the node's defaults.
     pub custom: bool,
     pub thresholds: AlarmThresholds,
-    /// Non-high alarms are recorded but not announced before this (Unix ms).
-    pub paused_until: Option<f64>,
+    /// Non-high alarms are recorded but not announced before this.
+    pub paused_until: Option<DateTime>,
     pub updated_by: Option<ID>,
-    pub updated_at: Option<f64>,
+    pub updated_at: Option<DateTime>,
 }
 
 /// The patient's settings, or the node's.
@@ -152,9 +153,9 @@ fn settings_gql(
         paused_until: stored
             .and_then(|s| s.paused_until_ms)
             .filter(|until| *until > now)
-            .map(|until| until as f64),
+            .map(DateTime::from_unix_ms),
         updated_by: stored.map(|s| ID(s.updated_by.clone())),
-        updated_at: stored.map(|s| s.updated_ms as f64),
+        updated_at: stored.map(|s| DateTime::from_unix_ms(s.updated_ms)),
     }
 }
 

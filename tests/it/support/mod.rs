@@ -188,3 +188,16 @@ pub async fn serve_kind<A: Actor>(
     assert!(registry.kind::<A>().is_some());
     (tree, root, kind)
 }
+
+/// Unix milliseconds as the API's `DateTime` (RFC 3339, UTC, milliseconds).
+pub fn iso(ms: f64) -> String {
+    cardio::api::graphql::scalars::DateTime::from_ms(ms.round() as i64).to_rfc3339()
+}
+
+/// A `DateTime` the API answered, as Unix milliseconds.
+pub fn ms_of(v: &serde_json::Value) -> f64 {
+    let text = v.as_str().unwrap_or_else(|| panic!("not a DateTime: {v}"));
+    cardio::api::graphql::scalars::DateTime::parse(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .ms() as f64
+}
