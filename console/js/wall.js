@@ -11,6 +11,7 @@
 
 import { h, fill, alarmBadge, announce, isStale, ago, num, words, ms, explain, frameBatcher, priorityClass } from './ui.js';
 import { sparkline } from './charts.js';
+import { EcgStrip } from './ecg.js';
 
 const PATIENTS = `{ me { patients {
   id
@@ -29,6 +30,8 @@ const VITALS = `subscription($p: ID!) { vitals(patientId: $p) {
 
 const ALERTS = `subscription { alerts { alertId patientId change kind priority at } }`;
 
+const ECG = `subscription($p: ID!) { ecg(patientId: $p) { deviceId start hz millivolts } }`;
+
 const SPARK_MS = 120_000;
 const KEEP = 240;
 
@@ -37,16 +40,47 @@ export function mount(root, session) {
   const grid = h('ul', { class: 'wall', 'aria-label': 'Patients of your care team' });
   const filter = h('input', { type: 'search', id: 'wall-filter', placeholder: 'Filter by patient id', 'aria-label': 'Filter patients by id' });
   const alarmedFirst = h('input', { type: 'checkbox', id: 'wall-sort' });
+  const focus = h('section', { class: 'focus', 'aria-labelledby': 'focus-h', hidden: true });
   fill(
     root,
     h('div', { class: 'toolbar' }, h('h1', {}, 'Patients'), filter, h('label', { for: 'wall-sort', class: 'check' }, alarmedFirst, ' Alarms first')),
     status,
+    focus,
     grid,
   );
   const tiles = new Map(); // id -> tile
   const dirty = new Set();
   const stops = [];
   let gone = false;
+  // One patient's live ECG above the wall (a central station's focus bed).
+  let strip = null;
+  let stopEcg = null;
+  let focused = null;
+  const showEcg = (id) => {
+    if (stopEcg) stopEcg();
+    if (strip) strip.stop();
+    strip = null;
+    stopEcg = null;
+    for (const t of tiles.values()) t.ecgButton.setAttribute('aria-pressed', String(t.id === id && focused !== id));
+    if (focused === id || id === null) {
+      focused = null;
+      focus.hidden = true;
+      focus.replaceChildren();
+      return;
+    }
+    focused = id;
+    const box = h('div', { class: 'ecg-box' });
+    fill(
+      focus,
+      h('div', { class: 'toolbar' }, h('h2', { id: 'focus-h' }, `Live ECG · ${id}`), h('button', { type: 'button', onclick: () => showEcg(null) }, 'Close ECG')),
+      box,
+    );
+    focus.hidden = false;
+    strip = new EcgStrip(box, { seconds: 20 });
+    strip.start();
+    window.__cardioStrip = strip; // read by the performance test (frames drawn)
+    stopEcg = session.live.subscribe(ECG, { p: id }, { next: (x) => strip.push(x.ecg) });
+  };
 
   const flush = frameBatcher(() => {
     const now = Date.now();
@@ -82,7 +116,7 @@ export function mount(root, session) {
         ? `${patients.length} patient${patients.length === 1 ? '' : 's'} on your care team.`
         : 'No patient is on your care team yet.';
       for (const p of patients) {
-        const t = tile(p, session);
+        const t = tile(p, session, showEcg);
         tiles.set(p.id, t);
         grid.append(t.el);
         touch(t);
@@ -127,6 +161,8 @@ export function mount(root, session) {
     gone = true;
     clearInterval(ticker);
     for (const stop of stops) stop();
+    if (stopEcg) stopEcg();
+    if (strip) strip.stop();
   };
 }
 
@@ -145,7 +181,7 @@ function cell(label, unit, cls) {
   return { el, value, age, canvas, points: [], at: null, text: null, shown: null };
 }
 
-function tile(p, session) {
+function tile(p, session, showEcg) {
   const hr = cell('HR', 'bpm', 'hr');
   const spo2 = cell('SpO2', '%', 'spo2');
   const bp = cell('BP', 'mmHg', 'bp');
@@ -156,10 +192,11 @@ function tile(p, session) {
   const alarm = h('div', { class: 'tile-alarm' });
   const more = h('span', { class: 'more muted' });
   const open = h('button', { type: 'button', class: 'linkish', onclick: () => session.go('patient', { id: p.id }) }, p.id);
+  const ecgButton = h('button', { type: 'button', class: 'small', 'aria-pressed': 'false', 'aria-label': `Live ECG of ${p.id}`, onclick: () => showEcg(p.id) }, 'ECG');
   const el = h(
     'li',
     { class: 'tile', 'data-patient': p.id },
-    h('h2', { class: 'tile-head' }, open, more),
+    h('h2', { class: 'tile-head' }, open, more, ecgButton),
     alarm,
     h('div', { class: 'vitals' }, hr.el, spo2.el, bp.el, ecg),
   );
@@ -172,6 +209,7 @@ function tile(p, session) {
     ecg: { value: ecgHr, rhythm, age: ecgAge, state: null, at: null },
     alarm,
     more,
+    ecgButton,
     alerts: new Map(),
     drawnAlarm: undefined,
     error: null,
