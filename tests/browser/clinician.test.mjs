@@ -93,5 +93,13 @@ test('a clinician sees the care team, an alarm within 2 s, and acknowledges it',
     return page.evaluate(() => window.__cardioStrip && window.__cardioStrip.maxN >= 249 && window.__cardioStrip.frames > 0);
   }, 20_000, 1000);
   await H.shot(page, 'clinician', '6-ecg');
-  assert.deepEqual(page.problems, []);
+
+  // Revoked elsewhere (an admin ends dr-1's sessions): the node closes the
+  // WebSocket, and the console returns to sign-in saying why.
+  await H.gql(node, H.token('admin', 'admin-1'), 'mutation { revokeSessions(subject: "dr-1") }');
+  await page.getByRole('heading', { name: 'Sign in to cardio' }).waitFor({ timeout: 15_000 });
+  assert.match(await page.locator('#signin-status').textContent(), /ended|revoked/i);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('cardio.token')), null);
+  await H.shot(page, 'clinician', '7-revoked');
+  assert.deepEqual(page.problems.filter((p) => !/status of 401/.test(p)), []);
 });

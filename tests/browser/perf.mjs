@@ -18,10 +18,10 @@
 
 import { readFileSync } from 'node:fs';
 import * as H from './lib/harness.mjs';
+import { stream } from './lib/load.mjs';
 
 const PATIENTS = 50;
 const WINDOW_MS = 15_000;
-const HZ = 250;
 
 const ids = Array.from({ length: PATIENTS }, (_, i) => `p-${String(i + 1).padStart(2, '0')}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -34,52 +34,12 @@ function cpuTicks(pid) {
 }
 const TICKS_PER_S = 100; // getconf CLK_TCK on Linux
 
-/** One second of a synthetic ECG (75/min): P, QRS and T waves as Gaussians. */
-function ecgSecond(startMs) {
-  const out = new Array(HZ);
-  for (let i = 0; i < HZ; i++) {
-    const t = (startMs + (i * 1000) / HZ) / 1000;
-    const ph = (t % 0.8) / 0.8;
-    const g = (c, w, a) => a * Math.exp(-(((ph - c) / w) ** 2));
-    out[i] = Math.round((g(0.2, 0.03, 0.15) + g(0.35, 0.012, 1.2) - g(0.33, 0.01, 0.15) - g(0.37, 0.01, 0.25) + g(0.6, 0.05, 0.3)) * 1000) / 1000;
-  }
-  return out;
-}
-
 async function main() {
   const node = await H.startNode({ lifetimeMs: 300_000 });
-  const stop = { now: false };
   try {
     const devices = await H.seed(node, { patients: ids, clinicians: ['dr-1'], teams: ids.map((p) => [p, 'dr-1']) });
     const tokens = Object.fromEntries(ids.map((p) => [p, H.token('patient', p)]));
-    let pushes = 0;
-    let failures = 0;
-    // Each patient's device pushes once a second; p-01's ECG too.
-    const pusher = async (p, k) => {
-      await sleep((k * 1000) / PATIENTS);
-      let n = 0;
-      let ecgAt = Date.now() - 1000;
-      while (!stop.now) {
-        const now = Date.now();
-        const s = [
-          { metric: 'HEART_RATE', at: H.iso(now), value: 70 + ((k + n) % 7) },
-          { metric: 'SPO2', at: H.iso(now), value: 96 + ((k + n) % 3) },
-        ];
-        if (n % 10 === 0) s.push({ metric: 'BLOOD_PRESSURE', at: H.iso(now), systolic: 118 + (k % 9), diastolic: 76 + (k % 5) });
-        const jobs = [H.gqlRaw(node, tokens[p], H.PUSH, { d: devices[p], s })];
-        if (k === 0) {
-          jobs.push(H.gqlRaw(node, tokens[p], H.PUSH, { d: devices[p], s: [{ metric: 'ECG', at: H.iso(ecgAt), hz: HZ, millivolts: ecgSecond(ecgAt) }] }));
-          ecgAt += 1000;
-        }
-        for (const r of await Promise.allSettled(jobs)) {
-          pushes += 1;
-          if (r.status === 'rejected' || r.value.errors) failures += 1;
-        }
-        n += 1;
-        await sleep(Math.max(0, now + 1000 - Date.now()));
-      }
-    };
-    const running = ids.map((p, k) => pusher(p, k));
+    const load = stream(node, devices, tokens, { 'p-01': { ecg: 'sinus' } });
     await sleep(5_000);
 
     // The node without any console.
@@ -121,8 +81,7 @@ async function main() {
     const stale = await page.evaluate(() => document.querySelectorAll('li.tile .vital.hr.stale').length);
     await H.shot(page, 'perf', 'wall-50-with-ecg');
     await b.close();
-    stop.now = true;
-    await Promise.allSettled(running);
+    await load.stop();
     const result = {
       binary: H.BIN.replace(`${H.ROOT}/`, ''),
       patients: PATIENTS,
@@ -134,8 +93,8 @@ async function main() {
       stale_tiles_at_end: stale,
       node_cpu_percent_without_console: Math.round(baseline * 10) / 10,
       node_cpu_percent_with_console: Math.round(withConsole * 10) / 10,
-      pushes,
-      push_failures: failures,
+      pushes: load.stats.pushes,
+      push_failures: load.stats.failures,
     };
     console.log(JSON.stringify(result, null, 2));
     if (traceFps < 30) {
@@ -143,7 +102,6 @@ async function main() {
       process.exitCode = 1;
     }
   } finally {
-    stop.now = true;
     node.cleanup();
   }
 }
