@@ -2,10 +2,21 @@
 // bands for trends and metrics. Drawing is cheap and happens only when the
 // caller asks (once per animation frame at most).
 
+// Canvas sizes, measured once per canvas (and again after a resize):
+// reading clientWidth after a DOM write would force a layout per chart.
+let measured = new WeakMap();
+window.addEventListener('resize', () => {
+  measured = new WeakMap();
+});
+
 function sized(canvas) {
   const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || canvas.width;
-  const hgt = canvas.clientHeight || canvas.height;
+  let size = measured.get(canvas);
+  if (!size) {
+    size = { w: canvas.clientWidth || canvas.width, h: canvas.clientHeight || canvas.height };
+    if (size.w > 0 && canvas.isConnected) measured.set(canvas, size);
+  }
+  const { w, h: hgt } = size;
   if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(hgt * dpr)) {
     canvas.width = Math.round(w * dpr);
     canvas.height = Math.round(hgt * dpr);
