@@ -29,6 +29,11 @@ const BYTES: &[f64] = &[
     64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
 ];
 
+pub mod recent;
+
+use recent::{nanos, TALLY};
+use std::sync::atomic::Ordering::Relaxed;
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process, labelling every series
@@ -210,6 +215,7 @@ impl<T: RestartedChild + ?Sized> RestartedChild for std::sync::Arc<T> {
 /// A child was restarted (after its own crash, its last failure, or with
 /// crashed siblings).
 pub fn restarted(node: &impl RestartedChild) {
+    TALLY.actor_restarts.fetch_add(1, Relaxed);
     let reason = node.last_failure().unwrap_or_default();
     counter!(
         "cardio_supervisor_restarts_total",
@@ -285,11 +291,17 @@ pub fn failover() {
 }
 
 pub fn journal_write(bytes: usize, took: Duration) {
+    TALLY.journal_appends.fetch_add(1, Relaxed);
+    TALLY.journal_nanos.fetch_add(nanos(took), Relaxed);
     histogram!("cardio_journal_write_seconds").record(took.as_secs_f64());
     histogram!("cardio_journal_append_bytes").record(bytes as f64);
 }
 
 pub fn graphql_request(operation: &str, outcome: &str, took: Duration) {
+    TALLY.graphql_requests.fetch_add(1, Relaxed);
+    if outcome != "ok" {
+        TALLY.graphql_errors.fetch_add(1, Relaxed);
+    }
     counter!(
         "cardio_graphql_requests_total",
         "operation" => operation.to_owned(),
@@ -302,10 +314,12 @@ pub fn graphql_request(operation: &str, outcome: &str, took: Duration) {
 
 /// One more (`+1`) or one fewer (`-1`) open subscription to `field`.
 pub fn subscriptions(field: &'static str, delta: f64) {
+    TALLY.subscriptions.fetch_add(delta as i64, Relaxed);
     gauge!("cardio_graphql_subscriptions", "field" => field).increment(delta);
 }
 
 pub fn alert_raised(rule: &str, priority: &str) {
+    TALLY.alerts_raised.fetch_add(1, Relaxed);
     counter!(
         "cardio_alerts_raised_total",
         "rule" => rule.to_owned(),
@@ -320,6 +334,7 @@ pub fn alert_delivered(latency: Duration) {
 
 pub fn samples(accepted: usize, rejected: &[&'static str]) {
     if accepted > 0 {
+        TALLY.samples_stored.fetch_add(accepted as u64, Relaxed);
         counter!("cardio_samples_accepted_total").increment(accepted as u64);
     }
     for reason in rejected {
@@ -332,6 +347,8 @@ pub mod bus {
     use super::*;
 
     pub fn published(backend: &'static str, class: &'static str, took: Duration) {
+        TALLY.bus_publishes.fetch_add(1, Relaxed);
+        TALLY.bus_publish_nanos.fetch_add(nanos(took), Relaxed);
         counter!("cardio_bus_publishes_total", "backend" => backend, "class" => class).increment(1);
         histogram!("cardio_bus_confirm_seconds", "backend" => backend).record(took.as_secs_f64());
     }
@@ -352,6 +369,7 @@ pub mod bus {
     }
 
     pub fn dead_lettered(backend: &'static str, reason: &'static str) {
+        TALLY.dead_letters.fetch_add(1, Relaxed);
         counter!("cardio_bus_dead_letters_total", "backend" => backend, "reason" => reason)
             .increment(1);
     }

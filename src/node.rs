@@ -139,6 +139,14 @@ impl Node {
             config.request_timeout,
             config.idle_timeout,
         );
+        let sampled = tree.clone();
+        crate::metrics::recent::spawn_sampler(move || {
+            let counts = sampled.actor_counts();
+            crate::metrics::recent::Gauges {
+                actors_live: counts.iter().map(|(_, live, _)| live).sum(),
+                mailbox_depth: counts.iter().map(|(_, _, depth)| depth).sum(),
+            }
+        });
         let events = crate::bus::events::Events::start(Arc::clone(&bus));
         obey_restarts(&bus, &registry).await?;
         forward_supervision_events(&tree, &events, &config.node_id);

@@ -6,6 +6,7 @@
 //!   while starting, draining or cut off;
 //! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]);
 //! - `GET /debug/tree`: the supervision tree as nested JSON;
+//! - `GET /debug/series`: the node's recent metric series (`metrics`);
 //! - `GET /debug/cluster`: the membership view (nodes, shards with owner and
 //!   epoch) as this node sees it;
 //! - `GET /` and `GET /console/…`: the web console ([`console`]), a client
@@ -138,6 +139,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/debug/tree", web::get().to(tree))
         .route("/debug/cluster", web::get().to(cluster))
+        .route("/debug/series", web::get().to(series))
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql_post))
@@ -228,6 +230,23 @@ async fn ops_only(state: &ApiState, req: &actix_web::HttpRequest) -> Option<Http
             Some(answer.json(json!({"error": e.to_string(), "code": e.code()})))
         }
     }
+}
+
+/// The node's recent metric series (`?window=` seconds, 5 to 900): what
+/// another node fetches for `metrics(node:)`.
+async fn series(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {
+    if let Some(refused) = ops_only(&state, &req).await {
+        return refused;
+    }
+    let window =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("window").and_then(|w| w.parse::<u64>().ok()))
+            .unwrap_or(900)
+            .clamp(5, 900);
+    HttpResponse::Ok().json(graphql::insight::local_series(
+        std::time::Duration::from_secs(window),
+    ))
 }
 
 async fn tree(state: web::Data<ApiState>, req: actix_web::HttpRequest) -> HttpResponse {

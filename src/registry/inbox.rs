@@ -71,10 +71,21 @@ impl Inbox {
     }
 }
 
-async fn bury(delivery: Delivery, reason: String) -> Delivered {
+/// Sets `delivery` aside for `reason`; `topic`: its message type, if its
+/// envelope could be read (else its queue's name is kept).
+async fn bury(
+    registry: &Registry,
+    delivery: Delivery,
+    topic: Option<&str>,
+    reason: String,
+) -> Delivered {
     tracing::warn!(%reason, queue = %delivery.info().queue, "message dead-lettered");
-    if let Err(e) = delivery.dead_letter(&reason).await {
-        tracing::error!(error = %e, "could not dead-letter a message; it will be redelivered");
+    let topic = topic.unwrap_or(&delivery.info().queue).to_owned();
+    match delivery.dead_letter(&reason).await {
+        Ok(()) => registry.tree().dead_letters().record(&topic, &reason),
+        Err(e) => {
+            tracing::error!(error = %e, "could not dead-letter a message; it will be redelivered")
+        }
     }
     Delivered::DeadLettered(reason)
 }
@@ -103,7 +114,7 @@ pub async fn deliver_unless_moved(
 ) -> Delivered {
     let env = match delivery.envelope() {
         Ok(env) => env,
-        Err(e) => return bury(delivery, e.to_string()).await,
+        Err(e) => return bury(registry, delivery, None, e.to_string()).await,
     };
     if !crate::telemetry::tracing_on() {
         return deliver_envelope(registry, bus, delivery, env, moved).await;
@@ -129,7 +140,8 @@ async fn deliver_envelope(
     moved: impl Fn() -> bool,
 ) -> Delivered {
     let Some(to) = env.to.clone() else {
-        return bury(delivery, "actor message without a recipient".into()).await;
+        let reason = "actor message without a recipient".into();
+        return bury(registry, delivery, Some(&env.msg_type), reason).await;
     };
     let Some(route) = registry.route_of(to.kind(), &env.msg_type) else {
         let reason = format!(
@@ -137,11 +149,12 @@ async fn deliver_envelope(
             shorten(&env.msg_type),
             to.kind()
         );
-        return bury(delivery, reason).await;
+        return bury(registry, delivery, Some(&env.msg_type), reason).await;
     };
     let deadline = match env.time_left() {
         Some(left) if left.is_zero() => {
-            return bury(delivery, "deadline passed before delivery".into()).await
+            let reason = "deadline passed before delivery".into();
+            return bury(registry, delivery, Some(&env.msg_type), reason).await;
         }
         Some(left) => Instant::now() + left,
         None => Instant::now() + registry.default_timeout(),
@@ -158,7 +171,9 @@ async fn deliver_envelope(
             }
             Delivered::Acked
         }
-        Err(DeliverError::Malformed(reason)) => bury(delivery, reason).await,
+        Err(DeliverError::Malformed(reason)) => {
+            bury(registry, delivery, Some(&env.msg_type), reason).await
+        }
         Err(failure) => {
             let reason = failure.to_string();
             if moved() {
@@ -167,6 +182,10 @@ async fn deliver_envelope(
             }
             match delivery.nack(&reason).await {
                 Ok(Nacked::DeadLettered) => {
+                    registry
+                        .tree()
+                        .dead_letters()
+                        .record(&env.msg_type, &reason);
                     tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&to.to_string()), %reason, "message dead-lettered after repeated failures");
                     registry.tree().emit_path(
                         route.actor_path(to.id()),

@@ -15,6 +15,7 @@
 
 pub mod backoff;
 pub mod cell;
+pub mod dead_letters;
 pub mod message;
 pub mod policy;
 mod supervisor;

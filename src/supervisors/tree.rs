@@ -300,6 +300,8 @@ pub struct Tree {
 struct TreeInner {
     nodes: DashMap<u64, Arc<NodeInfo>>,
     events: broadcast::Sender<SupervisionEvent>,
+    /// The node's recent dead letters (its inbox records them).
+    dead_letters: super::dead_letters::DeadLetters,
 }
 
 impl Default for Tree {
@@ -315,6 +317,7 @@ impl Tree {
             inner: Arc::new(TreeInner {
                 nodes: DashMap::new(),
                 events,
+                dead_letters: Default::default(),
             }),
         }
     }
@@ -325,6 +328,11 @@ impl Tree {
 
     pub(crate) fn remove(&self, node: &NodeInfo) {
         self.inner.nodes.remove(&node.uid);
+    }
+
+    /// The messages this node set aside lately, and why.
+    pub fn dead_letters(&self) -> &super::dead_letters::DeadLetters {
+        &self.inner.dead_letters
     }
 
     /// Subscribes to supervision events from now on. A subscriber that falls more

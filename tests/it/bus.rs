@@ -269,11 +269,16 @@ async fn a_poison_message_is_dead_lettered_while_the_actor_keeps_serving(bus: Ar
         .filter(|e| matches!(e.what, EventKind::Crashed { .. }))
         .count();
     assert_eq!(crashes, 3, "one crash per delivery, then set aside");
+    // Remembered by the node, with the reason of its last failure.
+    let (kept, _) = tree.dead_letters().page(None, 10);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].topic, "probe.boom");
+    assert!(kept[0].reason.contains("boom in p-1"), "{}", kept[0].reason);
     inbox.stop().await;
 }
 
 async fn messages_that_can_never_work_are_dead_lettered_at_once(bus: Arc<dyn Bus>) {
-    let (_tree, registry, bus) = node_with_probes(bus).await;
+    let (tree, registry, bus) = node_with_probes(bus).await;
     let shard = shard_of(&bus, "p-1").await;
     let mut sub = bus.consume_shard(shard, 10).await.unwrap();
     let cases = [
@@ -303,6 +308,23 @@ async fn messages_that_can_never_work_are_dead_lettered_at_once(bus: Arc<dyn Bus
             }
             other => panic!("{why}: {other:?}"),
         }
+    }
+    // The node remembers them, newest first, with their type and reason
+    // and without their payload (deadLetters in the API).
+    let (kept, more) = tree.dead_letters().page(None, 10);
+    assert!(!more);
+    let kept: Vec<(&str, &str)> = kept
+        .iter()
+        .map(|d| (d.topic.as_str(), d.reason.as_str()))
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    for ((topic, reason), (expected_topic, why)) in kept.iter().zip([
+        ("probe.ping", "deadline passed"),
+        ("probe.add", "wrong shape"),
+        ("probe.unknown", "no handler"),
+    ]) {
+        assert_eq!(*topic, expected_topic);
+        assert!(reason.contains(why) && !reason.contains("Jane"), "{reason}");
     }
     let mut dead = bus.consume_dead_letters(10).await.unwrap();
     for _ in 0..3 {

@@ -59,6 +59,7 @@ mod consult;
 mod deploy;
 mod device;
 mod first_run;
+mod insight;
 mod layers;
 mod limits;
 mod monitoring;

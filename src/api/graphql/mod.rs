@@ -6,7 +6,8 @@
 //! [`people`] (who I am, patients, registrations, care teams),
 //! [`lifecycle`] (accounts, revocation, break-glass), [`consult`] (live
 //! consults), [`vitals`] (device readings), [`ops`] (supervision trees, the
-//! cluster, the audit trail) and [`super::monitoring`] (alerts, ECG, alarm
+//! cluster, the audit trail), [`insight`] (the node's recent series, dead
+//! letters) and [`super::monitoring`] (alerts, ECG, alarm
 //! settings). What they share sits below them: [`super::access`] (the one
 //! authorization-and-audit check), `api::ask` (typed asks to actors),
 //! [`super::error`] (coded errors) and `api::live` (subscriptions).
@@ -18,6 +19,7 @@
 //! record exists. Errors carry a code in `extensions.code` and never PHI.
 
 pub mod consult;
+pub mod insight;
 pub mod lifecycle;
 pub mod ops;
 pub mod people;
@@ -42,6 +44,7 @@ pub struct Query(
     vitals::VitalsQuery,
     ops::OpsQuery,
     super::monitoring::MonitoringQuery,
+    insight::InsightQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]

@@ -1,0 +1,267 @@
+//! What the ops console charts and lists besides the trees: the node's own
+//! recent metric series (`metrics`) and the messages it set aside lately
+//! (`deadLetters`). Ops and admin only; a refusal is audited, like the other
+//! ops reads. Neither holds PHI: series are counts, rates and latencies;
+//! a dead letter is its time, message type and reason, never its payload.
+//!
+//! Series come from [`crate::metrics::recent`] (a sampler every 5 s, 15 min
+//! kept); another node's from its `GET /debug/series` over HTTP with the
+//! caller's token, as `supervisionTree(node:)` fetches trees. Dead letters
+//! come from this node's ring ([`crate::supervisors::dead_letters`]): each
+//! node keeps its own, in memory.
+
+use std::time::Duration;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Object, SimpleObject, ID};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::scalars::DateTime;
+use super::Bearer;
+use crate::api::access::{deps, principal, Access};
+use crate::api::error::ApiError;
+use crate::principal::Role;
+
+/// One value of a series at one time.
+#[derive(SimpleObject, Clone)]
+pub struct MetricPoint {
+    pub at: DateTime,
+    pub value: f64,
+}
+
+/// One of a node's series over the window asked for, oldest point first.
+#[derive(SimpleObject, Clone)]
+pub struct MetricSeries {
+    /// `graphql_requests`, `samples_stored`, `mailbox_depth`, … (docs/api.md).
+    pub name: String,
+    /// `1/s` (a rate), `ms` (a mean latency), or what a gauge counts.
+    pub unit: String,
+    pub node: ID,
+    pub points: Vec<MetricPoint>,
+}
+
+/// A message a node set aside, and why (no payload).
+#[derive(SimpleObject, Clone)]
+pub struct DeadLetter {
+    /// `<node>:<n>`, the node's n-th dead letter since it started.
+    pub id: ID,
+    pub at: DateTime,
+    pub node: ID,
+    /// The message's type (`consult.act`, …), or the queue it came from
+    /// when it was not a readable envelope.
+    pub topic: String,
+    pub reason: String,
+}
+
+/// The series of `GET /debug/series` (what one node sends another).
+#[derive(Serialize, Deserialize)]
+pub struct WireSeries {
+    pub name: String,
+    pub unit: String,
+    pub points: Vec<(u64, f64)>,
+}
+
+/// This node's series over the last `window`, as sent to other nodes.
+pub fn local_series(window: Duration) -> Vec<WireSeries> {
+    crate::metrics::recent::recent()
+        .series(window, crate::clock::unix_ms())
+        .into_iter()
+        .map(|s| WireSeries {
+            name: s.name.to_owned(),
+            unit: s.unit.to_owned(),
+            points: s.points.iter().map(|p| (p.at_ms, p.value)).collect(),
+        })
+        .collect()
+}
+
+fn to_graphql(node: &str, series: Vec<WireSeries>) -> impl Iterator<Item = MetricSeries> + '_ {
+    series.into_iter().map(move |s| MetricSeries {
+        name: s.name,
+        unit: s.unit,
+        node: ID(node.to_owned()),
+        points: s
+            .points
+            .into_iter()
+            .map(|(at, value)| MetricPoint {
+                at: DateTime::from_unix_ms(at),
+                value,
+            })
+            .collect(),
+    })
+}
+
+/// Fetches `GET {path}` of the node at `addr` on the caller's behalf
+/// (https, the peer verified with `tls`, when this node serves HTTPS).
+async fn remote_get<T: serde::de::DeserializeOwned + 'static>(
+    addr: &str,
+    path: String,
+    bearer: Option<String>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Option<T> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}{path}");
+    let addr = addr.to_owned();
+    // awc lives on this worker's thread: fetch there.
+    let fetched = actix_rt::spawn(async move {
+        let client = match tls {
+            Some(tls) => awc::Client::builder()
+                .connector(awc::Connector::new().rustls_0_23(tls))
+                .finish(),
+            None => awc::Client::new(),
+        };
+        let mut req = client.get(url);
+        if let Some(b) = &bearer {
+            req = req.insert_header(("authorization", format!("Bearer {b}")));
+        }
+        match req.send().await {
+            Ok(mut r) if r.status().is_success() => r.json::<T>().limit(16 << 20).await.ok(),
+            Ok(r) => {
+                tracing::warn!(peer = %addr, status = %r.status(), "a peer refused the series request");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(peer = %addr, error = ?e, "cannot reach a peer for its series");
+                None
+            }
+        }
+    })
+    .await;
+    fetched.ok().flatten()
+}
+
+/// Most dead letters on one page, and the page without `first`.
+const MAX_FIRST: i32 = 200;
+const DEFAULT_FIRST: i32 = 50;
+
+fn cursor_of(seq: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("dead-letter:{seq}"))
+}
+
+fn seq_of(cursor: &str) -> Option<u64> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    String::from_utf8(raw)
+        .ok()?
+        .strip_prefix("dead-letter:")?
+        .parse()
+        .ok()
+}
+
+#[derive(Default)]
+pub struct InsightQuery;
+
+#[Object]
+impl InsightQuery {
+    /// A node's own recent series, sampled every 5 s and kept 15 minutes:
+    /// this node's, `node`'s, or (with `node: "*"`) every live node's, over
+    /// the last `window` seconds (5 to 900). Ops and admin.
+    async fn metrics(
+        &self,
+        ctx: &Context<'_>,
+        node: Option<ID>,
+        #[graphql(default = 900)] window: Option<i32>,
+    ) -> async_graphql::Result<Vec<MetricSeries>> {
+        let window = window.unwrap_or(900);
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        Access::new(d, who, "read metrics", "ops")
+            .require(&[Role::Ops, Role::Admin])
+            .await?;
+        if !(5..=900).contains(&window) {
+            return Err(ApiError::bad_input("window: seconds from 5 to 900").into());
+        }
+        let span = Duration::from_secs(window as u64);
+        let wanted = node.map(|n| n.0).unwrap_or_else(|| d.node_id.clone());
+        let mut out: Vec<MetricSeries> = Vec::new();
+        if wanted == d.node_id || wanted == "*" {
+            out.extend(to_graphql(&d.node_id, local_series(span)));
+        }
+        if wanted != d.node_id {
+            let view = d.cluster.view().await;
+            let peers: Vec<_> = view
+                .nodes
+                .iter()
+                .filter(|n| n.id != d.node_id && (wanted == "*" || n.id == wanted))
+                .collect();
+            if peers.is_empty() && wanted != "*" {
+                return Err(ApiError::NotFound("no such node".into()).into());
+            }
+            let bearer = ctx.data_opt::<Bearer>().map(|b| b.0.clone());
+            for n in peers.into_iter().filter(|n| n.status == "up") {
+                let path = format!("/debug/series?window={window}");
+                match remote_get::<Vec<WireSeries>>(
+                    &n.addr,
+                    path,
+                    bearer.clone(),
+                    d.peer_tls.clone(),
+                )
+                .await
+                {
+                    Some(series) => out.extend(to_graphql(&n.id, series)),
+                    None => {
+                        tracing::warn!(node = %n.id, "a node did not answer with its series");
+                        let cause = "a node did not answer with its series";
+                        return Err(ApiError::unavailable(cause).into());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Messages this node set aside lately (malformed, no handler, past
+    /// their deadline, or failing past the delivery limit), newest first;
+    /// each node keeps its last 1000 in memory. Ops and admin.
+    async fn dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, DeadLetter>> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        Access::new(d, who, "read dead letters", "ops")
+            .require(&[Role::Ops, Role::Admin])
+            .await?;
+        let first = first.unwrap_or(DEFAULT_FIRST);
+        if !(1..=MAX_FIRST).contains(&first) {
+            return Err(ApiError::bad_input("first: from 1 to 200").into());
+        }
+        let before = match &after {
+            Some(c) => Some(
+                seq_of(c)
+                    .ok_or_else(|| ApiError::bad_input("after: not a cursor of deadLetters"))?,
+            ),
+            None => None,
+        };
+        let (page, more) = d.tree.dead_letters().page(before, first as usize);
+        let mut connection = Connection::new(after.is_some(), more);
+        connection.edges.extend(page.into_iter().map(|l| {
+            Edge::new(
+                cursor_of(l.seq),
+                DeadLetter {
+                    id: ID(format!("{}:{}", d.node_id, l.seq)),
+                    at: DateTime::from_unix_ms(l.at_ms),
+                    node: ID(d.node_id.clone()),
+                    topic: l.topic,
+                    reason: l.reason,
+                },
+            )
+        }));
+        Ok(connection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_opaque_and_only_ours_parse() {
+        let c = cursor_of(42);
+        assert!(!c.contains("42"));
+        assert_eq!(seq_of(&c), Some(42));
+        assert_eq!(seq_of("42"), None);
+        assert_eq!(seq_of(&cursor_of(0).replace('Z', "Y")), None);
+    }
+}
