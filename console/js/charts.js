@@ -105,8 +105,12 @@ export function lineChart(canvas, series, { from, to, unit = '', label = '' } = 
     hi = Math.max(hi, p.max ?? p.mean);
   }
   if (hi - lo < 1) {
-    hi += 1;
-    lo -= 1;
+    // A flat series: a range of one unit, not below zero if it never is.
+    if (lo >= 0 && lo < 0.5) hi = lo + 1;
+    else {
+      hi += 0.5;
+      lo -= 0.5;
+    }
   }
   const x = (t) => left + ((t - from) / (to - from)) * (w - left - 4);
   const y = (v) => 4 + (1 - (v - lo) / (hi - lo)) * (bottom - 8);

@@ -114,6 +114,7 @@ function treeSection(session) {
     box,
     h('h3', {}, 'Recent events'),
     events,
+    h('p', { class: 'muted events-none' }, 'No supervision event since this page opened.'),
   );
   let rows = [];
   let drawn = '';
@@ -244,15 +245,20 @@ function metricsSection(session) {
         let c = charts.get(key);
         if (!c) {
           const canvas = h('canvas', { class: 'metric', width: 300, height: 110, role: 'img' });
-          const fig = h('figure', {}, h('figcaption', {}, `${words(s.name)} (${s.unit}) · ${s.node}`), canvas);
+          const latest = h('span', { class: 'latest' });
+          const fig = h('figure', { 'data-metric': s.name }, h('figcaption', {}, `${words(s.name)} · ${s.node} `, latest), canvas);
           grid.append(fig);
-          c = { canvas };
+          c = { canvas, latest };
           charts.set(key, c);
         }
         const pts = s.points.map((p) => ({ t: Date.parse(p.at), mean: p.value, min: p.value, max: p.value }));
         const to = Date.now();
-        const text = lineChart(c.canvas, pts, { from: to - 900_000, to, unit: s.unit, label: words(s.name) });
+        // A node younger than the window: from its first point.
+        const from = pts.length ? Math.max(to - 900_000, Math.min(pts[0].t, to - 60_000)) : to - 900_000;
+        const text = lineChart(c.canvas, pts, { from, to, unit: s.unit, label: words(s.name) });
         c.canvas.setAttribute('aria-label', text);
+        const last = pts.length ? pts[pts.length - 1].mean : null;
+        c.latest.textContent = last === null ? 'no data' : `now ${Math.round(last * 100) / 100} ${s.unit}`;
       }
     } catch (e) {
       status.textContent = `Metrics: ${explain(e)}`;

@@ -71,7 +71,7 @@ export function ago(at, now = Date.now()) {
 export function words(value) {
   if (!value) return '';
   const s = String(value).toLowerCase().replace(/_/g, ' ');
-  return (s[0].toUpperCase() + s.slice(1)).replace(/spo2/gi, 'SpO2').replace(/\becg\b/gi, 'ECG');
+  return (s[0].toUpperCase() + s.slice(1)).replace(/spo2/gi, 'SpO2').replace(/\becg\b/gi, 'ECG').replace(/graphql/gi, 'GraphQL');
 }
 
 /** IEC 60601-1-8 colours: high red, medium yellow, low cyan (CSS classes). */
