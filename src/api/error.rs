@@ -130,7 +130,7 @@ impl ApiError {
         }
     }
 
-    /// `BAD_INPUT` with a message naming the argument.
+    /// `BAD_USER_INPUT` with a message naming the argument.
     pub fn bad_input(message: impl Into<String>) -> ApiError {
         ApiError::BadInput(message.into())
     }
@@ -140,7 +140,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
             ApiError::Forbidden => "FORBIDDEN",
-            ApiError::BadInput(_) => "BAD_INPUT",
+            ApiError::BadInput(_) => "BAD_USER_INPUT",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::ConsultRefused(_) => "CONSULT_REFUSED",
@@ -218,6 +218,6 @@ mod tests {
             Ok(())
         }
         let e = resolver().unwrap_err();
-        assert_eq!(code_of(&e).as_deref(), Some("BAD_INPUT"));
+        assert_eq!(code_of(&e).as_deref(), Some("BAD_USER_INPUT"));
     }
 }

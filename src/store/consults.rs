@@ -7,6 +7,16 @@ use super::{with_pool, Store, StoreError};
 use crate::clock::unix_ms;
 use crate::domain::consult::{ChatLine, Party, Status};
 
+/// Whose consults a page lists.
+#[derive(Debug, Clone)]
+pub enum ConsultsOf {
+    /// A patient's.
+    Patient(String),
+    /// Those a clinician is in, and those still requested or waiting of
+    /// `patients` (their care team's).
+    Clinician { id: String, patients: Vec<String> },
+}
+
 /// A consult as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsultRow {
@@ -124,6 +134,129 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// One page of consults, newest first (by request time, then id):
+    /// those of `whose`, with a status in `statuses` (all when empty),
+    /// requested before `before` (exclusive), at most `limit`.
+    pub async fn consults_page(
+        &self,
+        whose: &ConsultsOf,
+        statuses: &[Status],
+        before: Option<(u64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<ConsultRow>, StoreError> {
+        let pg = self.backend() == "postgres";
+        let mut n = 0;
+        let mut p = || {
+            n += 1;
+            if pg {
+                format!("${n}")
+            } else {
+                format!("?{n}")
+            }
+        };
+        let list = |k: usize, p: &mut dyn FnMut() -> String| {
+            (0..k).map(|_| p()).collect::<Vec<_>>().join(", ")
+        };
+        let collate = if pg { " COLLATE \"C\"" } else { "" };
+        let mut sql = String::from(
+            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults WHERE ",
+        );
+        match whose {
+            ConsultsOf::Patient(_) => sql.push_str(&format!("patient_id = {}", p())),
+            ConsultsOf::Clinician { patients, .. } => {
+                let team = if patients.is_empty() {
+                    "FALSE".to_owned()
+                } else {
+                    format!(
+                        "(patient_id IN ({}) AND status IN ('requested', 'waiting'))",
+                        list(patients.len(), &mut p)
+                    )
+                };
+                sql.push_str(&format!("({team} OR clinician_id = {})", p()));
+            }
+        }
+        if !statuses.is_empty() {
+            sql.push_str(&format!(
+                " AND status IN ({})",
+                list(statuses.len(), &mut p)
+            ));
+        }
+        if before.is_some() {
+            let (a, b, c) = (p(), p(), p());
+            sql.push_str(&format!(
+                " AND (requested_ms < {a} OR (requested_ms = {b} AND id{collate} < {c}))"
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY requested_ms DESC, id{collate} DESC LIMIT {}",
+            p()
+        ));
+        type Raw = (String, String, Option<String>, String, i64);
+        let rows: Vec<Raw> = with_pool!(self, pool => {
+            let mut q = sqlx::query(&sql);
+            match whose {
+                ConsultsOf::Patient(id) => q = q.bind(id),
+                ConsultsOf::Clinician { id, patients } => {
+                    for patient in patients {
+                        q = q.bind(patient);
+                    }
+                    q = q.bind(id);
+                }
+            }
+            for s in statuses {
+                q = q.bind(s.as_str());
+            }
+            if let Some((ms, id)) = before {
+                q = q.bind(ms as i64).bind(ms as i64).bind(id);
+            }
+            q.bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+                .and_then(|rows| rows.iter().map(|r| Ok((
+                    r.try_get("id")?, r.try_get("patient_id")?, r.try_get("clinician_id")?,
+                    r.try_get("status")?, r.try_get("requested_ms")?,
+                ))).collect())
+        })?;
+        rows.into_iter()
+            .map(|(id, patient_id, clinician_id, status, requested)| {
+                Ok(ConsultRow {
+                    id,
+                    patient_id,
+                    clinician_id,
+                    status: parse_status(&status)?,
+                    requested_ms: requested as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// One consult's row, if projected.
+    pub async fn consult_row(&self, id: &str) -> Result<Option<ConsultRow>, StoreError> {
+        let sql = self.dialect(
+            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults WHERE id = $1",
+            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults WHERE id = ?1",
+        );
+        type Raw = (String, String, Option<String>, String, i64);
+        let row: Option<Raw> = with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| Ok((
+                r.try_get("id")?, r.try_get("patient_id")?, r.try_get("clinician_id")?,
+                r.try_get("status")?, r.try_get("requested_ms")?,
+            ))).transpose()))?;
+        row.map(|(id, patient_id, clinician_id, status, requested)| {
+            Ok(ConsultRow {
+                id,
+                patient_id,
+                clinician_id,
+                status: parse_status(&status)?,
+                requested_ms: requested as u64,
+            })
+        })
+        .transpose()
     }
 
     /// Consults still requested or waiting (their no-show checks must run

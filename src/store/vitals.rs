@@ -393,6 +393,87 @@ impl Store {
     }
 }
 
+/// Which alerts a page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Open,
+    Resolved,
+    Any,
+}
+
+impl Store {
+    /// One page of the alerts of `devices`, newest raised first (then by
+    /// id): in `state`, of `priority` if given, raised before `before`
+    /// (exclusive), at most `limit`.
+    pub async fn alerts_page(
+        &self,
+        devices: &[String],
+        state: AlertState,
+        priority: Option<crate::domain::alarm::Priority>,
+        before: Option<(u64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pg = self.backend() == "postgres";
+        let mut n = 0;
+        let mut p = || {
+            n += 1;
+            if pg {
+                format!("${n}")
+            } else {
+                format!("?{n}")
+            }
+        };
+        let collate = if pg { " COLLATE \"C\"" } else { "" };
+        let ids: Vec<String> = devices.iter().map(|_| p()).collect();
+        let mut sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE device_id IN ({})",
+            ids.join(", ")
+        );
+        match state {
+            AlertState::Open => sql.push_str(" AND resolved_ms IS NULL"),
+            AlertState::Resolved => sql.push_str(" AND resolved_ms IS NOT NULL"),
+            AlertState::Any => {}
+        }
+        if priority.is_some() {
+            sql.push_str(&format!(" AND priority = {}", p()));
+        }
+        if before.is_some() {
+            let (a, b, c) = (p(), p(), p());
+            sql.push_str(&format!(
+                " AND (raised_ms < {a} OR (raised_ms = {b} AND id{collate} < {c}))"
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY raised_ms DESC, id{collate} DESC LIMIT {}",
+            p()
+        ));
+        let rows: Vec<RawAlert> = with_pool!(self, pool => {
+            let mut q = sqlx::query(&sql);
+            for d in devices {
+                q = q.bind(d);
+            }
+            if let Some(pr) = priority {
+                q = q.bind(pr.as_str());
+            }
+            if let Some((ms, id)) = before {
+                q = q.bind(ms as i64).bind(ms as i64).bind(id);
+            }
+            q.bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+                .and_then(|rows| rows.iter().map(|r| raw_alert!(r)).collect())
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for raw in rows {
+            out.push(self.alert_opened(raw).await?);
+        }
+        Ok(out)
+    }
+}
+
 const ACK_PG: &str =
     "INSERT INTO alert_acks (alert_id, by_id, at_ms, note) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (alert_id) DO NOTHING";

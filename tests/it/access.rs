@@ -95,11 +95,13 @@ async fn watch_alerts(ws: &mut Socket, id: &str, patient: &str) {
 /// The audit trail as the admin reads it.
 async fn audit(addr: &str) -> Vec<Value> {
     let admin = token(Role::Admin, "admin-1");
-    let q = "{ auditLog(first: 1000) { subject role action patientId fields outcome } }";
-    ok(addr, &admin, q, json!({})).await["auditLog"]
-        .as_array()
-        .unwrap()
-        .clone()
+    crate::api::audit_all(
+        addr,
+        &admin,
+        None,
+        "subject role action patientId fields outcome",
+    )
+    .await
 }
 
 fn has_row(rows: &[Value], subject: &str, action: &str, outcome: &str) -> bool {

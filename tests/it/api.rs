@@ -76,6 +76,29 @@ pub(crate) async fn ok(addr: &str, token: &str, query: &str, variables: Value) -
     v["data"].clone()
 }
 
+/// The whole audit trail (of `patient`, if given) with `fields` of each
+/// entry, read page by page as the admin `token`.
+pub(crate) async fn audit_all(
+    addr: &str,
+    token: &str,
+    patient: Option<&str>,
+    fields: &str,
+) -> Vec<Value> {
+    let q = format!(
+        "query($p: ID, $a: String) {{ auditLog(patientId: $p, first: 200, after: $a) {{ nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+    );
+    let (mut out, mut after) = (Vec::new(), Value::Null);
+    loop {
+        let page = ok(addr, token, &q, json!({"p": patient, "a": after})).await;
+        let page = &page["auditLog"];
+        out.extend(page["nodes"].as_array().unwrap().iter().cloned());
+        if page["pageInfo"]["hasNextPage"] != true {
+            return out;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+}
+
 /// The code of the (first) error of an answer.
 pub(crate) async fn code(addr: &str, token: &str, query: &str, variables: Value) -> String {
     let v = gql(addr, token, query, variables).await;
@@ -264,13 +287,13 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     let messages = ok(
         a,
         &clinician,
-        "query($c: ID!) { consult(id: $c) { status patientId messages { seq text } } }",
+        "query($c: ID!) { consult(id: $c) { status patientId messages { nodes { seq text } } } }",
         json!({"c": id}),
     )
     .await;
     assert_eq!(messages["consult"]["status"], "IN_PROGRESS");
     assert_eq!(
-        messages["consult"]["messages"][1]["text"],
+        messages["consult"]["messages"]["nodes"][1]["text"],
         "let us look at your ECG"
     );
     ok(
@@ -301,20 +324,12 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     }
     // A consult that is not there is audited as a refused attempt on
     // "consult" (whatever was asked of it), naming no patient.
-    let all = ok(
-        a,
-        &admin,
-        "{ auditLog(first: 1000) { subject outcome fields patientId } }",
-        json!({}),
-    )
-    .await;
-    let unknown: Vec<&serde_json::Value> = all["auditLog"]
-        .as_array()
-        .unwrap()
+    let all = audit_all(a, &admin, None, "subject outcome fields patientId").await;
+    let unknown: Vec<&serde_json::Value> = all
         .iter()
         .filter(|e| e["subject"] == "dr-2" && e["patientId"].is_null())
         .collect();
-    assert!(!unknown.is_empty(), "{all}");
+    assert!(!unknown.is_empty(), "{all:?}");
     assert!(
         unknown
             .iter()
@@ -356,14 +371,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
         .is_some_and(|s| s.len() == 64));
 
     // Every access to p-1's records is in the audit trail, denials included.
-    let log = ok(
-        a,
-        &admin,
-        "{ auditLog(patientId: \"p-1\", first: 500) { subject outcome action fields } }",
-        json!({}),
-    )
-    .await;
-    let log = log["auditLog"].as_array().unwrap();
+    let log = audit_all(a, &admin, Some("p-1"), "subject outcome action fields").await;
     let has = |sub: &str, outcome: &str| {
         log.iter()
             .any(|e| e["subject"] == sub && e["outcome"] == outcome.to_uppercase())
@@ -371,7 +379,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     assert!(has("p-1", "allowed") && has("dr-1", "allowed"));
     assert!(has("dr-2", "refused") && has("p-2", "refused") && has("ops-1", "refused"));
     assert_eq!(
-        code(a, &clinician, "{ auditLog { seq } }", json!({})).await,
+        code(a, &clinician, "{ auditLog { nodes { seq } } }", json!({})).await,
         "FORBIDDEN"
     );
 
@@ -474,7 +482,7 @@ async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
         json!({}),
     )
     .await;
-    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_INPUT");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     assert!(!v.to_string().contains("Jane"), "{v}");
     // Still serving.
     assert_eq!(
@@ -655,11 +663,11 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
     let open = ok(
         a,
         &clinician,
-        "{ alerts(patientId: \"p-1\", status: ALL) { id kind acknowledgedBy } }",
+        "{ alerts(patientId: \"p-1\", status: ALL) { nodes { id kind acknowledgedBy } } }",
         json!({}),
     )
     .await;
-    let id = open["alerts"]
+    let id = open["alerts"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -681,11 +689,11 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
     let after = ok(
         a,
         &clinician,
-        "{ alerts(patientId: \"p-1\", status: ALL) { id acknowledgedBy } }",
+        "{ alerts(patientId: \"p-1\", status: ALL) { nodes { id acknowledgedBy } } }",
         json!({}),
     )
     .await;
-    assert!(after["alerts"]
+    assert!(after["alerts"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -704,7 +712,7 @@ async fn a_device_pushes_samples_and_its_clinician_watches_vitals_and_alerts_liv
         code(
             a,
             &stranger,
-            "{ alerts(patientId: \"p-1\") { id } }",
+            "{ alerts(patientId: \"p-1\") { nodes { id } } }",
             json!({})
         )
         .await,
@@ -866,7 +874,7 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
     assert_eq!(back["consult"]["status"], "REQUESTED");
     assert_eq!(
         code(a, &ops, restart, json!({"p": "/cardio/entities"})).await,
-        "BAD_INPUT"
+        "BAD_USER_INPUT"
     );
     assert_eq!(
         code(a, &patient, restart, json!({"p": path})).await,
@@ -1014,10 +1022,10 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     let alert = ok(
         a,
         &p1,
-        "{ alerts(patientId: \"p-1\", status: ALL) { id } }",
+        "{ alerts(patientId: \"p-1\", status: ALL) { nodes { id } } }",
         json!({}),
     )
-    .await["alerts"][0]["id"]
+    .await["alerts"]["nodes"][0]["id"]
         .as_str()
         .expect("the crisis alert")
         .to_owned();
@@ -1036,7 +1044,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
         ("patient", "query { patient(id: \"p-1\") { id } }", &["p-1", "dr-1"], true),
         ("consult", "query($c: ID!) { consult(id: $c) { status } }", &["p-1", "dr-1"], true),
         ("vitals", "query($f: DateTime!, $t: DateTime!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }", &["p-1", "dr-1"], true),
-        ("alerts", "query { alerts(patientId: \"p-1\") { id } }", &["p-1", "dr-1"], true),
+        ("alerts", "query { alerts(patientId: \"p-1\") { nodes { id } } }", &["p-1", "dr-1"], true),
         ("requestConsult", "mutation { requestConsult(patientId: \"p-1\", reason: \"x\") }", &["p-1", "dr-1"], true),
         ("sendMessage", "mutation($c: ID!) { sendMessage(consultId: $c, clientMessageId: \"k\", text: \"hi\") }", &["p-1", "dr-1"], true),
         ("pushSamples", "mutation($d: ID!, $t: DateTime!) { pushSamples(deviceId: $d, samples: [{metric: SPO2, at: $t, value: 97}]) { accepted } }", &["p-1"], true),
@@ -1049,7 +1057,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
         ("resumeAlarms", "mutation { resumeAlarms(patientId: \"p-1\") { pausedUntil } }", &["dr-1"], true),
         ("cluster", "query { cluster { node } }", &["ops-1", "admin-1"], false),
         ("supervisionTree", "query { supervisionTree { path } }", &["ops-1", "admin-1"], false),
-        ("auditLog", "query { auditLog(first: 1) { seq } }", &["admin-1"], false),
+        ("auditLog", "query { auditLog(first: 1) { nodes { seq } } }", &["admin-1"], false),
         ("registerPatient", "mutation { registerPatient(id: \"p-9\") }", &["admin-1"], false),
     ];
     let mut expected_denials: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -1077,14 +1085,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
         }
     }
     // Each PHI attempt left its entry, allowed or denied.
-    let log = ok(
-        a,
-        &admin,
-        "{ auditLog(first: 1000) { subject outcome } }",
-        json!({}),
-    )
-    .await;
-    let log = log["auditLog"].as_array().unwrap();
+    let log = audit_all(a, &admin, None, "subject outcome").await;
     let count = |sub: &str, outcome: &str| {
         log.iter()
             .filter(|e| e["subject"] == sub && e["outcome"] == outcome.to_uppercase())

@@ -114,13 +114,13 @@ async fn scenario(addr: &str) -> String {
     let read = ok(
         addr,
         &clinician,
-        "query($c: ID!) { consult(id: $c) { status messages { text } } }",
+        "query($c: ID!) { consult(id: $c) { status messages { nodes { text } } } }",
         json!({"c": id}),
     )
     .await;
     assert_eq!(read["consult"]["status"], "ENDED");
     assert_eq!(
-        read["consult"]["messages"][0]["text"],
+        read["consult"]["messages"]["nodes"][0]["text"],
         format!("it hurts {CHAT}")
     );
     id

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::api::{ok, people, post_raw, serve_with, socket, token};
+use crate::api::{audit_all, ok, people, post_raw, serve_with, socket, token};
 use crate::support::node::TestNode;
 use crate::support::poll::poll_until;
 
@@ -495,19 +495,8 @@ async fn random_consult_ids_start_no_actor_and_write_at_most_one_audit_entry() {
         })
         .count();
     assert!(consults <= 1, "{consults} consult actors in the tree");
-    let log = ok(
-        &a,
-        &token(Role::Admin, "admin-1"),
-        "{ auditLog(first: 1000) { subject outcome } }",
-        json!({}),
-    )
-    .await;
-    let probes = log["auditLog"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["subject"] == "dr-probe")
-        .count();
+    let log = audit_all(&a, &token(Role::Admin, "admin-1"), None, "subject outcome").await;
+    let probes = log.iter().filter(|e| e["subject"] == "dr-probe").count();
     assert!(
         probes <= 1,
         "{probes} audit entries for one probing request"

@@ -72,3 +72,4 @@ mod supervision;
 mod support;
 mod tiers;
 mod tls;
+mod v1;

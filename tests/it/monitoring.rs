@@ -177,7 +177,7 @@ async fn a_clinician_is_told_of_asystole_escalated_until_acknowledged_and_reads_
     let long = "x".repeat(1_001);
     assert_eq!(
         code(a, &dr1, ack, json!({"id": alert, "n": long})).await,
-        "BAD_INPUT"
+        "BAD_USER_INPUT"
     );
     ok(
         a,
@@ -189,11 +189,11 @@ async fn a_clinician_is_told_of_asystole_escalated_until_acknowledged_and_reads_
     let listed = ok(
         a,
         &dr2,
-        "{ alerts(patientId: \"p-1\", status: ALL) { id kind priority acknowledgedBy acknowledgementNote escalatedAt reannouncedAt } }",
+        "{ alerts(patientId: \"p-1\", status: ALL) { nodes { id kind priority acknowledgedBy acknowledgementNote escalatedAt reannouncedAt } } }",
         json!({}),
     )
     .await;
-    let this = listed["alerts"]
+    let this = listed["alerts"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -287,7 +287,7 @@ async fn the_care_team_sets_a_patients_thresholds_and_pauses_non_high_alarms() {
             json!({"p": "p-1", "t": {"tachycardiaBpm": 30.0}})
         )
         .await,
-        "BAD_INPUT"
+        "BAD_USER_INPUT"
     );
     let v = ok(a, &dr1, set, lower).await;
     assert_eq!(
@@ -312,17 +312,20 @@ async fn the_care_team_sets_a_patients_thresholds_and_pauses_non_high_alarms() {
         .collect();
     let pushed = ok(a, &patient, PUSH, json!({"d": device, "s": episode})).await;
     assert_eq!(pushed["pushSamples"]["accepted"], 10);
-    let q = "{ alerts(patientId: \"p-1\", status: ALL) { kind priority source reading threshold announced } }";
+    let q = "{ alerts(patientId: \"p-1\", status: ALL) { nodes { kind priority source reading threshold announced } } }";
     let alerts = ok(a, &dr1, q, json!({})).await;
     assert_eq!(
-        alerts["alerts"],
+        alerts["alerts"]["nodes"],
         json!([{"kind": "TACHYCARDIA", "priority": "MEDIUM", "source": "PULSE_RATE", "reading": 110.0, "threshold": 100.0, "announced": true}])
     );
 
     // A pause is bounded, and only the care team pauses.
     let pause =
         "mutation($m: Int!) { pauseAlarms(patientId: \"p-1\", minutes: $m) { pausedUntil } }";
-    assert_eq!(code(a, &dr1, pause, json!({"m": 31})).await, "BAD_INPUT");
+    assert_eq!(
+        code(a, &dr1, pause, json!({"m": 31})).await,
+        "BAD_USER_INPUT"
+    );
     assert_eq!(
         code(a, &patient, pause, json!({"m": 10})).await,
         "FORBIDDEN"
@@ -356,7 +359,7 @@ async fn the_care_team_sets_a_patients_thresholds_and_pauses_non_high_alarms() {
     .await;
     let alerts = ok(a, &dr1, q, json!({})).await;
     let of = |kind: &str| -> Value {
-        alerts["alerts"]
+        alerts["alerts"]["nodes"]
             .as_array()
             .unwrap()
             .iter()

@@ -484,3 +484,125 @@ async fn projections_never_go_back_to_an_older_state(store: &Store) {
     assert_eq!((rows.len(), rows[0].status), (1, Status::Ended));
 }
 on_both!(projections, projections_never_go_back_to_an_older_state);
+
+async fn consults_and_alerts_come_in_keyset_pages_newest_first(store: &Store) {
+    use cardio::actors::consult::state::Status;
+    use cardio::domain::alarm::{AlarmKind, Priority};
+    use cardio::store::consults::{ConsultRow, ConsultsOf};
+    use cardio::store::vitals::{AlertRecord, AlertState};
+    // Consults: p-1's three (two at the same time: the id breaks the tie),
+    // one of p-2 that dr-1 is in, one of p-3 (not dr-1's) waiting.
+    let rows = [
+        ("c-a", "p-1", None, Status::Waiting, 10),
+        ("c-b", "p-1", None, Status::Ended, 20),
+        ("c-c", "p-1", None, Status::Requested, 20),
+        ("c-d", "p-2", Some("dr-1"), Status::InProgress, 15),
+        ("c-e", "p-3", None, Status::Waiting, 30),
+    ];
+    for (id, patient, clinician, status, at) in rows {
+        let row = ConsultRow {
+            id: id.into(),
+            patient_id: patient.into(),
+            clinician_id: clinician.map(Into::into),
+            status,
+            requested_ms: at,
+        };
+        store.project_consult(&row, 1).await.unwrap();
+    }
+    let ids = |rows: Vec<ConsultRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let p1 = ConsultsOf::Patient("p-1".into());
+    assert_eq!(
+        ids(store.consults_page(&p1, &[], None, 10).await.unwrap()),
+        ["c-c", "c-b", "c-a"]
+    );
+    assert_eq!(
+        ids(store.consults_page(&p1, &[], None, 2).await.unwrap()),
+        ["c-c", "c-b"]
+    );
+    let next = store
+        .consults_page(&p1, &[], Some((20, "c-b")), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(next), ["c-a"]);
+    let open = [Status::Requested, Status::Waiting];
+    assert_eq!(
+        ids(store.consults_page(&p1, &open, None, 10).await.unwrap()),
+        ["c-c", "c-a"]
+    );
+    let dr1 = ConsultsOf::Clinician {
+        id: "dr-1".into(),
+        patients: vec!["p-1".into(), "p-2".into()],
+    };
+    assert_eq!(
+        ids(store.consults_page(&dr1, &[], None, 10).await.unwrap()),
+        ["c-c", "c-d", "c-a"]
+    );
+    let alone = ConsultsOf::Clinician {
+        id: "dr-9".into(),
+        patients: vec![],
+    };
+    assert!(store
+        .consults_page(&alone, &[], None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Alerts of two devices, newest raised first, by state and priority.
+    let alert = |id: &str, device: &str, priority, raised, resolved| AlertRecord {
+        id: id.into(),
+        device_id: device.into(),
+        kind: AlarmKind::HypertensiveCrisis,
+        source: None,
+        priority,
+        since_ms: raised,
+        raised_ms: raised,
+        resolved_ms: resolved,
+        reading: Some(200.0),
+        threshold: Some(180.0),
+        announced: true,
+        resolve_reason: None,
+        reannounced_ms: None,
+        escalated_ms: None,
+    };
+    for a in [
+        alert("a-1", "d-1", Priority::Medium, 100, None),
+        alert("a-2", "d-2", Priority::High, 300, None),
+        alert("a-3", "d-1", Priority::Medium, 200, Some(250)),
+        alert("a-4", "d-3", Priority::High, 400, None),
+    ] {
+        store.raise_alert(&a).await.unwrap();
+        if let Some(at) = a.resolved_ms {
+            store
+                .resolve_alert(&a.id, at, cardio::domain::alarm::ResolveReason::Cleared)
+                .await
+                .unwrap();
+        }
+    }
+    let devices = ["d-1".to_owned(), "d-2".to_owned()];
+    let ids = |rows: Vec<AlertRecord>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let page = |state, priority, before, limit| {
+        store.alerts_page(&devices, state, priority, before, limit)
+    };
+    assert_eq!(
+        ids(page(AlertState::Any, None, None, 10).await.unwrap()),
+        ["a-2", "a-3", "a-1"]
+    );
+    assert_eq!(
+        ids(page(AlertState::Open, None, None, 10).await.unwrap()),
+        ["a-2", "a-1"]
+    );
+    assert_eq!(
+        ids(page(AlertState::Resolved, None, None, 10).await.unwrap()),
+        ["a-3"]
+    );
+    let high = page(AlertState::Any, Some(Priority::High), None, 10);
+    assert_eq!(ids(high.await.unwrap()), ["a-2"]);
+    let after = page(AlertState::Any, None, Some((300, "a-2")), 1);
+    assert_eq!(ids(after.await.unwrap()), ["a-3"]);
+    assert!(store
+        .alerts_page(&[], AlertState::Any, None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+on_both!(pages, consults_and_alerts_come_in_keyset_pages_newest_first);

@@ -6,19 +6,22 @@
 //! consult's journal and of its chat projection, and it answers only once
 //! the command is journaled.
 
+use async_graphql::connection::{Connection, OpaqueCursor};
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use crate::actors::consult::state::{ChatLine, Command, Event, Outcome, Party};
-use crate::actors::consult::{ConsultEvent, ConsultView};
+use crate::actors::consult::state::{ChatLine, Command, Event, Outcome, Party, Status};
+use crate::actors::consult::ConsultEvent;
 use crate::api::access::{deps, principal, valid, Access, Deps};
 use crate::api::ask::{act, authorized_consult, consult_view};
 use crate::api::error::ApiError;
+use crate::api::graphql::page::{connection, ConsultKey, MessageKey, Page};
 use crate::api::graphql::people::RoleGql;
 use crate::api::graphql::scalars::{DateTime, Int64};
 use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
+use crate::store::consults::{ConsultRow, ConsultsOf};
 
 #[derive(SimpleObject, Clone)]
 pub struct Message {
@@ -89,43 +92,94 @@ impl From<&ChatLine> for Message {
     }
 }
 
-/// A consult as its participants see it.
+/// A consult as its participants see it: read from the projection its
+/// actor keeps, the chat from the actor itself.
 pub struct ConsultGql {
-    id: String,
-    view: ConsultView,
+    row: ConsultRow,
+}
+
+impl ConsultGql {
+    pub(crate) fn new(row: ConsultRow) -> Self {
+        ConsultGql { row }
+    }
+}
+
+/// A page of chat messages.
+pub type MessageConnection = Connection<OpaqueCursor<MessageKey>, Message>;
+/// A page of consults.
+pub type ConsultConnection = Connection<OpaqueCursor<ConsultKey>, ConsultGql>;
+
+/// One page of the consults of `whose` (authorized already), newest first.
+pub(crate) async fn consult_page(
+    d: &Deps,
+    whose: &ConsultsOf,
+    status: Option<Vec<ConsultStatus>>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<ConsultConnection> {
+    let page = Page::<ConsultKey>::of(first, after)?;
+    let statuses: Vec<Status> = status
+        .unwrap_or_default()
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let before = page.after.as_ref().map(|k| (k.c.0, k.c.1.as_str()));
+    let rows = d
+        .store
+        .consults_page(whose, &statuses, before, page.limit())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let key = ConsultKey {
+                c: (r.requested_ms, r.id.clone()),
+            };
+            (key, ConsultGql::new(r))
+        })
+        .collect();
+    Ok(connection(rows, page.first))
 }
 
 #[Object(name = "Consult")]
 impl ConsultGql {
     async fn id(&self) -> ID {
-        ID(self.id.clone())
+        ID(self.row.id.clone())
     }
 
-    async fn status(&self) -> async_graphql::Result<ConsultStatus> {
-        // A consult is only answered once it names its patient: requested.
-        self.view
-            .status
-            .map(Into::into)
-            .ok_or_else(|| ApiError::unavailable("a consult without a status").into())
+    async fn status(&self) -> ConsultStatus {
+        self.row.status.into()
     }
 
     async fn patient_id(&self) -> Option<ID> {
-        self.view.patient.clone().map(ID)
+        Some(ID(self.row.patient_id.clone()))
     }
 
     async fn clinician_id(&self) -> Option<ID> {
-        self.view.clinician.clone().map(ID)
+        self.row.clinician_id.clone().map(ID)
     }
 
-    /// Chat messages after sequence `after` (0: all), in order.
+    async fn requested_at(&self) -> DateTime {
+        DateTime::from_unix_ms(self.row.requested_ms)
+    }
+
+    /// The chat, oldest first (by `seq`).
     async fn messages(
         &self,
         ctx: &Context<'_>,
-        after: Option<i32>,
-    ) -> async_graphql::Result<Vec<Message>> {
-        let after = after.unwrap_or(0).max(0) as u64;
-        let view = consult_view(deps(ctx), &self.id, after).await?;
-        Ok(view.lines.iter().map(Message::from).collect())
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        let page = Page::<MessageKey>::of(first, after)?;
+        let after = page.after.map_or(0, |k| k.m);
+        let view = consult_view(deps(ctx), &self.row.id, after).await?;
+        let rows = view
+            .lines
+            .iter()
+            .take(page.first + 1)
+            .map(|l| (MessageKey { m: l.seq }, Message::from(l)))
+            .collect();
+        Ok(connection(rows, page.first))
     }
 }
 
@@ -165,13 +219,17 @@ impl ConsultQuery {
     async fn consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ConsultGql> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        // The view that names the patient is the one answered (once authorized).
         let access = Access::new(d, who, "read", "consult,chat");
-        let (_, view) = authorized_consult(d, &access, &id).await?;
-        Ok(ConsultGql {
-            id: id.to_string(),
-            view,
-        })
+        authorized_consult(d, &access, &id).await?;
+        // The actor writes its row before it answers a command: a consult
+        // without one is a projection still failing (repaired on its start).
+        let row = d
+            .store
+            .consult_row(&id)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::unavailable("a consult not projected yet"))?;
+        Ok(ConsultGql::new(row))
     }
 }
 

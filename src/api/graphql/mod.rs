@@ -22,6 +22,7 @@ pub mod consult;
 pub mod insight;
 pub mod lifecycle;
 pub mod ops;
+pub mod page;
 pub mod people;
 pub mod scalars;
 pub mod vitals;

@@ -10,6 +10,7 @@ use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
+use super::page::{connection, AuditKey, Page};
 use super::people::RoleGql;
 use super::scalars::{DateTime, Int64};
 use super::Bearer;
@@ -350,18 +351,25 @@ impl OpsQuery {
         })
     }
 
-    /// The PHI audit trail, optionally of one patient (admin only).
+    /// The PHI audit trail in chain order (oldest first), optionally of one
+    /// patient (admin only).
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
         patient_id: Option<ID>,
         first: Option<i32>,
-        after: Option<Int64>,
-    ) -> async_graphql::Result<Vec<AuditEntryGql>> {
+        after: Option<String>,
+    ) -> async_graphql::Result<
+        async_graphql::connection::Connection<
+            async_graphql::connection::OpaqueCursor<AuditKey>,
+            AuditEntryGql,
+        >,
+    > {
         let (who, d) = (principal(ctx)?, deps(ctx));
         if let Some(p) = &patient_id {
             crate::api::access::valid(p, "patientId")?;
         }
+        let page = Page::<AuditKey>::of(first, after)?;
         // Reading the trail is itself audited (with the patient it filters on).
         let access = Access::new(d, who, "read audit log", "audit_log");
         access.require(&[Role::Admin]).await?;
@@ -372,28 +380,33 @@ impl OpsQuery {
             .store
             .audit_log(
                 patient_id.as_ref().map(|p| p.as_str()),
-                after.map_or(0, |a| a.0.max(0) as u64),
-                first.unwrap_or(100).clamp(1, 1000) as u32,
+                page.after.map_or(0, |k| k.l),
+                page.limit(),
             )
             .await
             .map_err(ApiError::unavailable)?;
-        Ok(rows
+        let rows = rows
             .into_iter()
-            .map(|r| AuditEntryGql {
-                seq: Int64(r.seq as i64),
-                at: DateTime::from_unix_ms(r.entry.at_ms),
-                subject: ID(r.entry.subject),
-                role: RoleGql::parse(&r.entry.role),
-                action: r.entry.action,
-                patient_id: r.entry.patient_id.map(ID),
-                fields: r.entry.fields,
-                outcome: match r.entry.outcome.as_str() {
-                    "allowed" => AuditOutcome::Allowed,
-                    "refused" => AuditOutcome::Refused,
-                    _ => AuditOutcome::Failed,
-                },
+            .map(|r| {
+                let key = AuditKey { l: r.seq };
+                let entry = AuditEntryGql {
+                    seq: Int64(r.seq as i64),
+                    at: DateTime::from_unix_ms(r.entry.at_ms),
+                    subject: ID(r.entry.subject),
+                    role: RoleGql::parse(&r.entry.role),
+                    action: r.entry.action,
+                    patient_id: r.entry.patient_id.map(ID),
+                    fields: r.entry.fields,
+                    outcome: match r.entry.outcome.as_str() {
+                        "allowed" => AuditOutcome::Allowed,
+                        "refused" => AuditOutcome::Refused,
+                        _ => AuditOutcome::Failed,
+                    },
+                };
+                (key, entry)
             })
-            .collect())
+            .collect();
+        Ok(connection(rows, page.first))
     }
 }
 

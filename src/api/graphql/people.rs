@@ -9,10 +9,12 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 
+use super::consult::{consult_page, ConsultConnection, ConsultStatus};
 use crate::api::access::{deps, principal, valid, Access};
 use crate::api::error::ApiError;
 use crate::api::gate::{AccessChanged, Change};
 use crate::principal::Role;
+use crate::store::consults::ConsultsOf;
 
 #[derive(SimpleObject)]
 pub struct Me {
@@ -68,21 +70,39 @@ pub struct DeviceGql {
     pub kind: String,
 }
 
-#[derive(SimpleObject)]
-pub struct ConsultSummary {
-    pub id: ID,
-    pub status: super::consult::ConsultStatus,
-    pub clinician_id: Option<ID>,
-    pub requested_at: super::scalars::DateTime,
-}
-
-#[derive(SimpleObject)]
-#[graphql(name = "Patient")]
+/// A patient's profile (PHI): who reads it was authorized and audited for
+/// the patient before it was made.
 pub struct PatientGql {
     pub id: ID,
     pub devices: Vec<DeviceGql>,
     pub care_team: Vec<ID>,
-    pub consults: Vec<ConsultSummary>,
+}
+
+#[Object(name = "Patient")]
+impl PatientGql {
+    async fn id(&self) -> &ID {
+        &self.id
+    }
+
+    async fn devices(&self) -> &[DeviceGql] {
+        &self.devices
+    }
+
+    async fn care_team(&self) -> &[ID] {
+        &self.care_team
+    }
+
+    /// The patient's consults, newest first; of those statuses if given.
+    async fn consults(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<Vec<ConsultStatus>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ConsultConnection> {
+        let whose = ConsultsOf::Patient(self.id.to_string());
+        consult_page(deps(ctx), &whose, status, first, after).await
+    }
 }
 
 #[derive(Default)]
@@ -116,11 +136,6 @@ impl PeopleQuery {
             .care_team(&id)
             .await
             .map_err(ApiError::unavailable)?;
-        let consults = d
-            .store
-            .consults_of(&id)
-            .await
-            .map_err(ApiError::unavailable)?;
         Ok(PatientGql {
             id: id.clone(),
             devices: devices
@@ -131,15 +146,6 @@ impl PeopleQuery {
                 })
                 .collect(),
             care_team: team.into_iter().map(ID).collect(),
-            consults: consults
-                .into_iter()
-                .map(|c| ConsultSummary {
-                    id: ID(c.id),
-                    status: c.status.into(),
-                    clinician_id: c.clinician_id.map(ID),
-                    requested_at: super::scalars::DateTime::from_unix_ms(c.requested_ms),
-                })
-                .collect(),
         })
     }
 }

@@ -2,6 +2,8 @@
 //! live subscription (raised, resolved, announced again, escalated).
 
 use super::*;
+use crate::api::graphql::page::{connection, AlertKey, Page};
+use crate::store::vitals::AlertState;
 
 /// An alarm episode.
 #[derive(SimpleObject, Clone)]
@@ -145,46 +147,107 @@ impl AlertEventGql {
 #[derive(Default)]
 pub struct AlertsQuery;
 
+/// The patients whose alerts `who` asked for: `patient`, or (without one)
+/// theirs: a clinician's care team, a patient themself. Each is authorized
+/// and audited (`fields`); another role is refused.
+pub(crate) async fn patients_asked(
+    d: &Deps,
+    who: &Principal,
+    patient: Option<&ID>,
+    fields: &str,
+) -> Result<Vec<String>, ApiError> {
+    let access = Access::new(d, who, "read", fields);
+    let patients = match patient {
+        Some(p) => {
+            valid(p, "patientId")?;
+            vec![p.to_string()]
+        }
+        None => match who.role {
+            Role::Patient => vec![who.subject.clone()],
+            Role::Clinician => d
+                .store
+                .patients_of(&who.subject)
+                .await
+                .map_err(ApiError::unavailable)?,
+            _ => return Err(access.refuse_unknown().await),
+        },
+    };
+    for p in &patients {
+        access.patient(p).await?;
+    }
+    Ok(patients)
+}
+
 #[Object]
 impl AlertsQuery {
-    /// A patient's alerts, open ones by default.
+    /// Alerts, newest raised first: of `patientId`, or without it of every
+    /// patient of the caller (a clinician's care team, a patient's own);
+    /// open ones by default, of one priority if asked.
     async fn alerts(
         &self,
         ctx: &Context<'_>,
-        patient_id: ID,
-        status: Option<AlertStatus>,
-    ) -> async_graphql::Result<Vec<AlertGql>> {
+        patient_id: Option<ID>,
+        #[graphql(default_with = "Some(AlertStatus::Open)")] status: Option<AlertStatus>,
+        priority: Option<AlarmPriority>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<AlertConnection> {
         let (who, d) = (principal(ctx)?, deps(ctx));
-        valid(&patient_id, "patientId")?;
-        Access::new(d, who, "read", "alerts")
-            .patient(&patient_id)
-            .await?;
+        let page = Page::<AlertKey>::of(first, after)?;
+        let patients = patients_asked(d, who, patient_id.as_ref(), "alerts").await?;
         let status = status.unwrap_or(AlertStatus::Open);
-        let mut out = Vec::new();
-        for dev in d
-            .store
-            .devices_of(&patient_id)
-            .await
-            .map_err(ApiError::unavailable)?
-        {
-            for a in d
-                .store
-                .alerts(&dev.id)
-                .await
-                .map_err(ApiError::unavailable)?
-            {
-                let keep = match status {
-                    AlertStatus::Open => a.resolved_ms.is_none(),
-                    AlertStatus::Resolved => a.resolved_ms.is_some(),
-                    AlertStatus::All => true,
-                };
-                if keep {
-                    out.push(alert_gql(d, a, &patient_id).await?);
-                }
-            }
-        }
-        Ok(out)
+        alert_page(d, &patients, status, priority, page).await
     }
+}
+
+/// A page of alerts, as the connection answers it.
+pub type AlertConnection = async_graphql::connection::Connection<
+    async_graphql::connection::OpaqueCursor<AlertKey>,
+    AlertGql,
+>;
+
+/// One page of the alerts of `patients`' devices (authorized already).
+pub(crate) async fn alert_page(
+    d: &Deps,
+    patients: &[String],
+    status: AlertStatus,
+    priority: Option<AlarmPriority>,
+    page: Page<AlertKey>,
+) -> async_graphql::Result<AlertConnection> {
+    let mut devices = Vec::new();
+    let mut patient_of = std::collections::HashMap::new();
+    for p in patients {
+        for dev in d.store.devices_of(p).await.map_err(ApiError::unavailable)? {
+            patient_of.insert(dev.id.clone(), p.clone());
+            devices.push(dev.id);
+        }
+    }
+    let state = match status {
+        AlertStatus::Open => AlertState::Open,
+        AlertStatus::Resolved => AlertState::Resolved,
+        AlertStatus::All => AlertState::Any,
+    };
+    let before = page.after.as_ref().map(|k| (k.a.0, k.a.1.as_str()));
+    let rows = d
+        .store
+        .alerts_page(
+            &devices,
+            state,
+            priority.map(Into::into),
+            before,
+            page.limit(),
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for a in rows {
+        let key = AlertKey {
+            a: (a.raised_ms, a.id.clone()),
+        };
+        let patient = patient_of.get(&a.device_id).cloned().unwrap_or_default();
+        out.push((key, alert_gql(d, a, &patient).await?));
+    }
+    Ok(connection(out, page.first))
 }
 
 /// Longest acknowledgement note.
