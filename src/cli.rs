@@ -30,6 +30,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run a node with demo data (embedded defaults only): a clinician with
+    /// six patients whose monitors stream vitals and ECG, one with an
+    /// arrhythmia that raises alarms now and then, and a waiting consult,
+    /// seeded through the API; prints sign-in links for the clinician, a
+    /// patient, ops and the admin.
+    Demo {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print a running node's supervision tree.
     Tree {
         /// The node's HTTP address.
@@ -186,7 +195,8 @@ pub fn run() -> ExitCode {
     crate::tls::install_provider();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config } => serve(config, false),
+        Command::Demo { config } => serve(config, true),
         Command::Tree { url, json, cluster } if cluster => tree_cluster(&url, json),
         Command::Tree { url, json, .. } => tree(&url, json),
         Command::Migrate { config } => migrate(config),
@@ -248,11 +258,18 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn serve(file: Option<PathBuf>) -> ExitCode {
+/// `cardio serve`, or with `demo` `cardio demo`: the node, then the demo's
+/// seed and monitors through its API.
+fn serve(file: Option<PathBuf>, demo: bool) -> ExitCode {
     let config = match Config::load(file.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => return fail(&format!("invalid configuration: {e}")),
     };
+    if demo && (!config.embedded() || config.tls_cert_file.is_some()) {
+        return fail(
+            "cardio demo writes made-up patients: it runs only on the embedded defaults (an SQLite file, the memory:// bus, plain HTTP)",
+        );
+    }
     let telemetry = crate::telemetry::init(
         config.log_format,
         &config.log_filter,
@@ -267,13 +284,25 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
     let json = config.log_format == crate::config::LogFormat::Json;
     let system = actix_rt::System::new();
     let exit = system.block_on(async move {
-        match Node::build(config).await {
-            Ok(node) => {
-                print_admin_link(&node, json);
-                Ok(node.run_until_stopped(shutdown_signal()).await)
-            }
-            Err(e) => Err(e),
+        let node = Node::build(config.clone()).await?;
+        if !demo {
+            print_admin_link(&node, json);
+            return Ok(node.run_until_stopped(shutdown_signal()).await);
         }
+        // The key the node verifies with (its own, made by now, or the
+        // configured secret) mints the demo's tokens.
+        let auth = match crate::auth::Authenticator::from_config(&config) {
+            Ok(Some(a)) => a,
+            Ok(None) => anyhow::bail!("{}", no_key(&config)),
+            Err(e) => anyhow::bail!("{e}"),
+        };
+        if let Err(e) = crate::demo::start(node.local_url(), auth).await {
+            tracing::error!(error = %e, "the demo could not be seeded");
+            let _ = node.run_until_stopped(std::future::ready(())).await;
+            anyhow::bail!("the demo could not be seeded: {e}");
+        }
+        print_demo_links(&node, json);
+        Ok(node.run_until_stopped(shutdown_signal()).await)
     });
     telemetry.shutdown();
     match exit {
@@ -282,6 +311,31 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             tracing::error!(error = format!("{e:#}"), "node failed to start");
             fail(&format!("{e:#}"))
         }
+    }
+}
+
+/// The demo's sign-in links (same rules as the admin's: the node's own key).
+fn print_demo_links(node: &Node, json: bool) {
+    use crate::principal::{Principal, Role};
+    let people = [
+        (crate::demo::CLINICIAN, Role::Clinician),
+        (crate::demo::PATIENT, Role::Patient),
+        (crate::demo::OPS, Role::Ops),
+        ("local-admin", Role::Admin),
+    ];
+    let links: Vec<(Principal, String)> = people
+        .into_iter()
+        .filter_map(|(subject, role)| {
+            let who = Principal {
+                subject: subject.into(),
+                role,
+            };
+            let link = node.sign_in_link(&who, LINK_TTL)?;
+            Some((who, link))
+        })
+        .collect();
+    if !links.is_empty() {
+        print_links(&links, json);
     }
 }
 

@@ -7,6 +7,7 @@
 //!   draining) and the command line;
 //! - [`api`]: HTTP endpoints (GraphQL in one room per area, health, metrics,
 //!   debug views); [`simulate`]: the load generator (`cardio simulate`);
+//!   [`demo`]: demo data through the API (`cardio demo`);
 //! - [`cluster`]: membership, shard ownership, fencing; [`actors`]: the
 //!   domain actors (sessions, consults, device streams with ECG analysis and
 //!   alarms); [`synthetic`]: deterministic vital series and ECG with ground
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod domain;
 mod dsp;
 pub mod metrics;

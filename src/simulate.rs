@@ -284,14 +284,14 @@ type Shared = Rc<RefCell<Stats>>;
 /// carry: an alert's time names the push that raised it.
 type Pushes = Rc<RefCell<HashMap<String, VecDeque<(u64, Instant)>>>>;
 
-struct Client {
-    http: awc::Client,
-    urls: Vec<String>,
-    auth: Authenticator,
+pub(crate) struct Client {
+    pub(crate) http: awc::Client,
+    pub(crate) urls: Vec<String>,
+    pub(crate) auth: Authenticator,
 }
 
 impl Client {
-    fn token(&self, role: Role, subject: &str) -> String {
+    pub(crate) fn token(&self, role: Role, subject: &str) -> String {
         self.auth
             .mint(
                 &Principal {
@@ -308,7 +308,7 @@ impl Client {
     }
 
     /// One operation; `Err(code)` for a transport failure or a GraphQL error.
-    async fn gql(
+    pub(crate) async fn gql(
         &self,
         node: usize,
         token: &str,

@@ -334,7 +334,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "cluster, domain actors, generated data",
         &["cluster", "actors", "synthetic"],
     ),
-    ("the faces", &["api", "simulate"]),
+    ("the faces", &["api", "simulate", "demo"]),
     ("the process", &["node", "cli", "crate"]),
 ];
 

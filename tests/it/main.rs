@@ -56,6 +56,7 @@ mod cluster;
 mod config;
 mod console;
 mod consult;
+mod demo;
 mod deploy;
 mod device;
 mod first_run;

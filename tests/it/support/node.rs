@@ -224,9 +224,19 @@ impl TestNode {
     /// listening on a free port of 127.0.0.1, logging JSON, on a fresh
     /// SQLite file and the in-process bus (the embedded defaults).
     pub fn serve() -> NodeSpec {
+        Self::run("serve")
+    }
+
+    /// [`Self::serve`], with demo data (`cardio demo`).
+    #[allow(dead_code)] // not the benches'
+    pub fn demo() -> NodeSpec {
+        Self::run("demo")
+    }
+
+    fn run(command: &str) -> NodeSpec {
         let data = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
+        cmd.arg(command)
             .env_clear()
             .env(
                 "CARDIO_DATABASE_URL",
