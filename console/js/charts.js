@@ -141,6 +141,14 @@ export function lineChart(canvas, series, { from, to, unit = '', label = '' } = 
   ctx.beginPath();
   series.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.mean)) : ctx.moveTo(x(p.t), y(p.mean))));
   ctx.stroke();
+  if (series.length < 3) {
+    ctx.fillStyle = c.line;
+    for (const p of series) {
+      ctx.beginPath();
+      ctx.arc(x(p.t), y(p.mean), 3, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  }
   const last = series[series.length - 1];
   return `${label}: ${series.length} points from ${Math.round(lo)} to ${Math.round(hi)} ${unit}, latest ${Math.round(last.mean * 10) / 10}`;
 }

@@ -63,8 +63,9 @@ export function mount(root, session) {
 
 function item(session, c, reload) {
   const open = h('button', { type: 'button', onclick: () => session.go('consult', { id: c.id }) }, 'Open');
-  const join = c.status === 'IN_PROGRESS'
-    ? null
+  // A clinician joins once the patient is in the waiting room (WAITING).
+  const join = c.status !== 'WAITING'
+    ? c.status === 'REQUESTED' ? h('span', { class: 'muted' }, 'the patient is not in the waiting room yet') : null
     : h('button', {
       type: 'button',
       class: 'primary',
@@ -107,7 +108,7 @@ export function mountConsult(root, session, state) {
   const sendStatus = h('p', { role: 'status', class: 'muted' });
   const form = h('form', { class: 'chat-form' }, h('label', { for: 'chat-text' }, 'Message'), text, sendButton, sendStatus);
   const back = h('button', { type: 'button', onclick: () => history.back() }, '← Back');
-  fill(root, h('div', { class: 'toolbar' }, back, head), info, reason, actions, log, form);
+  fill(root, h('div', { class: 'toolbar' }, back, head), info, reason, log, form, actions);
   let last = 0;
   let current = null;
   let pendingId = null;
@@ -141,7 +142,9 @@ export function mountConsult(root, session, state) {
     reason.textContent = c.reason ? `Reason: ${c.reason}` : '';
     const buttons = [];
     const open = OPEN.includes(c.status);
-    if (clinician && c.status !== 'IN_PROGRESS' && open) buttons.push(action('Join', 'primary', () => session.q(JOIN, { c: id })));
+    if (clinician && c.status === 'WAITING') buttons.push(action('Join', 'primary', () => session.q(JOIN, { c: id })));
+    if (clinician && c.status === 'REQUESTED') buttons.push(h('span', { class: 'muted' }, 'The patient is not in the waiting room yet.'));
+    if (!clinician && c.status === 'WAITING') buttons.push(h('span', { class: 'muted' }, 'You are in the waiting room: a clinician will join.'));
     if (clinician && c.status === 'IN_PROGRESS' && c.clinicianId === me.subject) buttons.push(endForm());
     if (open && c.status !== 'IN_PROGRESS') buttons.push(action('Cancel consult', 'danger', () => session.q(CANCEL, { c: id })));
     if (!open && c.notes) buttons.push(h('p', {}, `Notes: ${c.notes}`));
@@ -185,9 +188,17 @@ export function mountConsult(root, session, state) {
     return f;
   };
 
+  let entered = false;
   const refresh = async () => {
     const d = await session.q(CONSULT, { c: id });
-    if (!gone) renderState(d.consult);
+    if (gone) return;
+    renderState(d.consult);
+    // A patient who opens their requested consult enters its waiting room.
+    if (!clinician && d.consult.status === 'REQUESTED' && !entered) {
+      entered = true;
+      await session.q(JOIN, { c: id });
+      await refresh();
+    }
   };
 
   form.addEventListener('submit', async (ev) => {

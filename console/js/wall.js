@@ -177,7 +177,7 @@ function cell(label, unit, cls) {
   const value = h('span', { class: 'v' }, '—');
   const age = h('span', { class: 'age' }, 'no data');
   const canvas = h('canvas', { class: 'spark', width: 120, height: 28, 'aria-hidden': 'true' });
-  const el = h('div', { class: `vital ${cls}` }, h('span', { class: 'k' }, label), value, h('span', { class: 'u' }, unit), age, canvas);
+  const el = h('div', { class: `vital ${cls}` }, h('span', { class: 'k' }, label), age, h('span', { class: 'reading' }, value, h('span', { class: 'u' }, unit)), canvas);
   return { el, value, age, canvas, points: [], at: null, text: null, shown: null };
 }
 
@@ -188,7 +188,7 @@ function tile(p, session, showEcg) {
   const ecgHr = h('span', { class: 'v' }, '—');
   const rhythm = h('span', { class: 'rhythm' }, 'no data');
   const ecgAge = h('span', { class: 'age' }, '');
-  const ecg = h('div', { class: 'vital ecg' }, h('span', { class: 'k' }, 'ECG HR'), ecgHr, h('span', { class: 'u' }, 'bpm'), rhythm, ecgAge);
+  const ecg = h('div', { class: 'vital ecg' }, h('span', { class: 'k' }, 'ECG HR'), ecgAge, h('span', { class: 'reading' }, ecgHr, h('span', { class: 'u' }, 'bpm')), rhythm);
   const alarm = h('div', { class: 'tile-alarm' });
   const more = h('span', { class: 'more muted' });
   const open = h('button', { type: 'button', class: 'linkish', onclick: () => session.go('patient', { id: p.id }) }, p.id);
@@ -289,7 +289,7 @@ function draw(t, now) {
   let rhythmText = 'no data';
   if (!stale && s) rhythmText = s.quality && s.quality !== 'GOOD' ? `${words(s.rhythm || 'UNKNOWN')} (${words(s.quality)} signal)` : words(s.rhythm || 'UNKNOWN');
   if (e.rhythm.textContent !== rhythmText) e.rhythm.textContent = rhythmText;
-  e.value.parentElement.classList.toggle('stale', stale);
+  e.value.closest('.vital').classList.toggle('stale', stale);
   const a = newest(t);
   const key = a ? `${a.id}:${a.escalated ? 1 : 0}` : t.error || '';
   if (t.drawnAlarm !== key) {

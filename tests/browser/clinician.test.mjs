@@ -71,7 +71,7 @@ test('a clinician sees the care team, an alarm within 2 s, and acknowledges it',
   await H.shot(page, 'clinician', '3-alarm');
 
   // Acknowledged with a note on the patient's page.
-  await tile('p-1').getByRole('button', { name: 'p-1' }).click();
+  await tile('p-1').getByRole('button', { name: 'p-1', exact: true }).click();
   await page.getByRole('heading', { name: 'Patient p-1' }).waitFor();
   assert.ok(!page.url().includes('p-1'), `no patient id in the address: ${page.url()}`);
   const row = page.locator('table.alerts tr', { has: page.locator('.alarm[data-kind="HYPERTENSIVE_CRISIS"]') }).first();

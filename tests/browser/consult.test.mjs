@@ -17,6 +17,8 @@ test('a clinician chats in a consult with a patient driven through the API', { t
       r: randomUUID(),
     })
   ).requestConsult;
+  // The patient enters the waiting room (a clinician may join from then on).
+  await H.gql(node, patient, 'mutation($c: ID!) { joinConsult(id: $c) }', { c: consult });
 
   const b = await H.browser();
   t.after(() => b.close());
@@ -38,10 +40,11 @@ test('a clinician chats in a consult with a patient driven through the API', { t
   await H.shot(page, 'consult', '2-patient-wrote');
 
   // The clinician answers in the browser.
-  await page.getByLabel('Message').fill('Please wear the patch tonight.');
+  await page.getByRole('textbox', { name: 'Message', exact: true }).fill('Please wear the patch tonight.');
   await page.getByRole('button', { name: 'Send' }).click();
   await page.locator('.chat li.mine', { hasText: 'Please wear the patch tonight.' }).waitFor();
-  assert.equal(await page.getByLabel('Message').inputValue(), '');
+  // Once stored, the field is cleared for the next message.
+  await page.waitForFunction(() => document.getElementById('chat-text').value === '');
   await H.shot(page, 'consult', '3-clinician-answered');
 
   // The patient reads it back through the API.

@@ -23,9 +23,11 @@ test("a patient asks for a consult and is refused another patient's page", { tim
 
   await page.getByLabel('What would you like to talk about?').fill('My watch says my pulse is irregular.');
   await page.getByRole('button', { name: 'Request a consult' }).click();
-  await page.locator('[data-status="REQUESTED"], [data-status="WAITING"]').waitFor();
+  // Opening it, the patient entered its waiting room.
+  await page.locator('[data-status="WAITING"]').waitFor();
   const mine = await H.gql(node, patient, '{ me { consults { nodes { id status } } } }');
   assert.equal(mine.me.consults.nodes.length, 1);
+  assert.equal(mine.me.consults.nodes[0].status, 'WAITING');
   await H.shot(page, 'patient', '2-consult-requested');
 
   // Another patient's page, opened the way the console opens a patient
