@@ -176,16 +176,14 @@ async fn seed(client: &Client) -> Result<Vec<String>, String> {
         devices.push(id);
     }
     // One consult waiting for the clinician (unless one still is).
-    let q = "query($p: ID!) { patient(id: $p) { consults { status } } }";
+    let q = "query($p: ID!) { patient(id: $p) { consults(status: [REQUESTED, WAITING], first: 1) { nodes { id } } } }";
     let v = client
         .gql(0, &clinician, q, json!({"p": PATIENT}))
         .await
         .map_err(|e| format!("cannot read the demo consults: {e}"))?;
-    let waiting = v["patient"]["consults"]
+    let waiting = v["patient"]["consults"]["nodes"]
         .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["status"] == "REQUESTED" || c["status"] == "WAITING");
+        .is_some_and(|n| !n.is_empty());
     if !waiting {
         let patient = client.token(Role::Patient, PATIENT);
         let q = "mutation($p: ID!, $r: String!) { requestConsult(patientId: $p, reason: $r) }";

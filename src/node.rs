@@ -318,13 +318,7 @@ impl Node {
     /// The address a browser on this host opens: the bound one, or
     /// 127.0.0.1 when bound to every interface.
     pub fn local_url(&self) -> String {
-        let ip = match self.http_addr.ip() {
-            ip if !ip.is_unspecified() => ip,
-            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        };
-        let addr = SocketAddr::new(ip, self.http_addr.port());
-        format!("{}://{addr}", self.scheme)
+        browser_url(self.scheme, self.http_addr)
     }
 
     /// A sign-in link for `principal`, valid for `ttl`, that opens the
@@ -664,6 +658,17 @@ fn warn_unverified_database(config: &Config) {
     }
 }
 
+/// The URL a browser on this host opens for a node bound to `bound`: the
+/// loopback address when bound to every interface.
+fn browser_url(scheme: &str, bound: SocketAddr) -> String {
+    let ip = match bound.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
+}
+
 /// On the embedded defaults with no token key configured, opens (on the
 /// first start, creates) the node's own token key file, so that the API
 /// works from the first run; `true` when that key is in use. Said once in
@@ -797,5 +802,18 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_browser_is_sent_to_loopback_when_the_node_binds_every_interface() {
+        let url = |scheme, addr: &str| browser_url(scheme, addr.parse().unwrap());
+        assert_eq!(url("http", "0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("https", "[::]:8443"), "https://[::1]:8443");
+        assert_eq!(url("http", "10.1.2.3:9000"), "http://10.1.2.3:9000");
     }
 }

@@ -107,9 +107,9 @@ async fn the_demo_seeds_a_live_care_team_and_a_waiting_consult_through_its_api()
         }
     }
     // One consult waits for the clinician.
-    let q = "query($p: ID!) { patient(id: $p) { consults { status } } }";
+    let q = "query($p: ID!) { patient(id: $p) { consults { nodes { status } } } }";
     let v = ok(&node.addr, &clinician, q, json!({"p": "demo-p2"})).await;
-    let statuses: Vec<&str> = v["patient"]["consults"]
+    let statuses: Vec<&str> = v["patient"]["consults"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -117,14 +117,14 @@ async fn the_demo_seeds_a_live_care_team_and_a_waiting_consult_through_its_api()
         .collect();
     assert_eq!(statuses, ["REQUESTED"], "{v}");
     // The patient with the arrhythmia raises its alarm within a minute or so.
-    let q = "query($p: ID!) { alerts(patientId: $p) { kind priority } }";
+    let q = "query($p: ID!) { alerts(patientId: $p) { nodes { kind priority } } }";
     poll_until(
         "demo-p3's atrial fibrillation alarm",
         Duration::from_secs(120),
         Duration::from_secs(1),
         async || {
             let v = ok(&node.addr, &clinician, q, json!({"p": "demo-p3"})).await;
-            v["alerts"]
+            v["alerts"]["nodes"]
                 .as_array()
                 .into_iter()
                 .flatten()

@@ -201,3 +201,72 @@ async fn malformed_messages_sent_to_an_actor_show_up_in_dead_letters_with_their_
         );
     }
 }
+
+/// A node of a two-node cluster on one PostgreSQL and one vhost.
+fn cluster_node(id: &str, bus: &str, db: &str) -> TestNode {
+    TestNode::serve()
+        .name(id)
+        .ready_within(Duration::from_secs(60))
+        .lifetime(Duration::from_secs(180))
+        .env("CARDIO_NODE_ID", id)
+        .env("CARDIO_BUS_URL", bus)
+        .env("CARDIO_DATABASE_URL", db)
+        .env("CARDIO_LOG_FILTER", "warn,cardio=info")
+        .env("CARDIO_SHARDS", "8")
+        .env("CARDIO_HEARTBEAT", "200ms")
+        .env("CARDIO_LEASE", "1500ms")
+        .env("CARDIO_JWT_SECRET", SECRET)
+        .start()
+}
+
+#[actix_rt::test]
+async fn metrics_of_another_node_or_of_every_node_are_fetched_from_them() {
+    needs!(Cluster);
+    let db = crate::store::TestDb::postgres_empty().await;
+    let vhost = crate::broker::Vhost::new();
+    let a = cluster_node("metrics-a", &vhost.url(), db.url());
+    let b = cluster_node("metrics-b", &vhost.url(), db.url());
+    let ops = token(Role::Ops, "o-1");
+    let nodes_of = |v: &Value| -> Vec<String> {
+        let mut n: Vec<String> = v["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["node"].as_str().unwrap().to_owned())
+            .collect();
+        n.dedup();
+        n
+    };
+    // Node A answers for every node once it sees B up.
+    let all = poll_until(
+        "node A to see node B",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            let v = gql(&a.addr, &ops, METRICS, json!({"n": "*"})).await;
+            if v.get("errors").is_some() {
+                return Err(v.to_string());
+            }
+            let nodes = nodes_of(&v["data"]);
+            (nodes == ["metrics-a", "metrics-b"])
+                .then(|| v["data"].clone())
+                .ok_or(format!("{nodes:?}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        all["metrics"].as_array().unwrap().len(),
+        22,
+        "11 series a node"
+    );
+    let other = ok(&a.addr, &ops, METRICS, json!({"n": "metrics-b", "w": 60})).await;
+    assert_eq!(nodes_of(&other), ["metrics-b"]);
+    // A clinician's token is refused before any node is asked.
+    let dr = token(Role::Clinician, "dr-1");
+    assert_eq!(
+        code(&a.addr, &dr, METRICS, json!({"n": "*"})).await,
+        "FORBIDDEN"
+    );
+    drop((a, b));
+    db.done().await;
+}

@@ -12,11 +12,11 @@
 
 use std::time::Duration;
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::{Connection, OpaqueCursor};
 use async_graphql::{Context, Object, SimpleObject, ID};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::page::{connection, Page};
 use super::scalars::DateTime;
 use super::Bearer;
 use crate::api::access::{deps, principal, Access};
@@ -130,23 +130,11 @@ async fn remote_get<T: serde::de::DeserializeOwned + 'static>(
     fetched.ok().flatten()
 }
 
-/// Most dead letters on one page, and the page without `first`.
-const MAX_FIRST: i32 = 200;
-const DEFAULT_FIRST: i32 = 50;
-
-fn cursor_of(seq: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("dead-letter:{seq}"))
-}
-
-fn seq_of(cursor: &str) -> Option<u64> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    String::from_utf8(raw)
-        .ok()?
-        .strip_prefix("dead-letter:")?
-        .parse()
-        .ok()
+/// A dead letter's place, newest first: its number on its node.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterKey {
+    d: u64,
 }
 
 #[derive(Default)]
@@ -218,50 +206,28 @@ impl InsightQuery {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, DeadLetter>> {
+    ) -> async_graphql::Result<Connection<OpaqueCursor<DeadLetterKey>, DeadLetter>> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         Access::new(d, who, "read dead letters", "ops")
             .require(&[Role::Ops, Role::Admin])
             .await?;
-        let first = first.unwrap_or(DEFAULT_FIRST);
-        if !(1..=MAX_FIRST).contains(&first) {
-            return Err(ApiError::bad_input("first: from 1 to 200").into());
-        }
-        let before = match &after {
-            Some(c) => Some(
-                seq_of(c)
-                    .ok_or_else(|| ApiError::bad_input("after: not a cursor of deadLetters"))?,
-            ),
-            None => None,
-        };
-        let (page, more) = d.tree.dead_letters().page(before, first as usize);
-        let mut connection = Connection::new(after.is_some(), more);
-        connection.edges.extend(page.into_iter().map(|l| {
-            Edge::new(
-                cursor_of(l.seq),
-                DeadLetter {
-                    id: ID(format!("{}:{}", d.node_id, l.seq)),
-                    at: DateTime::from_unix_ms(l.at_ms),
-                    node: ID(d.node_id.clone()),
-                    topic: l.topic,
-                    reason: l.reason,
-                },
-            )
-        }));
+        let page = Page::<DeadLetterKey>::of(first, after)?;
+        // One more than a page: whether another follows.
+        let (rows, _) = d
+            .tree
+            .dead_letters()
+            .page(page.after.map(|k| k.d), page.limit() as usize);
+        let rows = rows.into_iter().map(|l| {
+            let letter = DeadLetter {
+                id: ID(format!("{}:{}", d.node_id, l.seq)),
+                at: DateTime::from_unix_ms(l.at_ms),
+                node: ID(d.node_id.clone()),
+                topic: l.topic,
+                reason: l.reason,
+            };
+            (DeadLetterKey { d: l.seq }, letter)
+        });
+        let connection = connection(rows.collect(), page.first);
         Ok(connection)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_are_opaque_and_only_ours_parse() {
-        let c = cursor_of(42);
-        assert!(!c.contains("42"));
-        assert_eq!(seq_of(&c), Some(42));
-        assert_eq!(seq_of("42"), None);
-        assert_eq!(seq_of(&cursor_of(0).replace('Z', "Y")), None);
     }
 }
