@@ -92,10 +92,11 @@ export class EcgStrip {
       this.buf[((n % cap) + cap) % cap] = mv[i];
     }
     this.maxN = Math.max(this.maxN, first + mv.length - 1);
-    const end = start + (mv.length * 1000) / hz;
-    const behind = Date.now() - end + 150;
-    // Run behind by the largest recent delivery delay (smoothed), so that
-    // batches of a second arrive before they are due on the strip.
+    // Run behind by how long after its first sample a batch arrives (its
+    // length plus the delivery delay; the largest lately, smoothed), so
+    // that the next batch is there before the strip reaches the end of
+    // this one and the trace never stops short of the right edge.
+    const behind = Date.now() - start + 150;
     this.lag = this.lag === null ? Math.max(behind, 300) : Math.max(behind, this.lag * 0.98 + behind * 0.02);
     this.lag = Math.min(this.lag, 5000);
   }

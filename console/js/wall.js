@@ -32,7 +32,7 @@ const ALERTS = `subscription { alerts { alertId patientId change kind priority a
 
 const ECG = `subscription($p: ID!) { ecg(patientId: $p) { deviceId start hz millivolts } }`;
 
-const SPARK_MS = 120_000;
+const SPARK_MS = 60_000;
 const KEEP = 240;
 
 export function mount(root, session) {
