@@ -27,7 +27,7 @@ async function main() {
       s: [{ metric: 'HEART_RATE', at: H.iso(Date.now() - 60_000), value: 81 }, { metric: 'SPO2', at: H.iso(Date.now() - 60_000), value: 95 }],
     });
     const b = await H.browser();
-    const page = await H.newPage(b, { width: 1440, height: 960 });
+    const page = await H.newPage(b, { width: 1440, height: 1130 });
     await page.goto(`${node.url}/#token=${H.token('clinician', 'dr-1')}`);
     await page.locator('li.tile').nth(ids.length - 1).waitFor();
     await page.getByRole('button', { name: 'Live ECG of p-01' }).click();
