@@ -267,7 +267,7 @@ fn main() {
         let c = awc::Client::new();
         let mut consults = Vec::new();
         for _ in 0..IN_FLIGHT {
-            let id = gql(&c, &a, &patient, "mutation { requestConsult(patientId: \"p-1\", reason: \"bench\") }", json!({}))
+            let id = gql(&c, &a, &patient, "mutation($r: ID!) { requestConsult(patientId: \"p-1\", reason: \"bench\", requestId: $r) }", json!({"r": uuid::Uuid::new_v4().simple().to_string()}))
                 .await["requestConsult"]
                 .as_str()
                 .unwrap()

@@ -490,6 +490,7 @@ async fn register_kinds(
         .await?;
     registry.route::<DeviceStream, stream::Push>(&devices);
     registry.route::<DeviceStream, stream::OpenAggregates>(&devices);
+    registry.route::<DeviceStream, stream::Latest>(&devices);
     registry.route::<DeviceStream, stream::Acknowledge>(&devices);
     registry.route::<DeviceStream, stream::Reconfigure>(&devices);
     Ok(())

@@ -606,10 +606,16 @@ async fn consult(
 ) {
     let patient = client.token(Role::Patient, &d.patient);
     let clinician = client.token(Role::Clinician, &d.clinician);
-    let request =
-        "mutation($p: ID!) { requestConsult(patientId: $p, reason: \"simulated follow-up\") }";
+    let request = "mutation($p: ID!, $r: ID!) { requestConsult(patientId: $p, reason: \"simulated follow-up\", requestId: $r) }";
+    // One id per consult: a retry of this request would not open a second.
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
     let id = match client
-        .gql(j, &patient, request, json!({"p": d.patient}))
+        .gql(
+            j,
+            &patient,
+            request,
+            json!({"p": d.patient, "r": request_id}),
+        )
         .await
     {
         Ok(v) => v["requestConsult"].as_str().unwrap_or_default().to_owned(),

@@ -42,8 +42,9 @@ pub struct Deps {
 }
 
 pub(crate) fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, ApiError> {
-    ctx.data_opt::<Principal>()
-        .ok_or_else(|| ApiError::Unauthenticated("no bearer token".into()))
+    ctx.data_opt::<Principal>().ok_or(ApiError::Unauthenticated(
+        super::error::RefusalReason::NoToken,
+    ))
 }
 
 pub(crate) fn deps<'a>(ctx: &'a Context<'_>) -> &'a Deps {

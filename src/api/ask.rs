@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::access::{Access, Deps};
-use super::error::ApiError;
+use super::error::{ApiError, RefusalReason};
 use crate::actors::consult::state::{Command, Outcome};
 use crate::actors::consult::{Act, ConsultView, View};
 use crate::address::ActorId;
@@ -41,7 +41,10 @@ pub(crate) async fn act(
     };
     ask(d, consult, &msg)
         .await?
-        .map_err(|refused| ApiError::ConsultRefused(refused.code().to_owned()))
+        .map_err(|refused| match RefusalReason::of_consult(&refused) {
+            Some(reason) => ApiError::consult(reason),
+            None => ApiError::unavailable("the consult could not record this now"),
+        })
 }
 
 /// The consult's view (status, people, chat lines after `after`).

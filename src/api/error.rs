@@ -9,13 +9,111 @@
 //! error would lose it. `From<ApiError>` is the only way out, and it sets the
 //! code.
 
-use async_graphql::ErrorExtensions;
+use async_graphql::{Enum, ErrorExtensions};
+
+/// Why a request was refused, in `extensions.reason` beside the code: what
+/// a client branches on (the message is for people). Registered in the
+/// schema though no field returns it, so the SDL documents every value.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum RefusalReason {
+    /// No bearer token.
+    NoToken,
+    /// The token expired: sign in again.
+    TokenExpired,
+    /// The token was revoked, its session ended (logoff, revocation) or its
+    /// account deactivated: sign in again.
+    TokenRevoked,
+    /// The token does not verify (signature, issuer, claims, key).
+    TokenInvalid,
+    /// The role needs multi-factor authentication.
+    MfaRequired,
+    /// The caller may not do this, or the record does not exist (not told
+    /// apart).
+    NotAllowed,
+    /// The consult is over (ended, cancelled, no-show).
+    ConsultOver,
+    /// The caller is not in the consult.
+    NotParticipant,
+    /// Only the clinician in a consult ends it.
+    OnlyClinicianMayEnd,
+    /// Another clinician is already in the consult.
+    TakenByAnotherClinician,
+    /// Not in this state of the consult (a clinician joining before the
+    /// patient, chatting before anyone joined, …).
+    WrongState,
+    /// The request id was used before for another request.
+    RequestIdReused,
+    /// The consult exists already.
+    AlreadyRequested,
+    /// A chat line empty or too long.
+    BadText,
+    /// No such consult.
+    NoSuchConsult,
+}
+
+impl RefusalReason {
+    /// A message for people: no PHI, no id, no value.
+    pub fn message(self) -> &'static str {
+        match self {
+            RefusalReason::NoToken => "no bearer token",
+            RefusalReason::TokenExpired => "the token has expired",
+            RefusalReason::TokenRevoked => "the token was revoked or its session ended",
+            RefusalReason::TokenInvalid => "the token is not a valid cardio token",
+            RefusalReason::MfaRequired => "this role needs multi-factor authentication (acr/amr)",
+            RefusalReason::NotAllowed => "not allowed",
+            RefusalReason::ConsultOver => "the consult is over",
+            RefusalReason::NotParticipant => "not a participant of this consult",
+            RefusalReason::OnlyClinicianMayEnd => "only the clinician in the consult may end it",
+            RefusalReason::TakenByAnotherClinician => {
+                "another clinician is already in this consult"
+            }
+            RefusalReason::WrongState => "the consult is not in a state that allows this",
+            RefusalReason::RequestIdReused => {
+                "this request id was already used for another request"
+            }
+            RefusalReason::AlreadyRequested => "the consult already exists",
+            RefusalReason::BadText => "message text must be 1 to 4000 characters",
+            RefusalReason::NoSuchConsult => "no such consult",
+        }
+    }
+
+    /// Why a consult refused a command.
+    pub fn of_consult(e: &crate::actors::consult::state::ConsultError) -> Option<RefusalReason> {
+        use crate::actors::consult::state::ConsultError as E;
+        Some(match e {
+            E::NotFound => RefusalReason::NoSuchConsult,
+            E::AlreadyRequested => RefusalReason::AlreadyRequested,
+            E::NotParticipant => RefusalReason::NotParticipant,
+            E::WrongState { .. } => RefusalReason::WrongState,
+            E::TakenByAnotherClinician => RefusalReason::TakenByAnotherClinician,
+            E::Over => RefusalReason::ConsultOver,
+            E::BadText { .. } => RefusalReason::BadText,
+            E::RequestIdReused => RefusalReason::RequestIdReused,
+            E::Unavailable => return None,
+        })
+    }
+
+    /// Why a token was refused (`None`: not the token's fault).
+    pub fn of_auth(e: &crate::auth::AuthError) -> Option<RefusalReason> {
+        use crate::auth::AuthError as E;
+        Some(match e {
+            E::Missing => RefusalReason::NoToken,
+            E::Expired => RefusalReason::TokenExpired,
+            E::Revoked => RefusalReason::TokenRevoked,
+            E::MfaRequired => RefusalReason::MfaRequired,
+            E::BadSignature | E::Malformed(_) | E::NoKey(_) | E::BadKey(_) => {
+                RefusalReason::TokenInvalid
+            }
+            E::Unavailable => return None,
+        })
+    }
+}
 
 /// See the module docs.
 #[derive(Debug)]
 pub enum ApiError {
-    /// No valid bearer token (the message says why, without the token).
-    Unauthenticated(String),
+    /// No valid bearer token, and why (never quoting the token).
+    Unauthenticated(RefusalReason),
     /// Not allowed, or no such record: the two are not told apart.
     Forbidden,
     /// An argument is out of bounds; the message names the argument.
@@ -24,9 +122,11 @@ pub enum ApiError {
     NotFound(String),
     /// The principal's request budget is spent.
     RateLimited,
-    /// A consult refused the command; the code says why (`over`,
-    /// `not_participant`, `wrong_state`, …).
-    ConsultRefused(String),
+    /// A domain refusal: `code` (`CONSULT_REFUSED`, `FORBIDDEN`) and why.
+    Refused {
+        code: &'static str,
+        reason: RefusalReason,
+    },
     /// The service cannot answer now; asking again may work. `cause` is
     /// logged, never shown.
     Unavailable { cause: String },
@@ -143,19 +243,36 @@ impl ApiError {
             ApiError::BadInput(_) => "BAD_USER_INPUT",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::RateLimited => "RATE_LIMITED",
-            ApiError::ConsultRefused(_) => "CONSULT_REFUSED",
+            ApiError::Refused { code, .. } => code,
             ApiError::Unavailable { .. } => "UNAVAILABLE",
+        }
+    }
+
+    /// Why, for `extensions.reason`, when a refusal.
+    pub fn reason(&self) -> Option<RefusalReason> {
+        match self {
+            ApiError::Unauthenticated(why) => Some(*why),
+            ApiError::Forbidden => Some(RefusalReason::NotAllowed),
+            ApiError::Refused { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// A consult's refusal: `CONSULT_REFUSED` and its reason.
+    pub fn consult(reason: RefusalReason) -> ApiError {
+        ApiError::Refused {
+            code: "CONSULT_REFUSED",
+            reason,
         }
     }
 
     /// The message shown.
     pub fn message(&self) -> String {
         match self {
-            ApiError::Unauthenticated(why) => why.clone(),
-            ApiError::Forbidden => "not allowed".into(),
-            ApiError::BadInput(m) | ApiError::NotFound(m) | ApiError::ConsultRefused(m) => {
-                m.clone()
-            }
+            ApiError::Unauthenticated(why) => why.message().into(),
+            ApiError::Forbidden => RefusalReason::NotAllowed.message().into(),
+            ApiError::Refused { reason, .. } => reason.message().into(),
+            ApiError::BadInput(m) | ApiError::NotFound(m) => m.clone(),
             ApiError::RateLimited => "too many requests; slow down".into(),
             ApiError::Unavailable { .. } => "the service cannot answer now; try again".into(),
         }
@@ -167,8 +284,24 @@ impl From<ApiError> for async_graphql::Error {
         if let ApiError::Unavailable { cause } = &e {
             tracing::warn!(%cause, "request not answered");
         }
-        coded(e.code(), e.message())
+        match e.reason() {
+            Some(reason) => refused(e.code(), reason, e.message()),
+            None => coded(e.code(), e.message()),
+        }
     }
+}
+
+/// A coded refusal with its reason (`extensions.reason`).
+pub fn refused(
+    code: &'static str,
+    reason: RefusalReason,
+    message: impl Into<String>,
+) -> async_graphql::Error {
+    let reason = async_graphql::InputType::to_value(&reason);
+    async_graphql::Error::new(message.into()).extend_with(move |_, e| {
+        e.set("code", code);
+        e.set("reason", reason.clone());
+    })
 }
 
 /// A coded GraphQL error, for the few answers made outside a resolver
@@ -206,9 +339,16 @@ mod tests {
         assert!(!logged.contains("Jane"), "{logged}");
         let e: async_graphql::Error = ApiError::Forbidden.into();
         assert_eq!(code_of(&e).as_deref(), Some("FORBIDDEN"));
-        let e: async_graphql::Error = ApiError::ConsultRefused("over".into()).into();
+        let e: async_graphql::Error = ApiError::consult(RefusalReason::ConsultOver).into();
         assert_eq!(code_of(&e).as_deref(), Some("CONSULT_REFUSED"));
-        assert_eq!(e.message, "over");
+        assert_eq!(e.message, "the consult is over");
+        let reason = e.extensions.as_ref().and_then(|x| x.get("reason")).cloned();
+        assert_eq!(
+            reason,
+            Some(async_graphql::Value::Enum(async_graphql::Name::new(
+                "CONSULT_OVER"
+            )))
+        );
     }
 
     #[test]

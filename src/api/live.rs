@@ -137,47 +137,127 @@ impl DeviceEvent for AlertEvent {
     }
 }
 
+impl DeviceEvent for crate::actors::device::stream::EcgEvent {
+    fn device(&self) -> &str {
+        &self.device
+    }
+}
+
+/// Where a device's registration is announced: `devices.<patient>`.
+pub(crate) fn devices_topic(patient: &str) -> String {
+    format!("devices.{}", crate::bus::events::topic_word(patient))
+}
+
+/// A device registered for a patient (announced by `registerDevice`), so
+/// that live subscriptions opened before it watch it too.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeviceRegistered {
+    pub patient: String,
+    pub device: String,
+}
+
+impl BusEvent for DeviceRegistered {
+    const TYPE: &'static str = "device.registered";
+}
+
 /// The bus subscriptions of a live GraphQL subscription: they end with it.
-/// Each event comes with its device's patient.
+/// Each event comes with its device's patient. It never ends by itself:
+/// a patient without a device yet is watched until one is registered.
 pub(crate) struct Watch<E> {
     pub(crate) rx: tokio::sync::mpsc::Receiver<(E, String)>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl<E> Drop for Watch<E> {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             t.abort();
         }
     }
 }
 
-/// Watches events `E` of the devices `topics` name (topic, patient, device).
+/// Watches events `E` (on `<prefix>.<device>`) of every device of
+/// `patients`: those registered now, and those registered later (heard on
+/// `devices.<patient>`, subscribed to before the devices are read, so none
+/// falls in between).
 pub(crate) async fn watch<E: DeviceEvent>(
     d: &Deps,
-    topics: Vec<(String, String, String)>,
+    prefix: &'static str,
+    patients: &[String],
 ) -> Result<Watch<E>, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let mut tasks = Vec::new();
-    for (topic, patient, device) in topics {
-        let mut sub = d
+    let tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let mut registrations = Vec::new();
+    for p in patients {
+        let sub = d
             .bus
-            .subscribe(&topic, 256)
+            .subscribe(&devices_topic(p), 16)
             .await
             .map_err(ApiError::unavailable)?;
-        let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some((_, event)) = sub.next_of::<E>().await {
-                if event.device() != device {
-                    continue;
-                }
-                if tx.send((event, patient.clone())).await.is_err() {
-                    break;
+        registrations.push(sub);
+    }
+    let watched: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+    for (_, patient, device) in super::access::device_topics(d, prefix, patients).await? {
+        follow::<E>(d, prefix, &tx, &tasks, &watched, patient, device).await?;
+    }
+    for mut sub in registrations {
+        let (d2, tx, tasks2, watched) = (
+            d.clone(),
+            tx.clone(),
+            Arc::clone(&tasks),
+            Arc::clone(&watched),
+        );
+        let task = tokio::spawn(async move {
+            while let Some((_, r)) = sub.next_of::<DeviceRegistered>().await {
+                let (patient, device) = (r.patient, r.device);
+                if let Err(e) =
+                    follow::<E>(&d2, prefix, &tx, &tasks2, &watched, patient, device).await
+                {
+                    tracing::warn!(error = %e.message(), "a new device is not watched");
                 }
             }
-        }));
+        });
+        tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
     Ok(Watch { rx, tasks })
+}
+
+/// Starts forwarding events of `device` (of `patient`), once.
+async fn follow<E: DeviceEvent>(
+    d: &Deps,
+    prefix: &str,
+    tx: &tokio::sync::mpsc::Sender<(E, String)>,
+    tasks: &std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    watched: &std::sync::Mutex<std::collections::HashSet<String>>,
+    patient: String,
+    device: String,
+) -> Result<(), ApiError> {
+    if !watched
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(device.clone())
+    {
+        return Ok(());
+    }
+    let topic = format!("{prefix}.{}", crate::bus::events::topic_word(&device));
+    let mut sub = d
+        .bus
+        .subscribe(&topic, 256)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let tx = tx.clone();
+    let task = tokio::spawn(async move {
+        while let Some((_, event)) = sub.next_of::<E>().await {
+            if event.device() != device {
+                continue;
+            }
+            if tx.send((event, patient.clone())).await.is_err() {
+                break;
+            }
+        }
+    });
+    tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    Ok(())
 }
 
 /// A stream fed by a task: `body` gets a sender; the stream ends when it

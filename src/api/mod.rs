@@ -27,7 +27,7 @@ pub mod error;
 pub mod gate;
 pub mod graphql;
 pub mod limits;
-mod live;
+pub(crate) mod live;
 pub mod monitoring;
 mod observe;
 mod ws;
@@ -291,6 +291,21 @@ fn gql_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> 
     }))
 }
 
+/// A refused token, answered before any operation ran: its code and
+/// `extensions.reason` (`TOKEN_EXPIRED`, `TOKEN_REVOKED`, …).
+fn auth_error(status: actix_web::http::StatusCode, e: &crate::auth::AuthError) -> HttpResponse {
+    crate::metrics::graphql_request("none", e.code(), std::time::Duration::ZERO);
+    let mut ext = json!({"code": e.code()});
+    if let Some(reason) = error::RefusalReason::of_auth(e) {
+        ext["reason"] = async_graphql::InputType::to_value(&reason)
+            .into_json()
+            .unwrap_or_default();
+    }
+    HttpResponse::build(status).json(json!({
+        "errors": [{"message": e.to_string(), "extensions": ext}]
+    }))
+}
+
 /// `POST /graphql`: one operation or a batch of at most [`MAX_BATCH`].
 ///
 /// Every request is charged to a budget, whatever becomes of it: its
@@ -329,14 +344,14 @@ async fn graphql_post(
             Ok(v) => Some(v),
             Err(crate::auth::AuthError::Unavailable) => {
                 let e = crate::auth::AuthError::Unavailable;
-                return gql_error(StatusCode::SERVICE_UNAVAILABLE, e.code(), &e.to_string());
+                return auth_error(StatusCode::SERVICE_UNAVAILABLE, &e);
             }
             Err(e) => {
                 // Refused tokens cost their address's budget.
                 if over_budget(&addr_key) {
                     return rate_limited();
                 }
-                return gql_error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+                return auth_error(StatusCode::UNAUTHORIZED, &e);
             }
         },
     };
@@ -462,11 +477,19 @@ async fn graphql_post(
     for r in responses {
         if let Some(errors) = r.get_mut("errors").and_then(|e| e.as_array_mut()) {
             for e in errors {
+                let message = e["message"].as_str().unwrap_or_default().to_owned();
                 let ext = e
                     .as_object_mut()
                     .map(|o| o.entry("extensions").or_insert_with(|| json!({})));
                 if let Some(serde_json::Value::Object(ext)) = ext {
-                    ext.entry("code").or_insert_with(|| json!("BAD_REQUEST"));
+                    // A scalar that did not parse (a malformed DateTime, an
+                    // Int64 that is no whole number) is the caller's input.
+                    let code = if message.contains("Failed to parse \"") {
+                        "BAD_USER_INPUT"
+                    } else {
+                        "BAD_REQUEST"
+                    };
+                    ext.entry("code").or_insert_with(|| json!(code));
                 }
             }
         }

@@ -134,14 +134,14 @@ pub(super) async fn graphql_ws(
                             "too many requests; slow down",
                         ));
                     }
-                    return Err(graphql::coded("UNAUTHENTICATED", e.to_string()));
+                    return Err(refused_token(&e));
                 }
             };
             if let Err(e) = gate.admit(&verified, true).await {
                 if e != crate::auth::AuthError::Unavailable {
                     gate.failed(&source, &e);
                 }
-                return Err(graphql::coded(e.code(), e.to_string()));
+                return Err(refused_token(&e));
             }
             let (principal, exp) = (verified.principal.clone(), verified.exp);
             let Some(slot) = limits.ws_per_principal.take(&principal.subject) else {
@@ -198,8 +198,9 @@ pub(super) async fn graphql_ws(
                     .subscribe(&topic, 16)
                     .await
                     .map_err(ApiError::unavailable)?;
-                let to = crate::address::ActorId::new("session", &p)
-                    .map_err(|_| ApiError::Unauthenticated("bad subject".into()))?;
+                let to = crate::address::ActorId::new("session", &p).map_err(|_| {
+                    ApiError::Unauthenticated(super::error::RefusalReason::TokenInvalid)
+                })?;
                 let hello = Connect {
                     connection: connection.clone(),
                     app,
@@ -233,6 +234,21 @@ pub(super) async fn graphql_ws(
             Ok(data)
         })
         .start(&req, payload)
+}
+
+/// A refused token at `connection_init`. graphql-transport-ws closes the
+/// socket (code 1002) with the message as its reason and no extensions, so
+/// the message starts with the reason: `TOKEN_EXPIRED: the token has
+/// expired` (the code and reason are in the error too, for the
+/// subscriptions-transport-ws protocol).
+fn refused_token(e: &crate::auth::AuthError) -> async_graphql::Error {
+    match super::error::RefusalReason::of_auth(e) {
+        Some(reason) => {
+            let name = async_graphql::InputType::to_value(&reason).to_string();
+            super::error::refused(e.code(), reason, format!("{name}: {e}"))
+        }
+        None => graphql::coded(e.code(), e.to_string()),
+    }
 }
 
 /// Whether the gate refused (a database away is no refusal: an open

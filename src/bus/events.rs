@@ -1,7 +1,8 @@
 //! Events for subscribers on any node: what actors publish on the bus's topic
 //! exchange without waiting for it.
 //!
-//! Topics (AMQP words): `vitals.<device>`, `alerts.<device>`,
+//! Topics (AMQP words): `vitals.<device>`, `ecg.<device>` (raw ECG as
+//! stored), `alerts.<device>`, `devices.<patient>` (a device registered),
 //! `consult.<consult>`, `supervision.<node>`. An event is published after the
 //! fact it reports is durable; delivery is best effort (a subscriber that was
 //! away reads the durable record: consult messages resume from a sequence,

@@ -12,8 +12,8 @@ use crate::domain::consult::{ChatLine, Party, Status};
 pub enum ConsultsOf {
     /// A patient's.
     Patient(String),
-    /// Those a clinician is in, and those still requested or waiting of
-    /// `patients` (their care team's).
+    /// Of `patients` (a clinician's care team's): those still requested or
+    /// waiting, and those the clinician is in.
     Clinician { id: String, patients: Vec<String> },
 }
 
@@ -25,6 +25,47 @@ pub struct ConsultRow {
     pub clinician_id: Option<String>,
     pub status: Status,
     pub requested_ms: u64,
+    /// Why it was requested (PHI: sealed at rest).
+    pub reason: String,
+    /// The clinician's notes, once ended (PHI: sealed at rest).
+    pub notes: Option<String>,
+    pub started_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+}
+
+/// The columns a [`ConsultRow`] is read from.
+const COLUMNS: &str =
+    "id, patient_id, clinician_id, status, requested_ms, reason, notes, started_ms, ended_ms";
+
+/// A consult row as stored (reason and notes still sealed).
+type RawRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Reads [`COLUMNS`] off a row of either database.
+macro_rules! raw_row {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<RawRow, sqlx::Error>((
+            r.try_get("id")?,
+            r.try_get("patient_id")?,
+            r.try_get("clinician_id")?,
+            r.try_get("status")?,
+            r.try_get("requested_ms")?,
+            r.try_get("reason")?,
+            r.try_get("notes")?,
+            r.try_get("started_ms")?,
+            r.try_get("ended_ms")?,
+        ))
+    }};
 }
 
 fn parse_status(s: &str) -> Result<Status, StoreError> {
@@ -53,15 +94,24 @@ impl Store {
         journal_seq: u64,
     ) -> Result<(), StoreError> {
         let sql = self.dialect(
-            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq, \
+             reason, notes, started_ms, ended_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO UPDATE SET \
              clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
-             journal_seq = excluded.journal_seq WHERE consults.journal_seq <= excluded.journal_seq",
-            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET \
+             journal_seq = excluded.journal_seq, reason = excluded.reason, notes = excluded.notes, \
+             started_ms = excluded.started_ms, ended_ms = excluded.ended_ms \
+             WHERE consults.journal_seq <= excluded.journal_seq",
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq, \
+             reason, notes, started_ms, ended_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO UPDATE SET \
              clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
-             journal_seq = excluded.journal_seq WHERE consults.journal_seq <= excluded.journal_seq",
+             journal_seq = excluded.journal_seq, reason = excluded.reason, notes = excluded.notes, \
+             started_ms = excluded.started_ms, ended_ms = excluded.ended_ms \
+             WHERE consults.journal_seq <= excluded.journal_seq",
         );
+        let ad = super::sealed::ad("consults", &row.id, None);
+        let reason = self.seal_text(&ad, &row.reason);
+        let notes = row.notes.as_ref().map(|n| self.seal_text(&ad, n));
         with_pool!(self, pool => sqlx::query(sql)
             .bind(&row.id)
             .bind(&row.patient_id)
@@ -70,10 +120,36 @@ impl Store {
             .bind(row.requested_ms as i64)
             .bind(unix_ms() as i64)
             .bind(journal_seq as i64)
+            .bind(&reason)
+            .bind(&notes)
+            .bind(row.started_ms.map(|t| t as i64))
+            .bind(row.ended_ms.map(|t| t as i64))
             .execute(pool)
             .await
             .map(|_| ()))?;
         Ok(())
+    }
+
+    /// A consult row as read: its reason and notes opened.
+    async fn consult_opened(&self, raw: RawRow) -> Result<ConsultRow, StoreError> {
+        let (id, patient_id, clinician_id, status, requested, reason, notes, started, ended) = raw;
+        let ad = super::sealed::ad("consults", &id, None);
+        let reason = self.open_text(&ad, reason).await?;
+        let notes = match notes {
+            Some(n) => Some(self.open_text(&ad, n).await?),
+            None => None,
+        };
+        Ok(ConsultRow {
+            status: parse_status(&status)?,
+            id,
+            patient_id,
+            clinician_id,
+            requested_ms: requested as u64,
+            reason,
+            notes,
+            started_ms: started.map(|t| t as u64),
+            ended_ms: ended.map(|t| t as u64),
+        })
     }
 
     /// Writes a chat line (once).
@@ -108,32 +184,22 @@ impl Store {
 
     /// A patient's consults, oldest first.
     pub async fn consults_of(&self, patient: &str) -> Result<Vec<ConsultRow>, StoreError> {
-        let sql = self.dialect(
-            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults \
-             WHERE patient_id = $1 ORDER BY requested_ms, id COLLATE \"C\"",
-            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults \
-             WHERE patient_id = ?1 ORDER BY requested_ms, id",
-        );
-        type Raw = (String, String, Option<String>, String, i64);
-        let rows: Vec<Raw> = with_pool!(self, pool => sqlx::query(sql)
+        let sql = match self.backend() {
+            "postgres" => format!(
+                "SELECT {COLUMNS} FROM consults WHERE patient_id = $1 ORDER BY requested_ms, id COLLATE \"C\""
+            ),
+            _ => format!("SELECT {COLUMNS} FROM consults WHERE patient_id = ?1 ORDER BY requested_ms, id"),
+        };
+        let rows: Vec<RawRow> = with_pool!(self, pool => sqlx::query(&sql)
             .bind(patient)
             .fetch_all(pool)
             .await
-            .and_then(|rows| rows.iter().map(|r| Ok((
-                r.try_get("id")?, r.try_get("patient_id")?, r.try_get("clinician_id")?,
-                r.try_get("status")?, r.try_get("requested_ms")?,
-            ))).collect()))?;
-        rows.into_iter()
-            .map(|(id, patient_id, clinician_id, status, requested)| {
-                Ok(ConsultRow {
-                    id,
-                    patient_id,
-                    clinician_id,
-                    status: parse_status(&status)?,
-                    requested_ms: requested as u64,
-                })
-            })
-            .collect()
+            .and_then(|rows| rows.iter().map(|r| raw_row!(r)).collect()))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for raw in rows {
+            out.push(self.consult_opened(raw).await?);
+        }
+        Ok(out)
     }
 
     /// One page of consults, newest first (by request time, then id):
@@ -160,21 +226,19 @@ impl Store {
             (0..k).map(|_| p()).collect::<Vec<_>>().join(", ")
         };
         let collate = if pg { " COLLATE \"C\"" } else { "" };
-        let mut sql = String::from(
-            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults WHERE ",
-        );
+        let mut sql = format!("SELECT {COLUMNS} FROM consults WHERE ");
         match whose {
             ConsultsOf::Patient(_) => sql.push_str(&format!("patient_id = {}", p())),
             ConsultsOf::Clinician { patients, .. } => {
-                let team = if patients.is_empty() {
-                    "FALSE".to_owned()
+                if patients.is_empty() {
+                    sql.push_str("1 = 0");
                 } else {
-                    format!(
-                        "(patient_id IN ({}) AND status IN ('requested', 'waiting'))",
-                        list(patients.len(), &mut p)
-                    )
-                };
-                sql.push_str(&format!("({team} OR clinician_id = {})", p()));
+                    let team = list(patients.len(), &mut p);
+                    sql.push_str(&format!(
+                        "patient_id IN ({team}) AND (status IN ('requested', 'waiting') OR clinician_id = {})",
+                        p()
+                    ));
+                }
             }
         }
         if !statuses.is_empty() {
@@ -193,17 +257,17 @@ impl Store {
             " ORDER BY requested_ms DESC, id{collate} DESC LIMIT {}",
             p()
         ));
-        type Raw = (String, String, Option<String>, String, i64);
-        let rows: Vec<Raw> = with_pool!(self, pool => {
+        let rows: Vec<RawRow> = with_pool!(self, pool => {
             let mut q = sqlx::query(&sql);
             match whose {
                 ConsultsOf::Patient(id) => q = q.bind(id),
-                ConsultsOf::Clinician { id, patients } => {
+                ConsultsOf::Clinician { id, patients } if !patients.is_empty() => {
                     for patient in patients {
                         q = q.bind(patient);
                     }
                     q = q.bind(id);
                 }
+                ConsultsOf::Clinician { .. } => {}
             }
             for s in statuses {
                 q = q.bind(s.as_str());
@@ -214,49 +278,70 @@ impl Store {
             q.bind(i64::from(limit))
                 .fetch_all(pool)
                 .await
-                .and_then(|rows| rows.iter().map(|r| Ok((
-                    r.try_get("id")?, r.try_get("patient_id")?, r.try_get("clinician_id")?,
-                    r.try_get("status")?, r.try_get("requested_ms")?,
-                ))).collect())
+                .and_then(|rows| rows.iter().map(|r| raw_row!(r)).collect())
         })?;
-        rows.into_iter()
-            .map(|(id, patient_id, clinician_id, status, requested)| {
-                Ok(ConsultRow {
-                    id,
-                    patient_id,
-                    clinician_id,
-                    status: parse_status(&status)?,
-                    requested_ms: requested as u64,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for raw in rows {
+            out.push(self.consult_opened(raw).await?);
+        }
+        Ok(out)
     }
 
     /// One consult's row, if projected.
     pub async fn consult_row(&self, id: &str) -> Result<Option<ConsultRow>, StoreError> {
-        let sql = self.dialect(
-            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults WHERE id = $1",
-            "SELECT id, patient_id, clinician_id, status, requested_ms FROM consults WHERE id = ?1",
-        );
-        type Raw = (String, String, Option<String>, String, i64);
-        let row: Option<Raw> = with_pool!(self, pool => sqlx::query(sql)
+        let sql = match self.backend() {
+            "postgres" => format!("SELECT {COLUMNS} FROM consults WHERE id = $1"),
+            _ => format!("SELECT {COLUMNS} FROM consults WHERE id = ?1"),
+        };
+        let row: Option<RawRow> = with_pool!(self, pool => sqlx::query(&sql)
             .bind(id)
             .fetch_optional(pool)
             .await
-            .and_then(|r| r.map(|r| Ok((
-                r.try_get("id")?, r.try_get("patient_id")?, r.try_get("clinician_id")?,
-                r.try_get("status")?, r.try_get("requested_ms")?,
-            ))).transpose()))?;
-        row.map(|(id, patient_id, clinician_id, status, requested)| {
-            Ok(ConsultRow {
-                id,
-                patient_id,
-                clinician_id,
-                status: parse_status(&status)?,
-                requested_ms: requested as u64,
-            })
-        })
-        .transpose()
+            .and_then(|r| r.map(|r| raw_row!(&r)).transpose()))?;
+        match row {
+            Some(raw) => Ok(Some(self.consult_opened(raw).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The consult `requester`'s request `request_id` names: the one stored
+    /// now if it was new (`consult`, for `patient`), or the one stored
+    /// before, with its patient.
+    pub async fn claim_consult_request(
+        &self,
+        requester: &str,
+        request_id: &str,
+        consult: &str,
+        patient: &str,
+    ) -> Result<(String, String), StoreError> {
+        let (insert, select) = (
+            self.dialect(
+                "INSERT INTO consult_requests (requester, request_id, consult_id, patient_id, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (requester, request_id) DO NOTHING",
+                "INSERT INTO consult_requests (requester, request_id, consult_id, patient_id, at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (requester, request_id) DO NOTHING",
+            ),
+            self.dialect(
+                "SELECT consult_id, patient_id FROM consult_requests WHERE requester = $1 AND request_id = $2",
+                "SELECT consult_id, patient_id FROM consult_requests WHERE requester = ?1 AND request_id = ?2",
+            ),
+        );
+        with_pool!(self, pool => sqlx::query(insert)
+            .bind(requester)
+            .bind(request_id)
+            .bind(consult)
+            .bind(patient)
+            .bind(unix_ms() as i64)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        let row: (String, String) = with_pool!(self, pool => sqlx::query(select)
+            .bind(requester)
+            .bind(request_id)
+            .fetch_one(pool)
+            .await
+            .and_then(|r| Ok((r.try_get("consult_id")?, r.try_get("patient_id")?))))?;
+        Ok(row)
     }
 
     /// Consults still requested or waiting (their no-show checks must run

@@ -4,7 +4,7 @@
 //!
 //! Sealed columns ([`SEALED`]): journal and snapshot payloads (every event:
 //! chat text, consult reasons, end notes, raw ECG and vitals samples), chat
-//! text, alert acknowledgement notes, the beats found in ECG chunks and
+//! text, consults' reasons and end notes, alert acknowledgement notes, the beats found in ECG chunks and
 //! per-patient alarm settings; and the vitals values of aggregates (min, max,
 //! sum) and alerts (reading, threshold), sealed together into their row's
 //! `sealed` column. Ids, roles, statuses and times stay clear (the
@@ -67,6 +67,20 @@ pub const SEALED: &[SealedColumn] = &[
     SealedColumn {
         table: "break_glass",
         column: "reason",
+        text_key: "id",
+        int_key: None,
+        text: true,
+    },
+    SealedColumn {
+        table: "consults",
+        column: "reason",
+        text_key: "id",
+        int_key: None,
+        text: true,
+    },
+    SealedColumn {
+        table: "consults",
+        column: "notes",
         text_key: "id",
         int_key: None,
         text: true,

@@ -227,7 +227,7 @@ async fn a_patient_and_a_clinician_hold_a_live_consult_and_others_are_kept_out()
     let id = ok(
         a,
         &patient,
-        "mutation { requestConsult(patientId: \"p-1\", reason: \"palpitations at night\") }",
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"palpitations at night\", requestId: \"r1\") }",
         json!({}),
     )
     .await["requestConsult"]
@@ -800,7 +800,7 @@ async fn ops_see_the_trees_watch_supervision_events_and_restart_an_actor() {
     let id = ok(
         a,
         &patient,
-        "mutation { requestConsult(patientId: \"p-1\", reason: \"check\") }",
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"check\", requestId: \"r1\") }",
         json!({}),
     )
     .await["requestConsult"]
@@ -1000,7 +1000,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     let consult = ok(
         a,
         &p1,
-        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\") }",
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\", requestId: \"r1\") }",
         json!({}),
     )
     .await["requestConsult"]
@@ -1045,7 +1045,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
         ("consult", "query($c: ID!) { consult(id: $c) { status } }", &["p-1", "dr-1"], true),
         ("vitals", "query($f: DateTime!, $t: DateTime!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }", &["p-1", "dr-1"], true),
         ("alerts", "query { alerts(patientId: \"p-1\") { nodes { id } } }", &["p-1", "dr-1"], true),
-        ("requestConsult", "mutation { requestConsult(patientId: \"p-1\", reason: \"x\") }", &["p-1", "dr-1"], true),
+        ("requestConsult", "mutation { requestConsult(patientId: \"p-1\", reason: \"x\", requestId: \"rx\") }", &["p-1", "dr-1"], true),
         ("sendMessage", "mutation($c: ID!) { sendMessage(consultId: $c, clientMessageId: \"k\", text: \"hi\") }", &["p-1", "dr-1"], true),
         ("pushSamples", "mutation($d: ID!, $t: DateTime!) { pushSamples(deviceId: $d, samples: [{metric: SPO2, at: $t, value: 97}]) { accepted } }", &["p-1"], true),
         ("acknowledgeAlert", "mutation($al: ID!) { acknowledgeAlert(id: $al) }", &["dr-1"], true),

@@ -86,7 +86,7 @@ async fn scenario(addr: &str) -> String {
     let id = ok(
         addr,
         &patient,
-        "mutation($r: String!) { requestConsult(patientId: \"p-1\", reason: $r) }",
+        "mutation($r: String!) { requestConsult(patientId: \"p-1\", reason: $r, requestId: \"r1\") }",
         json!({"r": format!("chest pain {REASON}")}),
     )
     .await["requestConsult"]

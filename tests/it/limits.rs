@@ -113,7 +113,7 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
 }
 
 /// The value of counter `name` with label `label` in `/metrics` (0 if absent).
-async fn counter(addr: &str, name: &str, label: &str) -> f64 {
+pub(crate) async fn counter(addr: &str, name: &str, label: &str) -> f64 {
     let body = awc::Client::new()
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -435,7 +435,7 @@ async fn random_consult_ids_start_no_actor_and_write_at_most_one_audit_entry() {
     let id = ok(
         &a,
         &patient,
-        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\") }",
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\", requestId: \"r1\") }",
         json!({}),
     )
     .await["requestConsult"]
@@ -598,7 +598,7 @@ async fn logs_name_no_patient_and_ops_see_a_keyed_pseudonym_stable_across_restar
     let consult = ok(
         &a,
         &patient,
-        &format!("mutation {{ requestConsult(patientId: \"{PATIENT}\", reason: \"r\") }}"),
+        &format!("mutation {{ requestConsult(patientId: \"{PATIENT}\", reason: \"r\", requestId: \"r1\") }}"),
         json!({}),
     )
     .await["requestConsult"]

@@ -18,7 +18,7 @@ use crate::api::{
 };
 
 /// ECG as one-second `pushSamples` inputs from `t0`.
-fn ecg_inputs(samples: &[f32], hz: u32, t0: f64) -> Vec<Value> {
+pub(crate) fn ecg_inputs(samples: &[f32], hz: u32, t0: f64) -> Vec<Value> {
     samples
         .chunks(hz as usize)
         .enumerate()
@@ -46,7 +46,7 @@ async fn event_with(ws: &mut Socket, id: &str, change: &str, wait: Duration) -> 
 
 /// Pushes hypertensive crises (and normal readings after each) until
 /// subscription `id` reports one: the subscription is bound from then on.
-async fn until_bound(
+pub(crate) async fn until_bound(
     a: &str,
     patient: &str,
     device: &str,

@@ -470,6 +470,10 @@ async fn projections_never_go_back_to_an_older_state(store: &Store) {
         clinician_id: Some("dr-1".into()),
         status,
         requested_ms: 1,
+        reason: "chest pain".into(),
+        notes: None,
+        started_ms: None,
+        ended_ms: None,
     };
     store.project_consult(&row(Status::Ended), 7).await.unwrap();
     // A stalled former owner projecting what it saw at sequence 3.
@@ -506,11 +510,20 @@ async fn consults_and_alerts_come_in_keyset_pages_newest_first(store: &Store) {
             clinician_id: clinician.map(Into::into),
             status,
             requested_ms: at,
+            reason: format!("reason of {id}"),
+            notes: (status == Status::Ended).then(|| "notes".to_owned()),
+            started_ms: None,
+            ended_ms: None,
         };
         store.project_consult(&row, 1).await.unwrap();
     }
     let ids = |rows: Vec<ConsultRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
     let p1 = ConsultsOf::Patient("p-1".into());
+    let read = store.consult_row("c-b").await.unwrap().unwrap();
+    assert_eq!(
+        (read.reason.as_str(), read.notes.as_deref()),
+        ("reason of c-b", Some("notes"))
+    );
     assert_eq!(
         ids(store.consults_page(&p1, &[], None, 10).await.unwrap()),
         ["c-c", "c-b", "c-a"]

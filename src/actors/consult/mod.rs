@@ -79,6 +79,10 @@ impl ConsultActor {
             clinician_id: self.state.clinician.clone(),
             status,
             requested_ms: self.state.requested_at_ms,
+            reason: self.state.reason.clone(),
+            notes: self.state.notes.clone(),
+            started_ms: self.state.started_at_ms,
+            ended_ms: self.state.ended_at_ms,
         };
         let mut result = self.store.project_consult(&row, self.last_seq).await;
         for line in lines {

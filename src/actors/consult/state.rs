@@ -169,6 +169,12 @@ pub struct Consult {
     pub present: BTreeSet<Party>,
     pub notes: Option<String>,
     pub requested_at_ms: u64,
+    /// When a clinician joined the waiting patient (in progress).
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
+    /// When it ended, was cancelled or became a no-show.
+    #[serde(default)]
+    pub ended_at_ms: Option<u64>,
     /// (author, client message id) → sequence, to answer duplicates.
     by_client_id: HashMap<String, u64>,
 }
@@ -369,7 +375,7 @@ impl Consult {
                 self.status = Some(Status::Requested);
                 self.requested_at_ms = *at_ms;
             }
-            Event::Joined { who, .. } => {
+            Event::Joined { who, at_ms } => {
                 self.present.insert(who.clone());
                 match who {
                     Party::Patient(_) if self.status == Some(Status::Requested) => {
@@ -379,6 +385,7 @@ impl Consult {
                         self.clinician = Some(c.clone());
                         if self.status == Some(Status::Waiting) {
                             self.status = Some(Status::InProgress);
+                            self.started_at_ms = Some(*at_ms);
                         }
                     }
                     _ => {}
@@ -392,17 +399,20 @@ impl Consult {
                     .insert(client_key(&line.author, &line.client_message_id), line.seq);
                 self.lines.push(line.clone());
             }
-            Event::Ended { notes, .. } => {
+            Event::Ended { notes, at_ms } => {
                 self.notes = Some(notes.clone());
                 self.status = Some(Status::Ended);
+                self.ended_at_ms = Some(*at_ms);
                 self.present.clear();
             }
-            Event::Cancelled { .. } => {
+            Event::Cancelled { at_ms, .. } => {
                 self.status = Some(Status::Cancelled);
+                self.ended_at_ms = Some(*at_ms);
                 self.present.clear();
             }
-            Event::NoShow { .. } => {
+            Event::NoShow { at_ms } => {
                 self.status = Some(Status::NoShow);
+                self.ended_at_ms = Some(*at_ms);
                 self.present.clear();
             }
         }

@@ -16,7 +16,7 @@ use crate::api::access::{deps, principal, valid, Access, Deps};
 use crate::api::ask::{act, authorized_consult, consult_view};
 use crate::api::error::ApiError;
 use crate::api::graphql::page::{connection, ConsultKey, MessageKey, Page};
-use crate::api::graphql::people::RoleGql;
+use crate::api::graphql::role::RoleGql;
 use crate::api::graphql::scalars::{DateTime, Int64};
 use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::clock::unix_ms;
@@ -102,6 +102,11 @@ impl ConsultGql {
     pub(crate) fn new(row: ConsultRow) -> Self {
         ConsultGql { row }
     }
+
+    /// The consult's patient.
+    pub(crate) fn patient(&self) -> &str {
+        &self.row.patient_id
+    }
 }
 
 /// A page of chat messages.
@@ -159,8 +164,28 @@ impl ConsultGql {
         self.row.clinician_id.clone().map(ID)
     }
 
+    /// Why it was requested (PHI, read by whoever may read the consult).
+    async fn reason(&self) -> &str {
+        &self.row.reason
+    }
+
+    /// The clinician's notes, once ended (PHI).
+    async fn notes(&self) -> Option<&str> {
+        self.row.notes.as_deref()
+    }
+
     async fn requested_at(&self) -> DateTime {
         DateTime::from_unix_ms(self.row.requested_ms)
+    }
+
+    /// When a clinician joined the waiting patient.
+    async fn started_at(&self) -> Option<DateTime> {
+        self.row.started_ms.map(DateTime::from_unix_ms)
+    }
+
+    /// When it ended, was cancelled or became a no-show.
+    async fn ended_at(&self) -> Option<DateTime> {
+        self.row.ended_ms.map(DateTime::from_unix_ms)
     }
 
     /// The chat, oldest first (by `seq`).
@@ -239,16 +264,23 @@ pub struct ConsultMutation;
 #[Object]
 impl ConsultMutation {
     /// A new consult for `patientId` (the patient, or a clinician of theirs).
+    /// `requestId` (the caller's, 1–128 bytes) makes a retry safe: the same
+    /// caller's same id answers the same consult and makes nothing new,
+    /// across restarts.
     async fn request_consult(
         &self,
         ctx: &Context<'_>,
         patient_id: ID,
         reason: String,
+        request_id: ID,
     ) -> async_graphql::Result<ID> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&patient_id, "patientId")?;
         if reason.len() > 2_000 {
             return Err(ApiError::bad_input("reason: at most 2000 bytes").into());
+        }
+        if request_id.is_empty() || request_id.len() > 128 {
+            return Err(ApiError::bad_input("requestId: 1–128 bytes").into());
         }
         Access::new(d, who, "write", "consult")
             .patient(&patient_id)
@@ -261,7 +293,18 @@ impl ConsultMutation {
         if !exists {
             return Err(ApiError::NotFound("no such patient".into()).into());
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let (id, for_patient) = d
+            .store
+            .claim_consult_request(&who.subject, &request_id, &fresh, &patient_id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        if for_patient != patient_id.as_str() {
+            let reused = crate::api::error::RefusalReason::RequestIdReused;
+            return Err(ApiError::consult(reused).into());
+        }
+        // A retry asks again with the same command id: the consult answers
+        // it without recording anything new.
         let command = Command::Request {
             patient: patient_id.to_string(),
             reason,
@@ -324,6 +367,17 @@ impl ConsultMutation {
         if notes.chars().count() > 20_000 {
             return Err(ApiError::bad_input("notes: at most 20000 characters").into());
         }
+        if who.role == Role::Patient {
+            // Not a question of which consult: no patient ends one.
+            Access::new(d, who, "write", "consult,notes")
+                .refuse(None)
+                .await;
+            return Err(ApiError::Refused {
+                code: "FORBIDDEN",
+                reason: crate::api::error::RefusalReason::OnlyClinicianMayEnd,
+            }
+            .into());
+        }
         let p = writer(d, who, &id, "consult,notes").await?;
         let request_id = format!("end-{}", id.as_str());
         act(d, &id, request_id, Command::End { who: p, notes }).await?;
@@ -346,7 +400,9 @@ pub struct ConsultSubscription;
 #[Subscription]
 impl ConsultSubscription {
     /// A consult's events from now on; with `afterMessage`, the chat messages
-    /// after that sequence first (resuming after a reconnect).
+    /// after that sequence first (resuming after a reconnect). It completes
+    /// after delivering the end (`ENDED`, `CANCELLED`, `NO_SHOW`); opened on
+    /// a consult already over, it delivers that end and completes.
     async fn consult_events(
         &self,
         ctx: &Context<'_>,
@@ -374,6 +430,37 @@ impl ConsultSubscription {
         };
         let last_backlog = backlog.last().map_or(0, |l| l.seq);
         let id = consult_id.to_string();
+        // Over already (looked at once the subscription is bound, so an end
+        // cannot fall in between): its end, from the projection, is the
+        // last event.
+        let now = consult_view(&d, &consult_id, u64::MAX).await?;
+        let over = match now.status.filter(|s| s.is_over()) {
+            Some(status) => {
+                let row = d
+                    .store
+                    .consult_row(&consult_id)
+                    .await
+                    .map_err(ApiError::unavailable)?;
+                let kind = match status {
+                    Status::Ended => ConsultEventKind::Ended,
+                    Status::Cancelled => ConsultEventKind::Cancelled,
+                    _ => ConsultEventKind::NoShow,
+                };
+                let at = row.and_then(|r| r.ended_ms).unwrap_or(0);
+                let seq = d
+                    .store
+                    .last_seq(&format!("consult/{}", consult_id.as_str()))
+                    .await
+                    .map_err(ApiError::unavailable)?;
+                Some(ConsultEventGql {
+                    seq: Int64(seq as i64),
+                    kind,
+                    at: DateTime::from_unix_ms(at),
+                    message: None,
+                })
+            }
+            None => None,
+        };
         Ok(until_expiry(
             ctx,
             async_stream_lite(move |tx| async move {
@@ -386,6 +473,10 @@ impl ConsultSubscription {
                         message: Some(line.into()),
                     };
                     let _ = tx.send(event).await;
+                }
+                if let Some(end) = over {
+                    let _ = tx.send(end).await;
+                    return;
                 }
                 while let Some((_, e)) = sub.next_of::<ConsultEvent>().await {
                     if e.consult != id {
@@ -406,7 +497,13 @@ impl ConsultSubscription {
                         at: DateTime::from_unix_ms(e.event.at_ms()),
                         message,
                     };
-                    if tx.send(event).await.is_err() {
+                    let last = matches!(
+                        event.kind,
+                        ConsultEventKind::Ended
+                            | ConsultEventKind::Cancelled
+                            | ConsultEventKind::NoShow
+                    );
+                    if tx.send(event).await.is_err() || last {
                         break;
                     }
                 }

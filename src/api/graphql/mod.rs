@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod ops;
 pub mod page;
 pub mod people;
+pub mod role;
 pub mod scalars;
 pub mod vitals;
 
@@ -84,6 +85,7 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
         Mutation::default(),
         SubscriptionRoot::default(),
     )
+    .register_output_type::<super::error::RefusalReason>()
     .data(deps)
     .limit_depth(12)
     .limit_complexity(1_000)
@@ -106,6 +108,7 @@ pub fn sdl() -> String {
         Mutation::default(),
         SubscriptionRoot::default(),
     )
+    .register_output_type::<super::error::RefusalReason>()
     .finish()
     .sdl()
 }

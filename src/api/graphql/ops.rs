@@ -11,7 +11,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use super::page::{connection, AuditKey, Page};
-use super::people::RoleGql;
+use super::role::RoleGql;
 use super::scalars::{DateTime, Int64};
 use super::Bearer;
 use crate::address::ActorId;

@@ -7,59 +7,101 @@
 //! patient's profile is read from the projections the actors keep
 //! (consults) and from those registrations. Every access is audited.
 
-use async_graphql::{Context, Enum, Object, SimpleObject, ID};
+use async_graphql::{Context, Object, SimpleObject, ID};
 
 use super::consult::{consult_page, ConsultConnection, ConsultStatus};
+pub use super::role::RoleGql;
+use super::scalars::DateTime;
+use super::vitals::{latest_vitals, LatestVitals};
 use crate::api::access::{deps, principal, valid, Access};
 use crate::api::error::ApiError;
 use crate::api::gate::{AccessChanged, Change};
+use crate::api::live::{devices_topic, DeviceRegistered};
+use crate::bus::BusEvent;
 use crate::principal::Role;
 use crate::store::consults::ConsultsOf;
 
-#[derive(SimpleObject)]
+/// The principal the bearer token names.
 pub struct Me {
-    pub subject: ID,
-    pub role: RoleGql,
+    subject: String,
+    role: Role,
+    /// The token's expiry (Unix seconds), when known.
+    exp: Option<u64>,
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "Role")]
-pub enum RoleGql {
-    Patient,
-    Clinician,
-    Ops,
-    Admin,
-    /// The node itself (automatic logoffs, start-up repairs), in the audit
-    /// trail only.
-    System,
-}
-
-impl From<Role> for RoleGql {
-    fn from(r: Role) -> Self {
-        match r {
-            Role::Patient => RoleGql::Patient,
-            Role::Clinician => RoleGql::Clinician,
-            Role::Ops => RoleGql::Ops,
-            Role::Admin => RoleGql::Admin,
-            Role::System => RoleGql::System,
-        }
+#[Object]
+impl Me {
+    async fn subject(&self) -> ID {
+        ID(self.subject.clone())
     }
-}
 
-impl RoleGql {
-    /// From a role's name as the audit trail keeps it (`clinician`, …);
-    /// `None` for anything else (`none`: no principal).
-    pub fn parse(name: &str) -> Option<RoleGql> {
-        [
-            Role::Patient,
-            Role::Clinician,
-            Role::Ops,
-            Role::Admin,
-            Role::System,
-        ]
-        .into_iter()
-        .find(|r| r.name() == name)
-        .map(Into::into)
+    async fn role(&self) -> RoleGql {
+        self.role.into()
+    }
+
+    /// When the token stops working (a client signs in again before).
+    async fn token_expires_at(&self) -> Option<DateTime> {
+        self.exp
+            .map(|s| DateTime::from_unix_ms(s.saturating_mul(1000)))
+    }
+
+    /// A clinician's patients (their care team's), a patient themself;
+    /// none for ops and admins. Each is a read of the patient's profile,
+    /// audited like `patient`.
+    async fn patients(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PatientGql>> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        let ids = match self.role {
+            Role::Patient => vec![self.subject.clone()],
+            Role::Clinician => d
+                .store
+                .patients_of(&self.subject)
+                .await
+                .map_err(ApiError::unavailable)?,
+            _ => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(profile(d, who, &ID(id)).await?);
+        }
+        Ok(out)
+    }
+
+    /// A clinician's consults: those waiting for them (requested or waiting,
+    /// of their care team's patients) and those they are in; a patient's
+    /// own. Newest first; of those statuses if given. Each patient listed is
+    /// audited (`consults`).
+    async fn consults(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<Vec<ConsultStatus>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ConsultConnection> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        let whose = match self.role {
+            Role::Patient => ConsultsOf::Patient(self.subject.clone()),
+            Role::Clinician => ConsultsOf::Clinician {
+                id: self.subject.clone(),
+                patients: d
+                    .store
+                    .patients_of(&self.subject)
+                    .await
+                    .map_err(ApiError::unavailable)?,
+            },
+            _ => ConsultsOf::Clinician {
+                id: self.subject.clone(),
+                patients: Vec::new(),
+            },
+        };
+        let page = consult_page(d, &whose, status, first, after).await?;
+        let mut patients: Vec<&str> = page.edges.iter().map(|e| e.node.patient()).collect();
+        patients.sort_unstable();
+        patients.dedup();
+        let access = Access::new(d, who, "read", "consults");
+        for p in patients {
+            access.patient(p).await?;
+        }
+        Ok(page)
     }
 }
 
@@ -76,6 +118,34 @@ pub struct PatientGql {
     pub id: ID,
     pub devices: Vec<DeviceGql>,
     pub care_team: Vec<ID>,
+}
+
+/// `id`'s profile, once `who` is authorized for it (audited either way).
+async fn profile(
+    d: &crate::api::access::Deps,
+    who: &crate::principal::Principal,
+    id: &ID,
+) -> Result<PatientGql, ApiError> {
+    Access::new(d, who, "read", "profile,devices,care_team,consults")
+        .patient(id)
+        .await?;
+    let devices = d
+        .store
+        .devices_of(id)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let team = d.store.care_team(id).await.map_err(ApiError::unavailable)?;
+    Ok(PatientGql {
+        id: id.clone(),
+        devices: devices
+            .into_iter()
+            .map(|dev| DeviceGql {
+                id: ID(dev.id),
+                kind: dev.kind,
+            })
+            .collect(),
+        care_team: team.into_iter().map(ID).collect(),
+    })
 }
 
 #[Object(name = "Patient")]
@@ -103,6 +173,29 @@ impl PatientGql {
         let whose = ConsultsOf::Patient(self.id.to_string());
         consult_page(deps(ctx), &whose, status, first, after).await
     }
+
+    /// The patient's open alerts, newest raised first (a PHI read, audited
+    /// as `alerts`).
+    async fn open_alerts(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<crate::api::monitoring::AlertGql>> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        Access::new(d, who, "read", "alerts")
+            .patient(&self.id)
+            .await?;
+        crate::api::monitoring::open_alerts(d, &self.id).await
+    }
+
+    /// The newest reading of each vital sign, each with its time (a PHI
+    /// read, audited as `vitals`).
+    async fn latest_vitals(&self, ctx: &Context<'_>) -> async_graphql::Result<LatestVitals> {
+        let (who, d) = (principal(ctx)?, deps(ctx));
+        Access::new(d, who, "read", "vitals")
+            .patient(&self.id)
+            .await?;
+        Ok(latest_vitals(d, &self.id).await?)
+    }
 }
 
 #[derive(Default)]
@@ -114,39 +207,18 @@ impl PeopleQuery {
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let who = principal(ctx)?;
         Ok(Me {
-            subject: ID(who.subject.clone()),
-            role: who.role.into(),
+            subject: who.subject.clone(),
+            role: who.role,
+            exp: ctx.data_opt::<crate::auth::Verified>().map(|v| v.exp),
         })
     }
 
-    /// A patient's profile: devices, care team, consults (PHI).
+    /// A patient's profile: devices, care team, consults, alerts, latest
+    /// vitals (PHI).
     async fn patient(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PatientGql> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        Access::new(d, who, "read", "profile,devices,care_team,consults")
-            .patient(&id)
-            .await?;
-        let devices = d
-            .store
-            .devices_of(&id)
-            .await
-            .map_err(ApiError::unavailable)?;
-        let team = d
-            .store
-            .care_team(&id)
-            .await
-            .map_err(ApiError::unavailable)?;
-        Ok(PatientGql {
-            id: id.clone(),
-            devices: devices
-                .into_iter()
-                .map(|dev| DeviceGql {
-                    id: ID(dev.id),
-                    kind: dev.kind,
-                })
-                .collect(),
-            care_team: team.into_iter().map(ID).collect(),
-        })
+        Ok(profile(d, who, &id).await?)
     }
 }
 
@@ -270,9 +342,26 @@ impl PeopleMutation {
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         match d.store.register_device(&id, &patient_id, &kind).await {
-            Ok(Ok(())) => Ok(ID(id)),
-            Ok(Err(e)) => Err(ApiError::NotFound(e.to_string()).into()),
-            Err(e) => Err(ApiError::unavailable(e).into()),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ApiError::NotFound(e.to_string()).into()),
+            Err(e) => return Err(ApiError::unavailable(e).into()),
         }
+        // Live subscriptions of the patient, on any node, start watching it.
+        let registered = DeviceRegistered {
+            patient: patient_id.to_string(),
+            device: id.clone(),
+        };
+        let announced = crate::bus::Envelope::new(DeviceRegistered::TYPE, &registered)
+            .map_err(|e| crate::bus::BusError::Broker(e.to_string()));
+        let announced = match announced {
+            Ok(env) => d.bus.publish(&devices_topic(&patient_id), &env).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = announced {
+            // Registered all the same: subscriptions opened from now on see it.
+            use crate::api::error::Cause;
+            tracing::warn!(cause = %e.describe(), "a device registration was not announced");
+        }
+        Ok(ID(id))
     }
 }

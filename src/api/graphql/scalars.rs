@@ -72,7 +72,9 @@ impl ScalarType for DateTime {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
             Value::String(s) => DateTime::parse(s).map_err(InputValueError::custom),
-            _ => Err(InputValueError::expected_type(value)),
+            _ => Err(InputValueError::custom(
+                "expected an RFC 3339 time such as 2026-12-05T08:01:02.345Z",
+            )),
         }
     }
 
@@ -96,7 +98,7 @@ impl ScalarType for Int64 {
                 .as_i64()
                 .map(Int64)
                 .ok_or_else(|| InputValueError::custom("expected a whole number")),
-            _ => Err(InputValueError::expected_type(value)),
+            _ => Err(InputValueError::custom("expected a whole number")),
         }
     }
 

@@ -10,8 +10,8 @@ use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
 use crate::actors::device::sample::{Rejection as Reject, Sample};
-use crate::actors::device::stream::{OpenAggregates, Push, VitalsEvent};
-use crate::api::access::{deps, device_patient, device_topics, principal, valid, Access};
+use crate::actors::device::stream::{EcgEvent, Latest, OpenAggregates, Push, VitalsEvent};
+use crate::api::access::{deps, device_patient, principal, valid, Access, Deps};
 use crate::api::ask::ask;
 use crate::api::error::ApiError;
 use crate::api::graphql::scalars::DateTime;
@@ -221,6 +221,95 @@ impl From<&Sample> for SampleGql {
     }
 }
 
+/// One reading of a vital sign, with its time: a client tells a stale one.
+#[derive(SimpleObject, Clone)]
+pub struct Reading {
+    pub value: f64,
+    pub at: DateTime,
+    pub device_id: ID,
+}
+
+/// One blood pressure reading (mmHg).
+#[derive(SimpleObject, Clone)]
+pub struct BloodPressure {
+    pub systolic: f64,
+    pub diastolic: f64,
+    pub at: DateTime,
+    pub device_id: ID,
+}
+
+/// The newest ECG analysis, at the end of the second it is about.
+#[derive(SimpleObject, Clone)]
+pub struct EcgReading {
+    pub at: DateTime,
+    pub device_id: ID,
+    pub state: crate::api::monitoring::EcgStateGql,
+}
+
+/// The newest reading of each vital sign of a patient's devices (the
+/// newest across devices), each with its time: never a stale value shown
+/// as current.
+#[derive(SimpleObject, Clone, Default)]
+pub struct LatestVitals {
+    /// The pulse rate the device reports.
+    pub heart_rate: Option<Reading>,
+    pub spo2: Option<Reading>,
+    pub blood_pressure: Option<BloodPressure>,
+    pub ecg: Option<EcgReading>,
+}
+
+/// The newest readings of `patient`'s devices (authorized already), asked
+/// of each device's stream.
+pub(crate) async fn latest_vitals(d: &Deps, patient: &str) -> Result<LatestVitals, ApiError> {
+    let mut out = LatestVitals::default();
+    let devices = d
+        .store
+        .devices_of(patient)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let newer = |have: Option<DateTime>, at: u64| have.is_none_or(|t| t.unix_ms() < at);
+    for dev in devices {
+        let l = ask(d, &dev.id, &Latest).await?;
+        let id = || ID(dev.id.clone());
+        let reading = |(at, value): (u64, f64)| Reading {
+            value,
+            at: DateTime::from_unix_ms(at),
+            device_id: id(),
+        };
+        if let Some(r) = l
+            .heart_rate
+            .filter(|r| newer(out.heart_rate.as_ref().map(|x| x.at), r.0))
+        {
+            out.heart_rate = Some(reading(r));
+        }
+        if let Some(r) = l
+            .spo2
+            .filter(|r| newer(out.spo2.as_ref().map(|x| x.at), r.0))
+        {
+            out.spo2 = Some(reading(r));
+        }
+        if let Some((at, systolic, diastolic)) = l
+            .blood_pressure
+            .filter(|r| newer(out.blood_pressure.as_ref().map(|x| x.at), r.0))
+        {
+            out.blood_pressure = Some(BloodPressure {
+                systolic,
+                diastolic,
+                at: DateTime::from_unix_ms(at),
+                device_id: id(),
+            });
+        }
+        if let Some((at, state)) = l.ecg.filter(|r| newer(out.ecg.as_ref().map(|x| x.at), r.0)) {
+            out.ecg = Some(EcgReading {
+                at: DateTime::from_unix_ms(at),
+                device_id: id(),
+                state: state.into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Default)]
 pub struct VitalsQuery;
 
@@ -371,6 +460,17 @@ impl VitalsMutation {
     }
 }
 
+/// Raw ECG of a patient's device as stored: contiguous samples from `start`.
+#[derive(SimpleObject, Clone)]
+pub struct EcgSegmentEvent {
+    pub device_id: ID,
+    pub patient_id: ID,
+    /// Time of the first sample.
+    pub start: DateTime,
+    pub hz: i32,
+    pub millivolts: Vec<f64>,
+}
+
 #[derive(Default)]
 pub struct VitalsSubscription;
 
@@ -387,8 +487,7 @@ impl VitalsSubscription {
         Access::new(&d, &who, "read", "vitals")
             .patient(&patient_id)
             .await?;
-        let topics = device_topics(&d, "vitals", std::slice::from_ref(&patient_id.0)).await?;
-        let mut w = watch::<VitalsEvent>(&d, topics).await?;
+        let mut w = watch::<VitalsEvent>(&d, "vitals", std::slice::from_ref(&patient_id.0)).await?;
         let slot = SubscriptionSlot::take(&d, &who, "vitals")?;
         Ok(until_expiry(
             ctx,
@@ -404,6 +503,42 @@ impl VitalsSubscription {
                     };
                     if tx.send(event).await.is_err() {
                         break;
+                    }
+                }
+            }),
+        ))
+    }
+    /// Raw ECG of a patient's devices as it is stored (each stored chunk,
+    /// for a live waveform); like `vitals`, it waits for a device registered
+    /// later.
+    async fn ecg(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = EcgSegmentEvent>> {
+        let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
+        valid(&patient_id, "patientId")?;
+        Access::new(&d, &who, "read", "ecg")
+            .patient(&patient_id)
+            .await?;
+        let mut w = watch::<EcgEvent>(&d, "ecg", std::slice::from_ref(&patient_id.0)).await?;
+        let slot = SubscriptionSlot::take(&d, &who, "ecg")?;
+        Ok(until_expiry(
+            ctx,
+            async_stream_lite(move |tx| async move {
+                let _slot = slot;
+                while let Some((e, patient)) = w.rx.recv().await {
+                    for s in e.segments {
+                        let event = EcgSegmentEvent {
+                            device_id: ID(e.device.clone()),
+                            patient_id: ID(patient.clone()),
+                            start: DateTime::from_unix_ms(s.start_ms),
+                            hz: s.hz as i32,
+                            millivolts: s.millivolts.iter().map(|v| f64::from(*v)).collect(),
+                        };
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }),

@@ -206,6 +206,31 @@ pub type AlertConnection = async_graphql::connection::Connection<
     AlertGql,
 >;
 
+/// Most open alerts `Patient.openAlerts` lists.
+const MAX_OPEN: u32 = 500;
+
+/// `patient`'s open alerts, newest raised first (authorized already).
+pub async fn open_alerts(d: &Deps, patient: &str) -> async_graphql::Result<Vec<AlertGql>> {
+    let devices: Vec<String> = d
+        .store
+        .devices_of(patient)
+        .await
+        .map_err(ApiError::unavailable)?
+        .into_iter()
+        .map(|dev| dev.id)
+        .collect();
+    let rows = d
+        .store
+        .alerts_page(&devices, AlertState::Open, None, None, MAX_OPEN)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for a in rows {
+        out.push(alert_gql(d, a, patient).await?);
+    }
+    Ok(out)
+}
+
 /// One page of the alerts of `patients`' devices (authorized already).
 pub(crate) async fn alert_page(
     d: &Deps,
@@ -337,8 +362,7 @@ impl AlertsSubscription {
             }
         };
         let escalated_only = escalated_only.unwrap_or(false);
-        let topics = device_topics(&d, "alerts", &patients).await?;
-        let mut w = watch::<AlertEvent>(&d, topics).await?;
+        let mut w = watch::<AlertEvent>(&d, "alerts", &patients).await?;
         let slot = SubscriptionSlot::take(&d, &who, "alerts")?;
         Ok(until_expiry(
             ctx,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription, ID};
 use futures_util::Stream;
 
-use super::access::{deps, device_patient, device_topics, principal, valid, Access, Deps};
+use super::access::{deps, device_patient, principal, valid, Access, Deps};
 use super::ask::ask;
 use super::error::ApiError;
 use super::graphql::scalars::DateTime;
@@ -32,6 +32,7 @@ use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
 use crate::store::monitoring::StoredAlarmSettings;
 
+pub use alerts::{open_alerts, AlertGql};
 pub use ecg::EcgStateGql;
 
 /// Monitoring's queries: alerts, ECG beats and strips, alarm settings.

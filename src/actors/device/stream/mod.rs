@@ -51,6 +51,28 @@ struct DeviceSnapshot {
     open_alerts: Vec<(AlarmKey, String)>,
     lead: Option<Lead>,
     newest_data_ms: Option<u64>,
+    latest: LatestReadings,
+}
+
+/// The newest reading of each vital sign a device sent, each with its time
+/// (device clock, Unix ms), so that a reader can tell a stale one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LatestReadings {
+    pub heart_rate: Option<(u64, f64)>,
+    pub spo2: Option<(u64, f64)>,
+    /// Systolic, diastolic.
+    pub blood_pressure: Option<(u64, f64, f64)>,
+    /// The newest ECG analysis, at the end of the second it is about.
+    pub ecg: Option<(u64, RhythmState)>,
+}
+
+impl LatestReadings {
+    fn keep(slot: &mut Option<(u64, f64)>, at_ms: u64, value: f64) {
+        if slot.is_none_or(|(t, _)| t <= at_ms) {
+            *slot = Some((at_ms, value));
+        }
+    }
 }
 
 /// Settings of every device stream.
@@ -110,6 +132,7 @@ pub struct DeviceStream {
     rollups: Rollups,
     engine: AlarmEngine,
     lead: Option<Lead>,
+    latest: LatestReadings,
     last_seq: u64,
     /// Active alarm episodes: key → stored id.
     open_alerts: HashMap<AlarmKey, String>,
@@ -134,6 +157,26 @@ pub struct VitalsEvent {
     /// The ECG analysis at the end of the batch, if it held ECG.
     #[serde(default)]
     pub ecg: Option<RhythmState>,
+}
+
+/// Published on `ecg.<device>` for each stored batch that held ECG: the raw
+/// chunks as stored, for live waveforms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EcgEvent {
+    pub device: String,
+    pub segments: Vec<EcgSegment>,
+}
+
+/// One stored ECG chunk: its first sample's time (Unix ms), rate, values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EcgSegment {
+    pub start_ms: u64,
+    pub hz: u32,
+    pub millivolts: Vec<f32>,
+}
+
+impl BusEvent for EcgEvent {
+    const TYPE: &'static str = "ecg.stored";
 }
 
 /// Published on `alerts.<device>` when an alarm is raised, resolved,
@@ -203,6 +246,12 @@ impl BusMessage for Reconfigure {
     type Reply = Result<(), String>;
 }
 
+impl BusMessage for Latest {
+    const TYPE: &'static str = "device.latest";
+    const KIND: &'static str = "device";
+    type Reply = LatestReadings;
+}
+
 impl BusMessage for OpenAggregates {
     const TYPE: &'static str = "device.open_aggregates";
     const KIND: &'static str = "device";
@@ -270,6 +319,7 @@ impl DeviceStream {
             engine: AlarmEngine::new(settings.alarms.clone()),
             settings,
             lead: None,
+            latest: LatestReadings::default(),
             last_seq: 0,
             open_alerts: HashMap::new(),
             recent_requests: VecDeque::new(),
@@ -301,14 +351,24 @@ impl DeviceStream {
                     value,
                 }))
             };
+            let latest = &mut self.latest;
             match s {
-                Sample::HeartRate { bpm, .. } => reading(Signal::PulseRate, *bpm),
-                Sample::Spo2 { percent, .. } => reading(Signal::Spo2, *percent),
+                Sample::HeartRate { bpm, .. } => {
+                    LatestReadings::keep(&mut latest.heart_rate, at_ms, *bpm);
+                    reading(Signal::PulseRate, *bpm)
+                }
+                Sample::Spo2 { percent, .. } => {
+                    LatestReadings::keep(&mut latest.spo2, at_ms, *percent);
+                    reading(Signal::Spo2, *percent)
+                }
                 Sample::BloodPressure {
                     systolic,
                     diastolic,
                     ..
                 } => {
+                    if latest.blood_pressure.is_none_or(|(t, _, _)| t <= at_ms) {
+                        latest.blood_pressure = Some((at_ms, *systolic, *diastolic));
+                    }
                     reading(Signal::Systolic, *systolic);
                     reading(Signal::Diastolic, *diastolic);
                 }
@@ -380,6 +440,9 @@ impl DeviceStream {
                 }));
             }
             lead.latest = Some(*state);
+            if self.latest.ecg.is_none_or(|(t, _)| t <= end) {
+                self.latest.ecg = Some((end, *state));
+            }
         }
         let chunk = EcgChunkRow {
             start_ms: at_ms,
@@ -403,6 +466,7 @@ impl DeviceStream {
                 .collect(),
             lead: self.lead.clone(),
             newest_data_ms: self.received.map(|(ms, _)| ms),
+            latest: self.latest.clone(),
         };
         crate::actors::save_snapshot(&self.store, &self.key, self.last_seq, &saved).await;
     }
@@ -440,6 +504,7 @@ impl Actor for DeviceStream {
             }
             self.open_alerts = saved.open_alerts.into_iter().collect();
             self.lead = saved.lead;
+            self.latest = saved.latest;
             // Silence is measured again from this start.
             self.received = saved
                 .newest_data_ms
@@ -578,6 +643,31 @@ impl Handler<Push> for DeviceStream {
                 },
             },
         );
+        if had_ecg {
+            let segments = verdict
+                .accepted
+                .iter()
+                .filter_map(|s| match s {
+                    Sample::Ecg {
+                        at_ms,
+                        hz,
+                        millivolts,
+                    } => Some(EcgSegment {
+                        start_ms: *at_ms,
+                        hz: *hz,
+                        millivolts: millivolts.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            self.events.publish(
+                &format!("ecg.{word}"),
+                &EcgEvent {
+                    device: self.id.clone(),
+                    segments,
+                },
+            );
+        }
         self.announce(&changes, recorded, accepted_ms);
         if self.last_seq % SNAPSHOT_EVERY == 0 {
             // Only after the derived rows are written: a replay from this
@@ -648,5 +738,16 @@ impl Handler<OpenAggregates> for DeviceStream {
             .filter(|a| a.series == q.0)
             .cloned()
             .collect()
+    }
+}
+
+/// Reads a device stream's newest readings ([`LatestReadings`]).
+#[derive(Debug, Clone, actix::Message, Serialize, Deserialize)]
+#[rtype(result = "LatestReadings")]
+pub struct Latest;
+
+impl Handler<Latest> for DeviceStream {
+    async fn handle(&mut self, _: Latest, _: &mut Ctx<Self>) -> LatestReadings {
+        self.latest.clone()
     }
 }
