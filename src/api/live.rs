@@ -62,15 +62,20 @@ impl Drop for SubscriptionSlot {
 #[derive(Clone, Copy)]
 pub struct Expiry(pub u64);
 
-/// `stream`, ended when the connection's token expires.
+/// `stream`, ended when the connection's token expires or its access
+/// changes, with a last error saying why (`UNAUTHENTICATED` with reason
+/// `TOKEN_EXPIRED` or `TOKEN_REVOKED`; `FORBIDDEN` when taken off a care
+/// team or a break-glass grant ended), so that a client knows to sign in
+/// again rather than resubscribe.
 pub(crate) fn until_expiry<S>(
     ctx: &Context<'_>,
     stream: S,
-) -> impl Stream<Item = S::Item> + Send + 'static
+) -> impl Stream<Item = async_graphql::Result<S::Item>> + Send + 'static
 where
     S: Stream + Send + 'static,
     S::Item: Send,
 {
+    use super::error::RefusalReason;
     use futures_util::StreamExt;
     let exp = ctx.data_opt::<Expiry>().map(|e| e.0);
     let left = exp.map(|e| Duration::from_millis((e * 1000).saturating_sub(unix_ms())));
@@ -101,23 +106,38 @@ where
         };
         loop {
             match changes.recv().await {
-                Ok(c) if c.ends_subscriptions(&who, jti.as_deref()) => return,
+                Ok(c) if c.ends_subscriptions(&who, jti.as_deref()) => {
+                    return Some(if c.closes(&who, jti.as_deref()) {
+                        ApiError::Unauthenticated(RefusalReason::TokenRevoked)
+                    } else {
+                        ApiError::Forbidden
+                    });
+                }
                 Ok(_) => {}
                 // Missed changes: end, to be safe (the client subscribes again).
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return None,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    std::future::pending::<()>().await
+                    std::future::pending().await
                 }
             }
         }
     };
-    let end = async move {
+    let end = Box::pin(async move {
         tokio::select! {
-            _ = expired => {}
-            _ = revoked => {}
+            _ = expired => Some(ApiError::Unauthenticated(RefusalReason::TokenExpired)),
+            why = revoked => why,
         }
-    };
-    stream.take_until(Box::pin(end))
+    });
+    futures_util::stream::unfold(
+        (Box::pin(stream), Some(end)),
+        |(mut stream, end)| async move {
+            let mut end = end?;
+            tokio::select! {
+                item = stream.next() => item.map(|i| (Ok(i), (stream, Some(end)))),
+                why = &mut end => why.map(|e| (Err(e.into()), (stream, None))),
+            }
+        },
+    )
 }
 
 /// An event about one device (published on `<prefix>.<device>`).
@@ -166,6 +186,8 @@ impl BusEvent for DeviceRegistered {
 pub(crate) struct Watch<E> {
     pub(crate) rx: tokio::sync::mpsc::Receiver<(E, String)>,
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Keeps `rx` open with nothing to watch yet (no patient, no device).
+    _open: tokio::sync::mpsc::Sender<(E, String)>,
 }
 
 impl<E> Drop for Watch<E> {
@@ -219,7 +241,11 @@ pub(crate) async fn watch<E: DeviceEvent>(
         });
         tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
-    Ok(Watch { rx, tasks })
+    Ok(Watch {
+        rx,
+        tasks,
+        _open: tx,
+    })
 }
 
 /// Starts forwarding events of `device` (of `patient`), once.

@@ -911,3 +911,40 @@ async fn init_refused(a: &str, token: &str) -> String {
         }
     }
 }
+
+#[actix_rt::test]
+async fn a_subscription_ends_with_token_expired_when_its_token_runs_out() {
+    use cardio::auth::Authenticator;
+    use cardio::principal::Principal;
+    let node = serve();
+    let a = &node.addr;
+    people(a, &["p-1"], &["dr-1"], &[]).await;
+    // A patient without a device, a clinician without a patient: each
+    // subscription waits (it completed at once before), until the token
+    // expires.
+    for (subject, role) in [("p-1", Role::Patient), ("dr-1", Role::Clinician)] {
+        let short = Authenticator::hs256(crate::api::SECRET.as_bytes())
+            .mint(
+                &Principal {
+                    subject: subject.into(),
+                    role,
+                },
+                std::time::Duration::from_secs(3),
+            )
+            .unwrap();
+        let mut ws = subscribed(a, &short, "s", "subscription { alerts { kind } }").await;
+        let m = crate::api::recv(&mut ws).await;
+        assert_eq!(
+            (m["id"].clone(), m["type"].clone()),
+            (json!("s"), json!("next")),
+            "{m}"
+        );
+        let e = &m["payload"]["errors"][0]["extensions"];
+        assert_eq!(
+            (e["code"].clone(), e["reason"].clone()),
+            (json!("UNAUTHENTICATED"), json!("TOKEN_EXPIRED")),
+            "{subject}: {m}"
+        );
+        assert_eq!(crate::api::recv(&mut ws).await["type"], "complete");
+    }
+}

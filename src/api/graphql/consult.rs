@@ -408,7 +408,7 @@ impl ConsultSubscription {
         ctx: &Context<'_>,
         consult_id: ID,
         after_message: Option<i32>,
-    ) -> async_graphql::Result<impl Stream<Item = ConsultEventGql>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ConsultEventGql>>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
         valid(&consult_id, "consultId")?;
         let access = Access::new(&d, &who, "read", "consult,chat");

@@ -271,7 +271,7 @@ impl LifecycleSubscription {
     async fn break_glass_events(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<impl Stream<Item = BreakGlassGrantGql>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<BreakGlassGrantGql>>> {
         let (who, d) = (principal(ctx)?, deps(ctx).clone());
         let access = Access::new(&d, who, "read break_glass events", "break_glass");
         access.require(&[Role::Admin]).await?;

@@ -449,7 +449,7 @@ impl OpsSubscription {
     async fn supervision_events(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<impl Stream<Item = SupervisionEventGql>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<SupervisionEventGql>>> {
         let (who, d) = (principal(ctx)?, deps(ctx).clone());
         Access::new(&d, who, "read supervision events", "ops")
             .require(&[Role::Ops, Role::Admin])

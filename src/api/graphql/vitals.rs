@@ -481,7 +481,7 @@ impl VitalsSubscription {
         &self,
         ctx: &Context<'_>,
         patient_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = VitalsEventGql>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<VitalsEventGql>>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
         valid(&patient_id, "patientId")?;
         Access::new(&d, &who, "read", "vitals")
@@ -515,7 +515,7 @@ impl VitalsSubscription {
         &self,
         ctx: &Context<'_>,
         patient_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = EcgSegmentEvent>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<EcgSegmentEvent>>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
         valid(&patient_id, "patientId")?;
         Access::new(&d, &who, "read", "ecg")

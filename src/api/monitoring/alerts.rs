@@ -332,7 +332,7 @@ impl AlertsSubscription {
         ctx: &Context<'_>,
         patient_id: Option<ID>,
         escalated_only: Option<bool>,
-    ) -> async_graphql::Result<impl Stream<Item = AlertEventGql>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AlertEventGql>>> {
         let (who, d) = (principal(ctx)?.clone(), deps(ctx).clone());
         let patients = match &patient_id {
             Some(p) => {
