@@ -291,13 +291,14 @@ fn serve(file: Option<PathBuf>, demo: bool) -> ExitCode {
         }
         // The key the node verifies with (its own, made by now, or the
         // configured secret) mints the demo's tokens.
-        let auth = match crate::auth::Authenticator::from_config(&config) {
-            Ok(Some(a)) => a,
-            Ok(None) => anyhow::bail!("{}", no_key(&config)),
-            Err(e) => anyhow::bail!("{e}"),
+        let seeded = match crate::auth::Authenticator::from_config(&config) {
+            Ok(Some(auth)) => crate::demo::start(node.local_url(), auth).await,
+            Ok(None) => Err(no_key(&config)),
+            Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = crate::demo::start(node.local_url(), auth).await {
+        if let Err(e) = seeded {
             tracing::error!(error = %e, "the demo could not be seeded");
+            // Drained as on a signal, then the failure is the exit.
             let _ = node.run_until_stopped(std::future::ready(())).await;
             anyhow::bail!("the demo could not be seeded: {e}");
         }

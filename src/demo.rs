@@ -186,10 +186,12 @@ async fn seed(client: &Client) -> Result<Vec<String>, String> {
         .is_some_and(|n| !n.is_empty());
     if !waiting {
         let patient = client.token(Role::Patient, PATIENT);
-        let q = "mutation($p: ID!, $r: String!) { requestConsult(patientId: $p, reason: $r) }";
+        let q = "mutation($p: ID!, $r: String!, $id: ID!) { requestConsult(patientId: $p, reason: $r, requestId: $id) }";
         let reason = "Palpitations since this morning (demo)";
+        // One id per seed: asked again (a retry) it answers the same consult.
+        let id = format!("demo-{}", crate::clock::unix_ms());
         client
-            .gql(0, &patient, q, json!({"p": PATIENT, "r": reason}))
+            .gql(0, &patient, q, json!({"p": PATIENT, "r": reason, "id": id}))
             .await
             .map_err(|e| format!("cannot request the demo consult: {e}"))?;
     }

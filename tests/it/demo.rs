@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::api::{gql, ok};
+use crate::api::ok;
 use crate::support::node::TestNode;
 use crate::support::poll::poll_until;
 
@@ -69,53 +69,85 @@ async fn the_demo_seeds_a_live_care_team_and_a_waiting_consult_through_its_api()
     let me = ok(&node.addr, &ops, "{ me { role } }", json!({})).await;
     assert_eq!(me["me"]["role"], "OPS");
 
-    // Every patient is on the clinician's care team, with a monitor whose
-    // vitals (device-reported and from the ECG) are fresh.
-    let q = "query($p: ID!, $m: VitalMetric!, $f: DateTime!, $t: DateTime!) {
-        patient(id: $p) { careTeam devices { id kind } }
-        vitals(patientId: $p, metric: $m, from: $f, to: $t) { start count mean } }";
-    for metric in ["HEART_RATE", "SPO2", "SYSTOLIC", "ECG_HEART_RATE"] {
-        for p in PATIENTS {
-            poll_until(
-                "fresh vitals of a demo patient",
-                Duration::from_secs(60),
-                Duration::from_millis(500),
-                async || {
-                    let now = cardio::clock::unix_ms() as i64;
-                    let vars = json!({"p": p, "m": metric, "f": rfc3339(now - 120_000), "t": rfc3339(now + 60_000)});
-                    let v = gql(&node.addr, &clinician, q, vars).await;
-                    if let Some(e) = v.get("errors") {
-                        return Err(format!("{e}"));
-                    }
-                    let data = &v["data"];
-                    assert_eq!(data["patient"]["careTeam"], json!(["demo-clinician"]), "{p}");
-                    assert_eq!(data["patient"]["devices"][0]["kind"], "demo-monitor", "{p}");
-                    let counted: i64 = data["vitals"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|b| b["count"].as_i64().unwrap_or(0))
-                        .sum();
-                    if counted > 0 {
-                        Ok(())
-                    } else {
-                        Err(format!("{p} {metric}: {data}"))
-                    }
-                },
-            )
-            .await;
-        }
-    }
-    // One consult waits for the clinician.
-    let q = "query($p: ID!) { patient(id: $p) { consults { nodes { status } } } }";
-    let v = ok(&node.addr, &clinician, q, json!({"p": "demo-p2"})).await;
-    let statuses: Vec<&str> = v["patient"]["consults"]["nodes"]
+    // The clinician sees the care team in `me`, each patient with fresh
+    // readings of every kind, and the consult waiting for them.
+    let q = "{ me { patients { id careTeam devices { kind }
+            latestVitals { heartRate { value at } spo2 { value at }
+                bloodPressure { systolic diastolic at } ecg { at state { rhythm heartRate } } } }
+          consults(status: [REQUESTED, WAITING]) { nodes { status patientId reason } } } }";
+    let me = poll_until(
+        "every demo patient with fresh vitals in me",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        async || {
+            let data = ok(&node.addr, &clinician, q, json!({})).await;
+            let now = cardio::clock::unix_ms() as i64;
+            let fresh = |at: &Value| {
+                at.as_str()
+                    .and_then(|t| cardio::api::graphql::scalars::DateTime::parse(t).ok())
+                    .is_some_and(|t| now - t.ms() < 15_000)
+            };
+            let patients = data["me"]["patients"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let stale: Vec<String> = patients
+                .iter()
+                .filter(|p| {
+                    let v = &p["latestVitals"];
+                    !(fresh(&v["heartRate"]["at"])
+                        && fresh(&v["spo2"]["at"])
+                        && fresh(&v["bloodPressure"]["at"])
+                        && fresh(&v["ecg"]["at"]))
+                })
+                .map(|p| p["id"].to_string())
+                .collect();
+            if patients.len() == PATIENTS.len() && stale.is_empty() {
+                Ok(data["me"].clone())
+            } else {
+                Err(format!("stale: {stale:?} of {data}"))
+            }
+        },
+    )
+    .await;
+    let mut ids: Vec<&str> = me["patients"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["status"].as_str().unwrap())
+        .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["REQUESTED"], "{v}");
+    ids.sort_unstable();
+    assert_eq!(ids, PATIENTS);
+    for p in me["patients"].as_array().unwrap() {
+        assert_eq!(p["careTeam"], json!(["demo-clinician"]), "{p}");
+        assert_eq!(p["devices"], json!([{"kind": "demo-monitor"}]), "{p}");
+    }
+    let waiting = me["consults"]["nodes"].as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "{me}");
+    assert_eq!(waiting[0]["patientId"], "demo-p2");
+    assert_eq!(waiting[0]["status"], "REQUESTED");
+    // The ECG is analysed: the heart rate it counts comes in as aggregates.
+    let q = "query($p: ID!, $f: DateTime!, $t: DateTime!) {
+        vitals(patientId: $p, metric: ECG_HEART_RATE, from: $f, to: $t) { count } }";
+    poll_until(
+        "ECG-derived heart rate of a demo patient",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        async || {
+            let now = cardio::clock::unix_ms() as i64;
+            let vars =
+                json!({"p": "demo-p1", "f": rfc3339(now - 120_000), "t": rfc3339(now + 60_000)});
+            let v = ok(&node.addr, &clinician, q, vars).await;
+            v["vitals"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|b| b["count"].as_i64().unwrap_or(0) > 0)
+                .then_some(())
+                .ok_or(format!("{v}"))
+        },
+    )
+    .await;
     // The patient with the arrhythmia raises its alarm within a minute or so.
     let q = "query($p: ID!) { alerts(patientId: $p) { nodes { kind priority } } }";
     poll_until(
@@ -158,4 +190,31 @@ fn the_demo_refuses_a_database_that_is_not_the_embedded_one() {
     assert_eq!(out.status.code(), Some(2));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("embedded defaults"), "{said}");
+}
+
+#[actix_rt::test]
+async fn a_second_demo_on_the_same_data_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        TestNode::demo()
+            .env(
+                "CARDIO_DATABASE_URL",
+                format!("sqlite://{}/cardio.db", dir.path().display()),
+            )
+            .lifetime(Duration::from_secs(120))
+            .start()
+    };
+    let q = "{ me { patients { id devices { id } } consults(status: [REQUESTED, WAITING]) { nodes { id } } } }";
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let node = start();
+        let clinician = token_for(&links(&node, 4).await, "demo-clinician");
+        seen.push(ok(&node.addr, &clinician, q, json!({})).await);
+    }
+    assert_eq!(seen[0], seen[1], "the second start changed the demo data");
+    assert_eq!(seen[0]["me"]["patients"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        seen[0]["me"]["consults"]["nodes"].as_array().unwrap().len(),
+        1
+    );
 }
