@@ -10,17 +10,7 @@ test('the sign-in link of a first run opens the console as admin', { timeout: 90
   const node = await H.startNode({ secret: false });
   t.after(() => node.cleanup());
   // The link is a line of its own on stdout (JSON, since the node logs JSON).
-  const url = await H.until('the sign-in link on stdout', () => {
-    for (const line of node.stdout().split('\n')) {
-      try {
-        const v = JSON.parse(line);
-        if (v.sign_in && v.sign_in.url) return v.sign_in.url;
-      } catch (e) {
-        /* a partial line */
-      }
-    }
-    return null;
-  });
+  const url = await H.until('the sign-in link on stdout', () => H.signInLinks(node).admin);
   assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/#token=/);
   assert.equal(new URL(url).port, new URL(node.url).port);
 

@@ -1,68 +1,58 @@
-// The README's pictures, made by hand from a seeded, live node:
+// The README's pictures, made by hand from `cardio demo` (a node seeded
+// with a care team whose monitors stream vitals and ECG, and a waiting
+// consult):
 //
 //   cargo build && node tests/browser/screenshots.mjs
 //
-// writes docs/console-wall.png (a clinician's wall: live values, a high,
-// a medium and a low alarm, a stale patient, one live ECG strip) and
-// docs/console-ops.png (the ops view: cluster, shard map, the supervision
-// tree with an actor that crashed and was restarted).
+// writes docs/console-wall.png (the demo clinician's wall with a live ECG
+// strip and the alarms of the moment) and docs/console-ops.png (the ops
+// view: cluster, shard map, the supervision tree with a device actor that
+// crashed and was restarted).
 
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import * as H from './lib/harness.mjs';
-import { stream } from './lib/load.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const ids = Array.from({ length: 12 }, (_, i) => `p-${String(i + 1).padStart(2, '0')}`);
 
 async function main() {
-  const node = await H.startNode({ lifetimeMs: 240_000 });
-  let load = null;
+  const node = await H.startNode({ command: 'demo', secret: false, lifetimeMs: 240_000 });
   try {
-    const devices = await H.seed(node, { patients: ids, clinicians: ['dr-1'], teams: ids.map((p) => [p, 'dr-1']) });
-    const tokens = Object.fromEntries(ids.map((p) => [p, H.token('patient', p)]));
-    // p-12's device went quiet a minute ago: stale, shown as no data.
-    await H.gql(node, tokens['p-12'], H.PUSH, {
-      d: devices['p-12'],
-      s: [{ metric: 'HEART_RATE', at: H.iso(Date.now() - 60_000), value: 81 }, { metric: 'SPO2', at: H.iso(Date.now() - 60_000), value: 95 }],
-    });
+    const links = await H.until('the demo sign-in links', () => {
+      const l = H.signInLinks(node);
+      return l.clinician && l.ops ? l : null;
+    }, 60_000);
     const b = await H.browser();
-    const page = await H.newPage(b, { width: 1440, height: 1130 });
-    await page.goto(`${node.url}/#token=${H.token('clinician', 'dr-1')}`);
-    await page.locator('li.tile').nth(ids.length - 1).waitFor();
-    await page.getByRole('button', { name: 'Live ECG of p-01' }).click();
-    load = stream(node, devices, tokens, {
-      'p-01': { ecg: 'sinus' },
-      'p-04': { bp: [204, 126] }, // hypertensive crisis: medium
-      'p-07': { spo2: 79 }, // severe low SpO2 for 10 s: high
-      'p-09': { ecg: 'hum' }, // mains hum only: poor ECG signal, low
-      'p-12': { silent: true },
-    });
-    await H.until('the three alarms on the wall', () =>
-      page.evaluate(() => ['alarm-high', 'alarm-medium', 'alarm-low'].every((c) => document.querySelector(`li.tile .alarm.${c}`))), 60_000, 1000).catch((e) => console.error(`(${e.message}; taking the picture anyway)`));
-    await sleep(3_000);
+    const page = await H.newPage(b, { width: 1440, height: 900 });
+    await page.goto(links.clinician);
+    await page.locator('li.tile').nth(5).waitFor({ timeout: 30_000 });
+    await page.getByRole('button', { name: 'Live ECG of demo-p3' }).click();
+    // Every tile live, and the alarm of the AF episodes of demo-p3.
+    await H.until('live tiles and an alarm on the wall', () =>
+      page.evaluate(() => document.querySelectorAll('li.tile .vital.hr.stale').length === 0 && document.querySelector('li.tile .alarm[data-kind]')), 90_000, 1000)
+      .catch((e) => console.error(`(${e.message}; taking the picture anyway)`));
+    await sleep(4_000);
     await page.screenshot({ path: path.join(H.ROOT, 'docs/console-wall.png') });
 
     // Ops: a device crashes on start (its table taken away) and is restarted.
-    const ops = H.token('ops', 'ops-1');
-    const victim = devices['p-11'];
-    await H.gql(node, ops, 'mutation($p: String!) { restartActor(path: $p) }', { p: `/cardio/entities/device/${victim}` });
+    const ops = new URL(links.ops).hash.replace('#token=', '');
+    const tree = (await H.gql(node, ops, '{ supervisionTree(node: "*") { path kind } }')).supervisionTree;
+    const victim = tree.find((n) => n.kind === 'device').path;
+    await H.gql(node, ops, 'mutation($p: String!) { restartActor(path: $p) }', { p: victim });
     await sleep(500);
     const db = `${node.dir}/data/cardio.db`;
     execFileSync('sqlite3', [db, 'ALTER TABLE snapshots RENAME TO snapshots_away']);
-    await sleep(2_000);
+    await sleep(2_500);
     execFileSync('sqlite3', [db, 'ALTER TABLE snapshots_away RENAME TO snapshots']);
-    const opsPage = await H.newPage(b, { width: 1440, height: 960 });
-    await opsPage.goto(`${node.url}/#token=${ops}`);
-    await opsPage.locator('.tree [data-path="/cardio"]').first().waitFor();
-    await opsPage.locator('.tree .restarts.restarted').first().waitFor({ timeout: 20_000 });
+    const opsPage = await H.newPage(b, { width: 1440, height: 900 });
+    await opsPage.goto(links.ops);
+    await opsPage.locator('.tree .restarts.restarted').first().waitFor({ timeout: 30_000 });
     await sleep(1_000);
     await opsPage.evaluate(() => window.scrollTo(0, document.getElementById('h-cluster').offsetTop - 60));
     await opsPage.screenshot({ path: path.join(H.ROOT, 'docs/console-ops.png') });
     await b.close();
     console.log('docs/console-wall.png, docs/console-ops.png written');
   } finally {
-    if (load) await load.stop();
     node.cleanup();
   }
 }

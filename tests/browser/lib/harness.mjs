@@ -26,11 +26,12 @@ process.on('exit', () => {
 });
 
 /**
- * Starts `cardio serve` in a fresh temporary directory (its data directory:
- * SQLite, in-process bus), with `env` on top of a clean environment.
- * `secret: false` starts it with no key configured (the first run).
+ * Starts `cardio serve` (or `command`: `demo`) in a fresh temporary
+ * directory (its data directory: SQLite, in-process bus), with `env` on top
+ * of a clean environment. `secret: false` starts it with no key configured
+ * (the first run).
  */
-export async function startNode({ env = {}, secret = true, lifetimeMs = 240_000, readyMs = 60_000 } = {}) {
+export async function startNode({ env = {}, secret = true, command = 'serve', lifetimeMs = 240_000, readyMs = 60_000 } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'cardio-browser-'));
   const base = {
     PATH: process.env.PATH,
@@ -39,7 +40,7 @@ export async function startNode({ env = {}, secret = true, lifetimeMs = 240_000,
     CARDIO_LOG_FORMAT: 'json',
   };
   if (secret) base.CARDIO_JWT_SECRET = SECRET;
-  const proc = spawn(BIN, ['serve'], { cwd: dir, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(BIN, [command], { cwd: dir, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const node = {
     dir,
     proc,
@@ -108,6 +109,20 @@ export async function startNode({ env = {}, secret = true, lifetimeMs = 240_000,
     throw e;
   }
   return node;
+}
+
+/** The sign-in links a node printed on stdout (JSON lines `{"sign_in": …}`), by role. */
+export function signInLinks(node) {
+  const links = {};
+  for (const line of node.stdout().split('\n')) {
+    try {
+      const v = JSON.parse(line);
+      if (v.sign_in && v.sign_in.url) links[v.sign_in.role] = v.sign_in.url;
+    } catch (e) {
+      /* a log line cut in two, or not JSON */
+    }
+  }
+  return links;
 }
 
 /** A token minted by `cardio token` with the test key. */
