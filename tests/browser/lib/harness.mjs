@@ -29,10 +29,10 @@ process.on('exit', () => {
  * Starts `cardio serve` (or `command`: `demo`) in a fresh temporary
  * directory (its data directory: SQLite, in-process bus), with `env` on top
  * of a clean environment. `secret: false` starts it with no key configured
- * (the first run).
+ * (the first run). `dir` starts it again on the data of an earlier node.
  */
-export async function startNode({ env = {}, secret = true, command = 'serve', lifetimeMs = 240_000, readyMs = 60_000 } = {}) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'cardio-browser-'));
+export async function startNode({ env = {}, secret = true, command = 'serve', dir = null, lifetimeMs = 240_000, readyMs = 60_000 } = {}) {
+  dir = dir || mkdtempSync(path.join(tmpdir(), 'cardio-browser-'));
   const base = {
     PATH: process.env.PATH,
     HOME: dir,
