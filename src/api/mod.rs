@@ -8,7 +8,9 @@
 //! - `GET /debug/tree`: the supervision tree as nested JSON;
 //! - `GET /debug/series`: the node's recent metric series (`metrics`);
 //! - `GET /debug/cluster`: the membership view (nodes, shards with owner and
-//!   epoch) as this node sees it.
+//!   epoch) as this node sees it;
+//! - `GET /` and `GET /console/…`: the web console ([`console`]), a client
+//!   of the GraphQL API like any other.
 //!
 //! The API reads the tree and the bus; it never reaches into an actor's state.
 
@@ -20,6 +22,7 @@ use serde_json::json;
 
 pub mod access;
 mod ask;
+pub mod console;
 pub mod error;
 pub mod gate;
 pub mod graphql;
@@ -142,7 +145,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(graphql_post))
                 .route(web::get().to(ws::graphql_ws)),
         )
-        .route("/graphiql", web::get().to(graphiql));
+        .route("/graphiql", web::get().to(graphiql))
+        // The web console (issue 14): its page and its files.
+        .route("/", web::get().to(console::index))
+        .route("/console/{path:.*}", web::get().to(console::asset));
 }
 
 async fn healthz(state: web::Data<ApiState>) -> HttpResponse {

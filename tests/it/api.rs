@@ -1233,14 +1233,16 @@ async fn a_principal_holds_a_bounded_number_of_subscriptions() {
     let ops = token(Role::Ops, "ops-1");
     let mut ws = socket(a, &ops).await;
     let q = "subscription { supervisionEvents { path } }";
-    for i in 0..60 {
+    let (max, asked) = (cardio::api::graphql::MAX_SUBSCRIPTIONS, 80);
+    assert!(asked > max);
+    for i in 0..asked {
         send(
             &mut ws,
             json!({"id": format!("s{i}"), "type": "subscribe", "payload": {"query": q}}),
         )
         .await;
     }
-    // Beyond 32 live subscriptions each one is refused with a code.
+    // Beyond MAX_SUBSCRIPTIONS (64) live subscriptions each one is refused with a code.
     let mut refused = std::collections::BTreeSet::new();
     while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), recv(&mut ws)).await {
         if m["type"] == "next" {
@@ -1252,8 +1254,8 @@ async fn a_principal_holds_a_bounded_number_of_subscriptions() {
         }
     }
     assert!(
-        refused.len() >= 60 - 32,
-        "only {} of 60 refused",
+        refused.len() >= asked - max,
+        "only {} of {asked} refused",
         refused.len()
     );
     drop(node);

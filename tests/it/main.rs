@@ -54,6 +54,7 @@ mod broker;
 mod bus;
 mod cluster;
 mod config;
+mod console;
 mod consult;
 mod demo;
 mod deploy;
