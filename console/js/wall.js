@@ -24,8 +24,9 @@ const PATIENTS = `{ me { patients {
   openAlerts { id kind priority raisedAt acknowledgedAt }
 } } }`;
 
-const VITALS = `subscription($p: ID!) { vitals(patientId: $p) {
-  deviceId samples { metric at value systolic diastolic } ecg { heartRate rhythm quality }
+// One subscription for the whole care team (not one per patient).
+const VITALS = `subscription { vitals {
+  patientId deviceId samples { metric at value systolic diastolic } ecg { heartRate rhythm quality }
 } }`;
 
 const ALERTS = `subscription { alerts { alertId patientId change kind priority at } }`;
@@ -120,16 +121,21 @@ export function mount(root, session) {
         tiles.set(p.id, t);
         grid.append(t.el);
         touch(t);
-        stops.push(
-          session.live.subscribe(VITALS, { p: p.id }, {
-            next: (d) => vitals(t, d.vitals, touch),
-            error: (e) => {
+      }
+      stops.push(
+        session.live.subscribe(VITALS, {}, {
+          next: (d) => {
+            const t = tiles.get(d.vitals.patientId);
+            if (t) vitals(t, d.vitals, touch);
+          },
+          error: (e) => {
+            for (const t of tiles.values()) {
               t.error = explain(e);
               touch(t);
-            },
-          }),
-        );
-      }
+            }
+          },
+        }),
+      );
       stops.push(
         session.live.subscribe(ALERTS, {}, {
           next: (d) => {

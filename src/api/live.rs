@@ -15,10 +15,10 @@ use crate::bus::BusEvent;
 use crate::clock::unix_ms;
 use crate::principal::Principal;
 
-/// Most live subscriptions one principal may hold: enough for the web
-/// console's wall of 50 patients (a `vitals` subscription each, `alerts`,
-/// one ECG strip and a consult's chat), with room to spare.
-pub const MAX_SUBSCRIPTIONS: usize = 64;
+/// Most live subscriptions one principal may hold. The web console's wall
+/// holds three however many patients it shows (`vitals` and `alerts` of
+/// the whole care team, one ECG strip), and a consult's chat elsewhere.
+pub const MAX_SUBSCRIPTIONS: usize = 32;
 
 /// Counts a live subscription of `who` until dropped.
 pub struct SubscriptionSlot {

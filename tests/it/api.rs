@@ -1242,7 +1242,7 @@ async fn a_principal_holds_a_bounded_number_of_subscriptions() {
         )
         .await;
     }
-    // Beyond MAX_SUBSCRIPTIONS (64) live subscriptions each one is refused with a code.
+    // Beyond MAX_SUBSCRIPTIONS live subscriptions each one is refused with a code.
     let mut refused = std::collections::BTreeSet::new();
     while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), recv(&mut ws)).await {
         if m["type"] == "next" {
