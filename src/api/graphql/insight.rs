@@ -91,45 +91,6 @@ fn to_graphql(node: &str, series: Vec<WireSeries>) -> impl Iterator<Item = Metri
     })
 }
 
-/// Fetches `GET {path}` of the node at `addr` on the caller's behalf
-/// (https, the peer verified with `tls`, when this node serves HTTPS).
-async fn remote_get<T: serde::de::DeserializeOwned + 'static>(
-    addr: &str,
-    path: String,
-    bearer: Option<String>,
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-) -> Option<T> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://{addr}{path}");
-    let addr = addr.to_owned();
-    // awc lives on this worker's thread: fetch there.
-    let fetched = actix_rt::spawn(async move {
-        let client = match tls {
-            Some(tls) => awc::Client::builder()
-                .connector(awc::Connector::new().rustls_0_23(tls))
-                .finish(),
-            None => awc::Client::new(),
-        };
-        let mut req = client.get(url);
-        if let Some(b) = &bearer {
-            req = req.insert_header(("authorization", format!("Bearer {b}")));
-        }
-        match req.send().await {
-            Ok(mut r) if r.status().is_success() => r.json::<T>().limit(16 << 20).await.ok(),
-            Ok(r) => {
-                tracing::warn!(peer = %addr, status = %r.status(), "a peer refused the series request");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(peer = %addr, error = ?e, "cannot reach a peer for its series");
-                None
-            }
-        }
-    })
-    .await;
-    fetched.ok().flatten()
-}
-
 /// A dead letter's place, newest first: its number on its node.
 #[derive(Serialize, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
@@ -178,9 +139,10 @@ impl InsightQuery {
             let bearer = ctx.data_opt::<Bearer>().map(|b| b.0.clone());
             for n in peers.into_iter().filter(|n| n.status == "up") {
                 let path = format!("/debug/series?window={window}");
-                match remote_get::<Vec<WireSeries>>(
+                match super::ops::peer_get::<Vec<WireSeries>>(
                     &n.addr,
-                    path,
+                    &path,
+                    16 << 20,
                     bearer.clone(),
                     d.peer_tls.clone(),
                 )

@@ -233,18 +233,21 @@ pub enum AuditOutcome {
     Failed,
 }
 
-/// Fetches node `addr`'s supervision tree over HTTP on the caller's behalf.
-/// Over https (peers verified with `tls`) when this node serves HTTPS: the
+/// Fetches `GET {path}` (a supervision tree, a node's series) of the node
+/// at `addr` on the caller's behalf, at most `limit` bytes of JSON. Over
+/// https (peers verified with `tls`) when this node serves HTTPS: the
 /// caller's bearer token never crosses the network in clear.
-async fn remote_tree(
+pub(super) async fn peer_get<T: serde::de::DeserializeOwned + 'static>(
     addr: &str,
+    path: &str,
+    limit: usize,
     bearer: Option<String>,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-) -> Option<crate::supervisors::TreeView> {
-    // awc lives on this worker's thread: fetch there.
+) -> Option<T> {
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://{addr}/debug/tree");
-    let addr = addr.to_owned();
+    let url = format!("{scheme}://{addr}{path}");
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    // awc lives on this worker's thread: fetch there.
     let fetched = actix_rt::spawn(async move {
         let client = match tls {
             Some(tls) => awc::Client::builder()
@@ -257,18 +260,14 @@ async fn remote_tree(
             req = req.insert_header(("authorization", format!("Bearer {b}")));
         }
         match req.send().await {
-            Ok(mut r) if r.status().is_success() => r
-                .json::<crate::supervisors::TreeView>()
-                .limit(64 << 20)
-                .await
-                .ok(),
+            Ok(mut r) if r.status().is_success() => r.json::<T>().limit(limit).await.ok(),
             Ok(r) => {
-                tracing::warn!(peer = %addr, status = %r.status(), "a peer refused the tree request");
+                tracing::warn!(peer = %addr, %path, status = %r.status(), "a peer refused the request");
                 None
             }
             Err(e) => {
                 // A TLS failure (a peer not verified by tls_peer_ca_file) shows here.
-                tracing::warn!(peer = %addr, error = ?e, "cannot reach a peer for its tree");
+                tracing::warn!(peer = %addr, %path, error = ?e, "cannot reach a peer");
                 None
             }
         }
@@ -306,7 +305,15 @@ impl OpsQuery {
             for n in view.nodes.iter().filter(|n| {
                 n.id != d.node_id && (wanted == "*" || n.id == wanted) && n.status == "up"
             }) {
-                match remote_tree(&n.addr, bearer.clone(), d.peer_tls.clone()).await {
+                match peer_get::<crate::supervisors::TreeView>(
+                    &n.addr,
+                    "/debug/tree",
+                    64 << 20,
+                    bearer.clone(),
+                    d.peer_tls.clone(),
+                )
+                .await
+                {
                     Some(t) => flatten(&n.id, &t, None, &mut out),
                     None => {
                         tracing::warn!(node = %n.id, "a node did not answer with its tree");
