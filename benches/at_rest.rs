@@ -18,229 +18,61 @@
 //! trust), as the tests do; `CARDIO_BENCH_ONLY=sqlite` skips it.
 //! Run: `cargo bench --bench at_rest`.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
 
-use cardio::actors::consult::state::{Command, Party};
-use cardio::actors::consult::{Act, ConsultActor};
+use std::sync::Arc;
+use std::time::Instant;
+
 use cardio::actors::device::sample::Sample;
-use cardio::actors::device::stream::{DeviceStream, Push, StreamSettings};
 use cardio::crypto::{AuditKey, FileKeyProvider, KeyProvider};
-use cardio::registry::{KindSpec, Registry};
 use cardio::store::audit::{chain_hash, AuditEntry, GENESIS};
-use cardio::store::Store;
-use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
+use common::{chat_rate, now_ms, push_rate, samples, Db};
 
 /// Plain and sealed runs of each path, alternating; the best of each kept.
 const ROUNDS: usize = 5;
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-fn now_ms() -> u64 {
-    cardio::clock::unix_ms()
-}
-
-/// `n` heart-rate samples at 100 Hz from `t0`, noisy.
-fn samples(n: usize, t0: u64) -> Vec<Sample> {
-    let mut rng = fastrand::Rng::with_seed(7);
-    (0..n)
-        .map(|i| Sample::HeartRate {
-            at_ms: t0 + i as u64 * 10,
-            bpm: 70.0 + rng.f64() * 20.0,
-        })
-        .collect()
-}
-
-struct Fresh {
-    store: Store,
-    pg: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
 /// A fresh migrated database; `sealed`: with a key file (and so sealing PHI
 /// and keying the audit chain), as a node has.
-async fn fresh(backend: &str, sealed: bool) -> Fresh {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, pg) = if backend == "postgres" {
-        let name = format!("cardio_bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = Store::connect(PG_ADMIN)
-            .await
-            .expect("PostgreSQL at 127.0.0.1:5432");
-        admin
-            .execute_admin(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await;
-        let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
-            .await
-            .unwrap();
-        (store, Some(name))
-    } else {
-        let store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display()))
-            .await
-            .unwrap();
-        (store, None)
-    };
-    store.migrate().await.unwrap();
-    let store = if sealed {
-        let provider = FileKeyProvider::open_or_create(&dir.path().join("bench.key"), true)
+async fn fresh(backend: &str, sealed: bool) -> Db {
+    let mut db = Db::fresh(backend).await;
+    if sealed {
+        let provider = FileKeyProvider::open_or_create(&db.dir.path().join("bench.key"), true)
             .unwrap()
             .0;
         let provider: Arc<dyn KeyProvider> = Arc::new(provider);
-        store.with_keys(provider, "bench").await.unwrap()
-    } else {
-        store
-    };
-    Fresh {
-        store,
-        pg,
-        _dir: dir,
+        db.store = db.store.with_keys(provider, "bench").await.unwrap();
     }
-}
-
-async fn done(f: Fresh) {
-    f.store.close().await;
-    if let Some(name) = f.pg {
-        let admin = Store::connect(PG_ADMIN).await.unwrap();
-        admin
-            .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .unwrap();
-        admin.close().await;
-    }
-}
-
-async fn runtime() -> (Registry, SupervisorRef) {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("bench"), &tree, &pool, |r| {
-        panic!("{r}")
-    })
-    .await;
-    (Registry::new(tree, pool, Duration::from_secs(60)), root)
+    db
 }
 
 /// Samples/s through the DeviceStream actor, 4 devices in parallel.
 async fn sample_path(backend: &str, sealed: bool) -> f64 {
-    const DEVICES: usize = 4;
     const BATCHES: usize = 40;
     const BATCH: usize = 1000;
-    let f = fresh(backend, sealed).await;
+    let db = fresh(backend, sealed).await;
     let t0 = now_ms() - (BATCHES * BATCH) as u64 * 10 - 10_000;
     let batches: Vec<Vec<Sample>> = samples(BATCHES * BATCH, t0)
         .chunks(BATCH)
         .map(|b| b.to_vec())
         .collect();
-    let (registry, root) = runtime().await;
-    let s = f.store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), StreamSettings::default())
-            }),
-        )
-        .await
-        .unwrap();
-    let t = Instant::now();
-    let pushes = (0..DEVICES).map(|d| {
-        let (kind, batches) = (kind.clone(), batches.clone());
-        async move {
-            for (i, b) in batches.into_iter().enumerate() {
-                let r = kind
-                    .send(
-                        &format!("d-{d}"),
-                        Push {
-                            request_id: format!("p{i}"),
-                            samples: b,
-                        },
-                    )
-                    .await;
-                assert_eq!(r.unwrap().unwrap().accepted as usize, BATCH);
-            }
-        }
-    });
-    futures_util::future::join_all(pushes).await;
-    let rate = (DEVICES * BATCHES * BATCH) as f64 / t.elapsed().as_secs_f64();
-    root.shutdown().await;
-    done(f).await;
+    let rate = push_rate(&db.store, 4, &batches).await;
+    db.drop().await;
     rate
 }
 
 /// Chat messages/s through the consult actor, 8 consults in parallel.
 async fn chat_path(backend: &str, sealed: bool) -> f64 {
-    const CONSULTS: usize = 8;
-    const MESSAGES: usize = 150;
-    let f = fresh(backend, sealed).await;
-    let (registry, root) = runtime().await;
-    let s = f.store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                ConsultActor::new(id, s.clone(), Duration::from_secs(3600))
-            }),
-        )
-        .await
-        .unwrap();
-    let patient = || Party::Patient("p".into());
-    for c in 0..CONSULTS {
-        let id = format!("c-{c}");
-        for (r, command) in [
-            (
-                "r1",
-                Command::Request {
-                    patient: "p".into(),
-                    reason: "palpitations since Tuesday".into(),
-                },
-            ),
-            ("r2", Command::Join { who: patient() }),
-            (
-                "r3",
-                Command::Join {
-                    who: Party::Clinician("d".into()),
-                },
-            ),
-        ] {
-            kind.send(
-                &id,
-                Act {
-                    request_id: r.into(),
-                    command,
-                },
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        }
-    }
-    let t = Instant::now();
-    let chats = (0..CONSULTS).map(|c| {
-        let kind = kind.clone();
-        async move {
-            for i in 0..MESSAGES {
-                let command = Command::Chat {
-                    who: patient(),
-                    client_message_id: format!("m{i}"),
-                    text: "the chest pain comes back when I climb stairs".into(),
-                };
-                kind.send(
-                    &format!("c-{c}"),
-                    Act {
-                        request_id: format!("m{i}"),
-                        command,
-                    },
-                )
-                .await
-                .unwrap()
-                .unwrap();
-            }
-        }
-    });
-    futures_util::future::join_all(chats).await;
-    let rate = (CONSULTS * MESSAGES) as f64 / t.elapsed().as_secs_f64();
-    root.shutdown().await;
-    done(f).await;
+    let db = fresh(backend, sealed).await;
+    let rate = chat_rate(
+        &db.store,
+        8,
+        150,
+        "palpitations since Tuesday",
+        "the chest pain comes back when I climb stairs",
+    )
+    .await;
+    db.drop().await;
     rate
 }
 
@@ -260,10 +92,10 @@ fn entry(i: u64) -> AuditEntry {
 async fn audit_path(backend: &str, keyed: bool) -> f64 {
     const WRITERS: u64 = 8;
     const EACH: u64 = 250;
-    let f = fresh(backend, keyed).await;
+    let db = fresh(backend, keyed).await;
     let t = Instant::now();
     let writers = (0..WRITERS).map(|w| {
-        let store = f.store.clone();
+        let store = db.store.clone();
         tokio::spawn(async move {
             for i in 0..EACH {
                 store.audit(&entry(w * EACH + i)).await.unwrap();
@@ -272,8 +104,8 @@ async fn audit_path(backend: &str, keyed: bool) -> f64 {
     });
     futures_util::future::join_all(writers).await;
     let rate = (WRITERS * EACH) as f64 / t.elapsed().as_secs_f64();
-    assert_eq!(f.store.verify_audit().await.unwrap(), Ok(WRITERS * EACH));
-    done(f).await;
+    assert_eq!(db.store.verify_audit().await.unwrap(), Ok(WRITERS * EACH));
+    db.drop().await;
     rate
 }
 

@@ -14,38 +14,16 @@
 //! Run: `cargo bench --bench domain` (`CARDIO_BENCH_ONLY=memory` for the
 //! in-memory rows alone, without databases).
 
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
 
-use cardio::actors::consult::state::{Command, Party};
-use cardio::actors::consult::{Act, ConsultActor};
+use std::time::Instant;
+
 use cardio::actors::device::aggregate::Rollups;
 use cardio::actors::device::alarms::{AlarmEngine, AlarmSettings, Observation, Signal};
 use cardio::actors::device::ecg::{EcgAnalyzer, EcgOutput, RhythmSettings};
 use cardio::actors::device::sample::{Limits, Sample, Validator};
-use cardio::actors::device::stream::{DeviceStream, Push, StreamSettings};
-use cardio::registry::{KindSpec, Registry};
-use cardio::store::Store;
-use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
-
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// `n` heart-rate samples at 100 Hz ending now (a plausible sensor), noisy.
-fn samples(n: usize, t0: u64) -> Vec<Sample> {
-    let mut rng = fastrand::Rng::with_seed(7);
-    (0..n)
-        .map(|i| Sample::HeartRate {
-            at_ms: t0 + i as u64 * 10,
-            bpm: 70.0 + rng.f64() * 20.0,
-        })
-        .collect()
-}
+use common::{chat_rate, now_ms, push_rate, samples, Db};
 
 fn in_memory() -> (f64, f64) {
     const N: usize = 2_000_000;
@@ -165,60 +143,13 @@ fn ecg_in_memory() -> (f64, f64) {
     (plain, ours)
 }
 
-async fn fresh_store(backend: &str) -> (Store, Option<String>, Option<tempfile::TempDir>) {
-    if backend == "postgres" {
-        let name = format!("cardio_bench_{}", uuid::Uuid::new_v4().simple());
-        let admin = Store::connect(PG_ADMIN)
-            .await
-            .expect("PostgreSQL at 127.0.0.1:5432");
-        admin
-            .execute_admin(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await;
-        let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        (store, Some(name), None)
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display()))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        (store, None, Some(dir))
-    }
-}
-
-async fn drop_store(store: Store, name: Option<String>) {
-    store.close().await;
-    if let Some(name) = name {
-        let admin = Store::connect(PG_ADMIN).await.unwrap();
-        admin
-            .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .unwrap();
-        admin.close().await;
-    }
-}
-
-async fn runtime() -> (Registry, SupervisorRef) {
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("bench"), &tree, &pool, |r| {
-        panic!("{r}")
-    })
-    .await;
-    (Registry::new(tree, pool, Duration::from_secs(60)), root)
-}
-
 /// Samples/s persisted: (raw inserts, DeviceStream pushes), 8 devices in parallel.
 async fn persisted(backend: &str) -> (f64, f64) {
     const DEVICES: usize = 8;
     const BATCHES: usize = 25;
     const BATCH: usize = 1000;
-    let (store, name, _dir) = fresh_store(backend).await;
+    let db = Db::fresh(backend).await;
+    let store = &db.store;
     let t0 = now_ms() - (BATCHES * BATCH) as u64 * 10 - 10_000;
     let payloads: Vec<Vec<u8>> = samples(BATCHES * BATCH, t0)
         .chunks(BATCH)
@@ -240,43 +171,12 @@ async fn persisted(backend: &str) -> (f64, f64) {
     futures_util::future::join_all(raws).await;
     let raw = (DEVICES * BATCHES * BATCH) as f64 / t.elapsed().as_secs_f64();
 
-    let (registry, root) = runtime().await;
-    let s = store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), StreamSettings::default())
-            }),
-        )
-        .await
-        .unwrap();
     let batches: Vec<Vec<Sample>> = samples(BATCHES * BATCH, t0)
         .chunks(BATCH)
         .map(|b| b.to_vec())
         .collect();
-    let t = Instant::now();
-    let pushes = (0..DEVICES).map(|d| {
-        let (kind, batches) = (kind.clone(), batches.clone());
-        async move {
-            for (i, b) in batches.into_iter().enumerate() {
-                let r = kind
-                    .send(
-                        &format!("d-{d}"),
-                        Push {
-                            request_id: format!("p{i}"),
-                            samples: b,
-                        },
-                    )
-                    .await;
-                assert_eq!(r.unwrap().unwrap().accepted as usize, BATCH);
-            }
-        }
-    });
-    futures_util::future::join_all(pushes).await;
-    let actor = (DEVICES * BATCHES * BATCH) as f64 / t.elapsed().as_secs_f64();
-    root.shutdown().await;
-    drop_store(store, name).await;
+    let actor = push_rate(store, DEVICES, &batches).await;
+    db.drop().await;
     (raw, actor)
 }
 
@@ -284,7 +184,8 @@ async fn persisted(backend: &str) -> (f64, f64) {
 async fn chat(backend: &str) -> (f64, f64) {
     const CONSULTS: usize = 8;
     const MESSAGES: usize = 100;
-    let (store, name, _dir) = fresh_store(backend).await;
+    let db = Db::fresh(backend).await;
+    let store = &db.store;
     let t = Instant::now();
     let raws = (0..CONSULTS).map(|c| {
         let store = store.clone();
@@ -306,75 +207,8 @@ async fn chat(backend: &str) -> (f64, f64) {
     futures_util::future::join_all(raws).await;
     let raw = (CONSULTS * MESSAGES) as f64 / t.elapsed().as_secs_f64();
 
-    let (registry, root) = runtime().await;
-    let s = store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                ConsultActor::new(id, s.clone(), Duration::from_secs(3600))
-            }),
-        )
-        .await
-        .unwrap();
-    let patient = || Party::Patient("p".into());
-    for c in 0..CONSULTS {
-        let id = format!("c-{c}");
-        for (r, command) in [
-            (
-                "r1",
-                Command::Request {
-                    patient: "p".into(),
-                    reason: "bench".into(),
-                },
-            ),
-            ("r2", Command::Join { who: patient() }),
-            (
-                "r3",
-                Command::Join {
-                    who: Party::Clinician("d".into()),
-                },
-            ),
-        ] {
-            kind.send(
-                &id,
-                Act {
-                    request_id: r.into(),
-                    command,
-                },
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        }
-    }
-    let t = Instant::now();
-    let chats = (0..CONSULTS).map(|c| {
-        let kind = kind.clone();
-        async move {
-            for i in 0..MESSAGES {
-                let command = Command::Chat {
-                    who: patient(),
-                    client_message_id: format!("m{i}"),
-                    text: "hello".into(),
-                };
-                kind.send(
-                    &format!("c-{c}"),
-                    Act {
-                        request_id: format!("m{i}"),
-                        command,
-                    },
-                )
-                .await
-                .unwrap()
-                .unwrap();
-            }
-        }
-    });
-    futures_util::future::join_all(chats).await;
-    let actor = (CONSULTS * MESSAGES) as f64 / t.elapsed().as_secs_f64();
-    root.shutdown().await;
-    drop_store(store, name).await;
+    let actor = chat_rate(store, CONSULTS, MESSAGES, "bench", "hello").await;
+    db.drop().await;
     (raw, actor)
 }
 
