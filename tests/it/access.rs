@@ -878,30 +878,13 @@ async fn the_access_state_is_kept_in_the_database(store: &cardio::store::Store) 
 }
 on_both!(access_state, the_access_state_is_kept_in_the_database);
 
-/// Two nodes on one PostgreSQL and one RabbitMQ vhost, each with its own
-/// settings on top.
-fn cluster_node(id: &str, bus: &str, db: &str) -> TestNode {
-    TestNode::serve()
-        .name(id)
-        .ready_within(Duration::from_secs(60))
-        .env("CARDIO_NODE_ID", id)
-        .env("CARDIO_BUS_URL", bus)
-        .env("CARDIO_DATABASE_URL", db)
-        .env("CARDIO_LOG_FILTER", "warn,cardio=info")
-        .env("CARDIO_SHARDS", "8")
-        .env("CARDIO_HEARTBEAT", "200ms")
-        .env("CARDIO_LEASE", "1500ms")
-        .env("CARDIO_JWT_SECRET", crate::api::SECRET)
-        .start()
-}
-
 #[actix_rt::test]
 async fn a_removal_and_a_revocation_on_one_node_end_access_on_another_within_a_second() {
     needs!(Cluster);
     let db = crate::store::TestDb::postgres_empty().await;
     let vhost = crate::broker::Vhost::new();
-    let a = cluster_node("access-a", &vhost.url(), db.url());
-    let b = cluster_node("access-b", &vhost.url(), db.url());
+    let a = crate::api::cluster_member("access-a", &vhost.url(), db.url()).start();
+    let b = crate::api::cluster_member("access-b", &vhost.url(), db.url()).start();
     people(&a.addr, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
     device_of(&a.addr, "p-1", "ecg").await;
     let dr = token(Role::Clinician, "dr-1");

@@ -34,6 +34,23 @@ pub(crate) fn serve_with(envs: &[(&str, &str)]) -> TestNode {
         .start()
 }
 
+/// A member of a small test cluster on one PostgreSQL `db` and one
+/// RabbitMQ vhost `bus`: 8 shards, a 200 ms heartbeat and 1.5 s lease, the
+/// tests' token key. Settings of its own go on top before `start()`.
+pub(crate) fn cluster_member(id: &str, bus: &str, db: &str) -> crate::support::node::NodeSpec {
+    TestNode::serve()
+        .name(id)
+        .ready_within(Duration::from_secs(60))
+        .env("CARDIO_NODE_ID", id)
+        .env("CARDIO_BUS_URL", bus)
+        .env("CARDIO_DATABASE_URL", db)
+        .env("CARDIO_LOG_FILTER", "warn,cardio=info")
+        .env("CARDIO_SHARDS", "8")
+        .env("CARDIO_HEARTBEAT", "200ms")
+        .env("CARDIO_LEASE", "1500ms")
+        .env("CARDIO_JWT_SECRET", SECRET)
+}
+
 pub(crate) fn token(role: Role, sub: &str) -> String {
     Authenticator::hs256(SECRET.as_bytes())
         .mint(

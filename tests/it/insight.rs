@@ -202,30 +202,17 @@ async fn malformed_messages_sent_to_an_actor_show_up_in_dead_letters_with_their_
     }
 }
 
-/// A node of a two-node cluster on one PostgreSQL and one vhost.
-fn cluster_node(id: &str, bus: &str, db: &str) -> TestNode {
-    TestNode::serve()
-        .name(id)
-        .ready_within(Duration::from_secs(60))
-        .lifetime(Duration::from_secs(180))
-        .env("CARDIO_NODE_ID", id)
-        .env("CARDIO_BUS_URL", bus)
-        .env("CARDIO_DATABASE_URL", db)
-        .env("CARDIO_LOG_FILTER", "warn,cardio=info")
-        .env("CARDIO_SHARDS", "8")
-        .env("CARDIO_HEARTBEAT", "200ms")
-        .env("CARDIO_LEASE", "1500ms")
-        .env("CARDIO_JWT_SECRET", SECRET)
-        .start()
-}
-
 #[actix_rt::test]
 async fn metrics_of_another_node_or_of_every_node_are_fetched_from_them() {
     needs!(Cluster);
     let db = crate::store::TestDb::postgres_empty().await;
     let vhost = crate::broker::Vhost::new();
-    let a = cluster_node("metrics-a", &vhost.url(), db.url());
-    let b = cluster_node("metrics-b", &vhost.url(), db.url());
+    let a = crate::api::cluster_member("metrics-a", &vhost.url(), db.url())
+        .lifetime(Duration::from_secs(180))
+        .start();
+    let b = crate::api::cluster_member("metrics-b", &vhost.url(), db.url())
+        .lifetime(Duration::from_secs(180))
+        .start();
     let ops = token(Role::Ops, "o-1");
     let nodes_of = |v: &Value| -> Vec<String> {
         let mut n: Vec<String> = v["metrics"]
