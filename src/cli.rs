@@ -1,7 +1,7 @@
 //! The `cardio` command line: argument parsing and the small client commands.
 //! `serve` only loads configuration and hands over to [`crate::node`].
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ProcessEnv};
 use crate::node::{shutdown_signal, Node};
-use crate::supervisors::TreeView;
+
+mod keys;
+mod tree;
 
 #[derive(Parser)]
 #[command(
@@ -197,8 +199,8 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config, false),
         Command::Demo { config } => serve(config, true),
-        Command::Tree { url, json, cluster } if cluster => tree_cluster(&url, json),
-        Command::Tree { url, json, .. } => tree(&url, json),
+        Command::Tree { url, json, cluster } if cluster => tree::cluster(&url, json),
+        Command::Tree { url, json, .. } => tree::tree(&url, json),
         Command::Migrate { config } => migrate(config),
         Command::Token {
             role,
@@ -212,16 +214,16 @@ pub fn run() -> ExitCode {
                     config,
                     checkpoints,
                 },
-        } => audit_verify(config, checkpoints),
+        } => keys::audit_verify(config, checkpoints),
         Command::Keys {
             command: KeysCommand::Init { config },
-        } => keys_init(config),
+        } => keys::init(config),
         Command::Keys {
             command: KeysCommand::Rotate { config },
-        } => keys(config, true),
+        } => keys::rotate_or_seal(config, true),
         Command::Keys {
             command: KeysCommand::EncryptExisting { config },
-        } => keys(config, false),
+        } => keys::rotate_or_seal(config, false),
         Command::Simulate(args) => simulate(args),
         Command::Probe { path, config } => probe(&path, config),
         Command::Schema => {
@@ -555,127 +557,6 @@ fn token(role: &str, sub: &str, ttl: &str, file: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// The database with the configured keys (the key file must exist).
-async fn keyed_store(config: &Config, who: &str) -> anyhow::Result<crate::store::Store> {
-    let (provider, _) = crate::node::key_provider(config, false)?;
-    let store = crate::store::Store::connect(config.database_url.expose()).await?;
-    store.migrate().await?;
-    Ok(store.with_keys(provider, who).await?)
-}
-
-fn audit_verify(file: Option<PathBuf>, checkpoints: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(file.as_deref(), &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("invalid configuration: {e}")),
-    };
-    let path = checkpoints.or_else(|| config.audit_checkpoint_file());
-    let read = match &path {
-        Some(p) => match crate::crypto::FileSink::read(p) {
-            Ok(read) => read,
-            Err(e) => {
-                return fail(&format!(
-                    "cannot read the checkpoints at {}: {e}",
-                    p.display()
-                ))
-            }
-        },
-        None => Vec::new(),
-    };
-    let mut marks = Vec::with_capacity(read.len());
-    for c in read {
-        match c {
-            Ok(c) => marks.push(c),
-            Err(line) => {
-                eprintln!("cardio: audit checkpoints broken: line {line} is not a checkpoint");
-                return ExitCode::from(1);
-            }
-        }
-    }
-    let checked = actix_rt::System::new().block_on(async {
-        let store = keyed_store(&config, "audit-verify").await?;
-        let checked = store.verify_audit_with(&marks).await;
-        store.close().await;
-        Ok::<_, anyhow::Error>(checked?)
-    });
-    match checked {
-        Ok(Ok(n)) => {
-            println!(
-                "audit chain intact: {n} entries, {} checkpoints agree",
-                marks.len()
-            );
-            if path.is_none() {
-                println!("no checkpoint file: deletions at the end cannot be detected");
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(Err(broken)) => {
-            eprintln!("cardio: {broken}");
-            ExitCode::from(1)
-        }
-        Err(e) => fail(&format!("cannot read the audit log: {e:#}")),
-    }
-}
-
-fn keys_init(file: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(file.as_deref(), &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("invalid configuration: {e}")),
-    };
-    let Some(path) = config.key_file() else {
-        return fail("no key_file (CARDIO_KEY_FILE) is set");
-    };
-    match crate::crypto::FileKeyProvider::open_or_create(&path, true) {
-        Ok((_, true)) => {
-            println!("created the key file {}", path.display());
-            ExitCode::SUCCESS
-        }
-        Ok((_, false)) => {
-            println!("a key file is already at {}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e.to_string()),
-    }
-}
-
-/// `cardio keys rotate` (`rotate`) or `cardio keys encrypt-existing`.
-fn keys(file: Option<PathBuf>, rotate: bool) -> ExitCode {
-    let config = match Config::load(file.as_deref(), &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("invalid configuration: {e}")),
-    };
-    let done = actix_rt::System::new().block_on(async {
-        let store = keyed_store(&config, "cli").await?;
-        let said = if rotate {
-            let (kek, n) = store.rotate_keys().await?;
-            let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-            store
-                .audit(&crate::store::audit::AuditEntry {
-                    at_ms: crate::clock::unix_ms(),
-                    subject: format!("cli:{operator}"),
-                    role: "admin".into(),
-                    action: "key_rotation".into(),
-                    patient_id: None,
-                    fields: format!("kek={kek},data_keys={n}"),
-                    outcome: "allowed".into(),
-                })
-                .await?;
-            format!("key-encryption key {kek} is current; {n} data keys re-wrapped")
-        } else {
-            let n = store.seal_existing().await?;
-            format!("{n} values sealed")
-        };
-        store.close().await;
-        Ok::<_, anyhow::Error>(said)
-    });
-    match done {
-        Ok(said) => {
-            println!("{said}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&format!("{e:#}")),
-    }
-}
-
 fn migrate(file: Option<PathBuf>) -> ExitCode {
     let config = match Config::load(file.as_deref(), &ProcessEnv) {
         Ok(c) => c,
@@ -694,284 +575,5 @@ fn migrate(file: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("migration failed: {e}")),
-    }
-}
-
-async fn fetch(endpoint: &str) -> Result<actix_web::web::Bytes, String> {
-    let mut request = awc::Client::new().get(endpoint);
-    // An ops or admin token, where the node requires one for /debug/*.
-    if let Ok(token) = std::env::var("CARDIO_TOKEN") {
-        request = request.insert_header(("authorization", format!("Bearer {}", token.trim())));
-    }
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{endpoint} answered {}", response.status()));
-    }
-    response
-        .body()
-        .limit(256 * 1024 * 1024)
-        .await
-        .map_err(|e| format!("reading {endpoint}: {e}"))
-}
-
-/// `cardio tree --cluster`: the membership as one node sees it, then the tree
-/// of every node that is up (fetched from its own address).
-fn tree_cluster(url: &str, raw: bool) -> ExitCode {
-    let endpoint = format!("{}/debug/cluster", url.trim_end_matches('/'));
-    let colour = colour_wanted();
-    let out = actix_rt::System::new().block_on(async {
-        let body = fetch(&endpoint).await?;
-        let view: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("{endpoint} did not return a cluster view: {e}"))?;
-        let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
-        let mut trees = Vec::new();
-        for n in &nodes {
-            let (id, addr, status) = (
-                n["id"].as_str().unwrap_or("?"),
-                n["addr"].as_str().unwrap_or(""),
-                n["status"].as_str().unwrap_or("?"),
-            );
-            let tree = if status == "up" || status == "joining" || status == "leaving" {
-                fetch(&format!("http://{addr}/debug/tree"))
-                    .await
-                    .and_then(|b| {
-                        serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
-                    })
-            } else {
-                Err(format!("not running ({status})"))
-            };
-            trees.push((
-                id.to_owned(),
-                addr.to_owned(),
-                status.to_owned(),
-                n["shards"].clone(),
-                tree,
-            ));
-        }
-        if raw {
-            let all: Vec<serde_json::Value> = trees
-                .into_iter()
-                .map(|(id, addr, status, shards, tree)| {
-                    serde_json::json!({"id": id, "addr": addr, "status": status, "shards": shards,
-                        "tree": tree.unwrap_or_else(|e| serde_json::json!({"error": e}))})
-                })
-                .collect();
-            return Ok(format!(
-                "{}\n",
-                serde_json::json!({"cluster": view, "nodes": all})
-            ));
-        }
-        let (bold, dim, reset) = if colour {
-            ("\x1b[1m", "\x1b[2m", "\x1b[0m")
-        } else {
-            ("", "", "")
-        };
-        let mut text = format!(
-            "{bold}cluster{reset} seen from {} · {} nodes · {} shards\n",
-            view["node"].as_str().unwrap_or("?"),
-            nodes.len(),
-            view["shards"].as_array().map_or(0, Vec::len)
-        );
-        for (id, addr, status, shards, tree) in trees {
-            let status = node_status(&status, colour);
-            text.push_str(&format!(
-                "\n{bold}node {id}{reset} {addr} {status} · owns {shards} shards\n"
-            ));
-            match tree
-                .and_then(|t| serde_json::from_value::<TreeView>(t).map_err(|e| e.to_string()))
-            {
-                Ok(tree) => text.push_str(&render_tree(&tree, colour)),
-                Err(e) => text.push_str(&format!("{dim}  (no tree: {e}){reset}\n")),
-            }
-        }
-        Ok::<_, String>(text)
-    });
-    match out {
-        Ok(text) => {
-            let _ = write!(std::io::stdout().lock(), "{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
-}
-
-fn tree(url: &str, raw: bool) -> ExitCode {
-    let endpoint = format!("{}/debug/tree", url.trim_end_matches('/'));
-    let fetched = actix_rt::System::new().block_on(fetch(&endpoint));
-    let body = match fetched {
-        Ok(b) => b,
-        Err(e) => return fail(&e),
-    };
-    if raw {
-        println!("{}", String::from_utf8_lossy(&body));
-        return ExitCode::SUCCESS;
-    }
-    let view: TreeView = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return fail(&format!("{endpoint} did not return a tree: {e}")),
-    };
-    let colour = colour_wanted();
-    let mut out = std::io::stdout().lock();
-    let _ = write!(out, "{}", render_tree(&view, colour));
-    ExitCode::SUCCESS
-}
-
-/// Renders a tree as indented lines: name, kind, status, restarts, uptime,
-/// mailbox depth and last failure.
-/// Colour on a terminal unless `NO_COLOR` is set; `CLICOLOR_FORCE` forces it
-/// (for pagers such as `less -R`).
-fn colour_wanted() -> bool {
-    // no-color.org: any non-empty NO_COLOR turns colour off.
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|x| !x.is_empty());
-    let forced = std::env::var_os("CLICOLOR_FORCE").is_some_and(|x| !x.is_empty() && x != "0");
-    !no_color && (forced || std::io::stdout().is_terminal())
-}
-
-/// `text` in SGR colour `code` when `colour`.
-fn paint(text: &str, code: &str, colour: bool) -> String {
-    if colour {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_owned()
-    }
-}
-
-/// A node's membership status: green up, yellow on its way in or out or cut
-/// off from the broker, red down or gone.
-fn node_status(status: &str, colour: bool) -> String {
-    let code = match status {
-        "up" => "32",
-        "joining" | "leaving" | "degraded" => "33",
-        _ => "31",
-    };
-    paint(status, code, colour)
-}
-
-pub fn render_tree(root: &TreeView, colour: bool) -> String {
-    let mut out = String::new();
-    line(&mut out, root, "", "", colour, true);
-    out
-}
-
-fn line(out: &mut String, n: &TreeView, lead: &str, branch: &str, colour: bool, is_root: bool) {
-    let name = if is_root {
-        n.path.as_str()
-    } else {
-        n.id.as_str()
-    };
-    let kind = match &n.strategy {
-        Some(s) => format!("supervisor {s}"),
-        None => n.kind.clone(),
-    };
-    let code = match n.status.as_str() {
-        "running" => "32",
-        "restarting" | "starting" | "stopping" => "33",
-        _ => "31",
-    };
-    let status = paint(&n.status, code, colour);
-    let restarts = format!("restarts={}", n.restarts);
-    let restarts = if n.restarts > 0 {
-        paint(&restarts, "33", colour)
-    } else {
-        restarts
-    };
-    out.push_str(&format!(
-        "{lead}{branch}{name}  [{kind}]  {status}  {restarts}"
-    ));
-    if n.uptime_ms > 0 {
-        out.push_str(&format!(
-            "  up {}",
-            humantime::format_duration(std::time::Duration::from_secs(n.uptime_ms / 1000))
-        ));
-    }
-    if n.strategy.is_none() && n.mailbox_depth > 0 {
-        out.push_str(&format!("  mailbox={}", n.mailbox_depth));
-    }
-    if let Some(f) = &n.last_failure {
-        out.push_str(&paint(&format!("  last failure: {f}"), "31", colour));
-    }
-    out.push('\n');
-    let child_lead = if is_root {
-        String::new()
-    } else if branch.starts_with('└') {
-        format!("{lead}    ")
-    } else {
-        format!("{lead}│   ")
-    };
-    for (i, c) in n.children.iter().enumerate() {
-        let last = i + 1 == n.children.len();
-        line(
-            out,
-            c,
-            &child_lead,
-            if last { "└── " } else { "├── " },
-            colour,
-            false,
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(path: &str, id: &str, strategy: Option<&str>, children: Vec<TreeView>) -> TreeView {
-        TreeView {
-            path: path.into(),
-            kind: if strategy.is_some() {
-                "supervisor".into()
-            } else {
-                "consult".into()
-            },
-            strategy: strategy.map(str::to_owned),
-            id: id.into(),
-            status: "running".into(),
-            restarts: 0,
-            last_failure: None,
-            uptime_ms: 0,
-            mailbox_depth: 0,
-            children,
-        }
-    }
-
-    #[test]
-    fn trees_render_as_indented_branches() {
-        let mut crashed = node("/cardio/entities/consult/c-2", "c-2", None, vec![]);
-        crashed.restarts = 2;
-        crashed.last_failure = Some("panicked: boom".into());
-        let tree = node(
-            "/cardio",
-            "cardio",
-            Some("one_for_one"),
-            vec![node(
-                "/cardio/entities",
-                "entities",
-                Some("one_for_one"),
-                vec![
-                    node("/cardio/entities/consult/c-1", "c-1", None, vec![]),
-                    crashed,
-                ],
-            )],
-        );
-        let text = render_tree(&tree, false);
-        assert_eq!(
-            text,
-            "/cardio  [supervisor one_for_one]  running  restarts=0\n\
-             └── entities  [supervisor one_for_one]  running  restarts=0\n\
-             \x20   ├── c-1  [consult]  running  restarts=0\n\
-             \x20   └── c-2  [consult]  running  restarts=2  last failure: panicked: boom\n"
-        );
-        // On a terminal: status by colour, restarts and failures stand out.
-        let painted = render_tree(&tree, true);
-        assert!(painted.contains("\x1b[32mrunning\x1b[0m"), "{painted}");
-        assert!(painted.contains("\x1b[33mrestarts=2\x1b[0m"), "{painted}");
-        assert!(painted.contains("\x1b[31m  last failure: panicked: boom\x1b[0m"));
-        assert!(!painted.contains("\x1b[33mrestarts=0"), "{painted}");
-        assert_eq!(node_status("up", true), "\x1b[32mup\x1b[0m");
-        assert_eq!(node_status("down", true), "\x1b[31mdown\x1b[0m");
-        assert_eq!(node_status("degraded", false), "degraded");
     }
 }
