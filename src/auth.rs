@@ -33,6 +33,13 @@ use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::principal::{Principal, Role};
 
+mod jwks;
+mod policy;
+
+pub use jwks::fetch_jwks;
+use jwks::jwks_keys;
+pub use policy::Policy;
+
 const ISSUER: &str = "cardio";
 const AUDIENCE: &str = "cardio";
 const LEEWAY_S: u64 = 5;
@@ -124,127 +131,7 @@ struct Incoming {
     rest: serde_json::Map<String, serde_json::Value>,
 }
 
-/// What a token must say besides its signature: issuer, audience, where
-/// the role is and how its values map to roles, and the MFA requirement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub issuer: String,
-    pub audience: String,
-    /// The claim naming the role (`a.b` reaches into objects).
-    pub role_claim: String,
-    /// Claim value → role; empty: the values are the roles' names.
-    pub role_map: Vec<(String, Role)>,
-    /// `acr` values that count as multi-factor.
-    pub mfa_acr: Vec<String>,
-    /// `amr` values any of which counts as multi-factor.
-    pub mfa_amr: Vec<String>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            role_claim: "role".into(),
-            role_map: Vec::new(),
-            mfa_acr: Vec::new(),
-            mfa_amr: Vec::new(),
-        }
-    }
-}
-
-fn list(value: &Option<String>) -> Vec<String> {
-    value
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 pub use crate::config::access::{parse_role_map, role_named};
-
-impl Policy {
-    /// The policy `config` asks for.
-    pub fn from_config(config: &Config) -> Result<Policy, AuthError> {
-        Ok(Policy {
-            issuer: config.oidc_issuer.clone().unwrap_or_else(|| ISSUER.into()),
-            audience: config
-                .oidc_audience
-                .clone()
-                .unwrap_or_else(|| AUDIENCE.into()),
-            role_claim: config.oidc_role_claim.clone(),
-            role_map: parse_role_map(config.oidc_role_map.as_deref().unwrap_or(""))
-                .map_err(AuthError::BadKey)?,
-            mfa_acr: list(&config.oidc_mfa_acr),
-            mfa_amr: match (
-                &config.oidc_jwks_url,
-                &config.oidc_mfa_acr,
-                &config.oidc_mfa_amr,
-            ) {
-                // An identity provider without a stated requirement: RFC
-                // 8176's `mfa` (never no requirement at all).
-                (Some(_), None, None) => vec!["mfa".into()],
-                _ => list(&config.oidc_mfa_amr),
-            },
-        })
-    }
-
-    fn role_of(
-        &self,
-        rest: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Role, AuthError> {
-        let mut parts = self.role_claim.split('.');
-        let first = parts.next().unwrap_or("role");
-        let mut value = rest.get(first);
-        for p in parts {
-            value = value.and_then(|v| v.get(p));
-        }
-        let values: Vec<&str> = match value {
-            Some(serde_json::Value::String(s)) => vec![s.as_str()],
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
-            _ => return Err(AuthError::Malformed("claim \"role\" is missing".into())),
-        };
-        let mut roles: Vec<Role> = values
-            .iter()
-            .filter_map(|v| {
-                if self.role_map.is_empty() {
-                    role_named(v)
-                } else {
-                    self.role_map.iter().find(|(k, _)| k == v).map(|(_, r)| *r)
-                }
-            })
-            .collect();
-        roles.sort_by_key(|r| *r as u8);
-        roles.dedup();
-        match roles.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(AuthError::Malformed("the token names no known role".into())),
-            // Separation of duties: one identity, one role.
-            _ => Err(AuthError::Malformed(
-                "the token names more than one role".into(),
-            )),
-        }
-    }
-
-    fn mfa_required(&self) -> bool {
-        !self.mfa_acr.is_empty() || !self.mfa_amr.is_empty()
-    }
-
-    fn has_mfa(&self, c: &Incoming) -> bool {
-        let acr = c
-            .acr
-            .as_ref()
-            .is_some_and(|a| self.mfa_acr.iter().any(|x| x == a));
-        let amr = c
-            .amr
-            .as_ref()
-            .is_some_and(|m| m.iter().any(|a| self.mfa_amr.iter().any(|x| x == a)));
-        acr || amr
-    }
-}
 
 /// A verified token: who, until when, and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,76 +143,6 @@ pub struct Verified {
     pub iat: u64,
     /// The token's id, if it has one (revocable one by one).
     pub jti: Option<String>,
-}
-
-/// Fetches a JWKS document over HTTP(S) (an https URL is verified against
-/// the public roots). The one place keys are fetched from the network.
-pub async fn fetch_jwks(url: &str) -> Result<Vec<u8>, AuthError> {
-    let url = url.to_owned();
-    // awc lives on the current thread: fetch there.
-    let fetched = actix_rt::spawn(async move {
-        let builder = awc::Client::builder().timeout(Duration::from_secs(10));
-        let client = if url.starts_with("https://") {
-            // The provider is verified against the public roots; a failure
-            // is an error, never a fall-back to plain HTTP.
-            let tls = crate::tls::client_config(None, None)
-                .map_err(|e| AuthError::BadKey(format!("cannot set up TLS: {e}")))?;
-            builder
-                .connector(awc::Connector::new().rustls_0_23(Arc::new(tls)))
-                .finish()
-        } else {
-            builder.finish()
-        };
-        let mut res = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| AuthError::BadKey(format!("cannot fetch the JWKS: {e}")))?;
-        if !res.status().is_success() {
-            return Err(AuthError::BadKey(format!(
-                "the JWKS endpoint answered {}",
-                res.status()
-            )));
-        }
-        res.body()
-            .limit(1 << 20)
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|e| AuthError::BadKey(format!("cannot read the JWKS: {e}")))
-    })
-    .await;
-    fetched.map_err(|_| AuthError::BadKey("the JWKS fetch stopped".into()))?
-}
-
-fn jwks_keys(document: &[u8]) -> Result<Vec<(String, DecodingKey)>, AuthError> {
-    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(document)
-        .map_err(|e| AuthError::BadKey(format!("not a JWKS document: {e}")))?;
-    let mut keys = Vec::new();
-    for jwk in &set.keys {
-        let rsa = matches!(
-            jwk.algorithm,
-            jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
-        );
-        let rs256 = jwk
-            .common
-            .key_algorithm
-            .is_none_or(|a| a == jsonwebtoken::jwk::KeyAlgorithm::RS256);
-        let signing = jwk
-            .common
-            .public_key_use
-            .as_ref()
-            .is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature);
-        if let (true, true, true, Some(kid)) = (rsa, rs256, signing, &jwk.common.key_id) {
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthError::BadKey(e.to_string()))?;
-            keys.push((kid.clone(), key));
-        }
-    }
-    if keys.is_empty() {
-        return Err(AuthError::BadKey(
-            "the JWKS has no RS256 key with a kid".into(),
-        ));
-    }
-    Ok(keys)
 }
 
 /// Verifies (and, with a signing key, mints) tokens.
