@@ -28,9 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::error::{Actual, Kind};
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider};
+use figment::Figment;
 use serde::de::{Error as _, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -457,6 +455,8 @@ pub fn setting_names() -> &'static [&'static str] {
     fields
 }
 
+use layers::{refused, source_of, EnvSettings, FileSettings};
+
 impl Config {
     /// Defaults, then `file` (or `CARDIO_CONFIG`), then `CARDIO_*` variables;
     /// then [`Config::validate`].
@@ -840,146 +840,6 @@ impl Config {
     }
 }
 
-/// The settings of a TOML file.
-struct FileSettings {
-    path: PathBuf,
-    values: Dict,
-}
-
-impl FileSettings {
-    fn read(path: &Path) -> Result<FileSettings, ConfigError> {
-        let failed = |reason: String| ConfigError::File {
-            path: path.to_owned(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-        // Not toml's `Display`: it quotes the offending line.
-        let values: Dict = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(line) => failed(format!("line {line}: {}", e.message())),
-                None => failed(e.message().to_owned()),
-            }
-        })?;
-        Ok(FileSettings {
-            path: path.to_owned(),
-            values,
-        })
-    }
-}
-
-impl Provider for FileSettings {
-    fn metadata(&self) -> Metadata {
-        Metadata::from("config file", self.path.as_path())
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Ok(Profile::Default.collect(self.values.clone()))
-    }
-}
-
-/// The `CARDIO_*` variables that name a setting.
-struct EnvSettings(Dict);
-
-impl EnvSettings {
-    fn read(env: &dyn Env) -> EnvSettings {
-        let values = setting_names()
-            .iter()
-            .filter_map(|key| {
-                let value = env.get(&env_name(key))?;
-                Some((key.to_string(), Value::from(value.trim().to_owned())))
-            })
-            .collect();
-        EnvSettings(values)
-    }
-}
-
-impl Provider for EnvSettings {
-    fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable")
-            .interpolater(|_: &Profile, keys: &[&str]| env_name(&keys.join("_")))
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Ok(Profile::Default.collect(self.0.clone()))
-    }
-}
-
-/// Where the value of `setting` came from: its variable (`CARDIO_SHARDS`),
-/// its key in the file (`shards in /etc/cardio.toml`), or its default.
-fn source_of(layers: &Figment, setting: &str) -> String {
-    if !setting_names().contains(&setting) {
-        return setting.to_owned();
-    }
-    match layers.find_metadata(setting) {
-        Some(md) => match md.source.as_ref().and_then(|s| s.file_path()) {
-            Some(path) => format!("{setting} in {}", path.display()),
-            None => md.interpolate(&Profile::Default, &[setting]),
-        },
-        None => format!("{setting} (default)"),
-    }
-}
-
-/// A value serde would not take, as a [`ConfigError`] naming its source.
-/// Secrets' own `Deserialize` never quotes them, so what serde says about a
-/// value may be shown.
-fn refused(e: figment::Error, layers: &Figment, file: Option<&Path>) -> ConfigError {
-    if let Kind::UnknownField(key, known) = &e.kind {
-        // Variables are read by name, so only the file has unknown keys.
-        return ConfigError::UnknownKey {
-            path: file.map(Path::to_path_buf).unwrap_or_default(),
-            key: key.clone(),
-            known: known.join(", "),
-        };
-    }
-    let setting = e.path.join(".");
-    let source_name = if setting.is_empty() {
-        "configuration".to_owned()
-    } else {
-        source_of(layers, &setting)
-    };
-    let whole = |expected: &str| matches!(expected, "u8" | "u16" | "u32" | "u64" | "usize");
-    let message = match &e.kind {
-        Kind::InvalidValue(actual, expected) if whole(expected) => {
-            format!("{} is out of range", shown(actual))
-        }
-        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
-            let expected = match expected.as_str() {
-                e if whole(e) => "a whole number",
-                "a boolean" => "true or false",
-                "a duration" => "a duration like 30s or 15m",
-                e => e,
-            };
-            format!("{} is not {expected}", shown(actual))
-        }
-        Kind::UnknownVariant(found, expected) => match expected.split_last() {
-            Some((last, rest)) if !rest.is_empty() => {
-                format!("{found:?} is not {} or {last}", rest.join(", "))
-            }
-            _ => format!("{found:?} is not one of {expected:?}"),
-        },
-        other => other.to_string(),
-    };
-    ConfigError::Invalid {
-        source_name,
-        message,
-    }
-}
-
-/// A value serde quotes: text in quotes, a number as it is.
-fn shown(actual: &Actual) -> String {
-    match actual {
-        Actual::Str(s) => format!("{s:?}"),
-        Actual::Bool(b) => b.to_string(),
-        Actual::Unsigned(n) => n.to_string(),
-        Actual::Signed(n) => n.to_string(),
-        Actual::Float(f) => f.to_string(),
-        other => format!("a {other}"),
-    }
-}
-
 /// A socket address, refused with an example.
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
@@ -1010,6 +870,7 @@ fn real<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 }
 
 pub mod access;
+mod layers;
 
 mod at_rest;
 mod first_run;
