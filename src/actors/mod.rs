@@ -99,13 +99,153 @@ pub(crate) async fn save_snapshot<S: serde::Serialize>(
     }
 }
 
+/// Journal entries an actor lets pass before it snapshots again: a start
+/// then replays at most this many entries after its snapshot. 100 keeps the
+/// replay to a few milliseconds while a snapshot (a consult's is a few
+/// kilobytes to tens of kilobytes) is written once per 100 appends, well
+/// under 1% of the journal's own writes.
+pub(crate) const SNAPSHOT_EVERY: u64 = 100;
+
+/// Longest a journaled event stays out of its actor's snapshot (an actor
+/// with few events still starts from a recent snapshot after a kill -9).
+pub(crate) const SNAPSHOT_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// When an actor snapshots during its life: every [`SNAPSHOT_EVERY`] events
+/// or [`SNAPSHOT_AFTER`] after the first unsaved one, whichever comes first.
+/// The actor asks itself ([`Ctx::notify_later`]) to snapshot, so the save
+/// runs after the answer to the command that made it due, and the write
+/// itself runs beside the actor ([`spawn_snapshot`]).
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotClock {
+    /// Events journaled since the last snapshot.
+    unsaved: u64,
+    /// A timer for the unsaved events is set.
+    timer: bool,
+}
+
+/// What an actor should do about its snapshot now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SnapshotDue {
+    /// Ask for one at once (after the current answer).
+    Now,
+    /// Ask for one after this delay.
+    After(std::time::Duration),
+    /// Nothing: one is due already.
+    No,
+}
+
+impl SnapshotClock {
+    /// Counts `n` events journaled (or replayed at start); what to ask for.
+    pub fn journaled(&mut self, n: u64) -> SnapshotDue {
+        if n == 0 {
+            return SnapshotDue::No;
+        }
+        let before = self.unsaved;
+        self.unsaved += n;
+        if before < SNAPSHOT_EVERY && self.unsaved >= SNAPSHOT_EVERY {
+            SnapshotDue::Now
+        } else if !self.timer && self.unsaved < SNAPSHOT_EVERY {
+            self.timer = true;
+            SnapshotDue::After(SNAPSHOT_AFTER)
+        } else {
+            SnapshotDue::No
+        }
+    }
+
+    /// Whether a snapshot asked for (by the timer if `timer`) should be
+    /// taken now: something is unsaved. Counts it saved.
+    pub fn take(&mut self, timer: bool) -> bool {
+        if timer {
+            self.timer = false;
+        }
+        std::mem::take(&mut self.unsaved) > 0
+    }
+}
+
+/// An actor's request to itself to snapshot (its timer, or a count reached).
+#[doc(hidden)]
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct SaveSnapshot {
+    pub(crate) timer: bool,
+}
+
+/// Saves `key`'s snapshot at `seq` beside the actor (an actix task on its
+/// arbiter): neither the answer nor the actor's next message waits for the
+/// write. Saves that finish out of order are harmless: the store keeps the
+/// one with the highest sequence.
+pub(crate) fn spawn_snapshot(store: &crate::store::Store, key: &str, seq: u64, payload: Vec<u8>) {
+    let (store, key) = (store.clone(), key.to_owned());
+    actix_rt::spawn(async move {
+        if let Err(e) = store.save_snapshot(&key, seq, &payload).await {
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&key), error = %e, "snapshot not saved");
+        }
+    });
+}
+
+/// The most recent message ids an actor applied, at most `RecentIds::CAP`,
+/// oldest first: a retry among them is recognised without the store; an
+/// older one is found in the journal (its unique (actor, message id)).
+/// Serialised as a list (an older snapshot's set of every id loads too,
+/// trimmed).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<String>", into = "Vec<String>")]
+pub(crate) struct RecentIds {
+    order: std::collections::VecDeque<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl RecentIds {
+    /// Ids kept: 1,000 (tens of kilobytes), far more than the requests a
+    /// client can have in flight and retrying within its deadline.
+    pub const CAP: usize = 1000;
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    pub fn insert(&mut self, id: String) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+            while self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether ids were let go (then one not here may still be in the
+    /// journal).
+    pub fn forgot_some(&self) -> bool {
+        self.order.len() >= Self::CAP
+    }
+}
+
+impl From<Vec<String>> for RecentIds {
+    fn from(ids: Vec<String>) -> Self {
+        let mut recent = RecentIds::default();
+        for id in ids {
+            recent.insert(id);
+        }
+        recent
+    }
+}
+
+impl From<RecentIds> for Vec<String> {
+    fn from(ids: RecentIds) -> Self {
+        ids.order.into()
+    }
+}
+
 /// What a journal append means to the actor that made it.
 pub(crate) enum Journaled {
     /// Written, durably, at this sequence.
     Written { seq: u64 },
-    /// This message id was applied before (the caller decides what that
-    /// means for it: a retry, or a journal ahead of its state).
-    Duplicate,
+    /// This message id was applied before, at journal sequence `seq` (the
+    /// caller decides what that means for it: a retry if `seq` is one its
+    /// state has applied, else a journal ahead of its state).
+    Duplicate { seq: u64 },
     /// The store cannot take it now (logged here); nothing was applied.
     Unavailable,
 }
@@ -123,7 +263,7 @@ pub(crate) fn journaled(
     use crate::store::{Appended, StoreError};
     match result {
         Ok(Appended::Written { seq }) => Journaled::Written { seq },
-        Ok(Appended::Duplicate { .. }) => Journaled::Duplicate,
+        Ok(Appended::Duplicate { seq }) => Journaled::Duplicate { seq },
         Err(StoreError::Fenced { .. }) => {
             panic!("{kind} shard moved to another node; handing the message back")
         }

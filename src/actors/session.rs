@@ -3,14 +3,19 @@
 //! automatic logoff after a quiet period.
 //!
 //! Presence is ephemeral (apps reconnect after a node restart); the active
-//! consult and the devices are journaled and recovered on start.
+//! consult and the devices are journaled and recovered on start, from the
+//! latest snapshot (taken during the session's life and on passivation) and
+//! the journal after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{decode, or_crash, Actor, Ctx, Handler, Journaled};
+use crate::actors::{
+    decode, recover, Actor, Ctx, Handler, Journaled, RecentIds, SaveSnapshot, SnapshotClock,
+    SnapshotDue,
+};
 use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
 use crate::store::Store;
@@ -50,9 +55,22 @@ pub struct PatientSession {
     logoff_after: Duration,
     /// Bumped on every activity: only the latest idle check may log off.
     activity: u64,
-    /// Request ids already journaled: a retry is answered, not redone.
-    applied: std::collections::HashSet<String>,
+    /// The most recent request ids journaled: a retry is answered, not
+    /// redone (an older one is found in the journal).
+    applied: RecentIds,
+    /// When to snapshot next.
+    snapshots: SnapshotClock,
     events: crate::bus::events::Events,
+}
+
+/// What a session snapshots (during its life and on passivation): its
+/// durable facts, not presence (apps reconnect).
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
+struct SessionSnapshot {
+    active_consult: Option<String>,
+    devices: BTreeSet<String>,
+    applied: RecentIds,
 }
 
 /// Published on `session.<patient>` when the idle timer logged every app
@@ -77,6 +95,7 @@ impl PatientSession {
             logoff_after,
             activity: 0,
             applied: Default::default(),
+            snapshots: SnapshotClock::default(),
             events: crate::bus::events::Events::none(),
         }
     }
@@ -99,7 +118,12 @@ impl PatientSession {
         }
     }
 
-    async fn record(&mut self, request_id: &str, event: SessionEvent) -> Result<(), SessionError> {
+    async fn record(
+        &mut self,
+        request_id: &str,
+        event: SessionEvent,
+        ctx: &Ctx<Self>,
+    ) -> Result<(), SessionError> {
         if self.applied.contains(request_id) {
             return Ok(());
         }
@@ -113,14 +137,35 @@ impl PatientSession {
                 self.last_seq = seq;
                 self.apply(&event);
                 self.applied.insert(request_id.to_owned());
+                self.count_for_snapshot(1, ctx);
                 Ok(())
             }
+            // A retry older than the window of recent ids: applied before.
+            Journaled::Duplicate { seq } if seq <= self.last_seq => Ok(()),
             // The journal knows what this state does not: recover from it.
-            Journaled::Duplicate => {
+            Journaled::Duplicate { .. } => {
                 panic!("session journal holds an event this state lacks; recovering")
             }
             Journaled::Unavailable => Err(SessionError::Unavailable),
         }
+    }
+
+    /// Asks itself for a snapshot when one is due (after `n` more events).
+    fn count_for_snapshot(&mut self, n: u64, ctx: &Ctx<Self>) {
+        match self.snapshots.journaled(n) {
+            SnapshotDue::Now => ctx.notify_later(Duration::ZERO, SaveSnapshot { timer: false }),
+            SnapshotDue::After(wait) => ctx.notify_later(wait, SaveSnapshot { timer: true }),
+            SnapshotDue::No => {}
+        }
+    }
+
+    fn snapshot_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(&SessionSnapshot {
+            active_consult: self.view.active_consult.clone(),
+            devices: self.view.devices.clone(),
+            applied: self.applied.clone(),
+        })
+        .expect("snapshots serialise")
     }
 
     fn apply(&mut self, event: &SessionEvent) {
@@ -143,18 +188,47 @@ pub enum SessionError {
 impl Actor for PatientSession {
     const KIND: &'static str = "session";
 
-    async fn started(&mut self, _: &mut Ctx<Self>) {
-        let events = or_crash(
-            self.store.events(&self.key, 0).await,
-            "session journal unreadable",
-            &self.key,
-        );
-        for e in events {
+    async fn started(&mut self, ctx: &mut Ctx<Self>) {
+        let recovered = recover::<SessionSnapshot>(&self.store, &self.key).await;
+        if let Some(saved) = recovered.snapshot {
+            self.view.active_consult = saved.active_consult;
+            self.view.devices = saved.devices;
+            self.applied = saved.applied;
+        }
+        self.last_seq = recovered.snapshot_seq;
+        for e in &recovered.tail {
             if let Some(event) = decode::<SessionEvent>(&e.payload, "journal entry", &self.key) {
                 self.apply(&event);
             }
             self.last_seq = e.seq;
-            self.applied.insert(e.message_id);
+            self.applied.insert(e.message_id.clone());
+        }
+        self.count_for_snapshot(recovered.tail.len() as u64, ctx);
+    }
+
+    async fn stopping(&mut self, _: &mut Ctx<Self>) {
+        if self.last_seq > 0 {
+            let payload = self.snapshot_payload();
+            if let Err(e) = self
+                .store
+                .save_snapshot(&self.key, self.last_seq, &payload)
+                .await
+            {
+                tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "snapshot not saved");
+            }
+        }
+    }
+}
+
+impl Handler<SaveSnapshot> for PatientSession {
+    async fn handle(&mut self, save: SaveSnapshot, _: &mut Ctx<Self>) {
+        if self.snapshots.take(save.timer) {
+            crate::actors::spawn_snapshot(
+                &self.store,
+                &self.key,
+                self.last_seq,
+                self.snapshot_payload(),
+            );
         }
     }
 }
@@ -248,6 +322,7 @@ impl Handler<SetConsult> for PatientSession {
         self.record(
             &s.request_id,
             SessionEvent::ConsultSet { consult: s.consult },
+            ctx,
         )
         .await
     }
@@ -271,13 +346,14 @@ impl BusMessage for AddDevice {
 }
 
 impl Handler<AddDevice> for PatientSession {
-    async fn handle(&mut self, a: AddDevice, _: &mut Ctx<Self>) -> Result<(), SessionError> {
+    async fn handle(&mut self, a: AddDevice, ctx: &mut Ctx<Self>) -> Result<(), SessionError> {
         if self.view.devices.contains(&a.device) {
             return Ok(());
         }
         self.record(
             &a.request_id,
             SessionEvent::DeviceAdded { device: a.device },
+            ctx,
         )
         .await
     }

@@ -68,6 +68,22 @@ macro_rules! raw_row {
     }};
 }
 
+/// Chat lines per INSERT when a projection catches up (7 values a row:
+/// 3,500 parameters, well under SQLite's 32,766 and PostgreSQL's 65,535).
+pub const CHAT_BATCH: usize = 500;
+
+/// One chat line's values as bound: seq, author role and id, client
+/// message id, sealed text, time.
+type ChatValues<'a> = (i64, &'static str, &'a str, &'a str, String, i64);
+
+/// A chat line's author as stored: (`author_role`, `author_id`).
+fn party_columns(party: &Party) -> (&'static str, &str) {
+    match party {
+        Party::Patient(id) => ("patient", id),
+        Party::Clinician(id) => ("clinician", id),
+    }
+}
+
 fn parse_status(s: &str) -> Result<Status, StoreError> {
     Ok(match s {
         "requested" => Status::Requested,
@@ -130,6 +146,167 @@ impl Store {
         Ok(())
     }
 
+    /// Brings consult `row.id`'s projection up to journal sequence
+    /// `through_seq` in one transaction: `lines` inserted (those already
+    /// there are left alone) in statements of at most [`CHAT_BATCH`] rows,
+    /// then the consult row, which records `through_seq` as its
+    /// `projected_seq` (and `journal_seq`; a row reflecting a later sequence
+    /// is left alone). Chat text is sealed per line, as [`Self::project_chat`]
+    /// seals it. A recovery catching up thousands of lines makes a handful
+    /// of statements, never one per line.
+    pub async fn project_consult_through(
+        &self,
+        row: &ConsultRow,
+        lines: &[ChatLine],
+        through_seq: u64,
+    ) -> Result<(), StoreError> {
+        let pg = self.backend() == "postgres";
+        let upsert = self.dialect(
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq, \
+             reason, notes, started_ms, ended_ms, projected_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7) ON CONFLICT (id) DO UPDATE SET \
+             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
+             journal_seq = excluded.journal_seq, reason = excluded.reason, notes = excluded.notes, \
+             started_ms = excluded.started_ms, ended_ms = excluded.ended_ms, projected_seq = excluded.projected_seq \
+             WHERE consults.journal_seq <= excluded.journal_seq",
+            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq, \
+             reason, notes, started_ms, ended_ms, projected_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?7) ON CONFLICT (id) DO UPDATE SET \
+             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
+             journal_seq = excluded.journal_seq, reason = excluded.reason, notes = excluded.notes, \
+             started_ms = excluded.started_ms, ended_ms = excluded.ended_ms, projected_seq = excluded.projected_seq \
+             WHERE consults.journal_seq <= excluded.journal_seq",
+        );
+        let ad = super::sealed::ad("consults", &row.id, None);
+        let reason = self.seal_text(&ad, &row.reason);
+        let notes = row.notes.as_ref().map(|n| self.seal_text(&ad, n));
+        // Each chunk's statement and its sealed values, built before the
+        // transaction starts.
+        let chunks: Vec<(String, Vec<ChatValues>)> = lines
+            .chunks(CHAT_BATCH)
+            .map(|chunk| {
+                let mut sql = String::from(
+                    "INSERT INTO chat_messages \
+                     (consult_id, seq, author_role, author_id, client_message_id, text, at_ms) VALUES ",
+                );
+                let mut n = 1;
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    let mark = if pg { '$' } else { '?' };
+                    sql.push('(');
+                    for k in 0..7 {
+                        if k > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!("{mark}{n}"));
+                        n += 1;
+                    }
+                    sql.push(')');
+                }
+                sql.push_str(" ON CONFLICT (consult_id, seq) DO NOTHING");
+                let values = chunk
+                    .iter()
+                    .map(|line| {
+                        let (role, author) = party_columns(&line.author);
+                        let text = self.seal_text(
+                            &super::sealed::ad("chat_messages", &row.id, Some(line.seq as i64)),
+                            &line.text,
+                        );
+                        (
+                            line.seq as i64,
+                            role,
+                            author,
+                            line.client_message_id.as_str(),
+                            text,
+                            line.at_ms as i64,
+                        )
+                    })
+                    .collect();
+                (sql, values)
+            })
+            .collect();
+        with_pool!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                for (sql, values) in &chunks {
+                    let mut q = sqlx::query(sql);
+                    for (seq, role, author, client_id, text, at) in values {
+                        q = q
+                            .bind(&row.id)
+                            .bind(*seq)
+                            .bind(*role)
+                            .bind(*author)
+                            .bind(*client_id)
+                            .bind(text)
+                            .bind(*at);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                sqlx::query(upsert)
+                    .bind(&row.id)
+                    .bind(&row.patient_id)
+                    .bind(&row.clinician_id)
+                    .bind(Status::as_str(row.status))
+                    .bind(row.requested_ms as i64)
+                    .bind(unix_ms() as i64)
+                    .bind(through_seq as i64)
+                    .bind(&reason)
+                    .bind(&notes)
+                    .bind(row.started_ms.map(|t| t as i64))
+                    .bind(row.ended_ms.map(|t| t as i64))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            }
+            .await
+        })?;
+        Ok(())
+    }
+
+    /// The journal sequence consult `id`'s projection holds everything up
+    /// to (0 when it has no row yet).
+    pub async fn projected_seq(&self, id: &str) -> Result<u64, StoreError> {
+        let sql = self.dialect(
+            "SELECT projected_seq FROM consults WHERE id = $1",
+            "SELECT projected_seq FROM consults WHERE id = ?1",
+        );
+        let seq: Option<i64> = with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| r.try_get("projected_seq")).transpose()))?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    /// The sequence of the chat line `author` sent in consult `consult` with
+    /// `client_message_id`, if projected (an indexed lookup: a retry older
+    /// than what the actor keeps in memory).
+    pub async fn chat_seq_of(
+        &self,
+        consult: &str,
+        author: &Party,
+        client_message_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let sql = self.dialect(
+            "SELECT seq FROM chat_messages WHERE consult_id = $1 AND author_role = $2 \
+             AND author_id = $3 AND client_message_id = $4 ORDER BY seq LIMIT 1",
+            "SELECT seq FROM chat_messages WHERE consult_id = ?1 AND author_role = ?2 \
+             AND author_id = ?3 AND client_message_id = ?4 ORDER BY seq LIMIT 1",
+        );
+        let (role, author) = party_columns(author);
+        let seq: Option<i64> = with_pool!(self, pool => sqlx::query(sql)
+            .bind(consult)
+            .bind(role)
+            .bind(author)
+            .bind(client_message_id)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| r.try_get("seq")).transpose()))?;
+        Ok(seq.map(|s| s as u64))
+    }
+
     /// A consult row as read: its reason and notes opened.
     async fn consult_opened(&self, raw: RawRow) -> Result<ConsultRow, StoreError> {
         let (id, patient_id, clinician_id, status, requested, reason, notes, started, ended) = raw;
@@ -160,10 +337,7 @@ impl Store {
             "INSERT INTO chat_messages (consult_id, seq, author_role, author_id, client_message_id, text, at_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (consult_id, seq) DO NOTHING",
         );
-        let (role, author) = match &line.author {
-            Party::Patient(id) => ("patient", id),
-            Party::Clinician(id) => ("clinician", id),
-        };
+        let (role, author) = party_columns(&line.author);
         let text = self.seal_text(
             &super::sealed::ad("chat_messages", consult, Some(line.seq as i64)),
             &line.text,

@@ -37,6 +37,10 @@ pub enum Appended {
     Duplicate { seq: u64 },
 }
 
+/// Journal entries a retention batch examines at most (two statements: where
+/// the batch ends, and the delete).
+pub const PRUNE_BATCH: i64 = 5_000;
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -234,38 +238,129 @@ impl Store {
         Ok(seq as u64)
     }
 
+    /// The sequence `actor`'s journal holds `message_id` at, if any (the
+    /// unique (actor, message id) index: a retry older than what the actor
+    /// keeps in memory).
+    pub async fn message_seq(
+        &self,
+        actor: &str,
+        message_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let find = self.dialect(FIND_PG, FIND_SQLITE);
+        let seq: Option<i64> = with_pool!(self, pool => sqlx::query(find)
+            .bind(actor)
+            .bind(message_id)
+            .fetch_optional(pool)
+            .await
+            .and_then(|row| row.map(|row| row.try_get("seq")).transpose()))?;
+        Ok(seq.map(|s| s as u64))
+    }
+
     /// Deletes journal entries older than `before_ms` of the actors whose key
     /// starts with `prefix` (raw sample retention), only those a snapshot
     /// already covers; returns how many.
+    ///
+    /// Incremental: it walks the entries older than the cutoff in time order
+    /// ([`PRUNE_BATCH`] at a time, two statements a batch, yielding between
+    /// batches), on the partial index `journal_device_by_time` for the
+    /// `device/` prefix; so a prune reads what aged past the cutoff since the
+    /// last one plus the few entries each actor keeps, never the whole
+    /// journal. `prefix` is a kind and a slash (`device/`); anything else
+    /// deletes nothing.
     pub async fn prune_journal(&self, prefix: &str, before_ms: u64) -> Result<u64, StoreError> {
-        // Keys from `prefix` up to (not including) the prefix with its last
-        // character incremented: every key that starts with `prefix`, compared
-        // bytewise (`COLLATE "C"`: a locale collation would ignore the '/').
-        let mut upper: Vec<char> = prefix.chars().collect();
-        let Some(last) = upper.pop() else {
-            return Ok(0);
+        let (bound, delete) = match self.prune_statements(prefix) {
+            Some(sql) => sql,
+            None => return Ok(0),
         };
-        upper.push(char::from_u32(last as u32 + 1).unwrap_or(char::MAX));
-        let upper: String = upper.into_iter().collect();
+        let before = before_ms.min(i64::MAX as u64) as i64;
+        // The keyset cursor: (at_ms, actor_id, seq) of the last entry examined.
+        let mut from: (i64, String, i64) = (i64::MIN, String::new(), i64::MIN);
+        let mut deleted = 0;
+        loop {
+            // Where this batch ends: the PRUNE_BATCH-th entry past the cursor,
+            // or (none left) the cutoff itself.
+            let to: Option<(i64, String, i64)> = with_pool!(self, pool => sqlx::query(&bound)
+                .bind(before)
+                .bind(from.0)
+                .bind(&from.1)
+                .bind(from.2)
+                .fetch_optional(pool)
+                .await
+                .and_then(|r| r.map(|r| Ok((r.try_get("at_ms")?, r.try_get("actor_id")?, r.try_get("seq")?))).transpose()))?;
+            let last = to.is_none();
+            let to = to.unwrap_or((before, String::new(), i64::MIN));
+            deleted += with_pool!(self, pool => sqlx::query(&delete)
+                .bind(before)
+                .bind(from.0)
+                .bind(&from.1)
+                .bind(from.2)
+                .bind(to.0)
+                .bind(&to.1)
+                .bind(to.2)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?;
+            if last {
+                return Ok(deleted);
+            }
+            from = to;
+            // Let the node's other work (appends on this pool) through.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The two statements of a retention batch for `prefix`: the end of the
+    /// batch, and the delete within it. The prefix's bounds are literals (a
+    /// partial index is used only by a query whose WHERE implies its own),
+    /// hence the strict check of `prefix`.
+    pub(crate) fn prune_statements(&self, prefix: &str) -> Option<(String, String)> {
+        let kind = prefix.strip_suffix('/')?;
+        if kind.is_empty()
+            || !kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return None;
+        }
+        // Keys from `prefix` up to (not including) the kind followed by '0',
+        // the character after '/': every key that starts with `prefix`,
+        // compared bytewise (`COLLATE "C"`: a locale collation would ignore
+        // the '/').
+        let pg = self.backend() == "postgres";
+        let (range, p) = if pg {
+            (
+                format!(
+                    "actor_id COLLATE \"C\" >= '{kind}/' AND actor_id COLLATE \"C\" < '{kind}0'"
+                ),
+                ["$1", "$2", "$3", "$4", "$5", "$6", "$7"],
+            )
+        } else {
+            (
+                format!("actor_id >= '{kind}/' AND actor_id < '{kind}0'"),
+                ["?1", "?2", "?3", "?4", "?5", "?6", "?7"],
+            )
+        };
+        let bound = format!(
+            "SELECT at_ms, actor_id, seq FROM journal WHERE {range} AND at_ms < {} \
+             AND (at_ms, actor_id, seq) > ({}, {}, {}) \
+             ORDER BY at_ms, actor_id, seq LIMIT 1 OFFSET {}",
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            PRUNE_BATCH - 1
+        );
         // An actor's latest entry stays (its sequence is what the next append
         // continues from), and so does everything after its latest snapshot
         // (what its recovery replays).
-        let sql = self.dialect(
-            "DELETE FROM journal WHERE actor_id COLLATE \"C\" >= $1 AND actor_id COLLATE \"C\" < $2 AND at_ms < $3 \
+        let delete = format!(
+            "DELETE FROM journal WHERE {range} AND at_ms < {} \
+             AND (at_ms, actor_id, seq) > ({}, {}, {}) AND (at_ms, actor_id, seq) <= ({}, {}, {}) \
              AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id) \
              AND seq <= COALESCE((SELECT s.seq FROM snapshots s WHERE s.actor_id = journal.actor_id), 0)",
-            "DELETE FROM journal WHERE actor_id >= ?1 AND actor_id < ?2 AND at_ms < ?3 \
-             AND seq < (SELECT MAX(j.seq) FROM journal j WHERE j.actor_id = journal.actor_id) \
-             AND seq <= COALESCE((SELECT s.seq FROM snapshots s WHERE s.actor_id = journal.actor_id), 0)",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6]
         );
-        let deleted = with_pool!(self, pool => sqlx::query(sql)
-            .bind(prefix)
-            .bind(&upper)
-            .bind(before_ms.min(i64::MAX as u64) as i64)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(deleted)
+        Some((bound, delete))
     }
 
     /// Stores `actor`'s snapshot at `seq`, unless a newer one is stored (one at

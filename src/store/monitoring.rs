@@ -58,8 +58,11 @@ const CHUNKS_SQLITE: &str = "SELECT start_ms, end_ms, hz, seq, beats FROM ecg_ch
 /// The longest an ECG chunk lasts: the validator's 30,000 samples at its
 /// lowest rate, 250 Hz.
 const LONGEST_CHUNK_MS: u64 = 30_000 * 1000 / 250;
-const PRUNE_CHUNKS_PG: &str = "DELETE FROM ecg_chunks WHERE end_ms < $1";
-const PRUNE_CHUNKS_SQLITE: &str = "DELETE FROM ecg_chunks WHERE end_ms < ?1";
+// One bounded batch of what ended before the cutoff, found on `ecg_chunks_by_end`.
+const PRUNE_CHUNKS_PG: &str = "DELETE FROM ecg_chunks WHERE (device_id, start_ms) IN \
+     (SELECT device_id, start_ms FROM ecg_chunks WHERE end_ms < $1 LIMIT $2)";
+const PRUNE_CHUNKS_SQLITE: &str = "DELETE FROM ecg_chunks WHERE (device_id, start_ms) IN \
+     (SELECT device_id, start_ms FROM ecg_chunks WHERE end_ms < ?1 LIMIT ?2)";
 const ENTRY_PG: &str = "SELECT payload FROM journal WHERE actor_id = $1 AND seq = $2";
 const ENTRY_SQLITE: &str = "SELECT payload FROM journal WHERE actor_id = ?1 AND seq = ?2";
 
@@ -195,15 +198,25 @@ impl Store {
 
     /// Deletes the index rows of ECG chunks that ended before `before_ms`
     /// (raw sample retention: their samples go too, and with them the beats
-    /// and strips read from them); returns how many.
+    /// and strips read from them); returns how many. In batches of [`super::journal::PRUNE_BATCH`] rows (one statement
+    /// each, yielding between them), found by end time on an index.
     pub async fn prune_ecg_chunks(&self, before_ms: u64) -> Result<u64, StoreError> {
         let sql = self.dialect(PRUNE_CHUNKS_PG, PRUNE_CHUNKS_SQLITE);
-        let deleted = with_pool!(self, pool => sqlx::query(sql)
-            .bind(before_ms.min(i64::MAX as u64) as i64)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(deleted)
+        let batch = super::journal::PRUNE_BATCH;
+        let mut deleted = 0;
+        loop {
+            let n = with_pool!(self, pool => sqlx::query(sql)
+                .bind(before_ms.min(i64::MAX as u64) as i64)
+                .bind(batch)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?;
+            deleted += n;
+            if n < batch as u64 {
+                return Ok(deleted);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 }
 

@@ -3,9 +3,19 @@
 //!
 //! Every accepted command is journaled before it is applied and answered, so a
 //! crash, a passivation or a node restart loses nothing acknowledged: the
-//! actor replays its journal when it starts. Command ids make retries
-//! idempotent: a command journaled before is not applied twice. A journal that
-//! moved on under another writer makes the actor crash and recover from it.
+//! actor starts from its latest snapshot (taken every
+//! [`crate::actors::SNAPSHOT_EVERY`] events or
+//! [`crate::actors::SNAPSHOT_AFTER`], and on passivation) plus the journal
+//! after it. Command ids make retries idempotent: a command journaled before
+//! is not applied twice (recent ids are in memory, older ones in the
+//! journal). A journal that moved on under another writer makes the actor
+//! crash and recover from it.
+//!
+//! The actor keeps what its decisions need (status, participants, times,
+//! reason and notes, the last sequence, a window of recent ids and chat
+//! lines), not the whole chat: chat is read from its projection, which the
+//! actor brings up to date before it answers (and at start, from the
+//! journal after the projection's `projected_seq`, in batched statements).
 
 pub mod state;
 
@@ -13,13 +23,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{decode, recover, Actor, Ctx, Handler, Journaled};
+use crate::actors::{
+    decode, or_crash, recover, Actor, Ctx, Handler, Journaled, RecentIds, SaveSnapshot,
+    SnapshotClock, SnapshotDue,
+};
 use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
 use crate::store::Store;
 use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
 
-/// A consult actor. Its state is rebuilt from the journal on every start.
+/// A consult actor. Its state is rebuilt on every start from its latest
+/// snapshot and the journal after it.
 pub struct ConsultActor {
     /// Journal key: `consult/<id>`.
     key: String,
@@ -27,8 +41,14 @@ pub struct ConsultActor {
     state: Consult,
     /// Last journal sequence applied.
     last_seq: u64,
-    /// Command ids already journaled: a retried command is answered, not redone.
-    applied: std::collections::HashSet<String>,
+    /// The journal sequence the projection (consult row and chat lines)
+    /// holds everything up to.
+    projected_seq: u64,
+    /// The most recent message ids journaled: a retried command is answered,
+    /// not redone (an older one is found in the journal).
+    applied: RecentIds,
+    /// When to snapshot next.
+    snapshots: SnapshotClock,
     /// How long the patient may be absent before a waiting consult is a no-show.
     no_show_after: Duration,
     events: crate::bus::events::Events,
@@ -54,7 +74,9 @@ impl ConsultActor {
             store,
             state: Consult::default(),
             last_seq: 0,
+            projected_seq: 0,
             applied: Default::default(),
+            snapshots: SnapshotClock::default(),
             no_show_after,
             events: crate::bus::events::Events::none(),
         }
@@ -66,15 +88,19 @@ impl ConsultActor {
         self
     }
 
-    /// Rewrites the queryable rows (consult, chat lines) from the state:
-    /// idempotent, and repaired by the next start if it fails now.
-    async fn project(&self, lines: &[ChatLine]) {
+    fn id(&self) -> &str {
+        self.key.trim_start_matches("consult/")
+    }
+
+    /// Brings the queryable rows (consult row, chat `lines`) to `last_seq`:
+    /// one transaction, lines in batched statements. `lines` are the chat
+    /// lines journaled after `projected_seq`. Idempotent.
+    async fn project(&mut self, lines: &[ChatLine]) -> Result<(), crate::store::StoreError> {
         let (Some(patient), Some(status)) = (&self.state.patient, self.state.status()) else {
-            return;
+            return Ok(());
         };
-        let id = self.key.trim_start_matches("consult/");
         let row = crate::store::consults::ConsultRow {
-            id: id.to_owned(),
+            id: self.id().to_owned(),
             patient_id: patient.clone(),
             clinician_id: self.state.clinician.clone(),
             status,
@@ -84,16 +110,40 @@ impl ConsultActor {
             started_ms: self.state.started_at_ms,
             ended_ms: self.state.ended_at_ms,
         };
-        let mut result = self.store.project_consult(&row, self.last_seq).await;
-        for line in lines {
-            if result.is_err() {
-                break;
-            }
-            result = self.store.project_chat(id, line).await;
+        self.store
+            .project_consult_through(&row, lines, self.last_seq)
+            .await?;
+        self.projected_seq = self.last_seq;
+        Ok(())
+    }
+
+    /// Catches the projection up with the journal if it is behind (a
+    /// projection write failed earlier): reads the journal after
+    /// `projected_seq` once, writes the lines it lacks in batches.
+    async fn catch_up(&mut self) -> Result<(), crate::store::StoreError> {
+        if self.projected_seq >= self.last_seq {
+            return Ok(());
         }
-        if let Err(e) = result {
-            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "consult projection not written yet");
+        let entries = self.store.events(&self.key, self.projected_seq).await?;
+        let lines = chat_lines(&entries, &self.key, self.last_seq);
+        self.project(&lines).await
+    }
+
+    /// Asks itself for a snapshot when one is due (after `n` more events).
+    fn count_for_snapshot(&mut self, n: u64, ctx: &Ctx<Self>) {
+        match self.snapshots.journaled(n) {
+            SnapshotDue::Now => ctx.notify_later(Duration::ZERO, SaveSnapshot { timer: false }),
+            SnapshotDue::After(wait) => ctx.notify_later(wait, SaveSnapshot { timer: true }),
+            SnapshotDue::No => {}
         }
+    }
+
+    fn snapshot_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(&ConsultSnapshot {
+            state: self.state.clone(),
+            applied: self.applied.clone(),
+        })
+        .expect("snapshots serialise")
     }
 
     fn arm_no_show(&self, ctx: &Ctx<Self>) {
@@ -112,43 +162,119 @@ impl ConsultActor {
             );
         }
     }
+
+    /// Whether `request_id` (not in the window) was journaled before, at a
+    /// sequence this state applied; a journal ahead of the state is a crash
+    /// (the restart replays it).
+    async fn journaled_before(&self, request_id: &str) -> Result<bool, ConsultError> {
+        match self.store.message_seq(&self.key, request_id).await {
+            Ok(Some(seq)) if seq <= self.last_seq => Ok(true),
+            Ok(Some(_)) => panic!("consult journal holds an event this state lacks; recovering"),
+            Ok(None) => Ok(false),
+            Err(e) => {
+                tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "consult journal not readable");
+                Err(ConsultError::Unavailable)
+            }
+        }
+    }
 }
 
-/// What a consult saves on passivation so that its next start replays only
-/// the journal's tail.
+/// The chat lines among journal `entries` up to `through` (entries that do
+/// not decode are skipped, as on replay).
+fn chat_lines(entries: &[crate::store::Event], key: &str, through: u64) -> Vec<ChatLine> {
+    entries
+        .iter()
+        .filter(|e| e.seq <= through)
+        .filter_map(
+            |e| match decode::<Event>(&e.payload, "journal entry", key) {
+                Some(Event::Chatted { line }) => Some(line),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// What a consult snapshots (during its life and on passivation) so that its
+/// next start replays only the journal's tail. A snapshot of an older
+/// version (every chat line, every id) loads too: trimmed to the windows.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(default)]
 struct ConsultSnapshot {
     state: Consult,
-    applied: std::collections::HashSet<String>,
+    applied: RecentIds,
+}
+
+impl Handler<SaveSnapshot> for ConsultActor {
+    async fn handle(&mut self, save: SaveSnapshot, _: &mut Ctx<Self>) {
+        if self.snapshots.take(save.timer) {
+            crate::actors::spawn_snapshot(
+                &self.store,
+                &self.key,
+                self.last_seq,
+                self.snapshot_payload(),
+            );
+        }
+    }
 }
 
 impl Actor for ConsultActor {
     const KIND: &'static str = "consult";
 
     async fn stopping(&mut self, _: &mut Ctx<Self>) {
-        let saved = ConsultSnapshot {
-            state: self.state.clone(),
-            applied: self.applied.clone(),
-        };
-        crate::actors::save_snapshot(&self.store, &self.key, self.last_seq, &saved).await;
+        let payload = self.snapshot_payload();
+        if let Err(e) = self
+            .store
+            .save_snapshot(&self.key, self.last_seq, &payload)
+            .await
+        {
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "snapshot not saved");
+        }
     }
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) {
         let recovered = recover::<ConsultSnapshot>(&self.store, &self.key).await;
         if let Some(saved) = recovered.snapshot {
-            self.state = saved.state;
+            self.state = saved.state.restored();
             self.applied = saved.applied;
         }
         self.last_seq = recovered.snapshot_seq;
-        for e in recovered.tail {
+        for e in &recovered.tail {
             if let Some(event) = decode::<Event>(&e.payload, "journal entry", &self.key) {
                 self.state.apply(&event);
             }
             self.last_seq = e.seq;
-            self.applied.insert(e.message_id);
+            self.applied.insert(e.message_id.clone());
         }
-        self.project(&self.state.lines).await;
+        if self.state.status().is_some() {
+            let id = self.id().to_owned();
+            self.projected_seq = or_crash(
+                self.store.projected_seq(&id).await,
+                "consult projection unreadable",
+                &self.key,
+            );
+            if self.projected_seq < self.last_seq {
+                // The tail read above covers it when the projection is at or
+                // after the snapshot (the usual case); else read from it.
+                let result = if self.projected_seq >= recovered.snapshot_seq {
+                    let after: Vec<_> = recovered
+                        .tail
+                        .iter()
+                        .filter(|e| e.seq > self.projected_seq)
+                        .cloned()
+                        .collect();
+                    let lines = chat_lines(&after, &self.key, self.last_seq);
+                    self.project(&lines).await
+                } else {
+                    self.catch_up().await
+                };
+                if let Err(e) = result {
+                    // Retried before the next answer.
+                    tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "consult projection not caught up yet");
+                }
+            }
+        }
+        // A long tail: snapshot now, so the next start is short.
+        self.count_for_snapshot(recovered.tail.len() as u64, ctx);
         self.arm_no_show(ctx);
     }
 }
@@ -173,11 +299,47 @@ impl BusMessage for Act {
 
 impl Handler<Act> for ConsultActor {
     async fn handle(&mut self, act: Act, ctx: &mut Ctx<Self>) -> Result<Outcome, ConsultError> {
-        if self.applied.contains(&act.request_id) && !matches!(act.command, Command::Chat { .. }) {
-            return Ok(Outcome::Done); // a retry of a command already applied
+        let unavailable = |key: &str, e: crate::store::StoreError| {
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(key), error = %e, "consult projection not caught up");
+            ConsultError::Unavailable
+        };
+        // Lookups below read the projection: it must hold every event first.
+        if let Err(e) = self.catch_up().await {
+            return Err(unavailable(&self.key, e));
+        }
+        match &act.command {
+            // A line sent before the window: found in the projection.
+            Command::Chat {
+                who,
+                client_message_id,
+                ..
+            } if self.state.may_have_sent_before(who, client_message_id) => {
+                let sent = self
+                    .store
+                    .chat_seq_of(self.id(), who, client_message_id)
+                    .await;
+                match sent {
+                    Ok(Some(seq)) => {
+                        return Ok(Outcome::Line {
+                            seq,
+                            duplicate: true,
+                        })
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(unavailable(&self.key, e)),
+                }
+            }
+            Command::Chat { .. } => {}
+            // A retry of a command already applied.
+            _ if self.applied.contains(&act.request_id) => return Ok(Outcome::Done),
+            _ if self.applied.forgot_some() && self.journaled_before(&act.request_id).await? => {
+                return Ok(Outcome::Done)
+            }
+            _ => {}
         }
         let was_new = self.state.status().is_none();
         let (events, outcome) = self.state.decide(&act.command, unix_ms())?;
+        let mut lines = Vec::new();
         for (i, event) in events.iter().enumerate() {
             let message_id = if i == 0 {
                 act.request_id.clone()
@@ -194,7 +356,10 @@ impl Handler<Act> for ConsultActor {
                     self.last_seq = seq;
                     self.state.apply(event);
                     self.applied.insert(message_id);
-                    let id = self.key.trim_start_matches("consult/");
+                    if let Event::Chatted { line } = event {
+                        lines.push(line.clone());
+                    }
+                    let id = self.id();
                     self.events.publish(
                         &format!("consult.{}", crate::bus::events::topic_word(id)),
                         &ConsultEvent {
@@ -204,26 +369,25 @@ impl Handler<Act> for ConsultActor {
                         },
                     );
                 }
-                // This request id was used before for another command.
-                Journaled::Duplicate if self.applied.contains(&message_id) => {
+                // This request id was used before, for another command (a
+                // retry of the same one is answered above).
+                Journaled::Duplicate { seq } if seq <= self.last_seq => {
                     return Err(ConsultError::RequestIdReused);
                 }
                 // The journal knows an event this state lacks: recover from it.
-                Journaled::Duplicate => {
+                Journaled::Duplicate { .. } => {
                     panic!("consult journal holds an event this state lacks; recovering");
                 }
                 Journaled::Unavailable => return Err(ConsultError::Unavailable),
             }
         }
         if !events.is_empty() {
-            let lines: Vec<ChatLine> = events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Chatted { line } => Some(line.clone()),
-                    _ => None,
-                })
-                .collect();
-            self.project(&lines).await;
+            // Answered once the projection holds it: a read after this
+            // answer sees it.
+            if let Err(e) = self.project(&lines).await {
+                return Err(unavailable(&self.key, e));
+            }
+            self.count_for_snapshot(events.len() as u64, ctx);
         }
         if was_new && self.state.status().is_some() {
             self.arm_no_show(ctx);
@@ -259,12 +423,30 @@ impl BusMessage for View {
 
 impl Handler<View> for ConsultActor {
     async fn handle(&mut self, view: View, _: &mut Ctx<Self>) -> ConsultView {
+        // Chat comes from the projection (keyset on its primary key), caught
+        // up first: every line acknowledged is there. A store that cannot be
+        // read is a crash (the caller may retry; the supervisor backs off).
+        let lines = if view.after >= self.state.chat_len() {
+            Vec::new()
+        } else {
+            let key = self.key.clone();
+            or_crash(
+                self.catch_up().await,
+                "consult projection not writable",
+                &key,
+            );
+            or_crash(
+                self.store.chat_lines(self.id(), view.after).await,
+                "consult chat unreadable",
+                &key,
+            )
+        };
         ConsultView {
             status: self.state.status(),
             patient: self.state.patient.clone(),
             clinician: self.state.clinician.clone(),
             present: self.state.present.iter().cloned().collect(),
-            lines: self.state.lines_after(view.after).to_vec(),
+            lines,
             notes: self.state.notes.clone(),
         }
     }

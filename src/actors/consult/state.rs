@@ -158,14 +158,27 @@ fn client_key(author: &Party, client_message_id: &str) -> String {
 /// Longest chat line accepted (characters).
 pub const MAX_TEXT: usize = 4000;
 
-/// A consult's state, rebuilt from its events.
+/// Chat lines a consult keeps in memory (and in its snapshot): the window in
+/// which a retried line is recognised by its client message id without the
+/// store. 256 lines cover any client's retries within its deadline (a
+/// human chat writes a few lines a minute); an older retry is looked up in
+/// the chat projection (`Store::chat_seq_of`). Older lines live only in
+/// the journal and the projection, which is where reads come from.
+pub const RECENT_LINES: usize = 256;
+
+/// A consult's state, rebuilt from its events: what its decisions need,
+/// not its whole chat.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Consult {
     pub patient: Option<String>,
     pub reason: String,
     pub status: Option<Status>,
     pub clinician: Option<String>,
+    /// The most recent chat lines, at most [`RECENT_LINES`], in order.
     pub lines: Vec<ChatLine>,
+    /// How many chat lines the consult has (the last line's sequence).
+    #[serde(default)]
+    chat_len: u64,
     pub present: BTreeSet<Party>,
     pub notes: Option<String>,
     pub requested_at_ms: u64,
@@ -175,7 +188,9 @@ pub struct Consult {
     /// When it ended, was cancelled or became a no-show.
     #[serde(default)]
     pub ended_at_ms: Option<u64>,
-    /// (author, client message id) → sequence, to answer duplicates.
+    /// (author, client message id) → sequence of the lines in `lines`, to
+    /// answer duplicates (rebuilt from them: [`Consult::restored`]).
+    #[serde(skip)]
     by_client_id: HashMap<String, u64>,
 }
 
@@ -193,6 +208,40 @@ pub enum Outcome {
 impl Consult {
     pub fn status(&self) -> Option<Status> {
         self.status
+    }
+
+    /// How many chat lines the consult has.
+    pub fn chat_len(&self) -> u64 {
+        self.chat_len
+    }
+
+    /// This state as loaded from a snapshot (of this version or an older
+    /// one, which kept every line): the window trimmed to [`RECENT_LINES`],
+    /// its index rebuilt, the line count known.
+    pub fn restored(mut self) -> Self {
+        if let Some(last) = self.lines.last() {
+            self.chat_len = self.chat_len.max(last.seq);
+        }
+        let extra = self.lines.len().saturating_sub(RECENT_LINES);
+        self.lines.drain(..extra);
+        self.by_client_id = self
+            .lines
+            .iter()
+            .map(|l| (client_key(&l.author, &l.client_message_id), l.seq))
+            .collect();
+        self
+    }
+
+    /// Whether a chat line `who` sent with `client_message_id` may exist
+    /// that this state cannot see: `who` is a participant (else the command
+    /// is refused anyway), the id is not in the window, and lines have left
+    /// the window. Then the caller looks it up in the store.
+    pub fn may_have_sent_before(&self, who: &Party, client_message_id: &str) -> bool {
+        self.participant(who)
+            && self.chat_len > self.lines.len() as u64
+            && !self
+                .by_client_id
+                .contains_key(&client_key(who, client_message_id))
     }
 
     fn participant(&self, who: &Party) -> bool {
@@ -305,7 +354,7 @@ impl Consult {
                 if chars == 0 || chars > MAX_TEXT {
                     return Err(ConsultError::BadText { max: MAX_TEXT });
                 }
-                let seq = self.lines.len() as u64 + 1;
+                let seq = self.chat_len + 1;
                 let line = ChatLine {
                     seq,
                     author: who.clone(),
@@ -397,7 +446,15 @@ impl Consult {
             Event::Chatted { line } => {
                 self.by_client_id
                     .insert(client_key(&line.author, &line.client_message_id), line.seq);
+                self.chat_len = self.chat_len.max(line.seq);
                 self.lines.push(line.clone());
+                if self.lines.len() > RECENT_LINES {
+                    let old = self.lines.remove(0);
+                    let key = client_key(&old.author, &old.client_message_id);
+                    if self.by_client_id.get(&key) == Some(&old.seq) {
+                        self.by_client_id.remove(&key);
+                    }
+                }
             }
             Event::Ended { notes, at_ms } => {
                 self.notes = Some(notes.clone());
@@ -418,9 +475,10 @@ impl Consult {
         }
     }
 
-    /// Chat lines after `seq` (a reconnecting participant resumes there).
+    /// The chat lines in the window after `seq` (a reconnecting participant
+    /// resumes there; lines before the window are in the projection).
     pub fn lines_after(&self, seq: u64) -> &[ChatLine] {
-        let from = (seq as usize).min(self.lines.len());
+        let from = self.lines.partition_point(|l| l.seq <= seq);
         &self.lines[from..]
     }
 }

@@ -595,10 +595,18 @@ impl Handler<Push> for DeviceStream {
             .await;
         match crate::actors::journaled(appended, "device", &self.key) {
             Journaled::Written { seq } => self.last_seq = seq,
+            // A retry older than the window of recent requests: the journal
+            // has it at a sequence this state applied.
+            Journaled::Duplicate { seq } if seq <= self.last_seq => {
+                return Ok(PushResult {
+                    duplicate: true,
+                    ..PushResult::default()
+                });
+            }
             // The journal holds a batch (or a writer) this state has not seen:
             // crash, so that the restart replays the journal (the caller gets
             // `Crashed` and may retry; nothing is applied twice).
-            Journaled::Duplicate => {
+            Journaled::Duplicate { .. } => {
                 panic!("device journal holds a batch this state lacks; recovering")
             }
             Journaled::Unavailable => return Err(PushError::Unavailable),
