@@ -309,11 +309,63 @@ impl Store {
         }
     }
 
+    /// The query plans of a retention batch's two statements for `prefix`
+    /// (SQLite's `EXPLAIN QUERY PLAN`, PostgreSQL's `EXPLAIN` with
+    /// sequential scans disabled for the transaction, so that a small table
+    /// shows whether an index can serve the statement), one line a step:
+    /// how tests check that retention is indexed.
+    #[doc(hidden)]
+    pub async fn prune_plans(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let Some((bound, delete)) = self.prune_statements(prefix) else {
+            return Ok(Vec::new());
+        };
+        let mut lines = Vec::new();
+        for sql in [bound, delete] {
+            let deletes = sql.starts_with("DELETE");
+            match &*self.db {
+                super::Db::Sqlite(pool) => {
+                    let text = format!("EXPLAIN QUERY PLAN {sql}");
+                    let mut q = sqlx::query(&text)
+                        .bind(0_i64)
+                        .bind(0_i64)
+                        .bind("")
+                        .bind(0_i64);
+                    if deletes {
+                        q = q.bind(0_i64).bind("").bind(0_i64);
+                    }
+                    for r in q.fetch_all(pool).await? {
+                        lines.push(r.try_get::<String, _>("detail")?);
+                    }
+                }
+                super::Db::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SET LOCAL enable_seqscan = off")
+                        .execute(&mut *tx)
+                        .await?;
+                    let text = format!("EXPLAIN {sql}");
+                    let mut q = sqlx::query(&text)
+                        .bind(0_i64)
+                        .bind(0_i64)
+                        .bind("")
+                        .bind(0_i64);
+                    if deletes {
+                        q = q.bind(0_i64).bind("").bind(0_i64);
+                    }
+                    for r in q.fetch_all(&mut *tx).await? {
+                        lines.push(r.try_get::<String, _>(0)?);
+                    }
+                    tx.rollback().await?;
+                }
+            }
+        }
+        Ok(lines)
+    }
+
     /// The two statements of a retention batch for `prefix`: the end of the
     /// batch, and the delete within it. The prefix's bounds are literals (a
     /// partial index is used only by a query whose WHERE implies its own),
     /// hence the strict check of `prefix`.
-    pub(crate) fn prune_statements(&self, prefix: &str) -> Option<(String, String)> {
+    fn prune_statements(&self, prefix: &str) -> Option<(String, String)> {
         let kind = prefix.strip_suffix('/')?;
         if kind.is_empty()
             || !kind

@@ -619,3 +619,71 @@ async fn consults_and_alerts_come_in_keyset_pages_newest_first(store: &Store) {
         .is_empty());
 }
 on_both!(pages, consults_and_alerts_come_in_keyset_pages_newest_first);
+
+/// Raw sample retention over a journal of many actors: it deletes what a
+/// snapshot covers except each actor's latest entry, in batches (more rows
+/// than one batch examines), leaves other kinds alone, and finds its rows
+/// on the time index, not by scanning the journal.
+async fn retention_walks_an_index_in_batches(store: &Store) {
+    // 300 device streams of 40 old entries each (12,000 rows: more than two
+    // batches of 5,000), snapshots at 30, and a consult just as old.
+    let rows = match store.backend() {
+        "postgres" => {
+            "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+             SELECT 'device/d-' || d, s, 'm-' || s, 0, '\\x00'::bytea, 1000 + s \
+             FROM generate_series(0, 299) d, generate_series(1, 40) s"
+        }
+        _ => {
+            "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < 299), \
+             s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 40) \
+             INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+             SELECT 'device/d-' || d.n, s.n, 'm-' || s.n, 0, x'00', 1000 + s.n FROM d, s"
+        }
+    };
+    store.execute_admin(rows).await.unwrap();
+    store
+        .execute_admin(
+            "INSERT INTO snapshots (actor_id, seq, payload, at_ms) \
+             SELECT DISTINCT actor_id, 30, payload, 0 FROM journal",
+        )
+        .await
+        .unwrap();
+    for seq in 0..3 {
+        store
+            .append("consult/c-1", seq, &format!("m-{seq}"), 0, b"kept")
+            .await
+            .unwrap();
+    }
+    // Every old device entry up to its snapshot (30 of 40 each) goes.
+    assert_eq!(
+        store.prune_journal("device/", 1_000_000).await.unwrap(),
+        9_000
+    );
+    for d in [0, 150, 299] {
+        let left: Vec<u64> = store
+            .events(&format!("device/d-{d}"), 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(left, (31..=40).collect::<Vec<_>>(), "device/d-{d}");
+    }
+    assert_eq!(store.events("consult/c-1", 0).await.unwrap().len(), 3);
+    // Nothing more to do: a second prune deletes nothing.
+    assert_eq!(store.prune_journal("device/", 1_000_000).await.unwrap(), 0);
+    // Both statements of a batch use the partial time index.
+    let plans = store.prune_plans("device/").await.unwrap();
+    let indexed = plans
+        .iter()
+        .filter(|l| l.contains("journal_device_by_time"))
+        .count();
+    assert!(indexed >= 2, "{plans:#?}");
+    assert!(
+        !plans
+            .iter()
+            .any(|l| l.trim() == "SCAN journal" || l.contains("Seq Scan on journal")),
+        "{plans:#?}"
+    );
+}
+on_both!(retention_batches, retention_walks_an_index_in_batches);
