@@ -276,3 +276,46 @@ pub(crate) fn journaled(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_due_every_hundred_events_or_after_a_while() {
+        let mut clock = SnapshotClock::default();
+        assert_eq!(clock.journaled(0), SnapshotDue::No);
+        assert_eq!(clock.journaled(1), SnapshotDue::After(SNAPSHOT_AFTER));
+        for _ in 2..SNAPSHOT_EVERY {
+            assert_eq!(clock.journaled(1), SnapshotDue::No);
+        }
+        assert_eq!(clock.journaled(1), SnapshotDue::Now);
+        assert_eq!(clock.journaled(1), SnapshotDue::No, "one is asked for");
+        assert!(clock.take(false));
+        assert!(!clock.take(false), "nothing unsaved");
+        // The timer set before is still running: no second one.
+        assert_eq!(clock.journaled(1), SnapshotDue::No);
+        assert!(clock.take(true));
+        assert_eq!(clock.journaled(1), SnapshotDue::After(SNAPSHOT_AFTER));
+        // A long replay at start: at once.
+        let mut clock = SnapshotClock::default();
+        assert_eq!(clock.journaled(10_000), SnapshotDue::Now);
+    }
+
+    #[test]
+    fn recent_ids_keep_the_last_thousand_and_load_an_older_set() {
+        let mut ids = RecentIds::default();
+        for i in 0..RecentIds::CAP + 5 {
+            ids.insert(format!("r{i}"));
+        }
+        assert!(!ids.contains("r4"));
+        assert!(ids.contains("r5"));
+        assert!(ids.forgot_some());
+        let json = serde_json::to_string(&ids).unwrap();
+        let back: RecentIds = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ids);
+        // A snapshot of the previous version: a set of every id.
+        let old: RecentIds = serde_json::from_str(r#"["a", "b"]"#).unwrap();
+        assert!(old.contains("a") && !old.forgot_some());
+    }
+}

@@ -851,4 +851,72 @@ mod tests {
         }
         assert_eq!(replayed, c);
     }
+
+    #[test]
+    fn the_window_keeps_recent_lines_and_knows_what_it_cannot_see() {
+        let mut c = requested();
+        run(
+            &mut c,
+            &[
+                Command::Join { who: patient() },
+                Command::Join { who: doctor() },
+            ],
+        );
+        let n = RECENT_LINES as u64 + 44;
+        for i in 1..=n {
+            run(&mut c, &[chat(patient(), &format!("m{i}"), "x")]);
+        }
+        assert_eq!(c.lines.len(), RECENT_LINES);
+        assert_eq!(c.chat_len(), n);
+        assert_eq!(c.lines[0].seq, n - RECENT_LINES as u64 + 1);
+        // In the window: a duplicate, decided here.
+        assert!(!c.may_have_sent_before(&patient(), &format!("m{n}")));
+        // Out of it: the store must be asked; a stranger is refused anyway.
+        assert!(c.may_have_sent_before(&patient(), "m1"));
+        assert!(!c.may_have_sent_before(&other_doctor(), "m1"));
+        assert_eq!(c.lines_after(n - 1).len(), 1);
+        // The next line follows the last, not the window's length.
+        let r = run(&mut c, &[chat(doctor(), "new", "y")]);
+        assert_eq!(
+            r,
+            vec![Ok(Outcome::Line {
+                seq: n + 1,
+                duplicate: false
+            })]
+        );
+    }
+
+    #[test]
+    fn an_older_snapshot_with_the_whole_chat_loads_trimmed() {
+        let mut c = requested();
+        run(
+            &mut c,
+            &[
+                Command::Join { who: patient() },
+                Command::Join { who: doctor() },
+            ],
+        );
+        let mut old = serde_json::to_value(&c).unwrap();
+        // What the previous version saved: every line, no count.
+        let lines: Vec<serde_json::Value> = (1..=300u64)
+            .map(|i| {
+                serde_json::to_value(ChatLine {
+                    seq: i,
+                    author: patient(),
+                    client_message_id: format!("m{i}"),
+                    text: "t".into(),
+                    at_ms: 0,
+                })
+                .unwrap()
+            })
+            .collect();
+        old["lines"] = serde_json::Value::Array(lines);
+        old.as_object_mut().unwrap().remove("chat_len");
+        old["by_client_id"] = serde_json::json!({"p:p-1:m1": 1});
+        let loaded: Consult = serde_json::from_value::<Consult>(old).unwrap().restored();
+        assert_eq!(loaded.chat_len(), 300);
+        assert_eq!(loaded.lines.len(), RECENT_LINES);
+        assert!(!loaded.may_have_sent_before(&patient(), "m300"));
+        assert!(loaded.may_have_sent_before(&patient(), "m1"));
+    }
 }
