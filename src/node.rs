@@ -111,6 +111,10 @@ impl Node {
         .await
         .with_context(|| format!("cannot open the bus at {}", config.bus_url))?;
         let fence = Fence::new(bus.shards());
+        // After a broker restart, consumers of the shards this node holds
+        // attach before those it stands by for (bus::amqp::consume).
+        let held = Arc::clone(&fence);
+        bus.prefer_shards(Arc::new(move |shard| held.epoch(shard).is_some()));
         let fenced = store.fenced(Arc::clone(&fence));
 
         let arbiters: Vec<Arbiter> = (0..config.arbiter_count())

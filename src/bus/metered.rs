@@ -83,6 +83,10 @@ impl Bus for Metered {
     async fn healthy(&self) -> bool {
         self.inner.healthy().await
     }
+
+    fn prefer_shards(&self, preferred: super::ShardPreference) {
+        self.inner.prefer_shards(preferred);
+    }
 }
 
 struct MeteredSource {

@@ -240,6 +240,9 @@ impl Subscription {
     }
 }
 
+/// Whether this node holds a shard; see [`Bus::prefer_shards`].
+pub type ShardPreference = Arc<dyn Fn(u16) -> bool + Send + Sync>;
+
 /// See the module docs.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -267,6 +270,16 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can take messages now (for readiness).
     async fn healthy(&self) -> bool;
+
+    /// Tells the bus which shards this node holds (`preferred(shard)`), so
+    /// that after a broker restart their consumers attach before those of
+    /// shards it only stands by for: with single active consumer the first
+    /// to attach is served, and a standby served first would take the shard
+    /// from its live owner, only to hand it back. Backends whose
+    /// subscriptions never drop ignore it.
+    fn prefer_shards(&self, preferred: ShardPreference) {
+        let _ = preferred;
+    }
 }
 
 /// Settings every backend honours.
