@@ -97,6 +97,10 @@ struct MeteredSource {
 
 #[async_trait]
 impl Source for MeteredSource {
+    fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.resets()
+    }
+
     async fn next(&mut self) -> Option<Delivery> {
         let mut delivery = self.inner.next().await?;
         let info = delivery.info();

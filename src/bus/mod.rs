@@ -188,6 +188,13 @@ impl Drop for Delivery {
 pub trait Source: Send {
     /// The next delivery; `None` once the subscription is closed.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Counts the times the subscription was set up again after it was
+    /// lost (a broker restart): what was published to an event subscription
+    /// meanwhile is gone. `None`: it is never lost (the memory bus).
+    fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A stream of deliveries from one queue.
@@ -202,6 +209,11 @@ impl Subscription {
 
     pub async fn next(&mut self) -> Option<Delivery> {
         self.source.next().await
+    }
+
+    /// See [`Source::resets`].
+    pub fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.source.resets()
     }
 
     /// The next event of type `E`, with its envelope. Events of other types

@@ -52,6 +52,8 @@ pub(super) struct AmqpSource {
     consumer: Option<(Channel, lapin::Consumer, String)>,
     /// Attached before and lost since: the next attach is a re-attach.
     lost: bool,
+    /// Re-attaches so far (see [`crate::bus::Source::resets`]).
+    resets: tokio::sync::watch::Sender<u64>,
 }
 
 impl AmqpSource {
@@ -66,6 +68,7 @@ impl AmqpSource {
             prefetch: prefetch.max(1),
             consumer: None,
             lost: false,
+            resets: tokio::sync::watch::Sender::new(0),
         };
         source.attach().await?;
         Ok(Subscription::new(Box::new(source)))
@@ -154,6 +157,9 @@ impl AmqpSource {
             })
             .await?;
         self.consumer = Some(attached);
+        if std::mem::take(&mut self.lost) {
+            self.resets.send_modify(|n| *n += 1);
+        }
         Ok(())
     }
 
@@ -221,6 +227,10 @@ impl AmqpSource {
 
 #[async_trait]
 impl Source for AmqpSource {
+    fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.resets.subscribe())
+    }
+
     async fn next(&mut self) -> Option<Delivery> {
         loop {
             if self.consumer.is_none() && self.attach().await.is_err() {
