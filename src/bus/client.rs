@@ -322,9 +322,17 @@ mod tests {
         let start = tokio::time::Instant::now();
         let asked = req.ask(&to, &Probe, start + Duration::from_secs(10)).await;
         assert_eq!(asked, Err(AskError::Timeout));
-        assert_eq!(start.elapsed(), Duration::from_secs(10), "waited to the deadline");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10),
+            "waited to the deadline"
+        );
         let queued = drain(&bus, shard).await;
-        assert_eq!(queued.len(), 1, "one copy in the shard queue, not one per try");
+        assert_eq!(
+            queued.len(),
+            1,
+            "one copy in the shard queue, not one per try"
+        );
         // It carries the caller's whole deadline (wall clock, ~10 s from the ask).
         let deadline = queued[0].deadline_ms.unwrap();
         let now = crate::clock::unix_ms();
@@ -337,7 +345,10 @@ mod tests {
         let req = Requester::new(Arc::clone(&bus)).await.unwrap();
         // The actor: refuses every time, noting when each copy came.
         let mut sub = bus.consume_shard(shard, 10).await.unwrap();
-        let (b, seen) = (Arc::clone(&bus), Arc::new(std::sync::Mutex::new(Vec::new())));
+        let (b, seen) = (
+            Arc::clone(&bus),
+            Arc::new(std::sync::Mutex::new(Vec::new())),
+        );
         let s = Arc::clone(&seen);
         let actor = tokio::spawn(async move {
             while let Some(d) = sub.next().await {
@@ -361,7 +372,10 @@ mod tests {
         actor.abort();
         let seen = seen.lock().unwrap().clone();
         assert!(seen.len() >= 3, "asked again: {}", seen.len());
-        assert!(seen.iter().all(|(_, id)| *id == seen[0].1), "one message id");
+        assert!(
+            seen.iter().all(|(_, id)| *id == seen[0].1),
+            "one message id"
+        );
         // Each pause within the backoff's jittered band for its attempt
         // (handling takes no time with the clock paused).
         for (attempt, w) in seen.windows(2).enumerate() {
@@ -377,7 +391,10 @@ mod tests {
         }
         // Never a try too late to be answered, and never past the deadline.
         let last = seen.last().unwrap().0;
-        assert!(last + MIN_TRY <= deadline, "a try too close to the deadline");
+        assert!(
+            last + MIN_TRY <= deadline,
+            "a try too close to the deadline"
+        );
         assert!(tokio::time::Instant::now() <= deadline);
         // Once the pauses reach the cap, tries are ~0.25–0.5 s apart: a
         // bounded number within the deadline.

@@ -426,6 +426,13 @@ impl Load {
         .await;
     }
 
+    /// Stops every driver where it is.
+    fn abort(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
     /// Waits for every driver to finish; what they saw acknowledged.
     async fn finish(self) -> Acked {
         for task in self.tasks {
@@ -841,6 +848,102 @@ async fn every_actor_serves_within_3s_of_the_broker_accepting_connections_again(
     verify(db.url(), &req, &acked).await;
     drop(req);
     drop(nodes);
+    db.done().await;
+}
+
+/// Issue 16: SIGTERM under load (chat and pushes) on RabbitMQ and
+/// PostgreSQL with node defaults: the node drains and exits 0, its log has
+/// none of the loose ends (a snapshot not saved, a shard not released, work
+/// spawned on a runtime already shutting down), every consult it hosted
+/// has a snapshot at its journal's last sequence, and no shard is left
+/// held by it.
+#[actix_rt::test]
+async fn sigterm_under_load_saves_snapshots_and_releases_shards_before_the_runtime_stops() {
+    needs!(Cluster);
+    let _broker = crate::broker::shared().await;
+    let (cluster, db) = Cluster::new().await;
+    let url = cluster.vhost.url();
+    let node = cluster.start_with(
+        "t1",
+        &url,
+        &[
+            ("CARDIO_HEARTBEAT", "500ms"),
+            ("CARDIO_LEASE", "3s"),
+            ("CARDIO_SHUTDOWN_GRACE", "20s"),
+        ],
+    );
+    settle(&node, &["t1"], "the node owning every shard").await;
+    let (_client, req) = cluster.client().await;
+    let load = Load::start(&req, "t", 6, 400, 400);
+    // API work too: readiness reads the database from the HTTP workers.
+    let probes: Vec<_> = (0..8)
+        .map(|_| {
+            let url = format!("http://{}/readyz", node.addr);
+            actix_rt::spawn(async move {
+                loop {
+                    let _ = get(&url).await;
+                }
+            })
+        })
+        .collect();
+    load.until_chat(60, "load before the signal").await;
+    node.signal("-TERM");
+    let status = crate::support::poll::poll_until(
+        "the node to exit after SIGTERM",
+        Duration::from_secs(40),
+        EVERY,
+        async || node.exited(),
+    )
+    .await;
+    load.abort();
+    for p in probes {
+        p.abort();
+    }
+    let log = node.log();
+    for loose_end in [
+        "snapshot not saved",
+        "could not release",
+        "Tokio context is being shutdown",
+        "context was found, but it is being shutdown",
+        "drain did not finish",
+    ] {
+        assert!(
+            !log.contains(loose_end),
+            "{loose_end:?} after SIGTERM:\n{log}"
+        );
+    }
+    assert_eq!(status.code(), Some(0), "a drained exit:\n{log}");
+    let store = crate::support::node::keyed_store(db.url()).await;
+    let mut checked = 0;
+    for i in 0..6 {
+        let key = format!("consult/tc{i}");
+        let Some(last) = store.events(&key, 0).await.unwrap().last().map(|e| e.seq) else {
+            continue;
+        };
+        let snapshot = store.snapshot(&key).await.unwrap();
+        assert_eq!(
+            snapshot.map(|s| s.seq),
+            Some(last),
+            "{key}: a snapshot at the journal's last sequence"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "consults journaled before the signal: {checked}"
+    );
+    let held: Vec<_> = store
+        .shard_owners()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.owner.as_deref() == Some("t1"))
+        .map(|s| s.id)
+        .collect();
+    assert!(held.is_empty(), "shards still held after leaving: {held:?}");
+    store.close().await;
+    drop(req);
+    drop(node);
     db.done().await;
 }
 
