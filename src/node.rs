@@ -4,11 +4,16 @@
 //! root supervisor `/cardio` with its `entities` subtree → registry and actor
 //! kinds (their journal writes fenced by shard ownership) → HTTP listener →
 //! cluster join (lease, shard consumers, shard ownership; a single node is a
-//! cluster of one) → HTTP serving → ready. Stop: not ready → HTTP stops taking
-//! requests and finishes the ones in flight → the node leaves the cluster
-//! (each shard: finish the message in hand, passivate its actors, release) →
-//! the supervision tree shuts down in reverse start order (stop hooks flush
-//! state) → arbiters stop; all within the configured grace period.
+//! cluster of one) → HTTP serving → ready. Stop: not ready → HTTP stops
+//! accepting connections → the node leaves the cluster (each shard: finish
+//! the message in hand, passivate its actors, saving their snapshots,
+//! release it in SQL) → the supervision tree shuts down in reverse start
+//! order (stop hooks flush state), all within the configured grace period →
+//! last audit checkpoint → the HTTP workers stop (requests in flight
+//! finish) → the database pool closes → arbiters stop; the bus's runtime
+//! goes with the node. The HTTP workers and arbiters run tokio runtimes of
+//! their own, and a database connection opened on one dies with it: so they
+//! stop only after the last database work.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -111,6 +116,10 @@ impl Node {
         .await
         .with_context(|| format!("cannot open the bus at {}", config.bus_url))?;
         let fence = Fence::new(bus.shards());
+        // After a broker restart, consumers of the shards this node holds
+        // attach before those it stands by for (bus::amqp::consume).
+        let held = Arc::clone(&fence);
+        bus.prefer_shards(Arc::new(move |shard| held.epoch(shard).is_some()));
         let fenced = store.fenced(Arc::clone(&fence));
 
         let arbiters: Vec<Arbiter> = (0..config.arbiter_count())
@@ -383,8 +392,13 @@ impl Node {
                 tracing::info!(?grace, "draining");
                 let (http, cluster, root) =
                     (self.http.clone(), self.cluster.clone(), self.root.clone());
+                // The HTTP workers stop last: each runs a tokio runtime of
+                // its own, and the database connections the API opened
+                // there die with it ("A Tokio 1.x context was found, but it
+                // is being shutdown"). Stopping them first made the hand-over
+                // below (snapshots, shard releases) fail on those connections.
                 let drain = async move {
-                    http.stop(true).await;
+                    http.pause().await;
                     cluster.leave().await;
                     root.shutdown().await;
                 };
@@ -408,10 +422,17 @@ impl Node {
             // The last checkpoint: what this node saw the chain reach.
             checkpoint_once(&self.store, sink, &self.config.node_id, &mut 0).await;
         }
+        // Then the API's workers (requests in flight finish), the pool, and
+        // only then the arbiters: nothing uses the database any more.
+        if exit != Exit::Drained {
+            self.http.stop(false).await;
+        } else {
+            self.http.stop(true).await;
+        }
+        self.store.close().await;
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
-        self.store.close().await;
         exit
     }
 }

@@ -3,12 +3,34 @@
 //!
 //! A [`Requester`] subscribes to a reply topic of its own and matches replies
 //! to requests by correlation id. [`Requester::ask`] is the typed way in: a
-//! [`BusMessage`] goes to its actor and its `Reply` comes back, asked again
-//! (after a pause of the project's one [`Backoff`]) while the cluster cannot
-//! answer yet, until the caller's deadline. A request that got no answer may
-//! still have been applied: the idempotency key inside each command message
-//! (its request id) makes asking again safe. [`Requester::request`] is the
+//! [`BusMessage`] goes to its actor and its `Reply` comes back, or the
+//! caller's deadline passes. A request that got no answer may still have
+//! been applied: the idempotency key inside each command message (its
+//! request id) makes asking again safe. [`Requester::request`] is the
 //! untyped single try underneath (tests use it to send shapes no type has).
+//!
+//! **One request, not a pile of copies.** An ask is one envelope: one
+//! message id (every reply to it answers the ask) and the caller's whole
+//! deadline (the actor drops it as late only when the caller has given up).
+//! Once the bus confirmed it, the copy is durably in its shard queue and
+//! will be delivered whenever the shard is consumed again (a node failing
+//! over, a broker restarting), so it is not sent again on a timer: during an
+//! outage a caller leaves one copy in the queue, not one per few seconds.
+//! It is published again, after a pause of the project's one [`Backoff`]
+//! (jittered, and never when too little of the deadline is left for an
+//! answer), only when the copy sent cannot answer the ask:
+//! - the bus did not take it (no confirm; [`AskError::Bus`] if that lasts);
+//! - the actor answered a transient refusal ([`BusMessage::unavailable`]:
+//!   its database away, its shard moving): the copy is consumed;
+//! - the reply path was reset ([`super::Subscription::resets`]: the reply
+//!   queue was lost with the broker connection), so the answer to the copy
+//!   may have been published to nobody; this re-sends at most once per
+//!   reset, a small bounded number.
+//!
+//! De-duplicating by message id on the consumer side was the other way; it
+//! is not needed here because a copy answered twice is harmless (commands
+//! are idempotent by request id, and the second reply finds no waiter),
+//! and it would cost a per-shard memory of answered ids.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +38,12 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::{Bus, BusError, BusMessage, Envelope, MessageId};
 use crate::address::ActorId;
 use crate::supervisors::Backoff;
 
-/// Longest wait for one try's answer; a later try may still answer in time.
-const TRY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Least time a try is worth sending with (a request, its handling and its
 /// reply).
 const MIN_TRY: Duration = Duration::from_millis(100);
@@ -64,13 +84,15 @@ impl AskError {
     }
 }
 
-/// The pause before try `attempt + 1` of an ask: 20 ms doubling to 500 ms,
-/// jittered, so a refusal that comes back at once is not asked again in a
-/// tight loop while a shard moves.
+/// The pauses between the tries of an ask: 20 ms doubling to 500 ms, up to
+/// half taken off at random, so a refusal that comes back at once is not
+/// asked again in a tight loop while a shard moves.
+pub const ASK_RETRY: Backoff =
+    Backoff::doubling(Duration::from_millis(20), Duration::from_millis(500), 0.5);
+
+/// The pause before try `attempt + 1` of an ask ([`ASK_RETRY`], jittered).
 pub fn retry_pause(attempt: u32) -> Duration {
-    const PAUSE: Backoff =
-        Backoff::doubling(Duration::from_millis(20), Duration::from_millis(500), 0.5);
-    PAUSE.delay(attempt, fastrand::f64())
+    ASK_RETRY.delay(attempt, fastrand::f64())
 }
 
 /// Why a request got no usable answer.
@@ -91,6 +113,8 @@ pub struct Requester {
     bus: Arc<dyn Bus>,
     topic: String,
     waiting: Waiting,
+    /// Resets of the reply subscription (`None`: it is never lost).
+    resets: Option<watch::Receiver<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,6 +123,7 @@ impl Requester {
     pub async fn new(bus: Arc<dyn Bus>) -> Result<Requester, BusError> {
         let topic = format!("reply.{}", uuid::Uuid::new_v4().simple());
         let mut sub = bus.subscribe(&topic, 256).await?;
+        let resets = sub.resets();
         let waiting: Waiting = Arc::new(DashMap::new());
         let w = Arc::clone(&waiting);
         let task = tokio::spawn(async move {
@@ -112,14 +137,14 @@ impl Requester {
             bus,
             topic,
             waiting,
+            resets,
             task,
         })
     }
 
-    /// Asks actor `to` with `msg` and returns its answer; asks again, after a
-    /// [`retry_pause`], while the answer is a transient failure (no answer
-    /// within a try, the bus refusing the send, the actor answering that it
-    /// cannot act now), until `deadline`. See [`AskError`].
+    /// Asks actor `to` with `msg` and returns its answer, or the last
+    /// transient failure once `deadline` passes; see the module docs for
+    /// when it is sent again, and [`AskError`].
     pub async fn ask<M: BusMessage>(
         &self,
         to: &ActorId,
@@ -134,19 +159,46 @@ impl Requester {
         }
         let payload = serde_json::value::to_raw_value(msg)
             .map_err(|e| AskError::Protocol(crate::redact::describe_json_error(&e)))?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let env = Envelope::raw(M::TYPE, payload)
+            .to(to.clone())
+            .within(left)
+            .reply_to(&self.topic);
+        let id = env.id;
+        let mut resets = self.resets.clone();
         let mut attempt = 0;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let failure = match self
-                .request_raw::<M::Reply>(to, M::TYPE, payload.clone(), left.min(TRY_TIMEOUT))
-                .await
-            {
-                Ok(reply) if M::unavailable(&reply) => AskError::Unavailable,
-                Ok(reply) => return Ok(reply),
-                Err(RequestError::Timeout(_)) => AskError::Timeout,
-                Err(RequestError::Bus(e)) => AskError::Bus(e),
-                Err(RequestError::Reply(why)) => return Err(AskError::Protocol(why)),
+            let (tx, rx) = oneshot::channel();
+            self.waiting.insert(id, tx);
+            if let Some(r) = resets.as_mut() {
+                r.mark_unchanged();
+            }
+            let failure = match tokio::time::timeout_at(deadline, self.bus.send(&env)).await {
+                // Not confirmed in time: it may still be in the queue.
+                Err(_) => {
+                    self.waiting.remove(&id);
+                    return Err(AskError::Timeout);
+                }
+                Ok(Err(e)) => AskError::Bus(e),
+                Ok(Ok(())) => tokio::select! {
+                    reply = rx => match reply {
+                        Ok(reply) => match serde_json::from_str::<M::Reply>(reply.payload.get()) {
+                            Ok(reply) if M::unavailable(&reply) => AskError::Unavailable,
+                            Ok(reply) => return Ok(reply),
+                            Err(e) => {
+                                return Err(AskError::Protocol(crate::redact::describe_json_error(&e)))
+                            }
+                        },
+                        Err(_) => AskError::Timeout,
+                    },
+                    () = reply_path_reset(&mut resets) => AskError::Timeout,
+                    () = tokio::time::sleep_until(deadline) => {
+                        self.waiting.remove(&id);
+                        return Err(AskError::Timeout);
+                    }
+                },
             };
+            self.waiting.remove(&id);
             // A try with almost no time left could not be answered: it would
             // only reach the actor after its deadline (and be dead-lettered
             // as late). The last failure is the answer.
@@ -204,8 +256,148 @@ impl Requester {
     }
 }
 
+/// Resolves when the reply subscription was set up again (its queue lost
+/// with the connection); never if it cannot be lost or has ended.
+async fn reply_path_reset(resets: &mut Option<watch::Receiver<u64>>) {
+    let reset = match resets {
+        Some(r) => r.changed().await.is_ok(),
+        None => false,
+    };
+    if !reset {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl Drop for Requester {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::shard_of;
+    use crate::bus::memory::MemoryBus;
+    use crate::bus::BusOptions;
+
+    /// A message whose reply says whether the actor could act.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Probe;
+
+    impl BusMessage for Probe {
+        const TYPE: &'static str = "consult.probe";
+        const KIND: &'static str = "consult";
+        type Reply = bool;
+        fn unavailable(acted: &bool) -> bool {
+            !acted
+        }
+    }
+
+    fn setup() -> (Arc<dyn Bus>, ActorId, u16) {
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(BusOptions {
+            shards: 4,
+            ..BusOptions::default()
+        }));
+        let to = ActorId::new("consult", "c-1").unwrap();
+        let shard = shard_of(&to, 4);
+        (bus, to, shard)
+    }
+
+    /// The messages waiting in `shard`'s queue (taken off it).
+    async fn drain(bus: &Arc<dyn Bus>, shard: u16) -> Vec<Envelope> {
+        let mut sub = bus.consume_shard(shard, 1000).await.unwrap();
+        let mut got = Vec::new();
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
+            got.push(d.envelope().unwrap());
+            d.ack().await.unwrap();
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ask_nobody_consumes_leaves_one_copy_with_the_whole_deadline() {
+        let (bus, to, shard) = setup();
+        let req = Requester::new(Arc::clone(&bus)).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let asked = req.ask(&to, &Probe, start + Duration::from_secs(10)).await;
+        assert_eq!(asked, Err(AskError::Timeout));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10),
+            "waited to the deadline"
+        );
+        let queued = drain(&bus, shard).await;
+        assert_eq!(
+            queued.len(),
+            1,
+            "one copy in the shard queue, not one per try"
+        );
+        // It carries the caller's whole deadline (wall clock, ~10 s from the ask).
+        let deadline = queued[0].deadline_ms.unwrap();
+        let now = crate::clock::unix_ms();
+        assert!(deadline + 1_000 > now + 9_000, "{deadline} vs {now}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_asked_again_with_one_id_after_jittered_backoff_until_the_deadline() {
+        let (bus, to, shard) = setup();
+        let req = Requester::new(Arc::clone(&bus)).await.unwrap();
+        // The actor: refuses every time, noting when each copy came.
+        let mut sub = bus.consume_shard(shard, 10).await.unwrap();
+        let (b, seen) = (
+            Arc::clone(&bus),
+            Arc::new(std::sync::Mutex::new(Vec::new())),
+        );
+        let s = Arc::clone(&seen);
+        let actor = tokio::spawn(async move {
+            while let Some(d) = sub.next().await {
+                let env = d.envelope().unwrap();
+                s.lock()
+                    .unwrap()
+                    .push((tokio::time::Instant::now(), env.id));
+                let no = serde_json::value::to_raw_value(&false).unwrap();
+                b.publish(env.reply_to.as_deref().unwrap(), &env.reply(no))
+                    .await
+                    .unwrap();
+                d.ack().await.unwrap();
+            }
+        });
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(3);
+        assert_eq!(
+            req.ask(&to, &Probe, deadline).await,
+            Err(AskError::Unavailable)
+        );
+        actor.abort();
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.len() >= 3, "asked again: {}", seen.len());
+        assert!(
+            seen.iter().all(|(_, id)| *id == seen[0].1),
+            "one message id"
+        );
+        // Each pause within the backoff's jittered band for its attempt
+        // (handling takes no time with the clock paused).
+        for (attempt, w) in seen.windows(2).enumerate() {
+            let gap = w[1].0 - w[0].0;
+            let (least, most) = (
+                ASK_RETRY.delay(attempt as u32, 1.0),
+                ASK_RETRY.delay(attempt as u32, 0.0),
+            );
+            assert!(
+                least <= gap && gap <= most,
+                "pause {attempt}: {gap:?} not within {least:?}..={most:?}"
+            );
+        }
+        // Never a try too late to be answered, and never past the deadline.
+        let last = seen.last().unwrap().0;
+        assert!(
+            last + MIN_TRY <= deadline,
+            "a try too close to the deadline"
+        );
+        assert!(tokio::time::Instant::now() <= deadline);
+        // Once the pauses reach the cap, tries are ~0.25–0.5 s apart: a
+        // bounded number within the deadline.
+        assert!(seen.len() <= 20, "{} tries in 3 s", seen.len());
     }
 }

@@ -83,6 +83,10 @@ impl Bus for Metered {
     async fn healthy(&self) -> bool {
         self.inner.healthy().await
     }
+
+    fn prefer_shards(&self, preferred: super::ShardPreference) {
+        self.inner.prefer_shards(preferred);
+    }
 }
 
 struct MeteredSource {
@@ -93,6 +97,10 @@ struct MeteredSource {
 
 #[async_trait]
 impl Source for MeteredSource {
+    fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.resets()
+    }
+
     async fn next(&mut self) -> Option<Delivery> {
         let mut delivery = self.inner.next().await?;
         let info = delivery.info();

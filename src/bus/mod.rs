@@ -188,6 +188,13 @@ impl Drop for Delivery {
 pub trait Source: Send {
     /// The next delivery; `None` once the subscription is closed.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Counts the times the subscription was set up again after it was
+    /// lost (a broker restart): what was published to an event subscription
+    /// meanwhile is gone. `None`: it is never lost (the memory bus).
+    fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A stream of deliveries from one queue.
@@ -202,6 +209,11 @@ impl Subscription {
 
     pub async fn next(&mut self) -> Option<Delivery> {
         self.source.next().await
+    }
+
+    /// See [`Source::resets`].
+    pub fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.source.resets()
     }
 
     /// The next event of type `E`, with its envelope. Events of other types
@@ -240,6 +252,9 @@ impl Subscription {
     }
 }
 
+/// Whether this node holds a shard; see [`Bus::prefer_shards`].
+pub type ShardPreference = Arc<dyn Fn(u16) -> bool + Send + Sync>;
+
 /// See the module docs.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -267,6 +282,16 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can take messages now (for readiness).
     async fn healthy(&self) -> bool;
+
+    /// Tells the bus which shards this node holds (`preferred(shard)`), so
+    /// that after a broker restart their consumers attach before those of
+    /// shards it only stands by for: with single active consumer the first
+    /// to attach is served, and a standby served first would take the shard
+    /// from its live owner, only to hand it back. Backends whose
+    /// subscriptions never drop ignore it.
+    fn prefer_shards(&self, preferred: ShardPreference) {
+        let _ = preferred;
+    }
 }
 
 /// Settings every backend honours.

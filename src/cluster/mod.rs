@@ -143,6 +143,8 @@ struct Inner {
     status: Mutex<Status>,
     started_ms: u64,
     last_renewed_ms: AtomicU64,
+    /// Since when (Unix ms) this node's bus has been up; 0 while it is down.
+    bus_up_since_ms: AtomicU64,
     consumers: tokio::sync::Mutex<HashMap<u16, ShardTask>>,
     view: RwLock<(Vec<NodeRow>, Vec<ShardRow>)>,
     /// Shards taken from another owner (failovers and handovers), for metrics.
@@ -180,6 +182,7 @@ impl Cluster {
             status: Mutex::new(Status::Joining),
             started_ms: unix_ms(),
             last_renewed_ms: AtomicU64::new(0),
+            bus_up_since_ms: AtomicU64::new(0),
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             view: RwLock::new((Vec::new(), Vec::new())),
             takeovers: AtomicU64::new(0),
@@ -384,12 +387,27 @@ impl Inner {
         let nodes = self.store.cluster_nodes().await?;
         let shards = self.store.shard_owners().await?;
         let now = unix_ms();
+        // A peer `degraded` within a lease of this node's own bus coming
+        // back was most likely cut off by the same broker restart and is
+        // reconnecting too: it still counts as up (taking its shards now
+        // would only bounce them back). Later, `degraded` means cut off alone.
+        let up_since = if bus_ok {
+            let _ =
+                self.bus_up_since_ms
+                    .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+            self.bus_up_since_ms.load(Ordering::Acquire)
+        } else {
+            self.bus_up_since_ms.store(0, Ordering::Release);
+            0
+        };
+        let peers_reconnecting = bus_ok && now < up_since + self.settings.lease.as_millis() as u64;
+        let serving = |status: &str| status == "up" || (peers_reconnecting && status == "degraded");
         let me = self.me().to_owned();
         let status = self.status();
         let participating = matches!(status, Status::Joining | Status::Up);
         let mut live: Vec<&str> = nodes
             .iter()
-            .filter(|n| n.lease_until_ms > now && n.status == "up" && n.id != me)
+            .filter(|n| n.lease_until_ms > now && serving(&n.status) && n.id != me)
             .map(|n| n.id.as_str())
             .collect();
         if participating {
@@ -401,7 +419,7 @@ impl Inner {
             nodes.iter().any(|n| {
                 n.id == owner
                     && n.lease_until_ms > now
-                    && matches!(n.status.as_str(), "up" | "joining" | "leaving")
+                    && (matches!(n.status.as_str(), "joining" | "leaving") || serving(&n.status))
             })
         };
         let rows: HashMap<u16, &ShardRow> = shards.iter().map(|s| (s.id, s)).collect();

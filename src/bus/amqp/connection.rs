@@ -21,11 +21,16 @@ use crate::supervisors::backoff::Backoff;
 
 /// Longest wait for a connection with its topology declared.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
-/// Pauses between tries while the broker is away: 50 ms doubling to 2 s,
+/// Pauses between tries while the broker is away: 50 ms doubling to 1 s,
 /// up to half taken off at random so that nodes cut off together do not
-/// reconnect in lock-step.
+/// reconnect in lock-step. A caller also wakes as soon as another one has
+/// reconnected, so every consumer is back right after the first success.
 const RECONNECT: Backoff =
-    Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2), 0.5);
+    Backoff::doubling(Duration::from_millis(50), Duration::from_secs(1), 0.5);
+/// A connect that failed less than this ago is not tried again: the many
+/// callers waiting out an outage (every consumer, every publisher) make at
+/// most one attempt per this between them.
+const CONNECT_SPACING: Duration = Duration::from_millis(100);
 
 impl Inner {
     /// The current connection, opening a new one if it is gone.
@@ -65,11 +70,31 @@ impl Inner {
         if let Some(old) = guard.take() {
             close_later(&self.runtime, old.conn);
         }
+        if let Some((at, e)) = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if at.elapsed() < CONNECT_SPACING {
+                return Err(e.clone());
+            }
+        }
         // Bounded: a broker that drops packets must not hold every caller
         // (and the node's heartbeat) for a TCP timeout.
-        let (conn, publisher) = tokio::time::timeout(OPEN_TIMEOUT, self.connect())
+        let connected = tokio::time::timeout(OPEN_TIMEOUT, self.connect())
             .await
-            .map_err(|_| BusError::Broker(format!("no connection within {OPEN_TIMEOUT:?}")))??;
+            .map_err(|_| BusError::Broker(format!("no connection within {OPEN_TIMEOUT:?}")))
+            .and_then(|r| r);
+        let (conn, publisher) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((tokio::time::Instant::now(), e.clone()));
+                return Err(e);
+            }
+        };
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         if generation > 1 {
             tracing::info!(
@@ -85,6 +110,7 @@ impl Inner {
         };
         *guard = Some(live.clone());
         self.connected.store(true, Ordering::Release);
+        self.reconnected.send_replace(generation);
         Ok(live)
     }
 
@@ -158,6 +184,8 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + self.retry_for;
         let mut attempt = 0;
         loop {
+            // Seen before trying: a reconnection by anyone after this wakes us.
+            let mut reconnected = self.reconnected.subscribe();
             let err = match self.open().await {
                 Ok(live) => {
                     let generation = live.generation;
@@ -178,7 +206,10 @@ impl Inner {
                 return Err(err);
             }
             tracing::debug!(error = %err, what, "broker unreachable; retrying");
-            tokio::time::sleep(RECONNECT.delay(attempt, fastrand::f64())).await;
+            tokio::select! {
+                _ = tokio::time::sleep(RECONNECT.delay(attempt, fastrand::f64())) => {}
+                _ = reconnected.changed() => {}
+            }
             attempt = attempt.saturating_add(1);
         }
     }

@@ -3,6 +3,18 @@
 //! bounded prefetch and manual acks; it consumes again after a lost channel
 //! or a cancel, and reads cardio's delivery counts from the headers.
 //!
+//! After a lost connection every consumer waits for the bus's next
+//! connection (it wakes the moment any caller reconnects) and consumes
+//! again at once, except a shard consumer for a shard this node does not
+//! hold ([`crate::bus::Bus::prefer_shards`]): it waits
+//! [`STANDBY_DEFER`] more, so that the shard's owner, reconnecting at about
+//! the same time, is the one the broker makes active (single active
+//! consumer: the first to attach is served; RabbitMQ 3.10 has no consumer
+//! priority for it). Were the standby first, it would take the shard from
+//! its live owner on the first delivery and the rebalance would hand it
+//! back: two moves and their unavailability for nothing. An owner that does
+//! not come back leaves the standby active after that pause.
+//!
 //! It must not settle deliveries itself (that is [`super::ack`]'s) nor
 //! print payloads.
 
@@ -21,6 +33,11 @@ use super::topology::{shard_queue, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE};
 use super::{broker_err, s, Inner};
 use crate::bus::{BusError, DeadLetterInfo, Delivery, DeliveryInfo, Source, Subscription};
 
+/// How much later than the owner's a standby shard consumer attaches again
+/// after a lost connection: well above the spread of two nodes' reconnects
+/// (each wakes within `CONNECT_SPACING` of the broker accepting again).
+pub(super) const STANDBY_DEFER: std::time::Duration = std::time::Duration::from_millis(1000);
+
 #[derive(Clone)]
 pub(super) enum Consumes {
     Shard(u16),
@@ -33,6 +50,10 @@ pub(super) struct AmqpSource {
     what: Consumes,
     prefetch: u16,
     consumer: Option<(Channel, lapin::Consumer, String)>,
+    /// Attached before and lost since: the next attach is a re-attach.
+    lost: bool,
+    /// Re-attaches so far (see [`crate::bus::Source::resets`]).
+    resets: tokio::sync::watch::Sender<u64>,
 }
 
 impl AmqpSource {
@@ -46,13 +67,42 @@ impl AmqpSource {
             what,
             prefetch: prefetch.max(1),
             consumer: None,
+            lost: false,
+            resets: tokio::sync::watch::Sender::new(0),
         };
         source.attach().await?;
         Ok(Subscription::new(Box::new(source)))
     }
 
+    /// For a re-attach of a shard consumer: whether this node holds the
+    /// shard (`None`: not a shard re-attach, or no preference was given).
+    fn held(&self) -> Option<bool> {
+        let Consumes::Shard(n) = self.what else {
+            return None;
+        };
+        let preferred = self
+            .inner
+            .preferred
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        self.lost.then(|| preferred(n))
+    }
+
     /// Opens a channel and consumes (again), retrying while the broker is away.
     async fn attach(&mut self) -> Result<(), BusError> {
+        if self.held() == Some(false) {
+            // The connection first (waiting out the outage), then leave the
+            // broker to the owner for a moment, unless this node takes the
+            // shard meanwhile.
+            self.inner
+                .with_retry("consume", |_| async { Ok(()) })
+                .await?;
+            let until = tokio::time::Instant::now() + STANDBY_DEFER;
+            while tokio::time::Instant::now() < until && self.held() == Some(false) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         let (what, prefetch) = (self.what.clone(), self.prefetch);
         let attached = self
             .inner
@@ -107,6 +157,9 @@ impl AmqpSource {
             })
             .await?;
         self.consumer = Some(attached);
+        if std::mem::take(&mut self.lost) {
+            self.resets.send_modify(|n| *n += 1);
+        }
         Ok(())
     }
 
@@ -174,6 +227,10 @@ impl AmqpSource {
 
 #[async_trait]
 impl Source for AmqpSource {
+    fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.resets.subscribe())
+    }
+
     async fn next(&mut self) -> Option<Delivery> {
         loop {
             if self.consumer.is_none() && self.attach().await.is_err() {
@@ -188,10 +245,12 @@ impl Source for AmqpSource {
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, queue = %queue, "consumer lost its channel; consuming again");
                     self.consumer = None;
+                    self.lost = true;
                 }
                 None => {
                     tracing::warn!(queue = %queue, "consumer cancelled by the broker; consuming again");
                     self.consumer = None;
+                    self.lost = true;
                 }
             }
         }

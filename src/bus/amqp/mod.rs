@@ -47,7 +47,7 @@ use async_trait::async_trait;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection};
 
-use super::{Bus, BusError, BusOptions, Envelope, Subscription};
+use super::{Bus, BusError, BusOptions, Envelope, ShardPreference, Subscription};
 use crate::address::shard_of;
 use consume::{AmqpSource, Consumes};
 use publish::persistent;
@@ -77,6 +77,15 @@ struct Inner {
     connected: AtomicBool,
     /// A background reconnection is under way.
     reconnecting: AtomicBool,
+    /// The generation of the latest connection: callers waiting out a
+    /// broker outage wake on it instead of at their own next try.
+    reconnected: tokio::sync::watch::Sender<u64>,
+    /// The last failed connect, to spare the broker a herd of attempts.
+    last_failure: std::sync::Mutex<Option<(tokio::time::Instant, BusError)>>,
+    /// Whether this node holds a shard: after a reconnection the consumers
+    /// of shards it holds attach first, those it stands by for a moment
+    /// later (see `consume`).
+    preferred: std::sync::RwLock<Option<ShardPreference>>,
 }
 
 #[derive(Clone)]
@@ -151,6 +160,9 @@ impl AmqpBus {
             generation: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             reconnecting: AtomicBool::new(false),
+            reconnected: tokio::sync::watch::Sender::new(0),
+            last_failure: std::sync::Mutex::new(None),
+            preferred: std::sync::RwLock::new(None),
         });
         // The first connection must work: a node with a wrong URL fails at start.
         inner.open().await?;
@@ -223,5 +235,13 @@ impl Bus for AmqpBus {
 
     async fn healthy(&self) -> bool {
         self.inner.connected_now()
+    }
+
+    fn prefer_shards(&self, preferred: ShardPreference) {
+        *self
+            .inner
+            .preferred
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(preferred);
     }
 }
