@@ -3,6 +3,8 @@
 //! tier `cluster`: failover after SIGKILL, rejoin, broker restart, poison
 //! messages.
 
+mod failover;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
 use std::sync::{Arc, Mutex};

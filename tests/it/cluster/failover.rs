@@ -1,0 +1,598 @@
+//! Failover as a client of the public API sees it (issue 16): three real
+//! nodes with the node defaults (64 shards, 500 ms heartbeat, 3 s lease) on
+//! RabbitMQ and PostgreSQL, consults with 10,000 lines of history, a
+//! sustained load of chat and pushes through GraphQL, each op retried with
+//! its idempotency key (on any live node) until acknowledged, and a node
+//! killed with SIGKILL and restarted, again and again.
+//!
+//! Measured per affected actor (one whose shard the killed node owned): the
+//! time from the kill to the answer of its first op sent after the kill.
+//! Checked: that unavailability's p50, p99 and max; no op slower than 1 s
+//! while a restarted node takes its shards back; and, at the end, every
+//! acknowledged chat line and sample stored exactly once, in order.
+//!
+//! `CARDIO_FAILOVER_KILLS` and `CARDIO_FAILOVER_HISTORY` change the number
+//! of kills (10) and the history of each consult (10,000 lines) for longer
+//! runs by hand.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cardio::actors::consult::state::{Command as ConsultCommand, Consult, Event, Party};
+use cardio::principal::Role;
+use cardio::registry::ActorId;
+use cardio::store::{Appended, Store};
+use serde_json::{json, Value};
+
+use crate::api::{device_of, people, token, SECRET};
+use crate::broker::Vhost;
+use crate::store::TestDb;
+use crate::support::node::TestNode;
+use crate::support::poll::poll_until;
+
+/// The node default.
+const SHARDS: u16 = 64;
+const CONSULTS: usize = 6;
+const DEVICES: usize = 6;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A node with the node defaults (only what a cluster needs is set).
+fn node(id: &str, bus: &str, db: &str) -> TestNode {
+    TestNode::serve()
+        .name(id)
+        .ready_within(Duration::from_secs(60))
+        .lifetime(Duration::from_secs(900))
+        .env("CARDIO_NODE_ID", id)
+        .env("CARDIO_BUS_URL", bus)
+        .env("CARDIO_DATABASE_URL", db)
+        .env("CARDIO_LOG_FILTER", "warn,cardio=info")
+        .env("CARDIO_JWT_SECRET", SECRET)
+        .start()
+}
+
+/// Owner of each shard in `addr`'s view, once every shard has a live owner
+/// and `ids` are all `up`.
+async fn owners(addr: &str, ids: &[&str]) -> Option<BTreeMap<u16, String>> {
+    let ops = token(Role::Ops, "ops-failover");
+    let mut res = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish()
+        .get(format!("http://{addr}/debug/cluster"))
+        .insert_header(("authorization", format!("Bearer {ops}")))
+        .send()
+        .await
+        .ok()?;
+    let v: Value = res.json().limit(1 << 20).await.ok()?;
+    let up: BTreeSet<&str> = v["nodes"]
+        .as_array()?
+        .iter()
+        .filter(|n| n["status"] == "up")
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    if ids.iter().any(|i| !up.contains(i)) {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for s in v["shards"].as_array()? {
+        if s["owner_live"] != true {
+            return None;
+        }
+        out.insert(s["id"].as_u64()? as u16, s["owner"].as_str()?.to_owned());
+    }
+    (out.len() == SHARDS as usize).then_some(out)
+}
+
+/// Where the ops go: the nodes alive now (a killed node's address leaves
+/// before the kill and a restarted node's joins once it is up).
+#[derive(Default)]
+struct Targets {
+    addrs: Mutex<Vec<String>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Targets {
+    fn pick(&self) -> String {
+        let addrs = self.addrs.lock().unwrap();
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        addrs[i % addrs.len()].clone()
+    }
+}
+
+/// One acknowledged op: which actor, when it was first sent, when it was
+/// acknowledged, and (chat) the sequence it got.
+#[derive(Clone)]
+struct Op {
+    actor: String,
+    key: String,
+    sent: Instant,
+    acked: Instant,
+    seq: Option<u64>,
+}
+
+/// Sends `query` until a node acknowledges it (a transient failure, or a
+/// node gone, is sent again, to the next node, 25 ms later); its data.
+async fn until_acked(targets: &Targets, tok: &str, query: &str, vars: &Value) -> Value {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .finish();
+    let body = json!({"query": query, "variables": vars}).to_string();
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < give_up, "an op not acknowledged in 120 s");
+        let addr = targets.pick();
+        let sent = client
+            .post(format!("http://{addr}/graphql"))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("authorization", format!("Bearer {tok}")))
+            .send_body(body.clone())
+            .await;
+        if let Ok(mut res) = sent {
+            if res.status().as_u16() == 200 {
+                if let Ok(v) = res.json::<Value>().limit(1 << 20).await {
+                    match v["errors"][0]["extensions"]["code"].as_str() {
+                        None => return v["data"].clone(),
+                        Some("UNAVAILABLE" | "TIMEOUT") => {}
+                        Some(code) => panic!("an op refused with {code}: {v}"),
+                    }
+                }
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+const CHAT: &str =
+    "mutation($c: ID!, $m: String!, $t: String!) { sendMessage(consultId: $c, clientMessageId: $m, text: $t) }";
+const PUSH: &str = "mutation($d: ID!, $s: [SampleInput!]!, $r: String) { pushSamples(deviceId: $d, samples: $s, requestId: $r) { accepted duplicate rejections { reason } } }";
+
+/// Chats in `consult` as its patient, one line after the other, until `stop`.
+async fn drive_chat(
+    targets: Arc<Targets>,
+    consult: String,
+    patient: String,
+    stop: Arc<AtomicBool>,
+    ops: Arc<Mutex<Vec<Op>>>,
+) {
+    let tok = token(Role::Patient, &patient);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let key = format!("op-{n}");
+        let vars = json!({"c": consult, "m": key, "t": format!("line {n}")});
+        let sent = Instant::now();
+        let data = until_acked(&targets, &tok, CHAT, &vars).await;
+        let seq = data["sendMessage"].as_u64().expect("a sequence");
+        ops.lock().unwrap().push(Op {
+            actor: format!("consult/{consult}"),
+            key,
+            sent,
+            acked: Instant::now(),
+            seq: Some(seq),
+        });
+    }
+}
+
+/// Pushes one heart-rate sample a request (device time 1 s apart, starting
+/// three hours ago) for `device` of `patient`, until `stop`.
+async fn drive_device(
+    targets: Arc<Targets>,
+    device: String,
+    patient: String,
+    stop: Arc<AtomicBool>,
+    ops: Arc<Mutex<Vec<Op>>>,
+) {
+    let tok = token(Role::Patient, &patient);
+    let base = crate::api::now_ms() - 3.0 * 3_600_000.0;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let at = base + n as f64 * 1_000.0;
+        let key = format!("{}", at as u64);
+        let vars = json!({"d": device, "s": [crate::api::hr(at, 72.0)], "r": format!("push-{n}")});
+        let sent = Instant::now();
+        let data = until_acked(&targets, &tok, PUSH, &vars).await;
+        let r = &data["pushSamples"];
+        // Stored now, or by an earlier try whose answer was lost (the request
+        // id, or the sample's own time, tells).
+        assert!(
+            r["accepted"] == 1
+                || r["duplicate"] == true
+                || r["rejections"][0]["reason"] == "DUPLICATE",
+            "{r}"
+        );
+        ops.lock().unwrap().push(Op {
+            actor: format!("device/{device}"),
+            key,
+            sent,
+            acked: Instant::now(),
+            seq: None,
+        });
+    }
+}
+
+/// Writes a consult's journal as its actor would have: requested, both
+/// parties joined, then `lines` chat lines, each through the consult's own
+/// decide/apply, with the actor's message ids.
+async fn seed_history(store: &Store, consult: &str, patient: &str, clinician: &str, lines: usize) {
+    let key = format!("consult/{consult}");
+    let now = cardio::clock::unix_ms() - 3_600_000;
+    let mut state = Consult::default();
+    let mut seq = 0u64;
+    let mut commands = vec![
+        (
+            format!("request-{consult}"),
+            ConsultCommand::Request {
+                patient: patient.to_owned(),
+                reason: "history".into(),
+            },
+        ),
+        (
+            format!("join-p-{consult}"),
+            ConsultCommand::Join {
+                who: Party::Patient(patient.to_owned()),
+            },
+        ),
+        (
+            format!("join-c-{consult}"),
+            ConsultCommand::Join {
+                who: Party::Clinician(clinician.to_owned()),
+            },
+        ),
+    ];
+    commands.extend((0..lines).map(|i| {
+        let who = if i % 2 == 0 {
+            Party::Patient(patient.to_owned())
+        } else {
+            Party::Clinician(clinician.to_owned())
+        };
+        let subject = match &who {
+            Party::Patient(s) | Party::Clinician(s) => s.clone(),
+        };
+        (
+            format!("chat-{subject}-seed-{i}"),
+            ConsultCommand::Chat {
+                who,
+                client_message_id: format!("seed-{i}"),
+                text: format!("history line {i}"),
+            },
+        )
+    }));
+    for (i, (request_id, command)) in commands.into_iter().enumerate() {
+        let (events, _) = state
+            .decide(&command, now + i as u64)
+            .expect("a valid history");
+        for (j, event) in events.iter().enumerate() {
+            let message_id = if j == 0 {
+                request_id.clone()
+            } else {
+                format!("{request_id}#{j}")
+            };
+            let payload = serde_json::to_vec(event).unwrap();
+            match store.append(&key, seq, &message_id, 0, &payload).await {
+                Ok(Appended::Written { seq: s }) => seq = s,
+                other => panic!("seeding {consult}: {other:?}"),
+            }
+            state.apply(event);
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted `v`.
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[i.clamp(1, v.len()) - 1]
+}
+
+#[actix_rt::test]
+async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaults() {
+    needs!(Cluster);
+    let _broker = crate::broker::shared().await;
+    let kills = setting("CARDIO_FAILOVER_KILLS", 10);
+    let history = setting("CARDIO_FAILOVER_HISTORY", 10_000);
+    let db = TestDb::postgres_empty().await;
+    let vhost = Vhost::new();
+    let (bus, url) = (vhost.url(), db.url().to_owned());
+    let ids = ["n1", "n2", "n3"];
+    // Consults with long histories, written as their actors would have
+    // written them, before the nodes start. Commits need not wait for the
+    // disk while seeding (a setting of this database's new sessions only,
+    // reset before any node connects).
+    let consults: Vec<(String, String)> = (0..CONSULTS)
+        .map(|i| (format!("fc-{i}"), format!("fp-{i}")))
+        .collect();
+    let name = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let seeding = Instant::now();
+    {
+        let admin = Store::connect(&url).await.unwrap();
+        admin.migrate().await.unwrap();
+        admin
+            .execute_admin(&format!(
+                "ALTER DATABASE {name} SET synchronous_commit = off"
+            ))
+            .await
+            .unwrap();
+        let seeder = crate::support::node::keyed_store(&url).await;
+        futures_util::future::join_all(
+            consults
+                .iter()
+                .map(|(c, p)| seed_history(&seeder, c, p, "fdr-1", history)),
+        )
+        .await;
+        seeder.close().await;
+        admin
+            .execute_admin(&format!("ALTER DATABASE {name} RESET synchronous_commit"))
+            .await
+            .unwrap();
+        admin.close().await;
+    }
+    eprintln!(
+        "seeded {CONSULTS} consults of {history} lines in {:?}",
+        seeding.elapsed()
+    );
+    let mut nodes: Vec<TestNode> = ids.iter().map(|id| node(id, &bus, &url)).collect();
+    let first = nodes[0].addr.clone();
+    poll_until(
+        "three nodes up",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        async || owners(&first, &ids).await,
+    )
+    .await;
+    let patients: Vec<String> = (0..CONSULTS.max(DEVICES))
+        .map(|i| format!("fp-{i}"))
+        .collect();
+    let p: Vec<&str> = patients.iter().map(String::as_str).collect();
+    let team: Vec<(&str, &str)> = p.iter().map(|p| (*p, "fdr-1")).collect();
+    people(&first, &p, &["fdr-1"], &team).await;
+    let mut devices = Vec::new();
+    for patient in patients.iter().take(DEVICES) {
+        devices.push((device_of(&first, patient, "monitor").await, patient.clone()));
+    }
+    let store = crate::support::node::keyed_store(&url).await;
+
+    let targets = Arc::new(Targets::default());
+    *targets.addrs.lock().unwrap() = nodes.iter().map(|n| n.addr.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops: Arc<Mutex<Vec<Op>>> = Arc::default();
+    let mut drivers = Vec::new();
+    for (c, p) in &consults {
+        drivers.push(actix_rt::spawn(drive_chat(
+            Arc::clone(&targets),
+            c.clone(),
+            p.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&ops),
+        )));
+    }
+    for (d, p) in &devices {
+        drivers.push(actix_rt::spawn(drive_device(
+            Arc::clone(&targets),
+            d.clone(),
+            p.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&ops),
+        )));
+    }
+    let actors: Vec<String> = consults
+        .iter()
+        .map(|(c, _)| format!("consult/{c}"))
+        .chain(devices.iter().map(|(d, _)| format!("device/{d}")))
+        .collect();
+    // Warm: every actor answered (the consults recovered their history once).
+    poll_until(
+        "every actor answering",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        async || {
+            let ops = ops.lock().unwrap();
+            let seen: BTreeSet<&str> = ops.iter().map(|o| o.actor.as_str()).collect();
+            actors.iter().all(|a| seen.contains(a.as_str()))
+        },
+    )
+    .await;
+
+    let mut unavailable: Vec<Duration> = Vec::new();
+    let mut rejoin_windows: Vec<(Instant, Instant)> = Vec::new();
+    for k in 0..kills {
+        let victim = k % 3;
+        let watcher = (victim + 1) % 3;
+        let watch_addr = nodes[watcher].addr.clone();
+        let placement = poll_until(
+            "placement settled",
+            Duration::from_secs(90),
+            Duration::from_millis(200),
+            async || owners(&watch_addr, &ids).await,
+        )
+        .await;
+        // Steady load for a moment before the kill.
+        let mark = ops.lock().unwrap().len();
+        poll_until(
+            "steady load",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            async || ops.lock().unwrap().len() >= mark + 40,
+        )
+        .await;
+        let affected: Vec<&String> = actors
+            .iter()
+            .filter(|a| {
+                let id: ActorId = a.parse().unwrap();
+                placement[&cardio::cluster::shard_of(&id, SHARDS)] == ids[victim]
+            })
+            .collect();
+        targets
+            .addrs
+            .lock()
+            .unwrap()
+            .retain(|a| *a != nodes[victim].addr);
+        let killed = Instant::now();
+        nodes[victim].signal("-KILL");
+        nodes[victim].wait();
+        // Each affected actor's first op sent after the kill, answered.
+        let mut waits: HashMap<&String, Duration> = HashMap::new();
+        poll_until(
+            "every affected actor answering again",
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            async || {
+                let ops = ops.lock().unwrap();
+                for a in &affected {
+                    if let Some(o) = ops.iter().find(|o| &&o.actor == a && o.sent >= killed) {
+                        waits.entry(*a).or_insert(o.acked - killed);
+                    }
+                }
+                waits.len() == affected.len()
+            },
+        )
+        .await;
+        let worst = waits.values().max().copied().unwrap_or_default();
+        eprintln!(
+            "kill {k} of {}: {} affected actors, worst {worst:?}",
+            ids[victim],
+            affected.len()
+        );
+        unavailable.extend(waits.values());
+        // Restarted: it takes its shards back while the load goes on.
+        nodes[victim] = node(ids[victim], &bus, &url);
+        let back = Instant::now();
+        targets
+            .addrs
+            .lock()
+            .unwrap()
+            .push(nodes[victim].addr.clone());
+        let watch_addr = nodes[watcher].addr.clone();
+        poll_until(
+            "the restarted node up",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            async || owners(&watch_addr, &ids).await,
+        )
+        .await;
+        // Give the hand-back time to finish before the window closes.
+        let until = Instant::now() + Duration::from_secs(5);
+        poll_until(
+            "hand-back window",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            async || Instant::now() >= until,
+        )
+        .await;
+        rejoin_windows.push((back, Instant::now()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for d in drivers {
+        d.await.expect("a load driver failed");
+    }
+
+    // Unavailability per affected actor.
+    unavailable.sort();
+    assert!(
+        unavailable.len() >= kills,
+        "{} affected actors over {kills} kills",
+        unavailable.len()
+    );
+    let (p50, p99, max) = (
+        pct(&unavailable, 50.0),
+        pct(&unavailable, 99.0),
+        *unavailable.last().unwrap(),
+    );
+    let ops = std::mem::take(&mut *ops.lock().unwrap());
+    let mut latencies: Vec<Duration> = ops.iter().map(|o| o.acked - o.sent).collect();
+    latencies.sort();
+    let slow_in_rejoin: Vec<Duration> = ops
+        .iter()
+        .filter(|o| {
+            rejoin_windows
+                .iter()
+                .any(|(a, b)| o.sent >= *a && o.sent <= *b)
+        })
+        .map(|o| o.acked - o.sent)
+        .filter(|l| *l > Duration::from_secs(1))
+        .collect();
+    eprintln!(
+        "failover through the API, {kills} kills, {} affected actors, {history}-line consults: \
+         unavailability p50 {p50:?} p99 {p99:?} max {max:?}; {} ops, latency p50 {:?} p99 {:?} max {:?}; \
+         ops over 1 s while a node rejoined: {} (max {:?})",
+        unavailable.len(),
+        ops.len(),
+        pct(&latencies, 50.0),
+        pct(&latencies, 99.0),
+        latencies.last().unwrap(),
+        slow_in_rejoin.len(),
+        slow_in_rejoin.iter().max(),
+    );
+    assert!(
+        p50 < Duration::from_millis(300),
+        "unavailability p50 {p50:?}"
+    );
+    assert!(p99 < Duration::from_secs(1), "unavailability p99 {p99:?}");
+    assert!(max < Duration::from_secs(2), "unavailability max {max:?}");
+    assert!(
+        slow_in_rejoin.is_empty(),
+        "ops over 1 s while a node took its shards back: {slow_in_rejoin:?}"
+    );
+
+    // Exactly once, in order: what the journals hold against what was
+    // acknowledged.
+    for a in &actors {
+        let mine: Vec<&Op> = ops.iter().filter(|o| &o.actor == a).collect();
+        let events = store.events(a, 0).await.unwrap();
+        if a.starts_with("consult/") {
+            let mut stored: Vec<(u64, String)> = Vec::new();
+            for e in &events {
+                if let Ok(Event::Chatted { line }) = serde_json::from_slice::<Event>(&e.payload) {
+                    if line.client_message_id.starts_with("op-") {
+                        stored.push((line.seq, line.client_message_id.clone()));
+                    }
+                }
+            }
+            let unique: BTreeSet<&str> = stored.iter().map(|(_, k)| k.as_str()).collect();
+            assert_eq!(unique.len(), stored.len(), "{a}: a chat line stored twice");
+            for o in &mine {
+                assert!(
+                    unique.contains(o.key.as_str()),
+                    "{a}: acknowledged {} lost",
+                    o.key
+                );
+                let at = stored.iter().find(|(_, k)| *k == o.key).unwrap().0;
+                assert_eq!(Some(at), o.seq, "{a}: {} answered another sequence", o.key);
+            }
+            let seqs: Vec<u64> = mine.iter().filter_map(|o| o.seq).collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{a}: out of order");
+        } else {
+            let mut stamps = Vec::new();
+            for e in &events {
+                let batch: Vec<cardio::actors::device::sample::Sample> =
+                    serde_json::from_slice(&e.payload).unwrap();
+                stamps.extend(batch.iter().map(|s| s.at_ms()));
+            }
+            let unique: BTreeSet<u64> = stamps.iter().copied().collect();
+            assert_eq!(unique.len(), stamps.len(), "{a}: a sample stored twice");
+            for o in &mine {
+                assert!(
+                    unique.contains(&o.key.parse::<u64>().unwrap()),
+                    "{a}: acknowledged sample {} lost",
+                    o.key
+                );
+            }
+        }
+    }
+    store.close().await;
+    drop(nodes);
+    db.done().await;
+}
