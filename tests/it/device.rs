@@ -767,6 +767,42 @@ async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
 }
 on_both!(snapshots, a_passivated_stream_comes_back_from_its_snapshot);
 
+/// A stream that stays live still snapshots every 64 chunks (beside the
+/// actor, after the answer): a kill -9 then replays at most 63 chunks.
+async fn a_live_stream_snapshots_every_64_chunks(store: &Store) {
+    let kind = devices(store).await;
+    let t0 = now_ms() - 600_000;
+    for i in 0..130u64 {
+        let r = push(
+            &kind,
+            "d-64",
+            &format!("r{i}"),
+            vec![Sample::HeartRate {
+                at_ms: t0 + i * 1_000,
+                bpm: 70.0,
+            }],
+        )
+        .await;
+        assert_eq!(r.accepted, 1, "{r:?}");
+    }
+    let saved = poll_until(
+        "a snapshot at chunk 128",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || {
+            store
+                .snapshot("device/d-64")
+                .await
+                .unwrap()
+                .filter(|s| s.seq == 128)
+        },
+    )
+    .await;
+    assert_eq!(saved.seq, 128);
+    assert_eq!(kind.live(), 1, "taken without passivating");
+}
+on_both!(live_snapshots, a_live_stream_snapshots_every_64_chunks);
+
 async fn a_stream_restored_from_its_snapshot_computes_what_a_live_one_does(store: &Store) {
     let mut passivating = devices(store).await;
     let live = devices(store).await;

@@ -138,6 +138,9 @@ pub struct DeviceStream {
     open_alerts: HashMap<AlarmKey, String>,
     /// Request ids of the latest batches, to answer a retry as a duplicate.
     recent_requests: VecDeque<String>,
+    /// The snapshot being written beside the actor, if any: the next one
+    /// waits for it, so snapshots of one stream land in the order taken.
+    pending_snapshot: Option<actix_rt::task::JoinHandle<()>>,
     events: crate::bus::events::Events,
     /// The newest sample's time (device clock) and when it arrived (node's
     /// monotonic clock): "now" on the device's clock, for timers.
@@ -323,6 +326,7 @@ impl DeviceStream {
             last_seq: 0,
             open_alerts: HashMap::new(),
             recent_requests: VecDeque::new(),
+            pending_snapshot: None,
             events: crate::bus::events::Events::none(),
             received: None,
             armed_for: None,
@@ -454,8 +458,8 @@ impl DeviceStream {
         (changes, chunk)
     }
 
-    async fn snapshot(&self) {
-        let saved = DeviceSnapshot {
+    fn snapshot_state(&self) -> DeviceSnapshot {
+        DeviceSnapshot {
             history: self.validator.history(),
             open: self.open_aggregates(),
             engine: Some(self.engine.clone()),
@@ -467,8 +471,34 @@ impl DeviceStream {
             lead: self.lead.clone(),
             newest_data_ms: self.received.map(|(ms, _)| ms),
             latest: self.latest.clone(),
-        };
+        }
+    }
+
+    /// Saves the snapshot now (after the one being written beside, if any):
+    /// for passivation and for alarm state no journal holds.
+    async fn snapshot(&mut self) {
+        if let Some(pending) = self.pending_snapshot.take() {
+            let _ = pending.await;
+        }
+        let saved = self.snapshot_state();
         crate::actors::save_snapshot(&self.store, &self.key, self.last_seq, &saved).await;
+    }
+
+    /// Saves the snapshot beside the actor, off the push's path: the answer
+    /// does not wait for the write. It follows the previous one, so an older
+    /// state never lands after a newer one of the same sequence.
+    fn snapshot_beside(&mut self) {
+        let payload = serde_json::to_vec(&self.snapshot_state()).expect("snapshots serialise");
+        let previous = self.pending_snapshot.take();
+        let (store, key, seq) = (self.store.clone(), self.key.clone(), self.last_seq);
+        self.pending_snapshot = Some(actix_rt::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            if let Err(e) = store.save_snapshot(&key, seq, &payload).await {
+                tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&key), error = %e, "snapshot not saved");
+            }
+        }));
     }
 
     fn remember(&mut self, request_id: String) {
@@ -680,7 +710,7 @@ impl Handler<Push> for DeviceStream {
         if self.last_seq % SNAPSHOT_EVERY == 0 {
             // Only after the derived rows are written: a replay from this
             // snapshot must not need to re-derive what came before it.
-            self.snapshot().await;
+            self.snapshot_beside();
         }
         self.arm(ctx);
         Ok(PushResult {
