@@ -10,7 +10,7 @@
 //!   broker (single active consumer) delivers to one of them at a time and
 //!   activates the other at once when the first one's connection dies. A node
 //!   that holds a shard while another live node ranks first hands it over:
-//!   stops taking its messages, finishes the one in hand, passivates the
+//!   stops taking its messages, finishes those in flight, passivates the
 //!   shard's actors (their stop hooks flush state), hands unacknowledged
 //!   messages back, releases the shard, and stays on as standby.
 //! - **Ownership and fencing**: a node takes a shard when its first message
@@ -34,7 +34,7 @@ pub use crate::address::shard_of;
 
 use crate::bus::{Bus, Subscription};
 use crate::clock::unix_ms;
-use crate::registry::inbox::deliver_unless_moved;
+use crate::registry::inbox::Lanes;
 use crate::registry::Registry;
 use crate::store::cluster::{NodeRow, ShardRow};
 use crate::store::Store;
@@ -508,10 +508,19 @@ impl Inner {
         let (stop, mut stopped) = watch::channel(false);
         let me = Arc::clone(self);
         let task = actix_rt::spawn(async move {
-            loop {
+            let fence = Arc::clone(&me.fence);
+            let mut lanes = Lanes::new(
+                me.registry.clone(),
+                Arc::clone(&me.bus),
+                Arc::new(move || fence.epoch(shard).is_none()),
+            );
+            // Every way out waits for the deliveries in flight (hand-over,
+            // leave and self-fencing rely on it).
+            let ended = loop {
                 tokio::select! {
                     biased;
-                    _ = stopped.changed() => return Some(sub),
+                    _ = stopped.changed() => break Some(()),
+                    () = lanes.next_done(), if lanes.running() > 0 => {}
                     next = sub.next() => match next {
                         Some(delivery) => {
                             if !delivery.usable() {
@@ -529,23 +538,25 @@ impl Inner {
                                     0.0,
                                 );
                             let mut attempt = 0;
+                            let mut stop_now = false;
                             while !me.take_on_delivery(shard).await {
                                 tokio::select! {
-                                    _ = stopped.changed() => return Some(sub),
+                                    _ = stopped.changed() => { stop_now = true; break; }
                                     _ = tokio::time::sleep(CLAIM_RETRY.delay(attempt, 0.0)) => {}
                                 }
                                 attempt = attempt.saturating_add(1);
                             }
-                            let fence = Arc::clone(&me.fence);
-                            deliver_unless_moved(&me.registry, me.bus.as_ref(), delivery, || {
-                                fence.epoch(shard).is_none()
-                            })
-                            .await;
+                            if stop_now {
+                                break Some(());
+                            }
+                            lanes.push(delivery);
                         }
-                        None => return None,
+                        None => break None,
                     },
                 }
-            }
+            };
+            lanes.finish().await;
+            ended.map(|()| sub)
         });
         self.consumers
             .lock()
@@ -611,7 +622,7 @@ impl Inner {
         }
     }
 
-    /// Hand-off: stop taking the shard's messages (the one in hand is
+    /// Hand-off: stop taking the shard's messages (those in flight are
     /// finished), passivate its actors, give unacknowledged messages back to
     /// the broker (which activates the standby), release the shard; then
     /// consume again as standby if `resubscribe`.
