@@ -188,6 +188,11 @@ impl Drop for Delivery {
 pub trait Source: Send {
     /// The next delivery; `None` once the subscription is closed.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Ends the subscription and waits (boundedly) until the backend has
+    /// let go of it, unacknowledged deliveries returned. Dropping it does the
+    /// same without waiting.
+    async fn close(&mut self) {}
 }
 
 /// A stream of deliveries from one queue.
@@ -202,6 +207,12 @@ impl Subscription {
 
     pub async fn next(&mut self) -> Option<Delivery> {
         self.source.next().await
+    }
+
+    /// Ends the subscription once the backend has let go of it (a consumer
+    /// cancelled at the broker, so it activates another); see [`Source::close`].
+    pub async fn close(mut self) {
+        self.source.close().await;
     }
 
     /// The next event of type `E`, with its envelope. Events of other types
