@@ -1433,7 +1433,7 @@ async fn a_killed_node_takes_its_shards_back_calmly_once_each_and_no_op_waits_a_
 }
 
 #[actix_rt::test]
-async fn a_rolling_restart_of_three_nodes_moves_each_shard_twice_and_no_op_waits_a_second() {
+async fn a_rolling_restart_of_three_nodes_moves_each_shard_twice() {
     needs!(Cluster);
     let _broker = crate::broker::shared().await;
     let (cluster, db) = Cluster::new().await;
