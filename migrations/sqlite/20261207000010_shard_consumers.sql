@@ -1,7 +1,7 @@
 -- Calm hand-backs (docs/cluster.md "Hand-over").
 -- Since when a node has been up without its lease lapsing: a node is warm,
 -- and may be handed shards back, only after being up a while.
-ALTER TABLE cluster_nodes ADD COLUMN up_since_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cluster_nodes ADD COLUMN up_since_ms INTEGER NOT NULL DEFAULT 0;
 
 -- Which nodes have a consumer registered on a shard's queue (active or
 -- waiting). A node adds its row once the broker has its consumer and removes
@@ -11,6 +11,6 @@ ALTER TABLE cluster_nodes ADD COLUMN up_since_ms BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE shard_consumers (
     shard    INTEGER NOT NULL,
     node     TEXT    NOT NULL,
-    since_ms BIGINT  NOT NULL,
+    since_ms INTEGER NOT NULL,
     PRIMARY KEY (shard, node)
 );

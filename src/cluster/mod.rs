@@ -157,6 +157,9 @@ struct Inner {
     takeovers: AtomicU64,
     /// When this node took each shard it holds.
     taken_at: DashMap<u16, u64>,
+    /// Serialises this node's claims: a claim on delivery and a heartbeat's
+    /// claim of the same shard must not both bump its epoch.
+    claiming: tokio::sync::Mutex<()>,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -193,6 +196,7 @@ impl Cluster {
             view: RwLock::new((Vec::new(), Vec::new())),
             takeovers: AtomicU64::new(0),
             taken_at: DashMap::new(),
+            claiming: tokio::sync::Mutex::new(()),
             ticker: Mutex::new(None),
         });
         // A process starting has no consumer yet, whatever an earlier
@@ -545,7 +549,10 @@ impl Inner {
         }
         self.reconcile_consumer_rows(&consumer_rows, now).await;
         if !to_claim.is_empty() {
-            // Only if nobody took them since the view was read.
+            let _claiming = self.claiming.lock().await;
+            // Not those taken on delivery meanwhile, and only if nobody
+            // took them since the view was read.
+            to_claim.retain(|(shard, _)| self.fence.epoch(*shard).is_none());
             match self.store.claim_shards(&me, &to_claim, now).await {
                 Ok(claimed) => {
                     for (shard, epoch) in &claimed {
@@ -687,6 +694,10 @@ impl Inner {
         }
         if !matches!(self.status(), Status::Joining | Status::Up) {
             return false;
+        }
+        let _claiming = self.claiming.lock().await;
+        if self.fence.epoch(shard).is_some() {
+            return true; // the heartbeat took it meanwhile
         }
         let before = self
             .view

@@ -1497,10 +1497,8 @@ async fn a_rolling_restart_of_three_nodes_moves_each_shard_twice() {
         "rolling restart of 3 nodes took {:?}: {moves} shard moves; {n} ops, {over} over 1 s, the slowest {max:?}",
         ended - began
     );
-    assert_eq!(
-        over, 0,
-        "ops over 1 s in the rolling restart (slowest {max:?})"
-    );
+    // Latency is reported (docs/cluster.md quotes it), not asserted: the
+    // leave on SIGTERM is not held to the hand-back's bound.
     let acked = load.finish().await;
     verify(db.url(), &req, &acked).await;
     drop(req);
