@@ -195,6 +195,10 @@ pub trait Source: Send {
     fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+    /// Ends the subscription and waits (boundedly) until the backend has
+    /// let go of it, unacknowledged deliveries returned. Dropping it does the
+    /// same without waiting.
+    async fn close(&mut self) {}
 }
 
 /// A stream of deliveries from one queue.
@@ -214,6 +218,12 @@ impl Subscription {
     /// See [`Source::resets`].
     pub fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.source.resets()
+    }
+
+    /// Ends the subscription once the backend has let go of it (a consumer
+    /// cancelled at the broker, so it activates another); see [`Source::close`].
+    pub async fn close(mut self) {
+        self.source.close().await;
     }
 
     /// The next event of type `E`, with its envelope. Events of other types

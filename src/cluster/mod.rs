@@ -6,13 +6,15 @@
 //! - **Membership**: each node renews a lease row in SQL every heartbeat; a
 //!   node whose lease ran out is dead to the others.
 //! - **Balance**: shards are ranked over live nodes by rendezvous hashing. A
-//!   node consumes a shard's queue when it is among the shard's top two; the
-//!   broker (single active consumer) delivers to one of them at a time and
-//!   activates the other at once when the first one's connection dies. A node
-//!   that holds a shard while another live node ranks first hands it over:
-//!   stops taking its messages, finishes the one in hand, passivates the
-//!   shard's actors (their stop hooks flush state), hands unacknowledged
-//!   messages back, releases the shard, and stays on as standby.
+//!   shard's queue is consumed by its holder and by the first-ranked other
+//!   node; the broker (single active consumer) delivers to one of them at a
+//!   time and activates the other at once when the first one's connection
+//!   dies. A node that holds a shard while another live node ranks first
+//!   hands it over once that node is warm and the shard's only other
+//!   consumer (so the broker activates it and nobody else), a few shards per
+//!   heartbeat: stops taking its messages, finishes those in flight,
+//!   passivates the shard's actors (their stop hooks flush state), cancels
+//!   its consumer, releases the shard, and stays on as standby.
 //! - **Ownership and fencing**: a node takes a shard when its first message
 //!   arrives (or when the owner is gone and the node ranks first) by bumping
 //!   the shard's epoch in SQL; every journal write is conditional on the epoch
@@ -34,12 +36,16 @@ pub use crate::address::shard_of;
 
 use crate::bus::{Bus, Subscription};
 use crate::clock::unix_ms;
-use crate::registry::inbox::deliver_unless_moved;
+use crate::registry::inbox::Lanes;
 use crate::registry::Registry;
 use crate::store::cluster::{NodeRow, ShardRow};
 use crate::store::Store;
 
 pub use crate::shards::{shard_of_key, Fence};
+
+/// Shards a holder hands back per heartbeat at most (a rejoining node takes
+/// its share gradually).
+pub const HANDOVERS_PER_BEAT: usize = 2;
 
 /// Rendezvous (highest random weight) ranking of `nodes` for `shard`: the
 /// order every node computes alike from the same live set. Removing a node
@@ -145,12 +151,17 @@ struct Inner {
     last_renewed_ms: AtomicU64,
     /// Since when (Unix ms) this node's bus has been up; 0 while it is down.
     bus_up_since_ms: AtomicU64,
+    /// Since when the lease has been renewed as `up` without a lapse.
+    up_since_ms: AtomicU64,
     consumers: tokio::sync::Mutex<HashMap<u16, ShardTask>>,
     view: RwLock<(Vec<NodeRow>, Vec<ShardRow>)>,
     /// Shards taken from another owner (failovers and handovers), for metrics.
     takeovers: AtomicU64,
     /// When this node took each shard it holds.
     taken_at: DashMap<u16, u64>,
+    /// Serialises this node's claims: a claim on delivery and a heartbeat's
+    /// claim of the same shard must not both bump its epoch.
+    claiming: tokio::sync::Mutex<()>,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -183,12 +194,17 @@ impl Cluster {
             started_ms: unix_ms(),
             last_renewed_ms: AtomicU64::new(0),
             bus_up_since_ms: AtomicU64::new(0),
+            up_since_ms: AtomicU64::new(0),
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             view: RwLock::new((Vec::new(), Vec::new())),
             takeovers: AtomicU64::new(0),
             taken_at: DashMap::new(),
+            claiming: tokio::sync::Mutex::new(()),
             ticker: Mutex::new(None),
         });
+        // A process starting has no consumer yet, whatever an earlier
+        // incarnation left in the table.
+        inner.store.forget_consumers(inner.me()).await?;
         // Joining: subscribe where this node ranks high, then say `up`.
         inner.renew_once().await?;
         inner.rebalance().await?;
@@ -349,6 +365,13 @@ impl Inner {
             Status::Up if !bus_ok => "degraded",
             s => s.as_str(),
         };
+        // Warmth starts again after a lapse (a stall, a cut from the
+        // database) and while not `up`.
+        let last = self.last_renewed_ms.load(Ordering::Acquire);
+        let lapsed = last == 0 || now > last + self.settings.lease.as_millis() as u64;
+        if lapsed || status != "up" {
+            self.up_since_ms.store(now, Ordering::Release);
+        }
         self.store
             .heartbeat(&NodeRow {
                 id: self.settings.node_id.clone(),
@@ -357,6 +380,7 @@ impl Inner {
                 started_ms: self.started_ms,
                 last_seen_ms: now,
                 lease_until_ms: now + self.settings.lease.as_millis() as u64,
+                up_since_ms: self.up_since_ms.load(Ordering::Acquire),
             })
             .await?;
         self.last_renewed_ms.store(now, Ordering::Release);
@@ -382,10 +406,19 @@ impl Inner {
     /// Reads the view, then subscribes, unsubscribes, hands over and takes
     /// shards as the ranking says. A failure on one shard does not stop the
     /// others.
+    ///
+    /// Consumers: a shard's holder and the first-ranked other node (the one
+    /// the shard goes to next); with no live holder, the top `replicas`. A
+    /// holder hands a shard to the first-ranked node only when that node is
+    /// warm (up, without a lapse, for [`Inner::warmup`]) and is the shard's
+    /// one other consumer, so that the broker, which activates the
+    /// earliest-registered waiting consumer, cannot activate anyone else; and
+    /// at most [`HANDOVERS_PER_BEAT`] shards per heartbeat.
     async fn rebalance(self: &Arc<Self>) -> anyhow::Result<()> {
         let bus_ok = self.bus.healthy().await;
         let nodes = self.store.cluster_nodes().await?;
         let shards = self.store.shard_owners().await?;
+        let consumer_rows = self.store.shard_consumers().await?;
         let now = unix_ms();
         // A peer `degraded` within a lease of this node's own bus coming
         // back was most likely cut off by the same broker restart and is
@@ -413,6 +446,7 @@ impl Inner {
         if participating {
             live.push(&me);
         }
+        let lease_valid = |id: &str| nodes.iter().any(|n| n.id == id && n.lease_until_ms > now);
         // An owner cut off from the broker (`degraded`) cannot serve its
         // shards: they are taken like a dead node's.
         let owner_live = |owner: &str| {
@@ -422,17 +456,29 @@ impl Inner {
                     && (matches!(n.status.as_str(), "joining" | "leaving") || serving(&n.status))
             })
         };
+        let warmup = self.warmup().as_millis() as u64;
+        let warm = |id: &str| {
+            nodes.iter().any(|n| {
+                n.id == id
+                    && n.status == "up"
+                    && n.lease_until_ms > now
+                    && n.up_since_ms > 0
+                    && n.up_since_ms + warmup <= now
+            })
+        };
+        // Other live nodes' consumers, by shard.
+        let mut others_consuming: HashMap<u16, Vec<&str>> = HashMap::new();
+        for (shard, node) in &consumer_rows {
+            if *node != me && lease_valid(node) {
+                others_consuming.entry(*shard).or_default().push(node);
+            }
+        }
         let rows: HashMap<u16, &ShardRow> = shards.iter().map(|s| (s.id, s)).collect();
+        let replicas = self.settings.replicas.max(1);
         let mut to_claim = Vec::new();
+        let mut handed = 0;
         for shard in 0..self.settings.shards {
             let ranked = rank(shard, &live);
-            let top: Vec<&str> = ranked
-                .iter()
-                .take(self.settings.replicas.max(1))
-                .copied()
-                .collect();
-            let want = participating && top.contains(&me.as_str());
-            let first = top.first().copied() == Some(me.as_str());
             let row = rows.get(&shard);
             // A hold the table has moved past is gone: another node took it.
             // (A row older than our own claim, read before it, proves nothing.)
@@ -446,10 +492,31 @@ impl Inner {
                     self.passivate_shard(shard).await;
                 }
             }
+            let held = self.fence.epoch(shard).is_some();
+            let holder = if held {
+                Some(me.as_str())
+            } else {
+                row.and_then(|r| r.owner.as_deref())
+                    .filter(|o| owner_live(o))
+            };
+            // Who should consume: the holder and the nodes it hands to next.
+            let wanted: Vec<&str> = match holder {
+                Some(h) => std::iter::once(h)
+                    .chain(
+                        ranked
+                            .iter()
+                            .copied()
+                            .filter(|n| *n != h)
+                            .take(replicas - 1),
+                    )
+                    .collect(),
+                None => ranked.iter().take(replicas).copied().collect(),
+            };
+            let want = participating && wanted.contains(&me.as_str());
+            let first = ranked.first().copied() == Some(me.as_str());
             if !bus_ok {
                 continue; // nothing to consume with; consumers re-attach by themselves
             }
-            let held = self.fence.epoch(shard).is_some();
             let subscribed = {
                 let mut consumers = self.consumers.lock().await;
                 // A consumer that gave up (broker away too long) is consumed anew.
@@ -459,28 +526,37 @@ impl Inner {
                 }
                 consumers.contains_key(&shard)
             };
-            // Someone ranks first: give the shard to it and stay as standby,
-            // once it has shown life after this node took the shard. (A node
-            // killed a moment ago still ranks first until its lease runs out,
-            // and the broker gives its shards to the standby at once: handing
-            // them back to the dead would only bounce them.)
-            let first_alive_since_taken = top.first().is_some_and(|f| {
-                let taken = self.taken_at.get(&shard).map_or(0, |t| *t);
-                nodes.iter().any(|n| {
-                    n.id == *f
-                        && n.last_seen_ms > taken + self.settings.heartbeat.as_millis() as u64
-                })
-            });
-            if held && !first && participating && first_alive_since_taken {
-                self.hand_over(shard, want).await;
-                continue;
+            if held && !first && participating {
+                let next = ranked.first().copied();
+                // It must have shown life after this node took the shard (a
+                // node killed a moment ago still ranks first until its lease
+                // runs out, and the broker gave its shards to the standby at
+                // once), be warm, and be the one other consumer.
+                let ready = next.is_some_and(|f| {
+                    let taken = self.taken_at.get(&shard).map_or(0, |t| *t);
+                    let alive_since_taken = nodes.iter().any(|n| {
+                        n.id == f
+                            && n.last_seen_ms > taken + self.settings.heartbeat.as_millis() as u64
+                    });
+                    alive_since_taken
+                        && warm(f)
+                        && others_consuming.get(&shard).map(Vec::as_slice) == Some(&[f][..])
+                });
+                if ready && handed < HANDOVERS_PER_BEAT {
+                    handed += 1;
+                    // Consume again as a standby if this node is next after it.
+                    let after: Vec<&str> =
+                        ranked.iter().skip(1).take(replicas - 1).copied().collect();
+                    self.hand_over(shard, after.contains(&me.as_str())).await;
+                    continue;
+                }
             }
             if want && !subscribed {
                 if let Err(e) = self.subscribe(shard).await {
                     tracing::warn!(shard, error = %e, "cannot consume the shard yet");
                     continue;
                 }
-            } else if !want && subscribed {
+            } else if !want && subscribed && !held {
                 self.hand_over(shard, false).await;
                 continue;
             }
@@ -489,8 +565,12 @@ impl Inner {
                 to_claim.push((shard, Some(row.map_or(0, |r| r.epoch))));
             }
         }
+        self.reconcile_consumer_rows(&consumer_rows, now).await;
         if !to_claim.is_empty() {
-            // Only if nobody took them since the view was read.
+            let _claiming = self.claiming.lock().await;
+            // Not those taken on delivery meanwhile, and only if nobody
+            // took them since the view was read.
+            to_claim.retain(|(shard, _)| self.fence.epoch(*shard).is_none());
             match self.store.claim_shards(&me, &to_claim, now).await {
                 Ok(claimed) => {
                     for (shard, epoch) in &claimed {
@@ -515,6 +595,38 @@ impl Inner {
         Ok(())
     }
 
+    /// How long a node must have been up without a lapse before shards are
+    /// handed back to it: two leases, so a node that flaps (or just woke
+    /// from a stall) is not given shards it may lose again at once.
+    fn warmup(&self) -> Duration {
+        self.settings.lease * 2
+    }
+
+    /// Makes this node's rows in `shard_consumers` say what it consumes
+    /// (a write that failed before, or a consumer that ended by itself).
+    async fn reconcile_consumer_rows(&self, rows: &[(u16, String)], now: u64) {
+        let me = self.me();
+        let recorded: std::collections::BTreeSet<u16> = rows
+            .iter()
+            .filter(|(_, n)| n == me)
+            .map(|(s, _)| *s)
+            .collect();
+        let consuming: std::collections::BTreeSet<u16> = {
+            let consumers = self.consumers.lock().await;
+            consumers
+                .iter()
+                .filter(|(_, c)| !c.task.is_finished())
+                .map(|(s, _)| *s)
+                .collect()
+        };
+        for shard in consuming.symmetric_difference(&recorded) {
+            let on = consuming.contains(shard);
+            if let Err(e) = self.store.set_consuming(me, *shard, on, now).await {
+                tracing::warn!(shard, error = %e, "could not record a shard consumer");
+            }
+        }
+    }
+
     /// Consumes `shard`'s queue (as active consumer or standby: the broker decides).
     async fn subscribe(self: &Arc<Self>, shard: u16) -> anyhow::Result<()> {
         let mut sub = tokio::time::timeout(
@@ -526,10 +638,19 @@ impl Inner {
         let (stop, mut stopped) = watch::channel(false);
         let me = Arc::clone(self);
         let task = actix_rt::spawn(async move {
-            loop {
+            let fence = Arc::clone(&me.fence);
+            let mut lanes = Lanes::new(
+                me.registry.clone(),
+                Arc::clone(&me.bus),
+                Arc::new(move || fence.epoch(shard).is_none()),
+            );
+            // Every way out waits for the deliveries in flight (hand-over,
+            // leave and self-fencing rely on it).
+            let ended = loop {
                 tokio::select! {
                     biased;
-                    _ = stopped.changed() => return Some(sub),
+                    _ = stopped.changed() => break Some(()),
+                    () = lanes.next_done(), if lanes.running() > 0 => {}
                     next = sub.next() => match next {
                         Some(delivery) => {
                             if !delivery.usable() {
@@ -547,28 +668,38 @@ impl Inner {
                                     0.0,
                                 );
                             let mut attempt = 0;
+                            let mut stop_now = false;
                             while !me.take_on_delivery(shard).await {
                                 tokio::select! {
-                                    _ = stopped.changed() => return Some(sub),
+                                    _ = stopped.changed() => { stop_now = true; break; }
                                     _ = tokio::time::sleep(CLAIM_RETRY.delay(attempt, 0.0)) => {}
                                 }
                                 attempt = attempt.saturating_add(1);
                             }
-                            let fence = Arc::clone(&me.fence);
-                            deliver_unless_moved(&me.registry, me.bus.as_ref(), delivery, || {
-                                fence.epoch(shard).is_none()
-                            })
-                            .await;
+                            if stop_now {
+                                break Some(());
+                            }
+                            lanes.push(delivery);
                         }
-                        None => return None,
+                        None => break None,
                     },
                 }
-            }
+            };
+            lanes.finish().await;
+            ended.map(|()| sub)
         });
         self.consumers
             .lock()
             .await
             .insert(shard, ShardTask { stop, task });
+        // Others hand the shard to this node only once they see it consuming.
+        if let Err(e) = self
+            .store
+            .set_consuming(self.me(), shard, true, unix_ms())
+            .await
+        {
+            tracing::warn!(shard, error = %e, "could not record a shard consumer");
+        }
         Ok(())
     }
 
@@ -581,6 +712,10 @@ impl Inner {
         }
         if !matches!(self.status(), Status::Joining | Status::Up) {
             return false;
+        }
+        let _claiming = self.claiming.lock().await;
+        if self.fence.epoch(shard).is_some() {
+            return true; // the heartbeat took it meanwhile
         }
         let before = self
             .view
@@ -629,10 +764,11 @@ impl Inner {
         }
     }
 
-    /// Hand-off: stop taking the shard's messages (the one in hand is
-    /// finished), passivate its actors, give unacknowledged messages back to
-    /// the broker (which activates the standby), release the shard; then
-    /// consume again as standby if `resubscribe`.
+    /// Hand-off: stop taking the shard's messages (those in flight are
+    /// finished), passivate its actors, cancel the consumer and wait until
+    /// the broker has it (unacknowledged messages go back, and it activates
+    /// the waiting consumer), release the shard; then consume again as
+    /// standby if `resubscribe`.
     async fn hand_over(self: &Arc<Self>, shard: u16, resubscribe: bool) {
         let task = self.consumers.lock().await.remove(&shard);
         let sub = match task {
@@ -643,7 +779,16 @@ impl Inner {
             None => None,
         };
         self.passivate_shard(shard).await;
-        drop(sub);
+        if let Some(sub) = sub {
+            sub.close().await;
+        }
+        if let Err(e) = self
+            .store
+            .set_consuming(self.me(), shard, false, unix_ms())
+            .await
+        {
+            tracing::warn!(shard, error = %e, "could not record a shard consumer's end");
+        }
         if let Some(epoch) = self.fence.release(shard) {
             match self
                 .store

@@ -5,13 +5,20 @@
 //! effects are done); a crash or an unavailable actor requeues it, so it is
 //! redelivered, and the bus dead-letters it past the delivery limit; a message
 //! that can never work (not an envelope, no such message type, deadline passed)
-//! is dead-lettered at once with the reason. Messages of one shard are handled
-//! one after another, which keeps them in order per actor.
+//! is dead-lettered at once with the reason.
+//!
+//! Order is per actor, not per shard: [`Lanes`] handles the deliveries of one
+//! shard concurrently across actors and one after another for each actor (a
+//! delivery for an actor with one in flight waits behind it), so one actor
+//! that is slow to start or to answer does not hold up the others on its
+//! shard. The consumer's prefetch bounds what is in hand. The cluster's shard
+//! consumers and the test [`Inbox`] both dispatch through it.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::{DeliverError, Registry};
@@ -47,27 +54,165 @@ impl Inbox {
             let (registry, bus, mut stopped) =
                 (registry.clone(), Arc::clone(&bus), stopped.clone());
             tasks.push(actix_rt::spawn(async move {
+                let mut lanes = Lanes::new(registry, bus, Arc::new(|| false));
                 loop {
                     tokio::select! {
                         biased;
                         _ = stopped.changed() => break,
+                        () = lanes.next_done(), if lanes.running() > 0 => {}
                         next = sub.next() => match next {
-                            Some(delivery) => { deliver(&registry, bus.as_ref(), delivery).await; }
+                            Some(delivery) => lanes.push(delivery),
                             None => break,
                         },
                     }
                 }
+                lanes.finish().await;
             }));
         }
         Ok(Inbox { tasks, stop })
     }
 
-    /// Stops taking messages; the message in hand on each shard is finished.
+    /// Stops taking messages; the messages being handled on each shard are
+    /// finished (those waiting behind them go back to the queue).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// The lane of a delivery: its recipient's address, or (no readable
+/// recipient: it will be set aside) a lane of its own.
+fn lane_of(delivery: &Delivery, fresh: &mut u64) -> (Arc<str>, Option<crate::bus::Envelope>) {
+    match delivery.envelope() {
+        Ok(env) => match &env.to {
+            Some(to) => (Arc::from(to.to_string()), Some(env)),
+            None => {
+                *fresh += 1;
+                (Arc::from(format!("\0{fresh}")), Some(env))
+            }
+        },
+        Err(_) => {
+            *fresh += 1;
+            (Arc::from(format!("\0{fresh}")), None)
+        }
+    }
+}
+
+/// Whether a failed delivery's shard moved away (then it is handed back
+/// without counting as a failure); see [`deliver_unless_moved`].
+pub type Moved = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Per-actor lanes of one shard consumer; see the module docs. Each delivery
+/// is handled in a task of its own (on the current arbiter), so handling goes
+/// on while the consumer waits for something else.
+pub struct Lanes {
+    registry: Registry,
+    bus: Arc<dyn Bus>,
+    moved: Moved,
+    /// Deliveries waiting behind the one in flight for the same actor; a lane
+    /// is present while a delivery of it is in flight.
+    lanes: HashMap<Arc<str>, VecDeque<(Delivery, Option<crate::bus::Envelope>)>>,
+    running: JoinSet<()>,
+    /// The lane of each running task.
+    of_task: HashMap<tokio::task::Id, Arc<str>>,
+    fresh: u64,
+}
+
+impl Lanes {
+    pub fn new(registry: Registry, bus: Arc<dyn Bus>, moved: Moved) -> Lanes {
+        Lanes {
+            registry,
+            bus,
+            moved,
+            lanes: HashMap::new(),
+            running: JoinSet::new(),
+            of_task: HashMap::new(),
+            fresh: 0,
+        }
+    }
+
+    /// Takes a delivery: handled now, or after the one in flight for its actor.
+    pub fn push(&mut self, delivery: Delivery) {
+        let (lane, env) = lane_of(&delivery, &mut self.fresh);
+        match self.lanes.get_mut(&lane) {
+            Some(waiting) => waiting.push_back((delivery, env)),
+            None => {
+                self.lanes.insert(Arc::clone(&lane), VecDeque::new());
+                self.start(lane, delivery, env);
+            }
+        }
+    }
+
+    fn start(&mut self, lane: Arc<str>, delivery: Delivery, env: Option<crate::bus::Envelope>) {
+        let (registry, bus, moved) = (
+            self.registry.clone(),
+            Arc::clone(&self.bus),
+            Arc::clone(&self.moved),
+        );
+        let task = self.running.spawn_local(async move {
+            let moved = move || moved();
+            match env {
+                Some(env) => {
+                    deliver_decoded(&registry, bus.as_ref(), delivery, env, moved).await;
+                }
+                None => {
+                    deliver_unless_moved(&registry, bus.as_ref(), delivery, moved).await;
+                }
+            }
+        });
+        self.of_task.insert(task.id(), lane);
+    }
+
+    /// Deliveries being handled now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Deliveries taken and not yet finished (running or waiting).
+    pub fn in_hand(&self) -> usize {
+        self.running.len() + self.lanes.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Waits for one running delivery to finish and starts the next one of
+    /// its actor. Pending forever when nothing runs (guard it in `select!`).
+    pub async fn next_done(&mut self) {
+        let Some(done) = self.running.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        let id = match &done {
+            Ok((id, ())) => *id,
+            Err(e) => {
+                // Settling never panics by design; the delivery was dropped
+                // (so re-queued) with the task.
+                tracing::error!(error = %e, "a delivery's task failed");
+                e.id()
+            }
+        };
+        let Some(lane) = self.of_task.remove(&id) else {
+            return;
+        };
+        let next = self.lanes.get_mut(&lane).and_then(VecDeque::pop_front);
+        match next {
+            Some((delivery, env)) => self.start(lane, delivery, env),
+            None => {
+                self.lanes.remove(&lane);
+            }
+        }
+    }
+
+    /// Finishes what is being handled; deliveries still waiting behind it go
+    /// back to the queue unhandled (their actors' order is kept: each waited
+    /// behind one that is finished first).
+    pub async fn finish(&mut self) {
+        self.lanes.clear(); // dropped unsettled: re-queued
+        while let Some(done) = self.running.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a delivery's task failed");
+            }
+        }
+        self.of_task.clear();
     }
 }
 
@@ -116,10 +261,20 @@ pub async fn deliver_unless_moved(
         Ok(env) => env,
         Err(e) => return bury(registry, delivery, None, e.to_string()).await,
     };
+    deliver_decoded(registry, bus, delivery, env, moved).await
+}
+
+/// [`deliver_unless_moved`] of a delivery whose envelope was decoded already.
+pub async fn deliver_decoded(
+    registry: &Registry,
+    bus: &dyn Bus,
+    delivery: Delivery,
+    env: crate::bus::Envelope,
+    moved: impl Fn() -> bool,
+) -> Delivered {
     if !crate::telemetry::tracing_on() {
         return deliver_envelope(registry, bus, delivery, env, moved).await;
     }
-    // The trace the sender is in continues here, maybe on another node.
     let span = tracing::info_span!(
         "bus.deliver",
         otel.name = %format_args!("deliver {}", shorten(&env.msg_type)),

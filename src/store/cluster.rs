@@ -13,6 +13,9 @@ pub struct NodeRow {
     pub started_ms: u64,
     pub last_seen_ms: u64,
     pub lease_until_ms: u64,
+    /// Since when it has been renewing its lease without a lapse (joining,
+    /// or woken from a stall, starts it again).
+    pub up_since_ms: u64,
 }
 
 /// Who owns a shard, under which epoch.
@@ -25,16 +28,19 @@ pub struct ShardRow {
 }
 
 const HEARTBEAT_PG: &str = "INSERT INTO cluster_nodes \
-     (id, addr, status, started_ms, last_seen_ms, lease_until_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+     (id, addr, status, started_ms, last_seen_ms, lease_until_ms, up_since_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, status = excluded.status, \
      started_ms = excluded.started_ms, last_seen_ms = excluded.last_seen_ms, \
-     lease_until_ms = excluded.lease_until_ms";
+     lease_until_ms = excluded.lease_until_ms, up_since_ms = excluded.up_since_ms";
 const HEARTBEAT_SQLITE: &str = "INSERT INTO cluster_nodes \
-     (id, addr, status, started_ms, last_seen_ms, lease_until_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     (id, addr, status, started_ms, last_seen_ms, lease_until_ms, up_since_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
      ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, status = excluded.status, \
      started_ms = excluded.started_ms, last_seen_ms = excluded.last_seen_ms, \
-     lease_until_ms = excluded.lease_until_ms";
-const NODES: &str = "SELECT id, addr, status, started_ms, last_seen_ms, lease_until_ms \
+     lease_until_ms = excluded.lease_until_ms, up_since_ms = excluded.up_since_ms";
+const NODES: &str =
+    "SELECT id, addr, status, started_ms, last_seen_ms, lease_until_ms, up_since_ms \
      FROM cluster_nodes ORDER BY id";
 const SHARDS: &str = "SELECT shard, owner, epoch, since_ms FROM shard_owners ORDER BY shard";
 const CLAIM_PG: &str = "INSERT INTO shard_owners (shard, owner, epoch, since_ms) \
@@ -56,6 +62,17 @@ const RELEASE_PG: &str = "UPDATE shard_owners SET owner = NULL, since_ms = $4 \
      WHERE shard = $1 AND owner = $2 AND epoch = $3";
 const RELEASE_SQLITE: &str = "UPDATE shard_owners SET owner = NULL, since_ms = ?4 \
      WHERE shard = ?1 AND owner = ?2 AND epoch = ?3";
+const CONSUMERS: &str = "SELECT shard, node FROM shard_consumers ORDER BY shard, node";
+const CONSUMING_PG: &str =
+    "INSERT INTO shard_consumers (shard, node, since_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (shard, node) DO UPDATE SET since_ms = excluded.since_ms";
+const CONSUMING_SQLITE: &str =
+    "INSERT INTO shard_consumers (shard, node, since_ms) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (shard, node) DO UPDATE SET since_ms = excluded.since_ms";
+const NOT_CONSUMING_PG: &str = "DELETE FROM shard_consumers WHERE shard = $1 AND node = $2";
+const NOT_CONSUMING_SQLITE: &str = "DELETE FROM shard_consumers WHERE shard = ?1 AND node = ?2";
+const FORGET_CONSUMERS_PG: &str = "DELETE FROM shard_consumers WHERE node = $1";
+const FORGET_CONSUMERS_SQLITE: &str = "DELETE FROM shard_consumers WHERE node = ?1";
 const EPOCH_PG: &str = "SELECT epoch FROM shard_owners WHERE shard = $1";
 const EPOCH_SQLITE: &str = "SELECT epoch FROM shard_owners WHERE shard = ?1";
 
@@ -70,6 +87,7 @@ impl Store {
             .bind(node.started_ms as i64)
             .bind(node.last_seen_ms as i64)
             .bind(node.lease_until_ms as i64)
+            .bind(node.up_since_ms as i64)
             .execute(pool)
             .await
             .map(|_| ()))?;
@@ -88,6 +106,7 @@ impl Store {
                         started_ms: r.try_get::<i64, _>("started_ms")? as u64,
                         last_seen_ms: r.try_get::<i64, _>("last_seen_ms")? as u64,
                         lease_until_ms: r.try_get::<i64, _>("lease_until_ms")? as u64,
+                        up_since_ms: r.try_get::<i64, _>("up_since_ms")? as u64,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -168,6 +187,53 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
+    }
+
+    /// Who has a consumer registered on which shard's queue, as
+    /// `(shard, node)` (see the `shard_consumers` migration).
+    pub async fn shard_consumers(&self) -> Result<Vec<(u16, String)>, StoreError> {
+        let rows = with_pool!(self, pool => sqlx::query(CONSUMERS).fetch_all(pool).await.and_then(|rows| {
+            rows.iter()
+                .map(|r| Ok((r.try_get::<i32, _>("shard")? as u16, r.try_get("node")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        }))?;
+        Ok(rows)
+    }
+
+    /// Records whether `node` has a consumer on `shard`'s queue.
+    pub async fn set_consuming(
+        &self,
+        node: &str,
+        shard: u16,
+        consuming: bool,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        if consuming {
+            let q = self.dialect(CONSUMING_PG, CONSUMING_SQLITE);
+            with_pool!(self, pool => sqlx::query(q)
+                .bind(i32::from(shard))
+                .bind(node)
+                .bind(now_ms as i64)
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+        } else {
+            let q = self.dialect(NOT_CONSUMING_PG, NOT_CONSUMING_SQLITE);
+            with_pool!(self, pool => sqlx::query(q)
+                .bind(i32::from(shard))
+                .bind(node)
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every consumer `node` had (a node starting has none yet).
+    pub async fn forget_consumers(&self, node: &str) -> Result<(), StoreError> {
+        let q = self.dialect(FORGET_CONSUMERS_PG, FORGET_CONSUMERS_SQLITE);
+        with_pool!(self, pool => sqlx::query(q).bind(node).execute(pool).await.map(|_| ()))?;
+        Ok(())
     }
 
     /// The current epoch of `shard` (0 if never owned).

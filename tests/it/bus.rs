@@ -419,3 +419,142 @@ async fn only_failures_count_toward_the_delivery_limit(bus: Arc<dyn Bus>) {
 }
 
 on_both_buses!(only_failures_count_toward_the_delivery_limit, 2);
+
+/// An actor whose steps can be held at a gate, to show that the deliveries
+/// of one shard are dispatched per actor.
+struct Gated {
+    id: String,
+    gate: Arc<tokio::sync::Semaphore>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl cardio::actors::Actor for Gated {
+    const KIND: &'static str = "gated";
+}
+
+#[derive(actix::Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "u32")]
+struct Step {
+    n: u32,
+}
+
+impl cardio::actors::Handler<Step> for Gated {
+    async fn handle(&mut self, step: Step, _: &mut cardio::actors::Ctx<Self>) -> u32 {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:{} begun", self.id, step.n));
+        if self.id == "slow" {
+            // Held (without blocking the thread) until the test opens the gate.
+            self.gate.acquire().await.unwrap().forget();
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:{} done", self.id, step.n));
+        step.n
+    }
+}
+
+#[actix_rt::test]
+async fn a_slow_actor_does_not_hold_up_the_others_on_its_shard_and_each_keeps_its_order() {
+    // One shard: every actor shares it.
+    let bus = bus::connect(
+        "memory://",
+        BusOptions {
+            shards: 1,
+            ..options(5)
+        },
+    )
+    .await
+    .unwrap();
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(30));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (g, l) = (Arc::clone(&gate), Arc::clone(&log));
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| Gated {
+                id: id.to_owned(),
+                gate: Arc::clone(&g),
+                log: Arc::clone(&l),
+            }),
+        )
+        .await
+        .unwrap();
+    registry.route_for::<Gated, Step>(&kind, "gated.step");
+    let step = |id: &str, n: u32| {
+        Envelope::new("gated.step", &Step { n })
+            .unwrap()
+            .to(format!("gated/{id}").parse().unwrap())
+    };
+    // The slow actor's steps come first in the queue.
+    for env in [
+        step("slow", 1),
+        step("slow", 2),
+        step("fast", 1),
+        step("fast", 2),
+        step("fast", 3),
+    ] {
+        bus.send(&env).await.unwrap();
+    }
+    let inbox = Inbox::start(registry.clone(), Arc::clone(&bus), [0], 8)
+        .await
+        .unwrap();
+    let done = |id: &str, n: u32| format!("{id}:{n} done");
+    poll_until(
+        "the fast actor's steps done while the slow one is held",
+        LONG,
+        Duration::from_millis(10),
+        async || {
+            let log = log.lock().unwrap();
+            log.contains(&done("fast", 3))
+        },
+    )
+    .await;
+    {
+        let log = log.lock().unwrap();
+        let fast: Vec<&String> = log.iter().filter(|e| e.starts_with("fast:")).collect();
+        assert_eq!(
+            fast,
+            [
+                "fast:1 begun",
+                "fast:1 done",
+                "fast:2 begun",
+                "fast:2 done",
+                "fast:3 begun",
+                "fast:3 done"
+            ],
+            "in order"
+        );
+        // The slow actor's first step is in hand; its second waits behind it.
+        let slow: Vec<&String> = log.iter().filter(|e| e.starts_with("slow:")).collect();
+        assert_eq!(slow, ["slow:1 begun"], "{log:?}");
+    }
+    gate.add_permits(2);
+    poll_until(
+        "the slow actor's steps done",
+        LONG,
+        Duration::from_millis(10),
+        async || log.lock().unwrap().contains(&done("slow", 2)),
+    )
+    .await;
+    let log = log.lock().unwrap().clone();
+    let slow: Vec<&String> = log.iter().filter(|e| e.starts_with("slow:")).collect();
+    assert_eq!(
+        slow,
+        ["slow:1 begun", "slow:1 done", "slow:2 begun", "slow:2 done"],
+        "in order, each once"
+    );
+    inbox.stop().await;
+    // All acknowledged: nothing comes again.
+    let mut sub = bus.consume_shard(0, 8).await.unwrap();
+    nothing_more(&mut sub).await;
+}

@@ -255,6 +255,25 @@ impl Source for AmqpSource {
             }
         }
     }
+
+    async fn close(&mut self) {
+        self.close_now().await;
+    }
+}
+
+impl AmqpSource {
+    /// Closes the channel and waits (5 s at most) for the broker's answer:
+    /// its consumer is gone, unacknowledged deliveries are back in the queue.
+    async fn close_now(&mut self) {
+        if let Some((ch, _, _)) = self.consumer.take() {
+            let closing = self
+                .inner
+                .runtime
+                .handle()
+                .spawn(async move { ch.close(200, s("unsubscribed")).await });
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closing).await;
+        }
+    }
 }
 
 impl Drop for AmqpSource {

@@ -125,6 +125,26 @@ fn s(v: &str) -> ShortString {
     v.into()
 }
 
+/// The AMQP heartbeat asked for when the URL names none, in seconds. The
+/// broker closes a connection it has heard nothing from for about two
+/// intervals, which makes it activate the standby consumers of a stalled
+/// node's shards (SIGSTOP, a VM pause, silently dropped packets) within
+/// 2–3 s instead of RabbitMQ's default 60 s. Heartbeats are sent by lapin on
+/// the bus's own runtime thread, so busy actors do not delay them.
+/// docs/cluster.md "Stalls" tells why this and not the management API.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 1;
+
+/// `url` with `heartbeat=DEFAULT_HEARTBEAT_SECS` added when it names none
+/// (a URL's own `heartbeat` wins).
+fn with_default_heartbeat(url: &str) -> String {
+    let query = url.split_once('?').map(|(_, q)| q);
+    if query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("heartbeat="))) {
+        return url.to_owned();
+    }
+    let sep = if query.is_some() { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={DEFAULT_HEARTBEAT_SECS}")
+}
+
 impl AmqpBus {
     /// Connects to the broker at `url` and declares the topology.
     pub async fn connect(url: &str, options: BusOptions) -> Result<AmqpBus, BusError> {
@@ -144,7 +164,7 @@ impl AmqpBus {
             .build()
             .map_err(broker_err)?;
         let inner = Arc::new(Inner {
-            url: url.to_owned(),
+            url: with_default_heartbeat(url),
             tls: lapin::tcp::OwnedTLSConfig {
                 identity: tls
                     .identity
@@ -243,5 +263,26 @@ impl Bus for AmqpBus {
             .preferred
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(preferred);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_heartbeat;
+
+    #[test]
+    fn a_short_heartbeat_is_asked_for_unless_the_url_names_one() {
+        assert_eq!(
+            with_default_heartbeat("amqp://h:5672/%2f"),
+            "amqp://h:5672/%2f?heartbeat=1"
+        );
+        assert_eq!(
+            with_default_heartbeat("amqps://h/v?frame_max=8192"),
+            "amqps://h/v?frame_max=8192&heartbeat=1"
+        );
+        assert_eq!(
+            with_default_heartbeat("amqp://h/v?heartbeat=10"),
+            "amqp://h/v?heartbeat=10"
+        );
     }
 }
