@@ -159,9 +159,11 @@ struct Inner {
     takeovers: AtomicU64,
     /// When this node took each shard it holds.
     taken_at: DashMap<u16, u64>,
-    /// Serialises this node's claims: a claim on delivery and a heartbeat's
-    /// claim of the same shard must not both bump its epoch.
-    claiming: tokio::sync::Mutex<()>,
+    /// Serialises this node's claims of each shard: a claim on delivery and
+    /// a heartbeat's claim of the same shard must not both bump its epoch.
+    /// One lock per shard, so that the shards of a dead node, delivered at
+    /// once, are claimed side by side rather than one after another.
+    claiming: Vec<tokio::sync::Mutex<()>>,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -184,6 +186,7 @@ impl Cluster {
         registry: Registry,
         fence: Arc<Fence>,
     ) -> anyhow::Result<Cluster> {
+        let settings_shards = settings.shards;
         let inner = Arc::new(Inner {
             settings,
             store,
@@ -199,7 +202,7 @@ impl Cluster {
             view: RwLock::new((Vec::new(), Vec::new())),
             takeovers: AtomicU64::new(0),
             taken_at: DashMap::new(),
-            claiming: tokio::sync::Mutex::new(()),
+            claiming: (0..settings_shards).map(|_| tokio::sync::Mutex::new(())).collect(),
             ticker: Mutex::new(None),
         });
         // A process starting has no consumer yet, whatever an earlier
@@ -567,7 +570,12 @@ impl Inner {
         }
         self.reconcile_consumer_rows(&consumer_rows, now).await;
         if !to_claim.is_empty() {
-            let _claiming = self.claiming.lock().await;
+            // Shards in ascending order (a claim on delivery holds one only).
+            to_claim.sort_unstable_by_key(|(shard, _)| *shard);
+            let mut _claiming = Vec::with_capacity(to_claim.len());
+            for (shard, _) in &to_claim {
+                _claiming.push(self.claiming[usize::from(*shard)].lock().await);
+            }
             // Not those taken on delivery meanwhile, and only if nobody
             // took them since the view was read.
             to_claim.retain(|(shard, _)| self.fence.epoch(*shard).is_none());
@@ -713,7 +721,7 @@ impl Inner {
         if !matches!(self.status(), Status::Joining | Status::Up) {
             return false;
         }
-        let _claiming = self.claiming.lock().await;
+        let _claiming = self.claiming[usize::from(shard)].lock().await;
         if self.fence.epoch(shard).is_some() {
             return true; // the heartbeat took it meanwhile
         }
