@@ -44,7 +44,6 @@ struct CountStatements;
 impl<S: tracing::Subscriber> Layer<S> for CountStatements {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         if event.metadata().target() == "sqlx::query" {
-            STATEMENTS.fetch_add(1, Ordering::SeqCst);
             struct Summary(String);
             impl tracing::field::Visit for Summary {
                 fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
@@ -56,6 +55,13 @@ impl<S: tracing::Subscriber> Layer<S> for CountStatements {
             }
             let mut summary = Summary(String::new());
             event.record(&mut summary);
+            // SQLite's connection set-up (`PRAGMA journal_mode = WAL; …`) is
+            // the pool opening a connection, which it may do during any
+            // piece of work: it is not a statement of that work.
+            if summary.0.starts_with("PRAGMA") {
+                return;
+            }
+            STATEMENTS.fetch_add(1, Ordering::SeqCst);
             SEEN.lock().unwrap().push(summary.0);
         }
     }
