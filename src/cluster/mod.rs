@@ -202,7 +202,9 @@ impl Cluster {
             view: RwLock::new((Vec::new(), Vec::new())),
             takeovers: AtomicU64::new(0),
             taken_at: DashMap::new(),
-            claiming: (0..settings_shards).map(|_| tokio::sync::Mutex::new(())).collect(),
+            claiming: (0..settings_shards)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             ticker: Mutex::new(None),
         });
         // A process starting has no consumer yet, whatever an earlier
