@@ -187,6 +187,9 @@ impl Drop for Delivery {
 #[async_trait]
 pub trait Source: Send {
     /// The next delivery; `None` once the subscription is closed.
+    /// Cancel-safe: consumers poll it in `select!` beside other work, so a
+    /// call dropped midway must lose no delivery and leave nothing half
+    /// done (amqp: no consumer the broker registered and nobody reads).
     async fn next(&mut self) -> Option<Delivery>;
 
     /// Counts the times the subscription was set up again after it was

@@ -381,6 +381,27 @@ on_both_buses!(
     3
 );
 on_both_buses!(prefetch_bounds_unsettled_deliveries, 5);
+on_both_buses!(a_consumer_given_up_while_starting_leaves_none_behind, 5);
+
+/// A subscription dropped while it is still starting (a caller's timeout, a
+/// `select!` that went the other way) leaves no consumer behind: on RabbitMQ
+/// one the broker registered and nobody reads would be the shard's single
+/// active consumer, and the consumer started after it would never get the
+/// shard's messages.
+async fn a_consumer_given_up_while_starting_leaves_none_behind(bus: Arc<dyn Bus>) {
+    let shard = shard_of(&bus, "p-orphan").await;
+    // Given up at points all along the attach (channel, qos, consume).
+    for i in 0..40u64 {
+        let starting = bus.consume_shard(shard, 4);
+        let _ = tokio::time::timeout(Duration::from_micros(i * 250), starting).await;
+    }
+    let mut sub = bus.consume_shard(shard, 4).await.unwrap();
+    let env = to_probe("p-orphan", "probe.ping", &Ping);
+    bus.send(&env).await.unwrap();
+    let got = next(&mut sub).await;
+    assert_eq!(got.envelope().unwrap().id, env.id);
+    got.ack().await.unwrap();
+}
 on_both_buses!(topic_subscribers_each_get_the_events_that_match, 5);
 on_both_buses!(requeued_messages_go_back_to_their_place_in_order, 10);
 on_both_buses!(

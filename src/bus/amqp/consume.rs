@@ -15,9 +15,21 @@
 //! back: two moves and their unavailability for nothing. An owner that does
 //! not come back leaves the standby active after that pause.
 //!
+//! Attaching (channel, `basic.qos`, `basic.consume`) runs in a task of its
+//! own on the bus runtime, and [`Source::next`] only waits for that task: a
+//! caller that drops `next()` mid-attach (every consumer loop polls it in a
+//! `select!` beside other work) must not leave behind a consumer the broker
+//! registered and nobody reads. Such an orphan once took a shard for good:
+//! being the earliest waiting consumer, it was the one the broker activated
+//! when the holder handed the shard over, and what it was given stayed
+//! unacknowledged in a buffer nobody polled. The next `next()` waits for the
+//! same attach; a source dropped or closed meanwhile closes the channel the
+//! attach opened (or the attach gives up before `basic.consume`).
+//!
 //! It must not settle deliveries itself (that is [`super::ack`]'s) nor
 //! print payloads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -45,11 +57,37 @@ pub(super) enum Consumes {
     DeadLetters,
 }
 
+/// A consumer the broker confirmed: its channel, its stream, its queue.
+type Attached = (Channel, lapin::Consumer, String);
+
+/// An attach under way in a task of its own (see the module docs).
+struct Attaching {
+    task: tokio::task::JoinHandle<Result<Attached, BusError>>,
+    /// Set when the source no longer wants it: the attach stops before
+    /// `basic.consume` if it has not got that far.
+    unwanted: Arc<AtomicBool>,
+}
+
+impl Attaching {
+    /// Makes sure the attach leaves no consumer behind: it stops before
+    /// `basic.consume`, or the channel it opened is closed once it is done.
+    fn discard(self, inner: &Inner) {
+        self.unwanted.store(true, Ordering::Release);
+        let task = self.task;
+        inner.runtime.handle().spawn(async move {
+            if let Ok(Ok((ch, _, _))) = task.await {
+                let _ = ch.close(200, s("unsubscribed")).await;
+            }
+        });
+    }
+}
+
 pub(super) struct AmqpSource {
     inner: Arc<Inner>,
     what: Consumes,
     prefetch: u16,
-    consumer: Option<(Channel, lapin::Consumer, String)>,
+    consumer: Option<Attached>,
+    attaching: Option<Attaching>,
     /// Attached before and lost since: the next attach is a re-attach.
     lost: bool,
     /// Re-attaches so far (see [`crate::bus::Source::resets`]).
@@ -67,6 +105,7 @@ impl AmqpSource {
             what,
             prefetch: prefetch.max(1),
             consumer: None,
+            attaching: None,
             lost: false,
             resets: tokio::sync::watch::Sender::new(0),
         };
@@ -74,88 +113,26 @@ impl AmqpSource {
         Ok(Subscription::new(Box::new(source)))
     }
 
-    /// For a re-attach of a shard consumer: whether this node holds the
-    /// shard (`None`: not a shard re-attach, or no preference was given).
-    fn held(&self) -> Option<bool> {
-        let Consumes::Shard(n) = self.what else {
-            return None;
-        };
-        let preferred = self
-            .inner
-            .preferred
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()?;
-        self.lost.then(|| preferred(n))
-    }
-
-    /// Opens a channel and consumes (again), retrying while the broker is away.
+    /// Consumes (again), retrying while the broker is away: waits for the
+    /// attach under way, or starts one. Cancel-safe: dropped, the attach
+    /// goes on and the next call waits for it.
     async fn attach(&mut self) -> Result<(), BusError> {
-        if self.held() == Some(false) {
-            // The connection first (waiting out the outage), then leave the
-            // broker to the owner for a moment, unless this node takes the
-            // shard meanwhile.
-            self.inner
-                .with_retry("consume", |_| async { Ok(()) })
-                .await?;
-            let until = tokio::time::Instant::now() + STANDBY_DEFER;
-            while tokio::time::Instant::now() < until && self.held() == Some(false) {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-        let (what, prefetch) = (self.what.clone(), self.prefetch);
-        let attached = self
-            .inner
-            .with_retry("consume", |live| {
-                let what = what.clone();
-                async move {
-                    let retry = |e: lapin::Error| Attempt::Retry(broker_err(e));
-                    let ch = live.conn.create_channel().await.map_err(retry)?;
-                    let queue = match &what {
-                        Consumes::Shard(n) => shard_queue(*n),
-                        Consumes::DeadLetters => DEAD_LETTER_QUEUE.to_owned(),
-                        Consumes::Events(pattern) => {
-                            let q = ch
-                                .queue_declare(
-                                    s(""),
-                                    QueueDeclareOptions {
-                                        exclusive: true,
-                                        auto_delete: true,
-                                        ..QueueDeclareOptions::default()
-                                    },
-                                    FieldTable::default(),
-                                )
-                                .await
-                                .map_err(retry)?;
-                            let name = q.name().as_str().to_owned();
-                            ch.queue_bind(
-                                s(&name),
-                                s(EVENTS_EXCHANGE),
-                                s(pattern),
-                                QueueBindOptions::default(),
-                                FieldTable::default(),
-                            )
-                            .await
-                            .map_err(retry)?;
-                            name
-                        }
-                    };
-                    ch.basic_qos(prefetch, BasicQosOptions::default())
-                        .await
-                        .map_err(retry)?;
-                    let consumer = ch
-                        .basic_consume(
-                            s(&queue),
-                            s(""),
-                            BasicConsumeOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(retry)?;
-                    Ok((ch, consumer, queue))
-                }
-            })
-            .await?;
+        let attaching = self.attaching.get_or_insert_with(|| {
+            let unwanted = Arc::new(AtomicBool::new(false));
+            let task = self.inner.runtime.handle().spawn(attach(
+                Arc::clone(&self.inner),
+                self.what.clone(),
+                self.prefetch,
+                self.lost,
+                Arc::clone(&unwanted),
+            ));
+            Attaching { task, unwanted }
+        });
+        let done = (&mut attaching.task).await;
+        self.attaching = None;
+        let attached =
+            done.map_err(|e| BusError::Broker(format!("attaching a consumer: {e}")))??;
+        tracing::debug!(queue = %attached.2, tag = %attached.1.tag(), again = self.lost, "consumer attached");
         self.consumer = Some(attached);
         if std::mem::take(&mut self.lost) {
             self.resets.send_modify(|n| *n += 1);
@@ -225,6 +202,100 @@ impl AmqpSource {
     }
 }
 
+/// For a re-attach (`lost`) of a shard consumer: whether this node holds
+/// the shard (`None`: not a shard re-attach, or no preference was given).
+fn held(inner: &Inner, what: &Consumes, lost: bool) -> Option<bool> {
+    let Consumes::Shard(n) = what else {
+        return None;
+    };
+    let preferred = inner
+        .preferred
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()?;
+    lost.then(|| preferred(*n))
+}
+
+/// Opens a channel and consumes, retrying while the broker is away; gives
+/// up before `basic.consume` once `unwanted`.
+async fn attach(
+    inner: Arc<Inner>,
+    what: Consumes,
+    prefetch: u16,
+    lost: bool,
+    unwanted: Arc<AtomicBool>,
+) -> Result<Attached, BusError> {
+    let gone = || BusError::Broker("the consumer was closed while attaching".into());
+    if held(&inner, &what, lost) == Some(false) {
+        // The connection first (waiting out the outage), then leave the
+        // broker to the owner for a moment, unless this node takes the
+        // shard meanwhile.
+        inner.with_retry("consume", |_| async { Ok(()) }).await?;
+        let until = tokio::time::Instant::now() + STANDBY_DEFER;
+        while tokio::time::Instant::now() < until && held(&inner, &what, lost) == Some(false) {
+            if unwanted.load(Ordering::Acquire) {
+                return Err(gone());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    inner
+        .with_retry("consume", |live| {
+            let what = what.clone();
+            let unwanted = Arc::clone(&unwanted);
+            async move {
+                if unwanted.load(Ordering::Acquire) {
+                    return Err(Attempt::Fatal(gone()));
+                }
+                let retry = |e: lapin::Error| Attempt::Retry(broker_err(e));
+                let ch = live.conn.create_channel().await.map_err(retry)?;
+                let queue = match &what {
+                    Consumes::Shard(n) => shard_queue(*n),
+                    Consumes::DeadLetters => DEAD_LETTER_QUEUE.to_owned(),
+                    Consumes::Events(pattern) => {
+                        let q = ch
+                            .queue_declare(
+                                s(""),
+                                QueueDeclareOptions {
+                                    exclusive: true,
+                                    auto_delete: true,
+                                    ..QueueDeclareOptions::default()
+                                },
+                                FieldTable::default(),
+                            )
+                            .await
+                            .map_err(retry)?;
+                        let name = q.name().as_str().to_owned();
+                        ch.queue_bind(
+                            s(&name),
+                            s(EVENTS_EXCHANGE),
+                            s(pattern),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .map_err(retry)?;
+                        name
+                    }
+                };
+                ch.basic_qos(prefetch, BasicQosOptions::default())
+                    .await
+                    .map_err(retry)?;
+                let consumer = ch
+                    .basic_consume(
+                        s(&queue),
+                        s(""),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(retry)?;
+                Ok((ch, consumer, queue))
+            }
+        })
+        .await
+}
+
 #[async_trait]
 impl Source for AmqpSource {
     fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -265,6 +336,16 @@ impl AmqpSource {
     /// Closes the channel and waits (5 s at most) for the broker's answer:
     /// its consumer is gone, unacknowledged deliveries are back in the queue.
     async fn close_now(&mut self) {
+        if let Some(mut attaching) = self.attaching.take() {
+            // Let an attach past `basic.consume` finish, to close its channel.
+            attaching.unwanted.store(true, Ordering::Release);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), &mut attaching.task).await
+            {
+                Ok(Ok(Ok(attached))) => self.consumer = Some(attached),
+                Ok(_) => {}
+                Err(_) => attaching.discard(&self.inner),
+            }
+        }
         if let Some((ch, _, _)) = self.consumer.take() {
             let closing = self
                 .inner
@@ -280,6 +361,9 @@ impl Drop for AmqpSource {
     fn drop(&mut self) {
         // Closing the channel hands every unacknowledged delivery back to the
         // broker at once (and lets it activate a standby consumer).
+        if let Some(attaching) = self.attaching.take() {
+            attaching.discard(&self.inner);
+        }
         if let Some((ch, _, _)) = self.consumer.take() {
             self.inner.runtime.handle().spawn(async move {
                 let _ = ch.close(200, s("unsubscribed")).await;
