@@ -803,6 +803,49 @@ async fn a_live_stream_snapshots_every_64_chunks(store: &Store) {
 }
 on_both!(live_snapshots, a_live_stream_snapshots_every_64_chunks);
 
+/// A retried batch is answered as a duplicate, not as rejected samples,
+/// after a passivation (the recent request ids are in the snapshot) and
+/// long after (older than the recent window: the journal knows its id).
+async fn a_retry_is_a_duplicate_after_passivation_and_out_of_the_window(store: &Store) {
+    let kind = devices_idle(store, Duration::from_millis(100)).await;
+    let t0 = now_ms() - 600_000;
+    let batch = |i: u64| {
+        (0..3)
+            .map(|j| Sample::HeartRate {
+                at_ms: t0 + (i * 3 + j) * 1_000,
+                bpm: 70.0,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(push(&kind, "d-r", "b0", batch(0)).await.accepted, 3);
+    poll_until(
+        "passivated",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || kind.live() == 0,
+    )
+    .await;
+    let again = push(&kind, "d-r", "b0", batch(0)).await;
+    assert!(again.duplicate && again.rejected.is_empty(), "{again:?}");
+    for i in 1..=40 {
+        assert_eq!(
+            push(&kind, "d-r", &format!("b{i}"), batch(i))
+                .await
+                .accepted,
+            3
+        );
+    }
+    let old = push(&kind, "d-r", "b1", batch(1)).await;
+    assert!(old.duplicate && old.rejected.is_empty(), "{old:?}");
+    // A new batch of samples already stored is still rejected sample by sample.
+    let copy = push(&kind, "d-r", "copy", batch(2)).await;
+    assert!(!copy.duplicate && copy.rejected.len() == 3, "{copy:?}");
+}
+on_both!(
+    retries_after_passivation,
+    a_retry_is_a_duplicate_after_passivation_and_out_of_the_window
+);
+
 async fn a_stream_restored_from_its_snapshot_computes_what_a_live_one_does(store: &Store) {
     let mut passivating = devices(store).await;
     let live = devices(store).await;

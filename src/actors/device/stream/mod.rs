@@ -52,6 +52,9 @@ struct DeviceSnapshot {
     lead: Option<Lead>,
     newest_data_ms: Option<u64>,
     latest: LatestReadings,
+    /// The recent request ids, oldest first: a retry of a batch stored just
+    /// before a passivation or a move is still known at once.
+    recent_requests: Vec<String>,
 }
 
 /// The newest reading of each vital sign a device sent, each with its time
@@ -471,6 +474,7 @@ impl DeviceStream {
             lead: self.lead.clone(),
             newest_data_ms: self.received.map(|(ms, _)| ms),
             latest: self.latest.clone(),
+            recent_requests: self.recent_requests.iter().cloned().collect(),
         }
     }
 
@@ -535,6 +539,7 @@ impl Actor for DeviceStream {
             self.open_alerts = saved.open_alerts.into_iter().collect();
             self.lead = saved.lead;
             self.latest = saved.latest;
+            self.recent_requests = saved.recent_requests.into();
             // Silence is measured again from this start.
             self.received = saved
                 .newest_data_ms
@@ -612,6 +617,26 @@ impl Handler<Push> for DeviceStream {
         // judged again).
         let rejected: Vec<&'static str> = verdict.rejected.iter().map(|(_, r)| r.code()).collect();
         if verdict.accepted.is_empty() {
+            // Every sample already seen (duplicates, or behind what was
+            // stored): maybe a retry of a batch stored before, older than the
+            // window of recent requests; the journal knows its request id.
+            let seen_before = verdict
+                .rejected
+                .iter()
+                .all(|(_, r)| matches!(r, Rejection::Duplicate | Rejection::OutOfOrder { .. }));
+            if seen_before && !verdict.rejected.is_empty() {
+                let stored = self.store.message_seq(&self.key, &push.request_id).await;
+                match stored {
+                    Ok(Some(seq)) if seq <= self.last_seq => {
+                        return Ok(PushResult {
+                            duplicate: true,
+                            ..PushResult::default()
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Err(PushError::Unavailable),
+                }
+            }
             crate::metrics::samples(0, &rejected);
             return Ok(PushResult {
                 rejected: verdict.rejected,
