@@ -152,6 +152,13 @@ impl Lanes {
             Arc::clone(&self.moved),
         );
         let task = self.running.spawn_local(async move {
+            if !delivery.usable() {
+                // Its channel closed while it waited behind another: the
+                // broker has it back (maybe delivered elsewhere already).
+                // Handling it could only repeat it, and settling it could
+                // only publish a copy or wait on a dead channel.
+                return;
+            }
             let moved = move || moved();
             match env {
                 Some(env) => {

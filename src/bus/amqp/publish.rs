@@ -3,8 +3,8 @@
 //! takes is [`BusError::Unroutable`], and a missing confirm is retried on a
 //! fresh channel.
 //!
-//! It must not publish without waiting for the confirm, nor wait for one
-//! without a bound (`CONFIRM_TIMEOUT`).
+//! It must not publish without waiting for the confirm, nor wait for the
+//! publish or its confirm without a bound (`CONFIRM_TIMEOUT`).
 
 use std::time::Duration;
 
@@ -31,24 +31,28 @@ impl Inner {
         self.with_retry("publish", |live| {
             let props = props.clone();
             async move {
-                let confirm = live
-                    .publisher
-                    .basic_publish(
-                        s(exchange),
-                        s(key),
-                        BasicPublishOptions {
-                            mandatory,
-                            ..BasicPublishOptions::default()
-                        },
-                        body,
-                        props,
-                    )
+                // Bounded as a whole: on a connection that died without a
+                // word (a cut link), the publish itself can wait forever.
+                let published = async {
+                    let confirm = live
+                        .publisher
+                        .basic_publish(
+                            s(exchange),
+                            s(key),
+                            BasicPublishOptions {
+                                mandatory,
+                                ..BasicPublishOptions::default()
+                            },
+                            body,
+                            props,
+                        )
+                        .await
+                        .map_err(|e| Attempt::Retry(broker_err(e)))?;
+                    confirm.await.map_err(|e| Attempt::Retry(broker_err(e)))
+                };
+                let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, published)
                     .await
-                    .map_err(|e| Attempt::Retry(broker_err(e)))?;
-                let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-                    .await
-                    .map_err(|_| Attempt::Retry(BusError::Broker("confirm timed out".into())))?
-                    .map_err(|e| Attempt::Retry(broker_err(e)))?;
+                    .map_err(|_| Attempt::Retry(BusError::Broker("confirm timed out".into())))??;
                 match confirmation {
                     lapin::Confirmation::Ack(None) | lapin::Confirmation::NotRequested => Ok(()),
                     lapin::Confirmation::Ack(Some(_)) => {
