@@ -152,6 +152,19 @@ impl SnapshotClock {
         }
     }
 
+    /// Counts `n` events journaled and, when a snapshot is due, has the
+    /// actor ask itself for one ([`SaveSnapshot`]): at once (after the
+    /// current answer) or by a timer.
+    pub fn count<A: Handler<SaveSnapshot>>(&mut self, n: u64, ctx: &Ctx<A>) {
+        match self.journaled(n) {
+            SnapshotDue::Now => {
+                ctx.notify_later(std::time::Duration::ZERO, SaveSnapshot { timer: false })
+            }
+            SnapshotDue::After(wait) => ctx.notify_later(wait, SaveSnapshot { timer: true }),
+            SnapshotDue::No => {}
+        }
+    }
+
     /// Whether a snapshot asked for (by the timer if `timer`) should be
     /// taken now: something is unsaved. Counts it saved.
     pub fn take(&mut self, timer: bool) -> bool {

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::{
     decode, recover, Actor, Ctx, Handler, Journaled, RecentIds, SaveSnapshot, SnapshotClock,
-    SnapshotDue,
 };
 use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
@@ -137,7 +136,7 @@ impl PatientSession {
                 self.last_seq = seq;
                 self.apply(&event);
                 self.applied.insert(request_id.to_owned());
-                self.count_for_snapshot(1, ctx);
+                self.snapshots.count(1, ctx);
                 Ok(())
             }
             // A retry older than the window of recent ids: applied before.
@@ -147,15 +146,6 @@ impl PatientSession {
                 panic!("session journal holds an event this state lacks; recovering")
             }
             Journaled::Unavailable => Err(SessionError::Unavailable),
-        }
-    }
-
-    /// Asks itself for a snapshot when one is due (after `n` more events).
-    fn count_for_snapshot(&mut self, n: u64, ctx: &Ctx<Self>) {
-        match self.snapshots.journaled(n) {
-            SnapshotDue::Now => ctx.notify_later(Duration::ZERO, SaveSnapshot { timer: false }),
-            SnapshotDue::After(wait) => ctx.notify_later(wait, SaveSnapshot { timer: true }),
-            SnapshotDue::No => {}
         }
     }
 
@@ -203,7 +193,7 @@ impl Actor for PatientSession {
             self.last_seq = e.seq;
             self.applied.insert(e.message_id.clone());
         }
-        self.count_for_snapshot(recovered.tail.len() as u64, ctx);
+        self.snapshots.count(recovered.tail.len() as u64, ctx);
     }
 
     async fn stopping(&mut self, _: &mut Ctx<Self>) {

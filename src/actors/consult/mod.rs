@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::{
     decode, or_crash, recover, Actor, Ctx, Handler, Journaled, RecentIds, SaveSnapshot,
-    SnapshotClock, SnapshotDue,
+    SnapshotClock,
 };
 use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
@@ -127,15 +127,6 @@ impl ConsultActor {
         let entries = self.store.events(&self.key, self.projected_seq).await?;
         let lines = chat_lines(&entries, &self.key, self.last_seq);
         self.project(&lines).await
-    }
-
-    /// Asks itself for a snapshot when one is due (after `n` more events).
-    fn count_for_snapshot(&mut self, n: u64, ctx: &Ctx<Self>) {
-        match self.snapshots.journaled(n) {
-            SnapshotDue::Now => ctx.notify_later(Duration::ZERO, SaveSnapshot { timer: false }),
-            SnapshotDue::After(wait) => ctx.notify_later(wait, SaveSnapshot { timer: true }),
-            SnapshotDue::No => {}
-        }
     }
 
     fn snapshot_payload(&self) -> Vec<u8> {
@@ -274,7 +265,7 @@ impl Actor for ConsultActor {
             }
         }
         // A long tail: snapshot now, so the next start is short.
-        self.count_for_snapshot(recovered.tail.len() as u64, ctx);
+        self.snapshots.count(recovered.tail.len() as u64, ctx);
         self.arm_no_show(ctx);
     }
 }
@@ -387,7 +378,7 @@ impl Handler<Act> for ConsultActor {
             if let Err(e) = self.project(&lines).await {
                 return Err(unavailable(&self.key, e));
             }
-            self.count_for_snapshot(events.len() as u64, ctx);
+            self.snapshots.count(events.len() as u64, ctx);
         }
         if was_new && self.state.status().is_some() {
             self.arm_no_show(ctx);
