@@ -185,15 +185,26 @@ pub struct SaveSnapshot {
 
 /// Saves `key`'s snapshot at `seq` beside the actor (an actix task on its
 /// arbiter): neither the answer nor the actor's next message waits for the
-/// write. Saves that finish out of order are harmless: the store keeps the
-/// one with the highest sequence.
-pub(crate) fn spawn_snapshot(store: &crate::store::Store, key: &str, seq: u64, payload: Vec<u8>) {
+/// write. Saves that finish out of order are harmless when a snapshot is a
+/// function of its sequence (the store keeps the one with the highest);
+/// an actor whose snapshot holds state no journal does passes the previous
+/// save as `after`, so its saves land in the order taken.
+pub(crate) fn spawn_snapshot(
+    store: &crate::store::Store,
+    key: &str,
+    seq: u64,
+    payload: Vec<u8>,
+    after: Option<actix_rt::task::JoinHandle<()>>,
+) -> actix_rt::task::JoinHandle<()> {
     let (store, key) = (store.clone(), key.to_owned());
     actix_rt::spawn(async move {
+        if let Some(previous) = after {
+            let _ = previous.await;
+        }
         if let Err(e) = store.save_snapshot(&key, seq, &payload).await {
             tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&key), error = %e, "snapshot not saved");
         }
-    });
+    })
 }
 
 /// The most recent message ids an actor applied, at most `RecentIds::CAP`,

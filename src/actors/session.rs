@@ -218,6 +218,7 @@ impl Handler<SaveSnapshot> for PatientSession {
                 &self.key,
                 self.last_seq,
                 self.snapshot_payload(),
+                None,
             );
         }
     }

@@ -203,6 +203,7 @@ impl Handler<SaveSnapshot> for ConsultActor {
                 &self.key,
                 self.last_seq,
                 self.snapshot_payload(),
+                None,
             );
         }
     }

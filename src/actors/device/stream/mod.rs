@@ -494,15 +494,13 @@ impl DeviceStream {
     fn snapshot_beside(&mut self) {
         let payload = serde_json::to_vec(&self.snapshot_state()).expect("snapshots serialise");
         let previous = self.pending_snapshot.take();
-        let (store, key, seq) = (self.store.clone(), self.key.clone(), self.last_seq);
-        self.pending_snapshot = Some(actix_rt::spawn(async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            if let Err(e) = store.save_snapshot(&key, seq, &payload).await {
-                tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&key), error = %e, "snapshot not saved");
-            }
-        }));
+        self.pending_snapshot = Some(crate::actors::spawn_snapshot(
+            &self.store,
+            &self.key,
+            self.last_seq,
+            payload,
+            previous,
+        ));
     }
 
     fn remember(&mut self, request_id: String) {
