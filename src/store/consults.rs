@@ -101,51 +101,6 @@ fn parse_status(s: &str) -> Result<Status, StoreError> {
 }
 
 impl Store {
-    /// Writes (or rewrites) a consult's row as of journal sequence
-    /// `journal_seq`; a row reflecting a later sequence is left alone (a
-    /// stale writer cannot put an older state back).
-    pub async fn project_consult(
-        &self,
-        row: &ConsultRow,
-        journal_seq: u64,
-    ) -> Result<(), StoreError> {
-        let sql = self.dialect(
-            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq, \
-             reason, notes, started_ms, ended_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO UPDATE SET \
-             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
-             journal_seq = excluded.journal_seq, reason = excluded.reason, notes = excluded.notes, \
-             started_ms = excluded.started_ms, ended_ms = excluded.ended_ms \
-             WHERE consults.journal_seq <= excluded.journal_seq",
-            "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq, \
-             reason, notes, started_ms, ended_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO UPDATE SET \
-             clinician_id = excluded.clinician_id, status = excluded.status, updated_ms = excluded.updated_ms, \
-             journal_seq = excluded.journal_seq, reason = excluded.reason, notes = excluded.notes, \
-             started_ms = excluded.started_ms, ended_ms = excluded.ended_ms \
-             WHERE consults.journal_seq <= excluded.journal_seq",
-        );
-        let ad = super::sealed::ad("consults", &row.id, None);
-        let reason = self.seal_text(&ad, &row.reason);
-        let notes = row.notes.as_ref().map(|n| self.seal_text(&ad, n));
-        with_pool!(self, pool => sqlx::query(sql)
-            .bind(&row.id)
-            .bind(&row.patient_id)
-            .bind(&row.clinician_id)
-            .bind(Status::as_str(row.status))
-            .bind(row.requested_ms as i64)
-            .bind(unix_ms() as i64)
-            .bind(journal_seq as i64)
-            .bind(&reason)
-            .bind(&notes)
-            .bind(row.started_ms.map(|t| t as i64))
-            .bind(row.ended_ms.map(|t| t as i64))
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
-        Ok(())
-    }
-
     /// Brings consult `row.id`'s projection up to journal sequence
     /// `through_seq` in one transaction: `lines` inserted (those already
     /// there are left alone) in statements of at most [`CHAT_BATCH`] rows,

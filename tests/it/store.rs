@@ -475,15 +475,21 @@ async fn projections_never_go_back_to_an_older_state(store: &Store) {
         started_ms: None,
         ended_ms: None,
     };
-    store.project_consult(&row(Status::Ended), 7).await.unwrap();
+    store
+        .project_consult_through(&row(Status::Ended), &[], 7)
+        .await
+        .unwrap();
     // A stalled former owner projecting what it saw at sequence 3.
     store
-        .project_consult(&row(Status::InProgress), 3)
+        .project_consult_through(&row(Status::InProgress), &[], 3)
         .await
         .unwrap();
     let rows = store.consults_of("p-1").await.unwrap();
     assert_eq!(rows[0].status, Status::Ended);
-    store.project_consult(&row(Status::Ended), 7).await.unwrap(); // idempotent
+    store
+        .project_consult_through(&row(Status::Ended), &[], 7)
+        .await
+        .unwrap(); // idempotent
     let rows = store.consults_of("p-1").await.unwrap();
     assert_eq!((rows.len(), rows[0].status), (1, Status::Ended));
 }
@@ -515,7 +521,7 @@ async fn consults_and_alerts_come_in_keyset_pages_newest_first(store: &Store) {
             started_ms: None,
             ended_ms: None,
         };
-        store.project_consult(&row, 1).await.unwrap();
+        store.project_consult_through(&row, &[], 1).await.unwrap();
     }
     let ids = |rows: Vec<ConsultRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
     let p1 = ConsultsOf::Patient("p-1".into());
