@@ -19,12 +19,15 @@ WORKDIR /src
 COPY . .
 # Dependency caching: the registry and target/ live in BuildKit cache
 # mounts, so a rebuild after a source change recompiles only the crate itself.
-# The binary is copied out of the (unpersisted) cache into /out.
+# The binary is copied out of the (unpersisted) cache into /out, stripped
+# (`install -s`): the image carries no symbols or line tables; the release
+# profile keeps line tables in target/release/cardio.dwp for the build's own
+# backtraces.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bin cardio \
- && install -D -m 0755 target/release/cardio /out/cardio \
+ && install -D -s -m 0755 target/release/cardio /out/cardio \
  && install -d -m 0750 /out/state
 
 # :nonroot carries CA certificates, tzdata, glibc and libgcc, which is all a
