@@ -139,6 +139,7 @@ fn describe() {
         ("cardio_bus_redeliveries_total", "Deliveries of messages delivered before."),
         ("cardio_bus_dead_letters_total", "Messages set aside on the dead-letter queue, by backend and reason class."),
         ("cardio_shard_failovers_total", "Shards this node took over from another owner."),
+        ("cardio_deliveries_overran_total", "Deliveries given up by their actor's lane after their deadline and a settle grace (a wait nobody foresaw; each is also logged)."),
         ("cardio_graphql_requests_total", "GraphQL operations, by root field and outcome (ok or the error code)."),
         ("cardio_alerts_raised_total", "Clinical alerts raised, by rule and priority."),
         ("cardio_samples_accepted_total", "Device samples accepted."),
@@ -191,6 +192,7 @@ fn describe() {
         describe_histogram!(name, unit, help);
     }
     counter!("cardio_shard_failovers_total").absolute(0);
+    counter!("cardio_deliveries_overran_total").absolute(0);
     counter!("cardio_samples_accepted_total").absolute(0);
 }
 
@@ -288,6 +290,10 @@ pub fn passivated(kind: &'static str) {
 
 pub fn failover() {
     counter!("cardio_shard_failovers_total").increment(1);
+}
+
+pub fn delivery_overran() {
+    counter!("cardio_deliveries_overran_total").increment(1);
 }
 
 pub fn journal_write(bytes: usize, took: Duration) {

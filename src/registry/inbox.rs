@@ -100,6 +100,11 @@ fn lane_of(delivery: &Delivery, fresh: &mut u64) -> (Arc<str>, Option<crate::bus
     }
 }
 
+/// How long past its message's deadline a delivery may take to settle (the
+/// reply's publish, the ack, a dead letter's confirm: each bounded by the
+/// bus) before its lane gives it up; see [`Lanes`].
+pub const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Whether a failed delivery's shard moved away (then it is handed back
 /// without counting as a failure); see [`deliver_unless_moved`].
 pub type Moved = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -151,6 +156,18 @@ impl Lanes {
             Arc::clone(&self.bus),
             Arc::clone(&self.moved),
         );
+        // The watchdog: a delivery may take its message's time and then
+        // SETTLE_GRACE to settle, no more. Every step below is bounded on
+        // its own; this bounds the whole, so that a wait nobody foresaw (a
+        // settle on a connection that died without a word) cannot hold the
+        // actor's lane, and every later message of the actor, for ever.
+        let limit = env
+            .as_ref()
+            .and_then(crate::bus::Envelope::time_left)
+            .unwrap_or_else(|| registry.default_timeout())
+            + SETTLE_GRACE;
+        let msg_type = env.as_ref().map(|e| shorten(&e.msg_type).to_owned());
+        let actor = crate::redact::pseudonym::actor_key(&lane);
         let task = self.running.spawn_local(async move {
             if !delivery.usable() {
                 // Its channel closed while it waited behind another: the
@@ -160,13 +177,27 @@ impl Lanes {
                 return;
             }
             let moved = move || moved();
-            match env {
-                Some(env) => {
-                    deliver_decoded(&registry, bus.as_ref(), delivery, env, moved).await;
+            let handled = async move {
+                match env {
+                    Some(env) => {
+                        deliver_decoded(&registry, bus.as_ref(), delivery, env, moved).await;
+                    }
+                    None => {
+                        deliver_unless_moved(&registry, bus.as_ref(), delivery, moved).await;
+                    }
                 }
-                None => {
-                    deliver_unless_moved(&registry, bus.as_ref(), delivery, moved).await;
-                }
+            };
+            if tokio::time::timeout(limit, handled).await.is_err() {
+                // Dropped unsettled with the future: back to the queue (its
+                // handler tolerates a repeat; past its deadline it is set
+                // aside on its next delivery).
+                crate::metrics::delivery_overran();
+                tracing::error!(
+                    %actor,
+                    msg_type = msg_type.as_deref().unwrap_or("?"),
+                    limit_ms = limit.as_millis() as u64,
+                    "a delivery overran its deadline and was given up; its actor's next messages go on"
+                );
             }
         });
         self.of_task.insert(task.id(), lane);
@@ -324,8 +355,13 @@ async fn deliver_envelope(
     match route.deliver(to.id(), &env.payload, deadline).await {
         Ok(reply) => {
             if let Some(topic) = &env.reply_to {
-                if let Err(e) = bus.publish(topic, &env.reply(reply)).await {
-                    tracing::warn!(error = %e, "could not publish a reply");
+                // Not past the request's deadline: its caller has given up
+                // by then (and the bus would retry for a minute in an outage).
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, bus.publish(topic, &env.reply(reply))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not publish a reply"),
+                    Err(_) => tracing::debug!("reply not published before the request's deadline"),
                 }
             }
             if let Err(e) = delivery.ack().await {

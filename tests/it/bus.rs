@@ -579,3 +579,144 @@ async fn a_slow_actor_does_not_hold_up_the_others_on_its_shard_and_each_keeps_it
     let mut sub = bus.consume_shard(0, 8).await.unwrap();
     nothing_more(&mut sub).await;
 }
+
+/// A settlement that never completes (an ack on a connection that died
+/// without a word): what the lane watchdog is for. Records being dropped,
+/// that is, the wait given up.
+struct NeverSettles {
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for NeverSettles {
+    fn drop(&mut self) {
+        self.dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl bus::Acker for NeverSettles {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        std::future::pending().await
+    }
+    async fn nack(self: Box<Self>, _: &str) -> Result<Nacked, BusError> {
+        std::future::pending().await
+    }
+    async fn dead_letter(self: Box<Self>, _: &str) -> Result<(), BusError> {
+        std::future::pending().await
+    }
+    fn release(self: Box<Self>) {}
+}
+
+/// Settles at once, recording it.
+struct Settles {
+    acked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl bus::Acker for Settles {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.acked.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    async fn nack(self: Box<Self>, _: &str) -> Result<Nacked, BusError> {
+        Ok(Nacked::Requeued)
+    }
+    async fn dead_letter(self: Box<Self>, _: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+    fn release(self: Box<Self>) {}
+}
+
+fn delivery_of(env: &Envelope, acker: Box<dyn bus::Acker>) -> bus::Delivery {
+    bus::Delivery::new(
+        env.encode(),
+        bus::DeliveryInfo {
+            queue: "cardio.shard.0".into(),
+            redelivered: false,
+            delivery_count: 1,
+            dead_letter: None,
+        },
+        acker,
+    )
+}
+
+#[actix_rt::test]
+async fn a_delivery_that_never_settles_is_given_up_after_its_deadline_and_its_actor_goes_on() {
+    use cardio::registry::inbox::{Lanes, SETTLE_GRACE};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let bus = memory(5).await;
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(30));
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let l = Arc::clone(&log);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| Gated {
+                id: id.to_owned(),
+                gate: Arc::clone(&gate),
+                log: Arc::clone(&l),
+            }),
+        )
+        .await
+        .unwrap();
+    registry.route_for::<Gated, Step>(&kind, "gated.step");
+    let step = |n: u32, within: Duration| {
+        Envelope::new("gated.step", &Step { n })
+            .unwrap()
+            .to("gated/fast".parse().unwrap())
+            .within(within)
+    };
+    let (dropped, acked) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut lanes = Lanes::new(registry.clone(), bus, Arc::new(|| false));
+    // Paused from here: the wait for the watchdog costs no real time.
+    tokio::time::pause();
+    let began = tokio::time::Instant::now();
+    let deadline = Duration::from_secs(2);
+    lanes.push(delivery_of(
+        &step(1, deadline),
+        Box::new(NeverSettles {
+            dropped: Arc::clone(&dropped),
+        }),
+    ));
+    lanes.push(delivery_of(
+        &step(2, Duration::from_secs(60)),
+        Box::new(Settles {
+            acked: Arc::clone(&acked),
+        }),
+    ));
+    assert_eq!(lanes.in_hand(), 2, "the second waits behind the first");
+    tokio::time::timeout(Duration::from_secs(600), async {
+        while !acked.load(Ordering::SeqCst) {
+            lanes.next_done().await;
+        }
+    })
+    .await
+    .expect("the actor's second message was never handled");
+    let took = began.elapsed();
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the stuck settle was given up"
+    );
+    assert!(
+        took >= SETTLE_GRACE && took <= deadline + SETTLE_GRACE + Duration::from_secs(1),
+        "given up after its deadline and the grace, not before nor much later: {took:?}"
+    );
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        ["fast:1 begun", "fast:1 done", "fast:2 begun", "fast:2 done"],
+        "handled in order, each once"
+    );
+    assert_eq!(lanes.in_hand(), 0);
+}
