@@ -134,6 +134,38 @@ async fn settled(p: &TestNode, alive: &[&str]) -> Option<BTreeMap<u64, String>> 
     (up == alive.len()).then_some(owners)
 }
 
+/// Prints what the nodes logged about `shard` (claims, hand-overs, losses)
+/// and about their bus connections, in time order: how a shard moved.
+fn print_shard_story(shard: u64, logs: impl Iterator<Item = (String, Vec<String>)>) {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (node, log) in logs {
+        for line in log {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let about_shard = v["shard"].as_u64() == Some(shard)
+                || v["shards"].as_str().is_some_and(|l| {
+                    l.trim_matches(|c| c == '[' || c == ']')
+                        .split(", ")
+                        .any(|s| s == shard.to_string())
+                });
+            let about_bus = v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("cardio::bus"))
+                || v["level"] != "INFO";
+            if about_shard || about_bus {
+                let at = v["timestamp"].as_str().unwrap_or("").to_owned();
+                lines.push((at, format!("[{node}] {line}")));
+            }
+        }
+    }
+    lines.sort();
+    eprintln!("--- shard {shard}, as the nodes told it:");
+    for (_, l) in lines {
+        eprintln!("{l}");
+    }
+}
+
 /// Waits (30 s at most, then fails naming `what`) until `watcher` sees
 /// every shard on its first-ranked node among `alive`; the placement.
 async fn settle(watcher: &TestNode, alive: &[&str], what: &str) -> BTreeMap<u64, String> {
@@ -1724,6 +1756,9 @@ async fn a_rolling_restart_of_three_nodes_moves_each_shard_twice() {
     })
     .await;
     let began = Instant::now();
+    // The logs of the nodes stopped on the way: a failure shows how a shard
+    // moved, from every incarnation's own words.
+    let mut earlier: Vec<(String, Vec<String>)> = Vec::new();
     for i in 0..3 {
         // SIGTERM: the node hands its shards over and exits; then it starts
         // again and takes them back once warm.
@@ -1739,6 +1774,7 @@ async fn a_rolling_restart_of_three_nodes_moves_each_shard_twice() {
         let watcher = (i + 1) % 3;
         let rest: Vec<&str> = ids.iter().copied().filter(|id| *id != ids[i]).collect();
         settle(&nodes[watcher], &rest, "the shards on the two others").await;
+        earlier.push((ids[i].to_owned(), nodes[i].stdout_lines()));
         nodes[i] = cluster.start(ids[i]);
         let back = settle(&nodes[watcher], &ids, "the node taking its shards back").await;
         assert_eq!(back, before);
@@ -1762,6 +1798,13 @@ async fn a_rolling_restart_of_three_nodes_moves_each_shard_twice() {
     // Each shard moved away from its owner and back: two claims.
     let moves: u64 = end.iter().map(|(s, e)| e - start[s]).sum();
     for (shard, epoch) in &end {
+        if epoch - start[shard] != 2 {
+            let now = ids
+                .iter()
+                .zip(&nodes)
+                .map(|(id, n)| (id.to_string(), n.stdout_lines()));
+            print_shard_story(*shard, earlier.iter().cloned().chain(now));
+        }
         assert_eq!(
             epoch - start[shard],
             2,
