@@ -375,6 +375,14 @@ impl Inner {
         // database) and while not `up`.
         let last = self.last_renewed_ms.load(Ordering::Acquire);
         let lapsed = last == 0 || now > last + self.settings.lease.as_millis() as u64;
+        if lapsed && last != 0 && self.status() == Status::Up {
+            // The others saw no lease for a while and may have taken this
+            // node's shards (they are taken back once it is warm again).
+            tracing::warn!(
+                late_ms = now - last - self.settings.lease.as_millis() as u64,
+                "lease renewed after it ran out (the node stalled, was starved of CPU or could not reach the database)"
+            );
+        }
         if lapsed || status != "up" {
             self.up_since_ms.store(now, Ordering::Release);
         }

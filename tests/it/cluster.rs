@@ -1298,6 +1298,22 @@ async fn a_stalled_owner_woken_after_its_shards_moved_never_writes_again() {
         async || settled(&nodes[0], &ids).await,
     )
     .await;
+    // It told its operators what happened to its lease.
+    let late: Vec<u64> = nodes[2]
+        .stdout_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("lease renewed after it ran out"))
+        })
+        .filter_map(|v| v["late_ms"].as_u64())
+        .collect();
+    assert!(
+        late.iter().any(|&ms| ms > 20_000),
+        "the woken node warns that its lease ran out ~28 s before: {late:?}"
+    );
     verify(db.url(), &req, &acked).await;
     // Nothing written after the takeover at an epoch before it.
     let mut later = 0;
