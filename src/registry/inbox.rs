@@ -324,7 +324,7 @@ async fn deliver_envelope(
     match route.deliver(to.id(), &env.payload, deadline).await {
         Ok(reply) => {
             if let Some(topic) = &env.reply_to {
-                if let Err(e) = bus.publish(topic, &env.reply(reply)).await {
+                if let Err(e) = bus.reply(topic, &env.reply(reply)).await {
                     tracing::warn!(error = %e, "could not publish a reply");
                 }
             }
