@@ -17,12 +17,13 @@
 //!     (`Inbox`, an actor answering) → the reply) vs. a raw lapin loop
 //!     (persistent confirmed publish → quorum queue → a consumer that
 //!     replies through direct reply-to and acks), requests/s with
-//!     `IN_FLIGHT` requests in flight and p50/p99 of each round trip.
+//!     64 (`CARDIO_BENCH_IN_FLIGHT`) requests in flight and p50/p99 of each round trip.
 //!
 //! Needs RabbitMQ at 127.0.0.1:5672 (guest/guest, `rabbitmqctl` usable) and
 //! PostgreSQL at 127.0.0.1:5432. Run: `cargo bench --bench cluster`;
 //! `CARDIO_BENCH_ONLY=bus` runs (d) and (g) only (no nodes, no database),
-//! `CARDIO_BENCH_PREFETCH` sets the prefetch of (d) and (g) (default 32).
+//! `CARDIO_BENCH_PREFETCH` sets the prefetch of (d) and (g) (default 32),
+//! `CARDIO_BENCH_IN_FLIGHT` what they keep in flight (default 64).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -111,7 +112,15 @@ impl Db {
 // ---- (d) throughput -------------------------------------------------------
 
 const MESSAGES: usize = 20_000;
-const IN_FLIGHT: usize = 64;
+const DEFAULT_IN_FLIGHT: usize = 64;
+
+/// Publishes (d) and requests (g) in flight: `CARDIO_BENCH_IN_FLIGHT` or 64.
+fn in_flight() -> usize {
+    std::env::var("CARDIO_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_IN_FLIGHT)
+}
 const DEFAULT_PREFETCH: u16 = 32;
 
 /// The consumers' prefetch in (d) and (g): `CARDIO_BENCH_PREFETCH` or 32.
@@ -175,7 +184,7 @@ async fn raw_lapin(url: &str) -> f64 {
         }
     });
     futures_util::stream::iter(0..MESSAGES)
-        .for_each_concurrent(IN_FLIGHT, |_| {
+        .for_each_concurrent(in_flight(), |_| {
             let (publisher, body) = (publisher.clone(), body.clone());
             async move {
                 publisher
@@ -227,7 +236,7 @@ async fn cardio_bus(url: &str) -> f64 {
         }
     });
     futures_util::stream::iter(0..MESSAGES)
-        .for_each_concurrent(IN_FLIGHT, |_| {
+        .for_each_concurrent(in_flight(), |_| {
             let (bus, env) = (Arc::clone(&bus), env.clone());
             async move { bus.send(&env).await.unwrap() }
         })
@@ -261,7 +270,7 @@ impl cardio::actors::Handler<Ping> for Echo {
 }
 
 /// Requests/s and the sorted round-trip times of `ROUND_TRIPS` requests,
-/// `IN_FLIGHT` at a time, each slot asking an actor of its own.
+/// `in_flight()` at a time, each slot asking an actor of its own.
 async fn round_trips<F, Fut>(ask: F) -> (f64, Vec<Duration>)
 where
     F: Fn(usize) -> Fut,
@@ -270,11 +279,11 @@ where
     let times = std::cell::RefCell::new(Vec::with_capacity(ROUND_TRIPS));
     let start = Instant::now();
     futures_util::stream::iter(0..ROUND_TRIPS)
-        .for_each_concurrent(IN_FLIGHT, |i| {
+        .for_each_concurrent(in_flight(), |i| {
             let (ask, times) = (&ask, &times);
             async move {
                 let t = Instant::now();
-                ask(i % IN_FLIGHT).await;
+                ask(i % in_flight()).await;
                 times.borrow_mut().push(t.elapsed());
             }
         })
@@ -679,9 +688,10 @@ fn main() {
         let ours2 = cardio_bus(&Vhost::new().url()).await;
         let (raw, ours) = ((raw + raw2) / 2.0, (ours + ours2) / 2.0);
         println!(
-            "(d) throughput, {MESSAGES} msgs, confirms + acks, prefetch {}, {IN_FLIGHT} in flight: \
+            "(d) throughput, {MESSAGES} msgs, confirms + acks, prefetch {}, {} in flight: \
              cardio bus {ours:.0} msg/s vs raw lapin {raw:.0} msg/s: ratio {:.2} (target >= 0.7)",
             prefetch(),
+            in_flight(),
             ours / raw
         );
 
@@ -693,7 +703,8 @@ fn main() {
         let ours_rr2 = cardio_round_trips(&Vhost::new().url()).await;
         for (round, (raw, ours)) in [(&raw_rr, &ours_rr), (&raw_rr2, &ours_rr2)].into_iter().enumerate() {
             println!(
-                "(g) round {round}, request–reply, {ROUND_TRIPS} requests, {IN_FLIGHT} in flight, prefetch {}: {} vs {}: ratio {:.2}",
+                "(g) round {round}, request–reply, {ROUND_TRIPS} requests, {} in flight, prefetch {}: {} vs {}: ratio {:.2}",
+                in_flight(),
                 prefetch(),
                 describe_round_trips("cardio Requester", ours),
                 describe_round_trips("raw lapin (direct reply-to)", raw),
