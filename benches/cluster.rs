@@ -131,7 +131,9 @@ fn prefetch() -> u16 {
         .unwrap_or(DEFAULT_PREFETCH)
 }
 
-async fn raw_lapin(url: &str) -> f64 {
+/// A raw lapin connection, a confirming publisher channel, and a consumer
+/// (prefetch as set) of the quorum queue `queue` (declared like a shard's).
+async fn raw_setup(url: &str, queue: &str) -> (lapin::Connection, lapin::Channel, lapin::Consumer) {
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -148,7 +150,7 @@ async fn raw_lapin(url: &str) -> f64 {
     args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     publisher
         .queue_declare(
-            "raw".into(),
+            queue.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -162,15 +164,20 @@ async fn raw_lapin(url: &str) -> f64 {
         .basic_qos(prefetch(), BasicQosOptions::default())
         .await
         .unwrap();
-    let mut consumer = consumer_ch
+    let consumer = consumer_ch
         .basic_consume(
-            "raw".into(),
+            queue.into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
         .unwrap();
+    (conn, publisher, consumer)
+}
+
+async fn raw_lapin(url: &str) -> f64 {
+    let (conn, publisher, mut consumer) = raw_setup(url, "raw").await;
     let body = Envelope::new("probe.ping", &serde_json::json!({"n": 1}))
         .unwrap()
         .to("probe/p-1".parse().unwrap())
@@ -211,18 +218,21 @@ async fn raw_lapin(url: &str) -> f64 {
     rate
 }
 
+/// cardio's RabbitMQ bus with one shard queue.
+async fn one_shard_bus(url: &str) -> Arc<dyn Bus> {
+    let options = BusOptions {
+        shards: 1,
+        ..BusOptions::default()
+    };
+    Arc::new(
+        cardio::bus::amqp::AmqpBus::connect(url, options)
+            .await
+            .unwrap(),
+    )
+}
+
 async fn cardio_bus(url: &str) -> f64 {
-    let bus: Arc<dyn Bus> = Arc::new(
-        cardio::bus::amqp::AmqpBus::connect(
-            url,
-            BusOptions {
-                shards: 1,
-                ..BusOptions::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let bus = one_shard_bus(url).await;
     let mut sub = bus.consume_shard(0, prefetch()).await.unwrap();
     let env = Envelope::new("probe.ping", &serde_json::json!({"n": 1}))
         .unwrap()
@@ -300,47 +310,9 @@ where
 /// and acks the request.
 async fn raw_round_trips(url: &str) -> (f64, Vec<Duration>) {
     use std::collections::HashMap;
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let requests = conn.create_channel().await.unwrap();
-    requests
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    requests
-        .queue_declare(
-            "rr".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
-    // The responder: its own channel, like a node consuming a shard.
-    let responder = conn.create_channel().await.unwrap();
-    responder
-        .basic_qos(prefetch(), BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut incoming = responder
-        .basic_consume(
-            "rr".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let r = responder.clone();
+    let (conn, requests, mut incoming) = raw_setup(url, "rr").await;
+    // The responder replies on a channel of its own, like a node.
+    let r = conn.create_channel().await.unwrap();
     let serving = tokio::spawn(async move {
         while let Some(Ok(d)) = incoming.next().await {
             let env = Envelope::decode(&d.data).unwrap();
@@ -433,17 +405,7 @@ async fn raw_round_trips(url: &str) -> (f64, Vec<Duration>) {
 async fn cardio_round_trips(url: &str) -> (f64, Vec<Duration>) {
     use cardio::registry::{inbox::Inbox, KindSpec, Registry};
     use cardio::supervisors::{ArbiterPool, Backoff, SupervisorRef, SupervisorSpec, Tree};
-    let bus: Arc<dyn Bus> = Arc::new(
-        cardio::bus::amqp::AmqpBus::connect(
-            url,
-            BusOptions {
-                shards: 1,
-                ..BusOptions::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let bus = one_shard_bus(url).await;
     let tree = Tree::new();
     let pool = ArbiterPool::current();
     let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {

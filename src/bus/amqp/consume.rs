@@ -278,34 +278,9 @@ async fn attach(
                 let queue = match &what {
                     Consumes::Shard(n) => shard_queue(*n),
                     Consumes::DeadLetters => DEAD_LETTER_QUEUE.to_owned(),
-                    Consumes::Replies(name) => {
-                        ch.queue_declare(
-                            s(name),
-                            QueueDeclareOptions {
-                                exclusive: true,
-                                auto_delete: true,
-                                ..QueueDeclareOptions::default()
-                            },
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(retry)?;
-                        name.clone()
-                    }
+                    Consumes::Replies(name) => private_queue(&ch, name).await.map_err(retry)?,
                     Consumes::Events(pattern) => {
-                        let q = ch
-                            .queue_declare(
-                                s(""),
-                                QueueDeclareOptions {
-                                    exclusive: true,
-                                    auto_delete: true,
-                                    ..QueueDeclareOptions::default()
-                                },
-                                FieldTable::default(),
-                            )
-                            .await
-                            .map_err(retry)?;
-                        let name = q.name().as_str().to_owned();
+                        let name = private_queue(&ch, "").await.map_err(retry)?;
                         ch.queue_bind(
                             s(&name),
                             s(EVENTS_EXCHANGE),
@@ -337,6 +312,23 @@ async fn attach(
             }
         })
         .await
+}
+
+/// Declares an exclusive, auto-deleted queue (`name`, or one the broker
+/// names when empty) and returns its name.
+async fn private_queue(ch: &Channel, name: &str) -> Result<String, lapin::Error> {
+    let q = ch
+        .queue_declare(
+            s(name),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.name().as_str().to_owned())
 }
 
 #[async_trait]
