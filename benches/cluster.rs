@@ -11,10 +11,19 @@
 //!     answered by the new owner (p50/p99; target p99 < 1 s), beside the
 //!     lease (the time a lease-only design would need just to notice);
 //! (f) join: time for a fourth node to own its share of shards, beside the
-//!     heartbeat interval.
+//!     heartbeat interval;
+//! (g) request–reply round trips through RabbitMQ: cardio's `Requester`
+//!     (request `send` with a confirm → quorum shard queue → the inbox
+//!     (`Inbox`, an actor answering) → the reply) vs. a raw lapin loop
+//!     (persistent confirmed publish → quorum queue → a consumer that
+//!     replies through direct reply-to and acks), requests/s with
+//!     64 (`CARDIO_BENCH_IN_FLIGHT`) requests in flight and p50/p99 of each round trip.
 //!
 //! Needs RabbitMQ at 127.0.0.1:5672 (guest/guest, `rabbitmqctl` usable) and
-//! PostgreSQL at 127.0.0.1:5432. Run: `cargo bench --bench cluster`.
+//! PostgreSQL at 127.0.0.1:5432. Run: `cargo bench --bench cluster`;
+//! `CARDIO_BENCH_ONLY=bus` runs (d) and (g) only (no nodes, no database),
+//! `CARDIO_BENCH_PREFETCH` sets the prefetch of (d) and (g) (default 32),
+//! `CARDIO_BENCH_IN_FLIGHT` what they keep in flight (default 64).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -103,10 +112,28 @@ impl Db {
 // ---- (d) throughput -------------------------------------------------------
 
 const MESSAGES: usize = 20_000;
-const IN_FLIGHT: usize = 64;
-const PREFETCH: u16 = 32;
+const DEFAULT_IN_FLIGHT: usize = 64;
 
-async fn raw_lapin(url: &str) -> f64 {
+/// Publishes (d) and requests (g) in flight: `CARDIO_BENCH_IN_FLIGHT` or 64.
+fn in_flight() -> usize {
+    std::env::var("CARDIO_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_IN_FLIGHT)
+}
+const DEFAULT_PREFETCH: u16 = 32;
+
+/// The consumers' prefetch in (d) and (g): `CARDIO_BENCH_PREFETCH` or 32.
+fn prefetch() -> u16 {
+    std::env::var("CARDIO_BENCH_PREFETCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_PREFETCH)
+}
+
+/// A raw lapin connection, a confirming publisher channel, and a consumer
+/// (prefetch as set) of the quorum queue `queue` (declared like a shard's).
+async fn raw_setup(url: &str, queue: &str) -> (lapin::Connection, lapin::Channel, lapin::Consumer) {
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -123,7 +150,7 @@ async fn raw_lapin(url: &str) -> f64 {
     args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     publisher
         .queue_declare(
-            "raw".into(),
+            queue.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -134,18 +161,23 @@ async fn raw_lapin(url: &str) -> f64 {
         .unwrap();
     let consumer_ch = conn.create_channel().await.unwrap();
     consumer_ch
-        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .basic_qos(prefetch(), BasicQosOptions::default())
         .await
         .unwrap();
-    let mut consumer = consumer_ch
+    let consumer = consumer_ch
         .basic_consume(
-            "raw".into(),
+            queue.into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
         .unwrap();
+    (conn, publisher, consumer)
+}
+
+async fn raw_lapin(url: &str) -> f64 {
+    let (conn, publisher, mut consumer) = raw_setup(url, "raw").await;
     let body = Envelope::new("probe.ping", &serde_json::json!({"n": 1}))
         .unwrap()
         .to("probe/p-1".parse().unwrap())
@@ -159,7 +191,7 @@ async fn raw_lapin(url: &str) -> f64 {
         }
     });
     futures_util::stream::iter(0..MESSAGES)
-        .for_each_concurrent(IN_FLIGHT, |_| {
+        .for_each_concurrent(in_flight(), |_| {
             let (publisher, body) = (publisher.clone(), body.clone());
             async move {
                 publisher
@@ -186,19 +218,22 @@ async fn raw_lapin(url: &str) -> f64 {
     rate
 }
 
+/// cardio's RabbitMQ bus with one shard queue.
+async fn one_shard_bus(url: &str) -> Arc<dyn Bus> {
+    let options = BusOptions {
+        shards: 1,
+        ..BusOptions::default()
+    };
+    Arc::new(
+        cardio::bus::amqp::AmqpBus::connect(url, options)
+            .await
+            .unwrap(),
+    )
+}
+
 async fn cardio_bus(url: &str) -> f64 {
-    let bus: Arc<dyn Bus> = Arc::new(
-        cardio::bus::amqp::AmqpBus::connect(
-            url,
-            BusOptions {
-                shards: 1,
-                ..BusOptions::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
-    let mut sub = bus.consume_shard(0, PREFETCH).await.unwrap();
+    let bus = one_shard_bus(url).await;
+    let mut sub = bus.consume_shard(0, prefetch()).await.unwrap();
     let env = Envelope::new("probe.ping", &serde_json::json!({"n": 1}))
         .unwrap()
         .to("probe/p-1".parse().unwrap());
@@ -211,13 +246,207 @@ async fn cardio_bus(url: &str) -> f64 {
         }
     });
     futures_util::stream::iter(0..MESSAGES)
-        .for_each_concurrent(IN_FLIGHT, |_| {
+        .for_each_concurrent(in_flight(), |_| {
             let (bus, env) = (Arc::clone(&bus), env.clone());
             async move { bus.send(&env).await.unwrap() }
         })
         .await;
     consume.await.unwrap();
     MESSAGES as f64 / start.elapsed().as_secs_f64()
+}
+
+// ---- (g) request–reply round trips -----------------------------------------
+
+const ROUND_TRIPS: usize = 10_000;
+
+/// (g)'s responder in cardio: answers with the count of pings so far.
+struct Echo {
+    pings: u32,
+}
+
+impl cardio::actors::Actor for Echo {
+    const KIND: &'static str = "echo";
+}
+
+#[derive(actix::Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "u32")]
+struct Ping;
+
+impl cardio::actors::Handler<Ping> for Echo {
+    async fn handle(&mut self, _: Ping, _: &mut cardio::actors::Ctx<Self>) -> u32 {
+        self.pings += 1;
+        self.pings
+    }
+}
+
+/// Requests/s and the sorted round-trip times of `ROUND_TRIPS` requests,
+/// `in_flight()` at a time, each slot asking an actor of its own.
+async fn round_trips<F, Fut>(ask: F) -> (f64, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let times = std::cell::RefCell::new(Vec::with_capacity(ROUND_TRIPS));
+    let start = Instant::now();
+    futures_util::stream::iter(0..ROUND_TRIPS)
+        .for_each_concurrent(in_flight(), |i| {
+            let (ask, times) = (&ask, &times);
+            async move {
+                let t = Instant::now();
+                ask(i % in_flight()).await;
+                times.borrow_mut().push(t.elapsed());
+            }
+        })
+        .await;
+    let rate = ROUND_TRIPS as f64 / start.elapsed().as_secs_f64();
+    let mut times = times.into_inner();
+    times.sort();
+    (rate, times)
+}
+
+/// Raw lapin: the requester's channel consumes direct reply-to and publishes
+/// persistent, confirmed, mandatory requests to a quorum queue; a consumer
+/// (prefetch as in (d)) publishes each reply to the request's `reply_to`
+/// and acks the request.
+async fn raw_round_trips(url: &str) -> (f64, Vec<Duration>) {
+    use std::collections::HashMap;
+    let (conn, requests, mut incoming) = raw_setup(url, "rr").await;
+    // The responder replies on a channel of its own, like a node.
+    let r = conn.create_channel().await.unwrap();
+    let serving = tokio::spawn(async move {
+        while let Some(Ok(d)) = incoming.next().await {
+            let env = Envelope::decode(&d.data).unwrap();
+            let reply = env
+                .reply(serde_json::value::to_raw_value(&1u32).unwrap())
+                .encode();
+            let to = d.properties.reply_to().clone().unwrap();
+            r.basic_publish(
+                "".into(),
+                to,
+                BasicPublishOptions::default(),
+                &reply,
+                lapin::BasicProperties::default()
+                    .with_correlation_id(env.id.to_string().as_str().into()),
+            )
+            .await
+            .unwrap();
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    });
+    let mut replies = requests
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let waiting: std::rc::Rc<
+        std::cell::RefCell<HashMap<String, tokio::sync::oneshot::Sender<Vec<u8>>>>,
+    > = Default::default();
+    let w = std::rc::Rc::clone(&waiting);
+    let matching = actix_rt::spawn(async move {
+        while let Some(Ok(d)) = replies.next().await {
+            let id = d.properties.correlation_id().clone().unwrap().to_string();
+            if let Some(tx) = w.borrow_mut().remove(&id) {
+                let _ = tx.send(d.data);
+            }
+        }
+    });
+    let result = round_trips(|slot| {
+        let (requests, waiting) = (requests.clone(), std::rc::Rc::clone(&waiting));
+        async move {
+            let env = Envelope::new("echo.ping", &Ping)
+                .unwrap()
+                .to(format!("echo/e-{slot}").parse().unwrap())
+                .within(Duration::from_secs(30));
+            let body = env.encode();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            waiting.borrow_mut().insert(env.id.to_string(), tx);
+            let confirm = requests
+                .basic_publish(
+                    "".into(),
+                    "rr".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    lapin::BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(env.id.to_string().as_str().into())
+                        .with_reply_to("amq.rabbitmq.reply-to".into()),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(matches!(confirm, lapin::Confirmation::Ack(None)));
+            let reply = tokio::time::timeout(Duration::from_secs(30), rx)
+                .await
+                .expect("a reply")
+                .unwrap();
+            let _ = Envelope::decode(&reply).unwrap();
+        }
+    })
+    .await;
+    matching.abort();
+    serving.abort();
+    let _ = conn.close(200, "done".into()).await;
+    result
+}
+
+/// cardio: `Requester::request` to `Echo` actors behind an `Inbox` on the
+/// same bus (one shard, prefetch as in (d)).
+async fn cardio_round_trips(url: &str) -> (f64, Vec<Duration>) {
+    use cardio::registry::{inbox::Inbox, KindSpec, Registry};
+    use cardio::supervisors::{ArbiterPool, Backoff, SupervisorRef, SupervisorSpec, Tree};
+    let bus = one_shard_bus(url).await;
+    let tree = Tree::new();
+    let pool = ArbiterPool::current();
+    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
+        panic!("root failed: {r}")
+    })
+    .await;
+    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(30));
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(|_: &str| Echo { pings: 0 }).backoff(Backoff::none()),
+        )
+        .await
+        .unwrap();
+    registry.route_for::<Echo, Ping>(&kind, "echo.ping");
+    let inbox = Inbox::start(registry, Arc::clone(&bus), [0], prefetch())
+        .await
+        .unwrap();
+    let req = Requester::new(Arc::clone(&bus)).await.unwrap();
+    let result = round_trips(|slot| {
+        let req = &req;
+        async move {
+            let to = ActorId::new("echo", &format!("e-{slot}")).unwrap();
+            let n: u32 = req
+                .request(&to, "echo.ping", &Ping, Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert!(n > 0);
+        }
+    })
+    .await;
+    inbox.stop().await;
+    result
+}
+
+fn describe_round_trips(what: &str, (rate, times): &(f64, Vec<Duration>)) -> String {
+    format!(
+        "{what} {rate:.0} req/s, p50 {:?}, p99 {:?}",
+        percentile(times, 0.5),
+        percentile(times, 0.99)
+    )
 }
 
 // ---- (e), (f) processes ---------------------------------------------------
@@ -421,10 +650,32 @@ fn main() {
         let ours2 = cardio_bus(&Vhost::new().url()).await;
         let (raw, ours) = ((raw + raw2) / 2.0, (ours + ours2) / 2.0);
         println!(
-            "(d) throughput, {MESSAGES} msgs, confirms + acks, prefetch {PREFETCH}, {IN_FLIGHT} in flight: \
+            "(d) throughput, {MESSAGES} msgs, confirms + acks, prefetch {}, {} in flight: \
              cardio bus {ours:.0} msg/s vs raw lapin {raw:.0} msg/s: ratio {:.2} (target >= 0.7)",
+            prefetch(),
+            in_flight(),
             ours / raw
         );
+
+        // Alternated, each on a fresh vhost, so that a drift of the machine
+        // weighs on both.
+        let raw_rr = raw_round_trips(&Vhost::new().url()).await;
+        let ours_rr = cardio_round_trips(&Vhost::new().url()).await;
+        let raw_rr2 = raw_round_trips(&Vhost::new().url()).await;
+        let ours_rr2 = cardio_round_trips(&Vhost::new().url()).await;
+        for (round, (raw, ours)) in [(&raw_rr, &ours_rr), (&raw_rr2, &ours_rr2)].into_iter().enumerate() {
+            println!(
+                "(g) round {round}, request–reply, {ROUND_TRIPS} requests, {} in flight, prefetch {}: {} vs {}: ratio {:.2}",
+                in_flight(),
+                prefetch(),
+                describe_round_trips("cardio Requester", ours),
+                describe_round_trips("raw lapin (direct reply-to)", raw),
+                ours.0 / raw.0
+            );
+        }
+        if std::env::var("CARDIO_BENCH_ONLY").as_deref() == Ok("bus") {
+            return;
+        }
 
         let mut all = Vec::new();
         for round in 0..3 {

@@ -1,15 +1,18 @@
 //! Request–reply over the bus from outside any actor: what the API, tools and
 //! tests use to reach an actor wherever it lives.
 //!
-//! A [`Requester`] subscribes to a reply topic of its own and matches replies
-//! to requests by correlation id. [`Requester::ask`] is the typed way in: a
+//! A [`Requester`] has a reply queue of its own ([`Bus::reply_queue`]: on
+//! RabbitMQ an exclusive, auto-deleted queue that replies reach without
+//! confirms or persistence) and matches replies to requests by correlation
+//! id. [`Requester::ask`] is the typed way in: a
 //! [`BusMessage`] goes to its actor and its `Reply` comes back, or the
 //! caller's deadline passes. A request that got no answer may still have
 //! been applied: the idempotency key inside each command message (its
 //! request id) makes asking again safe. [`Requester::request`] is the
 //! untyped single try underneath (tests use it to send shapes no type has).
 //!
-//! **One request, not a pile of copies.** An ask is one envelope: one
+//! **One request, not a pile of copies.** An ask is one envelope, encoded
+//! once ([`Envelope::seal`]) and sent as those bytes every time: one
 //! message id (every reply to it answers the ask) and the caller's whole
 //! deadline (the actor drops it as late only when the caller has given up).
 //! Once the bus confirmed it, the copy is durably in its shard queue and
@@ -111,7 +114,8 @@ type Waiting = Arc<DashMap<MessageId, oneshot::Sender<Envelope>>>;
 /// See the module docs.
 pub struct Requester {
     bus: Arc<dyn Bus>,
-    topic: String,
+    /// Its reply queue's address (`reply_to` of its requests).
+    address: String,
     waiting: Waiting,
     /// Resets of the reply subscription (`None`: it is never lost).
     resets: Option<watch::Receiver<u64>>,
@@ -119,10 +123,9 @@ pub struct Requester {
 }
 
 impl Requester {
-    /// Subscribes to a fresh reply topic on `bus`.
+    /// Opens a reply queue of its own on `bus`.
     pub async fn new(bus: Arc<dyn Bus>) -> Result<Requester, BusError> {
-        let topic = format!("reply.{}", uuid::Uuid::new_v4().simple());
-        let mut sub = bus.subscribe(&topic, 256).await?;
+        let (address, mut sub) = bus.reply_queue().await?;
         let resets = sub.resets();
         let waiting: Waiting = Arc::new(DashMap::new());
         let w = Arc::clone(&waiting);
@@ -135,7 +138,7 @@ impl Requester {
         });
         Ok(Requester {
             bus,
-            topic,
+            address,
             waiting,
             resets,
             task,
@@ -163,8 +166,9 @@ impl Requester {
         let env = Envelope::raw(M::TYPE, payload)
             .to(to.clone())
             .within(left)
-            .reply_to(&self.topic);
+            .reply_to(&self.address);
         let id = env.id;
+        let sealed = env.seal();
         let mut resets = self.resets.clone();
         let mut attempt = 0;
         loop {
@@ -173,7 +177,9 @@ impl Requester {
             if let Some(r) = resets.as_mut() {
                 r.mark_unchanged();
             }
-            let failure = match tokio::time::timeout_at(deadline, self.bus.send(&env)).await {
+            let failure = match tokio::time::timeout_at(deadline, self.bus.send_sealed(&sealed))
+                .await
+            {
                 // Not confirmed in time: it may still be in the queue.
                 Err(_) => {
                     self.waiting.remove(&id);
@@ -236,7 +242,7 @@ impl Requester {
         let env = Envelope::raw(msg_type, payload)
             .to(to.clone())
             .within(timeout)
-            .reply_to(&self.topic);
+            .reply_to(&self.address);
         let (tx, rx) = oneshot::channel();
         self.waiting.insert(env.id, tx);
         let id = env.id;
@@ -357,7 +363,7 @@ mod tests {
                     .unwrap()
                     .push((tokio::time::Instant::now(), env.id));
                 let no = serde_json::value::to_raw_value(&false).unwrap();
-                b.publish(env.reply_to.as_deref().unwrap(), &env.reply(no))
+                b.reply(env.reply_to.as_deref().unwrap(), &env.reply(no))
                     .await
                     .unwrap();
                 d.ack().await.unwrap();

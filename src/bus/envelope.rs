@@ -148,6 +148,43 @@ impl fmt::Debug for Envelope {
     }
 }
 
+/// An envelope encoded once ([`Envelope::seal`]): what the bus sends, so
+/// that an ask that sends its one copy again, or a publish retried on a
+/// fresh channel, re-uses the bytes instead of serialising the envelope
+/// again. Cloning shares the bytes. `Debug` shows no payload.
+#[derive(Clone)]
+pub struct Sealed {
+    id: MessageId,
+    to: Option<ActorId>,
+    body: bytes::Bytes,
+}
+
+impl Sealed {
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The actor it is for (actor messages).
+    pub fn to(&self) -> Option<&ActorId> {
+        self.to.as_ref()
+    }
+
+    /// The encoded envelope.
+    pub fn body(&self) -> &bytes::Bytes {
+        &self.body
+    }
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealed")
+            .field("id", &self.id)
+            .field("to", &self.to)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
 /// Why bytes are not an envelope. Messages never quote the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
@@ -240,6 +277,16 @@ impl Envelope {
         }
     }
 
+    /// This envelope encoded once, to be sent (and sent again) as is: see
+    /// [`Sealed`].
+    pub fn seal(&self) -> Sealed {
+        Sealed {
+            id: self.id,
+            to: self.to.clone(),
+            body: self.encode(),
+        }
+    }
+
     pub fn encode(&self) -> bytes::Bytes {
         // Serialising our own struct with a RawValue payload cannot fail.
         serde_json::to_vec(self)
@@ -327,6 +374,21 @@ mod tests {
         };
         assert_eq!(bad.trace_id(), None);
         assert!(bad.child().trace_id().is_some());
+    }
+
+    #[test]
+    fn a_sealed_envelope_carries_its_encoding_and_hides_the_payload() {
+        let env = Envelope::new("x", &"Jane Doe")
+            .unwrap()
+            .to("consult/c-1".parse().unwrap());
+        let sealed = env.seal();
+        assert_eq!(sealed.id(), env.id);
+        assert_eq!(sealed.to(), env.to.as_ref());
+        let back = Envelope::decode(sealed.body()).unwrap();
+        assert_eq!((back.id, back.payload.get()), (env.id, r#""Jane Doe""#));
+        // Clones share the bytes: a re-send encodes nothing again.
+        assert_eq!(sealed.clone().body().as_ptr(), sealed.body().as_ptr());
+        assert!(!format!("{sealed:?}").contains("Jane"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use super::topic::{check_topic, matches, parse_pattern};
 use super::{
     Acker, Bus, BusError, BusOptions, DeadLetterInfo, Delivery, DeliveryInfo, Envelope, Nacked,
-    Source, Subscription,
+    Sealed, Source, Subscription,
 };
 use crate::address::shard_of;
 
@@ -202,12 +202,12 @@ impl Bus for MemoryBus {
         self.options.shards
     }
 
-    async fn send(&self, env: &Envelope) -> Result<(), BusError> {
-        let to = env.to.as_ref().ok_or(BusError::NoRecipient)?;
+    async fn send_sealed(&self, msg: &Sealed) -> Result<(), BusError> {
+        let to = msg.to().ok_or(BusError::NoRecipient)?;
         let shard = shard_of(to, self.options.shards);
         self.shards[usize::from(shard)].push(Stored {
             seq: 0,
-            body: env.encode(),
+            body: msg.body().clone(),
             deliveries: 0,
             failures: 0,
             dead_letter: None,

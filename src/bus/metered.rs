@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Acker, Bus, BusError, Delivery, Envelope, Nacked, Source, Subscription};
+use super::{Acker, Bus, BusError, Delivery, Envelope, Nacked, Sealed, Source, Subscription};
 use crate::metrics::bus as m;
 
 /// A backend with metrics.
@@ -45,11 +45,25 @@ impl Bus for Metered {
         self.inner.shards()
     }
 
-    async fn send(&self, env: &Envelope) -> Result<(), BusError> {
+    async fn send_sealed(&self, msg: &Sealed) -> Result<(), BusError> {
         let start = Instant::now();
-        let sent = self.inner.send(env).await;
+        let sent = self.inner.send_sealed(msg).await;
         if sent.is_ok() {
             m::published(self.backend, "actor", start.elapsed());
+        }
+        sent
+    }
+
+    async fn reply_queue(&self) -> Result<(String, Subscription), BusError> {
+        let (address, sub) = self.inner.reply_queue().await?;
+        Ok((address, self.wrap(sub, false)))
+    }
+
+    async fn reply(&self, address: &str, reply: &Envelope) -> Result<(), BusError> {
+        let start = Instant::now();
+        let sent = self.inner.reply(address, reply).await;
+        if sent.is_ok() {
+            m::published(self.backend, "reply", start.elapsed());
         }
         sent
     }

@@ -15,7 +15,11 @@
 //!   `delivery_limit` failed (nacked) deliveries a message goes to the
 //!   dead-letter queue with its reason. Deliveries that end without a failure
 //!   (a consumer lost, a shard handed over) do not count toward the limit;
-//! - at most `prefetch` unsettled deliveries per subscription.
+//! - at most `prefetch` unsettled deliveries per subscription;
+//! - replies travel a path of their own ([`Bus::reply_queue`], [`Bus::reply`]):
+//!   best effort, never persisted nor confirmed, since a request's
+//!   durability is the journal's (an unanswered ask is asked again with the
+//!   same idempotency key). A reply to a requester that is gone is dropped.
 
 pub mod amqp;
 pub mod client;
@@ -31,7 +35,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use envelope::{Envelope, EnvelopeError, MessageId, TraceContext};
+pub use envelope::{Envelope, EnvelopeError, MessageId, Sealed, TraceContext};
 pub use protocol::{BusEvent, BusMessage};
 
 /// Errors of the bus. Messages never carry payloads.
@@ -279,13 +283,37 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Sends an actor message (`env.to` set) to its shard queue. Returns once the
     /// bus holds it (durably, for durable backends).
-    async fn send(&self, env: &Envelope) -> Result<(), BusError>;
+    async fn send(&self, env: &Envelope) -> Result<(), BusError> {
+        self.send_sealed(&env.seal()).await
+    }
+
+    /// [`Self::send`] of an envelope encoded already: what to use for a
+    /// message that may be sent more than once.
+    async fn send_sealed(&self, msg: &Sealed) -> Result<(), BusError>;
 
     /// Publishes an event on `topic` to every matching subscription.
     async fn publish(&self, topic: &str, env: &Envelope) -> Result<(), BusError>;
 
     /// A subscription of its own to events whose topic matches `pattern`.
     async fn subscribe(&self, pattern: &str, prefetch: u16) -> Result<Subscription, BusError>;
+
+    /// A reply address of the caller's own (for [`Envelope::reply_to`]) and
+    /// the replies sent to it, which need no settling. It lasts as long as
+    /// the subscription; after [`Subscription::resets`] changed, replies
+    /// sent meanwhile may be lost. Default: a topic subscription.
+    async fn reply_queue(&self) -> Result<(String, Subscription), BusError> {
+        let address = format!("reply.{}", uuid::Uuid::new_v4().simple());
+        let sub = self.subscribe(&address, 256).await?;
+        Ok((address, sub))
+    }
+
+    /// Sends `reply` to `address` (a request's `reply_to`), best effort: it
+    /// is neither persisted nor confirmed, and a reply to an address nobody
+    /// listens on any more is dropped without an error. Default: an event
+    /// on the topic `address`.
+    async fn reply(&self, address: &str, reply: &Envelope) -> Result<(), BusError> {
+        self.publish(address, reply).await
+    }
 
     /// Consumes the actor messages of one shard.
     async fn consume_shard(&self, shard: u16, prefetch: u16) -> Result<Subscription, BusError>;

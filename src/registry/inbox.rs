@@ -358,7 +358,7 @@ async fn deliver_envelope(
                 // Not past the request's deadline: its caller has given up
                 // by then (and the bus would retry for a minute in an outage).
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, bus.publish(topic, &env.reply(reply))).await {
+                match tokio::time::timeout(left, bus.reply(topic, &env.reply(reply))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "could not publish a reply"),
                     Err(_) => tracing::debug!("reply not published before the request's deadline"),

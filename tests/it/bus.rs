@@ -720,3 +720,295 @@ async fn a_delivery_that_never_settles_is_given_up_after_its_deadline_and_its_ac
     );
     assert_eq!(lanes.in_hand(), 0);
 }
+
+// ---- The bus path (issue 15): pipelined confirms, the reply path ----------
+
+/// Many sends in flight at once (pipelined on one channel on RabbitMQ) are
+/// each confirmed, and each message is in its queue exactly once.
+async fn many_concurrent_sends_are_each_confirmed_and_queued_once(bus: Arc<dyn Bus>) {
+    let envs: Vec<Envelope> = (0..200)
+        .map(|i| to_probe(&format!("p-{i}"), "probe.ping", &Ping))
+        .collect();
+    let sent = futures_util::future::join_all(envs.iter().map(|e| bus.send(e))).await;
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    let mut seen = std::collections::HashMap::new();
+    for shard in 0..bus.shards() {
+        let mut sub = bus.consume_shard(shard, 50).await.unwrap();
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            *seen.entry(d.envelope().unwrap().id).or_insert(0) += 1;
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(seen.len(), envs.len(), "every confirmed message is queued");
+    assert!(
+        envs.iter().all(|e| seen.get(&e.id) == Some(&1)),
+        "none twice"
+    );
+}
+on_both_buses!(many_concurrent_sends_are_each_confirmed_and_queued_once, 5);
+
+/// A reply reaches the reply queue it is sent to, and one sent to a reply
+/// queue whose requester is gone is dropped: the responder sees no error.
+async fn a_reply_reaches_its_queue_and_one_to_a_requester_gone_is_dropped(bus: Arc<dyn Bus>) {
+    let (address, mut replies) = bus.reply_queue().await.unwrap();
+    let request = to_probe("p-1", "probe.ping", &Ping).reply_to(&address);
+    let reply = request.reply(serde_json::value::to_raw_value(&7).unwrap());
+    bus.reply(&address, &reply).await.unwrap();
+    let got = next(&mut replies).await;
+    let env = got.envelope().unwrap();
+    assert_eq!(env.correlation_id, Some(request.id));
+    assert_eq!(env.payload.get(), "7");
+    got.ack().await.unwrap(); // nothing to settle, and no error
+    replies.close().await;
+    for _ in 0..50 {
+        bus.reply(&address, &reply).await.unwrap();
+    }
+    // A new reply queue sees none of them.
+    let (_, mut other) = bus.reply_queue().await.unwrap();
+    nothing_more(&mut other).await;
+}
+on_both_buses!(
+    a_reply_reaches_its_queue_and_one_to_a_requester_gone_is_dropped,
+    5
+);
+
+/// The inbox answers a request whose requester is gone, and acknowledges
+/// it like any other: the lost reply is no failure of the message.
+async fn a_request_whose_requester_is_gone_is_handled_and_acknowledged(bus: Arc<dyn Bus>) {
+    let (_tree, registry, bus) = node_with_probes(bus).await;
+    let (address, replies) = bus.reply_queue().await.unwrap();
+    replies.close().await;
+    let ping = to_probe("p-gone", "probe.ping", &Ping).reply_to(&address);
+    bus.send(&ping).await.unwrap();
+    let shard = shard_of(&bus, "p-gone").await;
+    let mut sub = bus.consume_shard(shard, 4).await.unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(deliver(&registry, bus.as_ref(), d).await, Delivered::Acked);
+    nothing_more(&mut sub).await;
+}
+on_both_buses!(
+    a_request_whose_requester_is_gone_is_handled_and_acknowledged,
+    5
+);
+
+/// `Requester::ask` end to end through an inbox: the answer comes back.
+async fn an_ask_is_answered_through_the_inbox(bus: Arc<dyn Bus>) {
+    let (_tree, registry, bus) = node_with_probes(bus).await;
+    let shards: Vec<u16> = (0..bus.shards()).collect();
+    let inbox = Inbox::start(registry, Arc::clone(&bus), shards, 8)
+        .await
+        .unwrap();
+    let req = Requester::new(Arc::clone(&bus)).await.unwrap();
+    let to: cardio::registry::ActorId = "probe/p-ask".parse().unwrap();
+    let deadline = tokio::time::Instant::now() + LONG;
+    let answers =
+        futures_util::future::join_all((0..20).map(|_| req.ask(&to, &AskPing, deadline))).await;
+    let mut answers: Vec<u32> = answers.into_iter().map(Result::unwrap).collect();
+    answers.sort();
+    assert_eq!(
+        answers,
+        (1..=20).collect::<Vec<u32>>(),
+        "each answered once"
+    );
+    inbox.stop().await;
+}
+on_both_buses!(an_ask_is_answered_through_the_inbox, 5);
+
+use cardio::bus::client::{AskError, Requester};
+
+/// `Ping` as a typed bus message, for `Requester::ask`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AskPing;
+
+impl cardio::bus::BusMessage for AskPing {
+    const TYPE: &'static str = "probe.ping";
+    const KIND: &'static str = "probe";
+    type Reply = u32;
+}
+
+/// Many confirms in flight on one channel, one of them refused (a nack from
+/// a full quorum queue): the refused one fails alone, every other is
+/// confirmed and queued once (the channel the nack came on is replaced
+/// only after its other confirms came in, so none is published again).
+#[actix_rt::test]
+async fn a_refused_publish_fails_alone_among_many_in_flight() {
+    needs!(Rabbitmq);
+    let _broker = crate::broker::shared().await;
+    let vhost = crate::broker::Vhost::new();
+    let bus: Arc<dyn Bus> = Arc::new(
+        vhost
+            .bus(options(5))
+            .await
+            .with_retry_for(Duration::from_secs(2)),
+    );
+    let full = 0u16;
+    crate::broker::rabbitmqctl(&[
+        "set_policy",
+        "-p",
+        &vhost.name,
+        "full",
+        &format!("^cardio\\.shard\\.{full}$"),
+        r#"{"max-length":0,"overflow":"reject-publish"}"#,
+        "--apply-to",
+        "queues",
+    ]);
+    let refused = (0..)
+        .map(|i| format!("p-r{i}"))
+        .find(|id| cardio::cluster::shard_of(&format!("probe/{id}").parse().unwrap(), 4) == full)
+        .unwrap();
+    let others: Vec<Envelope> = (0..)
+        .map(|i| format!("p-{i}"))
+        .filter(|id| cardio::cluster::shard_of(&format!("probe/{id}").parse().unwrap(), 4) != full)
+        .take(300)
+        .map(|id| to_probe(&id, "probe.ping", &Ping))
+        .collect();
+    let bad = to_probe(&refused, "probe.ping", &Ping);
+    // The policy reaches the queue a moment after rabbitmqctl returns.
+    poll_until(
+        "the policy applied",
+        LONG,
+        Duration::from_millis(100),
+        async || bus.send(&bad).await.is_err(),
+    )
+    .await;
+    let (bad_sent, sent) = tokio::join!(
+        bus.send(&bad),
+        futures_util::future::join_all(others.iter().map(|e| bus.send(e)))
+    );
+    assert!(
+        matches!(&bad_sent, Err(BusError::Broker(e)) if e.contains("nack")),
+        "{bad_sent:?}"
+    );
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    let mut seen = std::collections::HashMap::new();
+    for shard in (0..4).filter(|s| *s != full) {
+        let mut sub = bus.consume_shard(shard, 100).await.unwrap();
+        while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+            *seen.entry(d.envelope().unwrap().id).or_insert(0) += 1;
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        others.len(),
+        "every confirmed message is queued"
+    );
+    let twice = others
+        .iter()
+        .filter(|e| seen.get(&e.id) != Some(&1))
+        .count();
+    assert_eq!(twice, 0, "published again after the nack on their channel");
+}
+
+/// A reply queue that nobody consumes any more is gone from the broker:
+/// replies to it cannot pile up there.
+#[actix_rt::test]
+async fn a_reply_queue_is_gone_with_its_requester() {
+    needs!(Rabbitmq);
+    let _broker = crate::broker::shared().await;
+    let vhost = crate::broker::Vhost::new();
+    let bus: Arc<dyn Bus> = Arc::new(vhost.bus(options(5)).await);
+    let req = Requester::new(Arc::clone(&bus)).await.unwrap();
+    let (address, replies) = bus.reply_queue().await.unwrap();
+    let conn = lapin::Connection::connect(&vhost.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let exists = async |name: &str| {
+        let ch = conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        // Another connection's exclusive queue answers RESOURCE_LOCKED
+        // (it exists); a missing one NOT_FOUND.
+        let found = match ch
+            .queue_declare(name.into(), passive, Default::default())
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => !e.to_string().contains("NOT_FOUND"),
+        };
+        let _ = ch.close(200, "done".into()).await;
+        found
+    };
+    assert!(exists(&address).await, "the reply queue is declared");
+    replies.close().await;
+    poll_until(
+        "the reply queue gone",
+        LONG,
+        Duration::from_millis(50),
+        async || !exists(&address).await,
+    )
+    .await;
+    drop(req);
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// The requester's connection is cut while its request is in the actor's
+/// hands (the reply queue is lost with it, like in a broker restart): the
+/// ask is answered once the connection is back (it asks again when its
+/// reply queue was reset), or fails by its deadline; it never hangs.
+#[actix_rt::test]
+async fn an_ask_whose_connection_is_cut_mid_request_is_answered_or_fails_by_its_deadline() {
+    needs!(Rabbitmq);
+    let _broker = crate::broker::shared().await;
+    let vhost = crate::broker::Vhost::new();
+    let proxy = crate::broker::Proxy::start().await;
+    let direct: Arc<dyn Bus> = Arc::new(vhost.bus(options(5)).await);
+    let cut_off: Arc<dyn Bus> = Arc::new(
+        cardio::bus::amqp::AmqpBus::connect(&proxy.url(&vhost), options(5))
+            .await
+            .unwrap(),
+    );
+    let req = Requester::new(Arc::clone(&cut_off)).await.unwrap();
+    // The responder: holds its first request until told, then answers all.
+    let shard = shard_of(&direct, "p-cut").await;
+    let mut sub = direct.consume_shard(shard, 4).await.unwrap();
+    let (held_tx, held) = tokio::sync::oneshot::channel::<()>();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let bus = Arc::clone(&direct);
+    let responder = actix_rt::spawn(async move {
+        let (mut held_tx, mut go_rx) = (Some(held_tx), Some(go_rx));
+        let mut answered = 0u32;
+        while let Some(d) = sub.next().await {
+            if let Some(tx) = held_tx.take() {
+                let _ = tx.send(());
+                let _ = go_rx.take().unwrap().await;
+            }
+            let env = d.envelope().unwrap();
+            answered += 1;
+            let n = serde_json::value::to_raw_value(&answered).unwrap();
+            bus.reply(env.reply_to.as_deref().unwrap(), &env.reply(n))
+                .await
+                .unwrap();
+            d.ack().await.unwrap();
+        }
+    });
+    let to: cardio::registry::ActorId = "probe/p-cut".parse().unwrap();
+    let start = tokio::time::Instant::now();
+    let deadline = start + Duration::from_secs(20);
+    let asking = actix_rt::spawn(async move {
+        let answer = req.ask(&to, &AskPing, deadline).await;
+        (answer, tokio::time::Instant::now())
+    });
+    tokio::time::timeout(LONG, held).await.unwrap().unwrap();
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+    let _ = go.send(());
+    let (answer, at) = tokio::time::timeout(Duration::from_secs(25), asking)
+        .await
+        .expect("the ask ends by its deadline")
+        .unwrap();
+    assert!(
+        at <= deadline + Duration::from_millis(500),
+        "ended by the deadline"
+    );
+    assert!(
+        matches!(answer, Ok(n) if n >= 1) || matches!(answer, Err(AskError::Timeout)),
+        "{answer:?}"
+    );
+    // With the connection back in half a second, it is answered.
+    assert!(answer.is_ok(), "answered after the cut: {answer:?}");
+    responder.abort();
+}

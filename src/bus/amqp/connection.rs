@@ -14,6 +14,7 @@ use std::time::Duration;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 
+use super::publish::CONFIRM_TIMEOUT;
 use super::topology::declare_topology;
 use super::{broker_err, s, BusRuntime, Inner, Live};
 use crate::bus::BusError;
@@ -41,7 +42,10 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            if live.conn.status().connected() && live.publisher.status().connected() {
+            if live.conn.status().connected()
+                && live.publisher.status().connected()
+                && live.replier.status().connected()
+            {
                 return Ok(live.clone());
             }
         }
@@ -54,14 +58,19 @@ impl Inner {
     async fn open_locked(&self, guard: &mut Option<Live>) -> Result<Live, BusError> {
         if let Some(live) = guard.as_mut() {
             if live.conn.status().connected() {
-                if live.publisher.status().connected() {
-                    return Ok(live.clone());
-                }
-                // Only the publishing channel closed (a refused publish, say).
-                if let Ok(Ok(publisher)) =
-                    tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
-                {
-                    live.publisher = publisher;
+                // Only a channel closed (a refused publish, say): replace it.
+                let repaired = tokio::time::timeout(OPEN_TIMEOUT, async {
+                    if !live.publisher.status().connected() {
+                        live.publisher = new_publisher(&live.conn).await?;
+                        live.publisher_epoch += 1;
+                    }
+                    if !live.replier.status().connected() {
+                        live.replier = live.conn.create_channel().await.map_err(broker_err)?;
+                    }
+                    Ok::<_, BusError>(())
+                })
+                .await;
+                if let Ok(Ok(())) = repaired {
                     return Ok(live.clone());
                 }
             }
@@ -86,7 +95,7 @@ impl Inner {
             .await
             .map_err(|_| BusError::Broker(format!("no connection within {OPEN_TIMEOUT:?}")))
             .and_then(|r| r);
-        let (conn, publisher) = match connected {
+        let (conn, publisher, replier) = match connected {
             Ok(c) => c,
             Err(e) => {
                 *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -107,6 +116,8 @@ impl Inner {
             generation,
             conn,
             publisher,
+            publisher_epoch: 0,
+            replier,
         };
         *guard = Some(live.clone());
         self.connected.store(true, Ordering::Release);
@@ -114,7 +125,7 @@ impl Inner {
         Ok(live)
     }
 
-    async fn connect(&self) -> Result<(Arc<Connection>, Channel), BusError> {
+    async fn connect(&self) -> Result<(Arc<Connection>, Channel, Channel), BusError> {
         let conn = Connection::connect_with_config(
             &self.url,
             ConnectionProperties::default(),
@@ -127,23 +138,34 @@ impl Inner {
         declare_topology(&topology, &self.options).await?;
         let _ = topology.close(200, s("topology declared")).await;
         let publisher = new_publisher(&conn).await?;
-        Ok((Arc::new(conn), publisher))
+        let replier = conn.create_channel().await.map_err(broker_err)?;
+        Ok((Arc::new(conn), publisher, replier))
     }
 
-    /// After an error on connection `generation`: a fresh publisher channel
-    /// if the connection still stands (a refused or unconfirmed publish must
-    /// not take every consumer down with it), else forget the connection.
-    async fn broken(&self, generation: u64) {
+    /// After an error on connection `generation` while its publisher was
+    /// the one of `publisher_epoch`: a fresh publisher channel if the
+    /// connection still stands (a refused or unconfirmed publish must not
+    /// take every consumer down with it), else forget the connection. The
+    /// publishes that failed together on one channel replace it once; the
+    /// replaced channel is closed after the confirms still due on it came
+    /// in (within `CONFIRM_TIMEOUT`), so the publishes that did not fail
+    /// are not failed, nor published again, by the replacement.
+    async fn broken(&self, generation: u64, publisher_epoch: u64) {
         let mut guard = self.live.lock().await;
         let Some(live) = guard.as_mut().filter(|l| l.generation == generation) else {
             return;
         };
         if live.conn.status().connected() {
+            if live.publisher_epoch != publisher_epoch && live.publisher.status().connected() {
+                return; // replaced already, by another publish that failed with ours
+            }
             if let Ok(Ok(publisher)) =
                 tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
             {
                 let old = std::mem::replace(&mut live.publisher, publisher);
+                live.publisher_epoch += 1;
                 self.runtime.handle().spawn(async move {
+                    let _ = tokio::time::timeout(CONFIRM_TIMEOUT, old.wait_for_confirms()).await;
                     let _ = old.close(200, s("replaced")).await;
                 });
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = guard.clone();
@@ -188,12 +210,12 @@ impl Inner {
             let mut reconnected = self.reconnected.subscribe();
             let err = match self.open().await {
                 Ok(live) => {
-                    let generation = live.generation;
+                    let (generation, epoch) = (live.generation, live.publisher_epoch);
                     match op(live).await {
                         Ok(v) => return Ok(v),
                         Err(Attempt::Fatal(e)) => return Err(e),
                         Err(Attempt::Retry(e)) => {
-                            self.broken(generation).await;
+                            self.broken(generation, epoch).await;
                             e
                         }
                     }

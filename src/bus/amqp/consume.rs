@@ -43,7 +43,9 @@ use super::ack::AmqpAcker;
 use super::connection::Attempt;
 use super::topology::{shard_queue, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE};
 use super::{broker_err, s, Inner};
-use crate::bus::{BusError, DeadLetterInfo, Delivery, DeliveryInfo, Source, Subscription};
+use crate::bus::{
+    Acker, BusError, DeadLetterInfo, Delivery, DeliveryInfo, Nacked, Source, Subscription,
+};
 
 /// How much later than the owner's a standby shard consumer attaches again
 /// after a lost connection: well above the spread of two nodes' reconnects
@@ -55,6 +57,27 @@ pub(super) enum Consumes {
     Shard(u16),
     Events(String),
     DeadLetters,
+    /// A requester's reply queue, by name: declared (again, after a lost
+    /// connection) exclusive and auto-deleted, consumed without acks.
+    Replies(String),
+}
+
+/// Settles nothing: deliveries of a consumer without acks (replies) are
+/// settled by the broker as it sends them.
+struct NoAck;
+
+#[async_trait]
+impl Acker for NoAck {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        Ok(())
+    }
+    async fn nack(self: Box<Self>, _: &str) -> Result<Nacked, BusError> {
+        Ok(Nacked::Requeued)
+    }
+    async fn dead_letter(self: Box<Self>, _: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+    fn release(self: Box<Self>) {}
 }
 
 /// A consumer the broker confirmed: its channel, its stream, its queue.
@@ -180,6 +203,9 @@ impl AmqpSource {
             dead_letter,
         };
         let body = Bytes::from(d.data);
+        if matches!(self.what, Consumes::Replies(_)) {
+            return Delivery::new(body, info, Box::new(NoAck));
+        }
         let acker = AmqpAcker {
             inner: Arc::clone(&self.inner),
             acker: d.acker,
@@ -252,20 +278,9 @@ async fn attach(
                 let queue = match &what {
                     Consumes::Shard(n) => shard_queue(*n),
                     Consumes::DeadLetters => DEAD_LETTER_QUEUE.to_owned(),
+                    Consumes::Replies(name) => private_queue(&ch, name).await.map_err(retry)?,
                     Consumes::Events(pattern) => {
-                        let q = ch
-                            .queue_declare(
-                                s(""),
-                                QueueDeclareOptions {
-                                    exclusive: true,
-                                    auto_delete: true,
-                                    ..QueueDeclareOptions::default()
-                                },
-                                FieldTable::default(),
-                            )
-                            .await
-                            .map_err(retry)?;
-                        let name = q.name().as_str().to_owned();
+                        let name = private_queue(&ch, "").await.map_err(retry)?;
                         ch.queue_bind(
                             s(&name),
                             s(EVENTS_EXCHANGE),
@@ -285,7 +300,10 @@ async fn attach(
                     .basic_consume(
                         s(&queue),
                         s(""),
-                        BasicConsumeOptions::default(),
+                        BasicConsumeOptions {
+                            no_ack: matches!(what, Consumes::Replies(_)),
+                            ..BasicConsumeOptions::default()
+                        },
                         FieldTable::default(),
                     )
                     .await
@@ -294,6 +312,23 @@ async fn attach(
             }
         })
         .await
+}
+
+/// Declares an exclusive, auto-deleted queue (`name`, or one the broker
+/// names when empty) and returns its name.
+async fn private_queue(ch: &Channel, name: &str) -> Result<String, lapin::Error> {
+    let q = ch
+        .queue_declare(
+            s(name),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.name().as_str().to_owned())
 }
 
 #[async_trait]

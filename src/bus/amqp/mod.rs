@@ -15,8 +15,16 @@
 //!
 //! Publishing waits for the broker's confirm (so `send` returns once the
 //! message is on disk in a quorum queue) and is `mandatory`, so a message no
-//! queue takes is an error, not a silent loss. Consumers use manual acks and a
-//! bounded prefetch.
+//! queue takes is an error, not a silent loss. Publishes are pipelined: every
+//! caller publishes on the connection's one confirming channel and awaits
+//! its own confirm, up to `PUBLISH_WINDOW` unconfirmed at a time. Consumers
+//! use manual acks and a bounded prefetch.
+//!
+//! Replies take a path of their own: each requester has an exclusive,
+//! auto-deleted reply queue (`cardio.reply.<uuid>`, consumed without acks),
+//! and a reply is published to it through the default exchange on a channel
+//! without confirms, transient and not `mandatory`: nothing waits for the
+//! broker, and a reply to a requester that is gone is dropped by the broker.
 //!
 //! Reconnection is cardio's own rather than lapin's opt-in auto-recovery: on
 //! any connection error the next user reconnects with jittered exponential
@@ -47,11 +55,11 @@ use async_trait::async_trait;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection};
 
-use super::{Bus, BusError, BusOptions, Envelope, ShardPreference, Subscription};
+use super::{Bus, BusError, BusOptions, Envelope, Sealed, ShardPreference, Subscription};
 use crate::address::shard_of;
 use consume::{AmqpSource, Consumes};
-use publish::persistent;
-use topology::{EVENTS_EXCHANGE, SHARDS_EXCHANGE};
+use publish::{persistent, PUBLISH_WINDOW};
+use topology::{EVENTS_EXCHANGE, REPLY_QUEUE_PREFIX, SHARDS_EXCHANGE};
 
 pub use topology::{shard_queue, DEAD_LETTER_QUEUE};
 
@@ -86,13 +94,21 @@ struct Inner {
     /// of shards it holds attach first, those it stands by for a moment
     /// later (see `consume`).
     preferred: std::sync::RwLock<Option<ShardPreference>>,
+    /// The publisher window: confirmed publishes in flight at a time.
+    window: tokio::sync::Semaphore,
 }
 
 #[derive(Clone)]
 struct Live {
     generation: u64,
     conn: Arc<Connection>,
+    /// The confirming channel every publish goes on (pipelined).
     publisher: Channel,
+    /// Counts replacements of `publisher` on this connection, so that the
+    /// many publishes that fail together on one channel replace it once.
+    publisher_epoch: u64,
+    /// Replies: no confirms (see the module docs).
+    replier: Channel,
 }
 
 /// The runtime lapin's I/O runs on; shut down without blocking when dropped
@@ -183,6 +199,7 @@ impl AmqpBus {
             reconnected: tokio::sync::watch::Sender::new(0),
             last_failure: std::sync::Mutex::new(None),
             preferred: std::sync::RwLock::new(None),
+            window: tokio::sync::Semaphore::new(PUBLISH_WINDOW),
         });
         // The first connection must work: a node with a wrong URL fails at start.
         inner.open().await?;
@@ -209,18 +226,38 @@ impl Bus for AmqpBus {
         self.inner.options.shards
     }
 
-    async fn send(&self, env: &Envelope) -> Result<(), BusError> {
-        let to = env.to.as_ref().ok_or(BusError::NoRecipient)?;
+    async fn send_sealed(&self, msg: &Sealed) -> Result<(), BusError> {
+        let to = msg.to().ok_or(BusError::NoRecipient)?;
         let shard = shard_of(to, self.inner.options.shards);
-        let body = env.encode();
         self.inner
             .publish_confirmed(
                 SHARDS_EXCHANGE,
                 &shard.to_string(),
-                &body,
-                persistent(&env.id.to_string()),
+                msg.body(),
+                persistent(&msg.id().to_string()),
                 true,
             )
+            .await
+    }
+
+    async fn reply_queue(&self) -> Result<(String, Subscription), BusError> {
+        let queue = format!("{REPLY_QUEUE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let what = Consumes::Replies(queue.clone());
+        // No acks: the prefetch does not apply.
+        let sub = AmqpSource::start(Arc::clone(&self.inner), what, 1).await?;
+        Ok((queue, sub))
+    }
+
+    async fn reply(&self, address: &str, reply: &Envelope) -> Result<(), BusError> {
+        if !address.starts_with(REPLY_QUEUE_PREFIX) {
+            // A requester of an earlier version: its reply topic.
+            return self.publish(address, reply).await;
+        }
+        let props = BasicProperties::default()
+            .with_message_id(s(&reply.id.to_string()))
+            .with_content_type(s("application/json"));
+        self.inner
+            .publish_reply(address, &reply.encode(), props)
             .await
     }
 

@@ -15,6 +15,9 @@ use crate::bus::{BusError, BusOptions};
 pub(super) const SHARDS_EXCHANGE: &str = "cardio.shards";
 pub(super) const EVENTS_EXCHANGE: &str = "cardio.events";
 pub(super) const DLX: &str = "cardio.dlx";
+/// Reply queues are named this and a UUID (exclusive, auto-deleted, one
+/// per requester; see the module docs of `amqp`).
+pub(super) const REPLY_QUEUE_PREFIX: &str = "cardio.reply.";
 /// Name of the dead-letter queue.
 pub const DEAD_LETTER_QUEUE: &str = "cardio.dead-letters";
 /// The broker's own limit: far above cardio's, only a safety net.
