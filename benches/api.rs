@@ -277,7 +277,13 @@ fn main() {
     actix_rt::System::new().block_on(async {
         // (g) and (h) on one node, embedded defaults.
         let (requests, in_flight) = (requests(), in_flight());
-        let node = start(&[]);
+        // One principal and one address send every request: their in-flight
+        // limits (16 and 64 by default) are raised to what the bench sends.
+        let limit = (in_flight + 8).to_string();
+        let node = start(&[
+            ("CARDIO_MAX_HTTP_PER_PRINCIPAL", limit.clone()),
+            ("CARDIO_MAX_HTTP_PER_IP", limit),
+        ]);
         let a = node.addr.clone();
         let device = people(&a).await;
         let patient = token(Role::Patient, "p-1");

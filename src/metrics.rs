@@ -296,6 +296,13 @@ pub fn delivery_overran() {
     counter!("cardio_deliveries_overran_total").increment(1);
 }
 
+/// One group-commit round of the store's writer: how many writes it
+/// committed together and how long its transaction took.
+pub fn write_round(writes: usize, took: Duration) {
+    histogram!("cardio_store_round_writes").record(writes as f64);
+    histogram!("cardio_store_round_seconds").record(took.as_secs_f64());
+}
+
 pub fn journal_write(bytes: usize, took: Duration) {
     TALLY.journal_appends.fetch_add(1, Relaxed);
     TALLY.journal_nanos.fetch_add(nanos(took), Relaxed);

@@ -161,6 +161,7 @@ impl Cause for crate::store::StoreError {
             E::Conflict { .. } => "journal conflict".into(),
             E::Fenced { shard, .. } => format!("shard {shard} fenced off"),
             E::Audit(_) => "audit entry not written".into(),
+            E::Batch(_) => "write round not committed".into(),
             E::Sealing(_) => "encryption at rest failed".into(),
         }
     }

@@ -12,18 +12,21 @@
 //! the database ([`crate::crypto::checkpoint`]: truncation and wipes) and
 //! names the first entry that does not fit.
 //!
-//! Group commit: entries that arrive while a transaction is under way wait
-//! for the next one, which appends all of them (up to [`MAX_BATCH`]) after a
-//! single move of the head; each caller still returns only once its entry is
-//! durable. The head row is the cluster-wide serialisation point, so one
-//! transaction per entry would cap every node together at one commit's
-//! latency per PHI access.
+//! Group commit: entries go through the store's writer ([`super::writer`]),
+//! with the journal appends of the same moment: entries that arrive while a
+//! round is under way wait for the next one, which appends all of them after
+//! a single move of the head, in the same transaction as the round's journal
+//! appends; each caller still returns only once its entry is durable. The
+//! head row is the cluster-wide serialisation point, so one transaction per
+//! entry would cap every node together at one commit's latency per PHI
+//! access.
 //!
 //! Entries name records and fields (`profile`, `vitals`), never their values:
 //! the audit log holds no PHI itself.
 
 use sqlx::Row;
 
+use super::writer::{Op, Reply};
 use super::{with_pool, Store, StoreError};
 use crate::crypto::{AuditKey, Checkpoint};
 
@@ -107,12 +110,14 @@ fn legacy_chain_hash(prev_hash: &str, seq: u64, e: &AuditEntry) -> String {
 
 /// Moves the head past a batch of `$1` entries: the last one's sequence, and
 /// the hash before the batch.
-const HEAD_PG: &str = "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
-const HEAD_SQLITE: &str = "UPDATE audit_head SET seq = seq + ?1 WHERE id = 1 RETURNING seq, hash";
-const INSERT_ROWS: &str = "INSERT INTO audit_log \
+pub(super) const HEAD_PG: &str =
+    "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
+pub(super) const HEAD_SQLITE: &str =
+    "UPDATE audit_head SET seq = seq + ?1 WHERE id = 1 RETURNING seq, hash";
+pub(super) const INSERT_ROWS: &str = "INSERT INTO audit_log \
      (seq, at_ms, subject, role, action, patient_id, fields, outcome, prev_hash, hash) ";
-const SET_HEAD_PG: &str = "UPDATE audit_head SET hash = $1 WHERE id = 1";
-const SET_HEAD_SQLITE: &str = "UPDATE audit_head SET hash = ?1 WHERE id = 1";
+pub(super) const SET_HEAD_PG: &str = "UPDATE audit_head SET hash = $1 WHERE id = 1";
+pub(super) const SET_HEAD_SQLITE: &str = "UPDATE audit_head SET hash = ?1 WHERE id = 1";
 const PAGE_PG: &str = "SELECT seq, at_ms, subject, role, action, patient_id, fields, outcome, \
      prev_hash, hash FROM audit_log WHERE seq > $1 AND ($2::TEXT IS NULL OR patient_id = $2) \
      ORDER BY seq LIMIT $3";
@@ -154,137 +159,18 @@ macro_rules! row_like {
 row_like!(sqlx::sqlite::SqliteRow);
 row_like!(sqlx::postgres::PgRow);
 
-/// Entries appended in one transaction at most.
-pub const MAX_BATCH: usize = 256;
-
-type Waiting = (
-    AuditEntry,
-    tokio::sync::oneshot::Sender<Result<u64, String>>,
-);
-
-/// Entries waiting for a group commit, and whether a writer is at work.
-#[derive(Default)]
-pub(crate) struct Queue {
-    waiting: std::sync::Mutex<Vec<Waiting>>,
-    writing: std::sync::atomic::AtomicBool,
-}
-
-impl Queue {
-    fn take(&self) -> Vec<Waiting> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let n = waiting.len().min(MAX_BATCH);
-        waiting.drain(..n).collect()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-
-    /// Becomes the writer unless one is at work.
-    fn claim(&self) -> bool {
-        !self.writing.swap(true, std::sync::atomic::Ordering::AcqRel)
-    }
-}
-
 impl Store {
-    /// Appends `entry` to the audit chain; returns its sequence once durable.
+    /// Appends `entry` to the audit chain; returns its sequence once durable
+    /// (committed in the store's next write round: [`super::writer`]).
     pub async fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queue = &self.audit_queue;
-        queue
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((entry.clone(), tx));
-        if queue.claim() {
-            // A task of its own: the batch is written even if this caller
-            // stops waiting.
-            let store = self.clone();
-            tokio::spawn(async move { store.write_audit_batches().await });
+        let op = Op::Audit(entry.clone(), self.audit_key.clone());
+        match self.commit_with_others(op).await {
+            Ok(Reply::Audit(seq)) => Ok(seq),
+            Ok(Reply::Append(_)) => Err(StoreError::Audit(
+                "the writer answered another write".into(),
+            )),
+            Err(why) => Err(StoreError::Audit(why)),
         }
-        match rx.await {
-            Ok(result) => result.map_err(StoreError::Audit),
-            Err(_) => Err(StoreError::Audit("the audit writer stopped".into())),
-        }
-    }
-
-    /// Writes what waits, batch after batch, until nothing does.
-    async fn write_audit_batches(&self) {
-        let queue = &self.audit_queue;
-        loop {
-            let batch = queue.take();
-            if batch.is_empty() {
-                queue
-                    .writing
-                    .store(false, std::sync::atomic::Ordering::Release);
-                // An entry queued after the take but before the release saw
-                // a writer at work: take it on, unless another did.
-                if queue.is_empty() || !queue.claim() {
-                    return;
-                }
-                continue;
-            }
-            let entries: Vec<&AuditEntry> = batch.iter().map(|(e, _)| e).collect();
-            match self.append_audit(&entries).await {
-                Ok(first) => {
-                    for (i, (_, tx)) in batch.into_iter().enumerate() {
-                        let _ = tx.send(Ok(first + i as u64));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, entries = entries.len(), "audit batch not written");
-                    let why = e.to_string();
-                    for (_, tx) in batch {
-                        let _ = tx.send(Err(why.clone()));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Appends `entries` in one transaction; the sequence of the first.
-    async fn append_audit(&self, entries: &[&AuditEntry]) -> Result<u64, StoreError> {
-        let (head, set_head) = (
-            self.dialect(HEAD_PG, HEAD_SQLITE),
-            self.dialect(SET_HEAD_PG, SET_HEAD_SQLITE),
-        );
-        let n = entries.len() as i64;
-        let first = with_pool!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            // Moving the head first locks it: batches chain one after another.
-            let row = sqlx::query(head).bind(n).fetch_one(&mut *tx).await?;
-            let last = row.try_get::<i64, _>("seq")? as u64;
-            let first = last + 1 - entries.len() as u64;
-            let mut prev: String = row.try_get("hash")?;
-            let mut rows = Vec::with_capacity(entries.len());
-            for (i, entry) in entries.iter().enumerate() {
-                let seq = first + i as u64;
-                let hash = chain_hash(&self.audit_key, &prev, seq, entry);
-                rows.push((seq, *entry, std::mem::replace(&mut prev, hash.clone()), hash));
-            }
-            let mut insert = sqlx::QueryBuilder::new(INSERT_ROWS);
-            insert.push_values(&rows, |mut b, (seq, e, prev, hash)| {
-                b.push_bind(*seq as i64)
-                    .push_bind(e.at_ms as i64)
-                    .push_bind(&e.subject)
-                    .push_bind(&e.role)
-                    .push_bind(&e.action)
-                    .push_bind(&e.patient_id)
-                    .push_bind(&e.fields)
-                    .push_bind(&e.outcome)
-                    .push_bind(prev)
-                    .push_bind(hash);
-            });
-            insert.build().execute(&mut *tx).await?;
-            sqlx::query(set_head).bind(&prev).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(first)
-        }
-        .await)?;
-        Ok(first)
     }
 
     /// Up to `first` entries after `after`, of `patient` if given, in order.

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::writer::{Arg, Stmt, Then};
 use super::{with_pool, Store, StoreError};
 use crate::clock::unix_ms;
 use crate::domain::consult::{ChatLine, Party, Status};
@@ -72,10 +73,6 @@ macro_rules! raw_row {
 /// 3,500 parameters, well under SQLite's 32,766 and PostgreSQL's 65,535).
 pub const CHAT_BATCH: usize = 500;
 
-/// One chat line's values as bound: seq, author role and id, client
-/// message id, sealed text, time.
-type ChatValues<'a> = (i64, &'static str, &'a str, &'a str, String, i64);
-
 /// A chat line's author as stored: (`author_role`, `author_id`).
 fn party_columns(party: &Party) -> (&'static str, &str) {
     match party {
@@ -102,19 +99,33 @@ fn parse_status(s: &str) -> Result<Status, StoreError> {
 
 impl Store {
     /// Brings consult `row.id`'s projection up to journal sequence
-    /// `through_seq` in one transaction: `lines` inserted (those already
-    /// there are left alone) in statements of at most [`CHAT_BATCH`] rows,
-    /// then the consult row, which records `through_seq` as its
-    /// `projected_seq` (and `journal_seq`; a row reflecting a later sequence
-    /// is left alone). Chat text is sealed per line, as [`Self::project_chat`]
-    /// seals it. A recovery catching up thousands of lines makes a handful
-    /// of statements, never one per line.
+    /// `through_seq` in one transaction: [`Self::consult_projection`].
     pub async fn project_consult_through(
         &self,
         row: &ConsultRow,
         lines: &[ChatLine],
         through_seq: u64,
     ) -> Result<(), StoreError> {
+        self.run_then(&self.consult_projection(row, lines, through_seq))
+            .await
+    }
+
+    /// The statements that bring consult `row.id`'s projection up to journal
+    /// sequence `through_seq`: `lines` inserted (those already there are
+    /// left alone) in statements of at most [`CHAT_BATCH`] rows, then the
+    /// consult row, which records `through_seq` as its `projected_seq` (and
+    /// `journal_seq`; a row reflecting a later sequence is left alone). Chat
+    /// text is sealed per line, as [`Self::project_chat`] seals it. A
+    /// recovery catching up thousands of lines makes a handful of
+    /// statements, never one per line. Run on their own
+    /// ([`Self::project_consult_through`]) or in the transaction of the
+    /// journal append they project ([`Self::append_then`]).
+    pub fn consult_projection(
+        &self,
+        row: &ConsultRow,
+        lines: &[ChatLine],
+        through_seq: u64,
+    ) -> Then {
         let pg = self.backend() == "postgres";
         let upsert = self.dialect(
             "INSERT INTO consults (id, patient_id, clinician_id, status, requested_ms, updated_ms, journal_seq, \
@@ -135,9 +146,7 @@ impl Store {
         let ad = super::sealed::ad("consults", &row.id, None);
         let reason = self.seal_text(&ad, &row.reason);
         let notes = row.notes.as_ref().map(|n| self.seal_text(&ad, n));
-        // Each chunk's statement and its sealed values, built before the
-        // transaction starts.
-        let chunks: Vec<(String, Vec<ChatValues>)> = lines
+        let mut stmts: Vec<Stmt> = lines
             .chunks(CHAT_BATCH)
             .map(|chunk| {
                 let mut sql = String::from(
@@ -161,63 +170,43 @@ impl Store {
                     sql.push(')');
                 }
                 sql.push_str(" ON CONFLICT (consult_id, seq) DO NOTHING");
-                let values = chunk
-                    .iter()
-                    .map(|line| {
-                        let (role, author) = party_columns(&line.author);
-                        let text = self.seal_text(
-                            &super::sealed::ad("chat_messages", &row.id, Some(line.seq as i64)),
-                            &line.text,
-                        );
-                        (
-                            line.seq as i64,
-                            role,
-                            author,
-                            line.client_message_id.as_str(),
-                            text,
-                            line.at_ms as i64,
-                        )
-                    })
-                    .collect();
-                (sql, values)
+                let mut args = Vec::with_capacity(chunk.len() * 7);
+                for line in chunk {
+                    let (role, author) = party_columns(&line.author);
+                    let text = self.seal_text(
+                        &super::sealed::ad("chat_messages", &row.id, Some(line.seq as i64)),
+                        &line.text,
+                    );
+                    args.extend([
+                        Arg::Text(row.id.clone()),
+                        Arg::Int(line.seq as i64),
+                        Arg::Text(role.to_owned()),
+                        Arg::Text(author.to_owned()),
+                        Arg::Text(line.client_message_id.clone()),
+                        Arg::Text(text),
+                        Arg::Int(line.at_ms as i64),
+                    ]);
+                }
+                Stmt { sql, args }
             })
             .collect();
-        with_pool!(self, pool => {
-            async {
-                let mut tx = pool.begin().await?;
-                for (sql, values) in &chunks {
-                    let mut q = sqlx::query(sql);
-                    for (seq, role, author, client_id, text, at) in values {
-                        q = q
-                            .bind(&row.id)
-                            .bind(*seq)
-                            .bind(*role)
-                            .bind(*author)
-                            .bind(*client_id)
-                            .bind(text)
-                            .bind(*at);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                sqlx::query(upsert)
-                    .bind(&row.id)
-                    .bind(&row.patient_id)
-                    .bind(&row.clinician_id)
-                    .bind(Status::as_str(row.status))
-                    .bind(row.requested_ms as i64)
-                    .bind(unix_ms() as i64)
-                    .bind(through_seq as i64)
-                    .bind(&reason)
-                    .bind(&notes)
-                    .bind(row.started_ms.map(|t| t as i64))
-                    .bind(row.ended_ms.map(|t| t as i64))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await
-            }
-            .await
-        })?;
-        Ok(())
+        stmts.push(Stmt {
+            sql: upsert.to_owned(),
+            args: vec![
+                Arg::Text(row.id.clone()),
+                Arg::Text(row.patient_id.clone()),
+                Arg::OptText(row.clinician_id.clone()),
+                Arg::Text(Status::as_str(row.status).to_owned()),
+                Arg::Int(row.requested_ms as i64),
+                Arg::Int(unix_ms() as i64),
+                Arg::Int(through_seq as i64),
+                Arg::Text(reason),
+                Arg::OptText(notes),
+                Arg::OptInt(row.started_ms.map(|t| t as i64)),
+                Arg::OptInt(row.ended_ms.map(|t| t as i64)),
+            ],
+        });
+        Then(stmts)
     }
 
     /// The journal sequence consult `id`'s projection holds everything up

@@ -7,6 +7,7 @@
 
 use sqlx::Row;
 
+use super::writer::{AppendOp, AppendOutcome, Op, Reply, Then};
 use super::{with_pool, Store, StoreError};
 use crate::clock::unix_ms;
 
@@ -41,40 +42,6 @@ pub enum Appended {
 /// the batch ends, and the delete).
 pub const PRUNE_BATCH: i64 = 5_000;
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-// Written only if the message is new and `seq` follows the journal's last
-// entry; two writers racing for one `seq` collide on the primary key.
-const INSERT_PG: &str = "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT $1, $2, $3, $4, $5, $6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
-     RETURNING seq";
-const INSERT_SQLITE: &str =
-    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
-     RETURNING seq";
-// The same, and only while the writer's epoch is its shard's current one. The
-// shard row is share-locked, so a claim waits for appends in flight and an
-// append after a claim sees the new epoch.
-const INSERT_FENCED_PG: &str =
-    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT $1, $2, $3, $4, $5, $6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
-     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = $7 AND epoch = $4 FOR SHARE) \
-     RETURNING seq";
-const INSERT_FENCED_SQLITE: &str =
-    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
-     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = ?7 AND epoch = ?4) \
-     RETURNING seq";
 const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
 const FIND_SQLITE: &str = "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
 const LOAD_PG: &str = "SELECT seq, message_id, epoch, payload, at_ms FROM journal \
@@ -105,7 +72,8 @@ impl Store {
     /// Appends the event caused by `message_id` to `actor`'s journal, right
     /// after `after_seq` (the last sequence this writer knows). Returns once it
     /// is durable; a message applied before is a [`Appended::Duplicate`].
-    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
+    /// Committed in a round of the store's writer with the other writes of
+    /// the moment ([`super::writer`]), each keeping its own checks.
     pub async fn append(
         &self,
         actor: &str,
@@ -113,6 +81,29 @@ impl Store {
         message_id: &str,
         epoch: u64,
         payload: &[u8],
+    ) -> Result<Appended, StoreError> {
+        self.append_then(
+            actor,
+            after_seq,
+            message_id,
+            epoch,
+            payload,
+            Then::nothing(),
+        )
+        .await
+    }
+
+    /// [`Self::append`], and `then` (a projection of the event) in the same
+    /// transaction, only if the event is written.
+    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
+    pub async fn append_then(
+        &self,
+        actor: &str,
+        after_seq: u64,
+        message_id: &str,
+        epoch: u64,
+        payload: &[u8],
+        then: Then,
     ) -> Result<Appended, StoreError> {
         let seq = after_seq + 1;
         let fenced = match &self.fence {
@@ -125,47 +116,33 @@ impl Store {
             }
             None => None,
         };
-        let (insert, epoch, shard) = match fenced {
-            Some((shard, held)) => (
-                self.dialect(INSERT_FENCED_PG, INSERT_FENCED_SQLITE),
-                held,
-                i32::from(shard),
-            ),
-            None => (self.dialect(INSERT_PG, INSERT_SQLITE), epoch, 0),
-        };
         let stored = self.seal_blob(
             &super::sealed::ad("journal", actor, Some(seq as i64)),
             payload,
         );
-        let payload = &stored[..];
-        let started = std::time::Instant::now();
-        let inserted = with_pool!(self, pool => {
-            let q = sqlx::query(insert)
-                .bind(actor)
-                .bind(seq as i64)
-                .bind(message_id)
-                .bind(epoch as i64)
-                .bind(payload)
-                .bind(unix_ms() as i64);
-            let q = if fenced.is_some() { q.bind(shard) } else { q };
-            q.fetch_optional(pool).await.map(|row| row.is_some())
+        let bytes = stored.len();
+        let op = Op::Append(AppendOp {
+            actor: actor.to_owned(),
+            seq: seq as i64,
+            message_id: message_id.to_owned(),
+            epoch: fenced.map_or(epoch, |(_, held)| held) as i64,
+            payload: stored,
+            at_ms: unix_ms() as i64,
+            shard: fenced.map(|(shard, _)| i32::from(shard)),
+            then,
         });
-        crate::metrics::journal_write(payload.len(), started.elapsed());
-        match inserted {
-            Ok(true) => Ok(Appended::Written { seq }),
+        let started = std::time::Instant::now();
+        let outcome = self.commit_with_others(op).await;
+        crate::metrics::journal_write(bytes, started.elapsed());
+        match outcome {
+            Ok(Reply::Append(AppendOutcome::Written)) => Ok(Appended::Written { seq }),
             // The message id is known: report where it went.
-            // Either the message is known (report where it went) or the writer
-            // is behind or ahead of the journal.
-            Ok(false) => {
-                let find = self.dialect(FIND_PG, FIND_SQLITE);
-                let known: Option<i64> = with_pool!(self, pool => sqlx::query(find)
-                    .bind(actor)
-                    .bind(message_id)
-                    .fetch_optional(pool)
-                    .await
-                    .and_then(|row| row.map(|row| row.try_get("seq")).transpose()))?;
-                if let (None, Some((shard, held))) = (known, fenced) {
-                    if self.shard_epoch(shard).await? != held {
+            Ok(Reply::Append(AppendOutcome::Known(seq))) => Ok(Appended::Duplicate { seq }),
+            // Either the shard moved on, or the writer is behind or ahead of
+            // the journal.
+            Ok(Reply::Append(AppendOutcome::Refused { shard_epoch })) => {
+                if let (Some((shard, held)), Some(now)) = (fenced, shard_epoch) {
+                    if now != held {
                         if let Some(fence) = &self.fence {
                             fence.lost(shard, held);
                         }
@@ -180,19 +157,15 @@ impl Store {
                         });
                     }
                 }
-                match known {
-                    Some(seq) => Ok(Appended::Duplicate { seq: seq as u64 }),
-                    None => Err(StoreError::Conflict {
-                        actor: actor.to_owned(),
-                        expected: seq,
-                    }),
-                }
+                Err(StoreError::Conflict {
+                    actor: actor.to_owned(),
+                    expected: seq,
+                })
             }
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
-                actor: actor.to_owned(),
-                expected: seq,
-            }),
-            Err(e) => Err(e.into()),
+            Ok(Reply::Audit(_)) => Err(StoreError::Batch(
+                "the writer answered another write".into(),
+            )),
+            Err(why) => Err(StoreError::Batch(why)),
         }
     }
 

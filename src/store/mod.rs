@@ -20,6 +20,7 @@ pub mod people;
 pub mod sealed;
 pub mod secrets;
 pub mod vitals;
+pub mod writer;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -64,6 +65,10 @@ pub enum StoreError {
     /// stopped): the entry is not in the log.
     #[error("audit entry not written: {0}")]
     Audit(String),
+    /// The write round an append was in was not committed (or its writer
+    /// stopped): nothing of it was written.
+    #[error("write round not committed: {0}")]
+    Batch(String),
     /// Sealing or opening a PHI value, or a data key, failed (never names
     /// the value).
     #[error("encryption at rest: {0}")]
@@ -82,8 +87,9 @@ pub struct Store {
     /// Set on cluster nodes: journal writes are conditional on the epoch of
     /// the writer's shard.
     fence: Option<std::sync::Arc<crate::shards::Fence>>,
-    /// Audit entries waiting for the next group commit.
-    audit_queue: std::sync::Arc<audit::Queue>,
+    /// Journal appends and audit entries waiting for the next group commit
+    /// (one queue per database, shared by every clone).
+    write_queue: std::sync::Arc<writer::Queue>,
     /// The data keys PHI is sealed with (none: written in the clear, for
     /// tests and tools; a node always has keys).
     keyring: Option<std::sync::Arc<crate::crypto::Keyring>>,
@@ -184,7 +190,7 @@ impl Store {
         Ok(Store {
             db: std::sync::Arc::new(db),
             fence: None,
-            audit_queue: std::sync::Arc::default(),
+            write_queue: std::sync::Arc::default(),
             keyring: None,
             audit_key: crate::crypto::AuditKey::unkeyed(),
         })
@@ -217,7 +223,7 @@ impl Store {
         Store {
             db: std::sync::Arc::clone(&self.db),
             fence: Some(fence),
-            audit_queue: std::sync::Arc::clone(&self.audit_queue),
+            write_queue: std::sync::Arc::clone(&self.write_queue),
             keyring: self.keyring.clone(),
             audit_key: self.audit_key.clone(),
         }

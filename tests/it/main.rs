@@ -74,3 +74,4 @@ mod support;
 mod tiers;
 mod tls;
 mod v1;
+mod writer;

@@ -92,23 +92,30 @@ impl ConsultActor {
         self.key.trim_start_matches("consult/")
     }
 
+    /// The queryable consult row of `state` (none before it is requested).
+    fn row_of(&self, state: &Consult) -> Option<crate::store::consults::ConsultRow> {
+        let (Some(patient), Some(status)) = (&state.patient, state.status()) else {
+            return None;
+        };
+        Some(crate::store::consults::ConsultRow {
+            id: self.id().to_owned(),
+            patient_id: patient.clone(),
+            clinician_id: state.clinician.clone(),
+            status,
+            requested_ms: state.requested_at_ms,
+            reason: state.reason.clone(),
+            notes: state.notes.clone(),
+            started_ms: state.started_at_ms,
+            ended_ms: state.ended_at_ms,
+        })
+    }
+
     /// Brings the queryable rows (consult row, chat `lines`) to `last_seq`:
     /// one transaction, lines in batched statements. `lines` are the chat
     /// lines journaled after `projected_seq`. Idempotent.
     async fn project(&mut self, lines: &[ChatLine]) -> Result<(), crate::store::StoreError> {
-        let (Some(patient), Some(status)) = (&self.state.patient, self.state.status()) else {
+        let Some(row) = self.row_of(&self.state) else {
             return Ok(());
-        };
-        let row = crate::store::consults::ConsultRow {
-            id: self.id().to_owned(),
-            patient_id: patient.clone(),
-            clinician_id: self.state.clinician.clone(),
-            status,
-            requested_ms: self.state.requested_at_ms,
-            reason: self.state.reason.clone(),
-            notes: self.state.notes.clone(),
-            started_ms: self.state.started_at_ms,
-            ended_ms: self.state.ended_at_ms,
         };
         self.store
             .project_consult_through(&row, lines, self.last_seq)
@@ -332,6 +339,20 @@ impl Handler<Act> for ConsultActor {
         let was_new = self.state.status().is_none();
         let (events, outcome) = self.state.decide(&act.command, unix_ms())?;
         let mut lines = Vec::new();
+        // The projection the command leads to, committed in the same
+        // transaction as its last event (the projection is caught up above).
+        let projection = self.row_of(&self.state.after(&events)).map(|row| {
+            let new_lines: Vec<ChatLine> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Chatted { line } => Some(line.clone()),
+                    _ => None,
+                })
+                .collect();
+            let through = self.last_seq + events.len() as u64;
+            self.store.consult_projection(&row, &new_lines, through)
+        });
+        let mut projection = projection.filter(|_| self.projected_seq == self.last_seq);
         for (i, event) in events.iter().enumerate() {
             let message_id = if i == 0 {
                 act.request_id.clone()
@@ -339,15 +360,30 @@ impl Handler<Act> for ConsultActor {
                 format!("{}#{i}", act.request_id)
             };
             let payload = serde_json::to_vec(event).expect("events serialise");
+            let then = match i + 1 == events.len() {
+                true => projection.take(),
+                false => None,
+            };
+            let projects = then.is_some();
             let appended = self
                 .store
-                .append(&self.key, self.last_seq, &message_id, 0, &payload)
+                .append_then(
+                    &self.key,
+                    self.last_seq,
+                    &message_id,
+                    0,
+                    &payload,
+                    then.unwrap_or_default(),
+                )
                 .await;
             match crate::actors::journaled(appended, "consult", &self.key) {
                 Journaled::Written { seq } => {
                     self.last_seq = seq;
                     self.state.apply(event);
                     self.applied.insert(message_id);
+                    if projects {
+                        self.projected_seq = seq;
+                    }
                     if let Event::Chatted { line } = event {
                         lines.push(line.clone());
                     }
@@ -375,9 +411,11 @@ impl Handler<Act> for ConsultActor {
         }
         if !events.is_empty() {
             // Answered once the projection holds it: a read after this
-            // answer sees it.
-            if let Err(e) = self.project(&lines).await {
-                return Err(unavailable(&self.key, e));
+            // answer sees it (written with the last event, or now).
+            if self.projected_seq < self.last_seq {
+                if let Err(e) = self.project(&lines).await {
+                    return Err(unavailable(&self.key, e));
+                }
             }
             self.snapshots.count(events.len() as u64, ctx);
         }

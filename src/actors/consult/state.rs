@@ -215,6 +215,30 @@ impl Consult {
         self.chat_len
     }
 
+    /// What this state's queryable row (status, participants, times, reason,
+    /// notes) becomes once `events` are applied, without copying the window
+    /// of chat lines: its `lines` hold only those of `events`.
+    pub fn after(&self, events: &[Event]) -> Consult {
+        let mut next = Consult {
+            patient: self.patient.clone(),
+            reason: self.reason.clone(),
+            status: self.status,
+            clinician: self.clinician.clone(),
+            lines: Vec::new(),
+            chat_len: self.chat_len,
+            present: self.present.clone(),
+            notes: self.notes.clone(),
+            requested_at_ms: self.requested_at_ms,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: self.ended_at_ms,
+            by_client_id: HashMap::new(),
+        };
+        for e in events {
+            next.apply(e);
+        }
+        next
+    }
+
     /// This state as loaded from a snapshot (of this version or an older
     /// one, which kept every line): the window trimmed to [`RECENT_LINES`],
     /// its index rebuilt, the line count known.

@@ -1,0 +1,422 @@
+//! Group commit: one writer per database commits journal appends, the
+//! statements that project them, and audit entries, from every caller of the
+//! node, in one transaction per round.
+//!
+//! A caller queues its write and waits; the first caller to find no writer
+//! at work becomes the writer (a task of its own, so the round is written
+//! even if that caller stops waiting). A round takes what waits (up to
+//! [`MAX_BATCH`]) and commits it in one transaction, so a durable commit
+//! (SQLite's fsync at `synchronous=FULL`, PostgreSQL's WAL flush) is paid
+//! once per round, not once per write. Each caller is answered only after
+//! its round committed.
+//!
+//! Each append keeps its own checks, made by the database inside the round:
+//! the sequence it states follows its actor's last, its message id is new,
+//! and (fenced) its shard's epoch is the writer's. One that fails them
+//! inserts nothing (a conditional `INSERT … SELECT … ON CONFLICT DO NOTHING`,
+//! which raises no error, so a PostgreSQL transaction is never aborted by
+//! it), and is answered with its own outcome (duplicate, conflict, fenced),
+//! while the others commit. Statements to run with an append ([`Then`]: the
+//! projection of what it records) run only if it was written. Audit entries
+//! of the round are chained after one move of the head row (see
+//! [`super::audit`]), each hashed under the key of the store that queued it.
+//! A round the database refuses as a whole (an unexpected error) is retried
+//! one write per transaction, so that one bad write fails alone.
+//!
+//! The writer knows no actor and no request: what it commits is opaque
+//! statements and bytes; payloads are sealed before they are queued.
+
+use sqlx::Row;
+
+use super::audit::{chain_hash, AuditEntry, HEAD_PG, HEAD_SQLITE, INSERT_ROWS};
+use super::audit::{SET_HEAD_PG, SET_HEAD_SQLITE};
+use super::{with_pool, Store, StoreError};
+use crate::crypto::AuditKey;
+
+/// Writes committed in one transaction at most.
+pub const MAX_BATCH: usize = 256;
+
+/// A value bound to a statement that travels with a write.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(String),
+    OptText(Option<String>),
+}
+
+/// One statement with its values (placeholders of the store's dialect).
+#[derive(Debug, Clone)]
+pub(crate) struct Stmt {
+    pub(crate) sql: String,
+    pub(crate) args: Vec<Arg>,
+}
+
+/// Statements to run in the same transaction as an append, and only if the
+/// append is written: the projection of what it records (built by the store,
+/// e.g. [`Store::consult_projection`]). Idempotent statements, so that a
+/// replay writing them again changes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Then(pub(crate) Vec<Stmt>);
+
+impl Then {
+    /// Nothing more than the append.
+    pub fn nothing() -> Then {
+        Then::default()
+    }
+}
+
+/// A journal append as queued (its payload sealed already).
+pub(crate) struct AppendOp {
+    pub(crate) actor: String,
+    pub(crate) seq: i64,
+    pub(crate) message_id: String,
+    pub(crate) epoch: i64,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) at_ms: i64,
+    /// The shard whose epoch must be `epoch` (fenced appends).
+    pub(crate) shard: Option<i32>,
+    pub(crate) then: Then,
+}
+
+/// What a round found for an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendOutcome {
+    Written,
+    /// Its message id is in the journal already, at this sequence.
+    Known(u64),
+    /// Not written and its message id is new: its sequence is taken or not
+    /// next, or (fenced) its shard's epoch, given here, is another one.
+    Refused {
+        shard_epoch: Option<u64>,
+    },
+}
+
+pub(crate) enum Op {
+    Append(AppendOp),
+    /// An entry and the key of the store that queued it.
+    Audit(AuditEntry, AuditKey),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reply {
+    Append(AppendOutcome),
+    /// The entry's sequence in the chain.
+    Audit(u64),
+}
+
+type Waiting = (Op, tokio::sync::oneshot::Sender<Result<Reply, String>>);
+
+/// Writes waiting for the next round, and whether a writer is at work.
+#[derive(Default)]
+pub(crate) struct Queue {
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    writing: std::sync::atomic::AtomicBool,
+    /// Rounds committed so far (tests check what went together).
+    rounds: std::sync::atomic::AtomicU64,
+}
+
+impl Queue {
+    fn take(&self) -> Vec<Waiting> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let n = waiting.len().min(MAX_BATCH);
+        waiting.drain(..n).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Becomes the writer unless one is at work.
+    fn claim(&self) -> bool {
+        !self.writing.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+/// Binds a [`Stmt`]'s values to a query of either database.
+macro_rules! bound {
+    ($stmt:expr) => {{
+        let stmt: &Stmt = $stmt;
+        let mut q = sqlx::query(&stmt.sql);
+        for a in &stmt.args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::OptInt(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_str()),
+                Arg::OptText(v) => q.bind(v.as_deref()),
+            };
+        }
+        q
+    }};
+}
+
+// Written only if the message is new and `seq` follows the journal's last
+// entry; a writer racing for the same `seq` (or message id) from another
+// transaction makes it insert nothing rather than fail the round.
+const INSERT_PG: &str = "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT $1, $2, $3, $4, $5, $6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
+     ON CONFLICT DO NOTHING RETURNING seq";
+const INSERT_SQLITE: &str =
+    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
+     ON CONFLICT DO NOTHING RETURNING seq";
+// The same, and only while the writer's epoch is its shard's current one. The
+// shard row is share-locked, so a claim waits for the round in flight and an
+// append after a claim sees the new epoch.
+const INSERT_FENCED_PG: &str =
+    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT $1, $2, $3, $4, $5, $6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
+     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = $7 AND epoch = $4 FOR SHARE) \
+     ON CONFLICT DO NOTHING RETURNING seq";
+const INSERT_FENCED_SQLITE: &str =
+    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
+     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
+     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = ?7 AND epoch = ?4) \
+     ON CONFLICT DO NOTHING RETURNING seq";
+const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
+const FIND_SQLITE: &str = "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
+const EPOCH_PG: &str = "SELECT epoch FROM shard_owners WHERE shard = $1";
+const EPOCH_SQLITE: &str = "SELECT epoch FROM shard_owners WHERE shard = ?1";
+
+impl Store {
+    /// Queues `op` for the next round and waits until its round committed
+    /// (`Err`: why the round was not, or the writer stopped).
+    pub(crate) async fn commit_with_others(&self, op: Op) -> Result<Reply, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queue = &self.write_queue;
+        queue
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((op, tx));
+        if queue.claim() {
+            // A task of its own: the round is written even if this caller
+            // stops waiting.
+            let store = self.clone();
+            tokio::spawn(async move { store.write_rounds().await });
+        }
+        match rx.await {
+            Ok(reply) => reply,
+            Err(_) => Err("the writer stopped".into()),
+        }
+    }
+
+    /// How many writes wait for a round now (for tests).
+    #[doc(hidden)]
+    pub fn writes_waiting(&self) -> usize {
+        self.write_queue
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether a writer is at work (for tests).
+    #[doc(hidden)]
+    pub fn writer_busy(&self) -> bool {
+        self.write_queue
+            .writing
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// How many rounds this store's writer committed (for tests).
+    #[doc(hidden)]
+    pub fn rounds_committed(&self) -> u64 {
+        self.write_queue
+            .rounds
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes what waits, round after round, until nothing does.
+    async fn write_rounds(&self) {
+        let queue = &self.write_queue;
+        loop {
+            let round = queue.take();
+            if round.is_empty() {
+                queue
+                    .writing
+                    .store(false, std::sync::atomic::Ordering::Release);
+                // A write queued after the take but before the release saw a
+                // writer at work: take it on, unless another did.
+                if queue.is_empty() || !queue.claim() {
+                    return;
+                }
+                continue;
+            }
+            let ops: Vec<&Op> = round.iter().map(|(op, _)| op).collect();
+            let started = std::time::Instant::now();
+            let replies = match self.commit_round(&ops).await {
+                Ok(replies) => {
+                    queue
+                        .rounds
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    replies.into_iter().map(Ok).collect()
+                }
+                Err(e) if ops.len() > 1 => {
+                    // One write may be what the database refuses: each on
+                    // its own, so that the others still commit.
+                    tracing::warn!(error = %e, writes = ops.len(), "write round refused; writing one by one");
+                    let mut replies = Vec::with_capacity(ops.len());
+                    for op in &ops {
+                        replies.push(match self.commit_round(&[op]).await {
+                            Ok(mut r) => Ok(r.remove(0)),
+                            Err(e) => Err(e.to_string()),
+                        });
+                    }
+                    replies
+                }
+                Err(e) => vec![Err(e.to_string())],
+            };
+            crate::metrics::write_round(ops.len(), started.elapsed());
+            for ((_, tx), reply) in round.into_iter().zip(replies) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// Commits `ops` in one transaction: the appends in order (each with its
+    /// own checks, and its statements if written), then the audit entries
+    /// after one move of the chain's head. One reply per op, in order.
+    async fn commit_round(&self, ops: &[&Op]) -> Result<Vec<Reply>, StoreError> {
+        let (find, epoch_of) = (
+            self.dialect(FIND_PG, FIND_SQLITE),
+            self.dialect(EPOCH_PG, EPOCH_SQLITE),
+        );
+        let (insert, insert_fenced) = (
+            self.dialect(INSERT_PG, INSERT_SQLITE),
+            self.dialect(INSERT_FENCED_PG, INSERT_FENCED_SQLITE),
+        );
+        let (head, set_head) = (
+            self.dialect(HEAD_PG, HEAD_SQLITE),
+            self.dialect(SET_HEAD_PG, SET_HEAD_SQLITE),
+        );
+        let audits: Vec<(&AuditEntry, &AuditKey)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Audit(e, k) => Some((e, k)),
+                Op::Append(_) => None,
+            })
+            .collect();
+        let replies = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let mut appended = Vec::with_capacity(ops.len());
+            for op in ops {
+                let Op::Append(a) = op else { continue };
+                let q = sqlx::query(if a.shard.is_some() { insert_fenced } else { insert })
+                    .bind(&a.actor)
+                    .bind(a.seq)
+                    .bind(&a.message_id)
+                    .bind(a.epoch)
+                    .bind(&a.payload)
+                    .bind(a.at_ms);
+                let q = match a.shard {
+                    Some(shard) => q.bind(shard),
+                    None => q,
+                };
+                let outcome = if q.fetch_optional(&mut *tx).await?.is_some() {
+                    for stmt in &a.then.0 {
+                        bound!(stmt).execute(&mut *tx).await?;
+                    }
+                    AppendOutcome::Written
+                } else {
+                    let known: Option<i64> = sqlx::query(find)
+                        .bind(&a.actor)
+                        .bind(&a.message_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.try_get("seq"))
+                        .transpose()?;
+                    match (known, a.shard) {
+                        (Some(seq), _) => AppendOutcome::Known(seq as u64),
+                        (None, None) => AppendOutcome::Refused { shard_epoch: None },
+                        (None, Some(shard)) => {
+                            let epoch: Option<i64> = sqlx::query(epoch_of)
+                                .bind(shard)
+                                .fetch_optional(&mut *tx)
+                                .await?
+                                .map(|r| r.try_get("epoch"))
+                                .transpose()?;
+                            AppendOutcome::Refused {
+                                shard_epoch: Some(epoch.unwrap_or(0) as u64),
+                            }
+                        }
+                    }
+                };
+                appended.push(outcome);
+            }
+            let mut first_audit = 0;
+            if !audits.is_empty() {
+                // Moving the head locks it: rounds chain one after another,
+                // across nodes too.
+                let row = sqlx::query(head)
+                    .bind(audits.len() as i64)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let last = row.try_get::<i64, _>("seq")? as u64;
+                first_audit = last + 1 - audits.len() as u64;
+                let mut prev: String = row.try_get("hash")?;
+                let mut rows = Vec::with_capacity(audits.len());
+                for (i, (entry, key)) in audits.iter().enumerate() {
+                    let seq = first_audit + i as u64;
+                    let hash = chain_hash(key, &prev, seq, entry);
+                    rows.push((seq, *entry, std::mem::replace(&mut prev, hash.clone()), hash));
+                }
+                let mut insert = sqlx::QueryBuilder::new(INSERT_ROWS);
+                insert.push_values(&rows, |mut b, (seq, e, prev, hash)| {
+                    b.push_bind(*seq as i64)
+                        .push_bind(e.at_ms as i64)
+                        .push_bind(&e.subject)
+                        .push_bind(&e.role)
+                        .push_bind(&e.action)
+                        .push_bind(&e.patient_id)
+                        .push_bind(&e.fields)
+                        .push_bind(&e.outcome)
+                        .push_bind(prev)
+                        .push_bind(hash);
+                });
+                insert.build().execute(&mut *tx).await?;
+                sqlx::query(set_head).bind(&prev).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((appended, first_audit))
+        }
+        .await);
+        let (appended, first_audit) = replies?;
+        let (mut appended, mut audit_seq) = (appended.into_iter(), first_audit);
+        Ok(ops
+            .iter()
+            .map(|op| match op {
+                Op::Append(_) => Reply::Append(appended.next().expect("one outcome per append")),
+                Op::Audit(..) => {
+                    audit_seq += 1;
+                    Reply::Audit(audit_seq - 1)
+                }
+            })
+            .collect())
+    }
+
+    /// Runs `then`'s statements in one transaction of their own (a
+    /// projection catching up, outside any append).
+    pub(crate) async fn run_then(&self, then: &Then) -> Result<(), StoreError> {
+        with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            for stmt in &then.0 {
+                bound!(stmt).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await)?;
+        Ok(())
+    }
+}

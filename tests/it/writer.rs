@@ -1,0 +1,261 @@
+//! The store's group commit, on both databases: appends and audit entries
+//! from many callers go in one round (one transaction), each append keeps
+//! its own checks and outcome, and no caller is answered before its round
+//! committed.
+
+use std::time::Duration;
+
+use cardio::store::audit::AuditEntry;
+use cardio::store::consults::ConsultRow;
+use cardio::store::{Appended, Store, StoreError};
+use sqlx::Connection;
+
+use crate::store::TestDb;
+
+/// A connection of the test's own that holds the database's write lock
+/// (SQLite) or the audit chain's head row (PostgreSQL) until released: a
+/// round with an audit entry cannot commit meanwhile.
+enum Lock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Lock {
+    async fn take(db: &TestDb) -> Lock {
+        if db.store.backend() == "postgres" {
+            let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            Lock::Postgres(c)
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Lock::Sqlite(c)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Lock::Postgres(mut c) => sqlx::query("COMMIT").execute(&mut c).await.map(|_| ()),
+            Lock::Sqlite(mut c) => sqlx::query("COMMIT").execute(&mut c).await.map(|_| ()),
+        }
+        .unwrap();
+    }
+}
+
+fn entry(action: &str) -> AuditEntry {
+    AuditEntry {
+        at_ms: 1,
+        subject: "dr-1".into(),
+        role: "clinician".into(),
+        action: action.into(),
+        patient_id: Some("p-1".into()),
+        fields: "chat".into(),
+        outcome: "allowed".into(),
+    }
+}
+
+async fn within<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+type Handle = tokio::task::JoinHandle<Result<Appended, StoreError>>;
+
+fn append(store: &Store, actor: &str, after: u64, id: &str) -> Handle {
+    let (store, actor, id) = (store.clone(), actor.to_owned(), id.to_owned());
+    tokio::spawn(async move { store.append(&actor, after, &id, 0, b"{}").await })
+}
+
+async fn one_round_answers_each_append_with_its_own_outcome(db: &TestDb) {
+    use cardio::cluster::{shard_of_key, Fence};
+    let store = &db.store;
+    // A journal with a message in it, one a stale writer will miss, and a
+    // shard that moves away from node a after a's first write.
+    store
+        .append("consult/dup", 0, "m-1", 0, b"{}")
+        .await
+        .unwrap();
+    store
+        .append("consult/stale", 0, "m-1", 0, b"{}")
+        .await
+        .unwrap();
+    let shards = 8;
+    let fenced_key = "consult/fenced";
+    let shard = shard_of_key(fenced_key, shards);
+    let fence_a = Fence::new(shards);
+    let a = store.fenced(fence_a.clone());
+    let [(_, e1)] = store.claim_shards("a", &[(shard, None)], 1).await.unwrap()[..] else {
+        panic!("one claim")
+    };
+    fence_a.hold(shard, e1);
+    a.append(fenced_key, 0, "m-1", 0, b"{}").await.unwrap();
+    store.claim_shards("b", &[(shard, None)], 2).await.unwrap();
+
+    let lock = Lock::take(db).await;
+    let rounds = store.rounds_committed();
+    // The first audit entry takes the writer, whose round waits for the lock.
+    let first_audit = {
+        let store = store.clone();
+        tokio::spawn(async move { store.audit(&entry("first")).await })
+    };
+    within("the writer took the first entry", || {
+        (store.writer_busy() && store.writes_waiting() == 0).then_some(())
+    })
+    .await;
+    let fresh: Vec<Handle> = (0..5)
+        .map(|i| append(store, &format!("consult/new-{i}"), 0, "m-1"))
+        .collect();
+    let duplicate = append(store, "consult/dup", 1, "m-1");
+    let stale = append(store, "consult/stale", 0, "m-2");
+    let moved = append(&a, fenced_key, 1, "m-2");
+    let audit = {
+        let store = store.clone();
+        tokio::spawn(async move { store.audit(&entry("second")).await })
+    };
+    // Everything after the first audit entry waits for the next round.
+    within("the writes are queued", || {
+        (store.writes_waiting() >= 9).then_some(())
+    })
+    .await;
+    // Nothing is answered while its round cannot commit.
+    let all_pending = || {
+        !first_audit.is_finished()
+            && !audit.is_finished()
+            && fresh.iter().all(|h| !h.is_finished())
+            && [&duplicate, &stale, &moved]
+                .iter()
+                .all(|h| !h.is_finished())
+    };
+    for _ in 0..20 {
+        assert!(
+            all_pending(),
+            "a write was answered before its round committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lock.release().await;
+
+    assert_eq!(first_audit.await.unwrap().unwrap(), 1);
+    for h in fresh {
+        assert_eq!(h.await.unwrap().unwrap(), Appended::Written { seq: 1 });
+    }
+    assert_eq!(
+        duplicate.await.unwrap().unwrap(),
+        Appended::Duplicate { seq: 1 }
+    );
+    assert!(matches!(
+        stale.await.unwrap(),
+        Err(StoreError::Conflict { expected: 1, .. })
+    ));
+    assert!(matches!(
+        moved.await.unwrap(),
+        Err(StoreError::Fenced { held: Some(h), .. }) if h == e1
+    ));
+    assert_eq!(fence_a.epoch(shard), None, "a let go of the shard");
+    assert_eq!(audit.await.unwrap().unwrap(), 2);
+    assert!(
+        store.rounds_committed() - rounds <= 2,
+        "the writes after the first went in one round"
+    );
+    // What was refused wrote nothing; the rest is there; the chain holds.
+    for (key, n) in [
+        ("consult/dup", 1),
+        ("consult/stale", 1),
+        (fenced_key, 1),
+        ("consult/new-4", 1),
+    ] {
+        assert_eq!(store.events(key, 0).await.unwrap().len(), n, "{key}");
+    }
+    assert_eq!(store.verify_audit().await.unwrap(), Ok(2));
+}
+
+async fn a_projection_commits_with_its_append_and_only_then(db: &TestDb) {
+    use cardio::actors::consult::state::Status;
+    let store = &db.store;
+    let key = "consult/c-then";
+    let row = |status| ConsultRow {
+        id: "c-then".into(),
+        patient_id: "p-1".into(),
+        clinician_id: None,
+        status,
+        requested_ms: 1,
+        reason: "checkup".into(),
+        notes: None,
+        started_ms: None,
+        ended_ms: None,
+    };
+    let then = store.consult_projection(&row(Status::Requested), &[], 1);
+    assert_eq!(
+        store
+            .append_then(key, 0, "m-1", 0, b"{}", then)
+            .await
+            .unwrap(),
+        Appended::Written { seq: 1 }
+    );
+    assert_eq!(store.projected_seq("c-then").await.unwrap(), 1);
+    assert_eq!(
+        store.consult_row("c-then").await.unwrap().map(|r| r.status),
+        Some(Status::Requested)
+    );
+    // A duplicate and a conflict project nothing.
+    let then = store.consult_projection(&row(Status::Cancelled), &[], 2);
+    assert_eq!(
+        store
+            .append_then(key, 1, "m-1", 0, b"{}", then.clone())
+            .await
+            .unwrap(),
+        Appended::Duplicate { seq: 1 }
+    );
+    assert!(matches!(
+        store.append_then(key, 5, "m-2", 0, b"{}", then).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.projected_seq("c-then").await.unwrap(), 1);
+    assert_eq!(
+        store.consult_row("c-then").await.unwrap().map(|r| r.status),
+        Some(Status::Requested)
+    );
+}
+
+macro_rules! on_both_dbs {
+    ($name:ident, $check:ident) => {
+        mod $name {
+            #[actix_rt::test]
+            async fn sqlite() {
+                let db = crate::store::TestDb::sqlite().await;
+                super::$check(&db).await;
+                db.done().await;
+            }
+
+            #[actix_rt::test]
+            async fn postgres() {
+                needs!(Postgres);
+                let db = crate::store::TestDb::postgres().await;
+                super::$check(&db).await;
+                db.done().await;
+            }
+        }
+    };
+}
+
+on_both_dbs!(
+    one_round,
+    one_round_answers_each_append_with_its_own_outcome
+);
+on_both_dbs!(
+    projection_with_append,
+    a_projection_commits_with_its_append_and_only_then
+);
