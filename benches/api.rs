@@ -60,6 +60,14 @@ fn start(envs: &[(&str, String)]) -> TestNode {
         .env("CARDIO_LOG_FILTER", "warn,cardio::node=info")
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_RATE_LIMIT", "1000000")
+        // One principal from one address keeps `in_flight()` requests open
+        // (the defaults, 16 per principal and 64 per address, would refuse
+        // the rest RATE_LIMITED).
+        .env(
+            "CARDIO_MAX_HTTP_PER_PRINCIPAL",
+            in_flight().max(16).to_string(),
+        )
+        .env("CARDIO_MAX_HTTP_PER_IP", in_flight().max(64).to_string())
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .start()
 }
