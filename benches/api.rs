@@ -60,6 +60,14 @@ fn start(envs: &[(&str, String)]) -> TestNode {
         .env("CARDIO_LOG_FILTER", "warn,cardio::node=info")
         .env("CARDIO_JWT_SECRET", SECRET)
         .env("CARDIO_RATE_LIMIT", "1000000")
+        // One principal from one address keeps `in_flight()` requests open
+        // (the defaults, 16 per principal and 64 per address, would refuse
+        // the rest RATE_LIMITED).
+        .env(
+            "CARDIO_MAX_HTTP_PER_PRINCIPAL",
+            in_flight().max(16).to_string(),
+        )
+        .env("CARDIO_MAX_HTTP_PER_IP", in_flight().max(64).to_string())
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .start()
 }
@@ -277,13 +285,7 @@ fn main() {
     actix_rt::System::new().block_on(async {
         // (g) and (h) on one node, embedded defaults.
         let (requests, in_flight) = (requests(), in_flight());
-        // One principal and one address send every request: their in-flight
-        // limits (16 and 64 by default) are raised to what the bench sends.
-        let limit = (in_flight + 8).to_string();
-        let node = start(&[
-            ("CARDIO_MAX_HTTP_PER_PRINCIPAL", limit.clone()),
-            ("CARDIO_MAX_HTTP_PER_IP", limit),
-        ]);
+        let node = start(&[]);
         let a = node.addr.clone();
         let device = people(&a).await;
         let patient = token(Role::Patient, "p-1");

@@ -1,7 +1,9 @@
 //! Who may do what, and the trail of it: the dependencies every resolver
 //! shares, `Access` (authorization of a principal for a patient's records,
 //! with its audit entry durable before the answer), and the small lookups
-//! authorization needs (a device's patient, a patient's devices).
+//! authorization needs (a device's patient, a patient's devices). A
+//! clinician's care team and a device's patient are read through the node's
+//! [`super::authz_cache::AuthzCache`].
 
 use async_graphql::Context;
 use std::sync::Arc;
@@ -67,8 +69,11 @@ async fn may_reach(deps: &Deps, who: &Principal, patient: &str) -> Result<Reach,
         Role::Patient if who.subject == patient => Reach::Yes,
         Role::Clinician => {
             let store = &deps.store;
-            if store
-                .on_care_team(patient, &who.subject)
+            let lookup = store.on_care_team(patient, &who.subject);
+            if deps
+                .gate
+                .authz()
+                .on_care_team(patient, &who.subject, unix_ms(), lookup)
                 .await
                 .map_err(ApiError::unavailable)?
             {
@@ -290,14 +295,18 @@ pub(crate) async fn device_topics(
     Ok(out)
 }
 
-/// The patient a device belongs to, if the device is registered.
+/// The patient a device belongs to, if the device is registered (from the
+/// node's cache once known: a device never changes patient).
 pub(crate) async fn device_patient(d: &Deps, device: &str) -> Result<Option<String>, ApiError> {
-    let dev = d
-        .store
-        .device(device)
+    let lookup = async {
+        let dev = d.store.device(device).await?;
+        Ok::<_, crate::store::StoreError>(dev.map(|dev| dev.patient_id))
+    };
+    d.gate
+        .authz()
+        .device_patient(device, lookup)
         .await
-        .map_err(ApiError::unavailable)?;
-    Ok(dev.map(|dev| dev.patient_id))
+        .map_err(ApiError::unavailable)
 }
 
 /// The patients whose records (`fields`: alerts, vitals) `who` asked for:

@@ -56,8 +56,14 @@ pub(crate) async fn consult_view(
     ask(d, consult, &View { after }).await
 }
 
-/// The patient of consult `consult` and its view (without chat lines),
-/// once `access` allows it for that patient (audited either way).
+/// The patient of consult `consult`, once `access` allows it for that
+/// patient (audited either way).
+///
+/// The patient comes from the node's cache
+/// ([`super::authz_cache::AuthzCache`]: a consult's patient never changes)
+/// or, the first time, from the consult's view; so a command on a consult
+/// asks its actor once, and the actor decides from its own state whether
+/// the caller takes part and whether the consult is over.
 ///
 /// A consult that is not there is refused alike (`FORBIDDEN`, as for one the
 /// caller may not see: no answer tells an id that exists from one that does
@@ -68,20 +74,22 @@ pub(crate) async fn authorized_consult(
     d: &Deps,
     access: &Access<'_>,
     consult: &str,
-) -> Result<(String, ConsultView), ApiError> {
-    let exists = d
-        .store
-        .consult_exists(consult)
-        .await
-        .map_err(ApiError::unavailable)?;
-    if !exists {
-        return Err(access.on("consult").refuse_unknown().await);
-    }
-    let view = consult_view(d, consult, u64::MAX).await?;
-    let Some(patient) = view.patient.clone() else {
+) -> Result<String, ApiError> {
+    let lookup = async {
+        let exists = d
+            .store
+            .consult_exists(consult)
+            .await
+            .map_err(ApiError::unavailable)?;
+        if !exists {
+            return Ok(None);
+        }
+        Ok(consult_view(d, consult, u64::MAX).await?.patient)
+    };
+    let Some(patient) = d.gate.authz().consult_patient(consult, lookup).await? else {
         // Audited as an attempt on "consult", whatever was asked of it.
         return Err(access.on("consult").refuse_unknown().await);
     };
     access.patient(&patient).await?;
-    Ok((patient, view))
+    Ok(patient)
 }

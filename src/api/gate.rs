@@ -15,7 +15,9 @@
 //! [`ACCESS_TOPIC`]): every node knows of a change within a second, and
 //! without the bus within [`CACHE_MS`]. The same events, forwarded to the
 //! node's own listeners ([`Gate::changes`]), close WebSocket connections and
-//! end subscriptions. Each node also ends its own subscriptions opened under
+//! end subscriptions, after the request path's cache
+//! ([`super::authz_cache::AuthzCache`], held here) has dropped what it knew
+//! of the subject. Each node also ends its own subscriptions opened under
 //! a break-glass grant when the grant ends (it hears of grants on
 //! [`BREAK_GLASS_TOPIC`]).
 //!
@@ -29,8 +31,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::authz_cache::AuthzCache;
 use crate::auth::{AuthError, Verified};
-use crate::bus::{Bus, BusEvent, Envelope};
+use crate::bus::{Bus, BusEvent, Envelope, Subscription};
 use crate::clock::unix_ms;
 use crate::principal::Role;
 use crate::store::access::AccountState;
@@ -173,6 +176,9 @@ pub struct Gate {
     bus: Arc<dyn Bus>,
     logoff: Logoff,
     cache: dashmap::DashMap<String, Cached>,
+    /// The request path's care-team, consult and device view, emptied of
+    /// a subject by every change naming it (the same events).
+    authz: Arc<AuthzCache>,
     changes: tokio::sync::broadcast::Sender<AccessChanged>,
     failures: std::sync::Mutex<HashMap<(String, &'static str), u64>>,
 }
@@ -184,6 +190,7 @@ impl Gate {
             bus,
             logoff,
             cache: dashmap::DashMap::new(),
+            authz: AuthzCache::new(),
             changes: tokio::sync::broadcast::channel(1024).0,
             failures: std::sync::Mutex::default(),
         })
@@ -192,15 +199,8 @@ impl Gate {
     /// Listens for access changes on the bus, and writes the failure
     /// summaries every `summaries`. Runs until the process ends.
     pub async fn start(self: &Arc<Gate>, summaries: Duration) -> Result<(), crate::bus::BusError> {
-        let mut sub = self.bus.subscribe(ACCESS_TOPIC, 1024).await?;
-        let gate = Arc::clone(self);
-        tokio::spawn(async move {
-            while let Some((_, change)) = sub.next_of::<AccessChanged>().await {
-                gate.cache.remove(&change.subject);
-                let _ = gate.changes.send(change);
-            }
-            tracing::warn!("the access-change subscription ended");
-        });
+        let sub = self.bus.subscribe(ACCESS_TOPIC, 1024).await?;
+        self.follow(sub);
         // Each node ends its own subscriptions opened under a break-glass
         // grant when the grant ends, whichever node granted it.
         let mut grants = self.bus.subscribe(BREAK_GLASS_TOPIC, 256).await?;
@@ -232,6 +232,39 @@ impl Gate {
         Ok(())
     }
 
+    /// Applies the access changes of `sub` (every node's): the caches
+    /// forget the subject before the node's listeners hear of it. A
+    /// subscription set up again after it was lost (changes may have been
+    /// missed) empties the caches; once it ends, the request path's cache
+    /// keeps nothing.
+    fn follow(self: &Arc<Gate>, mut sub: Subscription) {
+        let resets = sub.resets();
+        if let Some(mut resets) = resets.clone() {
+            let gate = Arc::clone(self);
+            tokio::spawn(async move {
+                while resets.changed().await.is_ok() {
+                    gate.cache.clear();
+                }
+            });
+        }
+        self.authz.follow(resets);
+        let gate = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some((_, change)) = sub.next_of::<AccessChanged>().await {
+                gate.cache.remove(&change.subject);
+                gate.authz.forget_subject(&change.subject);
+                let _ = gate.changes.send(change);
+            }
+            gate.authz.stop();
+            tracing::warn!("the access-change subscription ended");
+        });
+    }
+
+    /// The request path's cached view of care teams, consults and devices.
+    pub fn authz(&self) -> &AuthzCache {
+        &self.authz
+    }
+
     /// This node's listeners' feed of access changes.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<AccessChanged> {
         self.changes.subscribe()
@@ -245,6 +278,7 @@ impl Gate {
     /// Announces `change` to every node (this one at once).
     pub async fn announce(&self, change: AccessChanged) -> Result<(), String> {
         self.cache.remove(&change.subject);
+        self.authz.forget_subject(&change.subject);
         let _ = self.changes.send(change.clone());
         let env = Envelope::new(AccessChanged::TYPE, &change).map_err(|e| e.to_string())?;
         self.bus
@@ -451,6 +485,154 @@ mod tests {
         assert!(!team.closes("dr-1", None));
         assert!(team.ends_subscriptions("dr-1", None));
         assert!(!team.ends_subscriptions("dr-2", None));
+    }
+
+    /// A subscription that delivers nothing and is set up again when the
+    /// test says so.
+    struct Resetting {
+        resets: tokio::sync::watch::Receiver<u64>,
+        ends: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::bus::Source for Resetting {
+        async fn next(&mut self) -> Option<crate::bus::Delivery> {
+            if self.ends {
+                return None;
+            }
+            std::future::pending().await
+        }
+        fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            Some(self.resets.clone())
+        }
+    }
+
+    async fn gate_on(bus: Arc<dyn Bus>) -> (Arc<Gate>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/cardio.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        let s = Duration::from_secs(900);
+        let logoff = Logoff {
+            patient: s,
+            clinician: s,
+            ops: s,
+            admin: s,
+        };
+        (Gate::new(store, bus, logoff), dir)
+    }
+
+    fn memory_bus() -> Arc<dyn Bus> {
+        Arc::new(crate::bus::memory::MemoryBus::new(Default::default()))
+    }
+
+    /// Whether the request path's cache answers that `clinician` is on
+    /// `patient`'s team without the database (whose lookup here fails).
+    async fn cached(gate: &Gate, patient: &str, clinician: &str) -> bool {
+        let no_database = async { Err::<bool, ()>(()) };
+        let authz = gate.authz();
+        authz
+            .on_care_team(patient, clinician, unix_ms(), no_database)
+            .await
+            .is_ok()
+    }
+
+    async fn keep(gate: &Gate, patient: &str, clinician: &str) {
+        let found = async { Ok::<_, ()>(true) };
+        let authz = gate.authz();
+        authz
+            .on_care_team(patient, clinician, unix_ms(), found)
+            .await
+            .unwrap();
+        assert!(cached(gate, patient, clinician).await);
+    }
+
+    async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn removal(clinician: &str) -> AccessChanged {
+        AccessChanged {
+            subject: clinician.into(),
+            jti: None,
+            change: Change::CareTeamChanged,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_removal_empties_the_request_paths_cache_here_at_once_and_elsewhere_by_the_bus() {
+        let bus = memory_bus();
+        let (gate, _dir) = gate_on(Arc::clone(&bus)).await;
+        gate.start(Duration::from_secs(3600)).await.unwrap();
+        keep(&gate, "p-1", "dr-1").await;
+        keep(&gate, "p-1", "dr-2").await;
+        // Announced by this node: forgotten before `announce` returns.
+        gate.announce(removal("dr-1")).await.unwrap();
+        assert!(!cached(&gate, "p-1", "dr-1").await);
+        assert!(cached(&gate, "p-1", "dr-2").await);
+        // Announced by another node on the shared bus: forgotten when the
+        // event arrives, before this node's listeners hear of it.
+        let mut listeners = gate.changes();
+        let env = Envelope::new(AccessChanged::TYPE, &removal("dr-2")).unwrap();
+        bus.publish(ACCESS_TOPIC, &env).await.unwrap();
+        loop {
+            let heard = listeners.recv().await.unwrap();
+            if heard.subject == "dr-2" {
+                break;
+            }
+        }
+        assert!(!cached(&gate, "p-1", "dr-2").await);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_set_up_again_empties_the_caches() {
+        let (gate, _dir) = gate_on(memory_bus()).await;
+        let (resets, rx) = tokio::sync::watch::channel(0);
+        let source = Resetting {
+            resets: rx,
+            ends: false,
+        };
+        gate.follow(Subscription::new(Box::new(source)));
+        keep(&gate, "p-1", "dr-1").await;
+        let kept = async { Ok::<_, ()>(Some("p-1".to_owned())) };
+        gate.authz().device_patient("d-1", kept).await.unwrap();
+        // The broker came back: what was announced meanwhile is lost.
+        resets.send_modify(|n| *n += 1);
+        until("the cache to empty after a reset", async || {
+            !cached(&gate, "p-1", "dr-1").await
+        })
+        .await;
+        let unknown = async { Ok::<_, ()>(None) };
+        assert_eq!(gate.authz().device_patient("d-1", unknown).await, Ok(None));
+        // It keeps again afterwards (the subscription runs).
+        keep(&gate, "p-1", "dr-1").await;
+    }
+
+    #[tokio::test]
+    async fn once_the_subscription_ends_the_cache_keeps_nothing() {
+        let (gate, _dir) = gate_on(memory_bus()).await;
+        let (_resets, rx) = tokio::sync::watch::channel(0);
+        let source = Resetting {
+            resets: rx,
+            ends: true,
+        };
+        gate.follow(Subscription::new(Box::new(source)));
+        until("the cache to stop keeping", async || {
+            let found = async { Ok::<_, ()>(true) };
+            let authz = gate.authz();
+            authz
+                .on_care_team("p-1", "dr-1", unix_ms(), found)
+                .await
+                .unwrap();
+            !cached(&gate, "p-1", "dr-1").await
+        })
+        .await;
     }
 
     #[test]

@@ -22,6 +22,7 @@ use serde_json::json;
 
 pub mod access;
 mod ask;
+pub mod authz_cache;
 pub mod console;
 pub mod error;
 pub mod gate;

@@ -931,3 +931,160 @@ async fn a_removal_and_a_revocation_on_one_node_end_access_on_another_within_a_s
     drop(vhost);
     db.done().await;
 }
+
+const SEND_Q: &str = "mutation($c: ID!, $k: String!) { sendMessage(consultId: $c, clientMessageId: $k, text: \"how is the rhythm today\") }";
+
+/// `sendMessage` by `token` in consult `c` (`k` its client id): its
+/// sequence, or the code and reason of its refusal (whose message must not
+/// carry the text).
+async fn chat(addr: &str, token: &str, c: &str, k: &str) -> Result<i64, (String, String)> {
+    let v = crate::api::gql(addr, token, SEND_Q, json!({"c": c, "k": k})).await;
+    match v["data"]["sendMessage"].as_i64() {
+        Some(seq) => Ok(seq),
+        None => {
+            let e = &v["errors"][0];
+            assert!(
+                !e.to_string().contains("rhythm"),
+                "the refusal carries PHI: {e}"
+            );
+            let code = e["extensions"]["code"].as_str().unwrap_or_default();
+            let reason = e["extensions"]["reason"].as_str().unwrap_or_default();
+            Err((code.to_owned(), reason.to_owned()))
+        }
+    }
+}
+
+fn refused(code: &str, reason: &str) -> Result<i64, (String, String)> {
+    Err((code.to_owned(), reason.to_owned()))
+}
+
+/// A consult of p-1 on `addr`, the patient in it and `clinician` joined; its id.
+async fn joined_consult(addr: &str, clinician: &str) -> String {
+    let patient = token(Role::Patient, "p-1");
+    let q = "mutation($r: ID!) { requestConsult(patientId: \"p-1\", reason: \"palpitations\", requestId: $r) }";
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    let id = ok(addr, &patient, q, json!({"r": r})).await["requestConsult"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let join = "mutation($c: ID!) { joinConsult(id: $c) }";
+    ok(addr, &patient, join, json!({"c": id})).await;
+    ok(
+        addr,
+        &token(Role::Clinician, clinician),
+        join,
+        json!({"c": id}),
+    )
+    .await;
+    id
+}
+
+#[actix_rt::test]
+async fn chat_authorized_from_the_nodes_cache_follows_care_team_and_consult_changes_at_once() {
+    let node = serve_with(&[]);
+    let a = &node.addr;
+    people(
+        a,
+        &["p-1"],
+        &["dr-1", "dr-2"],
+        &[("p-1", "dr-1"), ("p-1", "dr-2")],
+    )
+    .await;
+    let id = joined_consult(a, "dr-1").await;
+    let (dr1, dr2) = (
+        token(Role::Clinician, "dr-1"),
+        token(Role::Clinician, "dr-2"),
+    );
+    let patient = token(Role::Patient, "p-1");
+    // Granted, then granted again from what the node knows now.
+    assert_eq!(chat(a, &dr1, &id, "c1").await, Ok(1));
+    assert_eq!(chat(a, &dr1, &id, "c2").await, Ok(2));
+    assert_eq!(chat(a, &patient, &id, "p1").await, Ok(3));
+
+    // Taken off the care team: refused by the very next request, audited.
+    let admin = token(Role::Admin, "admin-1");
+    let remove = "mutation { removeClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }";
+    assert_eq!(
+        ok(a, &admin, remove, json!({})).await["removeClinician"],
+        true
+    );
+    assert_eq!(
+        chat(a, &dr1, &id, "c3").await,
+        refused("FORBIDDEN", "NOT_ALLOWED")
+    );
+    let read = "query($c: ID!) { consult(id: $c) { status } }";
+    assert_eq!(
+        code_of(a, &dr1, read, json!({"c": id})).await.as_deref(),
+        Some("FORBIDDEN")
+    );
+    assert!(has_row(&audit(a).await, "dr-1", "write", "refused"));
+    // Put back: allowed by the very next request (a refusal is not kept).
+    let assign = "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }";
+    ok(a, &admin, assign, json!({})).await;
+    assert_eq!(chat(a, &dr1, &id, "c3").await, Ok(4));
+
+    // Who takes part is the consult's to say, whatever the care team: dr-2
+    // is on it but not in this consult.
+    assert_eq!(
+        chat(a, &dr2, &id, "x1").await,
+        refused("CONSULT_REFUSED", "NOT_PARTICIPANT")
+    );
+    // Ended: no participant writes any more, though the consult and its
+    // patient are known to the node.
+    let end = "mutation($c: ID!) { endConsult(id: $c, notes: \"stable\") }";
+    ok(a, &dr1, end, json!({"c": id})).await;
+    assert_eq!(
+        chat(a, &patient, &id, "p2").await,
+        refused("CONSULT_REFUSED", "CONSULT_OVER")
+    );
+    assert_eq!(
+        chat(a, &dr1, &id, "c4").await,
+        refused("CONSULT_REFUSED", "CONSULT_OVER")
+    );
+    // A consult that does not exist is refused as one that may not be seen.
+    assert_eq!(
+        chat(a, &patient, "no-such-consult", "p3").await,
+        refused("FORBIDDEN", "NOT_ALLOWED")
+    );
+    drop(node);
+}
+
+#[actix_rt::test]
+async fn a_removal_on_one_node_stops_chat_authorized_from_anothers_cache() {
+    needs!(Cluster);
+    let db = crate::store::TestDb::postgres_empty().await;
+    let vhost = crate::broker::Vhost::new();
+    let a = crate::api::cluster_member("authz-a", &vhost.url(), db.url()).start();
+    let b = crate::api::cluster_member("authz-b", &vhost.url(), db.url()).start();
+    people(&a.addr, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
+    let id = joined_consult(&a.addr, "dr-1").await;
+    let dr = token(Role::Clinician, "dr-1");
+    // Node B knows the consult's patient and dr-1's place on the team.
+    assert_eq!(chat(&b.addr, &dr, &id, "b1").await, Ok(1));
+    assert_eq!(chat(&b.addr, &dr, &id, "b2").await, Ok(2));
+
+    // Removed on node A: node B refuses once the invalidation arrives.
+    let admin = token(Role::Admin, "admin-1");
+    let remove = "mutation { removeClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }";
+    ok(&a.addr, &admin, remove, json!({})).await;
+    let removed = Instant::now();
+    let mut n = 0;
+    poll_until(
+        "node B to refuse a clinician removed on node A",
+        WITHIN,
+        Duration::from_millis(20),
+        async || {
+            n += 1;
+            chat(&b.addr, &dr, &id, &format!("r{n}")).await == refused("FORBIDDEN", "NOT_ALLOWED")
+        },
+    )
+    .await;
+    assert!(removed.elapsed() < WITHIN + Duration::from_millis(500));
+    // Put back on node A: node B allows the next request.
+    let assign = "mutation { assignClinician(patientId: \"p-1\", clinicianId: \"dr-1\") }";
+    ok(&a.addr, &admin, assign, json!({})).await;
+    assert!(chat(&b.addr, &dr, &id, "b3").await.is_ok());
+    drop((a, b));
+    drop(vhost);
+    db.done().await;
+}
