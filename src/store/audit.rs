@@ -26,7 +26,6 @@
 
 use sqlx::Row;
 
-use super::writer::{Op, Reply};
 use super::{with_pool, Store, StoreError};
 use crate::crypto::{AuditKey, Checkpoint};
 
@@ -160,19 +159,6 @@ row_like!(sqlx::sqlite::SqliteRow);
 row_like!(sqlx::postgres::PgRow);
 
 impl Store {
-    /// Appends `entry` to the audit chain; returns its sequence once durable
-    /// (committed in the store's next write round: [`super::writer`]).
-    pub async fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        let op = Op::Audit(entry.clone(), self.audit_key.clone());
-        match self.commit_with_others(op).await {
-            Ok(Reply::Audit(seq)) => Ok(seq),
-            Ok(Reply::Append(_)) => Err(StoreError::Audit(
-                "the writer answered another write".into(),
-            )),
-            Err(why) => Err(StoreError::Audit(why)),
-        }
-    }
-
     /// Up to `first` entries after `after`, of `patient` if given, in order.
     pub async fn audit_log(
         &self,

@@ -420,3 +420,18 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Appends `entry` to the audit chain (see [`super::audit`]); returns its
+    /// sequence once durable, committed in the store's next write round.
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
+        let op = Op::Audit(entry.clone(), self.audit_key.clone());
+        match self.commit_with_others(op).await {
+            Ok(Reply::Audit(seq)) => Ok(seq),
+            Ok(Reply::Append(_)) => Err(StoreError::Audit(
+                "the writer answered another write".into(),
+            )),
+            Err(why) => Err(StoreError::Audit(why)),
+        }
+    }
+}

@@ -14,12 +14,15 @@ use std::time::Duration;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-use super::publish::CONFIRM_TIMEOUT;
 use super::topology::declare_topology;
 use super::{broker_err, s, BusRuntime, Inner, Live};
 use crate::bus::BusError;
 use crate::supervisors::backoff::Backoff;
 
+/// Longest wait for one publisher confirm (the publisher window's slot
+/// included); also how long a replaced confirming channel may take to see
+/// its other confirms in.
+pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a connection with its topology declared.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pauses between tries while the broker is away: 50 ms doubling to 1 s,

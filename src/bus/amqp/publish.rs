@@ -18,17 +18,12 @@
 //! It must not report a publish as sent without its confirm, nor wait for
 //! the publish or its confirm without a bound (`CONFIRM_TIMEOUT`).
 
-use std::time::Duration;
-
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 
-use super::connection::Attempt;
+use super::connection::{Attempt, CONFIRM_TIMEOUT};
 use super::{broker_err, s, Inner};
 use crate::bus::BusError;
-
-/// Longest wait for one publisher confirm (the window's slot included).
-pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Confirmed publishes in flight per connection (the publisher window).
 /// Above it callers wait for a slot (within `CONFIRM_TIMEOUT`). It bounds
