@@ -477,18 +477,14 @@ impl cardio::actors::Handler<Step> for Gated {
     }
 }
 
-#[actix_rt::test]
-async fn a_slow_actor_does_not_hold_up_the_others_on_its_shard_and_each_keeps_its_order() {
-    // One shard: every actor shares it.
-    let bus = bus::connect(
-        "memory://",
-        BusOptions {
-            shards: 1,
-            ..options(5)
-        },
-    )
-    .await
-    .unwrap();
+/// A registry with the `gated` kind routed: the actor `gated/slow` waits at
+/// the gate (opened with its permits), the others do not; each step is logged.
+async fn gated_registry() -> (
+    Registry,
+    Arc<tokio::sync::Semaphore>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    SupervisorRef,
+) {
     let tree = Tree::new();
     let pool = ArbiterPool::current();
     let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
@@ -511,6 +507,22 @@ async fn a_slow_actor_does_not_hold_up_the_others_on_its_shard_and_each_keeps_it
         .await
         .unwrap();
     registry.route_for::<Gated, Step>(&kind, "gated.step");
+    (registry, gate, log, root)
+}
+
+#[actix_rt::test]
+async fn a_slow_actor_does_not_hold_up_the_others_on_its_shard_and_each_keeps_its_order() {
+    // One shard: every actor shares it.
+    let bus = bus::connect(
+        "memory://",
+        BusOptions {
+            shards: 1,
+            ..options(5)
+        },
+    )
+    .await
+    .unwrap();
+    let (registry, gate, log, _root) = gated_registry().await;
     let step = |id: &str, n: u32| {
         Envelope::new("gated.step", &Step { n })
             .unwrap()
@@ -646,28 +658,7 @@ async fn a_delivery_that_never_settles_is_given_up_after_its_deadline_and_its_ac
     use cardio::registry::inbox::{Lanes, SETTLE_GRACE};
     use std::sync::atomic::{AtomicBool, Ordering};
     let bus = memory(5).await;
-    let tree = Tree::new();
-    let pool = ArbiterPool::current();
-    let root = SupervisorRef::start_root(SupervisorSpec::new("root"), &tree, &pool, |r| {
-        panic!("root failed: {r}")
-    })
-    .await;
-    let registry = Registry::new(tree.clone(), pool, Duration::from_secs(30));
-    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-    let l = Arc::clone(&log);
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| Gated {
-                id: id.to_owned(),
-                gate: Arc::clone(&gate),
-                log: Arc::clone(&l),
-            }),
-        )
-        .await
-        .unwrap();
-    registry.route_for::<Gated, Step>(&kind, "gated.step");
+    let (registry, _gate, log, _root) = gated_registry().await;
     let step = |n: u32, within: Duration| {
         Envelope::new("gated.step", &Step { n })
             .unwrap()
