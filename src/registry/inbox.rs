@@ -167,7 +167,7 @@ impl Lanes {
             .unwrap_or_else(|| registry.default_timeout())
             + SETTLE_GRACE;
         let msg_type = env.as_ref().map(|e| shorten(&e.msg_type).to_owned());
-        let actor = crate::redact::pseudonym::actor_key(&lane);
+        let lane_of_task = Arc::clone(&lane);
         let task = self.running.spawn_local(async move {
             if !delivery.usable() {
                 // Its channel closed while it waited behind another: the
@@ -192,6 +192,8 @@ impl Lanes {
                 // handler tolerates a repeat; past its deadline it is set
                 // aside on its next delivery).
                 crate::metrics::delivery_overran();
+                // Its pseudonym is worked out only now, off the hot path.
+                let actor = crate::redact::pseudonym::actor_key(&lane_of_task);
                 tracing::error!(
                     %actor,
                     msg_type = msg_type.as_deref().unwrap_or("?"),
