@@ -506,6 +506,7 @@ async fn act(req: &Requester, consult: &str, request_id: String, command: Consul
     let msg = Act {
         request_id,
         command,
+        audit: None,
     };
     matches!(
         req.request::<_, Value>(&to, "consult.act", &msg, Duration::from_secs(2)).await,

@@ -170,6 +170,7 @@ async fn act(kind: &Kind<ConsultActor>, id: &str, request_id: &str, command: Com
         Act {
             request_id: request_id.into(),
             command,
+            audit: None,
         },
     )
     .await

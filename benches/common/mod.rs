@@ -120,6 +120,7 @@ pub async fn push_rate(store: &Store, devices: usize, batches: &[Vec<Sample>]) -
                         Push {
                             request_id: format!("p{i}"),
                             samples: b,
+                            audit: None,
                         },
                     )
                     .await;
@@ -179,6 +180,7 @@ pub async fn chat_rate(
                 Act {
                     request_id: r.into(),
                     command,
+                    audit: None,
                 },
             )
             .await
@@ -201,6 +203,7 @@ pub async fn chat_rate(
                     Act {
                         request_id: format!("m{i}"),
                         command,
+                        audit: None,
                     },
                 )
                 .await

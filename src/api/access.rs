@@ -149,6 +149,17 @@ impl<'a> Access<'a> {
     /// Authorizes the access to `patient`'s records (charging the
     /// principal's budget) and audits it either way.
     pub(crate) async fn patient(&self, patient: &str) -> Result<(), ApiError> {
+        let entry = self.patient_carried(patient).await?;
+        self.write(&entry).await
+    }
+
+    /// Authorizes the access to `patient`'s records like [`Self::patient`],
+    /// but an allowed access's entry is not written here: it is returned, to
+    /// travel with the command whose effect it records and commit in the
+    /// same transaction ([`crate::store::audit::PendingAudit`]); if the
+    /// command gets no answer, [`carried_back`] writes it. A refusal is
+    /// written at once.
+    pub(crate) async fn patient_carried(&self, patient: &str) -> Result<AuditEntry, ApiError> {
         if self.deps.limiter.check_key(&self.who.subject).is_err() {
             return Err(ApiError::RateLimited);
         }
@@ -159,13 +170,22 @@ impl<'a> Access<'a> {
             Reach::BreakGlass => (format!("break_glass:{}", self.action), Outcome::Allowed),
             Reach::No => (self.action.to_owned(), Outcome::Refused),
         };
-        self.record_as(&action, Some(patient), self.fields, outcome)
-            .await?;
+        let entry = self.entry(&action, Some(patient), self.fields, outcome);
         if reach == Reach::No {
-            Err(ApiError::Forbidden)
-        } else {
-            Ok(())
+            self.write(&entry).await?;
+            return Err(ApiError::Forbidden);
         }
+        Ok(entry)
+    }
+
+    /// Writes a carried entry that was not committed with its effect.
+    pub(crate) async fn write(&self, entry: &AuditEntry) -> Result<(), ApiError> {
+        self.deps
+            .store
+            .audit(entry)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::unavailable)
     }
 
     /// Authorizes by role alone (ops views, administrative acts): a refusal
@@ -250,7 +270,18 @@ impl<'a> Access<'a> {
         fields: &str,
         outcome: Outcome,
     ) -> Result<(), ApiError> {
-        let entry = AuditEntry {
+        self.write(&self.entry(action, patient, fields, outcome))
+            .await
+    }
+
+    fn entry(
+        &self,
+        action: &str,
+        patient: Option<&str>,
+        fields: &str,
+        outcome: Outcome,
+    ) -> AuditEntry {
+        AuditEntry {
             at_ms: unix_ms(),
             subject: self.who.subject.clone(),
             role: self.who.role.name().into(),
@@ -258,13 +289,20 @@ impl<'a> Access<'a> {
             patient_id: patient.map(str::to_owned),
             fields: fields.into(),
             outcome: outcome.as_str().into(),
-        };
-        self.deps
-            .store
-            .audit(&entry)
-            .await
-            .map(|_| ())
-            .map_err(ApiError::unavailable)
+        }
+    }
+}
+
+/// Writes the entry a command carried ([`Access::patient_carried`]) when
+/// the command got no answer that says it was written: the actor may not
+/// have run it, or may have written it already (then the access is in the
+/// trail twice, never missing). A failure to write it is logged: the caller
+/// already answers with an error.
+pub(crate) async fn carried_back(d: &Deps, entry: Option<&AuditEntry>) {
+    if let Some(entry) = entry {
+        if let Err(e) = d.store.audit(entry).await {
+            tracing::warn!(error = %e, "a carried audit entry not written after a failed command");
+        }
     }
 }
 

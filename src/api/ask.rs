@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
-use super::access::{Access, Deps};
+use super::access::{carried_back, Access, Deps};
 use super::error::{ApiError, RefusalReason};
 use crate::actors::consult::state::{Command, Outcome};
 use crate::actors::consult::{Act, ConsultView, View};
 use crate::address::ActorId;
 use crate::bus::BusMessage;
+use crate::store::audit::AuditEntry;
 
 /// How long a resolver waits for an actor, every retry included.
 pub(crate) const ASK_DEADLINE: Duration = Duration::from_secs(10);
@@ -27,24 +28,39 @@ pub(crate) async fn ask<M: BusMessage>(d: &Deps, id: &str, msg: &M) -> Result<M:
         .map_err(|e| ApiError::ask_failed(M::TYPE, &e))
 }
 
-/// Sends `command` to consult `consult` with its idempotency key; a refusal
-/// comes back as `CONSULT_REFUSED` with the refusal's code.
+/// Sends `command` to consult `consult` with its idempotency key and the
+/// audit entry of its access (committed with the command's first event, or
+/// on its own by the actor before it answers); a refusal comes back as
+/// `CONSULT_REFUSED` with the refusal's code. Without an answer, the entry
+/// is written here ([`carried_back`]).
 pub(crate) async fn act(
     d: &Deps,
     consult: &str,
     request_id: String,
     command: Command,
+    audit: Option<AuditEntry>,
 ) -> Result<Outcome, ApiError> {
     let msg = Act {
         request_id,
         command,
+        audit,
     };
-    ask(d, consult, &msg)
-        .await?
-        .map_err(|refused| match RefusalReason::of_consult(&refused) {
-            Some(reason) => ApiError::consult(reason),
-            None => ApiError::unavailable("the consult could not record this now"),
-        })
+    match ask(d, consult, &msg).await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(refused)) => match RefusalReason::of_consult(&refused) {
+            Some(reason) => Err(ApiError::consult(reason)),
+            None => {
+                carried_back(d, msg.audit.as_ref()).await;
+                Err(ApiError::unavailable(
+                    "the consult could not record this now",
+                ))
+            }
+        },
+        Err(e) => {
+            carried_back(d, msg.audit.as_ref()).await;
+            Err(e)
+        }
+    }
 }
 
 /// The consult's view (status, people, chat lines after `after`).
@@ -75,6 +91,18 @@ pub(crate) async fn authorized_consult(
     access: &Access<'_>,
     consult: &str,
 ) -> Result<String, ApiError> {
+    let (patient, entry) = authorized_consult_carried(d, access, consult).await?;
+    access.write(&entry).await?;
+    Ok(patient)
+}
+
+/// [`authorized_consult`], the allowed access's entry returned to be
+/// carried with the command ([`Access::patient_carried`]).
+pub(crate) async fn authorized_consult_carried(
+    d: &Deps,
+    access: &Access<'_>,
+    consult: &str,
+) -> Result<(String, AuditEntry), ApiError> {
     let lookup = async {
         let exists = d
             .store
@@ -90,6 +118,6 @@ pub(crate) async fn authorized_consult(
         // Audited as an attempt on "consult", whatever was asked of it.
         return Err(access.on("consult").refuse_unknown().await);
     };
-    access.patient(&patient).await?;
-    Ok(patient)
+    let entry = access.patient_carried(&patient).await?;
+    Ok((patient, entry))
 }

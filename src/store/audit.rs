@@ -30,7 +30,7 @@ use super::{with_pool, Store, StoreError};
 use crate::crypto::{AuditKey, Checkpoint};
 
 /// What an entry records.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     pub at_ms: u64,
     /// The principal's subject (an opaque id).
@@ -44,6 +44,42 @@ pub struct AuditEntry {
     pub fields: String,
     /// `allowed`, `refused` (not permitted) or `failed` (permitted, but the act did not happen).
     pub outcome: String,
+}
+
+/// The entry of an access whose effect is a journal append, carried to the
+/// write so that both commit in one transaction
+/// ([`Store::append_audited`](super::Store::append_audited)): the effect is
+/// never durable without its entry, and a request waits for one write round,
+/// not two in series. If no append takes it (a retry answered from memory, a
+/// command refused), [`PendingAudit::settle`] writes it on its own before
+/// the answer.
+#[derive(Debug, Default)]
+#[must_use = "an access's entry is written with its effect or settled on its own"]
+pub struct PendingAudit(Option<AuditEntry>);
+
+impl PendingAudit {
+    pub fn new(entry: Option<AuditEntry>) -> PendingAudit {
+        PendingAudit(entry)
+    }
+
+    /// The entry, while no committed write took it.
+    pub fn pending(&self) -> Option<&AuditEntry> {
+        self.0.as_ref()
+    }
+
+    /// A write round that held the entry committed.
+    pub(crate) fn committed(&mut self) {
+        self.0 = None;
+    }
+
+    /// Writes the entry on its own unless a write took it already.
+    pub async fn settle(&mut self, store: &Store) -> Result<(), StoreError> {
+        if let Some(entry) = &self.0 {
+            store.audit(entry).await?;
+            self.0 = None;
+        }
+        Ok(())
+    }
 }
 
 /// A stored entry with its place in the chain.

@@ -7,6 +7,7 @@
 
 use sqlx::Row;
 
+use super::audit::PendingAudit;
 use super::writer::{AppendOp, AppendOutcome, Op, Reply, Then};
 use super::{with_pool, Store, StoreError};
 use crate::clock::unix_ms;
@@ -95,7 +96,6 @@ impl Store {
 
     /// [`Self::append`], and `then` (a projection of the event) in the same
     /// transaction, only if the event is written.
-    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
     pub async fn append_then(
         &self,
         actor: &str,
@@ -104,6 +104,30 @@ impl Store {
         epoch: u64,
         payload: &[u8],
         then: Then,
+    ) -> Result<Appended, StoreError> {
+        let mut none = PendingAudit::default();
+        self.append_audited(
+            actor, after_seq, message_id, epoch, payload, then, &mut none,
+        )
+        .await
+    }
+
+    /// [`Self::append_then`], with `audit`'s entry (if still pending) in the
+    /// same transaction, whatever the append's outcome: once the round
+    /// committed (an `Ok`, or a conflict or fencing found by the round),
+    /// `audit` is no longer pending. Not taken if the round failed or the
+    /// append was not queued.
+    #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
+    pub async fn append_audited(
+        &self,
+        actor: &str,
+        after_seq: u64,
+        message_id: &str,
+        epoch: u64,
+        payload: &[u8],
+        then: Then,
+        audit: &mut PendingAudit,
     ) -> Result<Appended, StoreError> {
         let seq = after_seq + 1;
         let fenced = match &self.fence {
@@ -130,9 +154,15 @@ impl Store {
             at_ms: unix_ms() as i64,
             shard: fenced.map(|(shard, _)| i32::from(shard)),
             then,
+            audit: audit
+                .pending()
+                .map(|entry| (entry.clone(), self.audit_key.clone())),
         });
         let started = std::time::Instant::now();
         let outcome = self.commit_with_others(op).await;
+        if matches!(outcome, Ok(Reply::Append(_))) {
+            audit.committed();
+        }
         crate::metrics::journal_write(bytes, started.elapsed());
         match outcome {
             Ok(Reply::Append(AppendOutcome::Written)) => Ok(Appended::Written { seq }),

@@ -19,7 +19,10 @@
 //! while the others commit. Statements to run with an append ([`Then`]: the
 //! projection of what it records) run only if it was written. Audit entries
 //! of the round are chained after one move of the head row (see
-//! [`super::audit`]), each hashed under the key of the store that queued it.
+//! [`super::audit`]), each hashed under the key of the store that queued it;
+//! an append may carry the entry of the access it is the effect of
+//! ([`super::audit::PendingAudit`]), written in its round whatever the
+//! append's outcome, so the effect is never durable without its entry.
 //! A round the database refuses as a whole (an unexpected error) is retried
 //! one write per transaction, so that one bad write fails alone.
 //!
@@ -77,6 +80,10 @@ pub(crate) struct AppendOp {
     /// The shard whose epoch must be `epoch` (fenced appends).
     pub(crate) shard: Option<i32>,
     pub(crate) then: Then,
+    /// The audit entry of the access this append is the effect of (and the
+    /// key of the store that queued it): written in the round whatever the
+    /// append's outcome.
+    pub(crate) audit: Option<(AuditEntry, AuditKey)>,
 }
 
 /// What a round found for an append.
@@ -305,7 +312,7 @@ impl Store {
             .iter()
             .filter_map(|op| match op {
                 Op::Audit(e, k) => Some((e, k)),
-                Op::Append(_) => None,
+                Op::Append(a) => a.audit.as_ref().map(|(e, k)| (e, k)),
             })
             .collect();
         let replies = with_pool!(self, pool => async {
@@ -397,7 +404,11 @@ impl Store {
         Ok(ops
             .iter()
             .map(|op| match op {
-                Op::Append(_) => Reply::Append(appended.next().expect("one outcome per append")),
+                Op::Append(a) => {
+                    // Its entry took the next place in the chain.
+                    audit_seq += u64::from(a.audit.is_some());
+                    Reply::Append(appended.next().expect("one outcome per append"))
+                }
                 Op::Audit(..) => {
                     audit_seq += 1;
                     Reply::Audit(audit_seq - 1)

@@ -997,6 +997,122 @@ async fn connections_close_with_their_token_and_introspection_is_off_outside_dev
     drop(node);
 }
 
+/// A consult p-1 (token `p1`) requested and joined.
+async fn p1_joined_consult(a: &str, p1: &str) -> String {
+    let consult = ok(
+        a,
+        p1,
+        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\", requestId: \"r1\") }",
+        json!({}),
+    )
+    .await["requestConsult"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        a,
+        p1,
+        "mutation($c: ID!) { joinConsult(id: $c) }",
+        json!({"c": consult}),
+    )
+    .await;
+    consult
+}
+
+/// `sub`'s `write` entries on `fields` of p-1's records, as the admin reads them.
+async fn writes_of(a: &str, admin: &str, sub: &str, fields: &str) -> Vec<Value> {
+    audit_all(a, admin, Some("p-1"), "subject action fields outcome")
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] == sub && e["action"] == "write" && e["fields"] == fields)
+        .collect()
+}
+
+/// Issue 15: a write's access is audited in the transaction of its effect
+/// (the entry travels with the command to the actor), and still exactly
+/// once per request whatever becomes of the command: a chat line and its
+/// retry, a line the consult refuses, a push and its retry, a push the
+/// stream rejects sample by sample, and a push with no valid sample at all.
+#[actix_rt::test]
+async fn each_write_is_audited_exactly_once_whatever_its_actor_answers() {
+    let node = serve();
+    let a = &node.addr;
+    let admin = token(Role::Admin, "admin-1");
+    people(a, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
+    let (p1, dr1) = (token(Role::Patient, "p-1"), token(Role::Clinician, "dr-1"));
+    let device = device_of(a, "p-1", "cuff").await;
+    let consult = p1_joined_consult(a, &p1).await;
+    let chat = "mutation($c: ID!, $k: String!) { sendMessage(consultId: $c, clientMessageId: $k, text: \"hello\") }";
+    let first = ok(a, &p1, chat, json!({"c": consult, "k": "k-1"})).await;
+    assert_eq!(writes_of(a, &admin, "p-1", "chat").await.len(), 1);
+    // The retry is answered the first line's sequence, and audited too.
+    assert_eq!(
+        ok(a, &p1, chat, json!({"c": consult, "k": "k-1"})).await,
+        first
+    );
+    let entries = writes_of(a, &admin, "p-1", "chat").await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(
+        entries.iter().all(|e| e["outcome"] == "ALLOWED"),
+        "{entries:?}"
+    );
+    // dr-1 may write to p-1's consults but has not joined this one: the
+    // consult refuses the line, and the access is audited all the same.
+    let v = gql(a, &dr1, chat, json!({"c": consult, "k": "k-2"})).await;
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "CONSULT_REFUSED",
+        "{v}"
+    );
+    assert_eq!(writes_of(a, &admin, "dr-1", "chat").await.len(), 1);
+
+    let push = "mutation($d: ID!, $s: [SampleInput!]!, $r: String) { pushSamples(deviceId: $d, samples: $s, requestId: $r) { accepted duplicate rejections { reason } } }";
+    let t0 = now_ms() - 60_000.0;
+    let r = ok(
+        a,
+        &p1,
+        push,
+        json!({"d": device, "s": [hr(t0, 72.0)], "r": "q-1"}),
+    )
+    .await;
+    assert_eq!(r["pushSamples"]["accepted"], 1, "{r}");
+    assert_eq!(writes_of(a, &admin, "p-1", "vitals").await.len(), 1);
+    let r = ok(
+        a,
+        &p1,
+        push,
+        json!({"d": device, "s": [hr(t0, 72.0)], "r": "q-1"}),
+    )
+    .await;
+    assert_eq!(r["pushSamples"]["duplicate"], true, "{r}");
+    assert_eq!(writes_of(a, &admin, "p-1", "vitals").await.len(), 2);
+    // Rejected by the stream (no journal entry takes the access's entry).
+    let r = ok(
+        a,
+        &p1,
+        push,
+        json!({"d": device, "s": [hr(t0 + 1_000.0, 900.0)], "r": "q-2"}),
+    )
+    .await;
+    assert_eq!(
+        r["pushSamples"]["rejections"][0]["reason"], "OUT_OF_RANGE",
+        "{r}"
+    );
+    assert_eq!(writes_of(a, &admin, "p-1", "vitals").await.len(), 3);
+    // Rejected by the API before any actor.
+    let r = ok(
+        a,
+        &p1,
+        push,
+        json!({"d": device, "s": [{"metric": "HEART_RATE", "at": iso(t0 + 2_000.0)}], "r": "q-3"}),
+    )
+    .await;
+    assert_eq!(
+        r["pushSamples"]["rejections"][0]["reason"], "INCOMPLETE",
+        "{r}"
+    );
+    assert_eq!(writes_of(a, &admin, "p-1", "vitals").await.len(), 4);
+}
+
 /// Who may do what: each role × each operation × own or someone else's
 /// patient gives either an answer (or a domain refusal) or `FORBIDDEN`, and
 /// each attempt on PHI leaves an audit entry with its outcome.
@@ -1014,23 +1130,7 @@ async fn the_authorization_matrix_holds_and_every_phi_attempt_is_audited() {
     .await;
     let p1 = token(Role::Patient, "p-1");
     let device = device_of(a, "p-1", "cuff").await;
-    let consult = ok(
-        a,
-        &p1,
-        "mutation { requestConsult(patientId: \"p-1\", reason: \"r\", requestId: \"r1\") }",
-        json!({}),
-    )
-    .await["requestConsult"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    ok(
-        a,
-        &p1,
-        "mutation($c: ID!) { joinConsult(id: $c) }",
-        json!({"c": consult}),
-    )
-    .await;
+    let consult = p1_joined_consult(a, &p1).await;
     // An alert to acknowledge: a hypertensive crisis is raised at once.
     let t0 = now_ms() - 60_000.0;
     let crisis =

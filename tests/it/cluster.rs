@@ -192,6 +192,7 @@ async fn act(req: &Requester, consult: &str, request_id: &str, command: ConsultC
     let msg = Act {
         request_id: request_id.to_owned(),
         command,
+        audit: None,
     };
     poll_until(request_id, RETRY_FOR, RETRY_EVERY, async || {
         let v: Value = req
@@ -301,6 +302,7 @@ async fn drive_device(
         let push = Push {
             request_id: format!("{device}-b{b}"),
             samples,
+            audit: None,
         };
         let reply = poll_until(&push.request_id, RETRY_FOR, RETRY_EVERY, async || {
             let v: Value = req

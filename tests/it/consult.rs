@@ -41,6 +41,7 @@ async fn act(
         Act {
             request_id: request_id.into(),
             command,
+            audit: None,
         },
     )
     .await
@@ -271,6 +272,7 @@ async fn a_crash_mid_consult_loses_nothing_acknowledged(store: &Store) {
             Act {
                 request_id: "m4".into(),
                 command,
+                audit: None,
             },
         )
         .await;

@@ -119,6 +119,7 @@ async fn push(
         Push {
             request_id: request_id.into(),
             samples,
+            audit: None,
         },
     )
     .await

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use cardio::store::audit::AuditEntry;
+use cardio::store::audit::{AuditEntry, PendingAudit};
 use cardio::store::consults::ConsultRow;
+use cardio::store::writer::Then;
 use cardio::store::{Appended, Store, StoreError};
 use sqlx::Connection;
 
@@ -230,6 +231,101 @@ async fn a_projection_commits_with_its_append_and_only_then(db: &TestDb) {
     );
 }
 
+/// An access's entry carried with the append it records commits in the
+/// same transaction, whatever the append's outcome (written, a duplicate, a
+/// conflict); one no append takes is written on its own by `settle`.
+async fn an_access_entry_commits_in_the_transaction_of_its_append(db: &TestDb) {
+    let store = &db.store;
+    let key = "device/d-audited";
+    let logged = || async {
+        store
+            .audit_log(Some("p-1"), 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry.action)
+            .collect::<Vec<_>>()
+    };
+    let rounds = store.rounds_committed();
+    let mut audit = PendingAudit::new(Some(entry("write-1")));
+    let written = store
+        .append_audited(key, 0, "m-1", 0, b"{}", Then::nothing(), &mut audit)
+        .await
+        .unwrap();
+    assert_eq!(written, Appended::Written { seq: 1 });
+    assert!(audit.pending().is_none(), "taken by the append's round");
+    assert_eq!(store.rounds_committed() - rounds, 1, "one round for both");
+    assert_eq!(logged().await, ["write-1"]);
+    // A retry (known message id) and a conflict are audited all the same.
+    let mut audit = PendingAudit::new(Some(entry("write-2")));
+    assert_eq!(
+        store
+            .append_audited(key, 1, "m-1", 0, b"{}", Then::nothing(), &mut audit)
+            .await
+            .unwrap(),
+        Appended::Duplicate { seq: 1 }
+    );
+    assert!(audit.pending().is_none());
+    let mut audit = PendingAudit::new(Some(entry("write-3")));
+    assert!(matches!(
+        store
+            .append_audited(key, 7, "m-2", 0, b"{}", Then::nothing(), &mut audit)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(audit.pending().is_none());
+    assert_eq!(logged().await, ["write-1", "write-2", "write-3"]);
+    // No append took it: written on its own, once.
+    let mut audit = PendingAudit::new(Some(entry("write-4")));
+    audit.settle(store).await.unwrap();
+    audit.settle(store).await.unwrap();
+    assert_eq!(logged().await, ["write-1", "write-2", "write-3", "write-4"]);
+    assert!(store.verify_audit().await.unwrap().is_ok());
+
+    // One transaction (PostgreSQL, where readers do not wait for writers):
+    // while another transaction holds the chain's head, the round waits at
+    // its entry, and its journal entry, inserted before the entry in the
+    // same transaction, is not visible; both are once the head is free.
+    if store.backend() == "postgres" {
+        let lock = Lock::take(db).await;
+        let (s, mut audit) = (store.clone(), PendingAudit::new(Some(entry("write-5"))));
+        let held = tokio::spawn(async move {
+            s.append_audited(key, 1, "m-3", 0, b"{}", Then::nothing(), &mut audit)
+                .await
+        });
+        // The round blocked on the head's row lock: past its journal insert.
+        let mut watcher = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the round never waited for the head"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            store.events(key, 0).await.unwrap().len(),
+            1,
+            "the journal entry visible before its audit entry committed"
+        );
+        lock.release().await;
+        assert_eq!(held.await.unwrap().unwrap(), Appended::Written { seq: 2 });
+        assert_eq!(store.events(key, 0).await.unwrap().len(), 2);
+        assert_eq!(logged().await.last().map(String::as_str), Some("write-5"));
+        watcher.close().await.unwrap();
+    }
+}
+
 macro_rules! on_both_dbs {
     ($name:ident, $check:ident) => {
         mod $name {
@@ -258,4 +354,8 @@ on_both_dbs!(
 on_both_dbs!(
     projection_with_append,
     a_projection_commits_with_its_append_and_only_then
+);
+on_both_dbs!(
+    access_entry_with_append,
+    an_access_entry_commits_in_the_transaction_of_its_append
 );

@@ -29,6 +29,7 @@ use crate::actors::{
 };
 use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
+use crate::store::audit::{AuditEntry, PendingAudit};
 use crate::store::Store;
 use state::{ChatLine, Command, Consult, ConsultError, Event, Outcome, Party, Status};
 
@@ -156,6 +157,7 @@ impl ConsultActor {
                 Act {
                     request_id: format!("no-show-check-{due}"),
                     command: Command::NoShowCheck,
+                    audit: None,
                 },
             );
         }
@@ -285,6 +287,11 @@ impl Actor for ConsultActor {
 pub struct Act {
     pub request_id: String,
     pub command: Command,
+    /// The audit entry of the API's access for this command, committed
+    /// with its first event (or on its own before the answer if none is
+    /// written); see [`crate::store::audit::PendingAudit`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditEntry>,
 }
 
 impl BusMessage for Act {
@@ -297,7 +304,25 @@ impl BusMessage for Act {
 }
 
 impl Handler<Act> for ConsultActor {
-    async fn handle(&mut self, act: Act, ctx: &mut Ctx<Self>) -> Result<Outcome, ConsultError> {
+    async fn handle(&mut self, mut act: Act, ctx: &mut Ctx<Self>) -> Result<Outcome, ConsultError> {
+        let mut audit = PendingAudit::new(act.audit.take());
+        let answer = self.act(act, &mut audit, ctx).await;
+        // Answered (a refusal too) only once the access is audited.
+        if let Err(e) = audit.settle(&self.store).await {
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "a command's audit entry not written");
+            return Err(ConsultError::Unavailable);
+        }
+        answer
+    }
+}
+
+impl ConsultActor {
+    async fn act(
+        &mut self,
+        act: Act,
+        audit: &mut PendingAudit,
+        ctx: &mut Ctx<Self>,
+    ) -> Result<Outcome, ConsultError> {
         let unavailable = |key: &str, e: crate::store::StoreError| {
             tracing::warn!(actor = %crate::redact::pseudonym::actor_key(key), error = %e, "consult projection not caught up");
             ConsultError::Unavailable
@@ -367,13 +392,14 @@ impl Handler<Act> for ConsultActor {
             let projects = then.is_some();
             let appended = self
                 .store
-                .append_then(
+                .append_audited(
                     &self.key,
                     self.last_seq,
                     &message_id,
                     0,
                     &payload,
                     then.unwrap_or_default(),
+                    audit,
                 )
                 .await;
             match crate::actors::journaled(appended, "consult", &self.key) {

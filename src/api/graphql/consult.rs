@@ -13,7 +13,7 @@ use futures_util::Stream;
 use crate::actors::consult::state::{ChatLine, Command, Event, Outcome, Party, Status};
 use crate::actors::consult::ConsultEvent;
 use crate::api::access::{deps, principal, valid, Access, Deps};
-use crate::api::ask::{act, authorized_consult, consult_view};
+use crate::api::ask::{act, authorized_consult, authorized_consult_carried, consult_view};
 use crate::api::error::ApiError;
 use crate::api::graphql::page::{connection, ConsultKey, MessageKey, Page};
 use crate::api::graphql::role::RoleGql;
@@ -21,6 +21,7 @@ use crate::api::graphql::scalars::{DateTime, Int64};
 use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
+use crate::store::audit::AuditEntry;
 use crate::store::consults::{ConsultRow, ConsultsOf};
 
 #[derive(SimpleObject, Clone)]
@@ -230,9 +231,24 @@ fn party(who: &Principal) -> Result<Party, ApiError> {
 
 /// Authorizes `who` to write `fields` of consult `id` and gives the party
 /// they act as.
-async fn writer(d: &Deps, who: &Principal, id: &str, fields: &str) -> Result<Party, ApiError> {
-    authorized_consult(d, &Access::new(d, who, "write", fields), id).await?;
-    party(who)
+/// The caller as a party of consult `id`, once allowed to write `fields`
+/// of it, and the access's audit entry, to travel with the command
+/// ([`act`]).
+async fn writer(
+    d: &Deps,
+    who: &Principal,
+    id: &str,
+    fields: &str,
+) -> Result<(Party, AuditEntry), ApiError> {
+    let access = Access::new(d, who, "write", fields);
+    let (_, entry) = authorized_consult_carried(d, &access, id).await?;
+    match party(who) {
+        Ok(p) => Ok((p, entry)),
+        Err(e) => {
+            access.write(&entry).await?;
+            Err(e)
+        }
+    }
 }
 
 #[derive(Default)]
@@ -309,16 +325,16 @@ impl ConsultMutation {
             patient: patient_id.to_string(),
             reason,
         };
-        act(d, &id, format!("{id}-request"), command).await?;
+        act(d, &id, format!("{id}-request"), command, None).await?;
         Ok(ID(id))
     }
 
     async fn join_consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        let p = writer(d, who, &id, "consult").await?;
+        let (p, entry) = writer(d, who, &id, "consult").await?;
         let request_id = format!("join-{}-{}", who.subject, unix_ms());
-        act(d, &id, request_id, Command::Join { who: p }).await?;
+        act(d, &id, request_id, Command::Join { who: p }, Some(entry)).await?;
         Ok(true)
     }
 
@@ -341,14 +357,14 @@ impl ConsultMutation {
                 ApiError::bad_input("clientMessageId 1–128 bytes, text 1–4000 characters").into(),
             );
         }
-        let p = writer(d, who, &consult_id, "chat").await?;
+        let (p, entry) = writer(d, who, &consult_id, "chat").await?;
         let request_id = format!("chat-{}-{client_message_id}", who.subject);
         let command = Command::Chat {
             who: p,
             client_message_id,
             text,
         };
-        match act(d, &consult_id, request_id, command).await? {
+        match act(d, &consult_id, request_id, command, Some(entry)).await? {
             Outcome::Line { seq, .. } => Ok(seq as i32),
             Outcome::Done => {
                 Err(ApiError::unavailable("a chat line was answered without its sequence").into())
@@ -378,18 +394,25 @@ impl ConsultMutation {
             }
             .into());
         }
-        let p = writer(d, who, &id, "consult,notes").await?;
+        let (p, entry) = writer(d, who, &id, "consult,notes").await?;
         let request_id = format!("end-{}", id.as_str());
-        act(d, &id, request_id, Command::End { who: p, notes }).await?;
+        act(
+            d,
+            &id,
+            request_id,
+            Command::End { who: p, notes },
+            Some(entry),
+        )
+        .await?;
         Ok(true)
     }
 
     async fn cancel_consult(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let (who, d) = (principal(ctx)?, deps(ctx));
         valid(&id, "id")?;
-        let p = writer(d, who, &id, "consult").await?;
+        let (p, entry) = writer(d, who, &id, "consult").await?;
         let request_id = format!("cancel-{}", id.as_str());
-        act(d, &id, request_id, Command::Cancel { who: p }).await?;
+        act(d, &id, request_id, Command::Cancel { who: p }, Some(entry)).await?;
         Ok(true)
     }
 }

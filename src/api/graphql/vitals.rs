@@ -11,7 +11,9 @@ use futures_util::Stream;
 
 use crate::actors::device::sample::{Rejection as Reject, Sample};
 use crate::actors::device::stream::{EcgEvent, Latest, OpenAggregates, Push, VitalsEvent};
-use crate::api::access::{deps, device_patient, patients_asked, principal, valid, Access, Deps};
+use crate::api::access::{
+    carried_back, deps, device_patient, patients_asked, principal, valid, Access, Deps,
+};
 use crate::api::ask::ask;
 use crate::api::error::ApiError;
 use crate::api::graphql::scalars::DateTime;
@@ -412,7 +414,9 @@ impl VitalsMutation {
         if who.role != Role::Patient {
             return Err(access.refuse(Some(&patient)).await.into());
         }
-        access.patient(&patient).await?;
+        // Written with the batch's journal entry (or by the stream on its
+        // own if no batch is written), not before it.
+        let entry = access.patient_carried(&patient).await?;
         let mut rejections = Vec::new();
         let mut forwarded = Vec::new();
         let mut index_of = Vec::new();
@@ -431,16 +435,27 @@ impl VitalsMutation {
         }
         let mut accepted = 0;
         let mut duplicate = false;
-        if !forwarded.is_empty() {
+        if forwarded.is_empty() {
+            access.write(&entry).await?;
+        } else {
             let push = Push {
                 request_id,
                 samples: forwarded,
+                audit: Some(entry),
             };
             // `PushError` has no refusal but `Unavailable`, which `ask` asks
             // again until its deadline.
-            let result = ask(d, &device_id, &push)
-                .await?
-                .map_err(|_| ApiError::unavailable("device.push: samples not stored"))?;
+            let result = match ask(d, &device_id, &push).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => {
+                    carried_back(d, push.audit.as_ref()).await;
+                    return Err(ApiError::unavailable("device.push: samples not stored").into());
+                }
+                Err(e) => {
+                    carried_back(d, push.audit.as_ref()).await;
+                    return Err(e.into());
+                }
+            };
             accepted = result.accepted as i32;
             duplicate = result.duplicate;
             for (i, r) in result.rejected {

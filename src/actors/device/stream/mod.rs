@@ -29,7 +29,9 @@ use super::sample::{Limits, Rejection, Sample, Validator};
 use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler, Journaled};
 use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
+use crate::store::audit::{AuditEntry, PendingAudit};
 use crate::store::monitoring::EcgChunkRow;
+use crate::store::writer::Then;
 use crate::store::{AlertRecord, Store};
 
 mod alarms;
@@ -229,6 +231,11 @@ pub enum PushError {
 pub struct Push {
     pub request_id: String,
     pub samples: Vec<Sample>,
+    /// The audit entry of the API's access for this push, committed with
+    /// the batch's journal entry (or on its own before the answer if none
+    /// is written); see [`crate::store::audit::PendingAudit`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditEntry>,
 }
 
 impl BusMessage for Push {
@@ -601,7 +608,29 @@ impl Actor for DeviceStream {
 }
 
 impl Handler<Push> for DeviceStream {
-    async fn handle(&mut self, push: Push, ctx: &mut Ctx<Self>) -> Result<PushResult, PushError> {
+    async fn handle(
+        &mut self,
+        mut push: Push,
+        ctx: &mut Ctx<Self>,
+    ) -> Result<PushResult, PushError> {
+        let mut audit = PendingAudit::new(push.audit.take());
+        let answer = self.push(push, &mut audit, ctx).await;
+        // Answered only once the access is audited.
+        if let Err(e) = audit.settle(&self.store).await {
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "a push's audit entry not written");
+            return Err(PushError::Unavailable);
+        }
+        answer
+    }
+}
+
+impl DeviceStream {
+    async fn push(
+        &mut self,
+        push: Push,
+        audit: &mut PendingAudit,
+        ctx: &mut Ctx<Self>,
+    ) -> Result<PushResult, PushError> {
         if self.recent_requests.contains(&push.request_id) {
             return Ok(PushResult {
                 duplicate: true,
@@ -644,7 +673,15 @@ impl Handler<Push> for DeviceStream {
         let payload = serde_json::to_vec(&verdict.accepted).expect("samples serialise");
         let appended = self
             .store
-            .append(&self.key, self.last_seq, &push.request_id, 0, &payload)
+            .append_audited(
+                &self.key,
+                self.last_seq,
+                &push.request_id,
+                0,
+                &payload,
+                Then::nothing(),
+                audit,
+            )
             .await;
         match crate::actors::journaled(appended, "device", &self.key) {
             Journaled::Written { seq } => self.last_seq = seq,
