@@ -136,6 +136,28 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// How long a PostgreSQL session of a node may sit idle inside a
+/// transaction before the server ends it, rolling the transaction back.
+///
+/// A node stalled in the middle of a write round (SIGSTOP, a frozen VM, a
+/// long GC-like pause) would otherwise keep the round's row locks — its
+/// shards' epoch rows (share-locked by fenced appends) and the audit chain's
+/// head — for the whole stall: the survivors could not take its shards
+/// (their claim waits on the row) and no node could audit an access, so no
+/// PHI request anywhere would be answered. The node's own transactions never
+/// wait on anything but the database between two statements.
+pub const PG_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(2);
+
+/// A node's PostgreSQL connection options: `url`, with the session settings
+/// every node connection gets ([`PG_IDLE_IN_TRANSACTION`]).
+pub fn pg_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions, StoreError> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    Ok(options.options([(
+        "idle_in_transaction_session_timeout",
+        format!("{}ms", PG_IDLE_IN_TRANSACTION.as_millis()),
+    )]))
+}
+
 impl Store {
     /// Opens the database at `url` (creating an SQLite file and its folder if
     /// needed). Does not migrate: see [`Self::migrate`].
@@ -182,7 +204,7 @@ impl Store {
                 PgPoolOptions::new()
                     .max_connections(10)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect(url)
+                    .connect_with(pg_options(url)?)
                     .await?,
             ),
             other => return Err(StoreError::Unsupported(other.to_owned())),

@@ -121,6 +121,10 @@ pub(crate) struct Queue {
     writing: std::sync::atomic::AtomicBool,
     /// Rounds committed so far (tests check what went together).
     rounds: std::sync::atomic::AtomicU64,
+    /// Makes the writer panic at its next round (the unit test of
+    /// [`Store::write_while_waiting`]).
+    #[cfg(test)]
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 impl Queue {
@@ -211,7 +215,7 @@ impl Store {
             // A task of its own: the round is written even if this caller
             // stops waiting.
             let store = self.clone();
-            tokio::spawn(async move { store.write_rounds().await });
+            tokio::spawn(async move { store.write_while_waiting().await });
         }
         match rx.await {
             Ok(reply) => reply,
@@ -245,6 +249,27 @@ impl Store {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// [`Self::write_rounds`], in a task of its own, again after a panic:
+    /// the callers of the round that panicked are answered "the writer
+    /// stopped" (their senders dropped with it), and the writes queued
+    /// behind it still get a writer (the queue stays claimed, so without
+    /// this no caller would ever start one again).
+    async fn write_while_waiting(self) {
+        loop {
+            let store = self.clone();
+            match tokio::spawn(async move { store.write_rounds().await }).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => {
+                    tracing::error!(
+                        "the store's writer panicked; its round failed, the next rounds go on"
+                    );
+                }
+                // The runtime is shutting down.
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Writes what waits, round after round, until nothing does.
     async fn write_rounds(&self) {
         let queue = &self.write_queue;
@@ -260,6 +285,13 @@ impl Store {
                     return;
                 }
                 continue;
+            }
+            #[cfg(test)]
+            if queue
+                .panic_next
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                panic!("the writer panics (injected by a test)");
             }
             let ops: Vec<&Op> = round.iter().map(|(op, _)| op).collect();
             let started = std::time::Instant::now();
@@ -444,5 +476,32 @@ impl Store {
             )),
             Err(why) => Err(StoreError::Audit(why)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Release;
+    use std::time::Duration;
+
+    use crate::store::{Appended, Store, StoreError};
+
+    #[tokio::test]
+    async fn a_writer_that_panics_fails_its_round_and_the_next_rounds_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store.write_queue.panic_next.store(true, Release);
+        let within = |f| tokio::time::timeout(Duration::from_secs(10), f);
+        let failed = within(store.append("device/d-1", 0, "m-1", 0, b"{}"))
+            .await
+            .expect("the panicked round's caller answered");
+        assert!(matches!(failed, Err(StoreError::Batch(_))), "{failed:?}");
+        let next = within(store.append("device/d-1", 0, "m-1", 0, b"{}"))
+            .await
+            .expect("a write after the panic got no writer");
+        assert_eq!(next.unwrap(), Appended::Written { seq: 1 });
+        assert!(!store.writer_busy());
     }
 }

@@ -237,6 +237,47 @@ async fn the_sqlite_file_and_its_folders_are_made_on_first_run_and_kept() {
     );
 }
 
+/// A node stalled inside a write round (here: a session of the node's own
+/// connection settings that share-locked a shard's epoch row, as a fenced
+/// append does, and went silent) does not keep another node from taking the
+/// shard: PostgreSQL ends the silent session after
+/// `PG_IDLE_IN_TRANSACTION`, and the claim that waited on the row goes
+/// through.
+#[tokio::test]
+async fn a_session_stalled_in_a_transaction_does_not_hold_a_shard_s_row() {
+    needs!(Postgres);
+    use sqlx::ConnectOptions;
+    let db = TestDb::postgres().await;
+    let store = &db.store;
+    let shard = 3;
+    let [(_, e1)] = store.claim_shards("a", &[(shard, None)], 1).await.unwrap()[..] else {
+        panic!("one claim")
+    };
+    let mut stalled = cardio::store::pg_options(db.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut stalled).await.unwrap();
+    sqlx::query("SELECT 1 FROM shard_owners WHERE shard = $1 AND epoch = $2 FOR SHARE")
+        .bind(i32::from(shard))
+        .bind(e1 as i64)
+        .fetch_one(&mut stalled)
+        .await
+        .unwrap();
+    // ... and says nothing more. Another node claims the shard.
+    let claim = tokio::time::timeout(
+        cardio::store::PG_IDLE_IN_TRANSACTION + std::time::Duration::from_secs(20),
+        store.claim_shards("b", &[(shard, None)], 2),
+    )
+    .await
+    .expect("the claim waited on a stalled session's lock");
+    assert_eq!(claim.unwrap(), vec![(shard, e1 + 1)]);
+    // The stalled session was ended, its transaction rolled back.
+    assert!(sqlx::query("SELECT 1").execute(&mut stalled).await.is_err());
+    db.done().await;
+}
+
 #[tokio::test]
 async fn unknown_database_schemes_are_refused() {
     assert!(
