@@ -50,6 +50,27 @@ pub(crate) fn or_crash<T>(
     }
 }
 
+/// `answer` to a command that carried its access's audit entry, once that
+/// entry is durable: committed with the command's journal entry already, or
+/// written now (a refusal, a retry, nothing appended). An entry that cannot
+/// be written turns the answer into `unavailable` (the caller retries, and
+/// the API writes the entry itself).
+pub(crate) async fn audited<T, E>(
+    store: &crate::store::Store,
+    actor: &str,
+    mut audit: crate::store::audit::PendingAudit,
+    answer: Result<T, E>,
+    unavailable: E,
+) -> Result<T, E> {
+    match audit.settle(store).await {
+        Ok(()) => answer,
+        Err(e) => {
+            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(actor), error = %e, "a command's audit entry not written");
+            Err(unavailable)
+        }
+    }
+}
+
 /// What an actor starts from: its latest snapshot (if any decodes), the
 /// sequence that snapshot covers, and the journal entries after it.
 pub(crate) struct Recovered<S> {

@@ -82,22 +82,12 @@ impl AuthzCache {
         Arc::default()
     }
 
-    /// Starts keeping entries, with the event subscription's `resets` (see
-    /// the module docs): each reset drops every entry. The caller feeds the
-    /// subscription's access changes to [`Self::forget_subject`] and calls
-    /// [`Self::stop`] when it ends.
-    pub fn follow(self: &Arc<Self>, resets: Option<tokio::sync::watch::Receiver<u64>>) {
+    /// Starts keeping entries, once the event subscription runs (see the
+    /// module docs). The caller feeds the subscription's access changes to
+    /// [`Self::forget_subject`], calls [`Self::forget_all`] each time the
+    /// subscription is set up again, and [`Self::stop`] when it ends.
+    pub fn follow(&self) {
         self.live.store(true, SeqCst);
-        let Some(mut resets) = resets else { return };
-        let cache = Arc::clone(self);
-        tokio::spawn(async move {
-            while resets.changed().await.is_ok() {
-                tracing::info!(
-                    "access-change subscription set up again: authorization cache emptied"
-                );
-                cache.forget_all();
-            }
-        });
     }
 
     /// The event subscription ended: nothing is kept or served from now on.
@@ -219,7 +209,7 @@ mod tests {
 
     fn live() -> Arc<AuthzCache> {
         let c = AuthzCache::new();
-        c.follow(None);
+        c.follow();
         c
     }
 
@@ -347,7 +337,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reads.load(SeqCst), 2, "kept before the subscription ran");
-        c.follow(None);
+        c.follow();
         c.on_care_team("p-1", "dr-1", 3, answer(&reads, true))
             .await
             .unwrap();

@@ -238,16 +238,19 @@ impl Gate {
     /// missed) empties the caches; once it ends, the request path's cache
     /// keeps nothing.
     fn follow(self: &Arc<Gate>, mut sub: Subscription) {
-        let resets = sub.resets();
-        if let Some(mut resets) = resets.clone() {
+        if let Some(mut resets) = sub.resets() {
             let gate = Arc::clone(self);
             tokio::spawn(async move {
                 while resets.changed().await.is_ok() {
+                    tracing::info!(
+                        "access-change subscription set up again: access caches emptied"
+                    );
                     gate.cache.clear();
+                    gate.authz.forget_all();
                 }
             });
         }
-        self.authz.follow(resets);
+        self.authz.follow();
         let gate = Arc::clone(self);
         tokio::spawn(async move {
             while let Some((_, change)) = sub.next_of::<AccessChanged>().await {

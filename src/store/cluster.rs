@@ -73,8 +73,8 @@ const NOT_CONSUMING_PG: &str = "DELETE FROM shard_consumers WHERE shard = $1 AND
 const NOT_CONSUMING_SQLITE: &str = "DELETE FROM shard_consumers WHERE shard = ?1 AND node = ?2";
 const FORGET_CONSUMERS_PG: &str = "DELETE FROM shard_consumers WHERE node = $1";
 const FORGET_CONSUMERS_SQLITE: &str = "DELETE FROM shard_consumers WHERE node = ?1";
-const EPOCH_PG: &str = "SELECT epoch FROM shard_owners WHERE shard = $1";
-const EPOCH_SQLITE: &str = "SELECT epoch FROM shard_owners WHERE shard = ?1";
+pub(super) const EPOCH_PG: &str = "SELECT epoch FROM shard_owners WHERE shard = $1";
+pub(super) const EPOCH_SQLITE: &str = "SELECT epoch FROM shard_owners WHERE shard = ?1";
 
 impl Store {
     /// Writes `node`'s row (its lease runs to `lease_until_ms`).

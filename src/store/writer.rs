@@ -33,6 +33,8 @@ use sqlx::Row;
 
 use super::audit::{chain_hash, AuditEntry, HEAD_PG, HEAD_SQLITE, INSERT_ROWS};
 use super::audit::{SET_HEAD_PG, SET_HEAD_SQLITE};
+use super::cluster::{EPOCH_PG, EPOCH_SQLITE};
+use super::journal::{FIND_PG, FIND_SQLITE};
 use super::{with_pool, Store, StoreError};
 use crate::crypto::AuditKey;
 
@@ -195,10 +197,6 @@ const INSERT_FENCED_SQLITE: &str =
      AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
      AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = ?7 AND epoch = ?4) \
      ON CONFLICT DO NOTHING RETURNING seq";
-const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
-const FIND_SQLITE: &str = "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
-const EPOCH_PG: &str = "SELECT epoch FROM shard_owners WHERE shard = $1";
-const EPOCH_SQLITE: &str = "SELECT epoch FROM shard_owners WHERE shard = ?1";
 
 impl Store {
     /// Queues `op` for the next round and waits until its round committed

@@ -308,11 +308,8 @@ impl Handler<Act> for ConsultActor {
         let mut audit = PendingAudit::new(act.audit.take());
         let answer = self.act(act, &mut audit, ctx).await;
         // Answered (a refusal too) only once the access is audited.
-        if let Err(e) = audit.settle(&self.store).await {
-            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "a command's audit entry not written");
-            return Err(ConsultError::Unavailable);
-        }
-        answer
+        let unavailable = ConsultError::Unavailable;
+        crate::actors::audited(&self.store, &self.key, audit, answer, unavailable).await
     }
 }
 
@@ -365,19 +362,23 @@ impl ConsultActor {
         let (events, outcome) = self.state.decide(&act.command, unix_ms())?;
         let mut lines = Vec::new();
         // The projection the command leads to, committed in the same
-        // transaction as its last event (the projection is caught up above).
-        let projection = self.row_of(&self.state.after(&events)).map(|row| {
-            let new_lines: Vec<ChatLine> = events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Chatted { line } => Some(line.clone()),
-                    _ => None,
-                })
-                .collect();
-            let through = self.last_seq + events.len() as u64;
-            self.store.consult_projection(&row, &new_lines, through)
-        });
-        let mut projection = projection.filter(|_| self.projected_seq == self.last_seq);
+        // transaction as its last event, when the projection is caught up
+        // (else `project` below writes it all, after the events).
+        let caught_up = self.projected_seq == self.last_seq && !events.is_empty();
+        let mut projection = caught_up
+            .then(|| self.row_of(&self.state.after(&events)))
+            .flatten()
+            .map(|row| {
+                let new_lines: Vec<ChatLine> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Chatted { line } => Some(line.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let through = self.last_seq + events.len() as u64;
+                self.store.consult_projection(&row, &new_lines, through)
+            });
         for (i, event) in events.iter().enumerate() {
             let message_id = if i == 0 {
                 act.request_id.clone()

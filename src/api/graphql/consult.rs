@@ -229,8 +229,6 @@ fn party(who: &Principal) -> Result<Party, ApiError> {
     }
 }
 
-/// Authorizes `who` to write `fields` of consult `id` and gives the party
-/// they act as.
 /// The caller as a party of consult `id`, once allowed to write `fields`
 /// of it, and the access's audit entry, to travel with the command
 /// ([`act`]).

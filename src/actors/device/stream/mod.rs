@@ -615,12 +615,9 @@ impl Handler<Push> for DeviceStream {
     ) -> Result<PushResult, PushError> {
         let mut audit = PendingAudit::new(push.audit.take());
         let answer = self.push(push, &mut audit, ctx).await;
-        // Answered only once the access is audited.
-        if let Err(e) = audit.settle(&self.store).await {
-            tracing::warn!(actor = %crate::redact::pseudonym::actor_key(&self.key), error = %e, "a push's audit entry not written");
-            return Err(PushError::Unavailable);
-        }
-        answer
+        // Answered (a rejection too) only once the access is audited.
+        let unavailable = PushError::Unavailable;
+        crate::actors::audited(&self.store, &self.key, audit, answer, unavailable).await
     }
 }
 
