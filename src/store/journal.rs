@@ -8,7 +8,7 @@
 use sqlx::Row;
 
 use super::audit::PendingAudit;
-use super::writer::{AppendOp, AppendOutcome, Op, Reply, Then};
+use super::writer::{AppendOp, AppendOutcome, Op, Reply, Then, FIND_PG, FIND_SQLITE};
 use super::{with_pool, Store, StoreError};
 use crate::clock::unix_ms;
 
@@ -43,9 +43,6 @@ pub enum Appended {
 /// the batch ends, and the delete).
 pub const PRUNE_BATCH: i64 = 5_000;
 
-pub(super) const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
-pub(super) const FIND_SQLITE: &str =
-    "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
 const LOAD_PG: &str = "SELECT seq, message_id, epoch, payload, at_ms FROM journal \
      WHERE actor_id = $1 AND seq > $2 ORDER BY seq";
 const LOAD_SQLITE: &str = "SELECT seq, message_id, epoch, payload, at_ms FROM journal \

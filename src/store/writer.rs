@@ -34,7 +34,6 @@ use sqlx::Row;
 use super::audit::{chain_hash, AuditEntry, HEAD_PG, HEAD_SQLITE, INSERT_ROWS};
 use super::audit::{SET_HEAD_PG, SET_HEAD_SQLITE};
 use super::cluster::{EPOCH_PG, EPOCH_SQLITE};
-use super::journal::{FIND_PG, FIND_SQLITE};
 use super::{with_pool, Store, StoreError};
 use crate::crypto::AuditKey;
 
@@ -197,6 +196,12 @@ const INSERT_FENCED_SQLITE: &str =
      AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
      AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = ?7 AND epoch = ?4) \
      ON CONFLICT DO NOTHING RETURNING seq";
+
+/// Where a message id went in an actor's journal (also the journal's own
+/// lookup, [`Store::message_seq`]).
+pub(super) const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
+pub(super) const FIND_SQLITE: &str =
+    "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
 
 impl Store {
     /// Queues `op` for the next round and waits until its round committed
