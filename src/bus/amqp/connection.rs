@@ -64,7 +64,7 @@ impl Inner {
                 // Only a channel closed (a refused publish, say): replace it.
                 let repaired = tokio::time::timeout(OPEN_TIMEOUT, async {
                     if !live.publisher.status().connected() {
-                        live.publisher = new_publisher(&live.conn).await?;
+                        live.publisher = Arc::new(new_publisher(&live.conn).await?);
                         live.publisher_epoch += 1;
                     }
                     if !live.replier.status().connected() {
@@ -118,7 +118,7 @@ impl Inner {
         let live = Live {
             generation,
             conn,
-            publisher,
+            publisher: Arc::new(publisher),
             publisher_epoch: 0,
             replier,
         };
@@ -165,10 +165,22 @@ impl Inner {
             if let Ok(Ok(publisher)) =
                 tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
             {
-                let old = std::mem::replace(&mut live.publisher, publisher);
+                let old = std::mem::replace(&mut live.publisher, Arc::new(publisher));
                 live.publisher_epoch += 1;
                 self.runtime.handle().spawn(async move {
-                    let _ = tokio::time::timeout(CONFIRM_TIMEOUT, old.wait_for_confirms()).await;
+                    // Publishes that took the old channel before it was
+                    // replaced may still be sending on it: closing it under
+                    // them would fail publishes the broker took, and they
+                    // would be published again. Wait until none holds it
+                    // (each holds it until its confirm came in), then for
+                    // its last confirms; bounded.
+                    let drained = async {
+                        while Arc::strong_count(&old) > 1 {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        let _ = old.wait_for_confirms().await;
+                    };
+                    let _ = tokio::time::timeout(CONFIRM_TIMEOUT, drained).await;
                     let _ = old.close(200, s("replaced")).await;
                 });
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = guard.clone();

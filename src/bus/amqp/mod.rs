@@ -102,8 +102,10 @@ struct Inner {
 struct Live {
     generation: u64,
     conn: Arc<Connection>,
-    /// The confirming channel every publish goes on (pipelined).
-    publisher: Channel,
+    /// The confirming channel every publish goes on (pipelined); each
+    /// publish holds it until its confirm came in, so that a replaced
+    /// channel is closed only once no publish still uses it.
+    publisher: Arc<Channel>,
     /// Counts replacements of `publisher` on this connection, so that the
     /// many publishes that fail together on one channel replace it once.
     publisher_epoch: u64,
