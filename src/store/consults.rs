@@ -106,7 +106,7 @@ impl Store {
         lines: &[ChatLine],
         through_seq: u64,
     ) -> Result<(), StoreError> {
-        self.run_then(&self.consult_projection(row, lines, through_seq))
+        self.run_then(self.consult_projection(row, lines, through_seq))
             .await
     }
 

@@ -190,7 +190,7 @@ impl Store {
                     expected: seq,
                 })
             }
-            Ok(Reply::Audit(_)) => Err(StoreError::Batch(
+            Ok(Reply::Audit(_) | Reply::Projected) => Err(StoreError::Batch(
                 "the writer answered another write".into(),
             )),
             Err(why) => Err(StoreError::Batch(why)),

@@ -8,6 +8,7 @@
 
 use sqlx::Row;
 
+use super::writer::{Arg, Stmt, Then};
 use super::{with_pool, Store, StoreError};
 
 /// A patient's alarm settings as stored.
@@ -117,27 +118,52 @@ impl Store {
     }
 
     /// Indexes a stored ECG chunk of `device` (idempotent: a replay writes
-    /// the same row).
+    /// the same row), in the writer's next round.
     pub async fn save_ecg_chunk(
         &self,
         device: &str,
         chunk: &EcgChunkRow,
     ) -> Result<(), StoreError> {
+        let mut then = Then::nothing();
+        self.ecg_chunk_then(device, chunk, &mut then);
+        self.run_then(then).await
+    }
+
+    /// The statement indexing a stored ECG chunk of `device`.
+    pub(crate) fn ecg_chunk_then(&self, device: &str, chunk: &EcgChunkRow, then: &mut Then) {
         let sql = self.dialect(SAVE_CHUNK_PG, SAVE_CHUNK_SQLITE);
-        with_pool!(self, pool => sqlx::query(sql)
-            .bind(device)
-            .bind(chunk.start_ms as i64)
-            .bind(chunk.end_ms as i64)
-            .bind(chunk.hz as i64)
-            .bind(chunk.seq as i64)
-            .bind(self.seal_text(
-                &super::sealed::ad("ecg_chunks", device, Some(chunk.start_ms as i64)),
-                &chunk.beats,
-            ))
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
-        Ok(())
+        let beats = self.seal_text(
+            &super::sealed::ad("ecg_chunks", device, Some(chunk.start_ms as i64)),
+            &chunk.beats,
+        );
+        then.0.push(Stmt {
+            sql: sql.to_owned(),
+            args: vec![
+                Arg::Text(device.to_owned()),
+                Arg::Int(chunk.start_ms as i64),
+                Arg::Int(chunk.end_ms as i64),
+                Arg::Int(i64::from(chunk.hz)),
+                Arg::Int(chunk.seq as i64),
+                Arg::Text(beats),
+            ],
+        });
+    }
+
+    /// Stores what a device's journal entry implies beside it: its ECG
+    /// chunks and the aggregates it closed, together in the writer's next
+    /// round (idempotent, so a replay writes the same rows).
+    pub async fn save_derived(
+        &self,
+        device: &str,
+        chunks: &[EcgChunkRow],
+        aggregates: &[crate::domain::vitals::Aggregate],
+    ) -> Result<(), StoreError> {
+        let mut then = Then::nothing();
+        for chunk in chunks {
+            self.ecg_chunk_then(device, chunk, &mut then);
+        }
+        self.aggregates_then(device, aggregates, &mut then);
+        self.run_then(then).await
     }
 
     /// `device`'s ECG chunks overlapping `[from_ms, to_ms)`, oldest first, at

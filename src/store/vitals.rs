@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::writer::{Arg, Stmt, Then};
 use super::{with_pool, Store, StoreError};
 use crate::domain::alarm::{AlarmKind, Category, Priority, ResolveReason, Signal};
 use crate::domain::vitals::{Aggregate, Series, Span};
@@ -190,45 +191,47 @@ type RawAggregate = (
 );
 
 impl Store {
-    /// Stores (or replaces) aggregates of `device`.
+    /// Stores (or replaces) aggregates of `device`, in the writer's next
+    /// round.
     pub async fn save_aggregates(
         &self,
         device: &str,
         aggregates: &[Aggregate],
     ) -> Result<(), StoreError> {
-        if aggregates.is_empty() {
-            return Ok(());
-        }
+        let mut then = Then::nothing();
+        self.aggregates_then(device, aggregates, &mut then);
+        self.run_then(then).await
+    }
+
+    /// The statements storing (or replacing) aggregates of `device`.
+    pub(crate) fn aggregates_then(&self, device: &str, aggregates: &[Aggregate], then: &mut Then) {
         let sql = self.dialect(UPSERT_AGG_PG, UPSERT_AGG_SQLITE);
-        with_pool!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            for a in aggregates {
-                let (series, span) = (name(&a.series), name(&a.span));
-                // Keyed: the values sealed, the numeric columns 0.
-                let (values, sealed) = if self.seals() {
-                    let ad = super::sealed::aggregate_ad(device, &series, &span, a.start_ms as i64);
-                    let json = serde_json::to_vec(&[a.min, a.max, a.sum]).unwrap_or_default();
-                    ((0.0, 0.0, 0.0), Some(self.seal_blob(&ad, &json)))
-                } else {
-                    ((a.min, a.max, a.sum), None)
-                };
-                sqlx::query(sql)
-                    .bind(device)
-                    .bind(&series)
-                    .bind(&span)
-                    .bind(a.start_ms as i64)
-                    .bind(values.0)
-                    .bind(values.1)
-                    .bind(values.2)
-                    .bind(a.count as i64)
-                    .bind(a.covered_ms.map(|c| c as i64))
-                    .bind(sealed)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await
-        }.await)?;
-        Ok(())
+        for a in aggregates {
+            let (series, span) = (name(&a.series), name(&a.span));
+            // Keyed: the values sealed, the numeric columns 0.
+            let (values, sealed) = if self.seals() {
+                let ad = super::sealed::aggregate_ad(device, &series, &span, a.start_ms as i64);
+                let json = serde_json::to_vec(&[a.min, a.max, a.sum]).unwrap_or_default();
+                ((0.0, 0.0, 0.0), Some(self.seal_blob(&ad, &json)))
+            } else {
+                ((a.min, a.max, a.sum), None)
+            };
+            then.0.push(Stmt {
+                sql: sql.to_owned(),
+                args: vec![
+                    Arg::Text(device.to_owned()),
+                    Arg::Text(series),
+                    Arg::Text(span),
+                    Arg::Int(a.start_ms as i64),
+                    Arg::Real(values.0),
+                    Arg::Real(values.1),
+                    Arg::Real(values.2),
+                    Arg::Int(a.count as i64),
+                    Arg::OptInt(a.covered_ms.map(|c| c as i64)),
+                    Arg::OptBlob(sealed),
+                ],
+            });
+        }
     }
 
     /// `device`'s aggregates of one series and span with `from_ms <= start < to_ms`.

@@ -47,6 +47,8 @@ pub(crate) enum Arg {
     OptInt(Option<i64>),
     Text(String),
     OptText(Option<String>),
+    Real(f64),
+    OptBlob(Option<Vec<u8>>),
 }
 
 /// One statement with its values (placeholders of the store's dialect).
@@ -104,6 +106,12 @@ pub(crate) enum Op {
     Append(AppendOp),
     /// An entry and the key of the store that queued it.
     Audit(AuditEntry, AuditKey),
+    /// Statements of a projection outside any append (derived rows a
+    /// journal entry implies, or a projection catching up): idempotent, so
+    /// they commit with the round instead of in a transaction of their own,
+    /// which on SQLite would be one more fsync and one more taker of the
+    /// database's one write lock.
+    Project(Then),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +119,7 @@ pub(crate) enum Reply {
     Append(AppendOutcome),
     /// The entry's sequence in the chain.
     Audit(u64),
+    Projected,
 }
 
 type Waiting = (Op, tokio::sync::oneshot::Sender<Result<Reply, String>>);
@@ -159,49 +168,148 @@ macro_rules! bound {
                 Arg::OptInt(v) => q.bind(*v),
                 Arg::Text(v) => q.bind(v.as_str()),
                 Arg::OptText(v) => q.bind(v.as_deref()),
+                Arg::Real(v) => q.bind(*v),
+                Arg::OptBlob(v) => q.bind(v.as_deref()),
             };
         }
         q
     }};
 }
 
-// Written only if the message is new and `seq` follows the journal's last
-// entry; a writer racing for the same `seq` (or message id) from another
-// transaction makes it insert nothing rather than fail the round.
-const INSERT_PG: &str = "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT $1, $2, $3, $4, $5, $6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
-     ON CONFLICT DO NOTHING RETURNING seq";
-const INSERT_SQLITE: &str =
-    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
-     ON CONFLICT DO NOTHING RETURNING seq";
-// The same, and only while the writer's epoch is its shard's current one. The
-// shard row is share-locked, so a claim waits for the round in flight and an
-// append after a claim sees the new epoch.
-const INSERT_FENCED_PG: &str =
-    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT $1, $2, $3, $4, $5, $6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = $1 AND message_id = $3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = $1) = $2 - 1 \
-     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = $7 AND epoch = $4 FOR SHARE) \
-     ON CONFLICT DO NOTHING RETURNING seq";
-const INSERT_FENCED_SQLITE: &str =
-    "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
-     WHERE NOT EXISTS (SELECT 1 FROM journal WHERE actor_id = ?1 AND message_id = ?3) \
-     AND (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ?1) = ?2 - 1 \
-     AND EXISTS (SELECT 1 FROM shard_owners WHERE shard = ?7 AND epoch = ?4) \
-     ON CONFLICT DO NOTHING RETURNING seq";
+/// The statement appending `rows` journal entries, each written only if its
+/// message is new and its `seq` follows its actor's last entry, and (when it
+/// names a shard) only while its epoch is that shard's current one. A row
+/// that fails its checks, or that a writer racing from another transaction
+/// took first, inserts nothing rather than failing the round (`ON CONFLICT
+/// DO NOTHING` raises no error, so a PostgreSQL transaction is never
+/// aborted by it). Returns the actor of each row written: the rows of one
+/// statement are of different actors ([`pieces`]), and each row's checks
+/// see the journal as it was before the statement.
+///
+/// On PostgreSQL the shard row is share-locked, so a claim waits for the
+/// round in flight and an append after a claim sees the new epoch.
+fn insert_rows(postgres: bool, rows: usize) -> String {
+    const COLUMNS: usize = 7;
+    let mut sql = String::with_capacity(400 + rows * 40);
+    sql.push_str(
+        "INSERT INTO journal (actor_id, seq, message_id, epoch, payload, at_ms) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..COLUMNS {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            if postgres {
+                sql.push_str(&format!("${}", row * COLUMNS + col + 1));
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        ") AS v \
+         WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.actor_id = v.column1 AND j.message_id = v.column3) \
+         AND (SELECT COALESCE(MAX(j.seq), 0) FROM journal j WHERE j.actor_id = v.column1) = v.column2 - 1 \
+         AND (v.column7 IS NULL OR EXISTS (SELECT 1 FROM shard_owners o \
+              WHERE o.shard = v.column7 AND o.epoch = v.column4",
+    );
+    sql.push_str(if postgres { " FOR SHARE)) " } else { ")) " });
+    sql.push_str("ON CONFLICT DO NOTHING RETURNING actor_id");
+    sql
+}
+
+/// A round's writes in the order they are committed.
+#[derive(Debug, PartialEq)]
+enum Piece {
+    /// Appends (indexes into the round) of different actors, in one
+    /// statement per chunk ([`chunked`]).
+    Appends(Vec<usize>),
+    /// A projection's statements (its index in the round).
+    Project(usize),
+}
+
+/// Splits a round into pieces, in order: a run of appends ends where an
+/// actor comes again (its second append must see its first) or where a
+/// projection comes (which may read what the appends before it wrote).
+fn pieces(ops: &[&Op]) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut run: Vec<usize> = Vec::new();
+    let mut actors = std::collections::HashSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Append(a) => {
+                if !actors.insert(a.actor.as_str()) {
+                    pieces.push(Piece::Appends(std::mem::take(&mut run)));
+                    actors.clear();
+                    actors.insert(a.actor.as_str());
+                }
+                run.push(i);
+            }
+            Op::Project(_) => {
+                if !run.is_empty() {
+                    pieces.push(Piece::Appends(std::mem::take(&mut run)));
+                    actors.clear();
+                }
+                pieces.push(Piece::Project(i));
+            }
+            Op::Audit(..) => {}
+        }
+    }
+    if !run.is_empty() {
+        pieces.push(Piece::Appends(run));
+    }
+    pieces
+}
+
+/// `at` in chunks of a power of two rows, largest first: the few statement
+/// texts this makes ([`insert_rows`] of 1, 2, 4, … [`MAX_BATCH`] rows) stay
+/// prepared in each connection's statement cache.
+fn chunked(at: &[usize]) -> Vec<&[usize]> {
+    let mut chunks = Vec::new();
+    let mut rest = at;
+    while !rest.is_empty() {
+        let size = 1 << rest.len().ilog2();
+        let (chunk, tail) = rest.split_at(size);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
 
 /// Where a message id went in an actor's journal (also the journal's own
 /// lookup, [`Store::message_seq`]).
 pub(super) const FIND_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2";
 pub(super) const FIND_SQLITE: &str =
     "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2";
+
+/// The runtime the writers run on: a thread of its own for the process.
+///
+/// A round is a chain of statements, each a round trip to the database
+/// (SQLite's worker thread, or PostgreSQL), and the round holds the
+/// database's write lock (SQLite) or the audit head (both) from its first
+/// statement to its commit. On the caller's runtime (an actix arbiter, one
+/// thread shared with the actors and HTTP handlers there) each step of that
+/// chain waited its turn behind whatever else was ready on it; on a thread
+/// of its own it waits only for the database.
+fn writer_runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("cardio-writer")
+            .build()
+            .expect("the store writer's runtime starts");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("cardio-writer".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .expect("the store writer's thread starts");
+        handle
+    })
+}
 
 impl Store {
     /// Queues `op` for the next round and waits until its round committed
@@ -218,7 +326,7 @@ impl Store {
             // A task of its own: the round is written even if this caller
             // stops waiting.
             let store = self.clone();
-            tokio::spawn(async move { store.write_while_waiting().await });
+            writer_runtime().spawn(async move { store.write_while_waiting().await });
         }
         match rx.await {
             Ok(reply) => reply,
@@ -260,7 +368,10 @@ impl Store {
     async fn write_while_waiting(self) {
         loop {
             let store = self.clone();
-            match tokio::spawn(async move { store.write_rounds().await }).await {
+            match writer_runtime()
+                .spawn(async move { store.write_rounds().await })
+                .await
+            {
                 Ok(()) => return,
                 Err(e) if e.is_panic() => {
                     tracing::error!(
@@ -335,10 +446,6 @@ impl Store {
             self.dialect(FIND_PG, FIND_SQLITE),
             self.dialect(EPOCH_PG, EPOCH_SQLITE),
         );
-        let (insert, insert_fenced) = (
-            self.dialect(INSERT_PG, INSERT_SQLITE),
-            self.dialect(INSERT_FENCED_PG, INSERT_FENCED_SQLITE),
-        );
         let (head, set_head) = (
             self.dialect(HEAD_PG, HEAD_SQLITE),
             self.dialect(SET_HEAD_PG, SET_HEAD_SQLITE),
@@ -348,55 +455,80 @@ impl Store {
             .filter_map(|op| match op {
                 Op::Audit(e, k) => Some((e, k)),
                 Op::Append(a) => a.audit.as_ref().map(|(e, k)| (e, k)),
+                Op::Project(_) => None,
             })
             .collect();
+        let pieces = pieces(ops);
         let replies = with_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            let mut appended = Vec::with_capacity(ops.len());
-            for op in ops {
-                let Op::Append(a) = op else { continue };
-                let q = sqlx::query(if a.shard.is_some() { insert_fenced } else { insert })
-                    .bind(&a.actor)
-                    .bind(a.seq)
-                    .bind(&a.message_id)
-                    .bind(a.epoch)
-                    .bind(&a.payload)
-                    .bind(a.at_ms);
-                let q = match a.shard {
-                    Some(shard) => q.bind(shard),
-                    None => q,
-                };
-                let outcome = if q.fetch_optional(&mut *tx).await?.is_some() {
-                    for stmt in &a.then.0 {
+            // Per op, what the round found for it (appends only).
+            let mut outcome: Vec<Option<AppendOutcome>> = vec![None; ops.len()];
+            for piece in &pieces {
+                let Piece::Appends(at) = piece else {
+                    let Piece::Project(i) = piece else { unreachable!() };
+                    let Op::Project(then) = ops[*i] else { unreachable!() };
+                    for stmt in &then.0 {
                         bound!(stmt).execute(&mut *tx).await?;
                     }
-                    AppendOutcome::Written
-                } else {
-                    let known: Option<i64> = sqlx::query(find)
-                        .bind(&a.actor)
-                        .bind(&a.message_id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| r.try_get("seq"))
-                        .transpose()?;
-                    match (known, a.shard) {
-                        (Some(seq), _) => AppendOutcome::Known(seq as u64),
-                        (None, None) => AppendOutcome::Refused { shard_epoch: None },
-                        (None, Some(shard)) => {
-                            let epoch: Option<i64> = sqlx::query(epoch_of)
-                                .bind(shard)
-                                .fetch_optional(&mut *tx)
-                                .await?
-                                .map(|r| r.try_get("epoch"))
-                                .transpose()?;
-                            AppendOutcome::Refused {
-                                shard_epoch: Some(epoch.unwrap_or(0) as u64),
+                    continue;
+                };
+                // The appends of the piece in one statement per chunk (no
+                // actor twice in a piece: each row's checks see the journal
+                // as it was before the statement).
+                let mut written = std::collections::HashSet::new();
+                for chunk in chunked(at) {
+                    let sql = insert_rows(self.backend() == "postgres", chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for i in chunk {
+                        let Op::Append(a) = ops[*i] else { unreachable!() };
+                        q = q
+                            .bind(&a.actor)
+                            .bind(a.seq)
+                            .bind(&a.message_id)
+                            .bind(a.epoch)
+                            .bind(&a.payload)
+                            .bind(a.at_ms)
+                            .bind(a.shard);
+                    }
+                    for row in q.fetch_all(&mut *tx).await? {
+                        written.insert(row.try_get::<String, _>("actor_id")?);
+                    }
+                }
+                for i in at {
+                    let Op::Append(a) = ops[*i] else { unreachable!() };
+                    let found = if written.contains(&a.actor) {
+                        for stmt in &a.then.0 {
+                            bound!(stmt).execute(&mut *tx).await?;
+                        }
+                        AppendOutcome::Written
+                    } else {
+                        let known: Option<i64> = sqlx::query(find)
+                            .bind(&a.actor)
+                            .bind(&a.message_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .map(|r| r.try_get("seq"))
+                            .transpose()?;
+                        match (known, a.shard) {
+                            (Some(seq), _) => AppendOutcome::Known(seq as u64),
+                            (None, None) => AppendOutcome::Refused { shard_epoch: None },
+                            (None, Some(shard)) => {
+                                let epoch: Option<i64> = sqlx::query(epoch_of)
+                                    .bind(shard)
+                                    .fetch_optional(&mut *tx)
+                                    .await?
+                                    .map(|r| r.try_get("epoch"))
+                                    .transpose()?;
+                                AppendOutcome::Refused {
+                                    shard_epoch: Some(epoch.unwrap_or(0) as u64),
+                                }
                             }
                         }
-                    }
-                };
-                appended.push(outcome);
+                    };
+                    outcome[*i] = Some(found);
+                }
             }
+            let appended: Vec<AppendOutcome> = outcome.into_iter().flatten().collect();
             let mut first_audit = 0;
             if !audits.is_empty() {
                 // Moving the head locks it: rounds chain one after another,
@@ -448,22 +580,25 @@ impl Store {
                     audit_seq += 1;
                     Reply::Audit(audit_seq - 1)
                 }
+                Op::Project(_) => Reply::Projected,
             })
             .collect())
     }
 
-    /// Runs `then`'s statements in one transaction of their own (a
-    /// projection catching up, outside any append).
-    pub(crate) async fn run_then(&self, then: &Then) -> Result<(), StoreError> {
-        with_pool!(self, pool => async {
-            let mut tx = pool.begin().await?;
-            for stmt in &then.0 {
-                bound!(stmt).execute(&mut *tx).await?;
-            }
-            tx.commit().await
+    /// Commits `then`'s statements (a projection outside any append: one
+    /// catching up, or rows derived from an entry already journaled) in the
+    /// next round; returns once they are durable.
+    pub(crate) async fn run_then(&self, then: Then) -> Result<(), StoreError> {
+        if then.0.is_empty() {
+            return Ok(());
         }
-        .await)?;
-        Ok(())
+        match self.commit_with_others(Op::Project(then)).await {
+            Ok(Reply::Projected) => Ok(()),
+            Ok(_) => Err(StoreError::Batch(
+                "a projection got another write's reply".into(),
+            )),
+            Err(e) => Err(StoreError::Batch(e)),
+        }
     }
 }
 
@@ -474,7 +609,7 @@ impl Store {
         let op = Op::Audit(entry.clone(), self.audit_key.clone());
         match self.commit_with_others(op).await {
             Ok(Reply::Audit(seq)) => Ok(seq),
-            Ok(Reply::Append(_)) => Err(StoreError::Audit(
+            Ok(Reply::Append(_) | Reply::Projected) => Err(StoreError::Audit(
                 "the writer answered another write".into(),
             )),
             Err(why) => Err(StoreError::Audit(why)),
@@ -505,6 +640,70 @@ mod tests {
             .await
             .expect("a write after the panic got no writer");
         assert_eq!(next.unwrap(), Appended::Written { seq: 1 });
-        assert!(!store.writer_busy());
+        // The writer (on its own thread) lets go once nothing waits.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.writer_busy() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the writer let go");
+    }
+
+    fn append(actor: &str) -> super::Op {
+        super::Op::Append(super::AppendOp {
+            actor: actor.into(),
+            seq: 1,
+            message_id: "m".into(),
+            epoch: 0,
+            payload: Vec::new(),
+            at_ms: 0,
+            shard: None,
+            then: super::Then::nothing(),
+            audit: None,
+        })
+    }
+
+    #[test]
+    fn a_round_splits_where_an_actor_comes_again_or_a_projection_comes() {
+        use super::{pieces, Op, Piece, Then};
+        let ops = [
+            append("a"),
+            append("b"),
+            append("a"),
+            append("c"),
+            Op::Project(Then::nothing()),
+            append("c"),
+            append("d"),
+        ];
+        let ops: Vec<&Op> = ops.iter().collect();
+        assert_eq!(
+            pieces(&ops),
+            [
+                Piece::Appends(vec![0, 1]),
+                Piece::Appends(vec![2, 3]),
+                Piece::Project(4),
+                Piece::Appends(vec![5, 6]),
+            ]
+        );
+    }
+
+    #[test]
+    fn appends_go_in_chunks_of_a_power_of_two_largest_first() {
+        let at: Vec<usize> = (0..25).collect();
+        let sizes: Vec<usize> = super::chunked(&at).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [16, 8, 1]);
+        assert_eq!(super::chunked(&at).concat(), at);
+        assert!(super::chunked(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_rows_statement_has_one_placeholder_per_value() {
+        let pg = super::insert_rows(true, 3);
+        assert!(pg.contains("($15, $16, $17, $18, $19, $20, $21)") && !pg.contains("$22"));
+        assert!(pg.contains("FOR SHARE"));
+        let sqlite = super::insert_rows(false, 3);
+        assert_eq!(sqlite.matches('?').count(), 21);
+        assert!(!sqlite.contains("FOR SHARE"));
     }
 }

@@ -326,6 +326,106 @@ async fn an_access_entry_commits_in_the_transaction_of_its_append(db: &TestDb) {
     }
 }
 
+/// A round commits its appends a few statements at a time (one per run of
+/// different actors); an actor's later append in the same round still sees
+/// its earlier one, a projection queued between them commits in its place,
+/// and each append keeps its own outcome.
+async fn one_actor_s_appends_in_one_round_follow_each_other(db: &TestDb) {
+    use cardio::domain::vitals::{Aggregate, Series, Span};
+    let store = &db.store;
+    let lock = Lock::take(db).await;
+    let rounds = store.rounds_committed();
+    let first_audit = {
+        let store = store.clone();
+        tokio::spawn(async move { store.audit(&entry("first")).await })
+    };
+    within("the writer took the first entry", || {
+        (store.writer_busy() && store.writes_waiting() == 0).then_some(())
+    })
+    .await;
+    // Queued one after another, in this order, behind the first entry.
+    let mut handles: Vec<Handle> = Vec::new();
+    let aggregate = Aggregate {
+        series: Series::HeartRate,
+        span: Span::Minute,
+        start_ms: 60_000,
+        min: 60.0,
+        max: 80.0,
+        sum: 140.0,
+        count: 2,
+        covered_ms: None,
+    };
+    for (actor, after, id) in [
+        ("device/a", 0, "m-1"),
+        ("device/b", 0, "m-1"),
+        ("device/a", 1, "m-2"),
+        ("device/a", 1, "m-3"),
+        ("device/a", 2, "m-2"),
+        ("projection", 0, ""),
+        ("device/a", 2, "m-4"),
+        ("device/b", 1, "m-2"),
+    ] {
+        let h = if actor == "projection" {
+            let (store, aggregate) = (store.clone(), aggregate.clone());
+            tokio::spawn(async move {
+                store
+                    .save_aggregates("d-1", &[aggregate])
+                    .await
+                    .map(|()| Appended::Written { seq: 0 })
+            })
+        } else {
+            append(store, actor, after, id)
+        };
+        handles.push(h);
+        let waiting = handles.len();
+        within("the write is queued", || {
+            (store.writes_waiting() >= waiting).then_some(())
+        })
+        .await;
+    }
+    lock.release().await;
+    assert_eq!(first_audit.await.unwrap().unwrap(), 1);
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.await.unwrap());
+    }
+    assert!(
+        store.rounds_committed() - rounds <= 2,
+        "the writes after the first went in one round"
+    );
+    assert_eq!(outcomes[0].as_ref().unwrap(), &Appended::Written { seq: 1 });
+    assert_eq!(outcomes[1].as_ref().unwrap(), &Appended::Written { seq: 1 });
+    assert_eq!(outcomes[2].as_ref().unwrap(), &Appended::Written { seq: 2 });
+    assert!(
+        matches!(outcomes[3], Err(StoreError::Conflict { expected: 2, .. })),
+        "seq 2 of device/a is m-2's: {:?}",
+        outcomes[3]
+    );
+    assert_eq!(
+        outcomes[4].as_ref().unwrap(),
+        &Appended::Duplicate { seq: 2 }
+    );
+    assert!(outcomes[5].is_ok(), "{:?}", outcomes[5]);
+    assert_eq!(outcomes[6].as_ref().unwrap(), &Appended::Written { seq: 3 });
+    assert_eq!(outcomes[7].as_ref().unwrap(), &Appended::Written { seq: 2 });
+    let ids = |events: Vec<cardio::store::Event>| {
+        events.into_iter().map(|e| e.message_id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.events("device/a", 0).await.unwrap()),
+        ["m-1", "m-2", "m-4"]
+    );
+    assert_eq!(
+        ids(store.events("device/b", 0).await.unwrap()),
+        ["m-1", "m-2"]
+    );
+    let stored = store
+        .aggregates("d-1", Series::HeartRate, Span::Minute, 0, 120_000)
+        .await
+        .unwrap();
+    assert_eq!(stored, [aggregate]);
+}
+
 macro_rules! on_both_dbs {
     ($name:ident, $check:ident) => {
         mod $name {
@@ -358,4 +458,8 @@ on_both_dbs!(
 on_both_dbs!(
     access_entry_with_append,
     an_access_entry_commits_in_the_transaction_of_its_append
+);
+on_both_dbs!(
+    one_actor_in_one_round,
+    one_actor_s_appends_in_one_round_follow_each_other
 );

@@ -36,9 +36,6 @@ impl DeviceStream {
         changes: &[AlarmChange],
         chunks: &[EcgChunkRow],
     ) -> Result<Vec<Recorded>, crate::store::StoreError> {
-        for chunk in chunks {
-            self.store.save_ecg_chunk(&self.id, chunk).await?;
-        }
         let mut recorded = Vec::with_capacity(changes.len());
         for change in changes {
             let key = change.key();
@@ -103,8 +100,10 @@ impl DeviceStream {
             };
             recorded.push(Recorded { alert, fresh });
         }
+        // The chunks and the buckets this closed, in one round of the
+        // store's writer (with other devices' writes).
         let closed = self.rollups.take_closed();
-        self.store.save_aggregates(&self.id, &closed).await?;
+        self.store.save_derived(&self.id, chunks, &closed).await?;
         Ok(recorded)
     }
 
