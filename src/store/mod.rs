@@ -196,6 +196,11 @@ impl Store {
                     SqlitePoolOptions::new()
                         .max_connections(4)
                         .acquire_timeout(Duration::from_secs(5))
+                        // A file of this process's: its connections do not go
+                        // stale, and the ping sqlx makes before handing one
+                        // out is a round trip to the connection's thread on
+                        // every query (and every write round).
+                        .test_before_acquire(false)
                         .connect_with(options)
                         .await?,
                 )
