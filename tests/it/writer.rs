@@ -80,6 +80,24 @@ fn append(store: &Store, actor: &str, after: u64, id: &str) -> Handle {
     tokio::spawn(async move { store.append(&actor, after, &id, 0, b"{}").await })
 }
 
+/// Takes the lock, then has a first audit entry take the writer, whose
+/// round waits for the lock: what is queued next goes in the round after.
+/// Returns the lock, the rounds committed before, and the entry's task.
+async fn writer_held(db: &TestDb) -> (Lock, u64, tokio::task::JoinHandle<Result<u64, StoreError>>) {
+    let store = &db.store;
+    let lock = Lock::take(db).await;
+    let rounds = store.rounds_committed();
+    let first_audit = {
+        let store = store.clone();
+        tokio::spawn(async move { store.audit(&entry("first")).await })
+    };
+    within("the writer took the first entry", || {
+        (store.writer_busy() && store.writes_waiting() == 0).then_some(())
+    })
+    .await;
+    (lock, rounds, first_audit)
+}
+
 async fn one_round_answers_each_append_with_its_own_outcome(db: &TestDb) {
     use cardio::cluster::{shard_of_key, Fence};
     let store = &db.store;
@@ -105,17 +123,7 @@ async fn one_round_answers_each_append_with_its_own_outcome(db: &TestDb) {
     a.append(fenced_key, 0, "m-1", 0, b"{}").await.unwrap();
     store.claim_shards("b", &[(shard, None)], 2).await.unwrap();
 
-    let lock = Lock::take(db).await;
-    let rounds = store.rounds_committed();
-    // The first audit entry takes the writer, whose round waits for the lock.
-    let first_audit = {
-        let store = store.clone();
-        tokio::spawn(async move { store.audit(&entry("first")).await })
-    };
-    within("the writer took the first entry", || {
-        (store.writer_busy() && store.writes_waiting() == 0).then_some(())
-    })
-    .await;
+    let (lock, rounds, first_audit) = writer_held(db).await;
     let fresh: Vec<Handle> = (0..5)
         .map(|i| append(store, &format!("consult/new-{i}"), 0, "m-1"))
         .collect();
@@ -333,16 +341,7 @@ async fn an_access_entry_commits_in_the_transaction_of_its_append(db: &TestDb) {
 async fn one_actor_s_appends_in_one_round_follow_each_other(db: &TestDb) {
     use cardio::domain::vitals::{Aggregate, Series, Span};
     let store = &db.store;
-    let lock = Lock::take(db).await;
-    let rounds = store.rounds_committed();
-    let first_audit = {
-        let store = store.clone();
-        tokio::spawn(async move { store.audit(&entry("first")).await })
-    };
-    within("the writer took the first entry", || {
-        (store.writer_busy() && store.writes_waiting() == 0).then_some(())
-    })
-    .await;
+    let (lock, rounds, first_audit) = writer_held(db).await;
     // Queued one after another, in this order, behind the first entry.
     let mut handles: Vec<Handle> = Vec::new();
     let aggregate = Aggregate {
