@@ -124,13 +124,12 @@ impl Store {
         device: &str,
         chunk: &EcgChunkRow,
     ) -> Result<(), StoreError> {
-        let mut then = Then::nothing();
-        self.ecg_chunk_then(device, chunk, &mut then);
-        self.run_then(then).await
+        self.save_derived(device, std::slice::from_ref(chunk), &[])
+            .await
     }
 
     /// The statement indexing a stored ECG chunk of `device`.
-    pub(crate) fn ecg_chunk_then(&self, device: &str, chunk: &EcgChunkRow, then: &mut Then) {
+    fn ecg_chunk_then(&self, device: &str, chunk: &EcgChunkRow, then: &mut Then) {
         let sql = self.dialect(SAVE_CHUNK_PG, SAVE_CHUNK_SQLITE);
         let beats = self.seal_text(
             &super::sealed::ad("ecg_chunks", device, Some(chunk.start_ms as i64)),

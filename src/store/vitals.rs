@@ -198,9 +198,7 @@ impl Store {
         device: &str,
         aggregates: &[Aggregate],
     ) -> Result<(), StoreError> {
-        let mut then = Then::nothing();
-        self.aggregates_then(device, aggregates, &mut then);
-        self.run_then(then).await
+        self.save_derived(device, &[], aggregates).await
     }
 
     /// The statements storing (or replacing) aggregates of `device`.

@@ -221,6 +221,16 @@ fn insert_rows(postgres: bool, rows: usize) -> String {
     sql
 }
 
+/// [`insert_rows`] of `rows` (a power of two up to [`MAX_BATCH`], see
+/// [`chunked`]), built once per process rather than once per round.
+fn insert_statement(postgres: bool, rows: usize) -> &'static str {
+    const SIZES: usize = MAX_BATCH.ilog2() as usize + 1;
+    static TEXTS: [[std::sync::OnceLock<String>; SIZES]; 2] =
+        [const { [const { std::sync::OnceLock::new() }; SIZES] }; 2];
+    debug_assert!(rows.is_power_of_two() && rows <= MAX_BATCH);
+    TEXTS[usize::from(postgres)][rows.ilog2() as usize].get_or_init(|| insert_rows(postgres, rows))
+}
+
 /// A round's writes in the order they are committed.
 #[derive(Debug, PartialEq)]
 enum Piece {
@@ -459,26 +469,28 @@ impl Store {
             })
             .collect();
         let pieces = pieces(ops);
+        let postgres = self.backend() == "postgres";
         let replies = with_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             // Per op, what the round found for it (appends only).
             let mut outcome: Vec<Option<AppendOutcome>> = vec![None; ops.len()];
             for piece in &pieces {
-                let Piece::Appends(at) = piece else {
-                    let Piece::Project(i) = piece else { unreachable!() };
-                    let Op::Project(then) = ops[*i] else { unreachable!() };
-                    for stmt in &then.0 {
-                        bound!(stmt).execute(&mut *tx).await?;
+                let at = match piece {
+                    Piece::Appends(at) => at,
+                    Piece::Project(i) => {
+                        let Op::Project(then) = ops[*i] else { unreachable!() };
+                        for stmt in &then.0 {
+                            bound!(stmt).execute(&mut *tx).await?;
+                        }
+                        continue;
                     }
-                    continue;
                 };
                 // The appends of the piece in one statement per chunk (no
                 // actor twice in a piece: each row's checks see the journal
                 // as it was before the statement).
                 let mut written = std::collections::HashSet::new();
                 for chunk in chunked(at) {
-                    let sql = insert_rows(self.backend() == "postgres", chunk.len());
-                    let mut q = sqlx::query(&sql);
+                    let mut q = sqlx::query(insert_statement(postgres, chunk.len()));
                     for i in chunk {
                         let Op::Append(a) = ops[*i] else { unreachable!() };
                         q = q
