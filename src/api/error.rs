@@ -156,6 +156,10 @@ impl Cause for crate::store::StoreError {
                 None => "database error".into(),
             },
             E::Database(e) => format!("database: {}", sqlx_class(e)),
+            E::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                format!("database error (SQLite {:?})", e.code)
+            }
+            E::Sqlite(_) => "database error".into(),
             E::Unsupported(_) | E::Folder { .. } => "database not configured".into(),
             E::Migration(_) => "migration failed".into(),
             E::Conflict { .. } => "journal conflict".into(),

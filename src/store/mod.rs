@@ -28,9 +28,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 pub use journal::{Appended, Event, Snapshot};
 pub use vitals::AlertRecord;
@@ -48,6 +46,9 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the SQLite writer's own connection ([`writer`]).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// Another writer appended to this actor first (or this writer's view of
@@ -74,6 +75,20 @@ pub enum StoreError {
     #[error("encryption at rest: {0}")]
     Sealing(String),
 }
+
+/// The settings of every SQLite connection: the pool's and the writer's own
+/// ([`writer`]). WAL; FULL: a commit is on disk before it is acknowledged;
+/// `secure_delete`: freed space is zeroed, so a value sealed in place
+/// (legacy plaintext) leaves no readable copy in the file.
+pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 4] = [
+    ("journal_mode", "WAL"),
+    ("synchronous", "FULL"),
+    ("foreign_keys", "ON"),
+    ("secure_delete", "ON"),
+];
+
+/// How long an SQLite connection waits for another's write lock.
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) enum Db {
     Sqlite(SqlitePool),
@@ -125,6 +140,14 @@ fn private_files(db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether an `sqlite:` URL names an in-memory database (which sqlx opens
+/// shared-cache under a name of its own, the writer's connection too).
+fn sqlite_in_memory(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
 /// Runs `$body` with `$pool` bound to the concrete pool of either database.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
@@ -163,18 +186,15 @@ impl Store {
     /// needed). Does not migrate: see [`Self::migrate`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        let mut sqlite_target = None;
         let db = match scheme {
             "sqlite" => {
-                let options = SqliteConnectOptions::from_str(url)?
+                let mut options = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    // FULL: a commit is on disk before it is acknowledged.
-                    .synchronous(SqliteSynchronous::Full)
-                    .foreign_keys(true)
-                    // Freed space is zeroed: a value sealed in place (legacy
-                    // plaintext) leaves no readable copy in the file.
-                    .pragma("secure_delete", "ON")
-                    .busy_timeout(Duration::from_secs(5));
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                for (name, value) in SQLITE_PRAGMAS {
+                    options = options.pragma(name, value);
+                }
                 if let Some(folder) = options.get_filename().parent() {
                     if !folder.as_os_str().is_empty() && !Path::new(folder).exists() {
                         // 0700: the database and its key file are the node's alone.
@@ -192,6 +212,10 @@ impl Store {
                     path: options.get_filename().display().to_string(),
                     source,
                 })?;
+                sqlite_target = Some(writer::SqliteTarget {
+                    filename: options.get_filename().to_path_buf(),
+                    in_memory: sqlite_in_memory(url),
+                });
                 Db::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(4)
@@ -217,7 +241,7 @@ impl Store {
         Ok(Store {
             db: std::sync::Arc::new(db),
             fence: None,
-            write_queue: std::sync::Arc::default(),
+            write_queue: std::sync::Arc::new(writer::Queue::new(sqlite_target)),
             keyring: None,
             audit_key: crate::crypto::AuditKey::unkeyed(),
         })
