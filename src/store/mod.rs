@@ -118,7 +118,7 @@ pub struct Store {
 /// access away from an existing one and its -wal and -shm.
 fn private_files(db: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if db.as_os_str().is_empty() || db.to_string_lossy().starts_with(":memory:") {
+    if db.as_os_str().is_empty() {
         return Ok(());
     }
     if !db.exists() {
@@ -208,13 +208,16 @@ impl Store {
                             })?;
                     }
                 }
-                private_files(options.get_filename()).map_err(|source| StoreError::Folder {
-                    path: options.get_filename().display().to_string(),
-                    source,
-                })?;
+                let in_memory = sqlite_in_memory(url);
+                if !in_memory {
+                    private_files(options.get_filename()).map_err(|source| StoreError::Folder {
+                        path: options.get_filename().display().to_string(),
+                        source,
+                    })?;
+                }
                 sqlite_target = Some(writer::SqliteTarget {
                     filename: options.get_filename().to_path_buf(),
-                    in_memory: sqlite_in_memory(url),
+                    in_memory,
                 });
                 Db::Sqlite(
                     SqlitePoolOptions::new()

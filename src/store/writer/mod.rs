@@ -466,6 +466,12 @@ mod tests {
         let events = store.events("device/d-1", 0).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].payload, b"{}");
+        // And no file was made for it (sqlx names it `file:sqlx-in-memory-…`).
+        let stray = std::fs::read_dir(".")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("sqlx-in-memory"));
+        assert!(!stray, "a file was made for an in-memory database");
     }
 
     /// A pragma's value on a connection of the writer's, as text.
