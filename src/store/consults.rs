@@ -97,6 +97,13 @@ fn parse_status(s: &str) -> Result<Status, StoreError> {
     })
 }
 
+/// A chat line's sequence by its author's client message id (an index
+/// seek in `chat_messages_by_client`, whose last column orders the match).
+const CHAT_SEQ_OF_PG: &str = "SELECT seq FROM chat_messages WHERE consult_id = $1 \
+     AND author_role = $2 AND author_id = $3 AND client_message_id = $4 ORDER BY seq LIMIT 1";
+const CHAT_SEQ_OF_SQLITE: &str = "SELECT seq FROM chat_messages WHERE consult_id = ?1 \
+     AND author_role = ?2 AND author_id = ?3 AND client_message_id = ?4 ORDER BY seq LIMIT 1";
+
 impl Store {
     /// Brings consult `row.id`'s projection up to journal sequence
     /// `through_seq` in one transaction: [`Self::consult_projection`].
@@ -233,12 +240,7 @@ impl Store {
         author: &Party,
         client_message_id: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let sql = self.dialect(
-            "SELECT seq FROM chat_messages WHERE consult_id = $1 AND author_role = $2 \
-             AND author_id = $3 AND client_message_id = $4 ORDER BY seq LIMIT 1",
-            "SELECT seq FROM chat_messages WHERE consult_id = ?1 AND author_role = ?2 \
-             AND author_id = ?3 AND client_message_id = ?4 ORDER BY seq LIMIT 1",
-        );
+        let sql = self.dialect(CHAT_SEQ_OF_PG, CHAT_SEQ_OF_SQLITE);
         let (role, author) = party_columns(author);
         let seq: Option<i64> = with_pool!(self, pool => sqlx::query(sql)
             .bind(consult)
@@ -523,5 +525,45 @@ impl Store {
             });
         }
         Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+
+    /// The planner seeks the lookup in its index: ordered by the primary key
+    /// instead, it read the consult's every line per new line past the
+    /// window (the plan SQLite chose before the index held `seq`).
+    #[tokio::test]
+    async fn a_retried_line_is_looked_up_in_its_index_not_by_reading_the_chat() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let crate::store::Db::Sqlite(pool) = &*store.db else {
+            unreachable!()
+        };
+        let plan: Vec<String> = {
+            use sqlx::Row;
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {}", super::CHAT_SEQ_OF_SQLITE))
+                .bind("c")
+                .bind("patient")
+                .bind("p")
+                .bind("m")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect()
+        };
+        assert_eq!(
+            plan,
+            [
+                "SEARCH chat_messages USING COVERING INDEX chat_messages_by_client \
+              (consult_id=? AND author_role=? AND author_id=? AND client_message_id=?)"
+            ],
+        );
     }
 }
