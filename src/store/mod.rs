@@ -303,8 +303,10 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections in use.
+    /// Closes the pool, waiting for connections in use, and the SQLite
+    /// writer's own connection.
     pub async fn close(&self) {
-        with_pool!(self, pool => pool.close().await)
+        with_pool!(self, pool => pool.close().await);
+        self.close_writer();
     }
 }

@@ -142,6 +142,8 @@ pub(crate) struct Queue {
     writing: std::sync::atomic::AtomicBool,
     /// Rounds committed so far (tests check what went together).
     rounds: std::sync::atomic::AtomicU64,
+    /// Set by [`Store::close`]: no write is taken any more.
+    closed: std::sync::atomic::AtomicBool,
     /// Makes the writer panic at its next round (the unit test of
     /// [`Store::write_while_waiting`]).
     #[cfg(test)]
@@ -312,7 +314,13 @@ impl Store {
             .sqlite
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let closed = || {
+            self.write_queue
+                .closed
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
         let opened = match conn.as_mut() {
+            _ if closed() => Err(StoreError::Batch("the store is closed".into())),
             Some(open) => Ok(open),
             None => match &self.write_queue.sqlite_target {
                 Some(target) => target.open().map(|c| conn.insert(c)),
@@ -329,9 +337,27 @@ impl Store {
                 rt.block_on(self.write_rounds(conn));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the store's SQLite writer cannot open its connection");
+                if !closed() {
+                    tracing::warn!(error = %e, "the store's SQLite writer cannot open its connection");
+                }
                 rt.block_on(self.write_rounds(&mut tx::Unavailable(e.to_string())));
             }
+        }
+        // Closed while this run wrote: the connection goes now.
+        if closed() {
+            conn.take();
+        }
+    }
+
+    /// Closes the SQLite writer's connection (checkpointing its WAL, as the
+    /// pool's last connection does) unless a run of rounds holds it (which
+    /// then closes it as it ends); later writes fail as the pool's do.
+    pub(crate) fn close_writer(&self) {
+        self.write_queue
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Ok(mut conn) = self.write_queue.sqlite.try_lock() {
+            conn.take();
         }
     }
 
@@ -472,6 +498,34 @@ mod tests {
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().contains("sqlx-in-memory"));
         assert!(!stray, "a file was made for an in-memory database");
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_s_writer_lets_its_connection_go_and_takes_no_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let store = Store::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let written = store.append("device/d-1", 0, "m-1", 0, b"{}").await;
+        assert_eq!(written.unwrap(), Appended::Written { seq: 1 });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.writer_busy() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the writer let go");
+        assert!(store.write_queue.sqlite.lock().unwrap().is_some());
+        store.close().await;
+        assert!(store.write_queue.sqlite.lock().unwrap().is_none());
+        // The last connection closed checkpointed the WAL and removed it.
+        let wal = dir.path().join("w.db-wal");
+        assert!(!wal.exists(), "the WAL is left after close");
+        let after = store.append("device/d-1", 1, "m-2", 0, b"{}").await;
+        assert!(matches!(after, Err(StoreError::Batch(_))), "{after:?}");
+        assert!(store.write_queue.sqlite.lock().unwrap().is_none());
     }
 
     /// A pragma's value on a connection of the writer's, as text.
