@@ -471,14 +471,7 @@ mod tests {
             .await
             .expect("a write after the panic got no writer");
         assert_eq!(next.unwrap(), Appended::Written { seq: 1 });
-        // The writer (on its own thread) lets go once nothing waits.
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while store.writer_busy() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the writer let go");
+        let_go(&store).await;
     }
 
     #[tokio::test]
@@ -510,13 +503,7 @@ mod tests {
         store.migrate().await.unwrap();
         let written = store.append("device/d-1", 0, "m-1", 0, b"{}").await;
         assert_eq!(written.unwrap(), Appended::Written { seq: 1 });
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while store.writer_busy() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the writer let go");
+        let_go(&store).await;
         assert!(store.write_queue.sqlite.lock().unwrap().is_some());
         store.close().await;
         assert!(store.write_queue.sqlite.lock().unwrap().is_none());
@@ -526,6 +513,18 @@ mod tests {
         let after = store.append("device/d-1", 1, "m-2", 0, b"{}").await;
         assert!(matches!(after, Err(StoreError::Batch(_))), "{after:?}");
         assert!(store.write_queue.sqlite.lock().unwrap().is_none());
+    }
+
+    /// Waits (at most 10 s) until the writer, on its own thread, lets go
+    /// once nothing waits.
+    async fn let_go(store: &Store) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.writer_busy() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the writer let go");
     }
 
     /// A pragma's value on a connection of the writer's, as text.
