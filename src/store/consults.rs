@@ -530,20 +530,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::Store;
-
     /// The planner seeks the lookup in its index: ordered by the primary key
     /// instead, it read the consult's every line per new line past the
     /// window (the plan SQLite chose before the index held `seq`).
     #[tokio::test]
     async fn a_retried_line_is_looked_up_in_its_index_not_by_reading_the_chat() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let crate::store::Db::Sqlite(pool) = &*store.db else {
-            unreachable!()
-        };
+        let (_dir, store) = crate::store::test_sqlite().await;
+        let pool = store.sqlite_pool();
         let plan: Vec<String> = {
             use sqlx::Row;
             sqlx::query(&format!("EXPLAIN QUERY PLAN {}", super::CHAT_SEQ_OF_SQLITE))

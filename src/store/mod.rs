@@ -310,3 +310,25 @@ impl Store {
         self.close_writer();
     }
 }
+
+/// A migrated store on an SQLite file of its own, `cardio.db` in a folder
+/// removed when the returned guard drops (the store's unit tests).
+#[cfg(test)]
+pub(crate) async fn test_sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cardio.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (dir, store)
+}
+
+#[cfg(test)]
+impl Store {
+    /// The SQLite pool of a store on SQLite (unit tests).
+    pub(crate) fn sqlite_pool(&self) -> &SqlitePool {
+        match &*self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(_) => panic!("a store on SQLite"),
+        }
+    }
+}

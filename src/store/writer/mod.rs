@@ -457,10 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_that_panics_fails_its_round_and_the_next_rounds_go_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("w.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = crate::store::test_sqlite().await;
         store.write_queue.panic_next.store(true, Release);
         let within = |f| tokio::time::timeout(Duration::from_secs(10), f);
         let failed = within(store.append("device/d-1", 0, "m-1", 0, b"{}"))
@@ -495,12 +492,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_store_s_writer_lets_its_connection_go_and_takes_no_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("w.db");
-        let store = Store::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let (dir, store) = crate::store::test_sqlite().await;
         let written = store.append("device/d-1", 0, "m-1", 0, b"{}").await;
         assert_eq!(written.unwrap(), Appended::Written { seq: 1 });
         let_go(&store).await;
@@ -508,7 +500,7 @@ mod tests {
         store.close().await;
         assert!(store.write_queue.sqlite.lock().unwrap().is_none());
         // The last connection closed checkpointed the WAL and removed it.
-        let wal = dir.path().join("w.db-wal");
+        let wal = dir.path().join("cardio.db-wal");
         assert!(!wal.exists(), "the WAL is left after close");
         let after = store.append("device/d-1", 1, "m-2", 0, b"{}").await;
         assert!(matches!(after, Err(StoreError::Batch(_))), "{after:?}");
@@ -540,12 +532,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_s_connection_is_set_as_the_pool_s() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("w.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        let crate::store::Db::Sqlite(pool) = &*store.db else {
-            unreachable!()
-        };
+        let (_dir, store) = crate::store::test_sqlite().await;
+        let pool = store.sqlite_pool();
         let target = store.write_queue.sqlite_target.as_ref().unwrap();
         let writer = target.open().unwrap();
         for pragma in [
