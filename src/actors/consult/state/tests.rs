@@ -103,6 +103,11 @@ fn requested() -> Consult {
     c
 }
 
+/// A chat command's answer: the line's sequence, and whether it was a retry.
+fn line(seq: u64, duplicate: bool) -> Result<Outcome, ConsultError> {
+    Ok(Outcome::Line { seq, duplicate })
+}
+
 fn chat(who: Party, id: &str, text: &str) -> Command {
     Command::Chat {
         who,
@@ -123,19 +128,7 @@ fn the_full_lifecycle_walks_every_state_in_order() {
         &mut c,
         &[chat(patient(), "a", "hello"), chat(doctor(), "b", "hi")],
     );
-    assert_eq!(
-        r,
-        vec![
-            Ok(Outcome::Line {
-                seq: 1,
-                duplicate: false
-            }),
-            Ok(Outcome::Line {
-                seq: 2,
-                duplicate: false
-            })
-        ]
-    );
+    assert_eq!(r, vec![line(1, false), line(2, false)]);
     run(
         &mut c,
         &[Command::End {
@@ -281,33 +274,11 @@ fn chat_is_sequenced_deduplicated_and_resumable() {
             chat(doctor(), "m2", "two"),
         ],
     );
-    assert_eq!(
-        r,
-        vec![
-            Ok(Outcome::Line {
-                seq: 1,
-                duplicate: false
-            }),
-            Ok(Outcome::Line {
-                seq: 1,
-                duplicate: true
-            }),
-            Ok(Outcome::Line {
-                seq: 2,
-                duplicate: false
-            }),
-        ]
-    );
+    assert_eq!(r, vec![line(1, false), line(1, true), line(2, false),]);
     assert_eq!(c.lines.len(), 2);
     // The same client id from another author is another message.
     let r = run(&mut c, &[chat(doctor(), "m1", "mine")]);
-    assert_eq!(
-        r,
-        vec![Ok(Outcome::Line {
-            seq: 3,
-            duplicate: false
-        })]
-    );
+    assert_eq!(r, vec![line(3, false)]);
     let after_first: Vec<&str> = c.lines_after(1).iter().map(|l| l.text.as_str()).collect();
     assert_eq!(after_first, vec!["two", "mine"]);
     assert!(c.lines_after(99).is_empty());
@@ -393,13 +364,7 @@ fn the_window_keeps_recent_lines_and_knows_what_it_cannot_see() {
     assert_eq!(c.lines_after(n - 1).len(), 1);
     // The next line follows the last, not the window's length.
     let r = run(&mut c, &[chat(doctor(), "new", "y")]);
-    assert_eq!(
-        r,
-        vec![Ok(Outcome::Line {
-            seq: n + 1,
-            duplicate: false
-        })]
-    );
+    assert_eq!(r, vec![line(n + 1, false)]);
 }
 
 #[test]
