@@ -34,6 +34,13 @@ use crate::registry::Registry;
 use crate::store::Store;
 use crate::supervisors::{ArbiterPool, ChildSpec, Strategy, SupervisorRef, SupervisorSpec, Tree};
 
+mod at_rest;
+mod tls;
+
+pub use at_rest::key_provider;
+use at_rest::{at_rest, checkpoint_once, local_token_key, write_checkpoints};
+use tls::{bus_tls, peer_tls, reload_on_sighup, server_cert, warn_unverified_database};
+
 /// How a node ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -594,92 +601,6 @@ async fn prune_samples(store: Store, retention: Duration) {
     }
 }
 
-/// The HTTPS certificate, when one is configured (checked by the
-/// configuration already; read again here).
-fn server_cert(config: &Config) -> anyhow::Result<Option<Arc<crate::tls::ServerCert>>> {
-    match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => Ok(Some(
-            crate::tls::ServerCert::load(cert, key).context("cannot load tls_cert_file")?,
-        )),
-        _ => Ok(None),
-    }
-}
-
-/// Re-reads the HTTPS certificate and key on SIGHUP (a renewed
-/// certificate, mounted from a Secret); a pair that does not load is logged
-/// and the one in use stays.
-fn reload_on_sighup(cert: Arc<crate::tls::ServerCert>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("no SIGHUP handler: the TLS certificate is not reloaded");
-            return;
-        };
-        actix_rt::spawn(async move {
-            while hup.recv().await.is_some() {
-                match cert.reload() {
-                    Ok(()) => tracing::info!("TLS certificate reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays")
-                    }
-                }
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    let _ = cert;
-}
-
-/// The client configuration for calls to other nodes, when this node serves
-/// HTTPS (then its peers do too: one cluster, one configuration).
-fn peer_tls(config: &Config) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
-    if config.tls_cert_file.is_none() {
-        return Ok(None);
-    }
-    let tls = crate::tls::client_config(config.tls_peer_ca_file.as_deref(), None)
-        .context("cannot load tls_peer_ca_file")?;
-    Ok(Some(Arc::new(tls)))
-}
-
-/// The CA and client certificate of an `amqps://` bus.
-fn bus_tls(config: &Config) -> anyhow::Result<bus::BusTls> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
-    };
-    let ca_pem = match &config.bus_ca_file {
-        Some(p) => Some(
-            String::from_utf8(read(p, "bus_ca_file")?).context("bus_ca_file is not PEM text")?,
-        ),
-        None => None,
-    };
-    let identity = match (&config.bus_client_cert_file, &config.bus_client_key_file) {
-        (Some(c), Some(k)) => Some((
-            read(c, "bus_client_cert_file")?,
-            read(k, "bus_client_key_file")?,
-        )),
-        _ => None,
-    };
-    Ok(bus::BusTls { ca_pem, identity })
-}
-
-/// PostgreSQL without `sslmode=verify-full`: the server is not verified
-/// (or, with `prefer`/`allow`/`disable`, the password may cross in clear).
-fn warn_unverified_database(config: &Config) {
-    if !matches!(config.database_url.scheme(), "postgres" | "postgresql") {
-        return;
-    }
-    if let Ok(tls) = crate::tls::check_postgres_url(config.database_url.expose()) {
-        if !tls.verified() {
-            let sslmode = tls.mode.unwrap_or_else(|| "prefer".into());
-            tracing::warn!(
-                %sslmode,
-                "PostgreSQL's certificate is not verified: use sslmode=verify-full with sslrootcert"
-            );
-        }
-    }
-}
-
 /// The URL a browser on this host opens for a node bound to `bound`: the
 /// loopback address when bound to every interface.
 fn browser_url(scheme: &str, bound: SocketAddr) -> String {
@@ -689,124 +610,6 @@ fn browser_url(scheme: &str, bound: SocketAddr) -> String {
         std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
     };
     format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
-}
-
-/// On the embedded defaults with no token key configured, opens (on the
-/// first start, creates) the node's own token key file, so that the API
-/// works from the first run; `true` when that key is in use. Said once in
-/// the log when created, never with the key.
-fn local_token_key(config: &Config) -> anyhow::Result<bool> {
-    let Some(path) = config.local_token_key_file() else {
-        return Ok(false);
-    };
-    let (_, created) = crate::crypto::token_key::open_or_create(&path, true)
-        .context("cannot set up the node's own token key")?;
-    if created {
-        tracing::info!(
-            path = %path.display(),
-            "created a token key for this node (no token key is configured): `cardio token` and the sign-in link use it; set CARDIO_JWT_SECRET or an identity provider to use yours"
-        );
-    }
-    Ok(true)
-}
-
-/// The key provider of `config` (the key file). `create`: a missing file
-/// may be created (the embedded default); the flag returned: it was.
-pub fn key_provider(
-    config: &Config,
-    create: bool,
-) -> anyhow::Result<(Arc<dyn crate::crypto::KeyProvider>, bool)> {
-    let path = config
-        .key_file()
-        .context("no key_file (CARDIO_KEY_FILE) is set: it is required unless the database is an SQLite file, and every node must read the same one")?;
-    let (provider, created) = crate::crypto::FileKeyProvider::open_or_create(&path, create)?;
-    if provider.too_open() {
-        tracing::warn!(path = %path.display(), "the key file can be read by group or others: chmod 600 it");
-    }
-    Ok((Arc::new(provider), created))
-}
-
-/// Encryption at rest for this node: opens (on first start of an embedded
-/// node, creates) the key file, seals under a fresh data key, and seals the
-/// rows written in the clear before (legacy data).
-async fn at_rest(config: &Config, store: &Store) -> anyhow::Result<Store> {
-    let (provider, created) = key_provider(config, config.may_create_key_file())?;
-    if created {
-        tracing::info!(
-            path = %config.key_file().unwrap_or_default().display(),
-            "created the key file for encryption at rest: back it up apart from the database (without it the PHI in the database cannot be read)"
-        );
-    }
-    let store = store
-        .with_keys(provider, &config.node_id)
-        .await
-        .context("cannot set up encryption at rest")?;
-    let sealed = store
-        .seal_existing()
-        .await
-        .context("cannot seal the rows written before encryption at rest")?;
-    if sealed > 0 {
-        tracing::info!(
-            values = sealed,
-            "sealed values written in the clear before encryption at rest"
-        );
-    }
-    // An audit chain of an earlier version (unkeyed): checked, then keyed.
-    let checkpoints_exist = config
-        .audit_checkpoint_file()
-        .is_some_and(|p| crate::crypto::FileSink::read(&p).is_ok_and(|c| !c.is_empty()));
-    match store.key_audit_chain(checkpoints_exist).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            entries = n,
-            "audit chain of an earlier version re-hashed with the audit key"
-        ),
-        // Left as it is: `cardio audit verify` reports it; the node serves.
-        Err(e) => tracing::error!(error = %e, "audit chain not keyed"),
-    }
-    Ok(store)
-}
-
-/// Writes a signed checkpoint of the audit chain every `every` (when it moved).
-async fn write_checkpoints(
-    store: Store,
-    sink: Arc<crate::crypto::FileSink>,
-    every: Duration,
-    node: String,
-) {
-    let mut tick = tokio::time::interval(every);
-    let mut last = 0;
-    loop {
-        tick.tick().await;
-        checkpoint_once(&store, Arc::clone(&sink), &node, &mut last).await;
-    }
-}
-
-/// One checkpoint, if the chain moved past `last` (which it updates).
-async fn checkpoint_once(
-    store: &Store,
-    sink: Arc<crate::crypto::FileSink>,
-    node: &str,
-    last: &mut u64,
-) {
-    use crate::crypto::CheckpointSink as _;
-    let c = match store.audit_checkpoint(node).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the audit head for a checkpoint");
-            return;
-        }
-    };
-    if c.seq == 0 || c.seq <= *last {
-        return;
-    }
-    let seq = c.seq;
-    let written = tokio::task::spawn_blocking(move || sink.append(&c)).await;
-    match written {
-        Ok(Ok(())) => *last = seq,
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot write an audit checkpoint"),
-        Err(e) => tracing::error!(error = %e, "the audit checkpoint writer failed"),
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
