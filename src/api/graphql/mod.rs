@@ -93,7 +93,9 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
     // Checked before validation: a field of 60,000 directives is one error.
     .limit_directives(MAX_DIRECTIVES)
     .extension(super::observe::Observe)
-    .extension(super::limits::RequestLimits { max_errors });
+    .extension(super::limits::RequestLimits { max_errors })
+    // Innermost on the parse step: the two above see every document.
+    .extension(super::parse_cache::ParseCache::default());
     if dev {
         builder.finish()
     } else {
