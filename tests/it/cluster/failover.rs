@@ -16,7 +16,14 @@
 //!
 //! `CARDIO_FAILOVER_KILLS` and `CARDIO_FAILOVER_HISTORY` change the number
 //! of kills (10) and the history of each consult (10,000 lines) for longer
-//! runs by hand.
+//! runs by hand. The load is set by `CARDIO_FAILOVER_CONSULTS` and
+//! `CARDIO_FAILOVER_DEVICES` (6 each), `CARDIO_FAILOVER_PACE_MS` (0: each
+//! actor's next op is sent when its last is acknowledged; N: one op every N
+//! ms per actor at most) and `CARDIO_FAILOVER_SAMPLES` (samples a push, 1),
+//! so that the same checks run by hand at a fleet's load, e.g. 1,000 devices
+//! pushing 50 samples once a second (BENCHMARKS.md). Above the default
+//! load the nodes' per-address limits are raised, as for `cardio simulate`:
+//! every simulated client comes from this one address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +44,42 @@ use crate::support::poll::poll_until;
 
 /// The node default.
 const SHARDS: u16 = 64;
+/// The suite's load: consults chatting, devices pushing.
 const CONSULTS: usize = 6;
 const DEVICES: usize = 6;
+
+/// The load the nodes are under (see the module's header).
+#[derive(Clone, Copy)]
+struct Load {
+    consults: usize,
+    devices: usize,
+    /// At most one op per actor this often (zero: back to back).
+    pace: Duration,
+    /// Samples in a push, spread over its second of device time.
+    samples: usize,
+}
+
+impl Load {
+    fn from_env() -> Load {
+        Load {
+            consults: setting("CARDIO_FAILOVER_CONSULTS", CONSULTS),
+            devices: setting("CARDIO_FAILOVER_DEVICES", DEVICES),
+            pace: Duration::from_millis(setting("CARDIO_FAILOVER_PACE_MS", 0) as u64),
+            samples: setting("CARDIO_FAILOVER_SAMPLES", 1).max(1),
+        }
+    }
+
+    /// More clients than the suite's, all from this one address.
+    fn heavy(&self) -> bool {
+        self.consults > CONSULTS || self.devices > DEVICES
+    }
+
+    /// When the `i`th of `n` drivers sends its first op: spread over one
+    /// pace, so that paced drivers do not all send in the same instant.
+    fn first_at(&self, i: usize, n: usize) -> Instant {
+        Instant::now() + self.pace.mul_f64(i as f64 / n.max(1) as f64)
+    }
+}
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -47,10 +88,18 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A node with the node defaults (only what a cluster needs is set).
-fn node(id: &str, bus: &str, db: &str) -> TestNode {
-    TestNode::serve()
-        .name(id)
+/// A node with the node defaults (only what a cluster needs is set; under a
+/// heavy load, also the per-address limits).
+fn node(id: &str, bus: &str, db: &str, load: Load) -> TestNode {
+    let spec = TestNode::serve();
+    let spec = if load.heavy() {
+        spec.env("CARDIO_RATE_LIMIT", "1000000")
+            .env("CARDIO_MAX_HTTP_PER_IP", "10000")
+            .env("CARDIO_MAX_HTTP_PER_PRINCIPAL", "10000")
+    } else {
+        spec
+    };
+    spec.name(id)
         .ready_within(Duration::from_secs(60))
         .lifetime(Duration::from_secs(900))
         .env("CARDIO_NODE_ID", id)
@@ -123,12 +172,22 @@ struct Op {
     seq: Option<u64>,
 }
 
+/// A driver's HTTP client (its connections kept alive between ops).
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .finish()
+}
+
 /// Sends `query` until a node acknowledges it (a transient failure, or a
 /// node gone, is sent again, to the next node, 25 ms later); its data.
-async fn until_acked(targets: &Targets, tok: &str, query: &str, vars: &Value) -> Value {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .finish();
+async fn until_acked(
+    client: &awc::Client,
+    targets: &Targets,
+    tok: &str,
+    query: &str,
+    vars: &Value,
+) -> Value {
     let body = json!({"query": query, "variables": vars}).to_string();
     let give_up = Instant::now() + Duration::from_secs(120);
     loop {
@@ -159,22 +218,35 @@ const CHAT: &str =
     "mutation($c: ID!, $m: String!, $t: String!) { sendMessage(consultId: $c, clientMessageId: $m, text: $t) }";
 const PUSH: &str = "mutation($d: ID!, $s: [SampleInput!]!, $r: String) { pushSamples(deviceId: $d, samples: $s, requestId: $r) { accepted duplicate rejections { reason } } }";
 
-/// Chats in `consult` as its patient, one line after the other, until `stop`.
+/// Waits for `at`, the time of a paced driver's next op, then moves it on
+/// by one pace (back to back when the load has no pace).
+async fn next_op(at: &mut Instant, load: Load) {
+    if !load.pace.is_zero() {
+        actix_rt::time::sleep_until((*at).into()).await;
+        *at += load.pace;
+    }
+}
+
+/// Chats in `consult` as its patient, one line after the other, until `stop`;
+/// the first line at `first`.
 async fn drive_chat(
     targets: Arc<Targets>,
     consult: String,
     patient: String,
+    (load, mut first): (Load, Instant),
     stop: Arc<AtomicBool>,
     ops: Arc<Mutex<Vec<Op>>>,
 ) {
     let tok = token(Role::Patient, &patient);
+    let client = client();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        next_op(&mut first, load).await;
         n += 1;
         let key = format!("op-{n}");
         let vars = json!({"c": consult, "m": key, "t": format!("line {n}")});
         let sent = Instant::now();
-        let data = until_acked(&targets, &tok, CHAT, &vars).await;
+        let data = until_acked(&client, &targets, &tok, CHAT, &vars).await;
         let seq = data["sendMessage"].as_u64().expect("a sequence");
         ops.lock().unwrap().push(Op {
             actor: format!("consult/{consult}"),
@@ -186,32 +258,41 @@ async fn drive_chat(
     }
 }
 
-/// Pushes one heart-rate sample a request (device time 1 s apart, starting
-/// three hours ago) for `device` of `patient`, until `stop`.
+/// Pushes heart-rate samples, a second of device time a request (one second
+/// after the other, starting three hours ago), for `device` of `patient`,
+/// until `stop`; the first push at `first`.
 async fn drive_device(
     targets: Arc<Targets>,
     device: String,
     patient: String,
+    (load, mut first): (Load, Instant),
     stop: Arc<AtomicBool>,
     ops: Arc<Mutex<Vec<Op>>>,
 ) {
     let tok = token(Role::Patient, &patient);
+    let client = client();
     let base = crate::api::now_ms() - 3.0 * 3_600_000.0;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        next_op(&mut first, load).await;
         n += 1;
         let at = base + n as f64 * 1_000.0;
         let key = format!("{}", at as u64);
-        let vars = json!({"d": device, "s": [crate::api::hr(at, 72.0)], "r": format!("push-{n}")});
+        let samples: Vec<Value> = (0..load.samples)
+            .map(|i| crate::api::hr(at + (i * 1_000 / load.samples) as f64, 72.0))
+            .collect();
+        let vars = json!({"d": device, "s": samples, "r": format!("push-{n}")});
         let sent = Instant::now();
-        let data = until_acked(&targets, &tok, PUSH, &vars).await;
+        let data = until_acked(&client, &targets, &tok, PUSH, &vars).await;
         let r = &data["pushSamples"];
         // Stored now, or by an earlier try whose answer was lost (the request
-        // id, or the sample's own time, tells).
+        // id, or the samples' own times, tell).
         assert!(
-            r["accepted"] == 1
+            r["accepted"] == load.samples
                 || r["duplicate"] == true
-                || r["rejections"][0]["reason"] == "DUPLICATE",
+                || r["rejections"].as_array().is_some_and(|v| {
+                    v.len() == load.samples && v.iter().all(|x| x["reason"] == "DUPLICATE")
+                }),
             "{r}"
         );
         ops.lock().unwrap().push(Op {
@@ -303,6 +384,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     let _broker = crate::broker::shared().await;
     let kills = setting("CARDIO_FAILOVER_KILLS", 10);
     let history = setting("CARDIO_FAILOVER_HISTORY", 10_000);
+    let load = Load::from_env();
     let db = TestDb::postgres_empty().await;
     let vhost = Vhost::new();
     let (bus, url) = (vhost.url(), db.url().to_owned());
@@ -311,7 +393,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     // written them, before the nodes start. Commits need not wait for the
     // disk while seeding (a setting of this database's new sessions only,
     // reset before any node connects).
-    let consults: Vec<(String, String)> = (0..CONSULTS)
+    let consults: Vec<(String, String)> = (0..load.consults)
         .map(|i| (format!("fc-{i}"), format!("fp-{i}")))
         .collect();
     let name = url
@@ -347,10 +429,11 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         admin.close().await;
     }
     eprintln!(
-        "seeded {CONSULTS} consults of {history} lines in {:?}",
+        "seeded {} consults of {history} lines in {:?}",
+        load.consults,
         seeding.elapsed()
     );
-    let mut nodes: Vec<TestNode> = ids.iter().map(|id| node(id, &bus, &url)).collect();
+    let mut nodes: Vec<TestNode> = ids.iter().map(|id| node(id, &bus, &url, load)).collect();
     let first = nodes[0].addr.clone();
     poll_until(
         "three nodes up",
@@ -359,14 +442,14 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         async || owners(&first, &ids).await,
     )
     .await;
-    let patients: Vec<String> = (0..CONSULTS.max(DEVICES))
+    let patients: Vec<String> = (0..load.consults.max(load.devices))
         .map(|i| format!("fp-{i}"))
         .collect();
     let p: Vec<&str> = patients.iter().map(String::as_str).collect();
     let team: Vec<(&str, &str)> = p.iter().map(|p| (*p, "fdr-1")).collect();
     people(&first, &p, &["fdr-1"], &team).await;
     let mut devices = Vec::new();
-    for patient in patients.iter().take(DEVICES) {
+    for patient in patients.iter().take(load.devices) {
         devices.push((device_of(&first, patient, "monitor").await, patient.clone()));
     }
     let store = crate::support::node::keyed_store(&url).await;
@@ -376,20 +459,23 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     let stop = Arc::new(AtomicBool::new(false));
     let ops: Arc<Mutex<Vec<Op>>> = Arc::default();
     let mut drivers = Vec::new();
-    for (c, p) in &consults {
+    let n = consults.len() + devices.len();
+    for (i, (c, p)) in consults.iter().enumerate() {
         drivers.push(actix_rt::spawn(drive_chat(
             Arc::clone(&targets),
             c.clone(),
             p.clone(),
+            (load, load.first_at(i, n)),
             Arc::clone(&stop),
             Arc::clone(&ops),
         )));
     }
-    for (d, p) in &devices {
+    for (i, (d, p)) in devices.iter().enumerate() {
         drivers.push(actix_rt::spawn(drive_device(
             Arc::clone(&targets),
             d.clone(),
             p.clone(),
+            (load, load.first_at(consults.len() + i, n)),
             Arc::clone(&stop),
             Arc::clone(&ops),
         )));
@@ -447,10 +533,14 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             .lock()
             .unwrap()
             .retain(|a| *a != nodes[victim].addr);
+        // Ops acknowledged before this index were acknowledged (so sent)
+        // before the kill.
+        let mut scanned = ops.lock().unwrap().len();
         let killed = Instant::now();
         nodes[victim].signal("-KILL");
         nodes[victim].wait();
-        // Each affected actor's first op sent after the kill, answered.
+        // Each affected actor's first op sent after the kill, answered (the
+        // ops are in the order of their answers: each poll reads the new).
         let mut waits: HashMap<&String, Duration> = HashMap::new();
         poll_until(
             "every affected actor answering again",
@@ -458,11 +548,14 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             Duration::from_millis(20),
             async || {
                 let ops = ops.lock().unwrap();
-                for a in &affected {
-                    if let Some(o) = ops.iter().find(|o| &&o.actor == a && o.sent >= killed) {
-                        waits.entry(*a).or_insert(o.acked - killed);
+                for o in &ops[scanned..] {
+                    if o.sent >= killed {
+                        if let Some(a) = affected.iter().find(|a| ***a == o.actor) {
+                            waits.entry(*a).or_insert(o.acked - killed);
+                        }
                     }
                 }
+                scanned = ops.len();
                 waits.len() == affected.len()
             },
         )
@@ -497,7 +590,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             }
         }
         // Restarted: it takes its shards back while the load goes on.
-        nodes[victim] = node(ids[victim], &bus, &url);
+        nodes[victim] = node(ids[victim], &bus, &url, load);
         let back = Instant::now();
         targets
             .addrs
@@ -545,8 +638,12 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     // acknowledged.
     // Which epoch applied each acknowledged op (its journal entry's).
     let mut applied_at: HashMap<(String, String), u64> = HashMap::new();
+    let mut by_actor: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for o in &ops {
+        by_actor.entry(o.actor.as_str()).or_default().push(o);
+    }
     for a in &actors {
-        let mine: Vec<&Op> = ops.iter().filter(|o| &o.actor == a).collect();
+        let mine: &[&Op] = by_actor.get(a.as_str()).map_or(&[], Vec::as_slice);
         let events = store.events(a, 0).await.unwrap();
         if a.starts_with("consult/") {
             let mut stored: Vec<(u64, String)> = Vec::new();
@@ -560,7 +657,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             }
             let unique: BTreeSet<&str> = stored.iter().map(|(_, k)| k.as_str()).collect();
             assert_eq!(unique.len(), stored.len(), "{a}: a chat line stored twice");
-            for o in &mine {
+            for o in mine {
                 assert!(
                     unique.contains(o.key.as_str()),
                     "{a}: acknowledged {} lost",
@@ -583,7 +680,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             }
             let unique: BTreeSet<u64> = stamps.iter().copied().collect();
             assert_eq!(unique.len(), stamps.len(), "{a}: a sample stored twice");
-            for o in &mine {
+            for o in mine {
                 assert!(
                     unique.contains(&o.key.parse::<u64>().unwrap()),
                     "{a}: acknowledged sample {} lost",
@@ -596,22 +693,30 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     // Unavailability per affected actor: from the kill to the first op
     // acknowledged after it that a survivor applied (its journal entry is at
     // a newer epoch of the shard than the dead node's), so that an op the
-    // dead node applied just before dying does not count as served.
+    // dead node applied just before dying does not count as served. Under a
+    // paced load an actor is not asked between its ops: then it counts from
+    // the kill or, if that op was sent after the kill, from its sending.
     let mut unavailable: Vec<Duration> = Vec::new();
     for (killed, affected) in &killed_at {
         for (actor, epoch) in affected {
-            let back = ops
-                .iter()
-                .filter(|o| &o.actor == actor && o.acked >= *killed)
+            let back = by_actor
+                .get(actor.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|o| o.acked >= *killed)
                 .filter(|o| {
                     applied_at
                         .get(&(actor.clone(), o.key.clone()))
                         .is_some_and(|e| e > epoch)
                 })
-                .map(|o| o.acked)
-                .min()
+                .min_by_key(|o| o.acked)
                 .unwrap_or_else(|| panic!("{actor}: no op applied by a survivor after a kill"));
-            unavailable.push(back - *killed);
+            let from = if load.pace.is_zero() {
+                *killed
+            } else {
+                back.sent.max(*killed)
+            };
+            unavailable.push(back.acked - from);
         }
     }
     unavailable.sort();
@@ -627,11 +732,16 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         *unavailable.last().unwrap(),
     );
     eprintln!(
-        "failover through the API, {kills} kills, {} affected actors, {history}-line consults: \
+        "failover through the API, {kills} kills, {} affected actors, {history}-line consults \
+         (load: {} consults, {} devices, one op every {:?} per actor, {} samples a push): \
          unavailability p50 {p50:?} p99 {p99:?} max {max:?} (to the first op sent after the kill: \
          p50 {:?} max {:?}); {} ops, latency p50 {:?} p99 {:?} max {:?}; \
          ops over 1 s while a node rejoined: {} (max {:?})",
         unavailable.len(),
+        load.consults,
+        load.devices,
+        load.pace,
+        load.samples,
         pct(&sent_after, 50.0),
         sent_after.last().unwrap(),
         ops.len(),
