@@ -4,7 +4,9 @@
 //! (g) requests per second on one node (embedded defaults: SQLite file,
 //!     in-process bus) of `sendMessage` (a journaled chat line) and
 //!     `pushSamples` (10 heart-rate samples), 64 requests in flight, beside
-//!     the `me` query (HTTP + token + GraphQL, no actor, no database);
+//!     the `me` query (HTTP + token + GraphQL, no actor, no database) over
+//!     four times the requests, before the writes (and again after them, to
+//!     show the machine's drift);
 //! (h) alert latency: from sending a `pushSamples` whose blood pressure is a
 //!     hypertensive crisis (raised at once) to the clinician's `alerts`
 //!     subscription receiving it, p50/p99 over 60 alerts; on one node, and on
@@ -105,11 +107,20 @@ fn now_ms() -> f64 {
 
 /// Requests per second of `make(i)` over `requests()` requests, `in_flight()` at a time.
 async fn rate(addr: &str, token: &str, make: impl Fn(usize) -> (String, Value)) -> f64 {
+    rate_of(requests(), addr, token, make).await
+}
+
+/// [`rate`] over `requests` requests.
+async fn rate_of(
+    requests: usize,
+    addr: &str,
+    token: &str,
+    make: impl Fn(usize) -> (String, Value),
+) -> f64 {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
     let start = Instant::now();
-    let requests = requests();
     futures_util::stream::iter(0..requests)
         .for_each_concurrent(in_flight(), |i| {
             let (q, v) = make(i);
@@ -289,7 +300,9 @@ fn main() {
         let a = node.addr.clone();
         let device = people(&a).await;
         let patient = token(Role::Patient, "p-1");
-        let me = rate(&a, &patient, |_| ("{ me { subject } }".into(), json!({}))).await;
+        // The baseline over four times the requests: at 4,000 its phase
+        // took a fifth of a second and swung by half from run to run.
+        let me = rate_of(4 * requests, &a, &patient, |_| ("{ me { subject } }".into(), json!({}))).await;
         // One consult per in-flight slot, open and joined.
         let c = awc::Client::new();
         let mut consults = Vec::new();
@@ -332,11 +345,15 @@ fn main() {
             )
         })
         .await;
+        // The baseline again, after the writes: how far the machine drifted.
+        let me_after = rate_of(4 * requests, &a, &patient, |_| ("{ me { subject } }".into(), json!({}))).await;
         println!(
             "(g) one node, {requests} requests, {in_flight} in flight: sendMessage {send:.0}/s ({:.2} of `me`), \
-             pushSamples x10 {push:.0}/s ({:.2} of `me`); baseline `me` query {me:.0}/s",
+             pushSamples x10 {push:.0}/s ({:.2} of `me`); baseline `me` query {me:.0}/s over {} requests \
+             ({me_after:.0}/s after the writes)",
             send / me,
-            push / me
+            push / me,
+            4 * requests
         );
         let one = alert_latencies(&a, &a, &device).await;
         println!(
