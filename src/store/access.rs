@@ -29,13 +29,14 @@ macro_rules! sql {
     };
 }
 
-const ACCOUNT: (&str, &str) = sql!(
-    "SELECT role, disabled, not_before_s, last_active_ms FROM accounts WHERE subject = $1",
-    "SELECT role, disabled, not_before_s, last_active_ms FROM accounts WHERE subject = ?1"
-);
-const REVOKED_OF: (&str, &str) = sql!(
-    "SELECT jti FROM revoked_tokens WHERE subject = $1 AND expires_ms > $2",
-    "SELECT jti FROM revoked_tokens WHERE subject = ?1 AND expires_ms > ?2"
+/// A subject's account row (`jti` NULL) and its unexpired revoked tokens
+/// (one row each, the account's columns NULL), in one round trip: the gate
+/// reads this for every request whose subject it has not cached.
+const ACCOUNT_STATE: (&str, &str) = sql!(
+    "SELECT role, disabled, not_before_s, last_active_ms, NULL AS jti FROM accounts WHERE subject = $1 \
+     UNION ALL SELECT NULL, NULL, NULL, NULL, jti FROM revoked_tokens WHERE subject = $1 AND expires_ms > $2",
+    "SELECT role, disabled, not_before_s, last_active_ms, NULL AS jti FROM accounts WHERE subject = ?1 \
+     UNION ALL SELECT NULL, NULL, NULL, NULL, jti FROM revoked_tokens WHERE subject = ?1 AND expires_ms > ?2"
 );
 const TOUCH: (&str, &str) = sql!(
     "INSERT INTO accounts (subject, role, last_active_ms, updated_ms) VALUES ($1, $2, $3, $3) \
@@ -87,26 +88,29 @@ impl Store {
         subject: &str,
         now_ms: u64,
     ) -> Result<Option<AccountState>, StoreError> {
-        let sql = self.pick_access(ACCOUNT);
-        let row = with_pool!(self, pool => sqlx::query(sql)
-            .bind(subject)
-            .fetch_optional(pool)
-            .await
-            .and_then(|r| r.map(|r| Ok(AccountState {
-                role: r.try_get("role")?,
-                disabled: r.try_get::<i64, _>("disabled")? != 0,
-                not_before_s: r.try_get::<i64, _>("not_before_s")?.max(0) as u64,
-                last_active_ms: r.try_get::<i64, _>("last_active_ms")?.max(0) as u64,
-                revoked: Vec::new(),
-            })).transpose()))?;
-        let sql = self.pick_access(REVOKED_OF);
-        let revoked = with_pool!(self, pool => sqlx::query(sql)
-            .bind(subject)
-            .bind(now_ms as i64)
-            .fetch_all(pool)
-            .await
-            .and_then(|rows| rows.iter().map(|r| r.try_get::<String, _>("jti")).collect::<Result<Vec<_>, _>>()))?;
-        Ok(match (row, revoked.is_empty()) {
+        let sql = self.pick_access(ACCOUNT_STATE);
+        let (account, revoked) = with_pool!(self, pool => sqlx::query(sql)
+        .bind(subject)
+        .bind(now_ms as i64)
+        .fetch_all(pool)
+        .await
+        .and_then(|rows| {
+            let (mut account, mut revoked) = (None, Vec::new());
+            for r in &rows {
+                match r.try_get::<Option<String>, _>("jti")? {
+                    Some(jti) => revoked.push(jti),
+                    None => account = Some(AccountState {
+                        role: r.try_get("role")?,
+                        disabled: r.try_get::<i64, _>("disabled")? != 0,
+                        not_before_s: r.try_get::<i64, _>("not_before_s")?.max(0) as u64,
+                        last_active_ms: r.try_get::<i64, _>("last_active_ms")?.max(0) as u64,
+                        revoked: Vec::new(),
+                    }),
+                }
+            }
+            Ok((account, revoked))
+        }))?;
+        Ok(match (account, revoked.is_empty()) {
             (Some(mut s), _) => {
                 s.revoked = revoked;
                 Some(s)

@@ -90,6 +90,10 @@ pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 4] = [
 /// How long an SQLite connection waits for another's write lock.
 pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A PostgreSQL connection idle this long is checked before it is handed
+/// out (see [`Store::connect`]).
+const PG_CHECK_IDLE: Duration = Duration::from_secs(1);
+
 pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
@@ -236,6 +240,20 @@ impl Store {
                 PgPoolOptions::new()
                     .max_connections(10)
                     .acquire_timeout(Duration::from_secs(5))
+                    // A connection is checked (a round trip) before it is
+                    // handed out only if it sat idle for a while, when the
+                    // server may have closed it meanwhile; sqlx's default
+                    // checks every time, one round trip more per query
+                    // (sqlx checks each connection again on release).
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PG_CHECK_IDLE {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(pg_options(url)?)
                     .await?,
             ),

@@ -838,6 +838,14 @@ async fn the_access_state_is_kept_in_the_database(store: &cardio::store::Store) 
     store.revoke_token("t-old", "dr-2", now - 1).await.unwrap();
     let s = store.account_state("dr-2", now).await.unwrap().unwrap();
     assert_eq!(s.revoked, vec!["t-1".to_owned()]);
+    // An account row and revoked ids, read together.
+    store.touch_account("dr-2", "clinician", now).await.unwrap();
+    store.end_sessions("dr-2", 400).await.unwrap();
+    let s = store.account_state("dr-2", now).await.unwrap().unwrap();
+    assert_eq!(
+        (s.role.as_str(), s.last_active_ms, s.not_before_s, s.revoked),
+        ("clinician", now, 400, vec!["t-1".to_owned()])
+    );
     // Break-glass.
     store.register_patient("p-1").await.unwrap();
     store.register_clinician("dr-1").await.unwrap();
