@@ -302,7 +302,8 @@ fn main() {
         let patient = token(Role::Patient, "p-1");
         // The baseline over four times the requests: at 4,000 its phase
         // took a fifth of a second and swung by half from run to run.
-        let me = rate_of(4 * requests, &a, &patient, |_| ("{ me { subject } }".into(), json!({}))).await;
+        let me_query = |_| ("{ me { subject } }".to_owned(), json!({}));
+        let me = rate_of(4 * requests, &a, &patient, me_query).await;
         // One consult per in-flight slot, open and joined.
         let c = awc::Client::new();
         let mut consults = Vec::new();
@@ -346,7 +347,7 @@ fn main() {
         })
         .await;
         // The baseline again, after the writes: how far the machine drifted.
-        let me_after = rate_of(4 * requests, &a, &patient, |_| ("{ me { subject } }".into(), json!({}))).await;
+        let me_after = rate_of(4 * requests, &a, &patient, me_query).await;
         println!(
             "(g) one node, {requests} requests, {in_flight} in flight: sendMessage {send:.0}/s ({:.2} of `me`), \
              pushSamples x10 {push:.0}/s ({:.2} of `me`); baseline `me` query {me:.0}/s over {} requests \

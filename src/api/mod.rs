@@ -31,7 +31,7 @@ pub mod limits;
 pub(crate) mod live;
 pub mod monitoring;
 mod observe;
-pub mod parse_cache;
+mod parse_cache;
 mod ws;
 mod ws_limits;
 

@@ -53,13 +53,9 @@ impl Default for ParseCache {
 
 impl ParseCache {
     /// Documents kept now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether no document is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, ExecutableDocument>> {
@@ -166,7 +162,7 @@ mod tests {
             let res = schema.execute(deep.as_str()).await;
             assert_eq!(res.errors.len(), 1, "{res:?}");
         }
-        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
         let res = schema.execute("{ me }").await;
         assert!(res.errors.is_empty());
         assert_eq!(cache.len(), 1);

@@ -642,8 +642,9 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     for o in &ops {
         by_actor.entry(o.actor.as_str()).or_default().push(o);
     }
+    let ops_of = |a: &str| by_actor.get(a).map_or(&[][..], Vec::as_slice);
     for a in &actors {
-        let mine: &[&Op] = by_actor.get(a.as_str()).map_or(&[], Vec::as_slice);
+        let mine = ops_of(a);
         let events = store.events(a, 0).await.unwrap();
         if a.starts_with("consult/") {
             let mut stored: Vec<(u64, String)> = Vec::new();
@@ -699,10 +700,8 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     let mut unavailable: Vec<Duration> = Vec::new();
     for (killed, affected) in &killed_at {
         for (actor, epoch) in affected {
-            let back = by_actor
-                .get(actor.as_str())
-                .into_iter()
-                .flatten()
+            let back = ops_of(actor)
+                .iter()
                 .filter(|o| o.acked >= *killed)
                 .filter(|o| {
                     applied_at
