@@ -98,11 +98,25 @@ impl Attaching {
         self.unwanted.store(true, Ordering::Release);
         let task = self.task;
         inner.runtime.handle().spawn(async move {
-            if let Ok(Ok((ch, _, _))) = task.await {
-                let _ = ch.close(200, s("unsubscribed")).await;
+            if let Ok(Ok(attached)) = task.await {
+                unsubscribe(attached).await;
             }
         });
     }
+}
+
+/// Closes a consumer's channel (its unacknowledged deliveries go back to
+/// the queue at once), then drops the consumer. Never the other way round:
+/// lapin 4.12 cancels a consumer dropped while active through a command of
+/// its own, and when that command runs after the closed channel was
+/// removed, lapin fails the whole connection ("invalid channel"), taking
+/// every consumer of the node with it. That once moved shards of a node
+/// that was not even restarting, in the rolling-restart test. Once the
+/// channel is closed, the consumer is no longer active and its drop sends
+/// nothing.
+async fn unsubscribe((ch, consumer, _): Attached) {
+    let _ = ch.close(200, s("unsubscribed")).await;
+    drop(consumer);
 }
 
 pub(super) struct AmqpSource {
@@ -381,12 +395,8 @@ impl AmqpSource {
                 Err(_) => attaching.discard(&self.inner),
             }
         }
-        if let Some((ch, _, _)) = self.consumer.take() {
-            let closing = self
-                .inner
-                .runtime
-                .handle()
-                .spawn(async move { ch.close(200, s("unsubscribed")).await });
+        if let Some(attached) = self.consumer.take() {
+            let closing = self.inner.runtime.handle().spawn(unsubscribe(attached));
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closing).await;
         }
     }
@@ -399,10 +409,8 @@ impl Drop for AmqpSource {
         if let Some(attaching) = self.attaching.take() {
             attaching.discard(&self.inner);
         }
-        if let Some((ch, _, _)) = self.consumer.take() {
-            self.inner.runtime.handle().spawn(async move {
-                let _ = ch.close(200, s("unsubscribed")).await;
-            });
+        if let Some(attached) = self.consumer.take() {
+            self.inner.runtime.handle().spawn(unsubscribe(attached));
         }
     }
 }
