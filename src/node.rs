@@ -79,6 +79,8 @@ pub struct Node {
     root_failed: mpsc::UnboundedReceiver<String>,
     ready: Arc<AtomicBool>,
     retention: tokio::task::JoinHandle<()>,
+    /// The access gate: its last gathered activity is written at the end.
+    gate: Arc<crate::api::gate::Gate>,
     /// Signed audit checkpoints (issue 13): where, and the periodic writer.
     checkpoints: Option<Arc<crate::crypto::FileSink>>,
     checkpointer: Option<tokio::task::JoinHandle<()>>,
@@ -276,7 +278,7 @@ impl Node {
             dev: config.dev,
             limiter,
             requester,
-            gate,
+            gate: Arc::clone(&gate),
             limits,
         };
         let grace = config.shutdown_grace.as_secs().max(1);
@@ -322,6 +324,7 @@ impl Node {
             root_failed,
             ready,
             retention,
+            gate,
             checkpoints,
             checkpointer,
         })
@@ -436,6 +439,8 @@ impl Node {
         } else {
             self.http.stop(true).await;
         }
+        // The activity gathered since the last write (no request adds any now).
+        self.gate.write_activity().await;
         self.store.close().await;
         for arbiter in &self.arbiters {
             arbiter.stop();

@@ -10,10 +10,16 @@
 //! stays refused on every node, after restarts too.
 //!
 //! The state lives in the database (`accounts`, `revoked_tokens`); each node
-//! caches a subject's row for at most [`CACHE_MS`], and drops it as soon as
-//! an [`AccessChanged`] event names the subject on the bus (topic
-//! [`ACCESS_TOPIC`]): every node knows of a change within a second, and
-//! without the bus within [`CACHE_MS`]. The same events, forwarded to the
+//! caches a subject's rows, and drops them as soon as an [`AccessChanged`]
+//! event names the subject on the bus (topic [`ACCESS_TOPIC`]): every node
+//! knows of a change within a second. Without the bus, within
+//! [`CACHE_MS`]: the database counts every change of access (triggers, so
+//! an operator's SQL counts too; activity does not), a node reads that
+//! count at most [`CACHE_MS`] before it admits a request, and a subject's
+//! cached rows are used only while the count they were read under stands.
+//! One read of a number every [`CACHE_MS`] per node, instead of one read of
+//! the subject's rows per request: a device pushing every second was read
+//! on every push, its rows always older than [`CACHE_MS`] (issue 15). The same events, forwarded to the
 //! node's own listeners ([`Gate::changes`]), close WebSocket connections and
 //! end subscriptions, after the request path's cache
 //! ([`super::authz_cache::AuthzCache`], held here) has dropped what it knew
@@ -44,7 +50,8 @@ use crate::store::Store;
 pub const ACCESS_TOPIC: &str = "access.changed";
 /// Where break-glass grants are announced (to admins' subscriptions).
 pub const BREAK_GLASS_TOPIC: &str = "access.break_glass";
-/// Longest a node trusts its cached copy of a subject's access state.
+/// Longest a node goes without reading the database's count of access
+/// changes, under which its cached access states are used.
 pub const CACHE_MS: u64 = 500;
 
 /// What changed about a subject's access.
@@ -151,23 +158,48 @@ impl Logoff {
         (self.of(role) / 4).min(Duration::from_secs(5))
     }
 
+    /// How often a node writes the activity it gathered: an eighth of the
+    /// shortest logoff, from 50 ms to 1 s (so a logoff comes at most that
+    /// much later still).
+    pub fn flush_every(&self) -> Duration {
+        (self.shortest() / 8).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    fn shortest(&self) -> Duration {
+        [self.patient, self.clinician, self.ops, self.admin]
+            .into_iter()
+            .min()
+            .unwrap_or(Duration::from_secs(60))
+    }
+
     /// How often open connections are checked: a quarter of the shortest
     /// logoff, from 250 ms to 5 s.
     pub fn tick(&self) -> Duration {
-        let shortest = [self.patient, self.clinician, self.ops, self.admin]
-            .into_iter()
-            .min()
-            .unwrap_or(Duration::from_secs(60));
-        (shortest / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+        (self.shortest() / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
     }
 }
 
 #[derive(Clone)]
 struct Cached {
-    fetched_ms: u64,
+    /// The database's count of access changes when this was read.
+    version: u64,
     state: Option<AccountState>,
     /// When this node last wrote the subject's activity.
     written_ms: u64,
+}
+
+/// The database's count of access changes, as last read.
+#[derive(Clone, Copy, Default)]
+struct Version {
+    count: u64,
+    /// When the read of `count` began (0: never read).
+    read_ms: u64,
+}
+
+impl Version {
+    fn fresh_at(&self, now: u64) -> Option<u64> {
+        (self.read_ms > 0 && now.saturating_sub(self.read_ms) < CACHE_MS).then_some(self.count)
+    }
 }
 
 /// The gate (see the module docs). One per node, shared.
@@ -176,6 +208,12 @@ pub struct Gate {
     bus: Arc<dyn Bus>,
     logoff: Logoff,
     cache: dashmap::DashMap<String, Cached>,
+    version: std::sync::Mutex<Version>,
+    /// One read of the count at a time; the others wait for it.
+    version_read: tokio::sync::Mutex<()>,
+    /// Activity due to be written, by subject (role, when): written
+    /// together every [`Logoff::flush_every`], not one commit per request.
+    activity: std::sync::Mutex<HashMap<String, (&'static str, u64)>>,
     /// The request path's care-team, consult and device view, emptied of
     /// a subject by every change naming it (the same events).
     authz: Arc<AuthzCache>,
@@ -190,15 +228,28 @@ impl Gate {
             bus,
             logoff,
             cache: dashmap::DashMap::new(),
+            version: std::sync::Mutex::default(),
+            version_read: tokio::sync::Mutex::const_new(()),
+            activity: std::sync::Mutex::default(),
             authz: AuthzCache::new(),
             changes: tokio::sync::broadcast::channel(1024).0,
             failures: std::sync::Mutex::default(),
         })
     }
 
-    /// Listens for access changes on the bus, and writes the failure
-    /// summaries every `summaries`. Runs until the process ends.
+    /// Listens for access changes on the bus, writes the activity gathered
+    /// every [`Logoff::flush_every`] and the failure summaries every
+    /// `summaries`. Runs until the process ends.
     pub async fn start(self: &Arc<Gate>, summaries: Duration) -> Result<(), crate::bus::BusError> {
+        let gate = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(gate.logoff.flush_every());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                gate.write_activity().await;
+            }
+        });
         let sub = self.bus.subscribe(ACCESS_TOPIC, 1024).await?;
         self.follow(sub);
         // Each node ends its own subscriptions opened under a break-glass
@@ -290,10 +341,37 @@ impl Gate {
             .map_err(|e| e.to_string())
     }
 
+    /// The database's count of access changes, read at most [`CACHE_MS`]
+    /// before `now`.
+    async fn version(&self, now: u64) -> Result<u64, AuthError> {
+        let known = || {
+            self.version
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fresh_at(now)
+        };
+        if let Some(v) = known() {
+            return Ok(v);
+        }
+        let _one = self.version_read.lock().await;
+        if let Some(v) = known() {
+            return Ok(v);
+        }
+        let read_ms = unix_ms();
+        let count = self.store.access_version().await.map_err(|e| {
+            tracing::warn!(error = %e, "the count of access changes cannot be read");
+            AuthError::Unavailable
+        })?;
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = Version { count, read_ms };
+        Ok(count)
+    }
+
     async fn state(&self, subject: &str, now: u64, fresh: bool) -> Result<Cached, AuthError> {
+        // The count first: rows read after it are at least as new as it.
+        let version = self.version(now).await?;
         if !fresh {
             if let Some(c) = self.cache.get(subject) {
-                if now.saturating_sub(c.fetched_ms) < CACHE_MS {
+                if c.version == version {
                     return Ok(c.clone());
                 }
             }
@@ -304,7 +382,7 @@ impl Gate {
         })?;
         let written_ms = self.cache.get(subject).map_or(0, |c| c.written_ms);
         let c = Cached {
-            fetched_ms: now,
+            version,
             state,
             written_ms,
         };
@@ -348,10 +426,12 @@ impl Gate {
             return Verdict::Refused;
         }
         let last = s.last_active_ms.max(v.iat * 1000);
-        // Activity is written at most every `write_every`: the stored time
-        // may be that much behind, so the logoff waits that much longer.
+        // Activity is written at most every `write_every`, then within
+        // `flush_every`: the stored time may be that much behind, so the
+        // logoff waits that much longer.
         let role = v.principal.role;
-        let limit = (self.logoff.of(role) + self.logoff.write_every(role)).as_millis() as u64;
+        let lag = self.logoff.write_every(role) + self.logoff.flush_every();
+        let limit = (self.logoff.of(role) + lag).as_millis() as u64;
         if now.saturating_sub(last) > limit {
             Verdict::Idle
         } else {
@@ -359,35 +439,70 @@ impl Gate {
         }
     }
 
+    /// Records `v`'s subject's activity: this node knows at once; it is
+    /// due to be written (by [`Gate::write_activity`]) at most every
+    /// [`Logoff::write_every`]. A subject's first activity in a role is
+    /// written before the request goes on: the role it is known by counts
+    /// (an ops or admin subject is never put on a care team), and its row
+    /// is there for a deactivation to act on.
     async fn touch(&self, v: &Verified, now: u64) -> Result<(), AuthError> {
         let subject = &v.principal.subject;
-        let every = self.logoff.write_every(v.principal.role);
-        let written = match self.cache.get_mut(subject) {
+        let role = v.principal.role.name();
+        let every = self.logoff.write_every(v.principal.role).as_millis() as u64;
+        let (known, due) = match self.cache.get_mut(subject) {
             Some(mut c) => {
-                // This node knows at once; the database within `every`.
+                let known = c.state.as_ref().is_some_and(|s| s.role == role);
                 let s = c.state.get_or_insert_with(AccountState::default);
                 s.last_active_ms = s.last_active_ms.max(now);
-                c.written_ms
+                let due = now.saturating_sub(c.written_ms) >= every;
+                if due && known {
+                    c.written_ms = now;
+                }
+                (known, due)
             }
-            None => 0,
+            None => (false, true),
         };
-        if now.saturating_sub(written) < every.as_millis() as u64 {
-            return Ok(());
-        }
-        self.store
-            .touch_account(subject, v.principal.role.name(), now)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "the access state cannot be written");
-                AuthError::Unavailable
-            })?;
-        if let Some(mut c) = self.cache.get_mut(subject) {
-            c.written_ms = now;
-            let s = c.state.get_or_insert_with(AccountState::default);
-            s.last_active_ms = s.last_active_ms.max(now);
-            s.role = v.principal.role.name().into();
+        if !known {
+            self.store
+                .touch_account(subject, role, now)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "the access state cannot be written");
+                    AuthError::Unavailable
+                })?;
+            if let Some(mut c) = self.cache.get_mut(subject) {
+                c.written_ms = now;
+                c.state.get_or_insert_with(AccountState::default).role = role.into();
+            }
+        } else if due {
+            let mut pending = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            let at = pending.entry(subject.clone()).or_insert((role, now));
+            *at = (role, at.1.max(now));
         }
         Ok(())
+    }
+
+    /// Writes the activity due, in one statement; kept for the next try
+    /// when the database does not take it.
+    pub async fn write_activity(&self) {
+        let due: Vec<(String, &'static str, u64)> = {
+            let mut pending = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            pending
+                .drain()
+                .map(|(s, (role, at))| (s, role, at))
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.touch_accounts(&due).await {
+            tracing::warn!(error = %e, subjects = due.len(), "activity was not written; trying again");
+            let mut pending = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            for (subject, role, at) in due {
+                let kept = pending.entry(subject).or_insert((role, at));
+                kept.1 = kept.1.max(at);
+            }
+        }
     }
 
     /// Ends `v`'s subject's sessions for inactivity: in the database (every
@@ -511,13 +626,19 @@ mod tests {
     }
 
     async fn gate_on(bus: Arc<dyn Bus>) -> (Arc<Gate>, tempfile::TempDir) {
+        gate_with(bus, Duration::from_secs(900)).await
+    }
+
+    /// A gate whose clinicians are logged off after `clinician` idle.
+    async fn gate_with(bus: Arc<dyn Bus>, clinician: Duration) -> (Arc<Gate>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/cardio.db", dir.path().display());
         let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
         let s = Duration::from_secs(900);
         let logoff = Logoff {
             patient: s,
-            clinician: s,
+            clinician,
             ops: s,
             admin: s,
         };
@@ -638,6 +759,77 @@ mod tests {
         .await;
     }
 
+    fn verified(subject: &str) -> Verified {
+        let now_s = unix_ms() / 1000;
+        Verified {
+            principal: crate::principal::Principal {
+                subject: subject.into(),
+                role: Role::Clinician,
+            },
+            exp: now_s + 600,
+            iat: now_s,
+            jti: None,
+        }
+    }
+
+    async fn stored_activity(gate: &Gate, subject: &str) -> u64 {
+        let state = gate.store.account_state(subject, unix_ms()).await.unwrap();
+        state.map_or(0, |s| s.last_active_ms)
+    }
+
+    fn pending(gate: &Gate) -> usize {
+        gate.activity.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_first_activity_is_written_at_once_and_later_ones_together() {
+        // A 2 s logoff: activity is due every 500 ms.
+        let (gate, _dir) = gate_with(memory_bus(), Duration::from_secs(2)).await;
+        let (a, b) = (verified("dr-1"), verified("dr-2"));
+        gate.admit(&a, true).await.unwrap();
+        let first = stored_activity(&gate, "dr-1").await;
+        assert!(
+            first > 0,
+            "a first activity is written before the request goes on"
+        );
+        // Not due again within 500 ms.
+        gate.admit(&a, true).await.unwrap();
+        assert_eq!(pending(&gate), 0);
+        tokio::time::sleep(Duration::from_millis(520)).await;
+        gate.admit(&a, true).await.unwrap();
+        gate.admit(&b, true).await.unwrap();
+        // Due, gathered, not written: the request did not wait for a commit.
+        assert_eq!(pending(&gate), 1);
+        assert_eq!(stored_activity(&gate, "dr-1").await, first);
+        assert!(stored_activity(&gate, "dr-2").await > 0);
+        gate.write_activity().await;
+        assert!(stored_activity(&gate, "dr-1").await >= first + 520);
+        assert_eq!(pending(&gate), 0);
+    }
+
+    #[tokio::test]
+    async fn activity_the_database_did_not_take_is_written_at_the_next_try() {
+        let (gate, _dir) = gate_with(memory_bus(), Duration::from_secs(2)).await;
+        let a = verified("dr-1");
+        gate.admit(&a, true).await.unwrap();
+        let first = stored_activity(&gate, "dr-1").await;
+        tokio::time::sleep(Duration::from_millis(520)).await;
+        gate.admit(&a, true).await.unwrap();
+        gate.store
+            .execute_admin("ALTER TABLE accounts RENAME TO accounts_away")
+            .await
+            .unwrap();
+        gate.write_activity().await;
+        assert_eq!(pending(&gate), 1, "kept for the next try");
+        gate.store
+            .execute_admin("ALTER TABLE accounts_away RENAME TO accounts")
+            .await
+            .unwrap();
+        gate.write_activity().await;
+        assert!(stored_activity(&gate, "dr-1").await >= first + 520);
+        assert_eq!(pending(&gate), 0);
+    }
+
     #[test]
     fn connections_are_checked_often_enough_for_the_shortest_logoff() {
         let s = Duration::from_secs;
@@ -649,5 +841,12 @@ mod tests {
         };
         assert_eq!(l.tick(), Duration::from_millis(500));
         assert_eq!(l.of(Role::Clinician), s(2));
+        // Gathered activity is written within an eighth of it, 1 s at most.
+        assert_eq!(l.flush_every(), Duration::from_millis(250));
+        let long = Logoff {
+            clinician: s(900),
+            ..l
+        };
+        assert_eq!(long.flush_every(), s(1));
     }
 }

@@ -38,14 +38,8 @@ const ACCOUNT_STATE: (&str, &str) = sql!(
     "SELECT role, disabled, not_before_s, last_active_ms, NULL AS jti FROM accounts WHERE subject = ?1 \
      UNION ALL SELECT NULL, NULL, NULL, NULL, jti FROM revoked_tokens WHERE subject = ?1 AND expires_ms > ?2"
 );
-const TOUCH: (&str, &str) = sql!(
-    "INSERT INTO accounts (subject, role, last_active_ms, updated_ms) VALUES ($1, $2, $3, $3) \
-     ON CONFLICT (subject) DO UPDATE SET role = excluded.role, \
-     last_active_ms = GREATEST(accounts.last_active_ms, excluded.last_active_ms), updated_ms = excluded.updated_ms",
-    "INSERT INTO accounts (subject, role, last_active_ms, updated_ms) VALUES (?1, ?2, ?3, ?3) \
-     ON CONFLICT (subject) DO UPDATE SET role = excluded.role, \
-     last_active_ms = MAX(accounts.last_active_ms, excluded.last_active_ms), updated_ms = excluded.updated_ms"
-);
+/// The count of access changes (see the migration `access_version`).
+const ACCESS_VERSION: &str = "SELECT v FROM access_version WHERE id = 1";
 const END_SESSIONS: (&str, &str) = sql!(
     "INSERT INTO accounts (subject, not_before_s, last_active_ms, updated_ms) VALUES ($1, $2, 0, $3) \
      ON CONFLICT (subject) DO UPDATE SET \
@@ -123,6 +117,15 @@ impl Store {
         })
     }
 
+    /// How many changes of access the database has counted: a deactivation
+    /// or reactivation, sessions ended, a revoked token, a deleted row
+    /// (counted by triggers, whoever writes). Activity is not counted.
+    pub async fn access_version(&self) -> Result<u64, StoreError> {
+        let v: i64 =
+            with_pool!(self, pool => sqlx::query_scalar(ACCESS_VERSION).fetch_one(pool).await)?;
+        Ok(v.max(0) as u64)
+    }
+
     /// Records activity of `subject` (with `role`) at `at_ms`.
     pub async fn touch_account(
         &self,
@@ -130,8 +133,35 @@ impl Store {
         role: &str,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let sql = self.pick_access(TOUCH);
-        with_pool!(self, pool => sqlx::query(sql).bind(subject).bind(role).bind(at_ms as i64).execute(pool).await.map(|_| ()))?;
+        self.touch_accounts(&[(subject.to_owned(), role, at_ms)])
+            .await
+    }
+
+    /// Records the activity of many subjects at once (`(subject, role,
+    /// at_ms)`, one row per subject), in one statement per 500 subjects:
+    /// what a node gathered since its last write.
+    pub async fn touch_accounts(&self, rows: &[(String, &str, u64)]) -> Result<(), StoreError> {
+        let upsert = self.dialect(
+            " ON CONFLICT (subject) DO UPDATE SET role = excluded.role, \
+             last_active_ms = GREATEST(accounts.last_active_ms, excluded.last_active_ms), updated_ms = excluded.updated_ms",
+            " ON CONFLICT (subject) DO UPDATE SET role = excluded.role, \
+             last_active_ms = MAX(accounts.last_active_ms, excluded.last_active_ms), updated_ms = excluded.updated_ms",
+        );
+        for chunk in rows.chunks(500) {
+            with_pool!(self, pool => {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO accounts (subject, role, last_active_ms, updated_ms) ",
+                );
+                insert.push_values(chunk, |mut b, (subject, role, at_ms)| {
+                    b.push_bind(subject)
+                        .push_bind(*role)
+                        .push_bind(*at_ms as i64)
+                        .push_bind(*at_ms as i64);
+                });
+                insert.push(upsert);
+                insert.build().execute(pool).await.map(|_| ())
+            })?;
+        }
         Ok(())
     }
 

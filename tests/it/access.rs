@@ -323,6 +323,46 @@ async fn a_deactivated_account_is_refused_until_reactivated_and_signed_in_again(
     drop(node);
 }
 
+/// Without the bus: a node sees a change of access within a second however
+/// it was made, here by an operator's SQL, which no node announces.
+#[actix_rt::test]
+async fn a_deactivation_written_by_hand_is_refused_within_a_second_without_the_bus() {
+    let node = serve_with(&[]);
+    let a = &node.addr;
+    let dr = token(Role::Clinician, "dr-1");
+    let other = token(Role::Clinician, "dr-2");
+    // Both in use: the node holds their access state.
+    ok(a, &dr, "{ me { subject } }", json!({})).await;
+    ok(a, &other, "{ me { subject } }", json!({})).await;
+    let db =
+        cardio::store::Store::connect(&format!("sqlite://{}/cardio.db", node.data_dir().display()))
+            .await
+            .unwrap();
+    ok(a, &dr, "{ me { subject } }", json!({})).await;
+    db.execute_admin("UPDATE accounts SET disabled = 1 WHERE subject = 'dr-1'")
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    poll_until(
+        "the token of the account deactivated by hand to be refused",
+        WITHIN,
+        Duration::from_millis(20),
+        async || {
+            (code_of(a, &dr, "{ me { subject } }", json!({}))
+                .await
+                .as_deref()
+                == Some("UNAUTHENTICATED"))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!("refused {:?} after the change", changed.elapsed());
+    // The others are still admitted.
+    ok(a, &other, "{ me { subject } }", json!({})).await;
+    db.close().await;
+    drop(node);
+}
+
 #[actix_rt::test]
 async fn an_idle_clinician_is_logged_off_and_its_token_stops_working_even_after_a_restart() {
     let node = serve_with(&[("CARDIO_LOGOFF_CLINICIAN", "1s")]);
@@ -846,6 +886,21 @@ async fn the_access_state_is_kept_in_the_database(store: &cardio::store::Store) 
         (s.role.as_str(), s.last_active_ms, s.not_before_s, s.revoked),
         ("clinician", now, 400, vec!["t-1".to_owned()])
     );
+    // Many subjects' activity in one write (more than one statement's
+    // worth), never moving a time back.
+    let many: Vec<(String, &str, u64)> = (0..1200)
+        .map(|i| (format!("dev-{i}"), "patient", now - 1000 + i))
+        .chain([("dr-2".to_owned(), "clinician", now - 9000)])
+        .collect();
+    store.touch_accounts(&many).await.unwrap();
+    for (subject, at) in [
+        ("dev-0", now - 1000),
+        ("dev-1199", now + 199),
+        ("dr-2", now),
+    ] {
+        let s = store.account_state(subject, now).await.unwrap().unwrap();
+        assert_eq!(s.last_active_ms, at, "{subject}");
+    }
     // Break-glass.
     store.register_patient("p-1").await.unwrap();
     store.register_clinician("dr-1").await.unwrap();
@@ -885,6 +940,80 @@ async fn the_access_state_is_kept_in_the_database(store: &cardio::store::Store) 
     assert!(!store.on_care_team("p-1", "dr-1").await.unwrap());
 }
 on_both!(access_state, the_access_state_is_kept_in_the_database);
+
+/// The count the nodes' caches stand on: every change that can refuse a
+/// token counts, made through the store or by hand; activity does not.
+async fn changes_of_access_are_counted_and_activity_is_not(store: &cardio::store::Store) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut last = store.access_version().await.unwrap();
+    let mut counted = async |what: &str, counts: bool| {
+        let v = store.access_version().await.unwrap();
+        assert_eq!(
+            v > last,
+            counts,
+            "{what}: the count went from {last} to {v}"
+        );
+        last = v;
+    };
+    store.touch_account("dr-1", "clinician", now).await.unwrap();
+    counted("a first activity", false).await;
+    store
+        .touch_account("dr-1", "clinician", now + 1)
+        .await
+        .unwrap();
+    counted("activity", false).await;
+    store.set_disabled("dr-1", false).await.unwrap();
+    counted("reactivating an active account", false).await;
+    store.set_disabled("dr-1", true).await.unwrap();
+    counted("a deactivation", true).await;
+    store
+        .touch_account("dr-1", "clinician", now + 2)
+        .await
+        .unwrap();
+    counted("a deactivated subject's activity", false).await;
+    store.set_disabled("dr-1", false).await.unwrap();
+    counted("a reactivation", true).await;
+    store.end_sessions("dr-1", 200).await.unwrap();
+    counted("sessions ended", true).await;
+    store.end_sessions("dr-1", 100).await.unwrap();
+    counted("an older end of sessions", false).await;
+    store.end_sessions("p-9", 300).await.unwrap();
+    counted("sessions ended of a subject never seen", true).await;
+    store.set_disabled("p-10", true).await.unwrap();
+    counted("a deactivation of a subject never seen", true).await;
+    store
+        .revoke_token("t-1", "dr-2", now + 60_000)
+        .await
+        .unwrap();
+    counted("a revoked token", true).await;
+    store
+        .execute_admin("UPDATE accounts SET disabled = 1 WHERE subject = 'dr-1'")
+        .await
+        .unwrap();
+    counted("a deactivation by hand", true).await;
+    store
+        .execute_admin("UPDATE accounts SET last_active_ms = 5 WHERE subject = 'dr-1'")
+        .await
+        .unwrap();
+    counted("activity by hand", false).await;
+    store
+        .execute_admin("DELETE FROM revoked_tokens WHERE jti = 't-1'")
+        .await
+        .unwrap();
+    counted("a revocation deleted by hand", true).await;
+    store
+        .execute_admin("DELETE FROM accounts WHERE subject = 'dr-1'")
+        .await
+        .unwrap();
+    counted("an account row deleted by hand", true).await;
+}
+on_both!(
+    access_version,
+    changes_of_access_are_counted_and_activity_is_not
+);
 
 #[actix_rt::test]
 async fn a_removal_and_a_revocation_on_one_node_end_access_on_another_within_a_second() {
