@@ -45,9 +45,7 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            if live.conn.status().connected()
-                && live.publisher.status().connected()
-                && live.replier.status().connected()
+            if live.up() && live.publisher.status().connected() && live.replier.status().connected()
             {
                 return Ok(live.clone());
             }
@@ -60,15 +58,15 @@ impl Inner {
 
     async fn open_locked(&self, guard: &mut Option<Live>) -> Result<Live, BusError> {
         if let Some(live) = guard.as_mut() {
-            if live.conn.status().connected() {
+            if live.up() {
                 // Only a channel closed (a refused publish, say): replace it.
                 let repaired = tokio::time::timeout(OPEN_TIMEOUT, async {
                     if !live.publisher.status().connected() {
-                        live.publisher = Arc::new(new_publisher(&live.conn).await?);
+                        live.publisher = Arc::new(new_publisher(&live.out).await?);
                         live.publisher_epoch += 1;
                     }
                     if !live.replier.status().connected() {
-                        live.replier = live.conn.create_channel().await.map_err(broker_err)?;
+                        live.replier = live.out.create_channel().await.map_err(broker_err)?;
                     }
                     Ok::<_, BusError>(())
                 })
@@ -80,7 +78,7 @@ impl Inner {
         }
         self.connected.store(false, Ordering::Release);
         if let Some(old) = guard.take() {
-            close_later(&self.runtime, old.conn);
+            close_later(&self.runtime, old);
         }
         if let Some((at, e)) = self
             .last_failure
@@ -98,7 +96,7 @@ impl Inner {
             .await
             .map_err(|_| BusError::Broker(format!("no connection within {OPEN_TIMEOUT:?}")))
             .and_then(|r| r);
-        let (conn, publisher, replier) = match connected {
+        let (conn, out, publisher, replier) = match connected {
             Ok(c) => c,
             Err(e) => {
                 *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -118,6 +116,7 @@ impl Inner {
         let live = Live {
             generation,
             conn,
+            out,
             publisher: Arc::new(publisher),
             publisher_epoch: 0,
             replier,
@@ -128,21 +127,46 @@ impl Inner {
         Ok(live)
     }
 
-    async fn connect(&self) -> Result<(Arc<Connection>, Channel, Channel), BusError> {
-        let conn = Connection::connect_with_config(
+    /// The consumers' connection (topology declared on it), the
+    /// publishers' connection, and its two channels.
+    async fn connect(
+        &self,
+    ) -> Result<(Arc<Connection>, Arc<Connection>, Channel, Channel), BusError> {
+        let conn = self.connection().await?;
+        let topology = conn.create_channel().await.map_err(broker_err)?;
+        declare_topology(&topology, &self.options).await?;
+        let _ = topology.close(200, s("topology declared")).await;
+        let out = match self.connection().await {
+            Ok(out) => out,
+            Err(e) => {
+                close_now(conn).await;
+                return Err(e);
+            }
+        };
+        let channels = async {
+            let publisher = new_publisher(&out).await?;
+            let replier = out.create_channel().await.map_err(broker_err)?;
+            Ok::<_, BusError>((publisher, replier))
+        };
+        match channels.await {
+            Ok((publisher, replier)) => Ok((Arc::new(conn), Arc::new(out), publisher, replier)),
+            Err(e) => {
+                close_now(conn).await;
+                close_now(out).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<Connection, BusError> {
+        Connection::connect_with_config(
             &self.url,
             ConnectionProperties::default(),
             self.tls.clone(),
             async_rs::Runtime::tokio_with_handle(self.runtime.handle()),
         )
         .await
-        .map_err(broker_err)?;
-        let topology = conn.create_channel().await.map_err(broker_err)?;
-        declare_topology(&topology, &self.options).await?;
-        let _ = topology.close(200, s("topology declared")).await;
-        let publisher = new_publisher(&conn).await?;
-        let replier = conn.create_channel().await.map_err(broker_err)?;
-        Ok((Arc::new(conn), publisher, replier))
+        .map_err(broker_err)
     }
 
     /// After an error on connection `generation` while its publisher was
@@ -158,12 +182,12 @@ impl Inner {
         let Some(live) = guard.as_mut().filter(|l| l.generation == generation) else {
             return;
         };
-        if live.conn.status().connected() {
+        if live.up() {
             if live.publisher_epoch != publisher_epoch && live.publisher.status().connected() {
                 return; // replaced already, by another publish that failed with ours
             }
             if let Ok(Ok(publisher)) =
-                tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.conn)).await
+                tokio::time::timeout(OPEN_TIMEOUT, new_publisher(&live.out)).await
             {
                 let old = std::mem::replace(&mut live.publisher, Arc::new(publisher));
                 live.publisher_epoch += 1;
@@ -188,7 +212,7 @@ impl Inner {
             }
         }
         if let Some(old) = guard.take() {
-            close_later(&self.runtime, old.conn);
+            close_later(&self.runtime, old);
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.connected.store(false, Ordering::Release);
@@ -198,9 +222,10 @@ impl Inner {
     /// reconnection starts in the background (readiness recovers by itself).
     pub(super) fn connected_now(self: &Arc<Self>) -> bool {
         let up = self.connected.load(Ordering::Acquire)
-            && self.live.try_lock().map_or(true, |g| {
-                g.as_ref().is_some_and(|l| l.conn.status().connected())
-            });
+            && self
+                .live
+                .try_lock()
+                .map_or(true, |g| g.as_ref().is_some_and(Live::up));
         if !up && !self.reconnecting.swap(true, Ordering::AcqRel) {
             let me = Arc::clone(self);
             self.runtime.handle().spawn(async move {
@@ -268,9 +293,23 @@ async fn new_publisher(conn: &Connection) -> Result<Channel, BusError> {
     Ok(publisher)
 }
 
-/// Closes a connection without making the caller wait for the broker.
-fn close_later(runtime: &BusRuntime, conn: Arc<Connection>) {
+impl Live {
+    /// Both connections stand.
+    fn up(&self) -> bool {
+        self.conn.status().connected() && self.out.status().connected()
+    }
+}
+
+/// Closes both connections of `old` without making the caller wait for the
+/// broker.
+fn close_later(runtime: &BusRuntime, old: Live) {
     runtime.handle().spawn(async move {
-        let _ = conn.close(320, s("reconnecting")).await;
+        let _ = old.conn.close(320, s("reconnecting")).await;
+        let _ = old.out.close(320, s("reconnecting")).await;
     });
+}
+
+/// Closes a connection opened for a connect that failed half-way.
+async fn close_now(conn: Connection) {
+    let _ = conn.close(320, s("connect failed")).await;
 }

@@ -26,6 +26,9 @@
 //! without confirms, transient and not `mandatory`: nothing waits for the
 //! broker, and a reply to a requester that is gone is dropped by the broker.
 //!
+//! A node has two connections, opened and lost together: one for its
+//! consumers, one for its publishing channels (see [`Live::out`]).
+//!
 //! Reconnection is cardio's own rather than lapin's opt-in auto-recovery: on
 //! any connection error the next user reconnects with jittered exponential
 //! backoff, declares the topology again and consumers subscribe again. Acks of
@@ -101,7 +104,15 @@ struct Inner {
 #[derive(Clone)]
 struct Live {
     generation: u64,
+    /// The consumers' connection (and the topology's).
     conn: Arc<Connection>,
+    /// The publishers' connection: `publisher` and `replier` only. lapin
+    /// asks every channel of a connection for its flow state before it
+    /// writes each frame; on `conn`, with a channel per shard consumer
+    /// (standbys included) and per subscription, that walk was a tenth of a
+    /// loaded node's CPU (BENCHMARKS.md). Both connections live and die as
+    /// one: either lost, both are opened again.
+    out: Arc<Connection>,
     /// The confirming channel every publish goes on (pipelined); each
     /// publish holds it until its confirm came in, so that a replaced
     /// channel is closed only once no publish still uses it.
