@@ -19,9 +19,11 @@
 //! cached rows are used only while the count they were read under stands.
 //! One read of a number every [`CACHE_MS`] per node, instead of one read of
 //! the subject's rows per request: a device pushing every second was read
-//! on every push, its rows always older than [`CACHE_MS`] (issue 15). The same events, forwarded to the
-//! node's own listeners ([`Gate::changes`]), close WebSocket connections and
-//! end subscriptions, after the request path's cache
+//! on every push, its rows always older than [`CACHE_MS`] (issue 15).
+//!
+//! The same events, forwarded to the node's own listeners
+//! ([`Gate::changes`]), close WebSocket connections and end subscriptions,
+//! after the request path's cache
 //! ([`super::authz_cache::AuthzCache`], held here) has dropped what it knew
 //! of the subject. Each node also ends its own subscriptions opened under
 //! a break-glass grant when the grant ends (it hears of grants on
