@@ -27,7 +27,7 @@
 //! broker, and a reply to a requester that is gone is dropped by the broker.
 //!
 //! A node has two connections, opened and lost together: one for its
-//! consumers, one for its publishing channels (see [`Live::out`]).
+//! consumers, one for its publishing channels (see `Live::out`).
 //!
 //! Reconnection is cardio's own rather than lapin's opt-in auto-recovery: on
 //! any connection error the next user reconnects with jittered exponential
