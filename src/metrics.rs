@@ -387,12 +387,21 @@ pub mod bus {
             .increment(1);
     }
 
+    /// An ask that took the local path (`crate::bus::client::LocalPath`):
+    /// `answered` there, or `handed_to_bus` after its local try failed.
+    pub fn asked_locally(outcome: &'static str) {
+        counter!("cardio_local_asks_total", "outcome" => outcome).increment(1);
+    }
+
     /// Zero-valued series for `backend`, so dashboards and rules see them.
     pub fn announce(backend: &'static str) {
         counter!("cardio_bus_redeliveries_total", "backend" => backend).absolute(0);
         for reason in ["delivery_limit", "rejected"] {
             counter!("cardio_bus_dead_letters_total", "backend" => backend, "reason" => reason)
                 .absolute(0);
+        }
+        for outcome in ["answered", "handed_to_bus"] {
+            counter!("cardio_local_asks_total", "outcome" => outcome).absolute(0);
         }
     }
 }

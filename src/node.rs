@@ -242,7 +242,8 @@ impl Node {
         let requester = Arc::new(
             crate::bus::client::Requester::new(Arc::clone(&bus))
                 .await
-                .context("cannot subscribe to replies")?,
+                .context("cannot subscribe to replies")?
+                .with_local(cluster.local_path()),
         );
         let limiter = crate::api::rate_limiter(config.rate_limit);
         let limits = crate::api::limits::Limits::from_config(&config);
@@ -277,6 +278,10 @@ impl Node {
             auth,
             dev: config.dev,
             limiter,
+            touches: Arc::new(crate::api::touches::Touches::new(
+                config.session_logoff,
+                Arc::clone(&requester),
+            )),
             requester,
             gate: Arc::clone(&gate),
             limits,

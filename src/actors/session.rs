@@ -108,8 +108,11 @@ impl PatientSession {
     fn touch(&mut self, ctx: &Ctx<Self>) {
         self.activity += 1;
         if !self.view.connections.is_empty() {
+            // A node tells of a patient's activity at most once per
+            // `activity_lag`: the activity it kept to itself meanwhile may be
+            // that much later than the last one heard here.
             ctx.notify_later(
-                self.logoff_after,
+                self.logoff_after + activity_lag(self.logoff_after),
                 IdleCheck {
                     activity: self.activity,
                 },
@@ -271,6 +274,15 @@ impl Handler<Disconnect> for PatientSession {
         self.view.connections.remove(&d.connection);
         self.view.clone()
     }
+}
+
+/// How much later than a patient's activity the session may hear of it: a
+/// node tells a session of its patient's requests at most once per this
+/// long (an eighth of the logoff, 50 ms to 5 s), and the session waits
+/// this much longer before it logs the patient off. A logoff comes that
+/// much late at most, never early.
+pub fn activity_lag(logoff_after: Duration) -> Duration {
+    (logoff_after / 8).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 /// The patient did something in an app: the idle clock starts over.

@@ -32,6 +32,7 @@ pub(crate) mod live;
 pub mod monitoring;
 mod observe;
 mod parse_cache;
+pub mod touches;
 mod ws;
 mod ws_limits;
 
@@ -66,6 +67,8 @@ pub struct ApiState {
     pub limits: Arc<limits::Limits>,
     /// Revocation, deactivation and inactivity logoff of verified tokens.
     pub gate: Arc<gate::Gate>,
+    /// Patients' activity told to their sessions.
+    pub touches: Arc<touches::Touches>,
 }
 
 /// Verifies the request's bearer token and admits it through the gate
@@ -415,18 +418,7 @@ async fn graphql_post(
         .filter(|p| p.role == crate::principal::Role::Patient)
     {
         // The patient is active: their session's idle clock starts over.
-        use crate::bus::BusMessage;
-        if let Ok(to) = crate::address::ActorId::new("session", &p.subject) {
-            let activity = crate::actors::session::Activity;
-            if let Ok(env) =
-                crate::bus::Envelope::new(crate::actors::session::Activity::TYPE, &activity)
-            {
-                let bus = Arc::clone(&state.bus);
-                actix_rt::spawn(async move {
-                    let _ = bus.send(&env.to(to)).await;
-                });
-            }
-        }
+        state.touches.touch(&p.subject);
     }
     let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,

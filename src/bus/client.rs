@@ -34,13 +34,32 @@
 //! is not needed here because a copy answered twice is harmless (commands
 //! are idempotent by request id, and the second reply finds no waiter),
 //! and it would cost a per-shard memory of answered ids.
+//!
+//! **The local path.** An actor whose shard this node serves (it holds the
+//! shard, and the broker delivers the shard's queue to this node's
+//! consumer) is asked directly, without the bus: a [`LocalPath`] (the
+//! cluster's) hands the request to the actor as a delivery from the queue
+//! would, and the same node answers it either way. This is Akka Cluster
+//! Sharding's local shard shortcut; what it keeps is the point:
+//! - **durability** is the actor's journal's, as on the bus (an actor
+//!   answers a command only once its effect is committed);
+//! - **fencing**: the actor's writes are conditional on the shard's epoch,
+//!   so a node that lost the shard without knowing yet cannot commit; its
+//!   actor answers unavailable, and the ask goes on through the bus;
+//! - **at most one try**: only the first try of an ask may be local. After
+//!   any failure (the actor crashed, was unavailable or gave no answer)
+//!   the ask goes through the bus, where a message that keeps crashing its
+//!   actor is counted and dead-lettered at the delivery limit rather than
+//!   retried until the deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::{oneshot, watch};
 
 use super::{Bus, BusError, BusMessage, Envelope, MessageId};
@@ -111,6 +130,30 @@ pub enum RequestError {
 
 type Waiting = Arc<DashMap<MessageId, oneshot::Sender<Envelope>>>;
 
+/// Why a local delivery gave no reply (see [`LocalPath`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalFailure {
+    /// The payload cannot be this message type (a bug in the caller): asking
+    /// again cannot help.
+    Malformed(String),
+    /// The actor crashed on it, was not available or did not answer in
+    /// time: the ask goes on through the bus.
+    Failed(String),
+}
+
+/// Delivers requests to actors this node serves itself; see the module docs.
+pub trait LocalPath: Send + Sync {
+    /// Delivers `payload` as `msg_type` to `to` here and now, or `None` when
+    /// this node does not serve `to`'s shard (the bus must carry it).
+    fn deliver(
+        &self,
+        to: &ActorId,
+        msg_type: &str,
+        payload: &RawValue,
+        deadline: tokio::time::Instant,
+    ) -> Option<BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>>;
+}
+
 /// See the module docs.
 pub struct Requester {
     bus: Arc<dyn Bus>,
@@ -120,6 +163,7 @@ pub struct Requester {
     /// Resets of the reply subscription (`None`: it is never lost).
     resets: Option<watch::Receiver<u64>>,
     task: tokio::task::JoinHandle<()>,
+    local: Option<Arc<dyn LocalPath>>,
 }
 
 impl Requester {
@@ -142,7 +186,14 @@ impl Requester {
             waiting,
             resets,
             task,
+            local: None,
         })
+    }
+
+    /// Asks the actors `local` serves without the bus (see the module docs).
+    pub fn with_local(mut self, local: Arc<dyn LocalPath>) -> Requester {
+        self.local = Some(local);
+        self
     }
 
     /// Asks actor `to` with `msg` and returns its answer, or the last
@@ -154,14 +205,29 @@ impl Requester {
         msg: &M,
         deadline: tokio::time::Instant,
     ) -> Result<M::Reply, AskError> {
-        if to.kind() != M::KIND {
-            return Err(AskError::WrongKind {
-                message: M::TYPE,
-                actor: to.kind().to_owned(),
-            });
+        let payload = encode(to, msg)?;
+        let mut attempt = 0;
+        if let Some(local) = self.try_local::<M>(to, &payload, deadline) {
+            let failure = match tokio::time::timeout_at(deadline, local).await {
+                Err(_) => return Err(AskError::Timeout),
+                Ok(Ok(reply)) => match serde_json::from_str::<M::Reply>(reply.get()) {
+                    Ok(reply) if M::unavailable(&reply) => AskError::Unavailable,
+                    Ok(reply) => {
+                        crate::metrics::bus::asked_locally("answered");
+                        return Ok(reply);
+                    }
+                    Err(e) => {
+                        return Err(AskError::Protocol(crate::redact::describe_json_error(&e)))
+                    }
+                },
+                Ok(Err(LocalFailure::Malformed(reason))) => return Err(AskError::Protocol(reason)),
+                Ok(Err(LocalFailure::Failed(_))) => AskError::Unavailable,
+            };
+            crate::metrics::bus::asked_locally("handed_to_bus");
+            if !pause_before_next(deadline, &mut attempt).await {
+                return Err(failure);
+            }
         }
-        let payload = serde_json::value::to_raw_value(msg)
-            .map_err(|e| AskError::Protocol(crate::redact::describe_json_error(&e)))?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let env = Envelope::raw(M::TYPE, payload)
             .to(to.clone())
@@ -170,7 +236,6 @@ impl Requester {
         let id = env.id;
         let sealed = env.seal();
         let mut resets = self.resets.clone();
-        let mut attempt = 0;
         loop {
             let (tx, rx) = oneshot::channel();
             self.waiting.insert(id, tx);
@@ -205,17 +270,52 @@ impl Requester {
                 },
             };
             self.waiting.remove(&id);
-            // A try with almost no time left could not be answered: it would
-            // only reach the actor after its deadline (and be dead-lettered
-            // as late). The last failure is the answer.
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let pause = retry_pause(attempt);
-            if left < pause + MIN_TRY {
+            if !pause_before_next(deadline, &mut attempt).await {
                 return Err(failure);
             }
-            tokio::time::sleep(pause).await;
-            attempt += 1;
         }
+    }
+
+    /// The local delivery of `payload` to `to`, if this node serves it.
+    fn try_local<M: BusMessage>(
+        &self,
+        to: &ActorId,
+        payload: &RawValue,
+        deadline: tokio::time::Instant,
+    ) -> Option<BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>> {
+        self.local
+            .as_ref()
+            .and_then(|l| l.deliver(to, M::TYPE, payload, deadline))
+    }
+
+    /// Tells actor `to` `msg`, whose reply nobody needs: handled here when
+    /// this node serves its shard (returns once handled, or `timeout`
+    /// after), else sent through the bus (returns once the bus holds it).
+    /// After a failed local try it goes through the bus too.
+    pub async fn tell<M: BusMessage>(
+        &self,
+        to: &ActorId,
+        msg: &M,
+        timeout: Duration,
+    ) -> Result<(), AskError> {
+        let payload = encode(to, msg)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(local) = self.try_local::<M>(to, &payload, deadline) {
+            match tokio::time::timeout_at(deadline, local).await {
+                Ok(Ok(_)) => {
+                    crate::metrics::bus::asked_locally("answered");
+                    return Ok(());
+                }
+                Ok(Err(LocalFailure::Malformed(reason))) => return Err(AskError::Protocol(reason)),
+                Ok(Err(LocalFailure::Failed(_))) | Err(_) => {
+                    crate::metrics::bus::asked_locally("handed_to_bus");
+                }
+            }
+        }
+        // No deadline on the bus: a tell late in a busy queue is still
+        // worth handling (and would be dead-lettered as late otherwise).
+        let env = Envelope::raw(M::TYPE, payload).to(to.clone());
+        self.bus.send(&env).await.map_err(AskError::Bus)
     }
 
     /// Sends `payload` as `msg_type` to actor `to` and waits up to `timeout`
@@ -262,16 +362,37 @@ impl Requester {
     }
 }
 
+/// Pauses before try `attempt + 1` of an ask (and counts it), or returns
+/// false when that try could not be answered: with almost no time left it
+/// would only reach the actor after its deadline (and be dead-lettered as
+/// late), so the last failure is the answer.
+async fn pause_before_next(deadline: tokio::time::Instant, attempt: &mut u32) -> bool {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let pause = retry_pause(*attempt);
+    if left < pause + MIN_TRY {
+        return false;
+    }
+    tokio::time::sleep(pause).await;
+    *attempt += 1;
+    true
+}
+
+/// `msg` as the payload of a message to `to` (of `M`'s kind).
+fn encode<M: BusMessage>(to: &ActorId, msg: &M) -> Result<Box<RawValue>, AskError> {
+    if to.kind() != M::KIND {
+        return Err(AskError::WrongKind {
+            message: M::TYPE,
+            actor: to.kind().to_owned(),
+        });
+    }
+    serde_json::value::to_raw_value(msg)
+        .map_err(|e| AskError::Protocol(crate::redact::describe_json_error(&e)))
+}
+
 /// Resolves when the reply subscription was set up again (its queue lost
 /// with the connection); never if it cannot be lost or has ended.
 async fn reply_path_reset(resets: &mut Option<watch::Receiver<u64>>) {
-    let reset = match resets {
-        Some(r) => r.changed().await.is_ok(),
-        None => false,
-    };
-    if !reset {
-        std::future::pending::<()>().await;
-    }
+    super::counted(resets).await;
 }
 
 impl Drop for Requester {
@@ -405,5 +526,122 @@ mod tests {
         // Once the pauses reach the cap, tries are ~0.25–0.5 s apart: a
         // bounded number within the deadline.
         assert!(seen.len() <= 20, "{} tries in 3 s", seen.len());
+    }
+
+    /// A local path that serves every actor with a fixed answer, counting
+    /// its deliveries (the cluster's real one is tested in tests/it).
+    struct Here {
+        answer: Result<bool, LocalFailure>,
+        serves: bool,
+        delivered: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LocalPath for Here {
+        fn deliver(
+            &self,
+            _to: &ActorId,
+            msg_type: &str,
+            payload: &RawValue,
+            _deadline: tokio::time::Instant,
+        ) -> Option<BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>> {
+            if !self.serves {
+                return None;
+            }
+            assert_eq!(msg_type, Probe::TYPE);
+            assert_eq!(
+                payload.get(),
+                "null",
+                "the message as the bus would carry it"
+            );
+            self.delivered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = self
+                .answer
+                .clone()
+                .map(|a| serde_json::value::to_raw_value(&a).unwrap());
+            Some(Box::pin(async move { answer }))
+        }
+    }
+
+    /// A requester on `bus` with a local path that serves (or not) with `answer`.
+    async fn with_here(
+        bus: &Arc<dyn Bus>,
+        serves: bool,
+        answer: Result<bool, LocalFailure>,
+    ) -> (Requester, Arc<Here>) {
+        let local = Arc::new(Here {
+            answer,
+            serves,
+            delivered: Default::default(),
+        });
+        let req = Requester::new(Arc::clone(bus))
+            .await
+            .unwrap()
+            .with_local(local.clone());
+        (req, local)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_actor_served_here_is_asked_without_the_bus() {
+        let (bus, to, shard) = setup();
+        let (req, local) = with_here(&bus, true, Ok(true)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        assert_eq!(req.ask(&to, &Probe, deadline).await, Ok(true));
+        req.tell(&to, &Probe, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(local.delivered.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(drain(&bus, shard).await.is_empty(), "nothing on the bus");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_actor_not_served_here_is_asked_through_the_bus() {
+        let (bus, to, shard) = setup();
+        let (req, local) = with_here(&bus, false, Ok(true)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        assert_eq!(req.ask(&to, &Probe, deadline).await, Err(AskError::Timeout));
+        req.tell(&to, &Probe, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(local.delivered.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let queued = drain(&bus, shard).await;
+        assert_eq!(queued.len(), 2, "the ask's one copy and the tell");
+        assert!(
+            queued[1].deadline_ms.is_none(),
+            "a tell is not dropped as late"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failed_local_try_the_ask_goes_through_the_bus_once() {
+        for answer in [Ok(false), Err(LocalFailure::Failed("crashed".into()))] {
+            let (bus, to, shard) = setup();
+            let (req, local) = with_here(&bus, true, answer.clone()).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            assert_eq!(req.ask(&to, &Probe, deadline).await, Err(AskError::Timeout));
+            assert_eq!(
+                local.delivered.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{answer:?}: one local try"
+            );
+            assert_eq!(
+                drain(&bus, shard).await.len(),
+                1,
+                "{answer:?}: then the bus"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_its_local_actor_cannot_read_is_a_protocol_error() {
+        let (bus, to, shard) = setup();
+        let (req, _) = with_here(
+            &bus,
+            true,
+            Err(LocalFailure::Malformed("not a probe".into())),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        assert_eq!(
+            req.ask(&to, &Probe, deadline).await,
+            Err(AskError::Protocol("not a probe".into()))
+        );
+        assert!(drain(&bus, shard).await.is_empty());
     }
 }

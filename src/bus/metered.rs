@@ -115,6 +115,10 @@ impl Source for MeteredSource {
         self.inner.resets()
     }
 
+    fn losses(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.losses()
+    }
+
     async fn next(&mut self) -> Option<Delivery> {
         let mut delivery = self.inner.next().await?;
         let info = delivery.info();

@@ -202,10 +202,33 @@ pub trait Source: Send {
     fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// Counts the times the subscription was lost (its channel or
+    /// connection died, or the broker cancelled it), as soon as it is seen
+    /// and before it is set up again: from then on the broker may deliver
+    /// to another consumer. `None`: it is never lost (the memory bus).
+    fn losses(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Ends the subscription and waits (boundedly) until the backend has
     /// let go of it, unacknowledged deliveries returned. Dropping it does the
     /// same without waiting.
     async fn close(&mut self) {}
+}
+
+/// Resolves when a subscription's count ([`Subscription::resets`],
+/// [`Subscription::losses`]) moved on; never if it has none or it ended.
+pub async fn counted(count: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let moved = match count {
+        Some(c) => c.changed().await.is_ok(),
+        None => false,
+    };
+    if !moved {
+        // Its sender is gone with the subscription: nothing more to see.
+        *count = None;
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A stream of deliveries from one queue.
@@ -225,6 +248,11 @@ impl Subscription {
     /// See [`Source::resets`].
     pub fn resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.source.resets()
+    }
+
+    /// See [`Source::losses`].
+    pub fn losses(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.source.losses()
     }
 
     /// Ends the subscription once the backend has let go of it (a consumer

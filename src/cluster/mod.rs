@@ -24,7 +24,7 @@
 //! docs/cluster.md tells the whole story, including network partitions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -36,9 +36,11 @@ mod shard;
 
 pub use crate::address::shard_of;
 
+use crate::address::ActorId;
+use crate::bus::client::{LocalFailure, LocalPath};
 use crate::bus::{Bus, Subscription};
 use crate::clock::unix_ms;
-use crate::registry::Registry;
+use crate::registry::{DeliverError, Registry};
 use crate::store::cluster::{NodeRow, ShardRow};
 use crate::store::Store;
 
@@ -165,7 +167,54 @@ struct Inner {
     /// One lock per shard, so that the shards of a dead node, delivered at
     /// once, are claimed side by side rather than one after another.
     claiming: Vec<tokio::sync::Mutex<()>>,
+    /// Per shard: whether the broker delivers its queue to this node's
+    /// consumer now (set by a delivery the node took the shard for, cleared
+    /// when the consumer is lost, stopped or handed over, or the shard is
+    /// lost): with the shard held, its actors are asked here directly
+    /// ([`Cluster::local_path`]).
+    serving: Vec<AtomicBool>,
     ticker: Mutex<Option<Ticker>>,
+}
+
+/// The cluster's [`LocalPath`]: a request to an actor of a shard this node
+/// serves goes to the actor as a delivery of the shard's queue would.
+struct Local(Arc<Inner>);
+
+impl LocalPath for Local {
+    fn deliver(
+        &self,
+        to: &ActorId,
+        msg_type: &str,
+        payload: &serde_json::value::RawValue,
+        deadline: tokio::time::Instant,
+    ) -> Option<
+        futures_util::future::BoxFuture<
+            'static,
+            Result<Box<serde_json::value::RawValue>, LocalFailure>,
+        >,
+    > {
+        let shard = shard_of(to, self.0.settings.shards);
+        if !self.0.serves(shard) {
+            return None;
+        }
+        let route = self.0.registry.route_of(to.kind(), msg_type)?;
+        let delivered = route.deliver(to.id(), payload, deadline);
+        let answered = async move {
+            delivered.await.map_err(|e| match e {
+                DeliverError::Malformed(reason) => LocalFailure::Malformed(reason),
+                other => LocalFailure::Failed(other.to_string()),
+            })
+        };
+        if !crate::telemetry::tracing_on() {
+            return Some(Box::pin(answered));
+        }
+        let span = tracing::info_span!(
+            "actor.local",
+            otel.name = %format_args!("deliver {msg_type} (local)"),
+            msg_type = %msg_type,
+        );
+        Some(Box::pin(tracing::Instrument::instrument(answered, span)))
+    }
 }
 
 /// The lease renewer and the rebalancer, with their stop signal.
@@ -205,6 +254,9 @@ impl Cluster {
             taken_at: DashMap::new(),
             claiming: (0..settings_shards)
                 .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            serving: (0..settings_shards)
+                .map(|_| AtomicBool::new(false))
                 .collect(),
             ticker: Mutex::new(None),
         });
@@ -261,6 +313,19 @@ impl Cluster {
         let renewed = self.inner.last_renewed_ms.load(Ordering::Acquire);
         self.status() == Status::Up
             && unix_ms() < renewed + self.inner.settings.lease.as_millis() as u64
+    }
+
+    /// Asks this node's actors directly while it serves their shard (see
+    /// [`crate::bus::client`]'s local path).
+    pub fn local_path(&self) -> Arc<dyn LocalPath> {
+        Arc::new(Local(Arc::clone(&self.inner)))
+    }
+
+    /// Shards whose actors are asked here directly now.
+    pub fn serving(&self) -> Vec<u16> {
+        (0..self.inner.settings.shards)
+            .filter(|s| self.inner.serves(*s))
+            .collect()
     }
 
     pub fn fence(&self) -> &Arc<Fence> {
@@ -351,6 +416,26 @@ impl Cluster {
 }
 
 impl Inner {
+    /// Whether `shard`'s actors are asked here directly now: held, and its
+    /// queue delivered to this node's consumer.
+    fn serves(&self, shard: u16) -> bool {
+        self.serving
+            .get(usize::from(shard))
+            .is_some_and(|s| s.load(Ordering::Acquire))
+            && self.fence.epoch(shard).is_some()
+            && matches!(self.status(), Status::Joining | Status::Up)
+    }
+
+    fn set_serving(&self, shard: u16, serving: bool) {
+        if let Some(s) = self.serving.get(usize::from(shard)) {
+            s.store(serving, Ordering::Release);
+        }
+    }
+
+    fn not_serving(&self, shard: u16) {
+        self.set_serving(shard, false);
+    }
+
     fn status(&self) -> Status {
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -501,6 +586,7 @@ impl Inner {
                     r.epoch > epoch || (r.epoch == epoch && r.owner.as_deref() != Some(&me))
                 });
                 if taken {
+                    self.not_serving(shard);
                     self.fence.lost(shard, epoch);
                     tracing::info!(shard, epoch, "shard taken by another node");
                     self.passivate_shard(shard).await;

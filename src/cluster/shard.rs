@@ -22,6 +22,7 @@ impl Inner {
         .await
         .map_err(|_| anyhow::anyhow!("no consumer within 10 s"))??;
         let (stop, mut stopped) = watch::channel(false);
+        let mut losses = sub.losses();
         let me = Arc::clone(self);
         let task = actix_rt::spawn(async move {
             let fence = Arc::clone(&me.fence);
@@ -36,6 +37,9 @@ impl Inner {
                 tokio::select! {
                     biased;
                     _ = stopped.changed() => break Some(()),
+                    // The broker may deliver to the other consumer from now
+                    // on: ask this node's actors through the bus again.
+                    () = crate::bus::counted(&mut losses) => me.not_serving(shard),
                     () = lanes.next_done(), if lanes.running() > 0 => {}
                     next = sub.next() => match next {
                         Some(delivery) => {
@@ -65,12 +69,16 @@ impl Inner {
                             if stop_now {
                                 break Some(());
                             }
+                            // The broker delivers this queue here: its actors
+                            // are asked here directly too.
+                            me.set_serving(shard, true);
                             lanes.push(delivery);
                         }
                         None => break None,
                     },
                 }
             };
+            me.not_serving(shard);
             lanes.finish().await;
             ended.map(|()| sub)
         });
@@ -156,6 +164,7 @@ impl Inner {
     /// the waiting consumer), release the shard; then consume again as
     /// standby if `resubscribe`.
     pub(super) async fn hand_over(self: &Arc<Self>, shard: u16, resubscribe: bool) {
+        self.not_serving(shard);
         let task = self.consumers.lock().await.remove(&shard);
         let sub = match task {
             Some(t) => {
@@ -202,6 +211,9 @@ impl Inner {
             shards = shards.len(),
             "lease not renewed: no longer consuming any shard"
         );
+        for shard in &shards {
+            self.not_serving(*shard);
+        }
         for shard in shards {
             let task = self.consumers.lock().await.remove(&shard);
             if let Some(t) = task {

@@ -63,6 +63,7 @@ mod first_run;
 mod insight;
 mod layers;
 mod limits;
+mod local;
 mod monitoring;
 mod ops;
 mod protocol;

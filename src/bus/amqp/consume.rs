@@ -129,6 +129,8 @@ pub(super) struct AmqpSource {
     lost: bool,
     /// Re-attaches so far (see [`crate::bus::Source::resets`]).
     resets: tokio::sync::watch::Sender<u64>,
+    /// Losses so far (see [`crate::bus::Source::losses`]).
+    losses: tokio::sync::watch::Sender<u64>,
 }
 
 impl AmqpSource {
@@ -145,6 +147,7 @@ impl AmqpSource {
             attaching: None,
             lost: false,
             resets: tokio::sync::watch::Sender::new(0),
+            losses: tokio::sync::watch::Sender::new(0),
         };
         source.attach().await?;
         Ok(Subscription::new(Box::new(source)))
@@ -351,6 +354,10 @@ impl Source for AmqpSource {
         Some(self.resets.subscribe())
     }
 
+    fn losses(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.losses.subscribe())
+    }
+
     async fn next(&mut self) -> Option<Delivery> {
         loop {
             if self.consumer.is_none() && self.attach().await.is_err() {
@@ -366,11 +373,13 @@ impl Source for AmqpSource {
                     tracing::warn!(error = %e, queue = %queue, "consumer lost its channel; consuming again");
                     self.consumer = None;
                     self.lost = true;
+                    self.losses.send_modify(|n| *n += 1);
                 }
                 None => {
                     tracing::warn!(queue = %queue, "consumer cancelled by the broker; consuming again");
                     self.consumer = None;
                     self.lost = true;
+                    self.losses.send_modify(|n| *n += 1);
                 }
             }
         }
