@@ -678,18 +678,22 @@ async fn progress(stats: Shared, start: Instant, duration: Duration) {
     let tty = std::io::stderr().is_terminal();
     let mut every = tokio::time::interval(Duration::from_secs(if tty { 1 } else { 5 }));
     every.tick().await;
-    let mut last = (0u64, Instant::now());
+    let mut last = (0u64, Instant::now(), 0usize);
     loop {
         every.tick().await;
         let st = stats.borrow();
         let rate = (st.accepted - last.0) as f64 / last.1.elapsed().as_secs_f64();
-        last = (st.accepted, Instant::now());
+        // The latency of the pushes answered since the last line.
+        let mut recent = st.push_us.get(last.2..).unwrap_or_default().to_vec();
+        let recent_p99 = quantile_ms(&mut recent, 0.99);
+        last = (st.accepted, Instant::now(), st.push_us.len());
         let errors: u64 = st.errors.values().sum();
         let line = format!(
-            "{:>4.0}/{:.0} s  pushes {}  samples {} ({:.0}/s)  rejected {}  alerts {}  messages {}  errors {}",
+            "{:>4.0}/{:.0} s  pushes {} (p99 {:.0} ms)  samples {} ({:.0}/s)  rejected {}  alerts {}  messages {}  errors {}",
             start.elapsed().as_secs_f64(),
             duration.as_secs_f64(),
             st.pushes,
+            recent_p99,
             st.accepted,
             rate,
             st.rejected,
