@@ -92,6 +92,7 @@ pub struct Snapshot {
     /// Live actors and queued messages, by kind.
     pub actors: Vec<(&'static str, u64, u64)>,
     pub shards_owned: u64,
+    pub handovers_pending: u64,
     pub cluster_nodes: u64,
     pub pool_in_use: u64,
     pub pool_idle: u64,
@@ -118,6 +119,7 @@ pub fn refresh(s: &Snapshot) {
         }
     }
     gauge!("cardio_shards_owned").set(s.shards_owned as f64);
+    gauge!("cardio_shard_handovers_pending").set(s.handovers_pending as f64);
     gauge!("cardio_cluster_nodes").set(s.cluster_nodes as f64);
     gauge!("cardio_db_pool_connections", "state" => "in_use").set(s.pool_in_use as f64);
     gauge!("cardio_db_pool_connections", "state" => "idle").set(s.pool_idle as f64);
@@ -158,6 +160,10 @@ fn describe() {
             "Messages queued for actors and not yet taken, by kind.",
         ),
         ("cardio_shards_owned", "Shards this node owns."),
+        (
+            "cardio_shard_handovers_pending",
+            "Shards this node owns that rank another live node first: hand-overs still to come.",
+        ),
         (
             "cardio_cluster_nodes",
             "Cluster members with a valid lease, as this node sees them.",

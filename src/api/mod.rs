@@ -191,6 +191,7 @@ async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     crate::metrics::refresh(&crate::metrics::Snapshot {
         actors: state.tree.actor_counts(),
         shards_owned: state.cluster.fence().held().len() as u64,
+        handovers_pending: view.handovers_pending as u64,
         cluster_nodes: view
             .nodes
             .iter()

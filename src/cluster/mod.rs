@@ -24,7 +24,7 @@
 //! docs/cluster.md tells the whole story, including network partitions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -113,6 +113,10 @@ pub struct ClusterView {
     pub shards: Vec<ShardView>,
     /// Shards this node consumes (active or standby).
     pub consuming: Vec<u16>,
+    /// Shards this node holds that rank another live node first, as of the
+    /// last heartbeat: hand-overs still to come. 0 on every node: the
+    /// cluster is balanced.
+    pub handovers_pending: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -173,6 +177,8 @@ struct Inner {
     /// lost): with the shard held, its actors are asked here directly
     /// ([`Cluster::local_path`]).
     serving: Vec<AtomicBool>,
+    /// See [`ClusterView::handovers_pending`].
+    handovers_pending: AtomicUsize,
     ticker: Mutex<Option<Ticker>>,
 }
 
@@ -258,6 +264,7 @@ impl Cluster {
             serving: (0..settings_shards)
                 .map(|_| AtomicBool::new(false))
                 .collect(),
+            handovers_pending: AtomicUsize::new(0),
             ticker: Mutex::new(None),
         });
         // A process starting has no consumer yet, whatever an earlier
@@ -386,6 +393,7 @@ impl Cluster {
                 })
                 .collect(),
             consuming,
+            handovers_pending: inner.handovers_pending.load(Ordering::Acquire),
         }
     }
 
@@ -576,6 +584,7 @@ impl Inner {
         let replicas = self.settings.replicas.max(1);
         let mut to_claim = Vec::new();
         let mut handed = 0;
+        let mut pending = 0;
         for shard in 0..self.settings.shards {
             let ranked = rank(shard, &live);
             let row = rows.get(&shard);
@@ -642,6 +651,9 @@ impl Inner {
                         && warm(f)
                         && others_consuming.get(&shard).map(Vec::as_slice) == Some(&[f][..])
                 });
+                if !(ready && handed < HANDOVERS_PER_BEAT) {
+                    pending += 1;
+                }
                 if ready && handed < HANDOVERS_PER_BEAT {
                     handed += 1;
                     // Consume again as a standby if this node is next after it.
@@ -665,6 +677,7 @@ impl Inner {
                 to_claim.push((shard, Some(row.map_or(0, |r| r.epoch))));
             }
         }
+        self.handovers_pending.store(pending, Ordering::Release);
         self.reconcile_consumer_rows(&consumer_rows, now).await;
         if !to_claim.is_empty() {
             // Shards in ascending order (a claim on delivery holds one only).

@@ -647,6 +647,26 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     // The killed node comes back and takes its share again: the shards it
     // ranks first for among the three.
     nodes[victim_idx] = cluster.start(victim);
+    // Until it is warm, the survivors hold its shards and say so.
+    let pending = async |n: &TestNode| {
+        cluster_view(n)
+            .await
+            .and_then(|v| v["handovers_pending"].as_u64())
+    };
+    poll_until(
+        "the survivors counting hand-overs to come",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || {
+            for (i, n) in nodes.iter().enumerate() {
+                if i != victim_idx && pending(n).await? > 0 {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await;
     let rejoined = settle(
         &nodes[watcher],
         &ids,
@@ -654,6 +674,20 @@ async fn three_nodes_survive_a_sigkill_and_the_killed_node_rejoins() {
     )
     .await;
     assert_eq!(rejoined, before, "the same placement as before the kill");
+    poll_until(
+        "no hand-over left on any node",
+        Duration::from_secs(10),
+        EVERY,
+        async || {
+            for n in &nodes {
+                if pending(n).await? != 0 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
     // Ops see every node's tree from any one of them.
     let out = Command::new(BIN)
         .args([

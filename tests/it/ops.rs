@@ -123,6 +123,8 @@ async fn metrics_follow_a_scenario_and_cover_what_dashboards_and_alert_rules_use
         "a single node owns every shard"
     );
     assert_eq!(fresh.sum("cardio_cluster_nodes", &[]), 1.0);
+    assert_eq!(fresh.sum("cardio_shard_handovers_pending", &[]), 0.0);
+    assert!(fresh.families.contains("cardio_shard_handovers_pending"));
     assert!(fresh.sum("cardio_db_pool_max_connections", &[]) >= 1.0);
     assert_eq!(fresh.sum("cardio_alerts_raised_total", &[]), 0.0);
 
