@@ -482,7 +482,9 @@ async fn register_kinds(
         .await?;
     registry.route::<PatientSession, session::Connect>(&sessions);
     registry.route::<PatientSession, session::Disconnect>(&sessions);
-    registry.route::<PatientSession, session::Activity>(&sessions);
+    // Activity only restarts a live session's idle clock: a session not in
+    // memory has no app connections to log off, and is not started for it.
+    registry.route_if_live::<PatientSession, session::Activity>(&sessions);
     registry.route::<PatientSession, session::SetConsult>(&sessions);
     registry.route::<PatientSession, session::AddDevice>(&sessions);
     registry.route::<PatientSession, session::ViewSession>(&sessions);

@@ -285,14 +285,25 @@ impl Registry {
         A: Handler<M>,
         M: BusMessage + actix::Message<Result = M::Reply>,
     {
-        assert_eq!(
-            A::KIND,
-            M::KIND,
-            "{} is a message for {} actors",
-            M::TYPE,
-            M::KIND
-        );
+        same_kind::<A, M>();
         self.route_for::<A, M>(kind, M::TYPE);
+    }
+
+    /// [`Self::route`] for a message that only means something to a live
+    /// actor (its in-memory state): it is handled if `kind/id` is active
+    /// now, and otherwise answered with `M`'s default reply without
+    /// starting the actor.
+    pub fn route_if_live<A, M>(&self, kind: &Kind<A>)
+    where
+        A: Handler<M>,
+        M: BusMessage + actix::Message<Result = M::Reply>,
+        M::Reply: Default,
+    {
+        same_kind::<A, M>();
+        self.inner.routes.insert(
+            (A::KIND.to_owned(), M::TYPE.to_owned()),
+            route::if_live::<A, M>(kind.clone()),
+        );
     }
 
     /// Makes `M` deliverable to kind `A` from the bus under the name
@@ -309,6 +320,17 @@ impl Registry {
             route::typed::<A, M>(kind.clone()),
         );
     }
+}
+
+/// Panics if `M` is for another kind of actor than `A` (a wiring mistake).
+fn same_kind<A: Actor, M: BusMessage>() {
+    assert_eq!(
+        A::KIND,
+        M::KIND,
+        "{} is a message for {} actors",
+        M::TYPE,
+        M::KIND
+    );
 }
 
 /// The live actors of one kind. Cheap to clone.

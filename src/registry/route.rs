@@ -43,6 +43,9 @@ pub(crate) trait Route: Send + Sync {
 
 struct Typed<A: crate::supervisors::Actor, M> {
     kind: Kind<A>,
+    /// Only to a live actor; otherwise `M`'s default reply (see
+    /// `Registry::route_if_live`).
+    if_live: Option<fn() -> Box<RawValue>>,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -54,6 +57,22 @@ where
 {
     Arc::new(Typed::<A, M> {
         kind,
+        if_live: None,
+        _message: PhantomData,
+    })
+}
+
+pub(crate) fn if_live<A, M>(kind: Kind<A>) -> Arc<dyn Route>
+where
+    A: Handler<M>,
+    M: actix::Message + DeserializeOwned + Send + 'static,
+    M::Result: Serialize + Send + Default,
+{
+    Arc::new(Typed::<A, M> {
+        kind,
+        if_live: Some(|| {
+            serde_json::value::to_raw_value(&M::Result::default()).expect("a default reply encodes")
+        }),
         _message: PhantomData,
     })
 }
@@ -75,6 +94,11 @@ where
         deadline: Instant,
     ) -> BoxFuture<'static, Result<Box<RawValue>, DeliverError>> {
         let decoded: Result<M, _> = serde_json::from_str(payload.get());
+        if let Some(default) = self.if_live {
+            if decoded.is_ok() && self.kind.get(id).is_none() {
+                return Box::pin(async move { Ok(default()) });
+            }
+        }
         let kind = self.kind.clone();
         let id = id.to_owned();
         Box::pin(async move {

@@ -80,6 +80,14 @@ async fn a_node_asks_its_own_actors_directly_and_a_fenced_write_goes_through_the
         .await
         .unwrap();
     assert_eq!(rows, 7, "one journal entry per push, the fenced try none");
+    // The patient's requests did not start their session: it has no app
+    // connection to log off, so activity does not concern it.
+    let ops = token(Role::Ops, "ops-1");
+    let tree = ok(a, &ops, "{ supervisionTree { path } }", json!({}))
+        .await
+        .to_string();
+    assert!(tree.contains("/cardio/entities/device/"), "{tree}");
+    assert!(!tree.contains("/cardio/entities/session/"), "{tree}");
     // And the pushes after it are direct again.
     assert_eq!(push(7).await["accepted"], 1);
     crate::support::poll::poll_until(
