@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::actors::session::{activity_lag, Activity};
 use crate::address::ActorId;
 use crate::bus::client::Requester;
+use crate::bus::BusMessage;
 
 /// Patients tracked before those quiet for a lag are forgotten.
 const PRUNE_ABOVE: usize = 4_096;
@@ -39,18 +40,24 @@ impl Touches {
     /// Whether `patient`'s session is to be told of activity now (at most
     /// once per lag; the first activity after a quiet lag always is).
     fn due(&self, patient: &str, now: Instant) -> bool {
-        let due = match self.told.entry(patient.to_owned()) {
-            Entry::Occupied(mut told) => {
-                let due = now.saturating_duration_since(*told.get()) >= self.every;
-                if due {
-                    told.insert(now);
+        let again = |told: &mut Instant| {
+            let due = now.saturating_duration_since(*told) >= self.every;
+            if due {
+                *told = now;
+            }
+            due
+        };
+        // A patient seen before is looked up without copying their id (the
+        // hot path: every request of theirs).
+        let due = match self.told.get_mut(patient) {
+            Some(mut told) => again(&mut told),
+            None => match self.told.entry(patient.to_owned()) {
+                Entry::Occupied(mut told) => again(told.get_mut()),
+                Entry::Vacant(v) => {
+                    v.insert(now);
+                    true
                 }
-                due
-            }
-            Entry::Vacant(v) => {
-                v.insert(now);
-                true
-            }
+            },
         };
         if due && self.told.len() > PRUNE_ABOVE {
             self.told
@@ -65,7 +72,7 @@ impl Touches {
         if !self.due(patient, Instant::now()) {
             return;
         }
-        let Ok(to) = ActorId::new("session", patient) else {
+        let Ok(to) = ActorId::new(Activity::KIND, patient) else {
             return;
         };
         let requester = Arc::clone(&self.requester);

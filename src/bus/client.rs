@@ -141,6 +141,9 @@ pub enum LocalFailure {
     Failed(String),
 }
 
+/// A local delivery under way: the actor's encoded reply, or why none.
+pub type LocalDelivery = BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>;
+
 /// Delivers requests to actors this node serves itself; see the module docs.
 pub trait LocalPath: Send + Sync {
     /// Delivers `payload` as `msg_type` to `to` here and now, or `None` when
@@ -151,7 +154,7 @@ pub trait LocalPath: Send + Sync {
         msg_type: &str,
         payload: &RawValue,
         deadline: tokio::time::Instant,
-    ) -> Option<BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>>;
+    ) -> Option<LocalDelivery>;
 }
 
 /// See the module docs.
@@ -210,14 +213,13 @@ impl Requester {
         if let Some(local) = self.try_local::<M>(to, &payload, deadline) {
             let failure = match tokio::time::timeout_at(deadline, local).await {
                 Err(_) => return Err(AskError::Timeout),
-                Ok(Ok(reply)) => match serde_json::from_str::<M::Reply>(reply.get()) {
-                    Ok(reply) if M::unavailable(&reply) => AskError::Unavailable,
-                    Ok(reply) => {
-                        crate::metrics::bus::asked_locally("answered");
-                        return Ok(reply);
-                    }
-                    Err(e) => {
-                        return Err(AskError::Protocol(crate::redact::describe_json_error(&e)))
+                Ok(Ok(reply)) => match read_reply::<M>(reply.get()) {
+                    Err(AskError::Unavailable) => AskError::Unavailable,
+                    read => {
+                        if read.is_ok() {
+                            crate::metrics::bus::asked_locally("answered");
+                        }
+                        return read;
                     }
                 },
                 Ok(Err(LocalFailure::Malformed(reason))) => return Err(AskError::Protocol(reason)),
@@ -242,33 +244,29 @@ impl Requester {
             if let Some(r) = resets.as_mut() {
                 r.mark_unchanged();
             }
-            let failure = match tokio::time::timeout_at(deadline, self.bus.send_sealed(&sealed))
-                .await
-            {
-                // Not confirmed in time: it may still be in the queue.
-                Err(_) => {
-                    self.waiting.remove(&id);
-                    return Err(AskError::Timeout);
-                }
-                Ok(Err(e)) => AskError::Bus(e),
-                Ok(Ok(())) => tokio::select! {
-                    reply = rx => match reply {
-                        Ok(reply) => match serde_json::from_str::<M::Reply>(reply.payload.get()) {
-                            Ok(reply) if M::unavailable(&reply) => AskError::Unavailable,
-                            Ok(reply) => return Ok(reply),
-                            Err(e) => {
-                                return Err(AskError::Protocol(crate::redact::describe_json_error(&e)))
-                            }
-                        },
-                        Err(_) => AskError::Timeout,
-                    },
-                    () = reply_path_reset(&mut resets) => AskError::Timeout,
-                    () = tokio::time::sleep_until(deadline) => {
+            let failure =
+                match tokio::time::timeout_at(deadline, self.bus.send_sealed(&sealed)).await {
+                    // Not confirmed in time: it may still be in the queue.
+                    Err(_) => {
                         self.waiting.remove(&id);
                         return Err(AskError::Timeout);
                     }
-                },
-            };
+                    Ok(Err(e)) => AskError::Bus(e),
+                    Ok(Ok(())) => tokio::select! {
+                        reply = rx => match reply {
+                            Ok(reply) => match read_reply::<M>(reply.payload.get()) {
+                                Err(AskError::Unavailable) => AskError::Unavailable,
+                                read => return read,
+                            },
+                            Err(_) => AskError::Timeout,
+                        },
+                        () = reply_path_reset(&mut resets) => AskError::Timeout,
+                        () = tokio::time::sleep_until(deadline) => {
+                            self.waiting.remove(&id);
+                            return Err(AskError::Timeout);
+                        }
+                    },
+                };
             self.waiting.remove(&id);
             if !pause_before_next(deadline, &mut attempt).await {
                 return Err(failure);
@@ -282,7 +280,7 @@ impl Requester {
         to: &ActorId,
         payload: &RawValue,
         deadline: tokio::time::Instant,
-    ) -> Option<BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>> {
+    ) -> Option<LocalDelivery> {
         self.local
             .as_ref()
             .and_then(|l| l.deliver(to, M::TYPE, payload, deadline))
@@ -375,6 +373,17 @@ async fn pause_before_next(deadline: tokio::time::Instant, attempt: &mut u32) ->
     tokio::time::sleep(pause).await;
     *attempt += 1;
     true
+}
+
+/// An actor's encoded reply to `M`: [`AskError::Unavailable`] if it says
+/// the actor cannot act now (asked again), a protocol error if it is no
+/// `M::Reply`. The same rule whether it came locally or over the bus.
+fn read_reply<M: BusMessage>(raw: &str) -> Result<M::Reply, AskError> {
+    match serde_json::from_str::<M::Reply>(raw) {
+        Ok(reply) if M::unavailable(&reply) => Err(AskError::Unavailable),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(AskError::Protocol(crate::redact::describe_json_error(&e))),
+    }
 }
 
 /// `msg` as the payload of a message to `to` (of `M`'s kind).
@@ -543,7 +552,7 @@ mod tests {
             msg_type: &str,
             payload: &RawValue,
             _deadline: tokio::time::Instant,
-        ) -> Option<BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>> {
+        ) -> Option<LocalDelivery> {
             if !self.serves {
                 return None;
             }

@@ -37,7 +37,7 @@ mod shard;
 pub use crate::address::shard_of;
 
 use crate::address::ActorId;
-use crate::bus::client::{LocalFailure, LocalPath};
+use crate::bus::client::{LocalDelivery, LocalFailure, LocalPath};
 use crate::bus::{Bus, Subscription};
 use crate::clock::unix_ms;
 use crate::registry::{DeliverError, Registry};
@@ -193,12 +193,7 @@ impl LocalPath for Local {
         msg_type: &str,
         payload: &serde_json::value::RawValue,
         deadline: tokio::time::Instant,
-    ) -> Option<
-        futures_util::future::BoxFuture<
-            'static,
-            Result<Box<serde_json::value::RawValue>, LocalFailure>,
-        >,
-    > {
+    ) -> Option<LocalDelivery> {
         let shard = shard_of(to, self.0.settings.shards);
         if !self.0.serves(shard) {
             return None;
@@ -326,13 +321,6 @@ impl Cluster {
     /// [`crate::bus::client`]'s local path).
     pub fn local_path(&self) -> Arc<dyn LocalPath> {
         Arc::new(Local(Arc::clone(&self.inner)))
-    }
-
-    /// Shards whose actors are asked here directly now.
-    pub fn serving(&self) -> Vec<u16> {
-        (0..self.inner.settings.shards)
-            .filter(|s| self.inner.serves(*s))
-            .collect()
     }
 
     pub fn fence(&self) -> &Arc<Fence> {
@@ -651,9 +639,6 @@ impl Inner {
                         && warm(f)
                         && others_consuming.get(&shard).map(Vec::as_slice) == Some(&[f][..])
                 });
-                if !(ready && handed < HANDOVERS_PER_BEAT) {
-                    pending += 1;
-                }
                 if ready && handed < HANDOVERS_PER_BEAT {
                     handed += 1;
                     // Consume again as a standby if this node is next after it.
@@ -662,6 +647,7 @@ impl Inner {
                     self.hand_over(shard, after.contains(&me.as_str())).await;
                     continue;
                 }
+                pending += 1;
             }
             if want && !subscribed {
                 if let Err(e) = self.subscribe(shard).await {

@@ -137,15 +137,18 @@ async fn a_removal_empties_the_request_paths_cache_here_at_once_and_elsewhere_by
     assert!(!cached(&gate, "p-1", "dr-2").await);
 }
 
+/// Makes `gate` follow a [`Resetting`] subscription (ended at once if
+/// `ends`); returns the sender of its resets.
+fn follow_resetting(gate: &Arc<Gate>, ends: bool) -> tokio::sync::watch::Sender<u64> {
+    let (resets, rx) = tokio::sync::watch::channel(0);
+    gate.follow(Subscription::new(Box::new(Resetting { resets: rx, ends })));
+    resets
+}
+
 #[tokio::test]
 async fn a_subscription_set_up_again_empties_the_caches() {
     let (gate, _dir) = gate_on(memory_bus()).await;
-    let (resets, rx) = tokio::sync::watch::channel(0);
-    let source = Resetting {
-        resets: rx,
-        ends: false,
-    };
-    gate.follow(Subscription::new(Box::new(source)));
+    let resets = follow_resetting(&gate, false);
     keep(&gate, "p-1", "dr-1").await;
     let kept = async { Ok::<_, ()>(Some("p-1".to_owned())) };
     gate.authz().device_patient("d-1", kept).await.unwrap();
@@ -164,12 +167,7 @@ async fn a_subscription_set_up_again_empties_the_caches() {
 #[tokio::test]
 async fn once_the_subscription_ends_the_cache_keeps_nothing() {
     let (gate, _dir) = gate_on(memory_bus()).await;
-    let (_resets, rx) = tokio::sync::watch::channel(0);
-    let source = Resetting {
-        resets: rx,
-        ends: true,
-    };
-    gate.follow(Subscription::new(Box::new(source)));
+    let _resets = follow_resetting(&gate, true);
     until("the cache to stop keeping", async || {
         let found = async { Ok::<_, ()>(true) };
         let authz = gate.authz();
