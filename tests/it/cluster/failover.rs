@@ -9,7 +9,9 @@
 //! time from the kill to its next acknowledged op that a survivor applied
 //! (journaled at a newer epoch of the shard than the dead node held); the
 //! answer of the first op *sent* after the kill, one op's latency later, is
-//! printed beside it.
+//! printed beside it, with the figures of each kill (and how many shards
+//! its victim held) and the eight slowest actors: when their op was sent,
+//! which node acknowledged it, after how many sends.
 //! Checked: that unavailability's p50, p99 and max; no op slower than 1 s
 //! while a restarted node takes its shards back; and, at the end, every
 //! acknowledged chat line and sample stored exactly once, in order.
@@ -170,6 +172,9 @@ struct Op {
     sent: Instant,
     acked: Instant,
     seq: Option<u64>,
+    /// Sends until acknowledged, and the node that acknowledged it.
+    tries: u32,
+    by: String,
 }
 
 /// A driver's HTTP client (its connections kept alive between ops).
@@ -180,17 +185,20 @@ fn client() -> awc::Client {
 }
 
 /// Sends `query` until a node acknowledges it (a transient failure, or a
-/// node gone, is sent again, to the next node, 25 ms later); its data.
+/// node gone, is sent again, to the next node, 25 ms later); its data,
+/// the number of sends and the node that acknowledged it.
 async fn until_acked(
     client: &awc::Client,
     targets: &Targets,
     tok: &str,
     query: &str,
     vars: &Value,
-) -> Value {
+) -> (Value, u32, String) {
     let body = json!({"query": query, "variables": vars}).to_string();
     let give_up = Instant::now() + Duration::from_secs(120);
+    let mut tries = 0;
     loop {
+        tries += 1;
         assert!(Instant::now() < give_up, "an op not acknowledged in 120 s");
         let addr = targets.pick();
         let sent = client
@@ -203,7 +211,7 @@ async fn until_acked(
             if res.status().as_u16() == 200 {
                 if let Ok(v) = res.json::<Value>().limit(1 << 20).await {
                     match v["errors"][0]["extensions"]["code"].as_str() {
-                        None => return v["data"].clone(),
+                        None => return (v["data"].clone(), tries, addr),
                         Some("UNAVAILABLE" | "TIMEOUT") => {}
                         Some(code) => panic!("an op refused with {code}: {v}"),
                     }
@@ -246,7 +254,7 @@ async fn drive_chat(
         let key = format!("op-{n}");
         let vars = json!({"c": consult, "m": key, "t": format!("line {n}")});
         let sent = Instant::now();
-        let data = until_acked(&client, &targets, &tok, CHAT, &vars).await;
+        let (data, tries, by) = until_acked(&client, &targets, &tok, CHAT, &vars).await;
         let seq = data["sendMessage"].as_u64().expect("a sequence");
         ops.lock().unwrap().push(Op {
             actor: format!("consult/{consult}"),
@@ -254,6 +262,8 @@ async fn drive_chat(
             sent,
             acked: Instant::now(),
             seq: Some(seq),
+            tries,
+            by,
         });
     }
 }
@@ -283,7 +293,7 @@ async fn drive_device(
             .collect();
         let vars = json!({"d": device, "s": samples, "r": format!("push-{n}")});
         let sent = Instant::now();
-        let data = until_acked(&client, &targets, &tok, PUSH, &vars).await;
+        let (data, tries, by) = until_acked(&client, &targets, &tok, PUSH, &vars).await;
         let r = &data["pushSamples"];
         // Stored now, or by an earlier try whose answer was lost (the request
         // id, or the samples' own times, tell).
@@ -301,6 +311,8 @@ async fn drive_device(
             sent,
             acked: Instant::now(),
             seq: None,
+            tries,
+            by,
         });
     }
 }
@@ -562,8 +574,10 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         .await;
         let worst = waits.values().max().copied().unwrap_or_default();
         eprintln!(
-            "kill {k} of {}: {} affected actors, the first op sent after the kill answered within {worst:?}",
+            "kill {k} of {} (holding {} of {SHARDS} shards): {} affected actors, the first op sent \
+             after the kill answered within {worst:?}",
             ids[victim],
+            placement.values().filter(|(o, _)| o == ids[victim]).count(),
             affected.len()
         );
         sent_after.extend(waits.values());
@@ -698,7 +712,9 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     // paced load an actor is not asked between its ops: then it counts from
     // the kill or, if that op was sent after the kill, from its sending.
     let mut unavailable: Vec<Duration> = Vec::new();
-    for (killed, affected) in &killed_at {
+    // The slowest, to say where the time went: (wait, actor, kill, op).
+    let mut slowest: Vec<(Duration, &str, usize, &Op)> = Vec::new();
+    for (k, (killed, affected)) in killed_at.iter().enumerate() {
         for (actor, epoch) in affected {
             let back = ops_of(actor)
                 .iter()
@@ -716,7 +732,29 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
                 back.sent.max(*killed)
             };
             unavailable.push(back.acked - from);
+            slowest.push((back.acked - from, actor, k, back));
         }
+    }
+    for k in 0..killed_at.len() {
+        let mut of_kill: Vec<Duration> = slowest.iter().filter(|s| s.2 == k).map(|s| s.0).collect();
+        of_kill.sort();
+        eprintln!(
+            "kill {k}: unavailability p50 {:?} p99 {:?} max {:?}",
+            pct(&of_kill, 50.0),
+            pct(&of_kill, 99.0),
+            of_kill.last().unwrap()
+        );
+    }
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+    for (wait, actor, k, op) in slowest.iter().take(8) {
+        let killed = killed_at[*k].0;
+        eprintln!(
+            "slow: {actor} kill {k}: {wait:?}, sent {:?} after the kill, acknowledged by {} \
+             after {} sends",
+            op.sent.saturating_duration_since(killed),
+            op.by,
+            op.tries,
+        );
     }
     unavailable.sort();
     sent_after.sort();
