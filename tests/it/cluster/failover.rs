@@ -3,7 +3,9 @@
 //! RabbitMQ and PostgreSQL, consults with 10,000 lines of history, a
 //! sustained load of chat and pushes through GraphQL, each op retried with
 //! its idempotency key (on any live node) until acknowledged, and a node
-//! killed with SIGKILL and restarted, again and again.
+//! killed with SIGKILL and restarted, again and again: each kill once the
+//! cluster is formed (every node holds shards, none has a hand-over left),
+//! so that it is a node of a running cluster that dies.
 //!
 //! Measured per affected actor (one whose shard the killed node owned): the
 //! time from the kill to its next acknowledged op that a survivor applied
@@ -112,9 +114,8 @@ fn node(id: &str, bus: &str, db: &str, load: Load) -> TestNode {
         .start()
 }
 
-/// Owner of each shard in `addr`'s view, once every shard has a live owner
-/// and `ids` are all `up`.
-async fn owners(addr: &str, ids: &[&str]) -> Option<BTreeMap<u16, (String, u64)>> {
+/// `addr`'s view of the cluster (`/debug/cluster`).
+async fn view(addr: &str) -> Option<Value> {
     let ops = token(Role::Ops, "ops-failover");
     let mut res = awc::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -124,7 +125,13 @@ async fn owners(addr: &str, ids: &[&str]) -> Option<BTreeMap<u16, (String, u64)>
         .send()
         .await
         .ok()?;
-    let v: Value = res.json().limit(1 << 20).await.ok()?;
+    res.json().limit(1 << 20).await.ok()
+}
+
+/// Owner of each shard in `addr`'s view, once every shard has a live owner
+/// and `ids` are all `up`.
+async fn owners(addr: &str, ids: &[&str]) -> Option<BTreeMap<u16, (String, u64)>> {
+    let v = view(addr).await?;
     let up: BTreeSet<&str> = v["nodes"]
         .as_array()?
         .iter()
@@ -145,6 +152,26 @@ async fn owners(addr: &str, ids: &[&str]) -> Option<BTreeMap<u16, (String, u64)>
         );
     }
     (out.len() == SHARDS as usize).then_some(out)
+}
+
+/// Whether the cluster of `nodes` is formed: each node holds shards and has
+/// no hand-over left to make. Until then the first node up holds most
+/// shards, and a kill measures the cluster forming rather than a node of a
+/// running cluster dying.
+async fn balanced(nodes: &[TestNode]) -> Option<()> {
+    for n in nodes {
+        let v = view(&n.addr).await?;
+        let me = v["node"].as_str()?;
+        let held = v["shards"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["owner"] == me)
+            .count();
+        if held == 0 || v["handovers_pending"].as_u64()? > 0 {
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// Where the ops go: the nodes alive now (a killed node's address leaves
@@ -523,7 +550,10 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             "placement settled",
             Duration::from_secs(90),
             Duration::from_millis(200),
-            async || owners(&watch_addr, &ids).await,
+            async || {
+                balanced(&nodes).await?;
+                owners(&watch_addr, &ids).await
+            },
         )
         .await;
         // Steady load for a moment before the kill.
