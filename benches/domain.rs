@@ -8,7 +8,14 @@
 //!   batch of 1,000, then aggregates and rules), to PostgreSQL and to SQLite,
 //!   vs. raw sqlx inserts of the same payloads into the same table;
 //! - consult chat messages/s end to end (actor, journal, reply), vs. raw
-//!   single-row inserts.
+//!   single-row inserts;
+//! - device streams started/s on PostgreSQL, 100 at once as after a
+//!   failover, each replaying a journal tail of 63 batches of 50 samples
+//!   (the most a stream left after its snapshot when it snapshotted every
+//!   64 batches) or 20 (every 1,000 samples), vs. streams with one batch to
+//!   replay: what a start's replay costs;
+//! - samples/s persisted in batches of 50 with a snapshot every 1,000
+//!   samples, vs. every 64 batches: what the shorter replay costs.
 //!
 //! Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust), as the tests do.
 //! Run: `cargo bench --bench domain` (`CARDIO_BENCH_ONLY=memory` for the
@@ -23,7 +30,10 @@ use cardio::actors::device::aggregate::Rollups;
 use cardio::actors::device::alarms::{AlarmEngine, AlarmSettings, Observation, Signal};
 use cardio::actors::device::ecg::{EcgAnalyzer, EcgOutput, RhythmSettings};
 use cardio::actors::device::sample::{Limits, Sample, Validator};
-use common::{chat_rate, now_ms, push_rate, samples, Db};
+use cardio::actors::device::stream::{DeviceStream, Latest, StreamSettings};
+use cardio::registry::KindSpec;
+use cardio::store::{Appended, Store};
+use common::{chat_rate, now_ms, push_rate, push_rate_with, samples, Db};
 
 fn in_memory() -> (f64, f64) {
     const N: usize = 2_000_000;
@@ -212,6 +222,83 @@ async fn chat(backend: &str) -> (f64, f64) {
     (raw, actor)
 }
 
+/// Device streams started/s, `DEVICES` at once (first message answered),
+/// each with `batches` journal entries of 50 samples and no snapshot.
+async fn starts(store: &Store, prefix: &str, batches: usize) -> f64 {
+    const DEVICES: usize = 100;
+    let t0 = now_ms() - 3_600_000;
+    for d in 0..DEVICES {
+        let key = format!("device/{prefix}-{d}");
+        let mut seq = 0;
+        for (i, batch) in samples(batches * 50, t0).chunks(50).enumerate() {
+            let payload = serde_json::to_vec(batch).unwrap();
+            match store.append(&key, seq, &format!("p{i}"), 0, &payload).await {
+                Ok(Appended::Written { seq: s }) => seq = s,
+                other => panic!("seeding {key}: {other:?}"),
+            }
+        }
+    }
+    let (registry, root) = common::runtime().await;
+    let s = store.clone();
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| {
+                DeviceStream::new(id, s.clone(), StreamSettings::default())
+            }),
+        )
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let ids: Vec<String> = (0..DEVICES).map(|d| format!("{prefix}-{d}")).collect();
+    let started = ids.iter().map(|id| kind.send(id, Latest));
+    for latest in futures_util::future::join_all(started).await {
+        assert!(latest.unwrap().heart_rate.is_some(), "the tail replayed");
+    }
+    let rate = DEVICES as f64 / t.elapsed().as_secs_f64();
+    root.shutdown().await;
+    rate
+}
+
+/// Samples/s persisted in batches of 50, 16 devices in parallel, with
+/// snapshots every 64 batches (the baseline) and every 1,000 samples,
+/// alternated twice (one database).
+async fn snapshot_cost() -> (f64, f64) {
+    const DEVICES: usize = 16;
+    const BATCHES: usize = 200;
+    let db = Db::fresh("postgres").await;
+    let t0 = now_ms() - (BATCHES * 50) as u64 * 10 - 10_000;
+    let batches: Vec<Vec<Sample>> = samples(BATCHES * 50, t0)
+        .chunks(50)
+        .map(|b| b.to_vec())
+        .collect();
+    let by_batches = StreamSettings {
+        snapshot_samples: u64::MAX,
+        ..StreamSettings::default()
+    };
+    let (mut base, mut ours) = (0.0, 0.0);
+    for round in 0..2 {
+        let old = by_batches.clone();
+        let new = StreamSettings::default();
+        base += push_rate_with(&db.store, DEVICES, &batches, old, &format!("b{round}")).await;
+        ours += push_rate_with(&db.store, DEVICES, &batches, new, &format!("s{round}")).await;
+    }
+    db.drop().await;
+    (base / 2.0, ours / 2.0)
+}
+
+/// Starts/s with one batch to replay, then 63, then 20 (one database,
+/// after a round of starts that warms its pool and the code's pages).
+async fn replays() -> (f64, f64, f64) {
+    let db = Db::fresh("postgres").await;
+    starts(&db.store, "warm", 1).await;
+    let one = starts(&db.store, "one", 1).await;
+    let most = starts(&db.store, "most", 63).await;
+    let twenty = starts(&db.store, "twenty", 20).await;
+    db.drop().await;
+    (one, most, twenty)
+}
+
 fn main() {
     let (plain, pipeline) = in_memory();
     let (ecg_plain, ecg_pipeline) = ecg_in_memory();
@@ -224,6 +311,8 @@ fn main() {
                 sys.block_on(persisted("sqlite")),
                 sys.block_on(chat("postgres")),
                 sys.block_on(chat("sqlite")),
+                sys.block_on(replays()),
+                sys.block_on(snapshot_cost()),
             )
         });
     let row = |what: &str, base: f64, ours: f64, target: &str| {
@@ -258,6 +347,8 @@ fn main() {
         (lite_raw, lite_actor),
         (pg_chat_raw, pg_chat),
         (lite_chat_raw, lite_chat),
+        (one, most, twenty),
+        (by_batches, by_samples),
     )) = persisted_rows
     else {
         return;
@@ -284,6 +375,24 @@ fn main() {
         "chat messages via Consult actor, SQLite (vs raw appends)",
         lite_chat_raw,
         lite_chat,
+        "",
+    );
+    row(
+        "stream starts, 63 batches of 50 to replay, PG (vs 1 batch)",
+        one,
+        most,
+        "",
+    );
+    row(
+        "stream starts, 20 batches of 50 to replay, PG (vs 1 batch)",
+        one,
+        twenty,
+        "",
+    );
+    row(
+        "samples x50 persisted, snapshot per 1,000, PG (vs per 64 batches)",
+        by_batches,
+        by_samples,
         "",
     );
 }

@@ -97,14 +97,23 @@ pub async fn runtime() -> (Registry, SupervisorRef) {
 /// parallel, each pushing every batch of `batches` (each must be taken
 /// whole).
 pub async fn push_rate(store: &Store, devices: usize, batches: &[Vec<Sample>]) -> f64 {
+    push_rate_with(store, devices, batches, StreamSettings::default(), "d").await
+}
+
+/// [`push_rate`] with streams of `settings`, named `prefix-<n>`.
+pub async fn push_rate_with(
+    store: &Store,
+    devices: usize,
+    batches: &[Vec<Sample>],
+    settings: StreamSettings,
+    prefix: &str,
+) -> f64 {
     let (registry, root) = runtime().await;
     let s = store.clone();
     let kind = registry
         .register(
             &root,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), StreamSettings::default())
-            }),
+            KindSpec::new(move |id: &str| DeviceStream::new(id, s.clone(), settings.clone())),
         )
         .await
         .unwrap();
@@ -116,7 +125,7 @@ pub async fn push_rate(store: &Store, devices: usize, batches: &[Vec<Sample>]) -
                 let n = b.len();
                 let r = kind
                     .send(
-                        &format!("d-{d}"),
+                        &format!("{prefix}-{d}"),
                         Push {
                             request_id: format!("p{i}"),
                             samples: b,

@@ -786,23 +786,45 @@ async fn a_live_stream_snapshots_every_64_chunks(store: &Store) {
         .await;
         assert_eq!(r.accepted, 1, "{r:?}");
     }
+    snapshot_while_live(store, &kind, "d-64", 128).await;
+}
+
+/// Waits for `device`'s snapshot at journal sequence `seq`, taken while its
+/// stream stayed live.
+async fn snapshot_while_live(store: &Store, kind: &Kind<DeviceStream>, device: &str, seq: u64) {
+    let key = format!("device/{device}");
     let saved = poll_until(
-        "a snapshot at chunk 128",
+        "a snapshot at the expected batch",
         Duration::from_secs(20),
         Duration::from_millis(20),
-        async || {
-            store
-                .snapshot("device/d-64")
-                .await
-                .unwrap()
-                .filter(|s| s.seq == 128)
-        },
+        async || store.snapshot(&key).await.unwrap().filter(|s| s.seq == seq),
     )
     .await;
-    assert_eq!(saved.seq, 128);
+    assert_eq!(saved.seq, seq);
     assert_eq!(kind.live(), 1, "taken without passivating");
 }
 on_both!(live_snapshots, a_live_stream_snapshots_every_64_chunks);
+
+/// Large batches bring the snapshot sooner: every 1,000 samples, so that a
+/// start after a kill -9 replays at most that many, whatever the batch size.
+async fn a_live_stream_snapshots_every_1000_samples(store: &Store) {
+    let kind = devices(store).await;
+    let t0 = now_ms() - 3_000_000;
+    for i in 0..45u64 {
+        let samples = (0..50)
+            .map(|k| Sample::HeartRate {
+                at_ms: t0 + (i * 50 + k) * 1_000,
+                bpm: 70.0,
+            })
+            .collect();
+        let r = push(&kind, "d-1000", &format!("r{i}"), samples).await;
+        assert_eq!(r.accepted, 50, "{r:?}");
+    }
+    // 20 batches of 50 samples each: snapshots at batches 20 and 40 (not
+    // at 64, which these 45 batches never reach).
+    snapshot_while_live(store, &kind, "d-1000", 40).await;
+}
+on_both!(sample_snapshots, a_live_stream_snapshots_every_1000_samples);
 
 /// A retried batch is answered as a duplicate, not as rejected samples,
 /// after a passivation (the recent request ids are in the snapshot) and

@@ -37,8 +37,12 @@ use crate::store::{AlertRecord, Store};
 mod absorb;
 mod alarms;
 
-/// Chunks journaled between snapshots.
+/// Batches journaled between snapshots at most.
 const SNAPSHOT_EVERY: u64 = 64;
+
+/// Samples journaled between snapshots at most, by default
+/// ([`StreamSettings::snapshot_samples`]).
+pub const SNAPSHOT_SAMPLES: u64 = 1_000;
 
 /// How far an ECG chunk may start from where the lead's previous chunk ended
 /// and still continue it: device clocks stamp chunks with some jitter.
@@ -92,6 +96,12 @@ pub struct StreamSettings {
     /// Longest a stream with an alarm deadline ahead sleeps: shorter than
     /// the idle timeout, so that it does not passivate before the deadline.
     pub keepalive: Duration,
+    /// Samples journaled between snapshots at most (and 64 batches): a
+    /// start replays the journal after its snapshot sample by sample
+    /// (validation, aggregates, alarms), so samples, not batches, bound a
+    /// start's work. At 50 samples a push a stream snapshots every 20
+    /// pushes; at 10, every 64. An ECG chunk counts as one sample.
+    pub snapshot_samples: u64,
 }
 
 impl Default for StreamSettings {
@@ -101,6 +111,7 @@ impl Default for StreamSettings {
             alarms: AlarmSettings::default(),
             rhythm: RhythmSettings::default(),
             keepalive: Duration::from_secs(60),
+            snapshot_samples: SNAPSHOT_SAMPLES,
         }
     }
 }
@@ -140,6 +151,8 @@ pub struct DeviceStream {
     lead: Option<Lead>,
     latest: LatestReadings,
     last_seq: u64,
+    /// Batches and samples journaled after the latest snapshot taken.
+    unsnapped: (u64, u64),
     /// Active alarm episodes: key → stored id.
     open_alerts: HashMap<AlarmKey, String>,
     /// Request ids of the latest batches, to answer a retry as a duplicate.
@@ -338,6 +351,7 @@ impl DeviceStream {
             open_alerts: HashMap::new(),
             recent_requests: VecDeque::new(),
             pending_snapshot: None,
+            unsnapped: (0, 0),
             events: crate::bus::events::Events::none(),
             received: None,
             armed_for: None,
@@ -374,6 +388,7 @@ impl DeviceStream {
             let _ = pending.await;
         }
         let saved = self.snapshot_state();
+        self.unsnapped = (0, 0);
         crate::actors::save_snapshot(&self.store, &self.key, self.last_seq, &saved).await;
     }
 
@@ -382,6 +397,7 @@ impl DeviceStream {
     /// state never lands after a newer one of the same sequence.
     fn snapshot_beside(&mut self) {
         let payload = serde_json::to_vec(&self.snapshot_state()).expect("snapshots serialise");
+        self.unsnapped = (0, 0);
         let previous = self.pending_snapshot.take();
         self.pending_snapshot = Some(crate::actors::spawn_snapshot(
             &self.store,
@@ -435,6 +451,7 @@ impl Actor for DeviceStream {
         self.last_seq = recovered.snapshot_seq;
         for e in recovered.tail {
             if let Some(samples) = decode::<Vec<Sample>>(&e.payload, "journal entry", &self.key) {
+                self.unsnapped.1 += samples.len() as u64;
                 // Rebuild validation history, aggregates and alarm states;
                 // rewrite derived rows.
                 for s in &samples {
@@ -456,6 +473,7 @@ impl Actor for DeviceStream {
             }
             self.last_seq = e.seq;
             self.remember(e.message_id);
+            self.unsnapped.0 += 1;
         }
         // Acknowledgements made while this stream was away still hold.
         for (key, id) in self.open_alerts.clone() {
@@ -646,7 +664,10 @@ impl DeviceStream {
             );
         }
         self.announce(&changes, recorded, accepted_ms);
-        if self.last_seq % SNAPSHOT_EVERY == 0 {
+        self.unsnapped.0 += 1;
+        self.unsnapped.1 += verdict.accepted.len() as u64;
+        let (batches, samples) = self.unsnapped;
+        if batches >= SNAPSHOT_EVERY || samples >= self.settings.snapshot_samples {
             // Only after the derived rows are written: a replay from this
             // snapshot must not need to re-derive what came before it.
             self.snapshot_beside();
