@@ -114,24 +114,10 @@ fn node(id: &str, bus: &str, db: &str, load: Load) -> TestNode {
         .start()
 }
 
-/// `addr`'s view of the cluster (`/debug/cluster`).
-async fn view(addr: &str) -> Option<Value> {
-    let ops = token(Role::Ops, "ops-failover");
-    let mut res = awc::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .finish()
-        .get(format!("http://{addr}/debug/cluster"))
-        .insert_header(("authorization", format!("Bearer {ops}")))
-        .send()
-        .await
-        .ok()?;
-    res.json().limit(1 << 20).await.ok()
-}
-
 /// Owner of each shard in `addr`'s view, once every shard has a live owner
 /// and `ids` are all `up`.
 async fn owners(addr: &str, ids: &[&str]) -> Option<BTreeMap<u16, (String, u64)>> {
-    let v = view(addr).await?;
+    let v = super::get(&format!("http://{addr}/debug/cluster")).await?;
     let up: BTreeSet<&str> = v["nodes"]
         .as_array()?
         .iter()
@@ -160,7 +146,7 @@ async fn owners(addr: &str, ids: &[&str]) -> Option<BTreeMap<u16, (String, u64)>
 /// running cluster dying.
 async fn balanced(nodes: &[TestNode]) -> Option<()> {
     for n in nodes {
-        let v = view(&n.addr).await?;
+        let v = super::cluster_view(n).await?;
         let me = v["node"].as_str()?;
         let held = v["shards"]
             .as_array()?
@@ -741,8 +727,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     // dead node applied just before dying does not count as served. Under a
     // paced load an actor is not asked between its ops: then it counts from
     // the kill or, if that op was sent after the kill, from its sending.
-    let mut unavailable: Vec<Duration> = Vec::new();
-    // The slowest, to say where the time went: (wait, actor, kill, op).
+    // Each with what says where the time went: (wait, actor, kill, op).
     let mut slowest: Vec<(Duration, &str, usize, &Op)> = Vec::new();
     for (k, (killed, affected)) in killed_at.iter().enumerate() {
         for (actor, epoch) in affected {
@@ -761,7 +746,6 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             } else {
                 back.sent.max(*killed)
             };
-            unavailable.push(back.acked - from);
             slowest.push((back.acked - from, actor, k, back));
         }
     }
@@ -786,6 +770,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             op.tries,
         );
     }
+    let mut unavailable: Vec<Duration> = slowest.iter().map(|s| s.0).collect();
     unavailable.sort();
     sent_after.sort();
     assert!(
