@@ -7,6 +7,9 @@
 //!     the `me` query (HTTP + token + GraphQL, no actor, no database) over
 //!     four times the requests, before the writes (and again after them, to
 //!     show the machine's drift);
+//! (g2) `pushSamples` to one device with as many in flight, beside (g)'s
+//!     pushes to 64 devices with one each (issue 15, item 4: a device's
+//!     pushes that queue together are coalesced);
 //! (h) alert latency: from sending a `pushSamples` whose blood pressure is a
 //!     hypertensive crisis (raised at once) to the clinician's `alerts`
 //!     subscription receiving it, p50/p99 over 60 alerts; on one node, and on
@@ -215,6 +218,26 @@ async fn alert(ws: &mut Socket, change: &str, wait: Duration) -> bool {
     false
 }
 
+/// The node's counts of pushes coalesced and of samples rejected (`/metrics`).
+async fn counters(addr: &str) -> (f64, f64) {
+    let mut res = awc::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8(res.body().limit(16 << 20).await.unwrap().to_vec()).unwrap();
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        sum("cardio_pushes_coalesced_total"),
+        sum("cardio_samples_rejected_total"),
+    )
+}
+
 /// Pushes one blood-pressure reading of `device` with the `patient`'s token.
 async fn push_bp(
     c: &awc::Client,
@@ -346,6 +369,29 @@ fn main() {
             )
         })
         .await;
+        // (g2) Issue 15, item 4: one device (a gateway forwarding a backlog)
+        // with all of them in flight, beside the pushes of as many devices
+        // above. Each push's 10 samples span 10 ms, the next push's follow:
+        // the pushes in flight span less than the stream's 2-s reorder
+        // tolerance, so the order they arrive in rejects none.
+        let gateway = gql(&c, &a, &patient, "mutation { registerDevice(patientId: \"p-1\", kind: \"gateway\") }", json!({}))
+            .await["registerDevice"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let before = counters(&a).await;
+        let one_device = rate(&a, &patient, |i| {
+            let base = t0 + 1_000_000.0 + i as f64 * 10.0;
+            let samples: Vec<Value> = (0..10)
+                .map(|k| json!({"metric": "HEART_RATE", "at": iso(base + f64::from(k)), "value": 72}))
+                .collect();
+            (
+                "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted } }".into(),
+                json!({"d": gateway, "s": samples}),
+            )
+        })
+        .await;
+        let after = counters(&a).await;
         // The baseline again, after the writes: how far the machine drifted.
         let me_after = rate_of(4 * requests, &a, &patient, me_query).await;
         println!(
@@ -355,6 +401,14 @@ fn main() {
             send / me,
             push / me,
             4 * requests
+        );
+        println!(
+            "(g2) one node, one device with {in_flight} pushes in flight: pushSamples x10 {one_device:.0}/s \
+             ({:.2} of {in_flight} devices with one each, above); {:.0} of {requests} pushes went to the stream \
+             coalesced, {:.0} samples rejected",
+            one_device / push,
+            after.0 - before.0,
+            after.1 - before.1,
         );
         let one = alert_latencies(&a, &a, &device).await;
         println!(

@@ -146,6 +146,7 @@ fn describe() {
         ("cardio_alerts_raised_total", "Clinical alerts raised, by rule and priority."),
         ("cardio_samples_accepted_total", "Device samples accepted."),
         ("cardio_samples_rejected_total", "Device samples rejected, by reason."),
+        ("cardio_pushes_coalesced_total", "Device pushes sent to their stream together with others of the same device that queued meanwhile (one journal entry a batch)."),
         ("cardio_limited_total", "Requests and connections a limit refused or ended, by limit (issue 13)."),
     ] {
         describe_counter!(name, Count, help);
@@ -359,6 +360,11 @@ pub fn samples(accepted: usize, rejected: &[&'static str]) {
     for reason in rejected {
         counter!("cardio_samples_rejected_total", "reason" => *reason).increment(1);
     }
+}
+
+/// `pushes` of one device went to its stream as one batch.
+pub fn pushes_coalesced(pushes: usize) {
+    counter!("cardio_pushes_coalesced_total").increment(pushes as u64);
 }
 
 /// Bus instruments, labelled by backend (`memory`, `amqp`).

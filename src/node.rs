@@ -529,6 +529,7 @@ async fn register_kinds(
         )
         .await?;
     registry.route::<DeviceStream, stream::Push>(&devices);
+    registry.route::<DeviceStream, stream::PushMany>(&devices);
     registry.route::<DeviceStream, stream::OpenAggregates>(&devices);
     registry.route::<DeviceStream, stream::Latest>(&devices);
     registry.route::<DeviceStream, stream::Acknowledge>(&devices);

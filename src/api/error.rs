@@ -235,6 +235,21 @@ impl ApiError {
         }
     }
 
+    /// The same error again, for each of several callers that one failed
+    /// ask was for (an ask fails `UNAVAILABLE`, or `BAD_USER_INPUT` for an
+    /// invalid id).
+    pub(crate) fn again(&self) -> ApiError {
+        match self {
+            ApiError::BadInput(m) => ApiError::BadInput(m.clone()),
+            ApiError::Unavailable { cause } => ApiError::Unavailable {
+                cause: cause.clone(),
+            },
+            other => ApiError::Unavailable {
+                cause: format!("{}: the ask failed", other.code()),
+            },
+        }
+    }
+
     /// `BAD_USER_INPUT` with a message naming the argument.
     pub fn bad_input(message: impl Into<String>) -> ApiError {
         ApiError::BadInput(message.into())

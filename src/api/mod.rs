@@ -27,6 +27,7 @@ pub mod console;
 pub mod error;
 pub mod gate;
 pub mod graphql;
+pub mod lanes;
 pub mod limits;
 pub(crate) mod live;
 pub mod monitoring;

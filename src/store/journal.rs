@@ -8,7 +8,7 @@
 use sqlx::Row;
 
 use super::audit::PendingAudit;
-use super::writer::{AppendOp, AppendOutcome, Op, Reply, Then, FIND_PG, FIND_SQLITE};
+use super::writer::{AppendOp, AppendOutcome, Arg, Op, Reply, Stmt, Then};
 use super::{with_pool, Store, StoreError};
 use crate::clock::unix_ms;
 
@@ -38,6 +38,18 @@ pub enum Appended {
     /// This message was applied before, at this sequence; nothing written.
     Duplicate { seq: u64 },
 }
+
+/// An alias of a coalesced entry (a replay writing it again changes nothing).
+const ALIAS_PG: &str = "INSERT INTO journal_aliases (actor_id, message_id, seq, at_ms) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+const ALIAS_SQLITE: &str = "INSERT INTO journal_aliases (actor_id, message_id, seq, at_ms) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
+
+/// Where a message id is: an entry's own, or an alias.
+const FIND_ANY_PG: &str = "SELECT seq FROM journal WHERE actor_id = $1 AND message_id = $2 \
+     UNION ALL SELECT seq FROM journal_aliases WHERE actor_id = $1 AND message_id = $2 LIMIT 1";
+const FIND_ANY_SQLITE: &str = "SELECT seq FROM journal WHERE actor_id = ?1 AND message_id = ?2 \
+     UNION ALL SELECT seq FROM journal_aliases WHERE actor_id = ?1 AND message_id = ?2 LIMIT 1";
 
 /// Journal entries a retention batch examines at most (two statements: where
 /// the batch ends, and the delete).
@@ -116,7 +128,6 @@ impl Store {
     /// `audit` is no longer pending. Not taken if the round failed or the
     /// append was not queued.
     #[allow(clippy::too_many_arguments)]
-    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
     pub async fn append_audited(
         &self,
         actor: &str,
@@ -126,6 +137,61 @@ impl Store {
         payload: &[u8],
         then: Then,
         audit: &mut PendingAudit,
+    ) -> Result<Appended, StoreError> {
+        let audits = std::slice::from_mut(audit);
+        self.append_with(actor, after_seq, message_id, epoch, payload, then, audits)
+            .await
+    }
+
+    /// One entry that is the effect of several messages (a device stream's
+    /// pushes coalesced while the previous entry was written): written under
+    /// `message_ids[0]`, with the other ids kept as its aliases in the same
+    /// transaction, so that [`Self::message_seq`] finds the entry by any of
+    /// them. Each of `audits` as in [`Self::append_audited`]. Only the first
+    /// id is checked for a duplicate: the caller knows the others are new.
+    pub async fn append_coalesced(
+        &self,
+        actor: &str,
+        after_seq: u64,
+        message_ids: &[&str],
+        payload: &[u8],
+        audits: &mut [PendingAudit],
+    ) -> Result<Appended, StoreError> {
+        let Some((first, aliases)) = message_ids.split_first() else {
+            return Err(StoreError::Batch("an entry needs a message id".into()));
+        };
+        let seq = after_seq as i64 + 1;
+        let at_ms = unix_ms() as i64;
+        let insert = self.dialect(ALIAS_PG, ALIAS_SQLITE);
+        let then = Then(
+            aliases
+                .iter()
+                .map(|id| Stmt {
+                    sql: insert.into(),
+                    args: vec![
+                        Arg::Text(actor.to_owned()),
+                        Arg::Text((*id).to_owned()),
+                        Arg::Int(seq),
+                        Arg::Int(at_ms),
+                    ],
+                })
+                .collect(),
+        );
+        self.append_with(actor, after_seq, first, 0, payload, then, audits)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
+    async fn append_with(
+        &self,
+        actor: &str,
+        after_seq: u64,
+        message_id: &str,
+        epoch: u64,
+        payload: &[u8],
+        then: Then,
+        audits: &mut [PendingAudit],
     ) -> Result<Appended, StoreError> {
         let seq = after_seq + 1;
         let fenced = match &self.fence {
@@ -152,14 +218,16 @@ impl Store {
             at_ms: unix_ms() as i64,
             shard: fenced.map(|(shard, _)| i32::from(shard)),
             then,
-            audit: audit
-                .pending()
-                .map(|entry| (entry.clone(), self.audit_key.clone())),
+            audit: audits
+                .iter()
+                .filter_map(PendingAudit::pending)
+                .map(|entry| (entry.clone(), self.audit_key.clone()))
+                .collect(),
         });
         let started = std::time::Instant::now();
         let outcome = self.commit_with_others(op).await;
         if matches!(outcome, Ok(Reply::Append(_))) {
-            audit.committed();
+            audits.iter_mut().for_each(PendingAudit::committed);
         }
         crate::metrics::journal_write(bytes, started.elapsed());
         match outcome {
@@ -239,15 +307,16 @@ impl Store {
         Ok(seq as u64)
     }
 
-    /// The sequence `actor`'s journal holds `message_id` at, if any (the
-    /// unique (actor, message id) index: a retry older than what the actor
-    /// keeps in memory).
+    /// The sequence `actor`'s journal holds `message_id` at, if any, as an
+    /// entry's own id or as one of its aliases ([`Self::append_coalesced`];
+    /// both indexed by (actor, message id)): a retry older than what the
+    /// actor keeps in memory.
     pub async fn message_seq(
         &self,
         actor: &str,
         message_id: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let find = self.dialect(FIND_PG, FIND_SQLITE);
+        let find = self.dialect(FIND_ANY_PG, FIND_ANY_SQLITE);
         let seq: Option<i64> = with_pool!(self, pool => sqlx::query(find)
             .bind(actor)
             .bind(message_id)
@@ -269,7 +338,7 @@ impl Store {
     /// journal. `prefix` is a kind and a slash (`device/`); anything else
     /// deletes nothing.
     pub async fn prune_journal(&self, prefix: &str, before_ms: u64) -> Result<u64, StoreError> {
-        let (bound, delete) = match self.prune_statements(prefix) {
+        let (bound, delete, aliases) = match self.prune_statements(prefix) {
             Some(sql) => sql,
             None => return Ok(0),
         };
@@ -302,6 +371,13 @@ impl Store {
                 .await
                 .map(|r| r.rows_affected()))?;
             if last {
+                // The aliases of the entries gone (on the index by time;
+                // an entry kept keeps its aliases).
+                with_pool!(self, pool => sqlx::query(&aliases)
+                    .bind(before)
+                    .execute(pool)
+                    .await
+                    .map(|_| ()))?;
                 return Ok(deleted);
             }
             from = to;
@@ -317,7 +393,7 @@ impl Store {
     /// how tests check that retention is indexed.
     #[doc(hidden)]
     pub async fn prune_plans(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let Some((bound, delete)) = self.prune_statements(prefix) else {
+        let Some((bound, delete, _)) = self.prune_statements(prefix) else {
             return Ok(Vec::new());
         };
         let mut lines = Vec::new();
@@ -366,7 +442,7 @@ impl Store {
     /// batch, and the delete within it. The prefix's bounds are literals (a
     /// partial index is used only by a query whose WHERE implies its own),
     /// hence the strict check of `prefix`.
-    fn prune_statements(&self, prefix: &str) -> Option<(String, String)> {
+    fn prune_statements(&self, prefix: &str) -> Option<(String, String, String)> {
         let kind = prefix.strip_suffix('/')?;
         if kind.is_empty()
             || !kind
@@ -413,7 +489,13 @@ impl Store {
              AND seq <= COALESCE((SELECT s.seq FROM snapshots s WHERE s.actor_id = journal.actor_id), 0)",
             p[0], p[1], p[2], p[3], p[4], p[5], p[6]
         );
-        Some((bound, delete))
+        let aliases = format!(
+            "DELETE FROM journal_aliases WHERE at_ms < {} AND {range} \
+             AND NOT EXISTS (SELECT 1 FROM journal j \
+                 WHERE j.actor_id = journal_aliases.actor_id AND j.seq = journal_aliases.seq)",
+            p[0]
+        );
+        Some((bound, delete, aliases))
     }
 
     /// Stores `actor`'s snapshot at `seq`, unless a newer one is stored (one at

@@ -1113,6 +1113,87 @@ async fn each_write_is_audited_exactly_once_whatever_its_actor_answers() {
     assert_eq!(writes_of(a, &admin, "p-1", "vitals").await.len(), 4);
 }
 
+/// Issue 15, item 4: a device's pushes in flight together at one node go
+/// to its stream together (those that queued while the previous one was
+/// stored), and still each is stored once, answered on its own, audited
+/// once, and idempotent by its own request id.
+#[actix_rt::test]
+async fn a_devices_pushes_in_flight_together_are_coalesced_and_each_stored_once() {
+    // As many as one principal may have in flight by default.
+    const AT_ONCE: usize = 16;
+    let node = serve();
+    let a = &node.addr;
+    let admin = token(Role::Admin, "admin-1");
+    people(a, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
+    let (p1, dr1) = (token(Role::Patient, "p-1"), token(Role::Clinician, "dr-1"));
+    let device = device_of(a, "p-1", "gateway").await;
+    let push = "mutation($d: ID!, $s: [SampleInput!]!, $r: String) { pushSamples(deviceId: $d, samples: $s, requestId: $r) { accepted duplicate rejections { reason } } }";
+    let t0 = now_ms() - 600_000.0;
+    // Each round's pushes are 50 ms apart, within the stream's reorder
+    // tolerance: they may reach it in any order.
+    let sample =
+        |round: usize, k: usize| hr(t0 + (round * 10_000 + k * 50) as f64, 60.0 + k as f64);
+    let round_of = |round: usize| {
+        let p1 = p1.clone();
+        let device = device.clone();
+        futures_util::future::join_all((0..AT_ONCE).map(move |k| {
+            let v = json!({"d": device, "s": [sample(round, k)], "r": format!("g-{round}-{k}")});
+            let p1 = p1.clone();
+            async move { ok(a, &p1, push, v).await["pushSamples"].clone() }
+        }))
+    };
+    // Rounds until one coalesced (the first push of a round is stored
+    // alone; those that arrive meanwhile wait for it and go together).
+    let mut rounds = 0;
+    loop {
+        let answers = round_of(rounds).await;
+        rounds += 1;
+        for r in &answers {
+            assert_eq!(
+                r,
+                &json!({"accepted": 1, "duplicate": false, "rejections": []})
+            );
+        }
+        let coalesced = crate::ops::scrape(a)
+            .await
+            .sum("cardio_pushes_coalesced_total", &[]);
+        if coalesced > 0.0 {
+            break;
+        }
+        assert!(
+            rounds < 10,
+            "no push of {rounds} rounds of {AT_ONCE} went together"
+        );
+    }
+    // Retries of the first round, again all at once: each a duplicate.
+    for r in round_of(0).await {
+        assert_eq!(
+            r,
+            json!({"accepted": 0, "duplicate": true, "rejections": []})
+        );
+    }
+    // Every sample stored once, and every request audited once.
+    let points = ok(
+        a,
+        &dr1,
+        "query($f: DateTime!, $t: DateTime!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }",
+        json!({"f": iso(t0 - 60_000.0), "t": iso(now_ms())}),
+    )
+    .await;
+    let stored: i64 = points["vitals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(stored, (rounds * AT_ONCE) as i64);
+    assert_eq!(
+        writes_of(a, &admin, "p-1", "vitals").await.len(),
+        (rounds + 1) * AT_ONCE
+    );
+    drop(node);
+}
+
 /// Who may do what: each role × each operation × own or someone else's
 /// patient gives either an answer (or a domain refusal) or `FORBIDDEN`, and
 /// each attempt on PHI leaves an audit entry with its outcome.

@@ -10,7 +10,7 @@ use cardio::actors::device::alarms::{
 };
 use cardio::actors::device::sample::{Rejection, Sample};
 use cardio::actors::device::stream::{
-    DeviceStream, OpenAggregates, Push, PushResult, StreamSettings,
+    DeviceStream, OpenAggregates, Push, PushMany, PushResult, StreamSettings,
 };
 use cardio::registry::{Kind, KindSpec};
 use cardio::store::Store;
@@ -151,6 +151,17 @@ async fn push_series(
         changes.extend(r.alerts);
     }
     changes
+}
+
+/// Waits until `kind` has no live stream (all passivated).
+async fn passivated(kind: &Kind<DeviceStream>) {
+    poll_until(
+        "passivated",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        async || kind.live() == 0,
+    )
+    .await;
 }
 
 async fn stored_samples(store: &Store, device: &str) -> usize {
@@ -724,13 +735,7 @@ async fn a_passivated_stream_comes_back_from_its_snapshot(store: &Store) {
         ),
         "{changes:?}"
     );
-    poll_until(
-        "passivated",
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        async || kind.live() == 0,
-    )
-    .await;
+    passivated(&kind).await;
     let snapshot = store
         .snapshot("device/d-5")
         .await
@@ -841,13 +846,7 @@ async fn a_retry_is_a_duplicate_after_passivation_and_out_of_the_window(store: &
             .collect::<Vec<_>>()
     };
     assert_eq!(push(&kind, "d-r", "b0", batch(0)).await.accepted, 3);
-    poll_until(
-        "passivated",
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        async || kind.live() == 0,
-    )
-    .await;
+    passivated(&kind).await;
     let again = push(&kind, "d-r", "b0", batch(0)).await;
     assert!(again.duplicate && again.rejected.is_empty(), "{again:?}");
     for i in 1..=40 {
@@ -909,4 +908,121 @@ async fn a_stream_restored_from_its_snapshot_computes_what_a_live_one_does(store
 on_both!(
     ecg_snapshot,
     a_stream_restored_from_its_snapshot_computes_what_a_live_one_does
+);
+
+/// Pushes that queued together (issue 15): judged one after another exactly
+/// as if each came alone (a second stream fed them one by one answers the
+/// same and stores the same samples), journaled as one entry, and each
+/// still idempotent by its own request id, within the batch, at once, and
+/// after a passivation and out of the window of recent requests.
+async fn pushes_that_queued_together_are_judged_as_sent_and_journaled_once(store: &Store) {
+    let kind = devices_idle(store, Duration::from_millis(100)).await;
+    let t0 = now_ms() - 600_000;
+    let hr = |s: u64| Sample::HeartRate {
+        at_ms: t0 + s * 1_000,
+        bpm: 70.0 + s as f64,
+    };
+    let req = |id: &str, seconds: &[u64]| Push {
+        request_id: id.into(),
+        samples: seconds.iter().map(|s| hr(*s)).collect(),
+        audit: None,
+    };
+    let batch = vec![
+        req("p-1", &[3, 4, 5]),
+        // One sample p-1 brought already: rejected, the others stored.
+        req("p-2", &[5, 6, 7]),
+        // A retry of p-1 within the batch.
+        req("p-1", &[3, 4, 5]),
+        // Nothing new, and not a retry.
+        req("p-4", &[6, 7]),
+        // A retry of the push stored before the batch.
+        req("p-0", &[0, 1, 2]),
+        req("p-5", &[8]),
+    ];
+    for (device, together) in [("d-many", true), ("d-one", false)] {
+        assert_eq!(
+            push(&kind, device, "p-0", vec![hr(0), hr(1), hr(2)])
+                .await
+                .accepted,
+            3
+        );
+        let answers: Vec<PushResult> = if together {
+            kind.send(
+                device,
+                PushMany {
+                    pushes: batch.clone(),
+                },
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+        } else {
+            let mut answers = Vec::new();
+            for p in batch.clone() {
+                answers.push(kind.send(device, p).await.unwrap().unwrap());
+            }
+            answers
+        };
+        let summary: Vec<(u32, Vec<usize>, bool)> = answers
+            .iter()
+            .map(|a| {
+                (
+                    a.accepted,
+                    a.rejected.iter().map(|(i, _)| *i).collect(),
+                    a.duplicate,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (3, vec![], false),
+                (2, vec![0], false),
+                (0, vec![], true),
+                (0, vec![0, 1], false),
+                (0, vec![], true),
+                (1, vec![], false),
+            ],
+            "{device}: {answers:?}"
+        );
+        assert!(matches!(answers[1].rejected[0].1, Rejection::Duplicate));
+        assert_eq!(stored_samples(store, device).await, 9, "{device}");
+        let entries = store.events(&format!("device/{device}"), 0).await.unwrap();
+        assert_eq!(entries.len(), if together { 2 } else { 4 }, "{device}");
+    }
+    let (one, many) = (
+        store.events("device/d-one", 0).await.unwrap(),
+        store.events("device/d-many", 0).await.unwrap(),
+    );
+    let samples = |entries: &[cardio::store::Event]| -> Vec<Sample> {
+        entries
+            .iter()
+            .flat_map(|e| serde_json::from_slice::<Vec<Sample>>(&e.payload).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        samples(&many),
+        samples(&one),
+        "the same samples, in the same order"
+    );
+    // Retries of pushes the batch stored, once it is out of memory: after a
+    // passivation, then out of the window of recent requests (the journal
+    // finds p-2 and p-5 as aliases of p-1's entry).
+    passivated(&kind).await;
+    let p2 = push(&kind, "d-many", "p-2", vec![hr(5), hr(6), hr(7)]).await;
+    assert!(p2.duplicate && p2.rejected.is_empty(), "{p2:?}");
+    for i in 0..40 {
+        let r = push(&kind, "d-many", &format!("later-{i}"), vec![hr(100 + i)]).await;
+        assert_eq!(r.accepted, 1);
+    }
+    let p5 = push(&kind, "d-many", "p-5", vec![hr(8)]).await;
+    assert!(p5.duplicate && p5.rejected.is_empty(), "{p5:?}");
+    let p2 = push(&kind, "d-many", "p-2", vec![hr(5), hr(6), hr(7)]).await;
+    assert!(p2.duplicate && p2.rejected.is_empty(), "{p2:?}");
+}
+on_both!(
+    coalesced_pushes,
+    pushes_that_queued_together_are_judged_as_sent_and_journaled_once
 );

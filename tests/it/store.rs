@@ -387,6 +387,68 @@ async fn retention_prunes_only_old_entries_of_the_prefix(store: &Store) {
 }
 on_both!(retention, retention_prunes_only_old_entries_of_the_prefix);
 
+/// A coalesced entry (issue 15): one row, found by any of its message ids;
+/// a retry of its first id is a duplicate; its aliases go when it is pruned
+/// and stay while it stays.
+async fn a_coalesced_entry_is_found_by_each_id_and_pruned_with_its_aliases(store: &Store) {
+    use cardio::store::audit::PendingAudit;
+    use cardio::store::Appended;
+    let mut none: [PendingAudit; 0] = [];
+    let written = store
+        .append_coalesced("device/d-c", 0, &["p-1", "p-2", "p-3"], b"three", &mut none)
+        .await
+        .unwrap();
+    assert_eq!(written, Appended::Written { seq: 1 });
+    let entries = store.events("device/d-c", 0).await.unwrap();
+    assert_eq!(entries.len(), 1, "one entry for the three");
+    assert_eq!(entries[0].message_id, "p-1");
+    for id in ["p-1", "p-2", "p-3"] {
+        assert_eq!(
+            store.message_seq("device/d-c", id).await.unwrap(),
+            Some(1),
+            "{id}"
+        );
+    }
+    assert_eq!(store.message_seq("device/d-c", "p-4").await.unwrap(), None);
+    assert_eq!(
+        store.message_seq("device/other", "p-2").await.unwrap(),
+        None
+    );
+    let again = store
+        .append_coalesced("device/d-c", 1, &["p-1"], b"again", &mut none)
+        .await
+        .unwrap();
+    assert_eq!(again, Appended::Duplicate { seq: 1 });
+    store
+        .append_coalesced("device/d-c", 1, &["p-5", "p-6"], b"latest", &mut none)
+        .await
+        .unwrap();
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1;
+    store
+        .save_snapshot("device/d-c", 2, b"state")
+        .await
+        .unwrap();
+    assert_eq!(store.prune_journal("device/", cutoff).await.unwrap(), 1);
+    assert_eq!(
+        store.message_seq("device/d-c", "p-2").await.unwrap(),
+        None,
+        "pruned with its entry"
+    );
+    assert_eq!(
+        store.message_seq("device/d-c", "p-6").await.unwrap(),
+        Some(2),
+        "the latest entry's alias stays"
+    );
+}
+on_both!(
+    coalesced,
+    a_coalesced_entry_is_found_by_each_id_and_pruned_with_its_aliases
+);
+
 async fn the_ecg_index_goes_with_the_raw_samples(store: &Store) {
     use cardio::store::monitoring::EcgChunkRow;
     let chunk = |start_ms: u64, seq: u64| EcgChunkRow {

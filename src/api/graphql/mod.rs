@@ -87,6 +87,9 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
     )
     .register_output_type::<super::error::RefusalReason>()
     .data(deps)
+    // The node's device lanes (issue 15): beside the dependencies, which
+    // they use to reach the streams.
+    .data(std::sync::Arc::new(super::lanes::PushLanes::default()))
     .limit_depth(12)
     .limit_complexity(1_000)
     .limit_recursive_depth(32)

@@ -17,6 +17,7 @@ use crate::api::access::{
 use crate::api::ask::ask;
 use crate::api::error::ApiError;
 use crate::api::graphql::scalars::DateTime;
+use crate::api::lanes::PushLanes;
 use crate::api::live::{async_stream_lite, until_expiry, watch, SubscriptionSlot};
 use crate::domain::vitals::{Series, Span};
 use crate::principal::Role;
@@ -443,16 +444,21 @@ impl VitalsMutation {
                 samples: forwarded,
                 audit: Some(entry),
             };
+            // Kept to write it here if the stream could not (below).
+            let audit = push.audit.clone();
             // `PushError` has no refusal but `Unavailable`, which `ask` asks
-            // again until its deadline.
-            let result = match ask(d, &device_id, &push).await {
+            // again until its deadline. Pushes of one device that arrive
+            // while its previous one is stored go on together
+            // ([`crate::api::lanes`]).
+            let lanes = ctx.data_unchecked::<std::sync::Arc<PushLanes>>();
+            let result = match lanes.push(d, &device_id, push).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => {
-                    carried_back(d, push.audit.as_ref()).await;
+                    carried_back(d, audit.as_ref()).await;
                     return Err(ApiError::unavailable("device.push: samples not stored").into());
                 }
                 Err(e) => {
-                    carried_back(d, push.audit.as_ref()).await;
+                    carried_back(d, audit.as_ref()).await;
                     return Err(e.into());
                 }
             };

@@ -90,10 +90,10 @@ pub(crate) struct AppendOp {
     /// The shard whose epoch must be `epoch` (fenced appends).
     pub(crate) shard: Option<i32>,
     pub(crate) then: Then,
-    /// The audit entry of the access this append is the effect of (and the
-    /// key of the store that queued it): written in the round whatever the
-    /// append's outcome.
-    pub(crate) audit: Option<(AuditEntry, AuditKey)>,
+    /// The audit entries of the accesses this append is the effect of (and
+    /// the key of the store that queued them; several when a device stream
+    /// coalesced pushes): written in the round whatever the append's outcome.
+    pub(crate) audit: Vec<(AuditEntry, AuditKey)>,
 }
 
 /// What a round found for an append.

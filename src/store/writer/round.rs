@@ -142,10 +142,13 @@ pub(super) async fn commit<D: Database>(
     );
     let audits: Vec<(&AuditEntry, &AuditKey)> = ops
         .iter()
-        .filter_map(|op| match op {
-            Op::Audit(e, k) => Some((e, k)),
-            Op::Append(a) => a.audit.as_ref().map(|(e, k)| (e, k)),
-            Op::Project(_) => None,
+        .flat_map(|op| {
+            let (one, carried): (_, &[(AuditEntry, AuditKey)]) = match op {
+                Op::Audit(e, k) => (Some((e, k)), &[]),
+                Op::Append(a) => (None, &a.audit),
+                Op::Project(_) => (None, &[]),
+            };
+            one.into_iter().chain(carried.iter().map(|(e, k)| (e, k)))
         })
         .collect();
     let append = |i: usize| -> &AppendOp {
@@ -234,8 +237,8 @@ pub(super) async fn commit<D: Database>(
         .iter()
         .map(|op| match op {
             Op::Append(a) => {
-                // Its entry took the next place in the chain.
-                audit_seq += u64::from(a.audit.is_some());
+                // Its entries took the next places in the chain.
+                audit_seq += a.audit.len() as u64;
                 Reply::Append(appended.next().expect("one outcome per append"))
             }
             Op::Audit(..) => {
@@ -259,7 +262,7 @@ mod tests {
             at_ms: 0,
             shard: None,
             then: crate::store::writer::Then::nothing(),
-            audit: None,
+            audit: Vec::new(),
         })
     }
 
