@@ -1127,46 +1127,10 @@ async fn a_devices_pushes_in_flight_together_are_coalesced_and_each_stored_once(
     people(a, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
     let (p1, dr1) = (token(Role::Patient, "p-1"), token(Role::Clinician, "dr-1"));
     let device = device_of(a, "p-1", "gateway").await;
-    let push = "mutation($d: ID!, $s: [SampleInput!]!, $r: String) { pushSamples(deviceId: $d, samples: $s, requestId: $r) { accepted duplicate rejections { reason } } }";
     let t0 = now_ms() - 600_000.0;
-    // Each round's pushes are 50 ms apart, within the stream's reorder
-    // tolerance: they may reach it in any order.
-    let sample =
-        |round: usize, k: usize| hr(t0 + (round * 10_000 + k * 50) as f64, 60.0 + k as f64);
-    let round_of = |round: usize| {
-        let p1 = p1.clone();
-        let device = device.clone();
-        futures_util::future::join_all((0..AT_ONCE).map(move |k| {
-            let v = json!({"d": device, "s": [sample(round, k)], "r": format!("g-{round}-{k}")});
-            let p1 = p1.clone();
-            async move { ok(a, &p1, push, v).await["pushSamples"].clone() }
-        }))
-    };
-    // Rounds until one coalesced (the first push of a round is stored
-    // alone; those that arrive meanwhile wait for it and go together).
-    let mut rounds = 0;
-    loop {
-        let answers = round_of(rounds).await;
-        rounds += 1;
-        for r in &answers {
-            assert_eq!(
-                r,
-                &json!({"accepted": 1, "duplicate": false, "rejections": []})
-            );
-        }
-        let coalesced = crate::ops::scrape(a)
-            .await
-            .sum("cardio_pushes_coalesced_total", &[]);
-        if coalesced > 0.0 {
-            break;
-        }
-        assert!(
-            rounds < 10,
-            "no push of {rounds} rounds of {AT_ONCE} went together"
-        );
-    }
+    let rounds = pushed_until_coalesced(a, &p1, &device, t0, AT_ONCE).await;
     // Retries of the first round, again all at once: each a duplicate.
-    for r in round_of(0).await {
+    for r in pushes_at_once(a, &p1, &device, t0, 0, AT_ONCE).await {
         assert_eq!(
             r,
             json!({"accepted": 0, "duplicate": true, "rejections": []})
@@ -1192,6 +1156,59 @@ async fn a_devices_pushes_in_flight_together_are_coalesced_and_each_stored_once(
         (rounds + 1) * AT_ONCE
     );
     drop(node);
+}
+
+/// Round `round` of `at_once` pushes of one sample each, all in flight at
+/// once, 50 ms apart from `t0 + round · 10 s` (within the stream's reorder
+/// tolerance: they may reach it in any order); their answers.
+pub(crate) async fn pushes_at_once(
+    a: &str,
+    patient: &str,
+    device: &str,
+    t0: f64,
+    round: usize,
+    at_once: usize,
+) -> Vec<Value> {
+    let push = "mutation($d: ID!, $s: [SampleInput!]!, $r: String) { pushSamples(deviceId: $d, samples: $s, requestId: $r) { accepted duplicate rejections { reason } } }";
+    futures_util::future::join_all((0..at_once).map(|k| {
+        let at = t0 + (round * 10_000 + k * 50) as f64;
+        let v = json!({"d": device, "s": [hr(at, 60.0 + k as f64)], "r": format!("g-{round}-{k}")});
+        async move { ok(a, patient, push, v).await["pushSamples"].clone() }
+    }))
+    .await
+}
+
+/// Rounds of [`pushes_at_once`] at node `a` until the node counts pushes it
+/// coalesced (a round's first push is stored alone; those that arrive
+/// meanwhile wait for it and go together), each push stored; how many.
+pub(crate) async fn pushed_until_coalesced(
+    a: &str,
+    patient: &str,
+    device: &str,
+    t0: f64,
+    at_once: usize,
+) -> usize {
+    let mut rounds = 0;
+    loop {
+        let answers = pushes_at_once(a, patient, device, t0, rounds, at_once).await;
+        rounds += 1;
+        for r in &answers {
+            assert_eq!(
+                r,
+                &json!({"accepted": 1, "duplicate": false, "rejections": []})
+            );
+        }
+        let coalesced = crate::ops::scrape(a)
+            .await
+            .sum("cardio_pushes_coalesced_total", &[]);
+        if coalesced > 0.0 {
+            return rounds;
+        }
+        assert!(
+            rounds < 10,
+            "no push of {rounds} rounds of {at_once} went together"
+        );
+    }
 }
 
 /// Who may do what: each role × each operation × own or someone else's

@@ -1481,6 +1481,14 @@ async fn a_clinician_on_one_node_sees_live_what_a_device_on_another_node_caused(
         crate::api::until_alert(&pusher.addr, &patient, &device, &mut ws, "a", &mut at).await;
     assert_eq!(alert["data"]["alerts"]["kind"], "TACHYCARDIA");
     assert_eq!(alert["data"]["alerts"]["patientId"], "p-1");
+    // Pushes in flight together at a node that does not host the device
+    // cross the broker together (`device.push_many`), and each is stored
+    // once: retried, each is a duplicate.
+    let t0 = at + 1_000.0;
+    crate::api::pushed_until_coalesced(&watcher.addr, &patient, &device, t0, 16).await;
+    for r in crate::api::pushes_at_once(&watcher.addr, &patient, &device, t0, 0, 16).await {
+        assert_eq!(r["duplicate"], true, "{r}");
+    }
     drop(ws);
     drop(nodes);
     db.done().await;
