@@ -62,18 +62,27 @@ impl BusEvent for NodeSupervisionEvent {
 #[derive(Clone, Default)]
 pub struct Events {
     tx: Option<mpsc::Sender<(String, Envelope)>>,
+    /// Asked before an event is encoded: on the in-process bus, an event
+    /// nobody subscribed to (a push's vitals while no one watches) costs
+    /// nothing more.
+    bus: Option<Arc<dyn Bus>>,
 }
 
 impl Events {
     /// Publishes nothing (actors run without a bus, as in unit tests).
     pub fn none() -> Events {
-        Events { tx: None }
+        Events {
+            tx: None,
+            bus: None,
+        }
     }
 
     /// Publishes on `bus` from a background task of the current runtime.
     pub fn start(bus: Arc<dyn Bus>) -> Events {
         let (tx, mut rx) = mpsc::channel::<(String, Envelope)>(QUEUE);
+        let publisher = Arc::clone(&bus);
         tokio::spawn(async move {
+            let bus = publisher;
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let sends = batch.iter().map(|(topic, env)| bus.publish(topic, env));
@@ -85,12 +94,23 @@ impl Events {
                 batch.clear();
             }
         });
-        Events { tx: Some(tx) }
+        Events {
+            tx: Some(tx),
+            bus: Some(bus),
+        }
     }
 
-    /// Queues `event` on `topic`, under its wire name.
+    /// Queues `event` on `topic`, under its wire name, unless the bus knows
+    /// that no subscription would get it.
     pub fn publish<E: BusEvent>(&self, topic: &str, event: &E) {
         let Some(tx) = &self.tx else { return };
+        if self
+            .bus
+            .as_ref()
+            .is_some_and(|b| !b.may_have_subscribers(topic))
+        {
+            return;
+        }
         let msg_type = event.msg_type();
         let env = match Envelope::new(msg_type, event) {
             Ok(env) => env,

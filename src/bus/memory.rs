@@ -248,6 +248,13 @@ impl Bus for MemoryBus {
         }
     }
 
+    fn may_have_subscribers(&self, topic: &str) -> bool {
+        let bindings = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
+        bindings
+            .iter()
+            .any(|b| b.queue.strong_count() > 0 && matches(&b.pattern, topic))
+    }
+
     async fn subscribe(&self, pattern: &str, prefetch: u16) -> Result<Subscription, BusError> {
         let parsed = parse_pattern(pattern)?;
         let n = self.next_subscription.fetch_add(1, Ordering::Relaxed);

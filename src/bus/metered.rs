@@ -45,6 +45,10 @@ impl Bus for Metered {
         self.inner.shards()
     }
 
+    fn may_have_subscribers(&self, topic: &str) -> bool {
+        self.inner.may_have_subscribers(topic)
+    }
+
     async fn send_sealed(&self, msg: &Sealed) -> Result<(), BusError> {
         let start = Instant::now();
         let sent = self.inner.send_sealed(msg).await;

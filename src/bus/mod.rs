@@ -322,6 +322,15 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes an event on `topic` to every matching subscription.
     async fn publish(&self, topic: &str, env: &Envelope) -> Result<(), BusError>;
 
+    /// Whether an event on `topic` could reach a subscription now: `false`
+    /// only when the bus knows none matches (the in-process bus does), so
+    /// that the event need not even be encoded. Default (a broker, which
+    /// routes on its side): `true`.
+    fn may_have_subscribers(&self, topic: &str) -> bool {
+        let _ = topic;
+        true
+    }
+
     /// A subscription of its own to events whose topic matches `pattern`.
     async fn subscribe(&self, pattern: &str, prefetch: u16) -> Result<Subscription, BusError>;
 

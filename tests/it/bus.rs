@@ -182,6 +182,41 @@ async fn topic_subscribers_each_get_the_events_that_match(bus: Arc<dyn Bus>) {
     ));
 }
 
+/// Memory only (a broker routes on its side: it always may): the
+/// in-process bus tells whether an event on a topic would reach anyone, so
+/// that events nobody watches are not even encoded; and one that would is
+/// still published by `Events`.
+#[actix_rt::test]
+async fn the_in_process_bus_knows_whether_a_topic_has_subscribers() {
+    let bus = memory(5).await;
+    assert!(!bus.may_have_subscribers("vitals.d-1"));
+    let sub = bus.subscribe("vitals.d-1", 10).await.unwrap();
+    assert!(bus.may_have_subscribers("vitals.d-1"));
+    assert!(!bus.may_have_subscribers("vitals.d-2"));
+    assert!(!bus.may_have_subscribers("alerts.d-1"));
+    let mut all = bus.subscribe("alerts.#", 10).await.unwrap();
+    assert!(bus.may_have_subscribers("alerts.d-2"));
+    drop(sub);
+    assert!(
+        !bus.may_have_subscribers("vitals.d-1"),
+        "the subscription went"
+    );
+    let events = cardio::bus::events::Events::start(Arc::clone(&bus));
+    events.publish(
+        "alerts.d-2",
+        &cardio::bus::events::NodeSupervisionEvent {
+            node: "n-1".into(),
+            event: cardio::supervisors::tree::SupervisionEvent {
+                at_ms: 0,
+                path: "/".into(),
+                what: EventKind::Started,
+            },
+        },
+    );
+    let d = next(&mut all).await;
+    assert_eq!(d.envelope().unwrap().msg_type, "supervision.event");
+}
+
 /// Memory only: RabbitMQ bounds queues by policy (`x-max-length`), not per call.
 #[tokio::test]
 async fn a_full_queue_refuses_new_messages_with_a_typed_error() {
