@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::access::Deps;
 use super::ask::ask;
@@ -33,7 +34,10 @@ pub const MAX_SAMPLES: usize = 5_000;
 /// What the stream answered a push, or why it could not be asked.
 pub type PushAnswer = Result<Result<PushResult, PushError>, ApiError>;
 
-type Waiting = (Push, oneshot::Sender<PushAnswer>);
+/// A waiting push, its answer's way back, and the span of its request: a
+/// batch's ask runs in the span of its first push, so that the batch's
+/// delivery and handling continue that request's trace.
+type Waiting = (Push, oneshot::Sender<PushAnswer>, tracing::Span);
 
 /// The node's device lanes: a device is in the map while a push of it is
 /// being stored; its value holds the pushes that wait for that one.
@@ -49,7 +53,7 @@ impl PushLanes {
         let rx = match self.lanes.entry(device.to_owned()) {
             dashmap::Entry::Occupied(mut lane) => {
                 let (tx, rx) = oneshot::channel();
-                lane.get_mut().push((push, tx));
+                lane.get_mut().push((push, tx, tracing::Span::current()));
                 rx
             }
             dashmap::Entry::Vacant(lane) => {
@@ -97,15 +101,18 @@ impl PushLanes {
                 }
                 continue;
             }
-            let (pushes, senders): (Vec<Push>, Vec<_>) = batch.into_iter().unzip();
+            let span = batch[0].2.clone();
+            let (pushes, senders): (Vec<Push>, Vec<_>) =
+                batch.into_iter().map(|(push, tx, _)| (push, tx)).unzip();
             if pushes.len() == 1 {
                 let push = pushes.into_iter().next().expect("one push");
-                let answer = ask(&d, &device, &push).await;
+                let answer = ask(&d, &device, &push).instrument(span).await;
                 let _ = senders.into_iter().next().expect("one sender").send(answer);
                 continue;
             }
             crate::metrics::pushes_coalesced(pushes.len());
-            match ask(&d, &device, &PushMany { pushes }).await {
+            let many = PushMany { pushes };
+            match ask(&d, &device, &many).instrument(span).await {
                 Ok(answers) if answers.len() == senders.len() => {
                     for (tx, answer) in senders.into_iter().zip(answers) {
                         let _ = tx.send(Ok(answer));
@@ -134,7 +141,7 @@ impl PushLanes {
 fn fitting(waiting: &[Waiting]) -> usize {
     let mut samples = 0;
     let mut take = 0;
-    for (push, _) in waiting.iter().take(MAX_PUSHES) {
+    for (push, _, _) in waiting.iter().take(MAX_PUSHES) {
         samples += push.samples.len();
         if take > 0 && samples > MAX_SAMPLES {
             break;
@@ -189,7 +196,7 @@ mod tests {
             ],
             audit: None,
         };
-        (push, oneshot::channel().0)
+        (push, oneshot::channel().0, tracing::Span::none())
     }
 
     #[test]

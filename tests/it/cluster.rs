@@ -1687,10 +1687,45 @@ async fn one_trace_follows_a_push_from_the_api_node_to_the_alert_on_the_devices_
     assert_eq!(raise.parent, handle.span);
     // Spans (their attributes and events) name kinds and operations, never
     // the patient or the device.
-    for s in &spans {
-        let text = format!("{} {} {}", s.name, s.attributes, s.events);
-        assert!(!text.contains("p-1") && !text.contains(&device), "{text}");
-    }
+    let no_phi = |spans: &[ExportedSpan]| {
+        for s in spans {
+            let text = format!("{} {} {}", s.name, s.attributes, s.events);
+            assert!(!text.contains("p-1") && !text.contains(&device), "{text}");
+        }
+    };
+    no_phi(&spans);
+
+    // Pushes in flight together go to t2 as one batch: its delivery and
+    // handling continue the trace of the batch's first push's request.
+    crate::api::pushed_until_coalesced(api, &patient, &device, at + 20_000.0, 16).await;
+    let (request, handle) = poll_until(
+        "a coalesced batch's delivery in a request's trace",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            let all = collector.spans();
+            let deliver = all
+                .iter()
+                .find(|s| s.node == "t2" && s.name == "deliver device.push_many")
+                .ok_or("no batch delivered yet")?;
+            let request = all
+                .iter()
+                .find(|s| s.span == deliver.parent)
+                .ok_or("the delivery's parent is not exported")?;
+            let handle = all
+                .iter()
+                .find(|s| s.parent == deliver.span && s.name == "device PushMany")
+                .ok_or("no handler span")?;
+            Ok::<_, &str>((request.clone(), handle.clone()))
+        },
+    )
+    .await;
+    assert_eq!(
+        (request.node.as_str(), request.name.as_str()),
+        ("t1", "graphql pushSamples")
+    );
+    assert_eq!(handle.trace, request.trace);
+    no_phi(&collector.spans());
 
     collector.server.stop(false).await;
     drop(nodes);
