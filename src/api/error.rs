@@ -110,7 +110,7 @@ impl RefusalReason {
 }
 
 /// See the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     /// No valid bearer token, and why (never quoting the token).
     Unauthenticated(RefusalReason),
@@ -232,21 +232,6 @@ impl ApiError {
         };
         ApiError::Unavailable {
             cause: format!("{msg_type}: {why}"),
-        }
-    }
-
-    /// The same error again, for each of several callers that one failed
-    /// ask was for (an ask fails `UNAVAILABLE`, or `BAD_USER_INPUT` for an
-    /// invalid id).
-    pub(crate) fn again(&self) -> ApiError {
-        match self {
-            ApiError::BadInput(m) => ApiError::BadInput(m.clone()),
-            ApiError::Unavailable { cause } => ApiError::Unavailable {
-                cause: cause.clone(),
-            },
-            other => ApiError::Unavailable {
-                cause: format!("{}: the ask failed", other.code()),
-            },
         }
     }
 

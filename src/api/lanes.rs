@@ -128,7 +128,7 @@ impl PushLanes {
                 }
                 Err(e) => {
                     for tx in senders {
-                        let _ = tx.send(Err(e.again()));
+                        let _ = tx.send(Err(e.clone()));
                     }
                 }
             }

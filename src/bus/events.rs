@@ -82,10 +82,11 @@ impl Events {
         let (tx, mut rx) = mpsc::channel::<(String, Envelope)>(QUEUE);
         let publisher = Arc::clone(&bus);
         tokio::spawn(async move {
-            let bus = publisher;
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
-                let sends = batch.iter().map(|(topic, env)| bus.publish(topic, env));
+                let sends = batch
+                    .iter()
+                    .map(|(topic, env)| publisher.publish(topic, env));
                 for r in futures_util::future::join_all(sends).await {
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "event not published");

@@ -357,11 +357,7 @@ async fn retention_prunes_only_old_entries_of_the_prefix(store: &Store) {
         .append("devices/x", 0, "m-1", 0, b"other prefix")
         .await
         .unwrap();
-    let cutoff = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        + 1;
+    let cutoff = cardio::clock::unix_ms() + 1;
     // Nothing goes that no snapshot covers.
     assert_eq!(store.prune_journal("device/", cutoff).await.unwrap(), 0);
     store
@@ -423,11 +419,7 @@ async fn a_coalesced_entry_is_found_by_each_id_and_pruned_with_its_aliases(store
         .append_coalesced("device/d-c", 1, &["p-5", "p-6"], b"latest", &mut none)
         .await
         .unwrap();
-    let cutoff = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        + 1;
+    let cutoff = cardio::clock::unix_ms() + 1;
     store
         .save_snapshot("device/d-c", 2, b"state")
         .await
