@@ -509,6 +509,71 @@ async fn bad_requests_get_coded_errors_and_the_server_keeps_serving() {
     drop(node);
 }
 
+/// A push text the node has validated before (its verdict kept, issue 15)
+/// still has each request's samples checked: an unknown, missing or
+/// ill-typed field is refused as the full validation refuses it, and
+/// nothing of the refused pushes is stored.
+#[actix_rt::test]
+async fn a_push_validated_before_still_refuses_bad_sample_fields() {
+    let node = serve();
+    let a = &node.addr;
+    let (patient, clinician) = (token(Role::Patient, "p-1"), token(Role::Clinician, "dr-1"));
+    people(a, &["p-1"], &["dr-1"], &[("p-1", "dr-1")]).await;
+    let device = device_of(a, "p-1", "watch").await;
+    let t0 = now_ms() - 600_000.0;
+    let push = |at: f64| json!({"d": device, "s": [hr(at, 72.0)]});
+    // Kept, then its verdict kept, then served from it.
+    for i in 0..3 {
+        let r = ok(a, &patient, PUSH, push(t0 + f64::from(i) * 1_000.0)).await;
+        assert_eq!(r["pushSamples"]["accepted"], 1, "{r}");
+    }
+    let at = iso(t0 + 10_000.0);
+    let bad = [
+        json!({"metric": "HEART_RATE", "at": at, "value": 80.0, "bpm": 80}),
+        json!({"metric": "HEART_RATE", "value": 80.0}),
+        json!({"metric": "PULSE", "at": at, "value": 80.0}),
+        json!({"metric": "HEART_RATE", "at": at, "value": "eighty"}),
+        json!({"metric": "HEART_RATE", "at": at, "hz": 2.5}),
+        Value::Null,
+    ];
+    for sample in &bad {
+        let v = gql(
+            a,
+            &patient,
+            PUSH,
+            json!({"d": device, "s": [hr(t0 + 9_000.0, 72.0), sample]}),
+        )
+        .await;
+        assert_eq!(
+            v["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{sample}: {v}"
+        );
+        assert!(v["data"].is_null(), "{sample}: nothing ran: {v}");
+    }
+    let r = ok(a, &patient, PUSH, push(t0 + 3_000.0)).await;
+    assert_eq!(r["pushSamples"]["accepted"], 1, "{r}");
+    assert_eq!(heart_rates_stored(a, &clinician, t0).await, 4);
+    drop(node);
+}
+
+/// How many heart rates of p-1 are stored from a minute before `t0` to now,
+/// as `token` reads them.
+async fn heart_rates_stored(a: &str, token: &str, t0: f64) -> i64 {
+    let points = ok(
+        a,
+        token,
+        "query($f: DateTime!, $t: DateTime!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }",
+        json!({"f": iso(t0 - 60_000.0), "t": iso(now_ms())}),
+    )
+    .await;
+    points["vitals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_i64().unwrap())
+        .sum()
+}
+
 pub(crate) fn now_ms() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1137,20 +1202,10 @@ async fn a_devices_pushes_in_flight_together_are_coalesced_and_each_stored_once(
         );
     }
     // Every sample stored once, and every request audited once.
-    let points = ok(
-        a,
-        &dr1,
-        "query($f: DateTime!, $t: DateTime!) { vitals(patientId: \"p-1\", metric: HEART_RATE, from: $f, to: $t) { count } }",
-        json!({"f": iso(t0 - 60_000.0), "t": iso(now_ms())}),
-    )
-    .await;
-    let stored: i64 = points["vitals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["count"].as_i64().unwrap())
-        .sum();
-    assert_eq!(stored, (rounds * AT_ONCE) as i64);
+    assert_eq!(
+        heart_rates_stored(a, &dr1, t0).await,
+        (rounds * AT_ONCE) as i64
+    );
     assert_eq!(
         writes_of(a, &admin, "p-1", "vitals").await.len(),
         (rounds + 1) * AT_ONCE

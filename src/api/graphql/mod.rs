@@ -98,7 +98,7 @@ pub fn schema(deps: Deps, dev: bool) -> CardioSchema {
     .extension(super::observe::Observe)
     .extension(super::limits::RequestLimits { max_errors })
     // Innermost on the parse step: the two above see every document.
-    .extension(super::parse_cache::ParseCache::default());
+    .extension(super::doc_cache::DocumentCache::default());
     if dev {
         builder.finish()
     } else {
