@@ -17,10 +17,10 @@
 //! are functions of the document and the schema. The GraphQL specification
 //! lets a service skip validating a request it knows it validated before
 //! (section 5, "Validation"), and checks variable values apart from the
-//! document, by coercion (section 6.1.2). So once a kept document has passed validation with every
-//! one of its variables given, its verdict is kept beside it, and later
-//! requests with that text skip the rules when their variables pass
-//! [`conforms`]: the specification's coercion of variable values
+//! document, by coercion (section 6.1.2). So once a kept document has
+//! passed validation with every one of its variables given, its verdict is
+//! kept beside it, and later requests with that text skip the rules when
+//! their variables pass [`conforms`]: the specification's coercion of variable values
 //! (`CoerceVariableValues`), which refuses anything the substituted
 //! check refuses (an unknown input field, a missing required one, a `null`
 //! where none may be, a value a scalar or enum does not take) and a little
@@ -158,7 +158,7 @@ fn variables_conform(registry: &Registry, valid: &Valid, variables: &Variables) 
 
 /// Whether `value` coerces to the input type `ty` (a type as the registry
 /// writes it: `[SampleInput!]!`) without error.
-pub fn conforms(registry: &Registry, ty: &str, value: &Value) -> bool {
+fn conforms(registry: &Registry, ty: &str, value: &Value) -> bool {
     match MetaTypeName::create(ty) {
         MetaTypeName::NonNull(inner) => {
             !matches!(value, Value::Null) && conforms(registry, inner, value)
@@ -254,7 +254,7 @@ impl DocumentCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<Kept>>> {
-        self.docs.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.docs)
     }
 
     fn get(&self, query: &str) -> Option<Arc<Kept>> {
@@ -266,6 +266,7 @@ impl ExtensionFactory for DocumentCache {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Request {
             cache: self.clone(),
+            text: Mutex::default(),
             step: Mutex::default(),
         })
     }
@@ -274,7 +275,32 @@ impl ExtensionFactory for DocumentCache {
 /// One request's use of the cache.
 struct Request {
     cache: DocumentCache,
+    /// What the cache holds for the request's text, looked up once (before
+    /// the parse, which uses it): `None` until then.
+    text: Mutex<Option<Text>>,
     step: Mutex<Step>,
+}
+
+/// A request's text as the cache sees it.
+enum Text {
+    /// Not to be kept (see [`keepable`]).
+    NotKept,
+    /// Keepable, and not kept (yet).
+    Missing,
+    Kept(Arc<Kept>),
+}
+
+impl DocumentCache {
+    /// The cache's entry for `query`.
+    fn look_up(&self, query: &str) -> Text {
+        if !keepable(query) {
+            return Text::NotKept;
+        }
+        match self.get(query) {
+            Some(kept) => Text::Kept(kept),
+            None => Text::Missing,
+        }
+    }
 }
 
 /// What the request's validation is to do, decided before it is parsed.
@@ -291,8 +317,12 @@ enum Step {
 
 impl Request {
     fn step(&self) -> std::sync::MutexGuard<'_, Step> {
-        self.step.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.step)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[async_trait::async_trait]
@@ -308,31 +338,31 @@ impl Extension for Request {
             .cache
             .keeps_verdicts
             .get_or_init(|| !computes_complexity(registry));
-        if keeps && keepable(&request.query) {
-            if let Some(kept) = self.cache.get(&request.query) {
-                let selected = kept.select(request.operation_name.as_deref());
-                let step = match (kept.valid.get(), selected) {
-                    (Some(valid), Some((name, _)))
-                        if valid.operation.as_ref() == name
-                            && variables_conform(registry, valid, &request.variables) =>
-                    {
-                        Step::Skip(valid.result)
-                    }
-                    // Kept from a request that gave every variable, so that
-                    // the validation checked each of its arguments whole.
-                    (None, Some((name, op)))
-                        if op
-                            .variable_definitions
-                            .iter()
-                            .all(|d| request.variables.contains_key(&d.node.name.node)) =>
-                    {
-                        Step::ValidateAndKeep(kept.clone(), name.cloned())
-                    }
-                    _ => Step::Validate,
-                };
-                *self.step() = step;
-            }
+        let text = self.cache.look_up(&request.query);
+        if let (true, Text::Kept(kept)) = (keeps, &text) {
+            let selected = kept.select(request.operation_name.as_deref());
+            let step = match (kept.valid.get(), selected) {
+                (Some(valid), Some((name, _)))
+                    if valid.operation.as_ref() == name
+                        && variables_conform(registry, valid, &request.variables) =>
+                {
+                    Step::Skip(valid.result)
+                }
+                // Kept from a request that gave every variable, so that
+                // the validation checked each of its arguments whole.
+                (None, Some((name, op)))
+                    if op
+                        .variable_definitions
+                        .iter()
+                        .all(|d| request.variables.contains_key(&d.node.name.node)) =>
+                {
+                    Step::ValidateAndKeep(kept.clone(), name.cloned())
+                }
+                _ => Step::Validate,
+            };
+            *self.step() = step;
         }
+        *lock(&self.text) = Some(text);
         next.run(ctx, request).await
     }
 
@@ -343,11 +373,12 @@ impl Extension for Request {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        if !keepable(query) {
-            return next.run(ctx, query, variables).await;
-        }
-        if let Some(kept) = self.cache.get(query) {
-            return Ok(kept.doc.clone());
+        // Looked up before the parse, for this same text.
+        let text = lock(&self.text).take();
+        match text.unwrap_or_else(|| self.cache.look_up(query)) {
+            Text::NotKept => return next.run(ctx, query, variables).await,
+            Text::Kept(kept) => return Ok(kept.doc.clone()),
+            Text::Missing => {}
         }
         // Kept only once parsed and checked: an error is not kept.
         let doc = next.run(ctx, query, variables).await?;
@@ -355,7 +386,13 @@ impl Extension for Request {
             doc: doc.clone(),
             valid: OnceLock::new(),
         };
-        self.cache.lock().insert(query.to_owned(), Arc::new(kept));
+        let mut docs = self.cache.lock();
+        // Kept meanwhile by a request of the same text: that entry stays,
+        // with the verdict it may hold already.
+        if !docs.contains_key(query) {
+            docs.insert(query.to_owned(), Arc::new(kept));
+        }
+        drop(docs);
         Ok(doc)
     }
 
