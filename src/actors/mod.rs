@@ -79,30 +79,55 @@ pub(crate) struct Recovered<S> {
     pub tail: Vec<crate::store::Event>,
 }
 
-/// Reads `key`'s snapshot and the journal after it; a store that cannot be
-/// read is a crash (the supervisor retries with backoff), a snapshot that does
-/// not decode is ignored (the whole journal is replayed).
+/// Reads `key`'s snapshot and the journal after it (with the other actors
+/// starting now, [`crate::store::starts`]); a store that cannot be read is a
+/// crash (the supervisor retries with backoff), a snapshot that does not
+/// decode is ignored (the whole journal is replayed).
 pub(crate) async fn recover<S: serde::de::DeserializeOwned>(
     store: &crate::store::Store,
     key: &str,
 ) -> Recovered<S> {
-    let saved = or_crash(store.snapshot(key).await, "actor snapshot unreadable", key);
-    let (snapshot, snapshot_seq) = match saved {
-        Some(s) => match decode::<S>(&s.payload, "snapshot", key) {
-            Some(state) => (Some(state), s.seq),
-            None => (None, 0),
-        },
-        None => (None, 0),
+    let start = started_or_crash(store.actor_start(key).await, key);
+    recovered(store, key, start).await
+}
+
+/// What a start read, or a crash naming the part that could not be read
+/// (as [`or_crash`]).
+pub(crate) fn started_or_crash<T>(
+    result: Result<T, crate::store::starts::StartError>,
+    actor: &str,
+) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => or_crash(Err(e.error), e.what, actor),
+    }
+}
+
+/// What `start` (as read for `key`) gives to start from: its snapshot if
+/// that decodes, else the whole journal, read again.
+pub(crate) async fn recovered<S: serde::de::DeserializeOwned>(
+    store: &crate::store::Store,
+    key: &str,
+    start: crate::store::starts::ActorStart,
+) -> Recovered<S> {
+    let Some(saved) = start.snapshot else {
+        return Recovered {
+            snapshot: None,
+            snapshot_seq: 0,
+            tail: start.tail,
+        };
     };
-    let tail = or_crash(
-        store.events(key, snapshot_seq).await,
-        "actor journal unreadable",
-        key,
-    );
-    Recovered {
-        snapshot,
-        snapshot_seq,
-        tail,
+    match decode::<S>(&saved.payload, "snapshot", key) {
+        Some(state) => Recovered {
+            snapshot: Some(state),
+            snapshot_seq: saved.seq,
+            tail: start.tail,
+        },
+        None => Recovered {
+            snapshot: None,
+            snapshot_seq: 0,
+            tail: or_crash(store.events(key, 0).await, "actor journal unreadable", key),
+        },
     }
 }
 

@@ -166,6 +166,7 @@ impl Cause for crate::store::StoreError {
             E::Fenced { shard, .. } => format!("shard {shard} fenced off"),
             E::Audit(_) => "audit entry not written".into(),
             E::Batch(_) => "write round not committed".into(),
+            E::Read(_) => "start state not read".into(),
             E::Sealing(_) => "encryption at rest failed".into(),
         }
     }

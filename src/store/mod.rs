@@ -19,6 +19,7 @@ pub mod monitoring;
 pub mod people;
 pub mod sealed;
 pub mod secrets;
+pub mod starts;
 pub mod vitals;
 pub mod writer;
 
@@ -70,6 +71,10 @@ pub enum StoreError {
     /// stopped): nothing of it was written.
     #[error("write round not committed: {0}")]
     Batch(String),
+    /// The batch of actor starts a read was in failed (or its reader
+    /// stopped): nothing was read.
+    #[error("start state not read: {0}")]
+    Read(String),
     /// Sealing or opening a PHI value, or a data key, failed (never names
     /// the value).
     #[error("encryption at rest: {0}")]
@@ -109,6 +114,8 @@ pub struct Store {
     /// Journal appends and audit entries waiting for the next group commit
     /// (one queue per database, shared by every clone).
     write_queue: std::sync::Arc<writer::Queue>,
+    /// Actor starts waiting to be read together (shared by every clone).
+    start_queue: std::sync::Arc<starts::Queue>,
     /// The data keys PHI is sealed with (none: written in the clear, for
     /// tests and tools; a node always has keys).
     keyring: Option<std::sync::Arc<crate::crypto::Keyring>>,
@@ -263,6 +270,7 @@ impl Store {
             db: std::sync::Arc::new(db),
             fence: None,
             write_queue: std::sync::Arc::new(writer::Queue::new(sqlite_target)),
+            start_queue: std::sync::Arc::default(),
             keyring: None,
             audit_key: crate::crypto::AuditKey::unkeyed(),
         })
@@ -296,6 +304,7 @@ impl Store {
             db: std::sync::Arc::clone(&self.db),
             fence: Some(fence),
             write_queue: std::sync::Arc::clone(&self.write_queue),
+            start_queue: std::sync::Arc::clone(&self.start_queue),
             keyring: self.keyring.clone(),
             audit_key: self.audit_key.clone(),
         }

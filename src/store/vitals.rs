@@ -76,7 +76,7 @@ const AGG_PG: &str = "SELECT series, span, start_ms, min, max, sum, count, cover
      WHERE device_id = $1 AND series = $2 AND span = $3 AND start_ms >= $4 AND start_ms < $5 ORDER BY start_ms";
 const AGG_SQLITE: &str = "SELECT series, span, start_ms, min, max, sum, count, covered_ms, sealed FROM vitals_aggregates \
      WHERE device_id = ?1 AND series = ?2 AND span = ?3 AND start_ms >= ?4 AND start_ms < ?5 ORDER BY start_ms";
-const ALERT_COLUMNS: &str =
+pub(super) const ALERT_COLUMNS: &str =
     "id, device_id, kind, source, priority, since_ms, raised_ms, resolved_ms, \
      reading, threshold, announced, resolve_reason, reannounced_ms, escalated_ms, sealed";
 const RAISE_PG: &str = "INSERT INTO alerts (id, device_id, kind, source, category, priority, since_ms, raised_ms, reading, threshold, announced, sealed) \
@@ -99,23 +99,24 @@ const ESCALATED_SQLITE: &str =
     "UPDATE alerts SET escalated_ms = ?2 WHERE id = ?1 AND escalated_ms IS NULL";
 
 /// The alert columns of a row, as read on either database.
-struct RawAlert {
-    id: String,
-    device_id: String,
-    kind: String,
-    source: Option<String>,
-    priority: String,
-    since_ms: i64,
-    raised_ms: i64,
-    resolved_ms: Option<i64>,
-    reading: Option<f64>,
-    threshold: Option<f64>,
-    announced: i64,
-    resolve_reason: Option<String>,
-    reannounced_ms: Option<i64>,
-    escalated_ms: Option<i64>,
+#[derive(Clone)]
+pub(super) struct RawAlert {
+    pub(super) id: String,
+    pub(super) device_id: String,
+    pub(super) kind: String,
+    pub(super) source: Option<String>,
+    pub(super) priority: String,
+    pub(super) since_ms: i64,
+    pub(super) raised_ms: i64,
+    pub(super) resolved_ms: Option<i64>,
+    pub(super) reading: Option<f64>,
+    pub(super) threshold: Option<f64>,
+    pub(super) announced: i64,
+    pub(super) resolve_reason: Option<String>,
+    pub(super) reannounced_ms: Option<i64>,
+    pub(super) escalated_ms: Option<i64>,
     /// `[reading, threshold]` sealed (a keyed node's rows).
-    sealed: Option<Vec<u8>>,
+    pub(super) sealed: Option<Vec<u8>>,
 }
 
 /// Reads [`ALERT_COLUMNS`] off a row of either database.
@@ -141,10 +142,11 @@ macro_rules! raw_alert {
         })
     }};
 }
+pub(super) use raw_alert;
 
 impl Store {
     /// An alert row as read, its sealed values opened, typed.
-    async fn alert_opened(&self, mut raw: RawAlert) -> Result<AlertRecord, StoreError> {
+    pub(super) async fn alert_opened(&self, mut raw: RawAlert) -> Result<AlertRecord, StoreError> {
         if let Some(sealed) = raw.sealed.take() {
             let ad = super::sealed::ad("alerts", &raw.id, None);
             let json = self.open_blob(&ad, sealed).await?;
@@ -522,6 +524,35 @@ impl Store {
             .await
             .map(|r| r.rows_affected() == 1))?;
         Ok(recorded)
+    }
+
+    /// Which of the alerts `ids` are acknowledged (one statement, whatever
+    /// their number).
+    pub async fn acknowledged_among(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let acked: Vec<String> = match &*self.db {
+            super::Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT alert_id FROM alert_acks WHERE alert_id = ANY($1)")
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
+            }
+            super::Db::Sqlite(pool) => {
+                let json = serde_json::to_string(ids).expect("strings serialise");
+                sqlx::query_scalar(
+                    "SELECT alert_id FROM alert_acks WHERE alert_id IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(json)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(acked.into_iter().collect())
     }
 
     /// Who acknowledged alert `id`, when, and their note.

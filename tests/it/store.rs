@@ -788,3 +788,216 @@ async fn retention_walks_an_index_in_batches(store: &Store) {
     );
 }
 on_both!(retention_batches, retention_walks_an_index_in_batches);
+
+/// An open (or, with `resolved`, resolved) alert of `device` for the start
+/// test.
+fn start_alert(id: &str, device: &str, raised_ms: u64) -> cardio::store::AlertRecord {
+    use cardio::domain::alarm::{AlarmKind, Priority};
+    cardio::store::AlertRecord {
+        id: id.into(),
+        device_id: device.into(),
+        kind: AlarmKind::Tachycardia,
+        source: None,
+        priority: Priority::High,
+        since_ms: raised_ms,
+        raised_ms,
+        resolved_ms: None,
+        reading: Some(151.0),
+        threshold: Some(150.0),
+        announced: true,
+        resolve_reason: None,
+        reannounced_ms: None,
+        escalated_ms: None,
+    }
+}
+
+/// Starts read together give each actor what reading it alone gives: its
+/// snapshot, the journal after it, and for a device stream its open alerts,
+/// patient and alarm settings; all in one batch, sealed values opened.
+async fn starts_read_together_give_each_actor_its_own(plain: &Store) {
+    use cardio::store::monitoring::StoredAlarmSettings;
+    use cardio::store::starts::ActorStart;
+    let dir = tempfile::tempdir().unwrap();
+    let (provider, _) =
+        cardio::crypto::FileKeyProvider::open_or_create(&dir.path().join("keys.json"), true)
+            .unwrap();
+    let keyed = plain
+        .with_keys(std::sync::Arc::new(provider), "test")
+        .await
+        .unwrap();
+    for (n, store) in [plain, &keyed].into_iter().enumerate() {
+        let p = |s: &str| format!("{s}-{n}");
+        // A snapshot at 2 of 4 entries; a journal without snapshot; nothing.
+        for seq in 0..4u64 {
+            let m = format!("m-{seq}");
+            store
+                .append(&p("consult/c"), seq, &m, 0, m.as_bytes())
+                .await
+                .unwrap();
+        }
+        store
+            .save_snapshot(&p("consult/c"), 2, b"two")
+            .await
+            .unwrap();
+        for seq in 0..2u64 {
+            let m = format!("d-{seq}");
+            store
+                .append(&p("device/d"), seq, &m, 0, m.as_bytes())
+                .await
+                .unwrap();
+        }
+        // Device d: registered, its patient's settings, one open alert, one
+        // resolved; device e: another patient's, no settings, an open
+        // alert; f: unknown.
+        for (device, patient) in [("d", "pt"), ("e", "pe")] {
+            store.register_patient(&p(patient)).await.unwrap();
+            store
+                .register_device(&p(device), &p(patient), "watch")
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        store
+            .save_alarm_settings(
+                &p("pt"),
+                &StoredAlarmSettings {
+                    settings: Some(r#"{"tachycardia_bpm":140}"#.into()),
+                    paused_until_ms: Some(99),
+                    updated_by: "c-1".into(),
+                    updated_ms: 7,
+                },
+            )
+            .await
+            .unwrap();
+        for (id, device, at) in [("a1", "d", 10), ("a2", "d", 20), ("a3", "e", 30)] {
+            store
+                .raise_alert(&start_alert(&p(id), &p(device), at))
+                .await
+                .unwrap();
+        }
+        store
+            .resolve_alert(&p("a1"), 15, cardio::domain::alarm::ResolveReason::Cleared)
+            .await
+            .unwrap();
+        store
+            .acknowledge_alert(&p("a2"), "c-1", 25, None)
+            .await
+            .unwrap();
+
+        let before = store.start_batches();
+        let devices = ["d", "e", "f"];
+        let names = ["consult/c", "device/d", "session/none", "consult/c"].map(p);
+        let (actors, streams) = futures_util::join!(
+            futures_util::future::join_all(names.iter().map(|a| store.actor_start(a))),
+            futures_util::future::join_all(devices.map(|d| {
+                let (actor, device) = (p(&format!("device/{d}")), p(d));
+                async move { store.device_start(&actor, &device).await }
+            }))
+        );
+        assert_eq!(store.start_batches(), before + 1, "read in one batch");
+
+        // Each against the one-by-one reads.
+        let alone = |actor: String| async move {
+            let snapshot = store.snapshot(&actor).await.unwrap();
+            let after = snapshot.as_ref().map_or(0, |s| s.seq);
+            ActorStart {
+                snapshot,
+                tail: store.events(&actor, after).await.unwrap(),
+            }
+        };
+        let same = |got: &ActorStart, want: &ActorStart| {
+            assert_eq!(got.snapshot, want.snapshot);
+            let seqs = |s: &ActorStart| {
+                s.tail
+                    .iter()
+                    .map(|e| (e.seq, e.message_id.clone(), e.payload.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(seqs(got), seqs(want));
+        };
+        let actors: Vec<ActorStart> = actors.into_iter().map(Result::unwrap).collect();
+        let c = alone(p("consult/c")).await;
+        assert_eq!(c.snapshot.as_ref().unwrap().payload, b"two");
+        assert_eq!(c.tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+        same(&actors[0], &c);
+        same(&actors[3], &c);
+        same(&actors[1], &alone(p("device/d")).await);
+        assert_eq!(actors[1].tail.len(), 2);
+        assert!(actors[2].snapshot.is_none() && actors[2].tail.is_empty());
+
+        let streams: Vec<_> = streams.into_iter().map(Result::unwrap).collect();
+        for (device, got) in devices.iter().zip(&streams) {
+            same(&got.actor, &alone(p(&format!("device/{device}"))).await);
+            let open: Vec<_> = store
+                .alerts(&p(device))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|a| a.resolved_ms.is_none())
+                .collect();
+            assert_eq!(got.open_alerts, open);
+            let registered = store.device(&p(device)).await.unwrap();
+            assert_eq!(got.patient, registered.map(|d| d.patient_id));
+            let settings = match &got.patient {
+                Some(patient) => store.alarm_settings(patient).await.unwrap(),
+                None => None,
+            };
+            assert_eq!(got.settings, settings);
+        }
+        assert_eq!(
+            streams[0]
+                .open_alerts
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>(),
+            [p("a2")]
+        );
+        assert_eq!(streams[0].open_alerts[0].reading, Some(151.0));
+        assert_eq!(
+            streams[0].settings.as_ref().unwrap().settings.as_deref(),
+            Some(r#"{"tachycardia_bpm":140}"#)
+        );
+        assert_eq!(streams[1].open_alerts.len(), 1);
+        assert!(streams[1].settings.is_none() && streams[1].patient.is_some());
+        assert!(streams[2].patient.is_none() && streams[2].open_alerts.is_empty());
+
+        let acked = store
+            .acknowledged_among(&[p("a2"), p("a3"), p("nope")])
+            .await
+            .unwrap();
+        assert_eq!(acked, [p("a2")].into_iter().collect());
+    }
+}
+on_both!(starts, starts_read_together_give_each_actor_its_own);
+
+/// A start that cannot be read says which part failed (what its actor's
+/// crash names for ops), and the next batch reads again.
+async fn a_start_that_cannot_be_read_names_the_part(store: &Store) {
+    use cardio::store::starts::{ALERTS, SNAPSHOT};
+    let away = |table: &str, to: &str| format!("ALTER TABLE {table} RENAME TO {to}");
+    store
+        .execute_admin(&away("snapshots", "snapshots_away"))
+        .await
+        .unwrap();
+    let failed = store.actor_start("consult/c-1").await.unwrap_err();
+    assert_eq!(failed.what, SNAPSHOT, "{failed:?}");
+    let failed = store.device_start("device/d-1", "d-1").await.unwrap_err();
+    assert_eq!(failed.what, SNAPSHOT, "{failed:?}");
+    store
+        .execute_admin(&away("snapshots_away", "snapshots"))
+        .await
+        .unwrap();
+    store
+        .execute_admin(&away("alerts", "alerts_away"))
+        .await
+        .unwrap();
+    assert!(store.actor_start("consult/c-1").await.is_ok());
+    let failed = store.device_start("device/d-1", "d-1").await.unwrap_err();
+    assert_eq!(failed.what, ALERTS, "{failed:?}");
+    store
+        .execute_admin(&away("alerts_away", "alerts"))
+        .await
+        .unwrap();
+    assert!(store.device_start("device/d-1", "d-1").await.is_ok());
+}
+on_both!(start_failures, a_start_that_cannot_be_read_names_the_part);

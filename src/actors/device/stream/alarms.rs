@@ -187,16 +187,13 @@ impl DeviceStream {
         }
     }
 
-    /// Resolves the device's alerts the store holds open but this stream's
-    /// state does not (their changes, made by timers since the last snapshot,
-    /// were lost with a crash; or they predate this version): judged anew,
-    /// they are raised again if their condition still holds.
-    pub(super) async fn forget_stale_alerts(&mut self) {
-        let stored = or_crash(
-            self.store.alerts(&self.id).await,
-            "alerts unreadable",
-            &self.key,
-        );
+    /// Resolves the device's alerts the store holds open (`stored`, read at
+    /// start) but this stream's state does not (their changes, made by
+    /// timers since the last snapshot, were lost with a crash; or they
+    /// predate this version): judged anew, they are raised again if their
+    /// condition still holds. One the replay resolved meanwhile is resolved
+    /// already: nothing changes, nothing is announced.
+    pub(super) async fn forget_stale_alerts(&mut self, stored: Vec<AlertRecord>) {
         let known: std::collections::HashSet<&String> = self.open_alerts.values().collect();
         let stale: Vec<_> = stored
             .into_iter()
@@ -225,22 +222,12 @@ impl DeviceStream {
         }
     }
 
-    /// The patient's stored alarm settings, or the node's (read on every
-    /// start); what a pause that ended meanwhile announces is returned.
-    pub(super) async fn load_patient_settings(&mut self) -> Vec<AlarmChange> {
-        let device = or_crash(
-            self.store.device(&self.id).await,
-            "device unreadable",
-            &self.key,
-        );
-        let stored = match device {
-            Some(device) => or_crash(
-                self.store.alarm_settings(&device.patient_id).await,
-                "alarm settings unreadable",
-                &self.key,
-            ),
-            None => None,
-        };
+    /// Applies the patient's stored alarm settings (read at start; `None`:
+    /// the node's); what a pause that ended meanwhile announces is returned.
+    pub(super) fn apply_patient_settings(
+        &mut self,
+        stored: Option<crate::store::monitoring::StoredAlarmSettings>,
+    ) -> Vec<AlarmChange> {
         let (settings, paused_until_ms) = match stored {
             Some(stored) => (
                 stored.settings.as_deref().and_then(|json| {

@@ -26,7 +26,7 @@ use super::alarms::{
 };
 use super::ecg::{BeatKind, EcgAnalyzer, EcgOutput, RhythmSettings, RhythmState};
 use super::sample::{Limits, Rejection, Sample, Validator};
-use crate::actors::{decode, or_crash, recover, Actor, Ctx, Handler, Journaled};
+use crate::actors::{decode, or_crash, Actor, Ctx, Handler, Journaled};
 use crate::bus::{BusEvent, BusMessage};
 use crate::clock::unix_ms;
 use crate::store::audit::{AuditEntry, PendingAudit};
@@ -456,7 +456,14 @@ impl Actor for DeviceStream {
     const KIND: &'static str = "device";
 
     async fn started(&mut self, ctx: &mut Ctx<Self>) {
-        let recovered = recover::<DeviceSnapshot>(&self.store, &self.key).await;
+        // Read with the other streams starting now: one batch of
+        // statements for them all.
+        let start = crate::actors::started_or_crash(
+            self.store.device_start(&self.key, &self.id).await,
+            &self.key,
+        );
+        let recovered =
+            crate::actors::recovered::<DeviceSnapshot>(&self.store, &self.key, start.actor).await;
         if let Some(saved) = recovered.snapshot {
             self.validator.restore(saved.history);
             self.rollups.restore(saved.open);
@@ -500,21 +507,22 @@ impl Actor for DeviceStream {
             self.unsnapped.0 += 1;
         }
         // Acknowledgements made while this stream was away still hold.
+        let open: Vec<String> = self.open_alerts.values().cloned().collect();
+        let acked = or_crash(
+            self.store.acknowledged_among(&open).await,
+            "alert acknowledgements unreadable",
+            &self.key,
+        );
         for (key, id) in self.open_alerts.clone() {
-            let acked = or_crash(
-                self.store.alert_acknowledgement(&id).await,
-                "alert acknowledgements unreadable",
-                &self.key,
-            );
-            if acked.is_some() {
+            if acked.contains(&id) {
                 self.engine.acknowledge(key, 0);
             }
         }
-        self.forget_stale_alerts().await;
+        self.forget_stale_alerts(start.open_alerts).await;
         // The patient's settings (or the node's, which may have changed),
         // after the replay: what a pause that ended meanwhile announces names
         // the alarms as they are now.
-        let announced = self.load_patient_settings().await;
+        let announced = self.apply_patient_settings(start.settings);
         self.settle(announced).await;
         // Timers die with an incarnation: set this one's.
         self.arm(ctx);
