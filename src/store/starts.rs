@@ -100,6 +100,26 @@ type Waiting = (
     tokio::sync::oneshot::Sender<Result<Raw, (&'static str, String)>>,
 );
 
+/// The reader's claim on its queue, given up if the reader's task ends
+/// early (its runtime stopped, or it panicked, mid-batch): the starts still
+/// queued are answered "the reader stopped" (their actors crash and start
+/// again, as on any unreadable store), and the next start reads anew.
+/// Without it the queue would stay claimed by no one, and no start would
+/// ever be read again.
+struct Claim<'a> {
+    queue: &'a Queue,
+    released: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            drop(self.queue.take_all());
+            self.queue.reading.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// Starts waiting for the next batch, and whether a reader is at work.
 #[derive(Default)]
 pub(crate) struct Queue {
@@ -114,6 +134,10 @@ impl Queue {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let n = waiting.len().min(MAX_STARTS);
         waiting.drain(..n).collect()
+    }
+
+    fn take_all(&self) -> Vec<Waiting> {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn is_empty(&self) -> bool {
@@ -383,6 +407,10 @@ impl Store {
     /// Reads batches until no start waits.
     async fn read_while_waiting(self) {
         let queue = &self.start_queue;
+        let mut claim = Claim {
+            queue,
+            released: false,
+        };
         loop {
             let batch = queue.take();
             if batch.is_empty() {
@@ -390,6 +418,7 @@ impl Store {
                 // A start queued after the take but before the release saw a
                 // reader at work: take it on, unless another did.
                 if queue.is_empty() || !queue.claim() {
+                    claim.released = true;
                     return;
                 }
                 continue;
@@ -475,5 +504,67 @@ impl Store {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A reader whose task stops mid-batch (its runtime ended) gives up its
+    /// claim: the next start is read by a new reader, not queued forever.
+    #[test]
+    fn a_reader_stopped_mid_batch_gives_up_its_claim() {
+        let main = runtime();
+        let (_dir, store) = main.block_on(crate::store::test_sqlite());
+        // Every connection held: a batch waits for one.
+        let pool = store.sqlite_pool().clone();
+        let held = main.block_on(async {
+            let mut held = Vec::new();
+            for _ in 0..pool.options().get_max_connections() {
+                held.push(pool.acquire().await.unwrap());
+            }
+            held
+        });
+        // A start on a runtime of its own, run until its reader has taken
+        // the batch and waits for a connection; then that runtime ends.
+        let other = runtime();
+        let s = store.clone();
+        let _start = other.spawn(async move { s.actor_start("consult/c-1").await });
+        let queue = &store.start_queue;
+        other.block_on(async {
+            let taken = async {
+                while !(queue.reading.load(Ordering::Acquire) && queue.is_empty()) {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), taken)
+                .await
+                .expect("the reader takes the batch");
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(queue.reading.load(Ordering::Acquire), "mid-batch");
+        drop(other);
+        assert!(
+            !queue.reading.load(Ordering::Acquire),
+            "the claim is given up"
+        );
+        // Back to the pool, which needs a runtime to take them.
+        main.block_on(async move { drop(held) });
+        let again = main.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), store.actor_start("consult/c-1")).await
+        });
+        let start = again.expect("a new reader reads it").unwrap();
+        assert!(start.snapshot.is_none() && start.tail.is_empty());
     }
 }
