@@ -27,7 +27,7 @@ use std::time::Instant;
 use cardio::actors::device::sample::Sample;
 use cardio::crypto::{AuditKey, FileKeyProvider, KeyProvider};
 use cardio::store::audit::{chain_hash, AuditEntry, GENESIS};
-use common::{chat_rate, now_ms, push_rate, samples, Db};
+use common::{backends, chat_rate, now_ms, push_rate, samples, Db};
 
 /// Plain and sealed runs of each path, alternating; the best of each kept.
 const ROUNDS: usize = 5;
@@ -120,16 +120,11 @@ fn micros(n: u32, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let sys = actix_rt::System::new();
-    let backends: &[&str] = if std::env::var("CARDIO_BENCH_ONLY").as_deref() == Ok("sqlite") {
-        &["sqlite"]
-    } else {
-        &["sqlite", "postgres"]
-    };
     println!(
         "{:<58} {:>12} {:>12} {:>7}",
         "path (per second; best of 5 alternating runs)", "plain", "sealed", "ratio"
     );
-    for backend in backends {
+    for backend in backends() {
         let mut best = [[0f64; 2]; 3];
         // A warm-up of each path (caches, the database's first pages), not kept.
         sys.block_on(sample_path(backend, false));

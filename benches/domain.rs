@@ -30,8 +30,7 @@ use cardio::actors::device::aggregate::Rollups;
 use cardio::actors::device::alarms::{AlarmEngine, AlarmSettings, Observation, Signal};
 use cardio::actors::device::ecg::{EcgAnalyzer, EcgOutput, RhythmSettings};
 use cardio::actors::device::sample::{Limits, Sample, Validator};
-use cardio::actors::device::stream::{DeviceStream, Latest, StreamSettings};
-use cardio::registry::KindSpec;
+use cardio::actors::device::stream::{Latest, StreamSettings};
 use cardio::store::{Appended, Store};
 use common::{chat_rate, now_ms, push_rate, push_rate_with, samples, Db};
 
@@ -238,17 +237,7 @@ async fn starts(store: &Store, prefix: &str, batches: usize) -> f64 {
             }
         }
     }
-    let (registry, root) = common::runtime().await;
-    let s = store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), StreamSettings::default())
-            }),
-        )
-        .await
-        .unwrap();
+    let (kind, root) = common::streams(store, StreamSettings::default()).await;
     let t = Instant::now();
     let ids: Vec<String> = (0..DEVICES).map(|d| format!("{prefix}-{d}")).collect();
     let started = ids.iter().map(|id| kind.send(id, Latest));

@@ -23,12 +23,11 @@ mod common;
 
 use std::time::Instant;
 
-use cardio::actors::device::stream::{DeviceStream, Push, StreamSettings};
+use cardio::actors::device::stream::{Push, StreamSettings};
 use cardio::domain::alarm::{AlarmKind, Priority};
-use cardio::registry::KindSpec;
 use cardio::store::monitoring::StoredAlarmSettings;
 use cardio::store::{AlertRecord, Store};
-use common::{now_ms, runtime, samples, Db};
+use common::{backends, now_ms, samples, streams, Db};
 
 const STREAMS: usize = 1000;
 const ROUNDS: usize = 5;
@@ -130,17 +129,7 @@ async fn read_rate(store: &Store, together: bool) -> f64 {
 /// Pushes per second to `STREAMS` streams at once, first (each starts) and
 /// second (each started).
 async fn first_and_second_push(store: &Store) -> (f64, f64) {
-    let (registry, root) = runtime().await;
-    let s = store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| {
-                DeviceStream::new(id, s.clone(), StreamSettings::default())
-            }),
-        )
-        .await
-        .unwrap();
+    let (kind, root) = streams(store, StreamSettings::default()).await;
     let t0 = now_ms() + 1_000;
     let mut rates = [0.0; 2];
     for (i, rate) in rates.iter_mut().enumerate() {
@@ -170,16 +159,11 @@ async fn first_and_second_push(store: &Store) -> (f64, f64) {
 
 fn main() {
     let sys = actix_rt::System::new();
-    let backends: &[&str] = if std::env::var("CARDIO_BENCH_ONLY").as_deref() == Ok("sqlite") {
-        &["sqlite"]
-    } else {
-        &["sqlite", "postgres"]
-    };
     println!(
         "{:<58} {:>12} {:>12} {:>7}",
         "per second, 1,000 at once (best of 5 alternating)", "baseline", "new", "ratio"
     );
-    for backend in backends {
+    for backend in backends() {
         let db = sys.block_on(with_history(backend, true));
         // Warm-up, not kept.
         sys.block_on(read_rate(&db.store, false));

@@ -9,7 +9,7 @@ use cardio::actors::consult::state::{Command, Party};
 use cardio::actors::consult::{Act, ConsultActor};
 use cardio::actors::device::sample::Sample;
 use cardio::actors::device::stream::{DeviceStream, Push, StreamSettings};
-use cardio::registry::{KindSpec, Registry};
+use cardio::registry::{Kind, KindSpec, Registry};
 use cardio::store::Store;
 use cardio::supervisors::{ArbiterPool, SupervisorRef, SupervisorSpec, Tree};
 
@@ -93,6 +93,36 @@ pub async fn runtime() -> (Registry, SupervisorRef) {
     (Registry::new(tree, pool, Duration::from_secs(60)), root)
 }
 
+/// Device streams of `settings` on `store`, on a supervision runtime of
+/// their own (shut down through the returned root).
+pub async fn streams(
+    store: &Store,
+    settings: StreamSettings,
+) -> (Kind<DeviceStream>, SupervisorRef) {
+    let (registry, root) = runtime().await;
+    let s = store.clone();
+    let kind = registry
+        .register(
+            &root,
+            KindSpec::new(move |id: &str| DeviceStream::new(id, s.clone(), settings.clone())),
+        )
+        .await
+        .unwrap();
+    (kind, root)
+}
+
+/// The databases a store bench runs on: both, or SQLite alone with
+/// `CARDIO_BENCH_ONLY=sqlite`.
+// The domain bench picks its own.
+#[allow(dead_code)]
+pub fn backends() -> &'static [&'static str] {
+    if std::env::var("CARDIO_BENCH_ONLY").as_deref() == Ok("sqlite") {
+        &["sqlite"]
+    } else {
+        &["sqlite", "postgres"]
+    }
+}
+
 /// Samples/s through the DeviceStream actor on `store`: `devices` in
 /// parallel, each pushing every batch of `batches` (each must be taken
 /// whole).
@@ -108,15 +138,7 @@ pub async fn push_rate_with(
     settings: StreamSettings,
     prefix: &str,
 ) -> f64 {
-    let (registry, root) = runtime().await;
-    let s = store.clone();
-    let kind = registry
-        .register(
-            &root,
-            KindSpec::new(move |id: &str| DeviceStream::new(id, s.clone(), settings.clone())),
-        )
-        .await
-        .unwrap();
+    let (kind, root) = streams(store, settings).await;
     let t = Instant::now();
     let pushes = (0..devices).map(|d| {
         let (kind, batches) = (kind.clone(), batches.to_vec());

@@ -287,6 +287,15 @@ impl Store {
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
         }))?;
+        self.opened_events(actor, events).await
+    }
+
+    /// `actor`'s journal entries as read, their payloads opened.
+    pub(crate) async fn opened_events(
+        &self,
+        actor: &str,
+        events: Vec<Event>,
+    ) -> Result<Vec<Event>, StoreError> {
         let mut opened = Vec::with_capacity(events.len());
         for mut e in events {
             let ad = super::sealed::ad("journal", actor, Some(e.seq as i64));
@@ -537,12 +546,19 @@ impl Store {
             .transpose()
         }))?;
         match snapshot {
-            Some(mut s) => {
-                let ad = super::sealed::ad("snapshots", actor, None);
-                s.payload = self.open_blob(&ad, s.payload).await?;
-                Ok(Some(s))
-            }
+            Some(s) => Ok(Some(self.opened_snapshot(actor, s).await?)),
             None => Ok(None),
         }
+    }
+
+    /// `actor`'s snapshot as read, its payload opened.
+    pub(crate) async fn opened_snapshot(
+        &self,
+        actor: &str,
+        mut snapshot: Snapshot,
+    ) -> Result<Snapshot, StoreError> {
+        let ad = super::sealed::ad("snapshots", actor, None);
+        snapshot.payload = self.open_blob(&ad, snapshot.payload).await?;
+        Ok(snapshot)
     }
 }

@@ -85,15 +85,22 @@ impl Store {
                 updated_ms: r.try_get::<i64, _>("updated_ms")? as u64,
             })).transpose()))?;
         match row {
-            Some(mut saved) => {
-                if let Some(settings) = saved.settings.take() {
-                    let ad = super::sealed::ad("alarm_settings", patient, None);
-                    saved.settings = Some(self.open_text(&ad, settings).await?);
-                }
-                Ok(Some(saved))
-            }
+            Some(saved) => Ok(Some(self.opened_settings(patient, saved).await?)),
             None => Ok(None),
         }
+    }
+
+    /// `patient`'s alarm settings as read, their sealed JSON opened.
+    pub(crate) async fn opened_settings(
+        &self,
+        patient: &str,
+        mut saved: StoredAlarmSettings,
+    ) -> Result<StoredAlarmSettings, StoreError> {
+        if let Some(settings) = saved.settings.take() {
+            let ad = super::sealed::ad("alarm_settings", patient, None);
+            saved.settings = Some(self.open_text(&ad, settings).await?);
+        }
+        Ok(saved)
     }
 
     /// Replaces `patient`'s alarm settings.

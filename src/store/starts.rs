@@ -316,14 +316,11 @@ impl Store {
             open_alerts.push(self.alert_opened(alert).await.map_err(tagged(ALERTS))?);
         }
         let settings = match (raw.settings, &raw.patient) {
-            (Some(mut saved), Some(patient)) => {
-                if let Some(sealed) = saved.settings.take() {
-                    let ad = super::sealed::ad("alarm_settings", patient, None);
-                    let opened = self.open_text(&ad, sealed).await;
-                    saved.settings = Some(opened.map_err(tagged(DEVICE))?);
-                }
-                Some(saved)
-            }
+            (Some(saved), Some(patient)) => Some(
+                self.opened_settings(patient, saved)
+                    .await
+                    .map_err(tagged(DEVICE))?,
+            ),
             _ => None,
         };
         Ok(DeviceStart {
@@ -347,29 +344,18 @@ impl Store {
         tail: Vec<Event>,
     ) -> Result<ActorStart, StartError> {
         let snapshot = match snapshot {
-            Some(mut s) => {
-                let ad = super::sealed::ad("snapshots", actor, None);
-                s.payload = self
-                    .open_blob(&ad, s.payload)
+            Some(s) => Some(
+                self.opened_snapshot(actor, s)
                     .await
-                    .map_err(tagged(SNAPSHOT))?;
-                Some(s)
-            }
+                    .map_err(tagged(SNAPSHOT))?,
+            ),
             None => None,
         };
-        let mut opened = Vec::with_capacity(tail.len());
-        for mut e in tail {
-            let ad = super::sealed::ad("journal", actor, Some(e.seq as i64));
-            e.payload = self
-                .open_blob(&ad, e.payload)
-                .await
-                .map_err(tagged(JOURNAL))?;
-            opened.push(e);
-        }
-        Ok(ActorStart {
-            snapshot,
-            tail: opened,
-        })
+        let tail = self
+            .opened_events(actor, tail)
+            .await
+            .map_err(tagged(JOURNAL))?;
+        Ok(ActorStart { snapshot, tail })
     }
 
     /// Queues a start and waits for the batch it was read in.
