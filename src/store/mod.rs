@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod audit;
+mod batches;
 pub mod cluster;
 pub mod consults;
 pub mod journal;

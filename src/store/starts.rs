@@ -19,10 +19,11 @@
 //! own task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Row;
 
+use super::batches::Batches;
 use super::monitoring::StoredAlarmSettings;
 use super::vitals::{AlertRecord, RawAlert};
 use super::{Db, Event, Snapshot, Store, StoreError};
@@ -95,10 +96,7 @@ struct Raw {
     settings: Option<StoredAlarmSettings>,
 }
 
-type Waiting = (
-    Want,
-    tokio::sync::oneshot::Sender<Result<Raw, (&'static str, String)>>,
-);
+type Waiting = super::batches::Waiting<Want, Result<Raw, (&'static str, String)>>;
 
 /// The reader's claim on its queue, given up if the reader's task ends
 /// early (its runtime stopped, or it panicked, mid-batch): the starts still
@@ -114,41 +112,24 @@ struct Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.released {
-            drop(self.queue.take_all());
-            self.queue.reading.store(false, Ordering::Release);
+            self.queue.batches.abandon();
         }
     }
 }
 
 /// Starts waiting for the next batch, and whether a reader is at work.
-#[derive(Default)]
 pub(crate) struct Queue {
-    waiting: std::sync::Mutex<Vec<Waiting>>,
-    reading: AtomicBool,
+    batches: Batches<Want, Result<Raw, (&'static str, String)>>,
     /// Batches read so far (tests check what went together).
-    batches: AtomicU64,
+    batches_read: AtomicU64,
 }
 
-impl Queue {
-    fn take(&self) -> Vec<Waiting> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let n = waiting.len().min(MAX_STARTS);
-        waiting.drain(..n).collect()
-    }
-
-    fn take_all(&self) -> Vec<Waiting> {
-        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-
-    fn claim(&self) -> bool {
-        !self.reading.swap(true, Ordering::AcqRel)
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue {
+            batches: Batches::new(MAX_STARTS),
+            batches_read: AtomicU64::default(),
+        }
     }
 }
 
@@ -334,7 +315,7 @@ impl Store {
     /// How many batches of starts this store read (for tests).
     #[doc(hidden)]
     pub fn start_batches(&self) -> u64 {
-        self.start_queue.batches.load(Ordering::Acquire)
+        self.start_queue.batches_read.load(Ordering::Acquire)
     }
 
     async fn opened_start(
@@ -361,18 +342,12 @@ impl Store {
     /// Queues a start and waits for the batch it was read in.
     #[tracing::instrument(name = "actor.start_read", skip_all)]
     async fn read_start(&self, actor: &str, device: Option<&str>) -> Result<Raw, StartError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queue = &self.start_queue;
         let want = Want {
             actor: actor.to_owned(),
             device: device.map(str::to_owned),
         };
-        queue
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((want, tx));
-        if queue.claim() {
+        let (rx, claimed) = self.start_queue.batches.push(want);
+        if claimed {
             // A task of its own: the batch is read even if this caller stops
             // waiting.
             let store = self.clone();
@@ -397,20 +372,9 @@ impl Store {
             queue,
             released: false,
         };
-        loop {
-            let batch = queue.take();
-            if batch.is_empty() {
-                queue.reading.store(false, Ordering::Release);
-                // A start queued after the take but before the release saw a
-                // reader at work: take it on, unless another did.
-                if queue.is_empty() || !queue.claim() {
-                    claim.released = true;
-                    return;
-                }
-                continue;
-            }
+        while let Some(batch) = queue.batches.next_batch() {
             let read = self.read_batch(&batch).await;
-            queue.batches.fetch_add(1, Ordering::AcqRel);
+            queue.batches_read.fetch_add(1, Ordering::AcqRel);
             match read {
                 Ok((mut by_actor, by_device)) => {
                     // The last of an actor's waiters takes its read, the
@@ -443,6 +407,8 @@ impl Store {
                 }
             }
         }
+        // Nothing waits and the queue gave the claim up.
+        claim.released = true;
     }
 
     async fn read_batch(
@@ -495,7 +461,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::time::Duration;
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -528,7 +493,7 @@ mod tests {
         let queue = &store.start_queue;
         other.block_on(async {
             let taken = async {
-                while !(queue.reading.load(Ordering::Acquire) && queue.is_empty()) {
+                while !(queue.batches.busy() && queue.batches.len() == 0) {
                     tokio::task::yield_now().await;
                 }
             };
@@ -539,12 +504,9 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        assert!(queue.reading.load(Ordering::Acquire), "mid-batch");
+        assert!(queue.batches.busy(), "mid-batch");
         drop(other);
-        assert!(
-            !queue.reading.load(Ordering::Acquire),
-            "the claim is given up"
-        );
+        assert!(!queue.batches.busy(), "the claim is given up");
         // Back to the pool, which needs a runtime to take them.
         main.block_on(async move { drop(held) });
         let again = main.block_on(async {

@@ -2,9 +2,9 @@
 //! statements that project them, and audit entries, from every caller of the
 //! node, in one transaction per round.
 //!
-//! A caller queues its write and waits; the first caller to find no writer
-//! at work becomes the writer (a task of its own, so the round is written
-//! even if that caller stops waiting). A round takes what waits (up to
+//! A caller queues its write and waits ([`super::batches`]); the first
+//! caller to find no writer at work becomes the writer (a task of its own,
+//! so the round is written even if that caller stops waiting). A round takes what waits (up to
 //! [`MAX_BATCH`]) and commits it in one transaction, so a durable commit
 //! (SQLite's fsync at `synchronous=FULL`, PostgreSQL's WAL flush) is paid
 //! once per round, not once per write. Each caller is answered only after
@@ -41,6 +41,7 @@ mod tx;
 pub(crate) use tx::SqliteTarget;
 
 use super::audit::AuditEntry;
+use super::batches::Batches;
 use super::{Db, Store, StoreError};
 use crate::crypto::AuditKey;
 
@@ -129,17 +130,13 @@ pub(crate) enum Reply {
     Projected,
 }
 
-type Waiting = (Op, tokio::sync::oneshot::Sender<Result<Reply, String>>);
-
 /// Writes waiting for the next round, and whether a writer is at work.
-#[derive(Default)]
 pub(crate) struct Queue {
-    waiting: std::sync::Mutex<Vec<Waiting>>,
+    batches: Batches<Op, Result<Reply, String>>,
     /// The SQLite database the writer opens its own connection to (none on
     /// PostgreSQL), and that connection once open.
     sqlite_target: Option<SqliteTarget>,
     sqlite: std::sync::Mutex<Option<rusqlite::Connection>>,
-    writing: std::sync::atomic::AtomicBool,
     /// Rounds committed so far (tests check what went together).
     rounds: std::sync::atomic::AtomicU64,
     /// Set by [`Store::close`]: no write is taken any more.
@@ -154,27 +151,14 @@ impl Queue {
     /// The queue of a store on `sqlite` (`None`: on PostgreSQL).
     pub(crate) fn new(sqlite: Option<SqliteTarget>) -> Queue {
         Queue {
+            batches: Batches::new(MAX_BATCH),
             sqlite_target: sqlite,
-            ..Queue::default()
+            sqlite: std::sync::Mutex::default(),
+            rounds: std::sync::atomic::AtomicU64::default(),
+            closed: std::sync::atomic::AtomicBool::default(),
+            #[cfg(test)]
+            panic_next: std::sync::atomic::AtomicBool::default(),
         }
-    }
-
-    fn take(&self) -> Vec<Waiting> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let n = waiting.len().min(MAX_BATCH);
-        waiting.drain(..n).collect()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-
-    /// Becomes the writer unless one is at work.
-    fn claim(&self) -> bool {
-        !self.writing.swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 }
 
@@ -214,14 +198,8 @@ impl Store {
     /// Queues `op` for the next round and waits until its round committed
     /// (`Err`: why the round was not, or the writer stopped).
     pub(crate) async fn commit_with_others(&self, op: Op) -> Result<Reply, String> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queue = &self.write_queue;
-        queue
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((op, tx));
-        if queue.claim() {
+        let (rx, claimed) = self.write_queue.batches.push(op);
+        if claimed {
             // A task of its own: the round is written even if this caller
             // stops waiting.
             let store = self.clone();
@@ -236,19 +214,13 @@ impl Store {
     /// How many writes wait for a round now (for tests).
     #[doc(hidden)]
     pub fn writes_waiting(&self) -> usize {
-        self.write_queue
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.write_queue.batches.len()
     }
 
     /// Whether a writer is at work (for tests).
     #[doc(hidden)]
     pub fn writer_busy(&self) -> bool {
-        self.write_queue
-            .writing
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.write_queue.batches.busy()
     }
 
     /// How many rounds this store's writer committed (for tests).
@@ -365,19 +337,7 @@ impl Store {
     async fn write_rounds<D: tx::Database>(&self, db: &mut D) {
         let queue = &self.write_queue;
         let postgres = self.backend() == "postgres";
-        loop {
-            let round = queue.take();
-            if round.is_empty() {
-                queue
-                    .writing
-                    .store(false, std::sync::atomic::Ordering::Release);
-                // A write queued after the take but before the release saw a
-                // writer at work: take it on, unless another did.
-                if queue.is_empty() || !queue.claim() {
-                    return;
-                }
-                continue;
-            }
+        while let Some(round) = queue.batches.next_batch() {
             #[cfg(test)]
             if queue
                 .panic_next
