@@ -85,12 +85,18 @@ pub enum StoreError {
 /// The settings of every SQLite connection: the pool's and the writer's own
 /// ([`writer`]). WAL; FULL: a commit is on disk before it is acknowledged;
 /// `secure_delete`: freed space is zeroed, so a value sealed in place
-/// (legacy plaintext) leaves no readable copy in the file.
-pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 4] = [
+/// (legacy plaintext) leaves no readable copy in the file. `temp_store`
+/// in memory: a statement's journal (the pages a multi-row insert of a
+/// write round changes, kept in case it must be undone) and a large sort's
+/// rows are never written to temporary files outside the database's 0700
+/// folder; it also spares each round's statements creating, writing and
+/// deleting such a file (about 5 % of a node's CPU under pushes, issue 15).
+pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 5] = [
     ("journal_mode", "WAL"),
     ("synchronous", "FULL"),
     ("foreign_keys", "ON"),
     ("secure_delete", "ON"),
+    ("temp_store", "MEMORY"),
 ];
 
 /// How long an SQLite connection waits for another's write lock.

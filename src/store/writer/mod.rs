@@ -501,6 +501,7 @@ mod tests {
             "synchronous",
             "foreign_keys",
             "secure_delete",
+            "temp_store",
             "busy_timeout",
         ] {
             let sql = format!("PRAGMA {pragma}");
@@ -519,6 +520,7 @@ mod tests {
         assert_eq!(get("journal_mode"), "wal");
         assert_eq!(get("synchronous"), "2", "FULL");
         assert_eq!(get("secure_delete"), "1");
+        assert_eq!(get("temp_store"), "2", "MEMORY");
         assert_eq!(get("busy_timeout"), "5000");
     }
 }
