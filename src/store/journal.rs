@@ -30,6 +30,35 @@ pub struct Snapshot {
     pub payload: Vec<u8>,
 }
 
+/// Reads a journal entry (`seq, message_id, epoch, payload, at_ms`) off a
+/// row of either database, as stored (sealed).
+macro_rules! event_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<Event, sqlx::Error>(Event {
+            seq: row.try_get::<i64, _>("seq")? as u64,
+            message_id: row.try_get("message_id")?,
+            epoch: row.try_get::<i64, _>("epoch")? as u64,
+            payload: row.try_get("payload")?,
+            at_ms: row.try_get::<i64, _>("at_ms")? as u64,
+        })
+    }};
+}
+pub(super) use event_row;
+
+/// Reads a snapshot (`seq, payload`) off a row of either database, as
+/// stored (sealed).
+macro_rules! snapshot_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<Snapshot, sqlx::Error>(Snapshot {
+            seq: row.try_get::<i64, _>("seq")? as u64,
+            payload: row.try_get("payload")?,
+        })
+    }};
+}
+pub(super) use snapshot_row;
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -274,19 +303,7 @@ impl Store {
         .bind(after_seq as i64)
         .fetch_all(pool)
         .await
-        .and_then(|rows| {
-            rows.iter()
-                .map(|row| {
-                    Ok(Event {
-                        seq: row.try_get::<i64, _>("seq")? as u64,
-                        message_id: row.try_get("message_id")?,
-                        epoch: row.try_get::<i64, _>("epoch")? as u64,
-                        payload: row.try_get("payload")?,
-                        at_ms: row.try_get::<i64, _>("at_ms")? as u64,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-        }))?;
+        .and_then(|rows| rows.iter().map(|row| event_row!(row)).collect::<Result<Vec<_>, _>>()))?;
         self.opened_events(actor, events).await
     }
 
@@ -536,15 +553,7 @@ impl Store {
         .bind(actor)
         .fetch_optional(pool)
         .await
-        .and_then(|row| {
-            row.map(|row| {
-                Ok(Snapshot {
-                    seq: row.try_get::<i64, _>("seq")? as u64,
-                    payload: row.try_get("payload")?,
-                })
-            })
-            .transpose()
-        }))?;
+        .and_then(|row| row.map(|row| snapshot_row!(&row)).transpose()))?;
         match snapshot {
             Some(s) => Ok(Some(self.opened_snapshot(actor, s).await?)),
             None => Ok(None),

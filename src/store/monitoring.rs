@@ -67,6 +67,23 @@ const PRUNE_CHUNKS_SQLITE: &str = "DELETE FROM ecg_chunks WHERE (device_id, star
 const ENTRY_PG: &str = "SELECT payload FROM journal WHERE actor_id = $1 AND seq = $2";
 const ENTRY_SQLITE: &str = "SELECT payload FROM journal WHERE actor_id = ?1 AND seq = ?2";
 
+/// Reads stored alarm settings (`settings, paused_until_ms, updated_by,
+/// updated_ms`) off a row of either database, as stored (sealed).
+macro_rules! settings_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<StoredAlarmSettings, sqlx::Error>(StoredAlarmSettings {
+            settings: row.try_get("settings")?,
+            paused_until_ms: row
+                .try_get::<Option<i64>, _>("paused_until_ms")?
+                .map(|v| v as u64),
+            updated_by: row.try_get("updated_by")?,
+            updated_ms: row.try_get::<i64, _>("updated_ms")? as u64,
+        })
+    }};
+}
+pub(super) use settings_row;
+
 impl Store {
     /// `patient`'s alarm settings, if a clinician set any.
     pub async fn alarm_settings(
@@ -78,12 +95,7 @@ impl Store {
             .bind(patient)
             .fetch_optional(pool)
             .await
-            .and_then(|r| r.map(|r| Ok(StoredAlarmSettings {
-                settings: r.try_get("settings")?,
-                paused_until_ms: r.try_get::<Option<i64>, _>("paused_until_ms")?.map(|v| v as u64),
-                updated_by: r.try_get("updated_by")?,
-                updated_ms: r.try_get::<i64, _>("updated_ms")? as u64,
-            })).transpose()))?;
+            .and_then(|r| r.map(|r| settings_row!(&r)).transpose()))?;
         match row {
             Some(saved) => Ok(Some(self.opened_settings(patient, saved).await?)),
             None => Ok(None),

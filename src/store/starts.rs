@@ -191,10 +191,7 @@ macro_rules! read_batch {
             let read = || -> Result<(String, Snapshot), sqlx::Error> {
                 Ok((
                     row.try_get("actor_id")?,
-                    Snapshot {
-                        seq: row.try_get::<i64, _>("seq")? as u64,
-                        payload: row.try_get("payload")?,
-                    },
+                    super::journal::snapshot_row!(row)?,
                 ))
             };
             let (actor, snapshot) = read().map_err(tag(SNAPSHOT))?;
@@ -214,16 +211,7 @@ macro_rules! read_batch {
             .map_err(tag(JOURNAL))?;
         for row in &tails {
             let read = || -> Result<(String, Event), sqlx::Error> {
-                Ok((
-                    row.try_get("actor_id")?,
-                    Event {
-                        seq: row.try_get::<i64, _>("seq")? as u64,
-                        message_id: row.try_get("message_id")?,
-                        epoch: row.try_get::<i64, _>("epoch")? as u64,
-                        payload: row.try_get("payload")?,
-                        at_ms: row.try_get::<i64, _>("at_ms")? as u64,
-                    },
-                ))
+                Ok((row.try_get("actor_id")?, super::journal::event_row!(row)?))
             };
             let (actor, event) = read().map_err(tag(JOURNAL))?;
             out.entry(actor).or_default().tail.push(event);
@@ -253,20 +241,12 @@ macro_rules! read_batch {
             for row in &registered {
                 let read =
                     || -> Result<(String, String, Option<StoredAlarmSettings>), sqlx::Error> {
-                        let updated_by: Option<String> = row.try_get("updated_by")?;
-                        let settings = match updated_by {
-                            Some(updated_by) => Some(StoredAlarmSettings {
-                                settings: row.try_get("settings")?,
-                                paused_until_ms: row
-                                    .try_get::<Option<i64>, _>("paused_until_ms")?
-                                    .map(|v| v as u64),
-                                updated_by,
-                                updated_ms: row
-                                    .try_get::<Option<i64>, _>("updated_ms")?
-                                    .unwrap_or(0)
-                                    as u64,
-                            }),
-                            None => None,
+                        // No settings row joined: its NOT NULL columns are NULL.
+                        let joined = row.try_get::<Option<String>, _>("updated_by")?.is_some();
+                        let settings = if joined {
+                            Some(super::monitoring::settings_row!(row)?)
+                        } else {
+                            None
                         };
                         Ok((row.try_get("id")?, row.try_get("patient_id")?, settings))
                     };
