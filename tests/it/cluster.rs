@@ -755,7 +755,11 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
     let _broker = crate::broker::exclusive().await;
     let (cluster, db) = Cluster::new().await;
     let ids = ["b1", "b2"];
-    let nodes = vec![cluster.start("b1"), cluster.start("b2")];
+    let url = cluster.vhost.url();
+    let nodes = vec![
+        cluster.start_with("b1", &url, &QUIET_THROUGH_OUTAGE),
+        cluster.start_with("b2", &url, &QUIET_THROUGH_OUTAGE),
+    ];
     settle(&nodes[0], &ids, "two nodes sharing the shards").await;
     let (_client, req) = cluster.client().await;
     let load = Load::start(&req, "r", 3, 60, 40);
@@ -789,6 +793,17 @@ async fn nodes_reconnect_by_themselves_after_a_broker_restart_and_lose_nothing()
     db.done().await;
 }
 
+/// For the broker-restart tests: a device whose pushes cannot get through
+/// is silent as far as its stream knows, and `no_data` (30 s by default) is
+/// right to fire once the outage (stopping the broker, the test's pause,
+/// starting it again with its quorum queues) lasts that long, as it did on a
+/// slow CI machine. These tests check that every acknowledged push and alert
+/// is there exactly once, one tachycardia alert per device; so their nodes
+/// wait longer than any outage the tests allow (90 s) before calling a device
+/// silent. The no-data alarm itself is tested by the alarm engine's unit
+/// tests and `device::a_silent_device_raises_no_data_and_its_open_alarm_ends`.
+const QUIET_THROUGH_OUTAGE: [(&str, &str); 1] = [("CARDIO_ALERT_NO_DATA", "120s")];
+
 /// Epoch of every shard in the cluster's database (each claim bumps one).
 async fn shard_epochs(db_url: &str) -> BTreeMap<u16, u64> {
     let store = Store::connect(db_url).await.unwrap();
@@ -812,6 +827,7 @@ async fn every_actor_serves_within_3s_of_the_broker_accepting_connections_again(
         ("CARDIO_SHARDS", "64"),
         ("CARDIO_HEARTBEAT", "500ms"),
         ("CARDIO_LEASE", "3s"),
+        QUIET_THROUGH_OUTAGE[0],
     ];
     let url = cluster.vhost.url();
     let nodes = [
@@ -884,6 +900,7 @@ async fn every_actor_serves_within_3s_of_the_broker_accepting_connections_again(
     load.until_chat(30, "some load before the restart").await;
     let epochs_before = shard_epochs(db.url()).await;
 
+    let away = Instant::now();
     let stopped = crate::broker::StoppedBroker::stop();
     // From now on, the first moment the broker's port accepts TCP again.
     let port = crate::support::services::host_port(&crate::support::services::amqp_url());
@@ -927,6 +944,11 @@ async fn every_actor_serves_within_3s_of_the_broker_accepting_connections_again(
         .join()
         .unwrap()
         .expect("the broker accepted connections again");
+    eprintln!(
+        "broker restart: away for {:?} (no_data at {})",
+        back.saturating_duration_since(away),
+        QUIET_THROUGH_OUTAGE[0].1
+    );
     let mut after: Vec<Duration> = firsts
         .iter()
         .map(|t| t.saturating_duration_since(back))
