@@ -91,12 +91,23 @@ pub enum StoreError {
 /// rows are never written to temporary files outside the database's 0700
 /// folder; it also spares each round's statements creating, writing and
 /// deleting such a file (about 5 % of a node's CPU under pushes, issue 15).
-pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 5] = [
+/// `wal_autocheckpoint` at 10,000 pages (about 40 MB of WAL) rather than
+/// SQLite's 1,000: the checkpoint runs on the committing connection, which
+/// is the writer's, so every checkpoint stalls the rounds behind it, and
+/// the pages a round dirties (the journal's and the audit chain's last
+/// leaves and index pages, the chain's head) are copied back once per
+/// checkpoint however often they changed in between. Under pushes on one
+/// node the checkpoints took 4 % of the node's CPU, on the writer's thread
+/// (issue 15; BENCHMARKS.md). A crash replays at most that much WAL at the
+/// next open; what a commit makes durable is unchanged (FULL syncs the WAL
+/// at each commit).
+pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 6] = [
     ("journal_mode", "WAL"),
     ("synchronous", "FULL"),
     ("foreign_keys", "ON"),
     ("secure_delete", "ON"),
     ("temp_store", "MEMORY"),
+    ("wal_autocheckpoint", "10000"),
 ];
 
 /// How long an SQLite connection waits for another's write lock.

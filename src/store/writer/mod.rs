@@ -502,6 +502,7 @@ mod tests {
             "foreign_keys",
             "secure_delete",
             "temp_store",
+            "wal_autocheckpoint",
             "busy_timeout",
         ] {
             let sql = format!("PRAGMA {pragma}");
@@ -521,6 +522,7 @@ mod tests {
         assert_eq!(get("synchronous"), "2", "FULL");
         assert_eq!(get("secure_delete"), "1");
         assert_eq!(get("temp_store"), "2", "MEMORY");
+        assert_eq!(get("wal_autocheckpoint"), "10000");
         assert_eq!(get("busy_timeout"), "5000");
     }
 }
