@@ -816,7 +816,9 @@ async fn shard_epochs(db_url: &str) -> BTreeMap<u16, u64> {
 /// defaults and 64 shards, every actor serves within 3 s of the broker
 /// accepting connections again, measured from the first TCP connection the
 /// broker accepts to the last of one actor per shard answering; and the
-/// restart moves no shard (a bounce would be more unavailability).
+/// restart moves no shard (a bounce would be more unavailability). (The
+/// nodes' alarm settings are the defaults but for the no-data delay: see
+/// [`QUIET_THROUGH_OUTAGE`].)
 #[actix_rt::test]
 async fn every_actor_serves_within_3s_of_the_broker_accepting_connections_again() {
     needs!(Cluster);
