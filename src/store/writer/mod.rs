@@ -496,15 +496,9 @@ mod tests {
         let pool = store.sqlite_pool();
         let target = store.write_queue.sqlite_target.as_ref().unwrap();
         let writer = target.open().unwrap();
-        for pragma in [
-            "journal_mode",
-            "synchronous",
-            "foreign_keys",
-            "secure_delete",
-            "temp_store",
-            "wal_autocheckpoint",
-            "busy_timeout",
-        ] {
+        // Every pragma the store sets, and the busy timeout (set apart).
+        let pragmas = crate::store::SQLITE_PRAGMAS.map(|(name, _)| name);
+        for pragma in pragmas.into_iter().chain(["busy_timeout"]) {
             let sql = format!("PRAGMA {pragma}");
             let row = sqlx::query(&sql).fetch_one(pool).await.unwrap();
             let of_pool = {
