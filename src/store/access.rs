@@ -7,8 +7,12 @@
 
 use sqlx::Row;
 
+use std::collections::HashMap;
+
+use super::batches;
+use super::lookups;
 use super::people::PeopleError;
-use super::{with_pool, Store, StoreError};
+use super::{with_pool, Db, Store, StoreError};
 
 /// What the database says about a subject's access.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -29,15 +33,55 @@ macro_rules! sql {
     };
 }
 
-/// A subject's account row (`jti` NULL) and its unexpired revoked tokens
+/// Subjects' account rows (`jti` NULL) and their unexpired revoked tokens
 /// (one row each, the account's columns NULL), in one round trip: the gate
-/// reads this for every request whose subject it has not cached.
-const ACCOUNT_STATE: (&str, &str) = sql!(
-    "SELECT role, disabled, not_before_s, last_active_ms, NULL AS jti FROM accounts WHERE subject = $1 \
-     UNION ALL SELECT NULL, NULL, NULL, NULL, jti FROM revoked_tokens WHERE subject = $1 AND expires_ms > $2",
-    "SELECT role, disabled, not_before_s, last_active_ms, NULL AS jti FROM accounts WHERE subject = ?1 \
-     UNION ALL SELECT NULL, NULL, NULL, NULL, jti FROM revoked_tokens WHERE subject = ?1 AND expires_ms > ?2"
+/// reads this for the subjects it has not cached, together
+/// ([`super::lookups`]).
+const ACCOUNT_STATES: (&str, &str) = sql!(
+    "SELECT subject, role, disabled, not_before_s, last_active_ms, NULL AS jti FROM accounts WHERE subject = ANY($1) \
+     UNION ALL SELECT subject, NULL, NULL, NULL, NULL, jti FROM revoked_tokens WHERE subject = ANY($1) AND expires_ms > $2",
+    "SELECT subject, role, disabled, not_before_s, last_active_ms, NULL AS jti FROM accounts \
+     WHERE subject IN (SELECT value FROM json_each(?1)) \
+     UNION ALL SELECT subject, NULL, NULL, NULL, NULL, jti FROM revoked_tokens \
+     WHERE subject IN (SELECT value FROM json_each(?1)) AND expires_ms > ?2"
 );
+/// A row of [`ACCOUNT_STATES`], without its subject.
+enum AccessRow {
+    Account(AccountState),
+    Revoked(String),
+}
+
+/// Reads [`ACCOUNT_STATES`] on `pool` (either database's), `subjects` bound
+/// as one value: `(subject, row)` in the order read.
+macro_rules! access_rows {
+    ($pool:expr, $sql:expr, $subjects:expr, $now_ms:expr) => {
+        sqlx::query($sql)
+            .bind($subjects)
+            .bind($now_ms as i64)
+            .fetch_all($pool)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let subject: String = r.try_get("subject")?;
+                        let row = match r.try_get::<Option<String>, _>("jti")? {
+                            Some(jti) => AccessRow::Revoked(jti),
+                            None => AccessRow::Account(AccountState {
+                                role: r.try_get("role")?,
+                                disabled: r.try_get::<i64, _>("disabled")? != 0,
+                                not_before_s: r.try_get::<i64, _>("not_before_s")?.max(0) as u64,
+                                last_active_ms: r.try_get::<i64, _>("last_active_ms")?.max(0)
+                                    as u64,
+                                revoked: Vec::new(),
+                            }),
+                        };
+                        Ok((subject, row))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+    };
+}
+
 /// The count of access changes (see the migration `access_version`).
 const ACCESS_VERSION: &str = "SELECT v FROM access_version WHERE id = 1";
 const END_SESSIONS: (&str, &str) = sql!(
@@ -76,45 +120,77 @@ impl Store {
         self.dialect(pg, sqlite)
     }
 
-    /// `subject`'s access state now (`None`: never seen nor changed).
+    /// `subject`'s access state now (`None`: never seen nor changed): read
+    /// with the other subjects asked meanwhile ([`super::lookups`]).
     pub async fn account_state(
         &self,
         subject: &str,
         now_ms: u64,
     ) -> Result<Option<AccountState>, StoreError> {
-        let sql = self.pick_access(ACCOUNT_STATE);
-        let (account, revoked) = with_pool!(self, pool => sqlx::query(sql)
-        .bind(subject)
-        .bind(now_ms as i64)
-        .fetch_all(pool)
-        .await
-        .and_then(|rows| {
-            let (mut account, mut revoked) = (None, Vec::new());
-            for r in &rows {
-                match r.try_get::<Option<String>, _>("jti")? {
-                    Some(jti) => revoked.push(jti),
-                    None => account = Some(AccountState {
-                        role: r.try_get("role")?,
-                        disabled: r.try_get::<i64, _>("disabled")? != 0,
-                        not_before_s: r.try_get::<i64, _>("not_before_s")?.max(0) as u64,
-                        last_active_ms: r.try_get::<i64, _>("last_active_ms")?.max(0) as u64,
-                        revoked: Vec::new(),
+        let asked = batches::ask(
+            self,
+            |s| &s.lookups.accounts,
+            (subject.to_owned(), now_ms),
+            Store::serve_account_states,
+        );
+        match asked.await {
+            Some(answer) => answer.map_err(StoreError::Read),
+            None => Err(StoreError::Read("the reader stopped".into())),
+        }
+    }
+
+    /// A batch of [`Store::account_state`]s, in its order. Revoked tokens
+    /// are those unexpired at the batch's earliest `now_ms`, so a caller may
+    /// see one that expired since: its token has expired too.
+    async fn serve_account_states(
+        self,
+        asked: Vec<(String, u64)>,
+    ) -> Vec<Result<Option<AccountState>, lookups::Failed>> {
+        self.lookups.serving();
+        let now_ms = asked.iter().map(|(_, now)| *now).min().unwrap_or(0);
+        let mut subjects: Vec<&str> = asked.iter().map(|(s, _)| s.as_str()).collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        let sql = self.pick_access(ACCOUNT_STATES);
+        let rows = match &*self.db {
+            Db::Postgres(pool) => access_rows!(pool, sql, &subjects, now_ms),
+            Db::Sqlite(pool) => access_rows!(
+                pool,
+                sql,
+                serde_json::to_string(&subjects).expect("strings serialise"),
+                now_ms
+            ),
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                let why = StoreError::from(e).to_string();
+                return asked.iter().map(|_| Err(why.clone())).collect();
+            }
+        };
+        let mut states: HashMap<String, (Option<AccountState>, Vec<String>)> = HashMap::new();
+        for (subject, row) in rows {
+            let entry = states.entry(subject).or_default();
+            match row {
+                AccessRow::Revoked(jti) => entry.1.push(jti),
+                AccessRow::Account(account) => entry.0 = Some(account),
+            }
+        }
+        asked
+            .iter()
+            .map(|(subject, _)| {
+                let Some((account, revoked)) = states.get(subject).cloned() else {
+                    return Ok(None);
+                };
+                Ok(match account {
+                    Some(s) => Some(AccountState { revoked, ..s }),
+                    None => Some(AccountState {
+                        revoked,
+                        ..AccountState::default()
                     }),
-                }
-            }
-            Ok((account, revoked))
-        }))?;
-        Ok(match (account, revoked.is_empty()) {
-            (Some(mut s), _) => {
-                s.revoked = revoked;
-                Some(s)
-            }
-            (None, true) => None,
-            (None, false) => Some(AccountState {
-                revoked,
-                ..AccountState::default()
-            }),
-        })
+                })
+            })
+            .collect()
     }
 
     /// How many changes of access the database has counted: a deactivation
@@ -126,15 +202,51 @@ impl Store {
         Ok(v.max(0) as u64)
     }
 
-    /// Records activity of `subject` (with `role`) at `at_ms`.
+    /// Records activity of `subject` (with `role`) at `at_ms`, committed
+    /// before this returns: written with the other subjects' recorded
+    /// meanwhile ([`super::lookups`]).
     pub async fn touch_account(
         &self,
         subject: &str,
         role: &str,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        self.touch_accounts(&[(subject.to_owned(), role, at_ms)])
-            .await
+        let asked = batches::ask(
+            self,
+            |s| &s.lookups.touches,
+            (subject.to_owned(), role.to_owned(), at_ms),
+            Store::serve_touches,
+        );
+        match asked.await {
+            Some(answer) => answer.map_err(StoreError::Read),
+            None => Err(StoreError::Read("the writer stopped".into())),
+        }
+    }
+
+    /// A batch of [`Store::touch_account`]s: one row per subject, with the
+    /// latest of its activity and the role it was last asked with (as the
+    /// same writes one by one would leave it).
+    async fn serve_touches(
+        self,
+        asked: Vec<(String, String, u64)>,
+    ) -> Vec<Result<(), lookups::Failed>> {
+        self.lookups.serving();
+        let mut rows: Vec<(String, &str, u64)> = Vec::with_capacity(asked.len());
+        let mut at: HashMap<&str, usize> = HashMap::new();
+        for (subject, role, at_ms) in &asked {
+            match at.get(subject.as_str()) {
+                Some(&i) => {
+                    rows[i].1 = role;
+                    rows[i].2 = rows[i].2.max(*at_ms);
+                }
+                None => {
+                    at.insert(subject, rows.len());
+                    rows.push((subject.clone(), role, *at_ms));
+                }
+            }
+        }
+        let answer = self.touch_accounts(&rows).await.map_err(|e| e.to_string());
+        asked.iter().map(|_| answer.clone()).collect()
     }
 
     /// Records the activity of many subjects at once (`(subject, role,

@@ -1,5 +1,7 @@
 //! Requests served in batches by one worker at a time: the store's writer
-//! ([`super::writer`]) and its start reader ([`super::starts`]).
+//! ([`super::writer`]), its start reader ([`super::starts`]) and the request
+//! path's lookups ([`ask`]: an account's access state, a device, a subject's
+//! first activity).
 //!
 //! A caller queues its request and waits for its answer. The caller that
 //! finds no worker at work claims the queue and starts one (a task of its
@@ -10,6 +12,7 @@
 //! started none, so the worker looks once more after releasing, and takes
 //! that request on unless another caller claimed the queue meanwhile.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -93,6 +96,79 @@ impl<T, R> Batches<T, R> {
     pub(crate) fn busy(&self) -> bool {
         self.busy.load(Ordering::Acquire)
     }
+}
+
+/// A worker's claim on its queue, given up if the worker's task ends early
+/// (its runtime stopped, or it panicked, mid-batch): the requests still
+/// queued are dropped unanswered (their callers learn that the worker
+/// stopped), and the next request claims the queue anew. Without it the
+/// queue would stay claimed by no one, and nothing queued would ever be
+/// served again.
+pub(crate) struct Claim<'a, T, R> {
+    queue: &'a Batches<T, R>,
+    released: bool,
+}
+
+impl<'a, T, R> Claim<'a, T, R> {
+    /// The claim of the worker just started on `queue`.
+    pub(crate) fn new(queue: &'a Batches<T, R>) -> Self {
+        Claim {
+            queue,
+            released: false,
+        }
+    }
+
+    /// The queue gave the claim up itself ([`Batches::next_batch`] returned
+    /// `None`): nothing is left to abandon.
+    pub(crate) fn released(mut self) {
+        self.released = true;
+    }
+}
+
+impl<T, R> Drop for Claim<'_, T, R> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.queue.abandon();
+        }
+    }
+}
+
+/// Asks `request` of the queue `queue(owner)` and waits for its answer,
+/// served together with the requests queued meanwhile: `serve` answers a
+/// batch, one answer per request in its order. The caller that finds no
+/// worker at work starts one (a task of its own, holding a clone of
+/// `owner`); a request alone is served at once. `None`: the worker stopped
+/// before answering.
+pub(crate) async fn ask<S, T, R, Fut>(
+    owner: &S,
+    queue: fn(&S) -> &Batches<T, R>,
+    request: T,
+    serve: fn(S, Vec<T>) -> Fut,
+) -> Option<R>
+where
+    S: Clone + Send + Sync + 'static,
+    T: Send + 'static,
+    R: Send + 'static,
+    Fut: Future<Output = Vec<R>> + Send + 'static,
+{
+    let (rx, claimed) = queue(owner).push(request);
+    if claimed {
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            let q = queue(&owner);
+            let claim = Claim::new(q);
+            while let Some(batch) = q.next_batch() {
+                let (requests, callers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+                let answers = serve(owner.clone(), requests).await;
+                debug_assert_eq!(answers.len(), callers.len(), "one answer per request");
+                for (tx, answer) in callers.into_iter().zip(answers) {
+                    let _ = tx.send(answer);
+                }
+            }
+            claim.released();
+        });
+    }
+    rx.await.ok()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod batches;
 pub mod cluster;
 pub mod consults;
 pub mod journal;
+mod lookups;
 pub mod monitoring;
 pub mod people;
 pub mod sealed;
@@ -134,6 +135,9 @@ pub struct Store {
     write_queue: std::sync::Arc<writer::Queue>,
     /// Actor starts waiting to be read together (shared by every clone).
     start_queue: std::sync::Arc<starts::Queue>,
+    /// The request path's lookups waiting to be served together (shared by
+    /// every clone).
+    lookups: std::sync::Arc<lookups::Lookups>,
     /// The data keys PHI is sealed with (none: written in the clear, for
     /// tests and tools; a node always has keys).
     keyring: Option<std::sync::Arc<crate::crypto::Keyring>>,
@@ -289,6 +293,7 @@ impl Store {
             fence: None,
             write_queue: std::sync::Arc::new(writer::Queue::new(sqlite_target)),
             start_queue: std::sync::Arc::default(),
+            lookups: std::sync::Arc::default(),
             keyring: None,
             audit_key: crate::crypto::AuditKey::unkeyed(),
         })
@@ -323,6 +328,7 @@ impl Store {
             fence: Some(fence),
             write_queue: std::sync::Arc::clone(&self.write_queue),
             start_queue: std::sync::Arc::clone(&self.start_queue),
+            lookups: std::sync::Arc::clone(&self.lookups),
             keyring: self.keyring.clone(),
             audit_key: self.audit_key.clone(),
         }

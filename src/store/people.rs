@@ -1,9 +1,11 @@
 //! Patients, clinicians, care teams and devices: the relations that decide who
 //! may reach whose data.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
-use super::{with_pool, Store, StoreError};
+use super::{batches, lookups, with_pool, Db, Store, StoreError};
 use crate::clock::unix_ms;
 
 /// Why a registration was refused.
@@ -63,9 +65,10 @@ const ADD_DEVICE: (&str, &str) = sql!(
     "INSERT INTO devices (id, patient_id, kind, registered_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
     "INSERT INTO devices (id, patient_id, kind, registered_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING"
 );
-const DEVICE: (&str, &str) = sql!(
-    "SELECT id, patient_id, kind FROM devices WHERE id = $1",
-    "SELECT id, patient_id, kind FROM devices WHERE id = ?1"
+/// Devices by id, read together ([`super::lookups`]).
+const DEVICES: (&str, &str) = sql!(
+    "SELECT id, patient_id, kind FROM devices WHERE id = ANY($1)",
+    "SELECT id, patient_id, kind FROM devices WHERE id IN (SELECT value FROM json_each(?1))"
 );
 const DEVICES_OF: (&str, &str) = sql!(
     "SELECT id, patient_id, kind FROM devices WHERE patient_id = $1 ORDER BY id COLLATE \"C\"",
@@ -186,19 +189,71 @@ impl Store {
         }
     }
 
-    /// A registered device.
+    /// A registered device: read with the other devices asked meanwhile
+    /// ([`super::lookups`]).
     pub async fn device(&self, device: &str) -> Result<Option<Device>, StoreError> {
-        let sql = self.pick(DEVICE);
-        let found = with_pool!(self, pool => sqlx::query(sql)
-            .bind(device)
-            .fetch_optional(pool)
-            .await
-            .and_then(|row| row.map(|r| Ok(Device {
-                id: r.try_get("id")?,
-                patient_id: r.try_get("patient_id")?,
-                kind: r.try_get("kind")?,
-            })).transpose()))?;
-        Ok(found)
+        let asked = batches::ask(
+            self,
+            |s| &s.lookups.devices,
+            device.to_owned(),
+            Store::serve_devices,
+        );
+        match asked.await {
+            Some(answer) => answer.map_err(StoreError::Read),
+            None => Err(StoreError::Read("the reader stopped".into())),
+        }
+    }
+
+    /// A batch of [`Store::device`]s, in its order.
+    async fn serve_devices(
+        self,
+        asked: Vec<String>,
+    ) -> Vec<Result<Option<Device>, lookups::Failed>> {
+        self.lookups.serving();
+        let mut ids: Vec<&str> = asked.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let sql = self.pick(DEVICES);
+        macro_rules! devices {
+            ($pool:expr, $ids:expr) => {
+                sqlx::query(sql)
+                    .bind($ids)
+                    .fetch_all($pool)
+                    .await
+                    .and_then(|rows| {
+                        rows.iter()
+                            .map(|r| {
+                                Ok(Device {
+                                    id: r.try_get("id")?,
+                                    patient_id: r.try_get("patient_id")?,
+                                    kind: r.try_get("kind")?,
+                                })
+                            })
+                            .collect::<Result<Vec<_>, sqlx::Error>>()
+                    })
+            };
+        }
+        let found = match &*self.db {
+            Db::Postgres(pool) => devices!(pool, &ids),
+            Db::Sqlite(pool) => devices!(
+                pool,
+                serde_json::to_string(&ids).expect("strings serialise")
+            ),
+        };
+        match found {
+            Ok(found) => {
+                let by_id: HashMap<&str, &Device> =
+                    found.iter().map(|d| (d.id.as_str(), d)).collect();
+                asked
+                    .iter()
+                    .map(|id| Ok(by_id.get(id.as_str()).map(|d| (*d).clone())))
+                    .collect()
+            }
+            Err(e) => {
+                let why = StoreError::from(e).to_string();
+                asked.iter().map(|_| Err(why.clone())).collect()
+            }
+        }
     }
 
     /// `patient`'s devices.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Row;
 
-use super::batches::Batches;
+use super::batches::{Batches, Claim};
 use super::monitoring::StoredAlarmSettings;
 use super::vitals::{AlertRecord, RawAlert};
 use super::{Db, Event, Snapshot, Store, StoreError};
@@ -97,25 +97,6 @@ struct Raw {
 }
 
 type Waiting = super::batches::Waiting<Want, Result<Raw, (&'static str, String)>>;
-
-/// The reader's claim on its queue, given up if the reader's task ends
-/// early (its runtime stopped, or it panicked, mid-batch): the starts still
-/// queued are answered "the reader stopped" (their actors crash and start
-/// again, as on any unreadable store), and the next start reads anew.
-/// Without it the queue would stay claimed by no one, and no start would
-/// ever be read again.
-struct Claim<'a> {
-    queue: &'a Queue,
-    released: bool,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            self.queue.batches.abandon();
-        }
-    }
-}
 
 /// Starts waiting for the next batch, and whether a reader is at work.
 pub(crate) struct Queue {
@@ -348,10 +329,10 @@ impl Store {
     /// Reads batches until no start waits.
     async fn read_while_waiting(self) {
         let queue = &self.start_queue;
-        let mut claim = Claim {
-            queue,
-            released: false,
-        };
+        // Given up if this task ends mid-batch: the starts still queued are
+        // answered "the reader stopped" (their actors crash and start again,
+        // as on any unreadable store), and the next start reads anew.
+        let claim = Claim::new(&queue.batches);
         while let Some(batch) = queue.batches.next_batch() {
             let read = self.read_batch(&batch).await;
             queue.batches_read.fetch_add(1, Ordering::AcqRel);
@@ -388,7 +369,7 @@ impl Store {
             }
         }
         // Nothing waits and the queue gave the claim up.
-        claim.released = true;
+        claim.released();
     }
 
     async fn read_batch(

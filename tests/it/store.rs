@@ -1001,3 +1001,115 @@ async fn a_start_that_cannot_be_read_names_the_part(store: &Store) {
     assert!(store.device_start("device/d-1", "d-1").await.is_ok());
 }
 on_both!(start_failures, a_start_that_cannot_be_read_names_the_part);
+
+/// The request path's lookups asked at once (a fleet connecting, a dead
+/// node's clients arriving) are served by one statement per kind, and each
+/// caller gets its own answer: access states (no row, deactivated, sessions
+/// ended, revoked tokens without an account row, an expired revocation left
+/// out), devices (registered or not, one asked twice), and first activity,
+/// committed before its answer, one row per subject with its latest time.
+async fn lookups_asked_together_give_each_its_own(store: &Store) {
+    use cardio::store::access::AccountState;
+    use futures_util::future::join_all;
+    let now = cardio::clock::unix_ms();
+    store.set_disabled("lk-off", true).await.unwrap();
+    store.end_sessions("lk-ended", 1_000).await.unwrap();
+    store
+        .revoke_token("j-live", "lk-revoked", now + 60_000)
+        .await
+        .unwrap();
+    store
+        .revoke_token("j-gone", "lk-revoked", now - 1)
+        .await
+        .unwrap();
+    store.register_patient("lk-p").await.unwrap();
+    for (device, kind) in [("lk-d1", "watch"), ("lk-d2", "patch")] {
+        store
+            .register_device(device, "lk-p", kind)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let subjects = ["lk-off", "lk-ended", "lk-revoked", "lk-none", "lk-off"];
+    let devices = ["lk-d1", "lk-none", "lk-d2", "lk-d1"];
+    let before = store.lookup_batches();
+    let (states, found) = futures_util::join!(
+        join_all(subjects.map(|s| store.account_state(s, now))),
+        join_all(devices.map(|d| store.device(d)))
+    );
+    assert_eq!(store.lookup_batches(), before + 2, "one batch of each kind");
+    let states: Vec<_> = states.into_iter().map(Result::unwrap).collect();
+    let off = AccountState {
+        disabled: true,
+        ..AccountState::default()
+    };
+    let want = [
+        Some(off.clone()),
+        Some(AccountState {
+            not_before_s: 1_000,
+            ..AccountState::default()
+        }),
+        Some(AccountState {
+            revoked: vec!["j-live".into()],
+            ..AccountState::default()
+        }),
+        None,
+        Some(off),
+    ];
+    assert_eq!(states, want);
+    for (subject, got) in subjects.iter().zip(&states) {
+        let alone = store.account_state(subject, now).await.unwrap();
+        assert_eq!(&alone, got, "{subject} alone");
+    }
+    let found: Vec<_> = found
+        .into_iter()
+        .map(|d| d.unwrap().map(|d| (d.id, d.patient_id, d.kind)))
+        .collect();
+    let device = |id: &str, kind: &str| Some((id.to_owned(), "lk-p".to_owned(), kind.to_owned()));
+    assert_eq!(
+        found,
+        [
+            device("lk-d1", "watch"),
+            None,
+            device("lk-d2", "patch"),
+            device("lk-d1", "watch")
+        ]
+    );
+
+    // A subject touched three times in one batch is one row (PostgreSQL
+    // refuses an upsert that meets its row twice) with its latest time.
+    let before = store.lookup_batches();
+    let touched = join_all(
+        [
+            ("lk-t1", "patient", 100),
+            ("lk-t2", "clinician", 200),
+            ("lk-t1", "patient", 300),
+            ("lk-t1", "patient", 50),
+        ]
+        .map(|(s, role, at)| store.touch_account(s, role, at)),
+    )
+    .await;
+    assert!(touched.iter().all(Result::is_ok), "{touched:?}");
+    assert_eq!(store.lookup_batches(), before + 1, "written in one batch");
+    let t1 = store.account_state("lk-t1", now).await.unwrap().unwrap();
+    assert_eq!((t1.role.as_str(), t1.last_active_ms), ("patient", 300));
+    let t2 = store.account_state("lk-t2", now).await.unwrap().unwrap();
+    assert_eq!((t2.role.as_str(), t2.last_active_ms), ("clinician", 200));
+
+    // A batch that fails answers each of its callers with the error; the
+    // next batch reads again.
+    store
+        .execute_admin("ALTER TABLE accounts RENAME TO accounts_away")
+        .await
+        .unwrap();
+    let failed = join_all(["lk-off", "lk-t1"].map(|s| store.account_state(s, now))).await;
+    assert!(failed.iter().all(Result::is_err), "{failed:?}");
+    store
+        .execute_admin("ALTER TABLE accounts_away RENAME TO accounts")
+        .await
+        .unwrap();
+    let again = store.account_state("lk-t1", now).await.unwrap().unwrap();
+    assert_eq!(again.last_active_ms, 300);
+}
+on_both!(lookups, lookups_asked_together_give_each_its_own);
