@@ -5,12 +5,11 @@
 //! The API decides with it; this module only reads and writes rows. A
 //! break-glass reason may hold PHI: it is stored sealed, never logged.
 
-use sqlx::Row;
-
 use std::collections::HashMap;
 
+use sqlx::Row;
+
 use super::batches;
-use super::lookups;
 use super::people::PeopleError;
 use super::{with_pool, Db, Store, StoreError};
 
@@ -145,7 +144,7 @@ impl Store {
     async fn serve_account_states(
         self,
         asked: Vec<(String, u64)>,
-    ) -> Vec<Result<Option<AccountState>, lookups::Failed>> {
+    ) -> Vec<Result<Option<AccountState>, String>> {
         self.lookups.serving();
         let now_ms = asked.iter().map(|(_, now)| *now).min().unwrap_or(0);
         let mut subjects: Vec<&str> = asked.iter().map(|(s, _)| s.as_str()).collect();
@@ -226,10 +225,7 @@ impl Store {
     /// A batch of [`Store::touch_account`]s: one row per subject, with the
     /// latest of its activity and the role it was last asked with (as the
     /// same writes one by one would leave it).
-    async fn serve_touches(
-        self,
-        asked: Vec<(String, String, u64)>,
-    ) -> Vec<Result<(), lookups::Failed>> {
+    async fn serve_touches(self, asked: Vec<(String, String, u64)>) -> Vec<Result<(), String>> {
         self.lookups.serving();
         let mut rows: Vec<(String, &str, u64)> = Vec::with_capacity(asked.len());
         let mut at: HashMap<&str, usize> = HashMap::new();

@@ -22,8 +22,9 @@ use super::people::Device;
 /// Requests served by one statement at most.
 pub const MAX_LOOKUPS: usize = 256;
 
-/// An error as the callers of a batch see it.
-pub(crate) type Failed = String;
+/// An error as the callers of a batch see it (its text: the modules that
+/// serve the batches name no type of this one, which imports theirs).
+type Failed = String;
 
 /// The queues, shared by every clone of a store.
 pub(crate) struct Lookups {

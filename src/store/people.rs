@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{batches, lookups, with_pool, Db, Store, StoreError};
+use super::{batches, with_pool, Db, Store, StoreError};
 use crate::clock::unix_ms;
 
 /// Why a registration was refused.
@@ -205,10 +205,7 @@ impl Store {
     }
 
     /// A batch of [`Store::device`]s, in its order.
-    async fn serve_devices(
-        self,
-        asked: Vec<String>,
-    ) -> Vec<Result<Option<Device>, lookups::Failed>> {
+    async fn serve_devices(self, asked: Vec<String>) -> Vec<Result<Option<Device>, String>> {
         self.lookups.serving();
         let mut ids: Vec<&str> = asked.iter().map(String::as_str).collect();
         ids.sort_unstable();
