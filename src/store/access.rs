@@ -126,16 +126,14 @@ impl Store {
         subject: &str,
         now_ms: u64,
     ) -> Result<Option<AccountState>, StoreError> {
-        let asked = batches::ask(
+        batches::ask(
             self,
             |s| &s.lookups.accounts,
             (subject.to_owned(), now_ms),
             Store::serve_account_states,
-        );
-        match asked.await {
-            Some(answer) => answer.map_err(StoreError::Read),
-            None => Err(StoreError::Read("the reader stopped".into())),
-        }
+        )
+        .await
+        .map_err(StoreError::Read)
     }
 
     /// A batch of [`Store::account_state`]s, in its order. Revoked tokens
@@ -144,8 +142,7 @@ impl Store {
     async fn serve_account_states(
         self,
         asked: Vec<(String, u64)>,
-    ) -> Vec<Result<Option<AccountState>, String>> {
-        self.lookups.serving();
+    ) -> Result<Vec<Option<AccountState>>, StoreError> {
         let now_ms = asked.iter().map(|(_, now)| *now).min().unwrap_or(0);
         let mut subjects: Vec<&str> = asked.iter().map(|(s, _)| s.as_str()).collect();
         subjects.sort_unstable();
@@ -160,36 +157,24 @@ impl Store {
                 now_ms
             ),
         };
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                let why = StoreError::from(e).to_string();
-                return asked.iter().map(|_| Err(why.clone())).collect();
-            }
-        };
         let mut states: HashMap<String, (Option<AccountState>, Vec<String>)> = HashMap::new();
-        for (subject, row) in rows {
+        for (subject, row) in rows? {
             let entry = states.entry(subject).or_default();
             match row {
                 AccessRow::Revoked(jti) => entry.1.push(jti),
                 AccessRow::Account(account) => entry.0 = Some(account),
             }
         }
-        asked
+        Ok(asked
             .iter()
             .map(|(subject, _)| {
-                let Some((account, revoked)) = states.get(subject).cloned() else {
-                    return Ok(None);
-                };
-                Ok(match account {
-                    Some(s) => Some(AccountState { revoked, ..s }),
-                    None => Some(AccountState {
-                        revoked,
-                        ..AccountState::default()
-                    }),
+                let (account, revoked) = states.get(subject).cloned()?;
+                Some(AccountState {
+                    revoked,
+                    ..account.unwrap_or_default()
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// How many changes of access the database has counted: a deactivation
@@ -210,23 +195,20 @@ impl Store {
         role: &str,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let asked = batches::ask(
+        batches::ask(
             self,
             |s| &s.lookups.touches,
             (subject.to_owned(), role.to_owned(), at_ms),
             Store::serve_touches,
-        );
-        match asked.await {
-            Some(answer) => answer.map_err(StoreError::Read),
-            None => Err(StoreError::Read("the writer stopped".into())),
-        }
+        )
+        .await
+        .map_err(StoreError::Read)
     }
 
     /// A batch of [`Store::touch_account`]s: one row per subject, with the
     /// latest of its activity and the role it was last asked with (as the
     /// same writes one by one would leave it).
-    async fn serve_touches(self, asked: Vec<(String, String, u64)>) -> Vec<Result<(), String>> {
-        self.lookups.serving();
+    async fn serve_touches(self, asked: Vec<(String, String, u64)>) -> Result<Vec<()>, StoreError> {
         let mut rows: Vec<(String, &str, u64)> = Vec::with_capacity(asked.len());
         let mut at: HashMap<&str, usize> = HashMap::new();
         for (subject, role, at_ms) in &asked {
@@ -241,8 +223,8 @@ impl Store {
                 }
             }
         }
-        let answer = self.touch_accounts(&rows).await.map_err(|e| e.to_string());
-        asked.iter().map(|_| answer.clone()).collect()
+        self.touch_accounts(&rows).await?;
+        Ok(vec![(); asked.len()])
     }
 
     /// Records the activity of many subjects at once (`(subject, role,

@@ -13,7 +13,7 @@
 //! that request on unless another caller claimed the queue meanwhile.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
@@ -28,6 +28,8 @@ pub(crate) struct Batches<T, R> {
     busy: AtomicBool,
     /// Requests taken in one batch at most.
     max: usize,
+    /// Batches taken so far (tests check what went together).
+    taken: AtomicU64,
 }
 
 impl<T, R> Batches<T, R> {
@@ -37,6 +39,7 @@ impl<T, R> Batches<T, R> {
             waiting: Mutex::new(Vec::new()),
             busy: AtomicBool::new(false),
             max,
+            taken: AtomicU64::new(0),
         }
     }
 
@@ -67,6 +70,7 @@ impl<T, R> Batches<T, R> {
                 let mut waiting = self.waiting();
                 if !waiting.is_empty() {
                     let n = waiting.len().min(self.max);
+                    self.taken.fetch_add(1, Ordering::AcqRel);
                     return Some(waiting.drain(..n).collect());
                 }
             }
@@ -90,6 +94,11 @@ impl<T, R> Batches<T, R> {
     /// How many requests wait now.
     pub(crate) fn len(&self) -> usize {
         self.waiting().len()
+    }
+
+    /// How many batches workers have taken so far.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Acquire)
     }
 
     /// Whether a worker holds the claim now.
@@ -135,21 +144,22 @@ impl<T, R> Drop for Claim<'_, T, R> {
 
 /// Asks `request` of the queue `queue(owner)` and waits for its answer,
 /// served together with the requests queued meanwhile: `serve` answers a
-/// batch, one answer per request in its order. The caller that finds no
+/// batch, one answer per request in its order, or fails it whole, and then
+/// each of its callers gets the error's text. The caller that finds no
 /// worker at work starts one (a task of its own, holding a clone of
-/// `owner`); a request alone is served at once. `None`: the worker stopped
-/// before answering.
-pub(crate) async fn ask<S, T, R, Fut>(
+/// `owner`); a request alone is served at once.
+pub(crate) async fn ask<S, T, V, E, Fut>(
     owner: &S,
-    queue: fn(&S) -> &Batches<T, R>,
+    queue: fn(&S) -> &Batches<T, Result<V, String>>,
     request: T,
     serve: fn(S, Vec<T>) -> Fut,
-) -> Option<R>
+) -> Result<V, String>
 where
     S: Clone + Send + Sync + 'static,
     T: Send + 'static,
-    R: Send + 'static,
-    Fut: Future<Output = Vec<R>> + Send + 'static,
+    V: Send + 'static,
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<Vec<V>, E>> + Send + 'static,
 {
     let (rx, claimed) = queue(owner).push(request);
     if claimed {
@@ -159,16 +169,26 @@ where
             let claim = Claim::new(q);
             while let Some(batch) = q.next_batch() {
                 let (requests, callers): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
-                let answers = serve(owner.clone(), requests).await;
-                debug_assert_eq!(answers.len(), callers.len(), "one answer per request");
-                for (tx, answer) in callers.into_iter().zip(answers) {
-                    let _ = tx.send(answer);
+                match serve(owner.clone(), requests).await {
+                    Ok(answers) => {
+                        debug_assert_eq!(answers.len(), callers.len(), "one answer per request");
+                        for (tx, answer) in callers.into_iter().zip(answers) {
+                            let _ = tx.send(Ok(answer));
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        for tx in callers {
+                            let _ = tx.send(Err(why.clone()));
+                        }
+                    }
                 }
             }
             claim.released();
         });
     }
-    rx.await.ok()
+    rx.await
+        .unwrap_or_else(|_| Err("the worker stopped before answering".into()))
 }
 
 #[cfg(test)]

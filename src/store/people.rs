@@ -192,21 +192,18 @@ impl Store {
     /// A registered device: read with the other devices asked meanwhile
     /// ([`super::lookups`]).
     pub async fn device(&self, device: &str) -> Result<Option<Device>, StoreError> {
-        let asked = batches::ask(
+        batches::ask(
             self,
             |s| &s.lookups.devices,
             device.to_owned(),
             Store::serve_devices,
-        );
-        match asked.await {
-            Some(answer) => answer.map_err(StoreError::Read),
-            None => Err(StoreError::Read("the reader stopped".into())),
-        }
+        )
+        .await
+        .map_err(StoreError::Read)
     }
 
     /// A batch of [`Store::device`]s, in its order.
-    async fn serve_devices(self, asked: Vec<String>) -> Vec<Result<Option<Device>, String>> {
-        self.lookups.serving();
+    async fn serve_devices(self, asked: Vec<String>) -> Result<Vec<Option<Device>>, StoreError> {
         let mut ids: Vec<&str> = asked.iter().map(String::as_str).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -237,20 +234,12 @@ impl Store {
                 serde_json::to_string(&ids).expect("strings serialise")
             ),
         };
-        match found {
-            Ok(found) => {
-                let by_id: HashMap<&str, &Device> =
-                    found.iter().map(|d| (d.id.as_str(), d)).collect();
-                asked
-                    .iter()
-                    .map(|id| Ok(by_id.get(id.as_str()).map(|d| (*d).clone())))
-                    .collect()
-            }
-            Err(e) => {
-                let why = StoreError::from(e).to_string();
-                asked.iter().map(|_| Err(why.clone())).collect()
-            }
-        }
+        let found = found?;
+        let by_id: HashMap<&str, &Device> = found.iter().map(|d| (d.id.as_str(), d)).collect();
+        Ok(asked
+            .iter()
+            .map(|id| by_id.get(id.as_str()).map(|d| (*d).clone()))
+            .collect())
     }
 
     /// `patient`'s devices.

@@ -19,7 +19,6 @@
 //! own task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Row;
 
@@ -101,15 +100,12 @@ type Waiting = super::batches::Waiting<Want, Result<Raw, (&'static str, String)>
 /// Starts waiting for the next batch, and whether a reader is at work.
 pub(crate) struct Queue {
     batches: Batches<Want, Result<Raw, (&'static str, String)>>,
-    /// Batches read so far (tests check what went together).
-    batches_read: AtomicU64,
 }
 
 impl Default for Queue {
     fn default() -> Queue {
         Queue {
             batches: Batches::new(MAX_STARTS),
-            batches_read: AtomicU64::default(),
         }
     }
 }
@@ -276,7 +272,7 @@ impl Store {
     /// How many batches of starts this store read (for tests).
     #[doc(hidden)]
     pub fn start_batches(&self) -> u64 {
-        self.start_queue.batches_read.load(Ordering::Acquire)
+        self.start_queue.batches.taken()
     }
 
     async fn opened_start(
@@ -335,7 +331,6 @@ impl Store {
         let claim = Claim::new(&queue.batches);
         while let Some(batch) = queue.batches.next_batch() {
             let read = self.read_batch(&batch).await;
-            queue.batches_read.fetch_add(1, Ordering::AcqRel);
             match read {
                 Ok((mut by_actor, by_device)) => {
                     // The last of an actor's waiters takes its read, the
