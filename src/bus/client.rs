@@ -39,7 +39,10 @@
 //! shard, and the broker delivers the shard's queue to this node's
 //! consumer) is asked directly, without the bus: a [`LocalPath`] (the
 //! cluster's) hands the request to the actor as a delivery from the queue
-//! would, and the same node answers it either way. This is Akka Cluster
+//! would, and the same node answers it either way. The actor gets a copy
+//! of the message as the value it is, and its reply comes back the same
+//! way ([`AnyMessage`]): neither is encoded, and the message is encoded
+//! only if the ask goes on through the bus. This is Akka Cluster
 //! Sharding's local shard shortcut; what it keeps is the point:
 //! - **durability** is the actor's journal's, as on the bus (an actor
 //!   answers a command only once its effect is committed);
@@ -141,18 +144,25 @@ pub enum LocalFailure {
     Failed(String),
 }
 
-/// A local delivery under way: the actor's encoded reply, or why none.
-pub type LocalDelivery = BoxFuture<'static, Result<Box<RawValue>, LocalFailure>>;
+/// A message or a reply handed over within the process, as the value it
+/// is, not encoded (the local path).
+pub type AnyMessage = Box<dyn std::any::Any + Send>;
+
+/// A local delivery under way: the actor's reply (the message's `Reply`,
+/// boxed), or why none.
+pub type LocalDelivery = BoxFuture<'static, Result<AnyMessage, LocalFailure>>;
 
 /// Delivers requests to actors this node serves itself; see the module docs.
 pub trait LocalPath: Send + Sync {
-    /// Delivers `payload` as `msg_type` to `to` here and now, or `None` when
-    /// this node does not serve `to`'s shard (the bus must carry it).
+    /// Delivers the message `msg()` makes (of the type registered as
+    /// `msg_type`, boxed) to `to` here and now, or `None` when this node
+    /// does not serve `to`'s shard (the bus must carry it). `msg` is called
+    /// only for a delivery here.
     fn deliver(
         &self,
         to: &ActorId,
         msg_type: &str,
-        payload: &RawValue,
+        msg: &dyn Fn() -> AnyMessage,
         deadline: tokio::time::Instant,
     ) -> Option<LocalDelivery>;
 }
@@ -208,12 +218,12 @@ impl Requester {
         msg: &M,
         deadline: tokio::time::Instant,
     ) -> Result<M::Reply, AskError> {
-        let payload = encode(to, msg)?;
+        check_kind::<M>(to)?;
         let mut attempt = 0;
-        if let Some(local) = self.try_local::<M>(to, &payload, deadline) {
+        if let Some(local) = self.try_local(to, msg, deadline) {
             let failure = match tokio::time::timeout_at(deadline, local).await {
                 Err(_) => return Err(AskError::Timeout),
-                Ok(Ok(reply)) => match read_reply::<M>(reply.get()) {
+                Ok(Ok(reply)) => match local_reply::<M>(reply) {
                     Err(AskError::Unavailable) => AskError::Unavailable,
                     read => {
                         if read.is_ok() {
@@ -230,6 +240,8 @@ impl Requester {
                 return Err(failure);
             }
         }
+        // Encoded only for the bus (the local path hands the value over).
+        let payload = encode(to, msg)?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let env = Envelope::raw(M::TYPE, payload)
             .to(to.clone())
@@ -274,16 +286,15 @@ impl Requester {
         }
     }
 
-    /// The local delivery of `payload` to `to`, if this node serves it.
+    /// The local delivery of a copy of `msg` to `to`, if this node serves it.
     fn try_local<M: BusMessage>(
         &self,
         to: &ActorId,
-        payload: &RawValue,
+        msg: &M,
         deadline: tokio::time::Instant,
     ) -> Option<LocalDelivery> {
-        self.local
-            .as_ref()
-            .and_then(|l| l.deliver(to, M::TYPE, payload, deadline))
+        let local = self.local.as_ref()?;
+        local.deliver(to, M::TYPE, &|| Box::new(msg.clone()), deadline)
     }
 
     /// Tells actor `to` `msg`, whose reply nobody needs: handled here when
@@ -296,9 +307,9 @@ impl Requester {
         msg: &M,
         timeout: Duration,
     ) -> Result<(), AskError> {
-        let payload = encode(to, msg)?;
+        check_kind::<M>(to)?;
         let deadline = tokio::time::Instant::now() + timeout;
-        if let Some(local) = self.try_local::<M>(to, &payload, deadline) {
+        if let Some(local) = self.try_local(to, msg, deadline) {
             match tokio::time::timeout_at(deadline, local).await {
                 Ok(Ok(_)) => {
                     crate::metrics::bus::asked_locally("answered");
@@ -310,6 +321,7 @@ impl Requester {
                 }
             }
         }
+        let payload = encode(to, msg)?;
         // No deadline on the bus: a tell late in a busy queue is still
         // worth handling (and would be dead-lettered as late otherwise).
         let env = Envelope::raw(M::TYPE, payload).to(to.clone());
@@ -386,14 +398,32 @@ fn read_reply<M: BusMessage>(raw: &str) -> Result<M::Reply, AskError> {
     }
 }
 
-/// `msg` as the payload of a message to `to` (of `M`'s kind).
-fn encode<M: BusMessage>(to: &ActorId, msg: &M) -> Result<Box<RawValue>, AskError> {
+/// The reply a local delivery gave, as [`read_reply`] reads one off the bus.
+fn local_reply<M: BusMessage>(reply: AnyMessage) -> Result<M::Reply, AskError> {
+    match reply.downcast::<M::Reply>() {
+        Ok(reply) if M::unavailable(&reply) => Err(AskError::Unavailable),
+        Ok(reply) => Ok(*reply),
+        Err(_) => Err(AskError::Protocol(format!(
+            "the local reply to {} is not its reply type",
+            M::TYPE
+        ))),
+    }
+}
+
+/// Refuses `msg`'s type for an actor `to` of another kind.
+fn check_kind<M: BusMessage>(to: &ActorId) -> Result<(), AskError> {
     if to.kind() != M::KIND {
         return Err(AskError::WrongKind {
             message: M::TYPE,
             actor: to.kind().to_owned(),
         });
     }
+    Ok(())
+}
+
+/// `msg` as the payload of a message to `to` (of `M`'s kind).
+fn encode<M: BusMessage>(to: &ActorId, msg: &M) -> Result<Box<RawValue>, AskError> {
+    check_kind::<M>(to)?;
     serde_json::value::to_raw_value(msg)
         .map_err(|e| AskError::Protocol(crate::redact::describe_json_error(&e)))
 }
@@ -418,7 +448,7 @@ mod tests {
     use crate::bus::BusOptions;
 
     /// A message whose reply says whether the actor could act.
-    #[derive(serde::Serialize, serde::Deserialize)]
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
     struct Probe;
 
     impl BusMessage for Probe {
@@ -550,24 +580,20 @@ mod tests {
             &self,
             _to: &ActorId,
             msg_type: &str,
-            payload: &RawValue,
+            msg: &dyn Fn() -> AnyMessage,
             _deadline: tokio::time::Instant,
         ) -> Option<LocalDelivery> {
             if !self.serves {
                 return None;
             }
             assert_eq!(msg_type, Probe::TYPE);
-            assert_eq!(
-                payload.get(),
-                "null",
-                "the message as the bus would carry it"
+            assert!(
+                msg().downcast::<Probe>().is_ok(),
+                "the message as it is, not encoded"
             );
             self.delivered
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let answer = self
-                .answer
-                .clone()
-                .map(|a| serde_json::value::to_raw_value(&a).unwrap());
+            let answer = self.answer.clone().map(|a| Box::new(a) as AnyMessage);
             Some(Box::pin(async move { answer }))
         }
     }
@@ -635,6 +661,36 @@ mod tests {
                 "{answer:?}: then the bus"
             );
         }
+    }
+
+    /// A local path whose actor answers a reply of another type.
+    struct Odd;
+
+    impl LocalPath for Odd {
+        fn deliver(
+            &self,
+            _to: &ActorId,
+            _msg_type: &str,
+            _msg: &dyn Fn() -> AnyMessage,
+            _deadline: tokio::time::Instant,
+        ) -> Option<LocalDelivery> {
+            Some(Box::pin(async { Ok(Box::new("yes") as AnyMessage) }))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_reply_of_another_type_is_a_protocol_error() {
+        let (bus, to, shard) = setup();
+        let req = Requester::new(Arc::clone(&bus))
+            .await
+            .unwrap()
+            .with_local(Arc::new(Odd));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        assert!(matches!(
+            req.ask(&to, &Probe, deadline).await,
+            Err(AskError::Protocol(_))
+        ));
+        assert!(drain(&bus, shard).await.is_empty(), "not asked again");
     }
 
     #[tokio::test(start_paused = true)]

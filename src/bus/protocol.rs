@@ -20,7 +20,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A message a remote caller may send to an actor (see the module docs).
-pub trait BusMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
+///
+/// `Clone`: an ask of an actor this node serves hands the actor a copy of
+/// the message as it is, without encoding it ([`crate::bus::client`]'s
+/// local path).
+pub trait BusMessage: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// The wire name, `<kind>.<verb>`.
     const TYPE: &'static str;
     /// The kind of actor that handles it (`consult`, `device`, `session`).

@@ -37,10 +37,10 @@ mod shard;
 pub use crate::address::shard_of;
 
 use crate::address::ActorId;
-use crate::bus::client::{LocalDelivery, LocalFailure, LocalPath};
+use crate::bus::client::{AnyMessage, LocalDelivery, LocalPath};
 use crate::bus::{Bus, Subscription};
 use crate::clock::unix_ms;
-use crate::registry::{DeliverError, Registry};
+use crate::registry::Registry;
 use crate::store::cluster::{NodeRow, ShardRow};
 use crate::store::Store;
 
@@ -183,7 +183,9 @@ struct Inner {
 }
 
 /// The cluster's [`LocalPath`]: a request to an actor of a shard this node
-/// serves goes to the actor as a delivery of the shard's queue would.
+/// serves goes to the actor as a delivery of the shard's queue would, the
+/// message and its reply handed over as they are, not encoded
+/// ([`Registry::deliver_here`]).
 struct Local(Arc<Inner>);
 
 impl LocalPath for Local {
@@ -191,23 +193,16 @@ impl LocalPath for Local {
         &self,
         to: &ActorId,
         msg_type: &str,
-        payload: &serde_json::value::RawValue,
+        msg: &dyn Fn() -> AnyMessage,
         deadline: tokio::time::Instant,
     ) -> Option<LocalDelivery> {
         let shard = shard_of(to, self.0.settings.shards);
         if !self.0.serves(shard) {
             return None;
         }
-        let route = self.0.registry.route_of(to.kind(), msg_type)?;
-        let delivered = route.deliver(to.id(), payload, deadline);
-        let answered = async move {
-            delivered.await.map_err(|e| match e {
-                DeliverError::Malformed(reason) => LocalFailure::Malformed(reason),
-                other => LocalFailure::Failed(other.to_string()),
-            })
-        };
+        let answered = self.0.registry.deliver_here(to, msg_type, msg, deadline)?;
         if !crate::telemetry::tracing_on() {
-            return Some(Box::pin(answered));
+            return Some(answered);
         }
         let span = tracing::info_span!(
             "actor.local",

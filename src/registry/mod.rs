@@ -28,6 +28,7 @@ pub use crate::address::{ActorId, ActorIdError};
 pub use route::DeliverError;
 pub(crate) use route::Route;
 
+use crate::bus::client::{AnyMessage, LocalDelivery, LocalFailure};
 use crate::bus::BusMessage;
 use crate::supervisors::cell::{Cell, CellInit, CellShared, Factory, Index, MAILBOX_RETRY};
 use crate::supervisors::message::{Pending, Reply};
@@ -256,6 +257,30 @@ impl Registry {
             .kinds
             .get(A::KIND)
             .and_then(|k| k.downcast_ref::<Kind<A>>().cloned())
+    }
+
+    /// Hands `msg()` (of the type registered as `msg_type` for `to`'s kind)
+    /// to actor `to` in this process, as a delivery from its shard's queue
+    /// would but without encoding it or its reply: the local path's
+    /// delivery ([`crate::bus::client::LocalPath`]); `None` if no route
+    /// takes `msg_type` for that kind. The caller decides whether this
+    /// node may serve `to` (the cluster: it holds `to`'s shard).
+    pub fn deliver_here(
+        &self,
+        to: &ActorId,
+        msg_type: &str,
+        msg: &dyn Fn() -> AnyMessage,
+        deadline: Instant,
+    ) -> Option<LocalDelivery> {
+        let delivered = self
+            .route_of(to.kind(), msg_type)?
+            .deliver_typed(to.id(), msg(), deadline);
+        Some(Box::pin(async move {
+            delivered.await.map_err(|e| match e {
+                DeliverError::Malformed(reason) => LocalFailure::Malformed(reason),
+                other => LocalFailure::Failed(other.to_string()),
+            })
+        }))
     }
 
     pub(crate) fn route_of(&self, kind: &str, msg_type: &str) -> Option<Arc<dyn Route>> {

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::Kind;
+use crate::bus::client::AnyMessage;
 use crate::redact::describe_json_error;
 use crate::supervisors::Handler;
 use crate::supervisors::SendError;
@@ -39,13 +40,22 @@ pub(crate) trait Route: Send + Sync {
         payload: &RawValue,
         deadline: Instant,
     ) -> BoxFuture<'static, Result<Box<RawValue>, DeliverError>>;
+
+    /// [`Self::deliver`] of a message that never left this process: `msg`
+    /// is the route's message type, boxed, and the reply comes back boxed,
+    /// neither encoded (the local path, [`crate::bus::client::LocalPath`]).
+    /// Another type is `Malformed`.
+    fn deliver_typed(&self, id: &str, msg: AnyMessage, deadline: Instant) -> TypedDelivery;
 }
 
-struct Typed<A: crate::supervisors::Actor, M> {
+/// A typed delivery under way: the actor's reply, boxed, or why none.
+pub type TypedDelivery = BoxFuture<'static, Result<AnyMessage, DeliverError>>;
+
+struct Typed<A: crate::supervisors::Actor, M: actix::Message> {
     kind: Kind<A>,
     /// Only to a live actor; otherwise `M`'s default reply (see
     /// `Registry::route_if_live`).
-    if_live: Option<fn() -> Box<RawValue>>,
+    if_live: Option<fn() -> M::Result>,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -70,11 +80,42 @@ where
 {
     Arc::new(Typed::<A, M> {
         kind,
-        if_live: Some(|| {
-            serde_json::value::to_raw_value(&M::Result::default()).expect("a default reply encodes")
-        }),
+        if_live: Some(M::Result::default),
         _message: PhantomData,
     })
+}
+
+impl<A, M> Typed<A, M>
+where
+    A: Handler<M>,
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+{
+    /// `msg` (or why it is none) handled by actor `id`: its reply.
+    fn handle(
+        &self,
+        id: &str,
+        msg: Result<M, DeliverError>,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<M::Result, DeliverError>> {
+        if let Some(default) = self.if_live {
+            if msg.is_ok() && self.kind.get(id).is_none() {
+                return Box::pin(async move { Ok(default()) });
+            }
+        }
+        let kind = self.kind.clone();
+        let id = id.to_owned();
+        Box::pin(async move {
+            match kind.send_until(&id, msg?, deadline).await {
+                Ok(reply) => Ok(reply),
+                Err(SendError::Crashed { reason }) => Err(DeliverError::Crashed(reason)),
+                Err(SendError::InvalidId(_)) => {
+                    Err(DeliverError::Malformed("invalid actor id".into()))
+                }
+                Err(other) => Err(DeliverError::Unavailable(other.to_string())),
+            }
+        })
+    }
 }
 
 impl<A, M> Route for Typed<A, M>
@@ -93,29 +134,22 @@ where
         payload: &RawValue,
         deadline: Instant,
     ) -> BoxFuture<'static, Result<Box<RawValue>, DeliverError>> {
-        let decoded: Result<M, _> = serde_json::from_str(payload.get());
-        if let Some(default) = self.if_live {
-            if decoded.is_ok() && self.kind.get(id).is_none() {
-                return Box::pin(async move { Ok(default()) });
-            }
-        }
-        let kind = self.kind.clone();
-        let id = id.to_owned();
+        let decoded = serde_json::from_str::<M>(payload.get())
+            .map_err(|e| DeliverError::Malformed(describe_json_error(&e)));
+        let handled = self.handle(id, decoded, deadline);
         Box::pin(async move {
-            let msg = decoded.map_err(|e| DeliverError::Malformed(describe_json_error(&e)))?;
-            match kind.send_until(&id, msg, deadline).await {
-                Ok(reply) => serde_json::value::to_raw_value(&reply).map_err(|e| {
-                    DeliverError::Malformed(format!(
-                        "reply not encodable: {}",
-                        describe_json_error(&e)
-                    ))
-                }),
-                Err(SendError::Crashed { reason }) => Err(DeliverError::Crashed(reason)),
-                Err(SendError::InvalidId(_)) => {
-                    Err(DeliverError::Malformed("invalid actor id".into()))
-                }
-                Err(other) => Err(DeliverError::Unavailable(other.to_string())),
-            }
+            serde_json::value::to_raw_value(&handled.await?).map_err(|e| {
+                DeliverError::Malformed(format!("reply not encodable: {}", describe_json_error(&e)))
+            })
         })
+    }
+
+    fn deliver_typed(&self, id: &str, msg: AnyMessage, deadline: Instant) -> TypedDelivery {
+        let msg = msg
+            .downcast::<M>()
+            .map(|m| *m)
+            .map_err(|_| DeliverError::Malformed(format!("not a {}", std::any::type_name::<M>())));
+        let handled = self.handle(id, msg, deadline);
+        Box::pin(async move { Ok(Box::new(handled.await?) as AnyMessage) })
     }
 }

@@ -843,7 +843,7 @@ on_both_buses!(an_ask_is_answered_through_the_inbox, 5);
 use cardio::bus::client::{AskError, Requester};
 
 /// `Ping` as a typed bus message, for `Requester::ask`.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct AskPing;
 
 impl cardio::bus::BusMessage for AskPing {

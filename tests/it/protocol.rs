@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cardio::actors::{Actor, Ctx, Handler};
 use cardio::address::ActorId;
-use cardio::bus::client::{AskError, Requester};
+use cardio::bus::client::{AnyMessage, AskError, LocalDelivery, LocalPath, Requester};
 use cardio::bus::{self, Bus, BusMessage, BusOptions, Envelope};
 use cardio::registry::inbox::{deliver, Delivered, Inbox};
 use cardio::registry::{KindSpec, Registry};
@@ -143,14 +143,8 @@ fn soon() -> Instant {
     Instant::now() + Duration::from_secs(10)
 }
 
-#[actix_rt::test]
-async fn a_typed_ask_reaches_its_handler_and_its_reply_comes_back_typed() {
-    let (registry, bus, tries) = node().await;
-    let shards: Vec<u16> = (0..bus.shards()).collect();
-    let inbox = Inbox::start(registry, Arc::clone(&bus), shards, 8)
-        .await
-        .unwrap();
-    let requester = Requester::new(Arc::clone(&bus)).await.unwrap();
+/// Asks greeter g-1 to greet ann formally, and checks its typed reply.
+async fn greets_ann(requester: &Requester) {
     let greet = Greet {
         from: "ann".into(),
         formal: true,
@@ -160,6 +154,17 @@ async fn a_typed_ask_reaches_its_handler_and_its_reply_comes_back_typed() {
         .await
         .unwrap();
     assert_eq!(reply, "good day ann, from g-1");
+}
+
+#[actix_rt::test]
+async fn a_typed_ask_reaches_its_handler_and_its_reply_comes_back_typed() {
+    let (registry, bus, tries) = node().await;
+    let shards: Vec<u16> = (0..bus.shards()).collect();
+    let inbox = Inbox::start(registry, Arc::clone(&bus), shards, 8)
+        .await
+        .unwrap();
+    let requester = Requester::new(Arc::clone(&bus)).await.unwrap();
+    greets_ann(&requester).await;
 
     // A transient refusal is asked again (with pauses) until it is answered.
     let n = requester
@@ -191,6 +196,83 @@ async fn a_typed_ask_reaches_its_handler_and_its_reply_comes_back_typed() {
         .unwrap_err();
     assert!(matches!(e, AskError::WrongKind { .. }), "{e:?}");
     inbox.stop().await;
+}
+
+/// A local path that serves every actor of `registry` here (the cluster's
+/// serves those of the shards it holds), counting what it delivered.
+struct Everything {
+    registry: Registry,
+    delivered: AtomicU32,
+}
+
+impl LocalPath for Everything {
+    fn deliver(
+        &self,
+        to: &ActorId,
+        msg_type: &str,
+        msg: &dyn Fn() -> AnyMessage,
+        deadline: Instant,
+    ) -> Option<LocalDelivery> {
+        self.delivered.fetch_add(1, Ordering::SeqCst);
+        self.registry.deliver_here(to, msg_type, msg, deadline)
+    }
+}
+
+#[actix_rt::test]
+async fn an_ask_served_here_hands_its_message_and_reply_over_as_they_are() {
+    // No inbox consumes the shard queues: only the local path can answer.
+    let (registry, bus, tries) = node().await;
+    let local = Arc::new(Everything {
+        registry,
+        delivered: AtomicU32::new(0),
+    });
+    let requester = Requester::new(Arc::clone(&bus))
+        .await
+        .unwrap()
+        .with_local(local.clone());
+    greets_ann(&requester).await;
+    assert_eq!(local.delivered.load(Ordering::SeqCst), 1);
+
+    // A transient refusal is tried here once; the ask then goes on through
+    // the bus, which nobody consumes here: it ends at its deadline.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let e = requester
+        .ask(&greeter("g-1"), &Flaky, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(e, AskError::Timeout);
+    assert_eq!(tries.load(Ordering::SeqCst), 1, "one try here");
+    assert_eq!(local.delivered.load(Ordering::SeqCst), 2);
+
+    // A caller's message of another type than the route's (a peer of another
+    // version, under the same wire name) is a permanent protocol error, as
+    // its reply would be through the bus: no handler gets it, at once.
+    let asked = Instant::now();
+    let odd = GreetExpectingANumber { from: "bo".into() };
+    let e = requester
+        .ask(&greeter("g-1"), &odd, soon())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, AskError::Protocol(reason) if reason.starts_with("not a ")),
+        "refused as a value of another type: {e:?}"
+    );
+    assert!(Instant::now() < asked + Duration::from_secs(1), "at once");
+
+    // A message no route takes here is for the bus (nobody consumes it).
+    #[derive(Clone, Serialize, Deserialize)]
+    struct Unrouted;
+    impl BusMessage for Unrouted {
+        const TYPE: &'static str = "greeter.unrouted";
+        const KIND: &'static str = "greeter";
+        type Reply = ();
+    }
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let e = requester
+        .ask(&greeter("g-1"), &Unrouted, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(e, AskError::Timeout);
 }
 
 #[actix_rt::test]
