@@ -6,7 +6,9 @@
 //!     `pushSamples` (10 heart-rate samples), 64 requests in flight, beside
 //!     the `me` query (HTTP + token + GraphQL, no actor, no database) over
 //!     four times the requests, before the writes (and again after them, to
-//!     show the machine's drift);
+//!     show the machine's drift); the samples rejected among the pushes are
+//!     counted (a device's push that overtakes its previous one is out of
+//!     order);
 //! (g2) `pushSamples` to one device with as many in flight, beside (g)'s
 //!     pushes to 64 devices with one each (issue 15, item 4: a device's
 //!     pushes that queue together are coalesced);
@@ -357,7 +359,11 @@ fn main() {
                     .to_owned(),
             );
         }
-        let t0 = now_ms() - 3_000_000.0;
+        // Every push's samples in the past, whatever the count (the stream
+        // rejects a sample more than 5 s ahead): each device's pushes are
+        // 10 s apart.
+        let t0 = now_ms() - (requests / in_flight + 10) as f64 * 10_000.0;
+        let rejected_before = counters(&a).await.1;
         let push = rate(&a, &patient, |i| {
             let base = t0 + (i / in_flight) as f64 * 10_000.0;
             let samples: Vec<Value> = (0..10)
@@ -369,6 +375,10 @@ fn main() {
             )
         })
         .await;
+        // A device's next push may overtake its previous one (the 64 in
+        // flight are any 64, not one per device); its samples, 10 s behind,
+        // are then rejected as out of order, and that push stores nothing.
+        let rejected = counters(&a).await.1 - rejected_before;
         // (g2) Issue 15, item 4: one device (a gateway forwarding a backlog)
         // with all of them in flight, beside the pushes of as many devices
         // above. Each push's 10 samples span 10 ms, the next push's follow:
@@ -396,8 +406,8 @@ fn main() {
         let me_after = rate_of(4 * requests, &a, &patient, me_query).await;
         println!(
             "(g) one node, {requests} requests, {in_flight} in flight: sendMessage {send:.0}/s ({:.2} of `me`), \
-             pushSamples x10 {push:.0}/s ({:.2} of `me`); baseline `me` query {me:.0}/s over {} requests \
-             ({me_after:.0}/s after the writes)",
+             pushSamples x10 {push:.0}/s ({:.2} of `me`; {rejected:.0} samples rejected); baseline `me` query \
+             {me:.0}/s over {} requests ({me_after:.0}/s after the writes)",
             send / me,
             push / me,
             4 * requests
