@@ -241,7 +241,7 @@ impl Requester {
             }
         }
         // Encoded only for the bus (the local path hands the value over).
-        let payload = encode(to, msg)?;
+        let payload = encode(msg)?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let env = Envelope::raw(M::TYPE, payload)
             .to(to.clone())
@@ -321,7 +321,7 @@ impl Requester {
                 }
             }
         }
-        let payload = encode(to, msg)?;
+        let payload = encode(msg)?;
         // No deadline on the bus: a tell late in a busy queue is still
         // worth handling (and would be dead-lettered as late otherwise).
         let env = Envelope::raw(M::TYPE, payload).to(to.clone());
@@ -421,9 +421,9 @@ fn check_kind<M: BusMessage>(to: &ActorId) -> Result<(), AskError> {
     Ok(())
 }
 
-/// `msg` as the payload of a message to `to` (of `M`'s kind).
-fn encode<M: BusMessage>(to: &ActorId, msg: &M) -> Result<Box<RawValue>, AskError> {
-    check_kind::<M>(to)?;
+/// `msg` as the payload of a message (its actor's kind checked before,
+/// [`check_kind`]).
+fn encode<M: BusMessage>(msg: &M) -> Result<Box<RawValue>, AskError> {
     serde_json::value::to_raw_value(msg)
         .map_err(|e| AskError::Protocol(crate::redact::describe_json_error(&e)))
 }
