@@ -12,8 +12,9 @@
 //! (journaled at a newer epoch of the shard than the dead node held); the
 //! answer of the first op *sent* after the kill, one op's latency later, is
 //! printed beside it, with the figures of each kill (and how many shards
-//! its victim held) and the eight slowest actors: when their op was sent,
-//! which node acknowledged it, after how many sends.
+//! its victim held) and the eight slowest actors: their shard (to match
+//! with the nodes' `shard taken on delivery` log lines), when their op was
+//! sent, which node acknowledged it, after how many sends.
 //! Checked: that unavailability's p50, p99 and max; no op slower than 1 s
 //! while a restarted node takes its shards back; and, at the end, every
 //! acknowledged chat line and sample stored exactly once, in order.
@@ -763,8 +764,9 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     for (wait, actor, k, op) in slowest.iter().take(8) {
         let killed = killed_at[*k].0;
         eprintln!(
-            "slow: {actor} kill {k}: {wait:?}, sent {:?} after the kill, acknowledged by {} \
+            "slow: {actor} (shard {}) kill {k}: {wait:?}, sent {:?} after the kill, acknowledged by {} \
              after {} sends",
+            cardio::cluster::shard_of(&actor.parse::<ActorId>().unwrap(), SHARDS),
             op.sent.saturating_duration_since(killed),
             op.by,
             op.tries,
