@@ -398,6 +398,11 @@ async fn seed_history(store: &Store, consult: &str, patient: &str, clinician: &s
     }
 }
 
+/// The shard of `actor` (a journal key such as `device/…`).
+fn shard(actor: &str) -> u16 {
+    cardio::cluster::shard_of(&actor.parse::<ActorId>().unwrap(), SHARDS)
+}
+
 /// Nearest-rank percentile of sorted `v`.
 fn pct(v: &[Duration], p: f64) -> Duration {
     let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
@@ -552,7 +557,6 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
             async || ops.lock().unwrap().len() >= mark + 40,
         )
         .await;
-        let shard = |a: &String| cardio::cluster::shard_of(&a.parse::<ActorId>().unwrap(), SHARDS);
         let affected: Vec<&String> = actors
             .iter()
             .filter(|a| placement[&shard(a)].0 == ids[victim])
@@ -766,7 +770,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         eprintln!(
             "slow: {actor} (shard {}) kill {k}: {wait:?}, sent {:?} after the kill, acknowledged by {} \
              after {} sends",
-            cardio::cluster::shard_of(&actor.parse::<ActorId>().unwrap(), SHARDS),
+            shard(actor),
             op.sent.saturating_duration_since(killed),
             op.by,
             op.tries,
