@@ -409,6 +409,49 @@ fn pct(v: &[Duration], p: f64) -> Duration {
     v[i.clamp(1, v.len()) - 1]
 }
 
+/// Prints the ops' latency by when they were sent: an actor's first op (it
+/// starts, and a consult reads its history), the others before the first
+/// kill, within a second of a kill, in a window where a restarted node
+/// takes its shards back, and the rest (steady load between kills). Output
+/// only: it tells which part makes the overall p99.
+fn latency_classes(
+    ops: &[Op],
+    killed_at: &[(Instant, Vec<(String, u64)>)],
+    rejoins: &[(Instant, Instant)],
+) {
+    let mut seen = BTreeSet::new();
+    let mut classes: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    let mut by_sent: Vec<&Op> = ops.iter().collect();
+    by_sent.sort_by_key(|o| o.sent);
+    for o in by_sent {
+        let class = if seen.insert(o.actor.as_str()) {
+            "an actor's first op"
+        } else if killed_at.first().is_none_or(|(k, _)| o.sent < *k) {
+            "the others sent before the first kill"
+        } else if killed_at
+            .iter()
+            .any(|(k, _)| o.sent >= *k && o.sent < *k + Duration::from_secs(1))
+        {
+            "sent within 1 s of a kill"
+        } else if rejoins.iter().any(|(a, b)| o.sent >= *a && o.sent <= *b) {
+            "sent while a node rejoined"
+        } else {
+            "the rest"
+        };
+        classes.entry(class).or_default().push(o.acked - o.sent);
+    }
+    for (class, mut l) in classes {
+        l.sort();
+        eprintln!(
+            "latency of {class}: {} ops, p50 {:?} p99 {:?} max {:?}",
+            l.len(),
+            pct(&l, 50.0),
+            pct(&l, 99.0),
+            l.last().unwrap()
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaults() {
     needs!(Cluster);
@@ -669,6 +712,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         .map(|o| o.acked - o.sent)
         .filter(|l| *l > Duration::from_secs(1))
         .collect();
+    latency_classes(&ops, &killed_at, &rejoin_windows);
     // Exactly once, in order: what the journals hold against what was
     // acknowledged.
     // Which epoch applied each acknowledged op (its journal entry's).
