@@ -15,8 +15,8 @@
 //! its victim held) and the eight slowest actors: their shard (to match
 //! with the nodes' `shard taken on delivery` log lines), when their op was
 //! sent, which node acknowledged it, after how many sends; and the ops'
-//! latency by when they were sent (an actor's first op, after a kill, in
-//! a rejoin, the rest).
+//! latency by when they were sent (an actor's first op, the others before
+//! the first kill, within 1 s of a kill, in a rejoin, the rest).
 //! Checked: that unavailability's p50, p99 and max; no op slower than 1 s
 //! while a restarted node takes its shards back; and, at the end, every
 //! acknowledged chat line and sample stored exactly once, in order.
