@@ -411,6 +411,16 @@ fn pct(v: &[Duration], p: f64) -> Duration {
     v[i.clamp(1, v.len()) - 1]
 }
 
+/// "p50 … p99 … max …" of sorted, non-empty `v`.
+fn spread(v: &[Duration]) -> String {
+    format!(
+        "p50 {:?} p99 {:?} max {:?}",
+        pct(v, 50.0),
+        pct(v, 99.0),
+        v.last().unwrap()
+    )
+}
+
 /// Prints the ops' latency by when they were sent: an actor's first op (it
 /// starts, and a consult reads its history), the others before the first
 /// kill, within a second of a kill, in a window where a restarted node
@@ -444,13 +454,7 @@ fn latency_classes(
     }
     for (class, mut l) in classes {
         l.sort();
-        eprintln!(
-            "latency of {class}: {} ops, p50 {:?} p99 {:?} max {:?}",
-            l.len(),
-            pct(&l, 50.0),
-            pct(&l, 99.0),
-            l.last().unwrap()
-        );
+        eprintln!("latency of {class}: {} ops, {}", l.len(), spread(&l));
     }
 }
 
@@ -803,12 +807,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
     for k in 0..killed_at.len() {
         let mut of_kill: Vec<Duration> = slowest.iter().filter(|s| s.2 == k).map(|s| s.0).collect();
         of_kill.sort();
-        eprintln!(
-            "kill {k}: unavailability p50 {:?} p99 {:?} max {:?}",
-            pct(&of_kill, 50.0),
-            pct(&of_kill, 99.0),
-            of_kill.last().unwrap()
-        );
+        eprintln!("kill {k}: unavailability {}", spread(&of_kill));
     }
     slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     for (wait, actor, k, op) in slowest.iter().take(8) {
@@ -839,7 +838,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         "failover through the API, {kills} kills, {} affected actors, {history}-line consults \
          (load: {} consults, {} devices, one op every {:?} per actor, {} samples a push): \
          unavailability p50 {p50:?} p99 {p99:?} max {max:?} (to the first op sent after the kill: \
-         p50 {:?} max {:?}); {} ops, latency p50 {:?} p99 {:?} max {:?}; \
+         p50 {:?} max {:?}); {} ops, latency {}; \
          ops over 1 s while a node rejoined: {} (max {:?})",
         unavailable.len(),
         load.consults,
@@ -849,9 +848,7 @@ async fn clients_barely_notice_a_killed_node_with_long_histories_and_node_defaul
         pct(&sent_after, 50.0),
         sent_after.last().unwrap(),
         ops.len(),
-        pct(&latencies, 50.0),
-        pct(&latencies, 99.0),
-        latencies.last().unwrap(),
+        spread(&latencies),
         slow_in_rejoin.len(),
         slow_in_rejoin.iter().max(),
     );
