@@ -5,9 +5,11 @@
 //!     in-process bus) of `sendMessage` (a journaled chat line) and
 //!     `pushSamples` (10 heart-rate samples), 64 requests in flight, beside
 //!     the `me` query (HTTP + token + GraphQL, no actor, no database) over
-//!     four times the requests, before the writes (and again after them, to
-//!     show the machine's drift); the samples rejected among the pushes are
-//!     counted (a device's push that overtakes its previous one is out of
+//!     four times the requests; the three interleaved in turns (4 unless
+//!     `CARDIO_BENCH_TURNS` says otherwise), so that the machine's drift
+//!     within a run weighs on each alike, and every request's body encoded
+//!     before its turn's clock starts; the samples rejected among the pushes
+//!     are counted (a device's push that overtakes its previous one is out of
 //!     order);
 //! (g2) `pushSamples` to one device with as many in flight, beside (g)'s
 //!     pushes to 64 devices with one each (issue 15, item 4: a device's
@@ -48,6 +50,12 @@ fn requests() -> usize {
 /// `CARDIO_BENCH_IN_FLIGHT` overrides.
 fn in_flight() -> usize {
     env_usize("CARDIO_BENCH_IN_FLIGHT", 64)
+}
+
+/// Turns the measures of (g) are interleaved in; `CARDIO_BENCH_TURNS`
+/// overrides.
+fn slices() -> usize {
+    env_usize("CARDIO_BENCH_TURNS", 4).max(1)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -112,30 +120,63 @@ fn now_ms() -> f64 {
 
 /// Requests per second of `make(i)` over `requests()` requests, `in_flight()` at a time.
 async fn rate(addr: &str, token: &str, make: impl Fn(usize) -> (String, Value)) -> f64 {
-    rate_of(requests(), addr, token, make).await
+    let n = requests();
+    n as f64 / timed(0..n, addr, token, make).await.as_secs_f64()
 }
 
-/// [`rate`] over `requests` requests.
-async fn rate_of(
-    requests: usize,
+/// The time requests `make(i)` for `i` in `range` take, `in_flight()` at a
+/// time.
+///
+/// Every request's body is encoded before the clock starts, so that the
+/// client, which shares the machine's two cores with the node, spends on
+/// each request only what sending it and reading its answer take: building
+/// and encoding ten samples in the clock cost the client 75 µs a push
+/// against 22 µs a `me` (`perf record -a`, stop 38), CPU taken from the
+/// node in the push phase only.
+async fn timed(
+    range: std::ops::Range<usize>,
     addr: &str,
     token: &str,
     make: impl Fn(usize) -> (String, Value),
-) -> f64 {
+) -> Duration {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
+    let (url, bearer) = (format!("http://{addr}/graphql"), format!("Bearer {token}"));
+    let bodies: Vec<bytes::Bytes> = range
+        .map(|i| {
+            let (query, variables) = make(i);
+            serde_json::to_vec(&json!({"query": query, "variables": variables}))
+                .unwrap()
+                .into()
+        })
+        .collect();
     let start = Instant::now();
-    futures_util::stream::iter(0..requests)
-        .for_each_concurrent(in_flight(), |i| {
-            let (q, v) = make(i);
-            let client = &client;
+    futures_util::stream::iter(bodies)
+        .for_each_concurrent(in_flight(), |body| {
+            let (client, url, bearer) = (&client, &url, &bearer);
             async move {
-                gql(client, addr, token, &q, v).await;
+                let mut res = client
+                    .post(url)
+                    .insert_header(("authorization", bearer.as_str()))
+                    .insert_header(("content-type", "application/json"))
+                    .send_body(body)
+                    .await
+                    .unwrap();
+                let answer = res.body().limit(1 << 20).await.unwrap();
+                // Answered without errors (a typed check, cheaper than a
+                // whole `Value`).
+                #[derive(serde::Deserialize)]
+                struct Answer {
+                    errors: Option<serde::de::IgnoredAny>,
+                }
+                let ok =
+                    serde_json::from_slice::<Answer>(&answer).is_ok_and(|a| a.errors.is_none());
+                assert!(ok, "{}", String::from_utf8_lossy(&answer));
             }
         })
         .await;
-    requests as f64 / start.elapsed().as_secs_f64()
+    start.elapsed()
 }
 
 /// Sets up p-1 (with a device), dr-1 on their team; returns the device id.
@@ -328,7 +369,6 @@ fn main() {
         // The baseline over four times the requests: at 4,000 its phase
         // took a fifth of a second and swung by half from run to run.
         let me_query = |_| ("{ me { subject } }".to_owned(), json!({}));
-        let me = rate_of(4 * requests, &a, &patient, me_query).await;
         // One consult per in-flight slot, open and joined.
         let c = awc::Client::new();
         let mut consults = Vec::new();
@@ -341,13 +381,12 @@ fn main() {
             gql(&c, &a, &patient, "mutation($c: ID!) { joinConsult(id: $c) }", json!({"c": id})).await;
             consults.push(id);
         }
-        let send = rate(&a, &patient, |i| {
+        let send_message = |i: usize| {
             (
                 "mutation($c: ID!, $k: String!) { sendMessage(consultId: $c, clientMessageId: $k, text: \"x\") }".into(),
                 json!({"c": consults[i % in_flight], "k": format!("m{i}")}),
             )
-        })
-        .await;
+        };
         // Pushes of 10 samples each, one device per slot (a device's pushes are ordered).
         let mut devices = vec![device.clone()];
         for _ in 1..in_flight {
@@ -363,8 +402,7 @@ fn main() {
         // rejects a sample more than 5 s ahead): each device's pushes are
         // 10 s apart.
         let t0 = now_ms() - (requests / in_flight + 10) as f64 * 10_000.0;
-        let rejected_before = counters(&a).await.1;
-        let push = rate(&a, &patient, |i| {
+        let push_samples = |i: usize| {
             let base = t0 + (i / in_flight) as f64 * 10_000.0;
             let samples: Vec<Value> = (0..10)
                 .map(|k| json!({"metric": "HEART_RATE", "at": iso(base + f64::from(k) * 1_000.0), "value": 72}))
@@ -373,8 +411,28 @@ fn main() {
                 "mutation($d: ID!, $s: [SampleInput!]!) { pushSamples(deviceId: $d, samples: $s) { accepted } }".into(),
                 json!({"d": devices[i % in_flight], "s": samples}),
             )
-        })
-        .await;
+        };
+        // The three measures interleaved, in `slices()` turns of `me`, then
+        // `sendMessage`, then `pushSamples`, each turn a slice of each one's
+        // requests: the machine's speed drifts within a run (by up to 30 %
+        // between a `me` phase before the writes and one after them, stop
+        // 37), and turns give each measure the same share of it.
+        let rejected_before = counters(&a).await.1;
+        let (mut me_t, mut send_t, mut push_t) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut me_turns = Vec::new();
+        let turns = slices();
+        for turn in 0..turns {
+            let part = |n: usize| turn * n / turns..(turn + 1) * n / turns;
+            let t = timed(part(4 * requests), &a, &patient, me_query).await;
+            me_turns.push(part(4 * requests).len() as f64 / t.as_secs_f64());
+            me_t += t;
+            send_t += timed(part(requests), &a, &patient, send_message).await;
+            push_t += timed(part(requests), &a, &patient, push_samples).await;
+        }
+        let me = (4 * requests) as f64 / me_t.as_secs_f64();
+        let send = requests as f64 / send_t.as_secs_f64();
+        let push = requests as f64 / push_t.as_secs_f64();
+        me_turns.sort_by(f64::total_cmp);
         // A device's next push may overtake its previous one (the 64 in
         // flight are any 64, not one per device); its samples, 10 s behind,
         // are then rejected as out of order, and that push stores nothing.
@@ -402,15 +460,15 @@ fn main() {
         })
         .await;
         let after = counters(&a).await;
-        // The baseline again, after the writes: how far the machine drifted.
-        let me_after = rate_of(4 * requests, &a, &patient, me_query).await;
         println!(
-            "(g) one node, {requests} requests, {in_flight} in flight: sendMessage {send:.0}/s ({:.2} of `me`), \
-             pushSamples x10 {push:.0}/s ({:.2} of `me`; {rejected:.0} samples rejected); baseline `me` query \
-             {me:.0}/s over {} requests ({me_after:.0}/s after the writes)",
+            "(g) one node, {requests} requests, {in_flight} in flight, in {turns} turns: sendMessage {send:.0}/s \
+             ({:.2} of `me`), pushSamples x10 {push:.0}/s ({:.2} of `me`; {rejected:.0} samples rejected); \
+             baseline `me` query {me:.0}/s over {} requests (its turns {:.0}–{:.0}/s)",
             send / me,
             push / me,
-            4 * requests
+            4 * requests,
+            me_turns[0],
+            me_turns[me_turns.len() - 1],
         );
         println!(
             "(g2) one node, one device with {in_flight} pushes in flight: pushSamples x10 {one_device:.0}/s \
