@@ -210,9 +210,31 @@ impl Store {
             .await
     }
 
+    /// [`Self::append_in`], in a `journal.append` span when spans are
+    /// exported ([`crate::telemetry::spans_exported`]).
     #[allow(clippy::too_many_arguments)]
-    #[tracing::instrument(name = "journal.append", skip_all, fields(bytes = payload.len()))]
     async fn append_with(
+        &self,
+        actor: &str,
+        after_seq: u64,
+        message_id: &str,
+        epoch: u64,
+        payload: &[u8],
+        then: Then,
+        audits: &mut [PendingAudit],
+    ) -> Result<Appended, StoreError> {
+        let bytes = payload.len();
+        let append = self.append_in(actor, after_seq, message_id, epoch, payload, then, audits);
+        if crate::telemetry::spans_exported() {
+            let span = tracing::info_span!("journal.append", bytes);
+            tracing::Instrument::instrument(append, span).await
+        } else {
+            append.await
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn append_in(
         &self,
         actor: &str,
         after_seq: u64,

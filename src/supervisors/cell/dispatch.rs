@@ -30,9 +30,11 @@ impl<A: Actor> Cell<A> {
             return;
         }
         // A traced sender: the handler runs in a span of its own below the
-        // sender's (kind and message type only: ids may name a patient).
-        let span = if call.span.is_none() {
-            tracing::Span::none()
+        // sender's (kind and message type only: ids may name a patient)
+        // when spans are exported, in the sender's otherwise (its lines
+        // name the sender's trace).
+        let span = if call.span.is_none() || !crate::telemetry::spans_exported() {
+            call.span.clone()
         } else {
             tracing::info_span!(
                 parent: &call.span,
