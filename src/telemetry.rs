@@ -66,7 +66,7 @@ pub fn tracing_on() -> bool {
 /// Whether spans are exported: the spans inside a node's handling of one
 /// message (`actor.local`, `actor.handle`, `journal.append`) are only made
 /// then. With JSON logs and no collector they would only be dropped, at
-/// about 5 % of a node's CPU under pushes (issue 15); a line logged where
+/// about 6 % of a node's CPU under pushes (issue 15); a line logged where
 /// one would be carries the ids of the span around it (the request's, or
 /// the delivery's), so it still names its trace.
 pub fn spans_exported() -> bool {

@@ -210,8 +210,8 @@ impl Store {
             .await
     }
 
-    /// [`Self::append_in`], in a `journal.append` span when spans are
-    /// exported ([`crate::telemetry::spans_exported`]).
+    /// Appends in a `journal.append` span when spans are exported
+    /// ([`crate::telemetry::spans_exported`]).
     #[allow(clippy::too_many_arguments)]
     async fn append_with(
         &self,
@@ -223,97 +223,84 @@ impl Store {
         then: Then,
         audits: &mut [PendingAudit],
     ) -> Result<Appended, StoreError> {
-        let bytes = payload.len();
-        let append = self.append_in(actor, after_seq, message_id, epoch, payload, then, audits);
-        if crate::telemetry::spans_exported() {
-            let span = tracing::info_span!("journal.append", bytes);
-            tracing::Instrument::instrument(append, span).await
+        let span = if crate::telemetry::spans_exported() {
+            tracing::info_span!("journal.append", bytes = payload.len())
         } else {
-            append.await
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn append_in(
-        &self,
-        actor: &str,
-        after_seq: u64,
-        message_id: &str,
-        epoch: u64,
-        payload: &[u8],
-        then: Then,
-        audits: &mut [PendingAudit],
-    ) -> Result<Appended, StoreError> {
-        let seq = after_seq + 1;
-        let fenced = match &self.fence {
-            Some(fence) => {
-                let shard = fence.shard_of_key(actor);
-                match fence.epoch(shard) {
-                    Some(epoch) => Some((shard, epoch)),
-                    None => return Err(StoreError::Fenced { shard, held: None }),
-                }
-            }
-            None => None,
+            tracing::Span::none()
         };
-        let stored = self.seal_blob(
-            &super::sealed::ad("journal", actor, Some(seq as i64)),
-            payload,
-        );
-        let bytes = stored.len();
-        let op = Op::Append(AppendOp {
-            actor: actor.to_owned(),
-            seq: seq as i64,
-            message_id: message_id.to_owned(),
-            epoch: fenced.map_or(epoch, |(_, held)| held) as i64,
-            payload: stored,
-            at_ms: unix_ms() as i64,
-            shard: fenced.map(|(shard, _)| i32::from(shard)),
-            then,
-            audit: audits
-                .iter()
-                .filter_map(PendingAudit::pending)
-                .map(|entry| (entry.clone(), self.audit_key.clone()))
-                .collect(),
-        });
-        let started = std::time::Instant::now();
-        let outcome = self.commit_with_others(op).await;
-        if matches!(outcome, Ok(Reply::Append(_))) {
-            audits.iter_mut().for_each(PendingAudit::committed);
-        }
-        crate::metrics::journal_write(bytes, started.elapsed());
-        match outcome {
-            Ok(Reply::Append(AppendOutcome::Written)) => Ok(Appended::Written { seq }),
-            // The message id is known: report where it went.
-            Ok(Reply::Append(AppendOutcome::Known(seq))) => Ok(Appended::Duplicate { seq }),
-            // Either the shard moved on, or the writer is behind or ahead of
-            // the journal.
-            Ok(Reply::Append(AppendOutcome::Refused { shard_epoch })) => {
-                if let (Some((shard, held)), Some(now)) = (fenced, shard_epoch) {
-                    if now != held {
-                        if let Some(fence) = &self.fence {
-                            fence.lost(shard, held);
-                        }
-                        tracing::warn!(
-                            shard,
-                            epoch = held,
-                            "journal write refused: the shard moved to another node"
-                        );
-                        return Err(StoreError::Fenced {
-                            shard,
-                            held: Some(held),
-                        });
+        let append = async move {
+            let seq = after_seq + 1;
+            let fenced = match &self.fence {
+                Some(fence) => {
+                    let shard = fence.shard_of_key(actor);
+                    match fence.epoch(shard) {
+                        Some(epoch) => Some((shard, epoch)),
+                        None => return Err(StoreError::Fenced { shard, held: None }),
                     }
                 }
-                Err(StoreError::Conflict {
-                    actor: actor.to_owned(),
-                    expected: seq,
-                })
+                None => None,
+            };
+            let stored = self.seal_blob(
+                &super::sealed::ad("journal", actor, Some(seq as i64)),
+                payload,
+            );
+            let bytes = stored.len();
+            let op = Op::Append(AppendOp {
+                actor: actor.to_owned(),
+                seq: seq as i64,
+                message_id: message_id.to_owned(),
+                epoch: fenced.map_or(epoch, |(_, held)| held) as i64,
+                payload: stored,
+                at_ms: unix_ms() as i64,
+                shard: fenced.map(|(shard, _)| i32::from(shard)),
+                then,
+                audit: audits
+                    .iter()
+                    .filter_map(PendingAudit::pending)
+                    .map(|entry| (entry.clone(), self.audit_key.clone()))
+                    .collect(),
+            });
+            let started = std::time::Instant::now();
+            let outcome = self.commit_with_others(op).await;
+            if matches!(outcome, Ok(Reply::Append(_))) {
+                audits.iter_mut().for_each(PendingAudit::committed);
             }
-            Ok(Reply::Audit(_) | Reply::Projected) => Err(StoreError::Batch(
-                "the writer answered another write".into(),
-            )),
-            Err(why) => Err(StoreError::Batch(why)),
-        }
+            crate::metrics::journal_write(bytes, started.elapsed());
+            match outcome {
+                Ok(Reply::Append(AppendOutcome::Written)) => Ok(Appended::Written { seq }),
+                // The message id is known: report where it went.
+                Ok(Reply::Append(AppendOutcome::Known(seq))) => Ok(Appended::Duplicate { seq }),
+                // Either the shard moved on, or the writer is behind or ahead of
+                // the journal.
+                Ok(Reply::Append(AppendOutcome::Refused { shard_epoch })) => {
+                    if let (Some((shard, held)), Some(now)) = (fenced, shard_epoch) {
+                        if now != held {
+                            if let Some(fence) = &self.fence {
+                                fence.lost(shard, held);
+                            }
+                            tracing::warn!(
+                                shard,
+                                epoch = held,
+                                "journal write refused: the shard moved to another node"
+                            );
+                            return Err(StoreError::Fenced {
+                                shard,
+                                held: Some(held),
+                            });
+                        }
+                    }
+                    Err(StoreError::Conflict {
+                        actor: actor.to_owned(),
+                        expected: seq,
+                    })
+                }
+                Ok(Reply::Audit(_) | Reply::Projected) => Err(StoreError::Batch(
+                    "the writer answered another write".into(),
+                )),
+                Err(why) => Err(StoreError::Batch(why)),
+            }
+        };
+        tracing::Instrument::instrument(append, span).await
     }
 
     /// `actor`'s events after `after_seq`, in order.
