@@ -54,7 +54,7 @@ fn in_flight() -> usize {
 
 /// Turns the measures of (g) are interleaved in; `CARDIO_BENCH_TURNS`
 /// overrides.
-fn slices() -> usize {
+fn turns() -> usize {
     env_usize("CARDIO_BENCH_TURNS", 4).max(1)
 }
 
@@ -412,7 +412,7 @@ fn main() {
                 json!({"d": devices[i % in_flight], "s": samples}),
             )
         };
-        // The three measures interleaved, in `slices()` turns of `me`, then
+        // The three measures interleaved, in `turns()` turns of `me`, then
         // `sendMessage`, then `pushSamples`, each turn a slice of each one's
         // requests: the machine's speed drifts within a run (by up to 30 %
         // between a `me` phase before the writes and one after them, stop
@@ -420,7 +420,7 @@ fn main() {
         let rejected_before = counters(&a).await.1;
         let (mut me_t, mut send_t, mut push_t) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         let mut me_turns = Vec::new();
-        let turns = slices();
+        let turns = turns();
         for turn in 0..turns {
             let part = |n: usize| turn * n / turns..(turn + 1) * n / turns;
             let t = timed(part(4 * requests), &a, &patient, me_query).await;
