@@ -56,7 +56,7 @@ use async_graphql::registry::{MetaType, Registry};
 
 mod coerce;
 use async_graphql::{Name, ServerError, ServerResult, ValidationResult, Variables};
-use coerce::{fits, Shape};
+use coerce::{Shape, Types};
 use hashlink::LruCache;
 
 /// Documents kept at most.
@@ -87,12 +87,15 @@ struct Valid {
     result: ValidationResult,
     /// The operation's variables, each with the type its value must have.
     variables: Vec<Variable>,
+    /// The input objects their types name, compiled.
+    types: Types,
 }
 
 struct Variable {
     name: Name,
     /// The declared type, or its non-null form when it is nullable with a
-    /// default (see the module docs), compiled against the schema.
+    /// default (see the module docs), compiled against the schema into the
+    /// verdict's [`Types`].
     ty: Shape,
     /// Whether a request must give it: non-null without a default.
     required: bool,
@@ -121,6 +124,7 @@ impl Kept {
     /// The verdict of a validation that gave `result` for `operation`.
     fn valid(registry: &Registry, operation: Selected<'_>, result: ValidationResult) -> Valid {
         let (name, op) = operation;
+        let mut types = Types::default();
         let variables = op
             .variable_definitions
             .iter()
@@ -129,14 +133,13 @@ impl Kept {
                 let ty = &def.var_type.node;
                 Variable {
                     name: def.name.node.clone(),
-                    ty: Shape::of(
+                    ty: types.compile(
                         registry,
                         &if ty.nullable && def.default_value.is_some() {
                             format!("{ty}!")
                         } else {
                             ty.to_string()
                         },
-                        0,
                     ),
                     required: !ty.nullable && def.default_value.is_none(),
                 }
@@ -146,6 +149,7 @@ impl Kept {
             operation: name.cloned(),
             result,
             variables,
+            types,
         }
     }
 }
@@ -153,12 +157,12 @@ impl Kept {
 /// Whether `variables` give every variable of `valid` a value of its type,
 /// by the specification's coercion (see the module docs); `false` sends the
 /// request through the full validation.
-fn variables_conform(registry: &Registry, valid: &Valid, variables: &Variables) -> bool {
+fn variables_conform(valid: &Valid, variables: &Variables) -> bool {
     valid
         .variables
         .iter()
         .all(|var| match variables.get(&var.name) {
-            Some(value) => fits(registry, &var.ty, value),
+            Some(value) => valid.types.fits(&var.ty, value),
             None => !var.required,
         })
 }
@@ -295,7 +299,7 @@ impl Extension for Request {
             let step = match (kept.valid.get(), selected) {
                 (Some(valid), Some((name, _)))
                     if valid.operation.as_ref() == name
-                        && variables_conform(registry, valid, &request.variables) =>
+                        && variables_conform(valid, &request.variables) =>
                 {
                     Step::Skip(valid.result)
                 }
@@ -376,9 +380,7 @@ impl Extension for Request {
 
 #[cfg(test)]
 mod tests {
-    use super::coerce::{conforms, MAX_SHAPE_DEPTH};
     use super::*;
-    use async_graphql::Value;
     use async_graphql::{EmptyMutation, EmptySubscription, Enum, InputObject, Object, Schema};
     use serde_json::{json, Value as Json};
 
@@ -426,6 +428,9 @@ mod tests {
         }
         async fn pair(&self, p: Pair) -> bool {
             p.m == Some(p.k)
+        }
+        async fn trees(&self, t: Vec<Tree>) -> usize {
+            t.iter().map(Tree::size).sum()
         }
     }
 
@@ -689,69 +694,60 @@ mod tests {
         assert_eq!(cache.skipped.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
-    /// A recursive input type: its shape stops compiling at
-    /// [`MAX_SHAPE_DEPTH`] and checks deeper values by name.
+    /// A recursive input type: compiled once, its shape refers to itself.
     #[derive(InputObject)]
     struct Tree {
         metric: Metric,
         children: Option<Vec<Tree>>,
     }
 
-    #[test]
-    fn a_compiled_shape_finds_what_conforms_finds_at_any_depth() {
-        use async_graphql::InputType;
-        let mut registry = Registry::default();
-        <Vec<Tree> as InputType>::create_type_info(&mut registry);
-        <Reading as InputType>::create_type_info(&mut registry);
+    impl Tree {
+        fn size(&self) -> usize {
+            1 + self
+                .children
+                .iter()
+                .flatten()
+                .map(Tree::size)
+                .sum::<usize>()
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_recursive_input_type_is_checked_at_any_depth() {
+        let q = "query($t: [Tree!]!) { trees(t: $t) }";
         let nest = |depth: usize, leaf: Json| {
             (0..depth).fold(
                 leaf,
                 |inner, _| json!({"metric": "OXYGEN", "children": [inner]}),
             )
         };
-        let mut values = Vec::new();
-        for depth in [
-            0,
-            1,
-            MAX_SHAPE_DEPTH - 1,
-            MAX_SHAPE_DEPTH,
-            MAX_SHAPE_DEPTH + 3,
-        ] {
-            for leaf in [
-                json!({"metric": "HEART_RATE"}),
-                json!({"metric": "HEART_RATE", "children": null}),
-                json!({"metric": "NOPE"}),
-                json!({"metric": "HEART_RATE", "bogus": 1}),
-                json!({"children": []}),
-                json!(5),
-                json!(null),
+        let good = json!({"t": [nest(3, json!({"metric": "HEART_RATE"}))]});
+        let mut requests = vec![(q, None, good.clone()), (q, None, good.clone())];
+        let mut fitting = 0;
+        for depth in [0, 1, 7, 8, 11, 40] {
+            for (leaf, fits) in [
+                (json!({"metric": "HEART_RATE"}), true),
+                (json!({"metric": "HEART_RATE", "children": null}), true),
+                (json!({"metric": "HEART_RATE", "children": []}), true),
+                (json!({"metric": "NOPE"}), false),
+                (json!({"metric": "HEART_RATE", "bogus": 1}), false),
+                (json!({"children": []}), false),
+                (json!({"metric": "HEART_RATE", "children": [null]}), false),
+                (json!(5), false),
             ] {
-                values.push(("[Tree!]!", json!([nest(depth, leaf)])));
+                requests.push((q, None, json!({"t": [nest(depth, leaf)]})));
+                requests.push((q, None, good.clone()));
+                fitting += usize::from(fits);
             }
         }
-        for reading in [
-            json!({"metric": "HEART_RATE", "value": 72.5, "n": 1}),
-            json!({"metric": "HEART_RATE", "inner": {"a": 1}}),
-            json!({"metric": "HEART_RATE", "inner": {}}),
-            json!({"metric": "HEART_RATE", "n": 2.5}),
-            json!({"value": 1.0}),
-            json!({"metric": null}),
-        ] {
-            values.push(("Reading", reading));
-        }
-        let (mut fit, mut unfit) = (0, 0);
-        for (ty, value) in values {
-            let value = Value::from_json(value).unwrap();
-            let shape = Shape::of(&registry, ty, 0);
-            let want = conforms(&registry, ty, &value);
-            assert_eq!(fits(&registry, &shape, &value), want, "{ty} {value}");
-            if want {
-                fit += 1;
-            } else {
-                unfit += 1;
-            }
-        }
-        // Both verdicts were asked of both kinds of value, at every depth.
-        assert_eq!((fit, unfit), (5 * 2 + 2, 5 * 5 + 4));
+        let values = (requests.len() - 2) / 2;
+        let skipped = same_answers(&requests).await;
+        // Every fitting value skipped validation, at every depth, and so
+        // did each good request between them; no other did.
+        assert_eq!(
+            skipped,
+            values + fitting,
+            "requests that skipped validation"
+        );
     }
 }
