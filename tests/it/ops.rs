@@ -328,6 +328,9 @@ async fn the_simulator_loads_a_node_and_its_summary_agrees_with_the_nodes_metric
     // Also measured without each device's first push (which starts its
     // actor): every device pushed more than once here.
     assert!(n("push_warm_p99_ms") > 0.0, "{s}");
+    // And each device's first push alone: every device pushed first.
+    assert!(n("push_first_p50_ms") > 0.0, "{s}");
+    assert!(n("push_first_p99_ms") >= n("push_first_p50_ms"), "{s}");
     assert_eq!((n("consults_opened"), n("consults_ended")), (3.0, 3.0));
     assert!(n("messages") >= 3.0 * 8.0, "{s}");
     // The node judged every sample pushed exactly once and rejected exactly
