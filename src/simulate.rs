@@ -167,6 +167,16 @@ impl Stats {
     fn error(&mut self, op: &str, code: &str) {
         *self.errors.entry(format!("{op}: {code}")).or_default() += 1;
     }
+
+    /// A push answered in `us`, its device's first or not.
+    fn push_took(&mut self, us: u32, first: bool) {
+        self.push_us.push(us);
+        if first {
+            self.push_first_us.push(us);
+        } else {
+            self.push_warm_us.push(us);
+        }
+    }
 }
 
 /// The `q` quantile (0–1) of `us`, in milliseconds.
@@ -448,12 +458,7 @@ pub async fn run(s: Settings, auth: Authenticator) -> Result<Summary, String> {
                     Ok(v) => {
                         st.pushes += 1;
                         st.injected_invalid += u64::from(invalid);
-                        st.push_us.push(elapsed_us(began));
-                        if tick > 0 {
-                            st.push_warm_us.push(elapsed_us(began));
-                        } else {
-                            st.push_first_us.push(elapsed_us(began));
-                        }
+                        st.push_took(elapsed_us(began), tick == 0);
                         let p = &v["pushSamples"];
                         st.accepted += p["accepted"].as_u64().unwrap_or(0);
                         st.rejected += p["rejections"].as_array().map_or(0, |r| r.len() as u64);
