@@ -18,6 +18,15 @@ pub enum ConsultsOf {
     Clinician { id: String, patients: Vec<String> },
 }
 
+/// What a consult request's id names ([`Store::claim_consult_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsultClaim {
+    /// The consult the request names, for `patient`.
+    Claimed { consult: String, patient: String },
+    /// No patient of that id is registered: nothing was stored.
+    UnknownPatient,
+}
+
 /// A consult as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsultRow {
@@ -424,44 +433,76 @@ impl Store {
         }
     }
 
-    /// The consult `requester`'s request `request_id` names: the one stored
-    /// now if it was new (`consult`, for `patient`), or the one stored
-    /// before, with its patient.
+    /// The consult `requester`'s request `request_id` names, for a
+    /// registered `patient`: the one stored now if it was new (`consult`),
+    /// or the one stored before, with its patient (which may be another).
+    ///
+    /// A new request of a registered patient (the usual case) is one
+    /// statement, one round trip: the insert checks the patient and returns
+    /// what it stored. Otherwise a second statement says which it was: an
+    /// unknown patient (nothing stored) or a request id claimed before.
     pub async fn claim_consult_request(
         &self,
         requester: &str,
         request_id: &str,
         consult: &str,
         patient: &str,
-    ) -> Result<(String, String), StoreError> {
-        let (insert, select) = (
+    ) -> Result<ConsultClaim, StoreError> {
+        let (insert, lookup) = (
             self.dialect(
                 "INSERT INTO consult_requests (requester, request_id, consult_id, patient_id, at_ms) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (requester, request_id) DO NOTHING",
+                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM patients WHERE id = $4) \
+                 ON CONFLICT (requester, request_id) DO NOTHING RETURNING consult_id, patient_id",
                 "INSERT INTO consult_requests (requester, request_id, consult_id, patient_id, at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (requester, request_id) DO NOTHING",
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM patients WHERE id = ?4) \
+                 ON CONFLICT (requester, request_id) DO NOTHING RETURNING consult_id, patient_id",
             ),
+            // A statement of its own: it sees a claim that a concurrent
+            // insert (which this one's conflict waited for) committed.
             self.dialect(
-                "SELECT consult_id, patient_id FROM consult_requests WHERE requester = $1 AND request_id = $2",
-                "SELECT consult_id, patient_id FROM consult_requests WHERE requester = ?1 AND request_id = ?2",
+                "SELECT EXISTS (SELECT 1 FROM patients WHERE id = $3) AS known, consult_id, patient_id \
+                 FROM (SELECT 1) AS one LEFT JOIN consult_requests ON requester = $1 AND request_id = $2",
+                "SELECT EXISTS (SELECT 1 FROM patients WHERE id = ?3) AS known, consult_id, patient_id \
+                 FROM (SELECT 1) AS one LEFT JOIN consult_requests ON requester = ?1 AND request_id = ?2",
             ),
         );
-        with_pool!(self, pool => sqlx::query(insert)
+        // Twice at most: a patient registered between the two statements
+        // finds neither a claim nor an unknown patient the first time.
+        for _ in 0..2 {
+            let stored: Option<(String, String)> = with_pool!(self, pool => sqlx::query(insert)
+                .bind(requester)
+                .bind(request_id)
+                .bind(consult)
+                .bind(patient)
+                .bind(unix_ms() as i64)
+                .fetch_optional(pool)
+                .await
+                .and_then(|r| r.map(|r| Ok((r.try_get("consult_id")?, r.try_get("patient_id")?))).transpose()))?;
+            if let Some((consult, patient)) = stored {
+                return Ok(ConsultClaim::Claimed { consult, patient });
+            }
+            let (known, before): (bool, Option<(String, String)>) = with_pool!(self, pool => sqlx::query(lookup)
             .bind(requester)
             .bind(request_id)
-            .bind(consult)
             .bind(patient)
-            .bind(unix_ms() as i64)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
-        let row: (String, String) = with_pool!(self, pool => sqlx::query(select)
-            .bind(requester)
-            .bind(request_id)
             .fetch_one(pool)
             .await
-            .and_then(|r| Ok((r.try_get("consult_id")?, r.try_get("patient_id")?))))?;
-        Ok(row)
+            .and_then(|r| {
+                let consult: Option<String> = r.try_get("consult_id")?;
+                let patient: Option<String> = r.try_get("patient_id")?;
+                Ok((r.try_get("known")?, consult.zip(patient)))
+            }))?;
+            match (known, before) {
+                (false, _) => return Ok(ConsultClaim::UnknownPatient),
+                (true, Some((consult, patient))) => {
+                    return Ok(ConsultClaim::Claimed { consult, patient })
+                }
+                (true, None) => continue,
+            }
+        }
+        // Neither stored nor found twice: answered as a store error (the
+        // caller's retry, with the same id, is safe).
+        Err(StoreError::Database(sqlx::Error::RowNotFound))
     }
 
     /// Consults still requested or waiting (their no-show checks must run

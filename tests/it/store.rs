@@ -340,6 +340,56 @@ async fn care_teams_and_devices_decide_who_reaches_whom(store: &Store) {
 }
 on_both!(people, care_teams_and_devices_decide_who_reaches_whom);
 
+async fn a_consult_request_id_names_one_consult_of_a_known_patient(store: &Store) {
+    use cardio::store::consults::ConsultClaim;
+    let claimed = |consult: &str, patient: &str| ConsultClaim::Claimed {
+        consult: consult.into(),
+        patient: patient.into(),
+    };
+    store.register_patient("p-1").await.unwrap();
+    store.register_patient("p-2").await.unwrap();
+    // An unknown patient: nothing stored, so the id stays free.
+    let claim = store.claim_consult_request("dr-1", "q-1", "c-0", "p-9");
+    assert_eq!(claim.await.unwrap(), ConsultClaim::UnknownPatient);
+    let claim = store.claim_consult_request("dr-1", "q-1", "c-1", "p-1");
+    assert_eq!(claim.await.unwrap(), claimed("c-1", "p-1"));
+    // A retry names the consult stored first, whatever id it proposes.
+    let claim = store.claim_consult_request("dr-1", "q-1", "c-2", "p-1");
+    assert_eq!(claim.await.unwrap(), claimed("c-1", "p-1"));
+    // The same id for another patient: the first claim, with its patient.
+    let claim = store.claim_consult_request("dr-1", "q-1", "c-3", "p-2");
+    assert_eq!(claim.await.unwrap(), claimed("c-1", "p-1"));
+    // An unknown patient is told before a reused id.
+    let claim = store.claim_consult_request("dr-1", "q-1", "c-4", "p-9");
+    assert_eq!(claim.await.unwrap(), ConsultClaim::UnknownPatient);
+    // Another requester's same id is another request.
+    let claim = store.claim_consult_request("p-1", "q-1", "c-5", "p-1");
+    assert_eq!(claim.await.unwrap(), claimed("c-5", "p-1"));
+    // Racing claims of one id all name the same consult.
+    let tries = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_consult_request("dr-1", "q-race", &format!("r-{i}"), "p-2")
+                .await
+        })
+    });
+    let named: Vec<_> = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    assert!(named.iter().all(|c| c == &named[0]), "{named:?}");
+    assert!(
+        matches!(&named[0], ConsultClaim::Claimed { patient, .. } if patient == "p-2"),
+        "{named:?}"
+    );
+}
+on_both!(
+    consult_requests,
+    a_consult_request_id_names_one_consult_of_a_known_patient
+);
+
 async fn retention_prunes_only_old_entries_of_the_prefix(store: &Store) {
     store
         .append("device/d-1", 0, "m-1", 0, b"old")

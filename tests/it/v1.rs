@@ -308,6 +308,36 @@ async fn a_consult_tells_its_reason_notes_and_times_and_one_request_id_makes_one
         v["errors"][0]["extensions"]["reason"], "REQUEST_ID_REUSED",
         "{v}"
     );
+    // A patient not registered: nothing is made, and the id stays free.
+    let p404 = token(Role::Patient, "p-404");
+    let unknown = json!({"p": "p-404", "r": "dizzy", "q": "q-1"});
+    assert_eq!(code(&a, &p404, ask, unknown).await, "NOT_FOUND");
+    // Each request's access is audited once, whichever way it ended (the
+    // entry travels with the command, or is written when it goes no further).
+    let admin = token(Role::Admin, "admin-1");
+    let log =
+        crate::api::audit_all(&a, &admin, None, "subject action fields patientId outcome").await;
+    let requests = |sub: &str, patient: &str| {
+        log.iter()
+            .filter(|e| {
+                e["subject"] == sub
+                    && e["patientId"] == patient
+                    && e["action"] == "write"
+                    && e["fields"] == "consult"
+                    && e["outcome"] == "ALLOWED"
+            })
+            .count()
+    };
+    assert_eq!(
+        [
+            requests("p-1", "p-1"),
+            requests("dr-1", "p-1"),
+            requests("dr-1", "p-3"),
+            requests("p-404", "p-404")
+        ],
+        [2, 1, 1, 1],
+        "{log:?}"
+    );
 
     // Its details, as the consult goes on.
     let read = ok(&a, &dr1, CONSULT, json!({"c": id})).await["consult"].clone();

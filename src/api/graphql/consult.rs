@@ -22,7 +22,7 @@ use crate::api::live::{async_stream_lite, until_expiry, SubscriptionSlot};
 use crate::clock::unix_ms;
 use crate::principal::{Principal, Role};
 use crate::store::audit::AuditEntry;
-use crate::store::consults::{ConsultRow, ConsultsOf};
+use crate::store::consults::{ConsultClaim, ConsultRow, ConsultsOf};
 
 #[derive(SimpleObject, Clone)]
 pub struct Message {
@@ -296,34 +296,40 @@ impl ConsultMutation {
         if request_id.is_empty() || request_id.len() > 128 {
             return Err(ApiError::bad_input("requestId: 1–128 bytes").into());
         }
-        Access::new(d, who, "write", "consult")
-            .patient(&patient_id)
-            .await?;
-        let exists = d
-            .store
-            .patient_exists(&patient_id)
-            .await
-            .map_err(ApiError::unavailable)?;
-        if !exists {
-            return Err(ApiError::NotFound("no such patient".into()).into());
-        }
+        // The allowed access's entry travels with the command and commits
+        // with its first event; every other way out writes it here.
+        let access = Access::new(d, who, "write", "consult");
+        let entry = access.patient_carried(&patient_id).await?;
         let fresh = uuid::Uuid::new_v4().simple().to_string();
-        let (id, for_patient) = d
+        let claim = d
             .store
             .claim_consult_request(&who.subject, &request_id, &fresh, &patient_id)
-            .await
-            .map_err(ApiError::unavailable)?;
-        if for_patient != patient_id.as_str() {
-            let reused = crate::api::error::RefusalReason::RequestIdReused;
-            return Err(ApiError::consult(reused).into());
-        }
+            .await;
+        let id = match claim {
+            Ok(ConsultClaim::Claimed { consult, patient }) if patient == patient_id.as_str() => {
+                consult
+            }
+            Ok(ConsultClaim::Claimed { .. }) => {
+                access.write(&entry).await?;
+                let reused = crate::api::error::RefusalReason::RequestIdReused;
+                return Err(ApiError::consult(reused).into());
+            }
+            Ok(ConsultClaim::UnknownPatient) => {
+                access.write(&entry).await?;
+                return Err(ApiError::NotFound("no such patient".into()).into());
+            }
+            Err(e) => {
+                access.write(&entry).await?;
+                return Err(ApiError::unavailable(e).into());
+            }
+        };
         // A retry asks again with the same command id: the consult answers
         // it without recording anything new.
         let command = Command::Request {
             patient: patient_id.to_string(),
             reason,
         };
-        act(d, &id, format!("{id}-request"), command, None).await?;
+        act(d, &id, format!("{id}-request"), command, Some(entry)).await?;
         Ok(ID(id))
     }
 
