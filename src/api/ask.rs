@@ -13,6 +13,7 @@ use crate::actors::consult::{Act, ConsultView, View};
 use crate::address::ActorId;
 use crate::bus::BusMessage;
 use crate::store::audit::AuditEntry;
+use crate::store::consults::ConsultKnown;
 
 /// How long a resolver waits for an actor, every retry included.
 pub(crate) const ASK_DEADLINE: Duration = Duration::from_secs(10);
@@ -77,9 +78,10 @@ pub(crate) async fn consult_view(
 ///
 /// The patient comes from the node's cache
 /// ([`super::authz_cache::AuthzCache`]: a consult's patient never changes)
-/// or, the first time, from the consult's view; so a command on a consult
-/// asks its actor once, and the actor decides from its own state whether
-/// the caller takes part and whether the consult is over.
+/// or, the first time, from the consult's projected row (its view when the
+/// projection lags behind the journal); so a command on a consult asks its
+/// actor once, and the actor decides from its own state whether the caller
+/// takes part and whether the consult is over.
 ///
 /// A consult that is not there is refused alike (`FORBIDDEN`, as for one the
 /// caller may not see: no answer tells an id that exists from one that does
@@ -104,15 +106,12 @@ pub(crate) async fn authorized_consult_carried(
     consult: &str,
 ) -> Result<(String, AuditEntry), ApiError> {
     let lookup = async {
-        let exists = d
-            .store
-            .consult_exists(consult)
-            .await
-            .map_err(ApiError::unavailable)?;
-        if !exists {
-            return Ok(None);
+        let known = d.store.consult_known(consult).await;
+        match known.map_err(ApiError::unavailable)? {
+            ConsultKnown::Patient(patient) => Ok(Some(patient)),
+            ConsultKnown::Journaled => Ok(consult_view(d, consult, u64::MAX).await?.patient),
+            ConsultKnown::Unknown => Ok(None),
         }
-        Ok(consult_view(d, consult, u64::MAX).await?.patient)
     };
     let Some(patient) = d.gate.authz().consult_patient(consult, lookup).await? else {
         // Audited as an attempt on "consult", whatever was asked of it.

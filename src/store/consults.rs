@@ -27,6 +27,17 @@ pub enum ConsultClaim {
     UnknownPatient,
 }
 
+/// What the store tells of a consult ([`Store::consult_known`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsultKnown {
+    /// Projected: the consult's patient.
+    Patient(String),
+    /// Journaled, not projected yet: only its actor can tell its patient.
+    Journaled,
+    /// Never requested.
+    Unknown,
+}
+
 /// A consult as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsultRow {
@@ -519,17 +530,28 @@ impl Store {
         Ok(ids)
     }
 
-    /// Whether consult `id` was ever requested: its projected row, or (the
-    /// projection is written after the journal and may lag behind a failure)
-    /// its journal. Lets the API refuse an unknown id without starting an
-    /// actor for it.
-    pub async fn consult_exists(&self, id: &str) -> Result<bool, StoreError> {
+    /// What the store tells of consult `id` without starting its actor: its
+    /// patient, from its projected row (a consult's patient never changes);
+    /// or that it was journaled but not projected yet (the projection is
+    /// written after the journal and may lag behind a failure); or that it
+    /// was never requested. Lets the API refuse an unknown id without
+    /// starting an actor for it, and learn a known one's patient without
+    /// asking the actor.
+    pub async fn consult_known(&self, id: &str) -> Result<ConsultKnown, StoreError> {
         let sql = self.dialect(
-            "SELECT 1 AS yes FROM consults WHERE id = $1",
-            "SELECT 1 AS yes FROM consults WHERE id = ?1",
+            "SELECT patient_id FROM consults WHERE id = $1",
+            "SELECT patient_id FROM consults WHERE id = ?1",
         );
-        let projected = with_pool!(self, pool => sqlx::query(sql).bind(id).fetch_optional(pool).await.map(|r| r.is_some()))?;
-        Ok(projected || self.last_seq(&format!("consult/{id}")).await? > 0)
+        let projected: Option<String> = with_pool!(self, pool => sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .and_then(|r| r.map(|r| r.try_get("patient_id")).transpose()))?;
+        Ok(match projected {
+            Some(patient) => ConsultKnown::Patient(patient),
+            None if self.last_seq(&format!("consult/{id}")).await? > 0 => ConsultKnown::Journaled,
+            None => ConsultKnown::Unknown,
+        })
     }
 
     /// A consult's chat lines after `after`, in order.

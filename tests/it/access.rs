@@ -1116,6 +1116,52 @@ async fn joined_consult(addr: &str, clinician: &str) -> String {
     id
 }
 
+/// A consult's patient is read from its projected row; a consult journaled
+/// but not projected (its projection write failed) is authorized from its
+/// actor's view instead, never refused for want of a row.
+#[actix_rt::test]
+async fn a_consult_not_projected_yet_is_authorized_from_its_actor() {
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/lag.db", data.path().display());
+    let store = cardio::store::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    for p in ["p-1", "p-2"] {
+        store.register_patient(p).await.unwrap();
+    }
+    // Requested now: a consult requested long ago is over (a no-show).
+    let now = crate::api::now_ms() as u64;
+    let requested =
+        json!({"event": "requested", "patient": "p-1", "reason": "palpitations", "at_ms": now});
+    let payload = requested.to_string();
+    store
+        .append("consult/c-lag", 0, "c-lag-request", 0, payload.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consult_known("c-lag").await.unwrap(),
+        cardio::store::consults::ConsultKnown::Journaled
+    );
+    store.close().await;
+    let node = serve_with(&[("CARDIO_DATABASE_URL", &url)]);
+    let a = &node.addr;
+    let join = "mutation($c: ID!) { joinConsult(id: $c) }";
+    let other = token(Role::Patient, "p-2");
+    let v = crate::api::gql(a, &other, join, json!({"c": "c-lag"})).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
+    let patient = token(Role::Patient, "p-1");
+    assert_eq!(
+        ok(a, &patient, join, json!({"c": "c-lag"})).await["joinConsult"],
+        true
+    );
+    let read = "query($c: ID!) { consult(id: $c) { status patientId } }";
+    let got = ok(a, &patient, read, json!({"c": "c-lag"})).await;
+    assert_eq!(
+        got["consult"],
+        json!({"status": "WAITING", "patientId": "p-1"}),
+        "{got}"
+    );
+}
+
 #[actix_rt::test]
 async fn chat_authorized_from_the_nodes_cache_follows_care_team_and_consult_changes_at_once() {
     let node = serve_with(&[]);

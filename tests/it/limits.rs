@@ -759,20 +759,47 @@ on_both!(
     the_first_secret_made_is_the_one_every_caller_gets
 );
 
-async fn a_consult_exists_once_journaled_or_projected(store: &cardio::store::Store) {
-    assert!(!store.consult_exists("c-1").await.unwrap());
+async fn a_consult_is_known_once_journaled_and_its_patient_once_projected(
+    store: &cardio::store::Store,
+) {
+    use cardio::actors::consult::state::Status;
+    use cardio::store::consults::{ConsultKnown, ConsultRow};
+    assert_eq!(
+        store.consult_known("c-1").await.unwrap(),
+        ConsultKnown::Unknown
+    );
     store
         .append("consult/c-1", 0, "m-1", 0, b"{}")
         .await
         .unwrap();
-    assert!(
-        store.consult_exists("c-1").await.unwrap(),
+    assert_eq!(
+        store.consult_known("c-1").await.unwrap(),
+        ConsultKnown::Journaled,
         "journaled but not projected yet"
     );
-    assert!(!store.consult_exists("c-2").await.unwrap());
+    let row = ConsultRow {
+        id: "c-1".into(),
+        patient_id: "p-1".into(),
+        clinician_id: None,
+        status: Status::Requested,
+        requested_ms: 1,
+        reason: "palpitations".into(),
+        notes: None,
+        started_ms: None,
+        ended_ms: None,
+    };
+    store.project_consult_through(&row, &[], 1).await.unwrap();
+    assert_eq!(
+        store.consult_known("c-1").await.unwrap(),
+        ConsultKnown::Patient("p-1".into())
+    );
+    assert_eq!(
+        store.consult_known("c-2").await.unwrap(),
+        ConsultKnown::Unknown
+    );
 }
 
 on_both!(
     consult_existence,
-    a_consult_exists_once_journaled_or_projected
+    a_consult_is_known_once_journaled_and_its_patient_once_projected
 );
