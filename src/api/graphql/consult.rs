@@ -305,22 +305,22 @@ impl ConsultMutation {
             .store
             .claim_consult_request(&who.subject, &request_id, &fresh, &patient_id)
             .await;
-        let id = match claim {
+        let claimed = match claim {
             Ok(ConsultClaim::Claimed { consult, patient }) if patient == patient_id.as_str() => {
-                consult
+                Ok(consult)
             }
-            Ok(ConsultClaim::Claimed { .. }) => {
-                access.write(&entry).await?;
-                let reused = crate::api::error::RefusalReason::RequestIdReused;
-                return Err(ApiError::consult(reused).into());
-            }
-            Ok(ConsultClaim::UnknownPatient) => {
-                access.write(&entry).await?;
-                return Err(ApiError::NotFound("no such patient".into()).into());
-            }
+            Ok(ConsultClaim::Claimed { .. }) => Err(ApiError::consult(
+                crate::api::error::RefusalReason::RequestIdReused,
+            )),
+            Ok(ConsultClaim::UnknownPatient) => Err(ApiError::NotFound("no such patient".into())),
+            Err(e) => Err(ApiError::unavailable(e)),
+        };
+        let id = match claimed {
+            Ok(id) => id,
+            // No command: the access is audited here, before the answer.
             Err(e) => {
                 access.write(&entry).await?;
-                return Err(ApiError::unavailable(e).into());
+                return Err(e.into());
             }
         };
         // A retry asks again with the same command id: the consult answers
